@@ -1,0 +1,36 @@
+# imagepatch developer commands. `make test` is what CI runs (.ci/run).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+CLUSTER_DIR ?= .local/cluster
+PYTEST_ARGS ?=
+
+.PHONY: setup test unit lint cluster-up cluster-down clean
+
+## setup: install Debian packages, the virtualenv and build the test control plane
+setup:
+	@bash .ci/setup
+
+## test: set up, lint, then run every test layer against real components
+test: setup lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## unit: the pure tests only (no cluster, registry or moto)
+unit: setup
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+## lint: ruff, and import-linter (core/ and model/ stay free of I/O)
+lint: setup
+	$(VENV)/bin/ruff check operator tests
+	$(VENV)/bin/lint-imports
+
+## cluster-up: start the local control plane; prints the `export KUBECONFIG=...` line
+cluster-up: setup
+	@$(PY) -m tests.cluster.harness up --state-dir $(CLUSTER_DIR)
+
+## cluster-down: stop it
+cluster-down:
+	@$(PY) -m tests.cluster.harness down --state-dir $(CLUSTER_DIR)
+
+clean: cluster-down
+	rm -rf .local .pytest_cache .ruff_cache

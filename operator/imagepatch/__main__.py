@@ -1,0 +1,7 @@
+"""``python -m imagepatch``: the same as the ``imagepatch`` command."""
+
+import sys
+
+from imagepatch.cli import main
+
+sys.exit(main())

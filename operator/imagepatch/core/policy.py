@@ -1,0 +1,79 @@
+"""The status of an ImagePatchPolicy, as a pure function of its object and the clock.
+
+A spec that the CRD schema accepted can still be unusable: a cron expression
+with an hour of 25, or a timezone that does not exist. Those end as
+``Stalled=True`` with reason ``InvalidSpec`` and a message that names the
+field, and no retry is scheduled until the spec changes (as Flux does). When
+the spec is fixed, the next reconcile turns the policy ``Ready`` again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from imagepatch.core import reasons
+from imagepatch.core.conditions import Condition, format_time, merge
+from imagepatch.core.schedule import ScheduleError, parse_schedule
+from imagepatch.model.errors import SpecError
+from imagepatch.model.policy import Policy, parse_policy
+
+# `kubectl annotate ipp NAME imagepatch.dev/requestedAt="$(date -Is)"` asks for
+# a reconcile now; the value is echoed in status.lastHandledReconcileAt.
+REQUESTED_AT_ANNOTATION = "imagepatch.dev/requestedAt"
+
+
+def check_policy(policy: Policy) -> None:
+    """Checks the CRD's CEL rules cannot make; raise SpecError naming the field."""
+    window = policy.maintenance_window
+    if window is None:
+        return
+    try:
+        parse_schedule(window.schedule, "UTC")
+    except ScheduleError as exc:
+        raise SpecError("spec.maintenanceWindow.schedule", str(exc)) from exc
+    try:
+        parse_schedule(window.schedule, window.timezone)
+    except ScheduleError as exc:
+        raise SpecError("spec.maintenanceWindow.timezone", str(exc)) from exc
+
+
+def policy_status(obj: Mapping[str, Any], *, now: dt.datetime) -> dict[str, Any]:
+    """The full ``status`` to record for the policy object ``obj``."""
+    meta = obj.get("metadata") or {}
+    generation = int(meta.get("generation") or 0)
+    recorded = obj.get("status") or {}
+    status: dict[str, Any] = {"observedGeneration": generation}
+
+    try:
+        policy = parse_policy(obj.get("spec") or {})
+        check_policy(policy)
+    except SpecError as exc:
+        problem = str(exc)
+        desired = [
+            Condition(type=reasons.READY, status="False", reason=reasons.INVALID_SPEC,
+                      message=problem, observed_generation=generation),
+            Condition(type=reasons.STALLED, status="True", reason=reasons.INVALID_SPEC,
+                      message=problem, observed_generation=generation),
+        ]
+        status["conditions"] = merge(recorded.get("conditions"), desired, now=now,
+                                     drop=[reasons.RECONCILING])
+    else:
+        if policy.suspend:
+            ready = Condition(type=reasons.READY, status="True", reason=reasons.SUSPENDED,
+                              message="spec.suspend is true: no new patches start",
+                              observed_generation=generation)
+        else:
+            ready = Condition(type=reasons.READY, status="True", reason=reasons.RECONCILED,
+                              message="policy is valid and active", observed_generation=generation)
+        status["conditions"] = merge(recorded.get("conditions"), [ready], now=now,
+                                     drop=[reasons.STALLED, reasons.RECONCILING])
+
+    requested = (meta.get("annotations") or {}).get(REQUESTED_AT_ANNOTATION)
+    if requested:
+        status["lastHandledReconcileAt"] = requested
+    return status
+
+
+__all__ = ["REQUESTED_AT_ANNOTATION", "check_policy", "format_time", "policy_status"]

@@ -1,0 +1,63 @@
+"""Custom resources parsed into frozen, typed dataclasses.
+
+This is the bottom layer: it imports only the standard library (enforced by
+import-linter, see pyproject.toml), and everything above it (``core/``,
+``reconcile``) works on these objects instead of raw dicts. A bad field raises
+:class:`SpecError`, whose message starts with the field's full path.
+
+Modules: ``errors`` (SpecError), ``durations`` (Go-style duration strings),
+``policy`` (ImagePatchPolicy).
+"""
+
+from imagepatch.model.durations import format_duration, parse_duration
+from imagepatch.model.errors import SpecError
+from imagepatch.model.policy import (
+    ApprovalMode,
+    BaseImages,
+    CodeBuildSettings,
+    ImagePatchPolicy,
+    JobSettings,
+    LabelSelector,
+    LabelSelectorRequirement,
+    MaintenanceWindow,
+    PolicySpec,
+    Rebuild,
+    RebuildStrategy,
+    RegistryCredentials,
+    Rollout,
+    SelectorOperator,
+    Severity,
+    Vulnerabilities,
+    VulnerabilitySource,
+    Wave,
+    parse_label_selector,
+    parse_policy,
+    parse_policy_spec,
+)
+
+__all__ = [
+    "ApprovalMode",
+    "BaseImages",
+    "CodeBuildSettings",
+    "ImagePatchPolicy",
+    "JobSettings",
+    "LabelSelector",
+    "LabelSelectorRequirement",
+    "MaintenanceWindow",
+    "PolicySpec",
+    "Rebuild",
+    "RebuildStrategy",
+    "RegistryCredentials",
+    "Rollout",
+    "SelectorOperator",
+    "Severity",
+    "SpecError",
+    "Vulnerabilities",
+    "VulnerabilitySource",
+    "Wave",
+    "format_duration",
+    "parse_duration",
+    "parse_label_selector",
+    "parse_policy",
+    "parse_policy_spec",
+]

@@ -1,0 +1,626 @@
+"""ImagePatchPolicy: its ``spec`` parsed into frozen dataclasses.
+
+An ImagePatchPolicy is the cluster-scoped, admin-owned patch baseline (see
+``crds/imagepatch.dev_imagepatchpolicies.yaml`` and DESIGN.md). This module
+turns the raw ``spec`` dict into typed, immutable objects once, at the edge, so
+``core/`` never touches a raw dict.
+
+It mirrors the CRD on purpose: the same defaults (an object read from an API
+server that skipped defaulting, or built by hand in a test, still works) and
+the same checks as the CRD's schema and CEL rules, so a spec that passed the
+API server always parses, and one rejected here would have been rejected
+there. The first bad field raises :class:`SpecError` naming its full path.
+Change the CRD and this module together.
+
+What the CRD can only check loosely stays loose here too: the
+``maintenanceWindow.schedule`` (cron) and ``timezone`` are kept as strings and
+validated by ``core/``, which knows cron and the tz database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from imagepatch.model.durations import parse_duration
+from imagepatch.model.errors import SpecError
+
+__all__ = [
+    "ApprovalMode",
+    "BaseImages",
+    "CodeBuildSettings",
+    "ImagePatchPolicy",
+    "JobSettings",
+    "LabelSelector",
+    "LabelSelectorRequirement",
+    "MaintenanceWindow",
+    "PolicySpec",
+    "Rebuild",
+    "RebuildStrategy",
+    "RegistryCredentials",
+    "Rollout",
+    "SelectorOperator",
+    "Severity",
+    "Vulnerabilities",
+    "VulnerabilitySource",
+    "Wave",
+    "parse_label_selector",
+    "parse_policy",
+    "parse_policy_spec",
+]
+
+
+# --- enums (values are the exact strings of the CRD's enums) -----------------
+
+
+class VulnerabilitySource(enum.StrEnum):
+    ECR = "ecr"
+    INSPECTOR = "inspector"
+    NONE = "none"
+
+
+class Severity(enum.StrEnum):
+    """Finding severities a baseline can require, in ascending order of rank."""
+
+    INFORMATIONAL = "INFORMATIONAL"
+    LOW = "LOW"
+    MEDIUM = "MEDIUM"
+    HIGH = "HIGH"
+    CRITICAL = "CRITICAL"
+
+    @property
+    def rank(self) -> int:
+        # StrEnum compares as strings ("HIGH" < "LOW"), so order by rank instead.
+        return _SEVERITY_RANK[self]
+
+    def at_least(self, other: Severity) -> bool:
+        return self.rank >= other.rank
+
+
+_SEVERITY_RANK = {s: i for i, s in enumerate(Severity)}
+
+
+class RebuildStrategy(enum.StrEnum):
+    CODEBUILD = "codebuild"
+    JOB = "job"
+    EXTERNAL = "external"
+    REBASE = "rebase"
+
+
+class ApprovalMode(enum.StrEnum):
+    AUTOMATIC = "Automatic"
+    MANUAL = "Manual"
+
+
+class SelectorOperator(enum.StrEnum):
+    IN = "In"
+    NOT_IN = "NotIn"
+    EXISTS = "Exists"
+    DOES_NOT_EXIST = "DoesNotExist"
+
+
+# --- dataclasses --------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LabelSelectorRequirement:
+    key: str
+    operator: SelectorOperator
+    values: tuple[str, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        # Kubernetes semantics: NotIn also matches objects without the key.
+        match self.operator:
+            case SelectorOperator.IN:
+                return self.key in labels and labels[self.key] in self.values
+            case SelectorOperator.NOT_IN:
+                return self.key not in labels or labels[self.key] not in self.values
+            case SelectorOperator.EXISTS:
+                return self.key in labels
+            case SelectorOperator.DOES_NOT_EXIST:
+                return self.key not in labels
+
+    def to_query(self) -> str:
+        match self.operator:
+            case SelectorOperator.IN:
+                return f"{self.key} in ({','.join(self.values)})"
+            case SelectorOperator.NOT_IN:
+                return f"{self.key} notin ({','.join(self.values)})"
+            case SelectorOperator.EXISTS:
+                return self.key
+            case SelectorOperator.DOES_NOT_EXIST:
+                return f"!{self.key}"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LabelSelector:
+    """A metav1.LabelSelector. The empty selector selects everything."""
+
+    # Sorted (key, value) pairs rather than a dict, so the object stays hashable.
+    match_labels: tuple[tuple[str, str], ...] = ()
+    match_expressions: tuple[LabelSelectorRequirement, ...] = ()
+
+    @property
+    def selects_everything(self) -> bool:
+        return not self.match_labels and not self.match_expressions
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(labels.get(k) == v for k, v in self.match_labels) and all(
+            r.matches(labels) for r in self.match_expressions
+        )
+
+    def to_query(self) -> str:
+        """The ``labelSelector`` query string for list/watch calls ("" selects all)."""
+        terms = [f"{k}={v}" for k, v in self.match_labels]
+        terms += [r.to_query() for r in self.match_expressions]
+        return ",".join(terms)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BaseImages:
+    # Globs over base image references; empty means every base is trusted.
+    trusted: tuple[str, ...] = ()
+    check_interval: dt.timedelta = dt.timedelta(hours=1)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Vulnerabilities:
+    source: VulnerabilitySource = VulnerabilitySource.NONE
+    min_severity: Severity = Severity.HIGH
+    fix_available_only: bool = True
+    approve_after_days: int = 0
+    ignore: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CodeBuildSettings:
+    project: str  # a CodeBuild project name or ARN
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class JobSettings:
+    template: str  # a ConfigMap holding the Job template, in the operator's namespace
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Rebuild:
+    strategy: RebuildStrategy = RebuildStrategy.EXTERNAL
+    codebuild: CodeBuildSettings | None = None
+    job: JobSettings | None = None
+    timeout: dt.timedelta = dt.timedelta(hours=1)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Wave:
+    name: str
+    namespace_selector: LabelSelector
+    soak: dt.timedelta = dt.timedelta(0)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Rollout:
+    progress_deadline_seconds: int = 600
+    healthy_for: dt.timedelta = dt.timedelta(minutes=5)
+    max_restarts: int = 0
+    rollback: bool = True
+    waves: tuple[Wave, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MaintenanceWindow:
+    schedule: str  # AWS cron(...) or 5-field cron; validated by core/
+    timezone: str = "UTC"  # IANA name; validated by core/
+    duration: dt.timedelta
+    cutoff: dt.timedelta = dt.timedelta(0)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RegistryCredentials:
+    secret_name: str  # a Secret in the operator's namespace
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PolicySpec:
+    namespace_selector: LabelSelector
+    suspend: bool = False
+    base_images: BaseImages = BaseImages()
+    vulnerabilities: Vulnerabilities = Vulnerabilities()
+    rebuild: Rebuild = Rebuild()
+    rollout: Rollout = Rollout()
+    maintenance_window: MaintenanceWindow | None = None
+    approval: ApprovalMode = ApprovalMode.AUTOMATIC
+    registry_credentials: RegistryCredentials | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ImagePatchPolicy:
+    name: str
+    generation: int
+    spec: PolicySpec
+
+
+# --- limits and patterns shared with the CRD -----------------------------------
+
+MIN_CHECK_INTERVAL = dt.timedelta(minutes=1)
+MIN_REBUILD_TIMEOUT = dt.timedelta(minutes=1)
+MIN_WINDOW_DURATION = dt.timedelta(minutes=1)
+MAX_WINDOW_DURATION = dt.timedelta(hours=168)
+MAX_WAVES = 10
+MAX_POLICY_NAME = 63  # the name is used as a label value
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_VULN_ID = re.compile(r"CVE-[0-9]{4}-[0-9]{4,}|GHSA(-[23456789cfghjmpqrvwx]{4}){3}")
+_CODEBUILD_PROJECT = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9_-]{1,254}"
+    r"|arn:aws[a-zA-Z-]*:codebuild:[a-z0-9-]+:[0-9]{12}:project/[A-Za-z0-9][A-Za-z0-9_-]{1,254}"
+)
+# Shape only, as in the CRD: AWS "cron(6 fields)" or 5 whitespace-separated fields.
+_SCHEDULE_SHAPE = re.compile(r"cron\([^\s()]+(\s+[^\s()]+){5}\)|[^\s()]+(\s+[^\s()]+){4}")
+_TIMEZONE_SHAPE = re.compile(r"[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*")
+
+
+# --- reading raw dicts ----------------------------------------------------------
+#
+# Unknown fields are ignored, not rejected: the API server prunes fields its
+# CRD does not declare, so an unknown field here can only come from a CRD newer
+# than this operator, and a policy must not stall during an upgrade.
+# ``None`` counts as absent: the API server drops nulls of non-nullable fields
+# before defaulting, and we do the same.
+
+_E = TypeVar("_E", bound=enum.StrEnum)
+_MISSING: Any = object()
+
+
+def _mapping(value: Any, path: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SpecError(path, f"must be an object, not {_kind(value)}")
+    return value
+
+
+def _kind(value: Any) -> str:
+    return {
+        bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+        list: "a list", dict: "an object",
+    }.get(type(value), type(value).__name__)
+
+
+def _get(raw: Mapping[str, Any], path: str, name: str, *, required: bool) -> Any:
+    value = raw.get(name)
+    if value is None and required:
+        raise SpecError(f"{path}.{name}", "is required")
+    return value
+
+
+def _string(
+    raw: Mapping[str, Any],
+    path: str,
+    name: str,
+    *,
+    default: Any = _MISSING,
+    max_length: int,
+    check: Callable[[str], str | None] | None = None,
+) -> Any:
+    field = f"{path}.{name}"
+    value = _get(raw, path, name, required=default is _MISSING)
+    if value is None:
+        return default
+    return _check_string(value, field, max_length=max_length, check=check)
+
+
+def _check_string(
+    value: Any, field: str, *, max_length: int, check: Callable[[str], str | None] | None = None
+) -> str:
+    if not isinstance(value, str):
+        raise SpecError(field, f"must be a string, not {_kind(value)}")
+    if len(value) > max_length:
+        raise SpecError(field, f"must be at most {max_length} characters")
+    if check is not None and (problem := check(value)) is not None:
+        raise SpecError(field, problem)
+    return value
+
+
+def _boolean(raw: Mapping[str, Any], path: str, name: str, *, default: bool) -> bool:
+    value = raw.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise SpecError(f"{path}.{name}", f"must be true or false, not {_kind(value)}")
+    return value
+
+
+def _integer(
+    raw: Mapping[str, Any], path: str, name: str, *, default: int, minimum: int, maximum: int
+) -> int:
+    field = f"{path}.{name}"
+    value = raw.get(name)
+    if value is None:
+        return default
+    # bool is an int subclass in Python, but not an integer in JSON.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(field, f"must be an integer, not {_kind(value)}")
+    if not minimum <= value <= maximum:
+        raise SpecError(field, f"must be between {minimum} and {maximum}, not {value}")
+    return value
+
+
+def _enum(
+    raw: Mapping[str, Any], path: str, name: str, cls: type[_E], *, default: Any = _MISSING
+) -> _E:
+    field = f"{path}.{name}"
+    value = _get(raw, path, name, required=default is _MISSING)
+    if value is None:
+        return default
+    try:
+        return cls(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in cls)
+        raise SpecError(field, f"must be one of {allowed}, not {value!r}") from None
+
+
+def _duration(
+    raw: Mapping[str, Any],
+    path: str,
+    name: str,
+    *,
+    default: Any = _MISSING,
+    minimum: dt.timedelta | None = None,
+    maximum: dt.timedelta | None = None,
+    bounds_text: str = "",
+) -> Any:
+    field = f"{path}.{name}"
+    value = _get(raw, path, name, required=default is _MISSING)
+    if value is None:
+        return default
+    if isinstance(value, str) and len(value) > 64:
+        raise SpecError(field, "must be at most 64 characters")
+    try:
+        parsed = parse_duration(value)
+    except ValueError as e:
+        raise SpecError(field, str(e)) from None
+    if (minimum is not None and parsed < minimum) or (maximum is not None and parsed > maximum):
+        raise SpecError(field, f"must be {bounds_text}, not {value}")
+    return parsed
+
+
+def _list(raw: Mapping[str, Any], path: str, name: str, *, max_items: int) -> list[Any]:
+    field = f"{path}.{name}"
+    value = raw.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list | tuple):
+        raise SpecError(field, f"must be a list, not {_kind(value)}")
+    if len(value) > max_items:
+        raise SpecError(field, f"must have at most {max_items} items, not {len(value)}")
+    return list(value)
+
+
+def _matching(pattern: re.Pattern[str], problem: str) -> Callable[[str], str | None]:
+    return lambda s: None if pattern.fullmatch(s) else problem
+
+
+_dns_label = _matching(_DNS_LABEL, "must be a DNS label: lowercase letters, digits and '-'")
+_dns_subdomain = _matching(
+    _DNS_SUBDOMAIN, "must be a Kubernetes object name: lowercase letters, digits, '-' and '.'"
+)
+
+
+def _nonempty(s: str) -> str | None:
+    return None if s else "must not be empty"
+
+
+# --- parsers -------------------------------------------------------------------
+
+
+def parse_label_selector(raw: Any, path: str) -> LabelSelector:
+    """Parse a metav1.LabelSelector found at ``path`` (used for error messages)."""
+    raw = _mapping(raw, path)
+    labels_path = f"{path}.matchLabels"
+    labels = _mapping(raw.get("matchLabels"), labels_path)
+    if len(labels) > 64:
+        raise SpecError(labels_path, "must have at most 64 labels")
+    for key, value in labels.items():
+        _check_string(key, labels_path, max_length=317, check=_nonempty)
+        _check_string(value, f"{labels_path}.{key}", max_length=63)
+    requirements = []
+    exprs_path = f"{path}.matchExpressions"
+    for i, item in enumerate(_list(raw, path, "matchExpressions", max_items=32)):
+        item_path = f"{exprs_path}[{i}]"
+        item = _mapping(item, item_path)
+        key = _string(item, item_path, "key", max_length=317, check=_nonempty)
+        operator = _enum(item, item_path, "operator", SelectorOperator)
+        values = tuple(
+            _check_string(v, f"{item_path}.values[{j}]", max_length=63)
+            for j, v in enumerate(_list(item, item_path, "values", max_items=64))
+        )
+        if operator in (SelectorOperator.IN, SelectorOperator.NOT_IN) and not values:
+            raise SpecError(f"{item_path}.values", f"must not be empty when operator is {operator}")
+        if operator in (SelectorOperator.EXISTS, SelectorOperator.DOES_NOT_EXIST) and values:
+            raise SpecError(f"{item_path}.values", f"must be empty when operator is {operator}")
+        requirements.append(LabelSelectorRequirement(key=key, operator=operator, values=values))
+    return LabelSelector(
+        match_labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
+        match_expressions=tuple(requirements),
+    )
+
+
+def _parse_base_images(raw: Any, path: str) -> BaseImages:
+    raw = _mapping(raw, path)
+
+    def glob(s: str) -> str | None:
+        if not s:
+            return "must not be empty"
+        return "must not contain whitespace" if re.search(r"\s", s) else None
+
+    trusted = tuple(
+        _check_string(g, f"{path}.trusted[{i}]", max_length=512, check=glob)
+        for i, g in enumerate(_list(raw, path, "trusted", max_items=100))
+    )
+    interval = _duration(
+        raw, path, "checkInterval", default=BaseImages().check_interval,
+        minimum=MIN_CHECK_INTERVAL, bounds_text="at least 1m",
+    )
+    return BaseImages(trusted=trusted, check_interval=interval)
+
+
+def _parse_vulnerabilities(raw: Any, path: str) -> Vulnerabilities:
+    raw = _mapping(raw, path)
+    defaults = Vulnerabilities()
+    ignore: list[str] = []
+    id_problem = "must be a CVE ID (CVE-2024-12345) or a GHSA ID (GHSA-xxxx-xxxx-xxxx)"
+    for i, item in enumerate(_list(raw, path, "ignore", max_items=1000)):
+        field = f"{path}.ignore[{i}]"
+        ignore.append(_check_string(item, field, max_length=64, check=_matching(_VULN_ID, id_problem)))
+        if item in ignore[:-1]:
+            raise SpecError(field, f"duplicates {item!r}")
+    return Vulnerabilities(
+        source=_enum(raw, path, "source", VulnerabilitySource, default=defaults.source),
+        min_severity=_enum(raw, path, "minSeverity", Severity, default=defaults.min_severity),
+        fix_available_only=_boolean(
+            raw, path, "fixAvailableOnly", default=defaults.fix_available_only
+        ),
+        approve_after_days=_integer(
+            raw, path, "approveAfterDays", default=defaults.approve_after_days,
+            minimum=0, maximum=3650,
+        ),
+        ignore=tuple(ignore),
+    )
+
+
+def _parse_rebuild(raw: Any, path: str) -> Rebuild:
+    raw = _mapping(raw, path)
+    strategy = _enum(raw, path, "strategy", RebuildStrategy, default=RebuildStrategy.EXTERNAL)
+    codebuild = job = None
+    if raw.get("codebuild") is not None:
+        cb_path = f"{path}.codebuild"
+        project = _string(
+            _mapping(raw["codebuild"], cb_path), cb_path, "project", max_length=512,
+            check=_matching(_CODEBUILD_PROJECT, "must be a CodeBuild project name or ARN"),
+        )
+        codebuild = CodeBuildSettings(project=project)
+    if raw.get("job") is not None:
+        job_path = f"{path}.job"
+        template = _string(
+            _mapping(raw["job"], job_path), job_path, "template", max_length=253,
+            check=_dns_subdomain,
+        )
+        job = JobSettings(template=template)
+    if strategy is RebuildStrategy.CODEBUILD and codebuild is None:
+        raise SpecError(f"{path}.codebuild.project", f"is required when {path}.strategy is codebuild")
+    if strategy is RebuildStrategy.JOB and job is None:
+        raise SpecError(f"{path}.job.template", f"is required when {path}.strategy is job")
+    timeout = _duration(
+        raw, path, "timeout", default=Rebuild().timeout,
+        minimum=MIN_REBUILD_TIMEOUT, bounds_text="at least 1m",
+    )
+    return Rebuild(strategy=strategy, codebuild=codebuild, job=job, timeout=timeout)
+
+
+def _parse_rollout(raw: Any, path: str) -> Rollout:
+    raw = _mapping(raw, path)
+    defaults = Rollout()
+    waves: list[Wave] = []
+    for i, item in enumerate(_list(raw, path, "waves", max_items=MAX_WAVES)):
+        wave_path = f"{path}.waves[{i}]"
+        item = _mapping(item, wave_path)
+        name = _string(item, wave_path, "name", max_length=63, check=_dns_label)
+        if any(w.name == name for w in waves):
+            raise SpecError(f"{wave_path}.name", f"must be unique, {name!r} is used twice")
+        selector_raw = _get(item, wave_path, "namespaceSelector", required=True)
+        waves.append(
+            Wave(
+                name=name,
+                namespace_selector=parse_label_selector(
+                    selector_raw, f"{wave_path}.namespaceSelector"
+                ),
+                soak=_duration(item, wave_path, "soak", default=dt.timedelta(0)),
+            )
+        )
+    return Rollout(
+        progress_deadline_seconds=_integer(
+            raw, path, "progressDeadlineSeconds", default=defaults.progress_deadline_seconds,
+            minimum=30, maximum=86400,
+        ),
+        healthy_for=_duration(raw, path, "healthyFor", default=defaults.healthy_for),
+        max_restarts=_integer(
+            raw, path, "maxRestarts", default=defaults.max_restarts, minimum=0, maximum=1000
+        ),
+        rollback=_boolean(raw, path, "rollback", default=defaults.rollback),
+        waves=tuple(waves),
+    )
+
+
+def _parse_maintenance_window(raw: Any, path: str) -> MaintenanceWindow | None:
+    if raw is None:
+        return None
+    raw = _mapping(raw, path)
+    schedule = _string(
+        raw, path, "schedule", max_length=128,
+        check=_matching(
+            _SCHEDULE_SHAPE,
+            "must be an AWS cron expression such as cron(0 2 ? * SUN *) "
+            "or a 5-field cron expression such as 0 2 * * 0",
+        ),
+    )
+    timezone = _string(
+        raw, path, "timezone", default="UTC", max_length=64,
+        check=_matching(_TIMEZONE_SHAPE, "must be an IANA time zone name such as Europe/Berlin"),
+    )
+    duration = _duration(
+        raw, path, "duration", minimum=MIN_WINDOW_DURATION, maximum=MAX_WINDOW_DURATION,
+        bounds_text="between 1m and 168h",
+    )
+    cutoff = _duration(raw, path, "cutoff", default=dt.timedelta(0))
+    if cutoff >= duration:
+        raise SpecError(f"{path}.cutoff", f"must be shorter than {path}.duration")
+    return MaintenanceWindow(schedule=schedule, timezone=timezone, duration=duration, cutoff=cutoff)
+
+
+def _parse_registry_credentials(raw: Any, path: str) -> RegistryCredentials | None:
+    if raw is None:
+        return None
+    raw = _mapping(raw, path)
+    name = _string(raw, path, "secretName", max_length=253, check=_dns_subdomain)
+    return RegistryCredentials(secret_name=name)
+
+
+def parse_policy_spec(spec: Any, path: str = "spec") -> PolicySpec:
+    """Parse an ImagePatchPolicy ``spec`` dict, applying the CRD's defaults.
+
+    Raises :class:`SpecError` naming the first bad field (``spec.…``).
+    """
+    raw = _mapping(spec, path)
+    selector = _get(raw, path, "namespaceSelector", required=True)
+    return PolicySpec(
+        suspend=_boolean(raw, path, "suspend", default=False),
+        namespace_selector=parse_label_selector(selector, f"{path}.namespaceSelector"),
+        base_images=_parse_base_images(raw.get("baseImages"), f"{path}.baseImages"),
+        vulnerabilities=_parse_vulnerabilities(
+            raw.get("vulnerabilities"), f"{path}.vulnerabilities"
+        ),
+        rebuild=_parse_rebuild(raw.get("rebuild"), f"{path}.rebuild"),
+        rollout=_parse_rollout(raw.get("rollout"), f"{path}.rollout"),
+        maintenance_window=_parse_maintenance_window(
+            raw.get("maintenanceWindow"), f"{path}.maintenanceWindow"
+        ),
+        approval=_enum(raw, path, "approval", ApprovalMode, default=ApprovalMode.AUTOMATIC),
+        registry_credentials=_parse_registry_credentials(
+            raw.get("registryCredentials"), f"{path}.registryCredentials"
+        ),
+    )
+
+
+def parse_policy(body: Mapping[str, Any]) -> ImagePatchPolicy:
+    """Parse a whole ImagePatchPolicy object (as kopf or the API hands it over)."""
+    metadata = _mapping(body.get("metadata"), "metadata")
+    name = _string(metadata, "metadata", "name", max_length=MAX_POLICY_NAME, check=_nonempty)
+    generation = metadata.get("generation") or 0
+    if isinstance(generation, bool) or not isinstance(generation, int):
+        raise SpecError("metadata.generation", f"must be an integer, not {_kind(generation)}")
+    return ImagePatchPolicy(name=name, generation=generation, spec=parse_policy_spec(body.get("spec")))

@@ -1,0 +1,67 @@
+"""pytest fixtures for the real test components; load with
+``pytest_plugins = ["tests.support.fixtures"]``.
+
+Session fixtures (started once, on first use, stopped at the end):
+
+* ``registry`` -> ``LocalRegistry``: Debian's docker-registry on a free
+  loopback port, or the registry named by ``IMAGEPATCH_TEST_REGISTRY=host:port``.
+* ``moto_server`` -> ``MotoServer``: moto in server mode, as a subprocess.
+* ``buildah`` -> ``Buildah``: buildah with private storage and config, pushing
+  to ``registry``.
+
+Function fixture:
+
+* ``aws`` -> the same ``MotoServer``, reset before the test, so every test
+  starts with empty AWS state.
+
+Logs (registry.log, moto.log, buildah.log) stay under pytest's basetemp
+(``/tmp/pytest-of-$USER/pytest-N/``) for the last few runs; failures quote
+their tail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.images import Buildah
+from tests.support.moto import MotoServer
+from tests.support.registry import LocalRegistry
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
+    reg = LocalRegistry.from_env()
+    if reg is None:
+        # A missing binary is an error, not a skip: these tests exist to prove
+        # the real stack works, and a silent skip would hide a broken machine.
+        reg = LocalRegistry.start(tmp_path_factory.mktemp("registry"))
+    try:
+        yield reg
+    finally:
+        reg.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    server = MotoServer.start(tmp_path_factory.mktemp("moto"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws(moto_server: MotoServer) -> MotoServer:
+    moto_server.reset()
+    return moto_server
+
+
+@pytest.fixture(scope="session")
+def buildah(registry: LocalRegistry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Buildah]:
+    builder = Buildah(registry, tmp_path_factory.mktemp("buildah"))
+    try:
+        yield builder
+    finally:
+        builder.cleanup()

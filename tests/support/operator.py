@@ -1,0 +1,113 @@
+"""Run the operator as it runs in a cluster: its own ServiceAccount, shipped RBAC.
+
+As admin, this applies ``deploy/namespace.yaml`` and ``deploy/rbac.yaml``
+(exactly what users install), mints a token for the operator's
+ServiceAccount with the TokenRequest API, writes a kubeconfig holding only
+that token and the cluster's CA, and starts ``python -m imagepatch run`` as a
+subprocess with it. A missing permission therefore fails the test: the log is
+checked for 403/Forbidden when the operator stops.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.cluster.harness import kubeconfig_yaml
+from tests.support.ports import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+NAMESPACE = "imagepatch-system"
+SERVICE_ACCOUNT = "imagepatch"
+FORBIDDEN_MARKERS = ("403", "Forbidden", "forbidden")
+
+
+def install_rbac(kube) -> None:
+    """Apply the shipped namespace and RBAC, as an admin would."""
+    for name in ("namespace.yaml", "rbac.yaml"):
+        kube.kubectl("apply", "-f", str(REPO / "deploy" / name))
+
+
+def service_account_kubeconfig(kube, path: Path, *, duration: str = "2h") -> Path:
+    """A kubeconfig with only the operator ServiceAccount's token (TokenRequest API)."""
+    token = kube.kubectl(
+        "create", "token", SERVICE_ACCOUNT, "-n", NAMESPACE, f"--duration={duration}"
+    ).strip()
+    raw = json.loads(kube.kubectl("config", "view", "--raw", "--minify", "-o", "json"))
+    cluster = raw["clusters"][0]["cluster"]
+    ca_pem = base64.b64decode(cluster["certificate-authority-data"])
+    path.write_text(kubeconfig_yaml(server=cluster["server"], ca_pem=ca_pem, user={"token": token}))
+    return path
+
+
+@dataclass
+class OperatorProcess:
+    """``python -m imagepatch run`` under the operator's ServiceAccount."""
+
+    kubeconfig: Path
+    log_path: Path
+    extra_args: list[str] = field(default_factory=list)
+    health_port: int = 0
+    proc: subprocess.Popen | None = None
+
+    def start(self, *, timeout: float = 60.0) -> None:
+        self.health_port = free_port()
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "PYTHONUNBUFFERED": "1",
+        }
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "imagepatch", "run", "--verbose",
+                "--liveness-endpoint", f"http://127.0.0.1:{self.health_port}/healthz",
+                *self.extra_args,
+            ],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"operator exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if self.healthz() == 200:
+                return
+            time.sleep(0.3)
+        raise TimeoutError(f"operator liveness endpoint never answered:\n{self.log_tail()}")
+
+    def healthz(self) -> int | None:
+        try:
+            url = f"http://127.0.0.1:{self.health_port}/healthz"
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return int(resp.status)
+        except OSError:
+            return None
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
+
+    def forbidden_lines(self) -> list[str]:
+        return [ln for ln in self.log().splitlines() if any(m in ln for m in FORBIDDEN_MARKERS)]
