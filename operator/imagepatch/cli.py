@@ -23,12 +23,8 @@ def _run(args: argparse.Namespace) -> int:
     )
     # standalone: one replica with `strategy: Recreate` (see deploy/); kopf's
     # peering pauses peers by priority, it is not leader election.
-    kopf.run(
-        standalone=True,
-        clusterwide=not args.namespace,
-        namespaces=args.namespace or None,
-        liveness_endpoint=args.liveness_endpoint,
-    )
+    scope = {"namespaces": args.namespace} if args.namespace else {"clusterwide": True}
+    kopf.run(standalone=True, liveness_endpoint=args.liveness_endpoint, **scope)
     return 0
 
 

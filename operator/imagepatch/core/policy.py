@@ -17,16 +17,16 @@ from imagepatch.core import reasons
 from imagepatch.core.conditions import Condition, format_time, merge
 from imagepatch.core.schedule import ScheduleError, parse_schedule
 from imagepatch.model.errors import SpecError
-from imagepatch.model.policy import Policy, parse_policy
+from imagepatch.model.policy import PolicySpec, parse_policy
 
 # `kubectl annotate ipp NAME imagepatch.dev/requestedAt="$(date -Is)"` asks for
 # a reconcile now; the value is echoed in status.lastHandledReconcileAt.
 REQUESTED_AT_ANNOTATION = "imagepatch.dev/requestedAt"
 
 
-def check_policy(policy: Policy) -> None:
+def check_policy(spec: PolicySpec) -> None:
     """Checks the CRD's CEL rules cannot make; raise SpecError naming the field."""
-    window = policy.maintenance_window
+    window = spec.maintenance_window
     if window is None:
         return
     try:
@@ -47,8 +47,8 @@ def policy_status(obj: Mapping[str, Any], *, now: dt.datetime) -> dict[str, Any]
     status: dict[str, Any] = {"observedGeneration": generation}
 
     try:
-        policy = parse_policy(obj.get("spec") or {})
-        check_policy(policy)
+        policy = parse_policy(obj)
+        check_policy(policy.spec)
     except SpecError as exc:
         problem = str(exc)
         desired = [
@@ -60,7 +60,7 @@ def policy_status(obj: Mapping[str, Any], *, now: dt.datetime) -> dict[str, Any]
         status["conditions"] = merge(recorded.get("conditions"), desired, now=now,
                                      drop=[reasons.RECONCILING])
     else:
-        if policy.suspend:
+        if policy.spec.suspend:
             ready = Condition(type=reasons.READY, status="True", reason=reasons.SUSPENDED,
                               message="spec.suspend is true: no new patches start",
                               observed_generation=generation)

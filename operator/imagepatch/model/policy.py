@@ -405,9 +405,9 @@ def _matching(pattern: re.Pattern[str], problem: str) -> Callable[[str], str | N
     return lambda s: None if pattern.fullmatch(s) else problem
 
 
-_dns_label = _matching(_DNS_LABEL, "must be a DNS label: lowercase letters, digits and '-'")
+_dns_label = _matching(_DNS_LABEL, "must be a DNS label (lowercase letters, digits and '-')")
 _dns_subdomain = _matching(
-    _DNS_SUBDOMAIN, "must be a Kubernetes object name: lowercase letters, digits, '-' and '.'"
+    _DNS_SUBDOMAIN, "must be an object name (lowercase letters, digits, '-' and '.')"
 )
 
 
@@ -570,7 +570,7 @@ def _parse_maintenance_window(raw: Any, path: str) -> MaintenanceWindow | None:
     )
     timezone = _string(
         raw, path, "timezone", default="UTC", max_length=64,
-        check=_matching(_TIMEZONE_SHAPE, "must be an IANA time zone name such as Europe/Berlin"),
+        check=_matching(_TIMEZONE_SHAPE, "must be an IANA time zone name such as UTC or Europe/Berlin"),
     )
     duration = _duration(
         raw, path, "duration", minimum=MIN_WINDOW_DURATION, maximum=MAX_WINDOW_DURATION,

@@ -1,0 +1,32 @@
+"""End-to-end fixtures: the operator as a process, under its shipped RBAC."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.conftest import crds  # noqa: F401  (TODO move to tests/conftest.py)
+from tests.support.operator import OperatorProcess, install_rbac, service_account_kubeconfig
+
+
+@pytest.fixture(scope="module")
+def operator(kube, crds, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    """The operator running with a token of the deploy/ ServiceAccount.
+
+    Any 403 in its log fails the module's tests at teardown: a permission the
+    operator needs but deploy/ does not grant is a bug users would hit.
+    """
+    install_rbac(kube)
+    work = tmp_path_factory.mktemp("operator")
+    proc = OperatorProcess(
+        kubeconfig=service_account_kubeconfig(kube, work / "operator.kubeconfig"),
+        log_path=work / "operator.log",
+    )
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+    forbidden = proc.forbidden_lines()
+    assert not forbidden, "operator hit RBAC denials:\n" + "\n".join(forbidden[:10])

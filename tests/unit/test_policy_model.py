@@ -1,0 +1,509 @@
+"""imagepatch.model: ImagePatchPolicy specs parsed into frozen dataclasses.
+
+No cluster: these tables pin the defaults (the same as the CRD's), that every
+bad field raises a SpecError naming its full path, and Go-style durations.
+tests/integration/test_crd_schema.py checks the same cases against a real API
+server, so the model and the CRD agree.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import dataclasses
+import datetime as dt
+import pickle
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imagepatch.model import (
+    ApprovalMode,
+    BaseImages,
+    CodeBuildSettings,
+    JobSettings,
+    LabelSelector,
+    LabelSelectorRequirement,
+    MaintenanceWindow,
+    PolicySpec,
+    Rebuild,
+    RebuildStrategy,
+    RegistryCredentials,
+    Rollout,
+    SelectorOperator,
+    Severity,
+    SpecError,
+    Vulnerabilities,
+    VulnerabilitySource,
+    Wave,
+    format_duration,
+    parse_duration,
+    parse_policy,
+    parse_policy_spec,
+)
+
+MODEL_DIR = Path(__file__).resolve().parents[2] / "operator" / "imagepatch" / "model"
+td = dt.timedelta
+
+
+# -- durations ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("0s", td(0)),
+        ("90s", td(seconds=90)),
+        ("1m", td(minutes=1)),
+        ("1h30m", td(hours=1, minutes=30)),
+        ("1.5h", td(hours=1, minutes=30)),
+        ("0.1h", td(minutes=6)),  # exact, not 5m59.999999s
+        ("250ms", td(milliseconds=250)),
+        ("1m30s500ms", td(minutes=1, seconds=30, milliseconds=500)),
+        ("2h0m0s", td(hours=2)),
+        ("1s1s", td(seconds=2)),  # Go sums repeated units too
+        ("168h", td(days=7)),
+        ("2562047h", td(hours=2562047)),  # Go's limit is just above this
+    ],
+)
+def test_parse_duration_accepts_go_syntax(text, expected):
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "0", "1", "h", "1d", "1us", "1ns", "-1h", "+1h", "1 h", " 1h", "1h ", "1.h", ".5h",
+     "1,5h", "1H", "2562048h"],
+)
+def test_parse_duration_rejects_what_the_crd_pattern_rejects(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("value", [None, 60, 1.5, ["1h"]])
+def test_parse_duration_rejects_non_strings(value):
+    with pytest.raises(ValueError, match="must be a duration string"):
+        parse_duration(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (td(0), "0s"),
+        (td(minutes=90), "1h30m"),
+        (td(days=2), "48h"),
+        (td(seconds=1, milliseconds=5), "1s5ms"),
+        (td(hours=1, seconds=1), "1h1s"),
+    ],
+)
+def test_format_duration_is_compact_and_round_trips(value, text):
+    assert format_duration(value) == text
+    assert parse_duration(text) == value
+
+
+# -- defaults ---------------------------------------------------------------------------
+
+
+def test_minimal_spec_gets_the_crd_defaults():
+    spec = parse_policy_spec({"namespaceSelector": {}})
+
+    assert spec == PolicySpec(
+        namespace_selector=LabelSelector(),
+        suspend=False,
+        base_images=BaseImages(trusted=(), check_interval=td(hours=1)),
+        vulnerabilities=Vulnerabilities(
+            source=VulnerabilitySource.NONE,
+            min_severity=Severity.HIGH,
+            fix_available_only=True,
+            approve_after_days=0,
+            ignore=(),
+        ),
+        rebuild=Rebuild(strategy=RebuildStrategy.EXTERNAL, codebuild=None, job=None,
+                        timeout=td(hours=1)),
+        rollout=Rollout(progress_deadline_seconds=600, healthy_for=td(minutes=5),
+                        max_restarts=0, rollback=True, waves=()),
+        maintenance_window=None,
+        approval=ApprovalMode.AUTOMATIC,
+        registry_credentials=None,
+    )
+    assert spec.namespace_selector.selects_everything
+
+
+def test_the_api_servers_defaulted_form_parses_to_the_same_spec():
+    # What a v1.34 API server stores for `spec: {namespaceSelector: {}}`
+    # (tests/integration/test_crd_schema.py checks that it does).
+    defaulted = {
+        "namespaceSelector": {},
+        "suspend": False,
+        "baseImages": {"checkInterval": "1h"},
+        "vulnerabilities": {"source": "none", "minSeverity": "HIGH", "fixAvailableOnly": True,
+                            "approveAfterDays": 0},
+        "rebuild": {"strategy": "external", "timeout": "1h"},
+        "rollout": {"progressDeadlineSeconds": 600, "healthyFor": "5m", "maxRestarts": 0,
+                    "rollback": True},
+        "approval": "Automatic",
+    }
+    assert parse_policy_spec(defaulted) == parse_policy_spec({"namespaceSelector": {}})
+
+
+@pytest.mark.parametrize(
+    ("spec", "attribute_path", "expected"),
+    [
+        ({"maintenanceWindow": {"schedule": "0 2 * * 0", "duration": "2h"}},
+         "maintenance_window.timezone", "UTC"),
+        ({"maintenanceWindow": {"schedule": "0 2 * * 0", "duration": "2h"}},
+         "maintenance_window.cutoff", td(0)),
+        ({"rollout": {"waves": [{"name": "a", "namespaceSelector": {}}]}},
+         "rollout.waves", (Wave(name="a", namespace_selector=LabelSelector(), soak=td(0)),)),
+        ({"rebuild": {"strategy": "job", "job": {"template": "kaniko"}}},
+         "rebuild.timeout", td(hours=1)),
+        # A null field counts as absent, as the API server treats it.
+        ({"suspend": None, "rollout": {"healthyFor": None}}, "rollout.healthy_for", td(minutes=5)),
+        ({"baseImages": None}, "base_images", BaseImages()),
+        # Fields the CRD does not declare (a newer CRD) are ignored, not fatal.
+        ({"futureField": {"x": 1}, "rollout": {"canary": True}}, "rollout", Rollout()),
+    ],
+    ids=["timezone", "cutoff", "wave-soak", "rebuild-timeout", "null-is-absent",
+         "null-object", "unknown-fields-ignored"],
+)
+def test_nested_defaults(spec, attribute_path, expected):
+    parsed: Any = parse_policy_spec({"namespaceSelector": {}, **spec})
+    for attribute in attribute_path.split("."):
+        parsed = getattr(parsed, attribute)
+    assert parsed == expected
+
+
+DESIGN_SPEC: dict[str, Any] = {
+    "suspend": False,
+    "namespaceSelector": {
+        "matchExpressions": [{"key": "env", "operator": "In", "values": ["staging", "prod"]}]
+    },
+    "baseImages": {"trusted": ["public.ecr.aws/docker/library/python:3.12-*"],
+                   "checkInterval": "30m"},
+    "vulnerabilities": {"source": "ecr", "minSeverity": "CRITICAL", "fixAvailableOnly": False,
+                        "approveAfterDays": 7, "ignore": ["CVE-2024-12345", "GHSA-jfh8-c2jp-5v3q"]},
+    "rebuild": {"strategy": "codebuild", "codebuild": {"project": "payments-api"},
+                "job": {"template": "kaniko"}, "timeout": "45m"},
+    "rollout": {
+        "progressDeadlineSeconds": 300, "healthyFor": "10m", "maxRestarts": 2, "rollback": False,
+        "waves": [
+            {"name": "staging", "namespaceSelector": {"matchLabels": {"env": "staging"}},
+             "soak": "1h"},
+            {"name": "prod", "namespaceSelector": {"matchLabels": {"env": "prod"}}},
+        ],
+    },
+    "maintenanceWindow": {"schedule": "cron(0 2 ? * SUN *)", "timezone": "Europe/Berlin",
+                          "duration": "3h", "cutoff": "1h"},
+    "approval": "Manual",
+    "registryCredentials": {"secretName": "registry-creds"},
+}
+
+
+def test_design_policy_parses_every_field():
+    spec = parse_policy_spec(DESIGN_SPEC)
+
+    assert spec == PolicySpec(
+        suspend=False,
+        namespace_selector=LabelSelector(match_expressions=(
+            LabelSelectorRequirement(key="env", operator=SelectorOperator.IN,
+                                     values=("staging", "prod")),
+        )),
+        base_images=BaseImages(trusted=("public.ecr.aws/docker/library/python:3.12-*",),
+                               check_interval=td(minutes=30)),
+        vulnerabilities=Vulnerabilities(
+            source=VulnerabilitySource.ECR, min_severity=Severity.CRITICAL,
+            fix_available_only=False, approve_after_days=7,
+            ignore=("CVE-2024-12345", "GHSA-jfh8-c2jp-5v3q"),
+        ),
+        rebuild=Rebuild(strategy=RebuildStrategy.CODEBUILD,
+                        codebuild=CodeBuildSettings(project="payments-api"),
+                        job=JobSettings(template="kaniko"), timeout=td(minutes=45)),
+        rollout=Rollout(
+            progress_deadline_seconds=300, healthy_for=td(minutes=10), max_restarts=2,
+            rollback=False,
+            waves=(
+                Wave(name="staging",
+                     namespace_selector=LabelSelector(match_labels=(("env", "staging"),)),
+                     soak=td(hours=1)),
+                Wave(name="prod",
+                     namespace_selector=LabelSelector(match_labels=(("env", "prod"),)),
+                     soak=td(0)),
+            ),
+        ),
+        maintenance_window=MaintenanceWindow(schedule="cron(0 2 ? * SUN *)",
+                                             timezone="Europe/Berlin", duration=td(hours=3),
+                                             cutoff=td(hours=1)),
+        approval=ApprovalMode.MANUAL,
+        registry_credentials=RegistryCredentials(secret_name="registry-creds"),
+    )
+
+
+def test_parsed_spec_is_frozen_and_hashable():
+    spec = parse_policy_spec(DESIGN_SPEC)
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.suspend = True  # type: ignore[misc]
+    assert hash(spec) == hash(parse_policy_spec(copy.deepcopy(DESIGN_SPEC)))
+
+
+def test_parsing_does_not_modify_the_input():
+    raw = copy.deepcopy(DESIGN_SPEC)
+    parse_policy_spec(raw)
+    assert raw == DESIGN_SPEC
+
+
+def test_parse_policy_reads_name_and_generation():
+    policy = parse_policy({"metadata": {"name": "critical-fixes", "generation": 3},
+                           "spec": DESIGN_SPEC})
+
+    assert (policy.name, policy.generation) == ("critical-fixes", 3)
+    assert policy.spec == parse_policy_spec(DESIGN_SPEC)
+
+
+# -- every bad field names itself -------------------------------------------------------
+
+WAVE = {"name": "staging", "namespaceSelector": {}}
+WINDOW = {"schedule": "cron(0 2 ? * SUN *)", "duration": "3h"}
+
+BAD_SPECS = [
+    # (spec overrides on top of {"namespaceSelector": {}}, field, message fragment)
+    ({"namespaceSelector": None}, "spec.namespaceSelector", "is required"),
+    ({"namespaceSelector": ["env=prod"]}, "spec.namespaceSelector", "must be an object"),
+    ({"namespaceSelector": {"matchLabels": {"env": 1}}},
+     "spec.namespaceSelector.matchLabels.env", "must be a string"),
+    ({"namespaceSelector": {"matchLabels": {"env": "x" * 64}}},
+     "spec.namespaceSelector.matchLabels.env", "at most 63 characters"),
+    ({"namespaceSelector": {"matchExpressions": {"key": "env"}}},
+     "spec.namespaceSelector.matchExpressions", "must be a list"),
+    ({"namespaceSelector": {"matchExpressions": [{"operator": "Exists"}]}},
+     "spec.namespaceSelector.matchExpressions[0].key", "is required"),
+    ({"namespaceSelector": {"matchExpressions": [{"key": "env"}]}},
+     "spec.namespaceSelector.matchExpressions[0].operator", "is required"),
+    ({"namespaceSelector": {"matchExpressions": [{"key": "env", "operator": "Gt"}]}},
+     "spec.namespaceSelector.matchExpressions[0].operator", "must be one of In, NotIn"),
+    ({"namespaceSelector": {"matchExpressions": [{"key": "env", "operator": "In"}]}},
+     "spec.namespaceSelector.matchExpressions[0].values", "must not be empty when operator is In"),
+    ({"namespaceSelector": {"matchExpressions": [{"key": "e", "operator": "NotIn", "values": []}]}},
+     "spec.namespaceSelector.matchExpressions[0].values", "must not be empty when operator is NotIn"),
+    ({"namespaceSelector": {"matchExpressions": [
+        {"key": "env", "operator": "Exists"},
+        {"key": "env", "operator": "DoesNotExist", "values": ["a"]}]}},
+     "spec.namespaceSelector.matchExpressions[1].values", "must be empty when operator is DoesNotExist"),
+    ({"suspend": "yes"}, "spec.suspend", "must be true or false"),
+    ({"suspend": 1}, "spec.suspend", "must be true or false"),
+    ({"baseImages": "all"}, "spec.baseImages", "must be an object"),
+    ({"baseImages": {"trusted": "python:*"}}, "spec.baseImages.trusted", "must be a list"),
+    ({"baseImages": {"trusted": ["ok/*", "has space"]}}, "spec.baseImages.trusted[1]",
+     "must not contain whitespace"),
+    ({"baseImages": {"trusted": [""]}}, "spec.baseImages.trusted[0]", "must not be empty"),
+    ({"baseImages": {"checkInterval": "30s"}}, "spec.baseImages.checkInterval", "at least 1m"),
+    ({"baseImages": {"checkInterval": "1 hour"}}, "spec.baseImages.checkInterval",
+     "is not a duration"),
+    ({"baseImages": {"checkInterval": 3600}}, "spec.baseImages.checkInterval",
+     "must be a duration string"),
+    ({"vulnerabilities": {"source": "snyk"}}, "spec.vulnerabilities.source",
+     "must be one of ecr, inspector, none, not 'snyk'"),
+    ({"vulnerabilities": {"minSeverity": "high"}}, "spec.vulnerabilities.minSeverity",
+     "must be one of"),
+    ({"vulnerabilities": {"fixAvailableOnly": "true"}}, "spec.vulnerabilities.fixAvailableOnly",
+     "must be true or false"),
+    ({"vulnerabilities": {"approveAfterDays": -1}}, "spec.vulnerabilities.approveAfterDays",
+     "between 0 and 3650"),
+    ({"vulnerabilities": {"approveAfterDays": 1.5}}, "spec.vulnerabilities.approveAfterDays",
+     "must be an integer"),
+    ({"vulnerabilities": {"approveAfterDays": True}}, "spec.vulnerabilities.approveAfterDays",
+     "must be an integer"),
+    ({"vulnerabilities": {"ignore": ["CVE-2024-1234", "CVE-24-1"]}},
+     "spec.vulnerabilities.ignore[1]", "must be a CVE ID"),
+    ({"vulnerabilities": {"ignore": ["GHSA-abcd-efgh-jkmn"]}},  # outside GHSA's alphabet
+     "spec.vulnerabilities.ignore[0]", "GHSA ID"),
+    ({"vulnerabilities": {"ignore": ["CVE-2024-1234", "CVE-2024-1234"]}},
+     "spec.vulnerabilities.ignore[1]", "duplicates"),
+    ({"rebuild": {"strategy": "docker"}}, "spec.rebuild.strategy", "must be one of"),
+    ({"rebuild": {"strategy": "codebuild"}}, "spec.rebuild.codebuild.project",
+     "is required when spec.rebuild.strategy is codebuild"),
+    ({"rebuild": {"strategy": "codebuild", "codebuild": {}}}, "spec.rebuild.codebuild.project",
+     "is required"),
+    ({"rebuild": {"codebuild": {"project": "my project!"}}}, "spec.rebuild.codebuild.project",
+     "CodeBuild project name or ARN"),
+    ({"rebuild": {"strategy": "job"}}, "spec.rebuild.job.template",
+     "is required when spec.rebuild.strategy is job"),
+    ({"rebuild": {"strategy": "job", "job": {"template": "Kaniko_Template"}}},
+     "spec.rebuild.job.template", "must be an object name"),
+    ({"rebuild": {"timeout": "59s"}}, "spec.rebuild.timeout", "at least 1m"),
+    ({"rollout": {"progressDeadlineSeconds": 29}}, "spec.rollout.progressDeadlineSeconds",
+     "between 30 and 86400, not 29"),
+    ({"rollout": {"progressDeadlineSeconds": "600"}}, "spec.rollout.progressDeadlineSeconds",
+     "must be an integer"),
+    ({"rollout": {"healthyFor": "5 minutes"}}, "spec.rollout.healthyFor", "is not a duration"),
+    ({"rollout": {"maxRestarts": -1}}, "spec.rollout.maxRestarts", "between 0 and 1000"),
+    ({"rollout": {"rollback": "no"}}, "spec.rollout.rollback", "must be true or false"),
+    ({"rollout": {"waves": [WAVE] * 11}}, "spec.rollout.waves", "at most 10 items"),
+    ({"rollout": {"waves": [WAVE, {**WAVE, "name": "prod"}, WAVE]}},
+     "spec.rollout.waves[2].name", "must be unique"),
+    ({"rollout": {"waves": [{**WAVE, "name": "Prod"}]}}, "spec.rollout.waves[0].name",
+     "must be a DNS label"),
+    ({"rollout": {"waves": [{**WAVE, "name": "a" * 64}]}}, "spec.rollout.waves[0].name",
+     "at most 63 characters"),
+    ({"rollout": {"waves": [{"namespaceSelector": {}}]}}, "spec.rollout.waves[0].name",
+     "is required"),
+    ({"rollout": {"waves": [{"name": "staging"}]}}, "spec.rollout.waves[0].namespaceSelector",
+     "is required"),
+    ({"rollout": {"waves": [WAVE, {"name": "prod", "namespaceSelector": {
+        "matchExpressions": [{"key": "env", "operator": "In"}]}}]}},
+     "spec.rollout.waves[1].namespaceSelector.matchExpressions[0].values", "must not be empty"),
+    ({"rollout": {"waves": [{**WAVE, "soak": "-1h"}]}}, "spec.rollout.waves[0].soak",
+     "is not a duration"),
+    ({"maintenanceWindow": {"duration": "3h"}}, "spec.maintenanceWindow.schedule", "is required"),
+    ({"maintenanceWindow": {**WINDOW, "schedule": "every sunday"}},
+     "spec.maintenanceWindow.schedule", "must be an AWS cron expression"),
+    ({"maintenanceWindow": {**WINDOW, "schedule": "cron(0 2 * * SUN)"}},
+     "spec.maintenanceWindow.schedule", "must be an AWS cron expression"),
+    ({"maintenanceWindow": {**WINDOW, "schedule": "0 2 * * * *"}},
+     "spec.maintenanceWindow.schedule", "5-field cron expression"),
+    ({"maintenanceWindow": {**WINDOW, "timezone": "Central European Time"}},
+     "spec.maintenanceWindow.timezone", "IANA time zone"),
+    ({"maintenanceWindow": {"schedule": "0 2 * * 0"}}, "spec.maintenanceWindow.duration",
+     "is required"),
+    ({"maintenanceWindow": {**WINDOW, "duration": "30s"}}, "spec.maintenanceWindow.duration",
+     "between 1m and 168h"),
+    ({"maintenanceWindow": {**WINDOW, "duration": "169h"}}, "spec.maintenanceWindow.duration",
+     "between 1m and 168h"),
+    ({"maintenanceWindow": {**WINDOW, "cutoff": "3h"}}, "spec.maintenanceWindow.cutoff",
+     "must be shorter than spec.maintenanceWindow.duration"),
+    ({"maintenanceWindow": {**WINDOW, "cutoff": "4h"}}, "spec.maintenanceWindow.cutoff",
+     "must be shorter than spec.maintenanceWindow.duration"),
+    ({"approval": "automatic"}, "spec.approval", "must be one of Automatic, Manual"),
+    ({"registryCredentials": {}}, "spec.registryCredentials.secretName", "is required"),
+    ({"registryCredentials": {"secretName": "Registry_Creds"}},
+     "spec.registryCredentials.secretName", "must be an object name"),
+]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "fragment"),
+    BAD_SPECS,
+    ids=[f"{field}:{fragment}"[:90] for _, field, fragment in BAD_SPECS],
+)
+def test_bad_field_raises_spec_error_naming_it(overrides, field, fragment):
+    with pytest.raises(SpecError) as caught:
+        parse_policy_spec({"namespaceSelector": {}, **overrides})
+
+    assert caught.value.field == field
+    assert str(caught.value).startswith(f"{field}: ")
+    assert fragment in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        (None, "spec.namespaceSelector"),
+        ([], "spec"),
+        ("namespaceSelector: {}", "spec"),
+    ],
+)
+def test_spec_that_is_not_an_object_names_spec(spec, field):
+    with pytest.raises(SpecError) as caught:
+        parse_policy_spec(spec)
+    assert caught.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("metadata", "field"),
+    [
+        ({}, "metadata.name"),
+        ({"name": "p" * 64}, "metadata.name"),
+        ({"name": "ok", "generation": "1"}, "metadata.generation"),
+    ],
+)
+def test_bad_metadata_names_the_field(metadata, field):
+    with pytest.raises(SpecError) as caught:
+        parse_policy({"metadata": metadata, "spec": {"namespaceSelector": {}}})
+    assert caught.value.field == field
+
+
+def test_spec_error_is_a_value_error_that_pickles():
+    error = SpecError("spec.rollout.healthyFor", "'soon' is not a duration")
+
+    assert isinstance(error, ValueError)
+    assert str(error) == "spec.rollout.healthyFor: 'soon' is not a duration"
+    copy_ = pickle.loads(pickle.dumps(error))
+    assert (copy_.field, copy_.message, str(copy_)) == (error.field, error.message, str(error))
+
+
+# -- label selectors ---------------------------------------------------------------------
+
+
+def selector(raw: dict[str, Any]) -> LabelSelector:
+    return parse_policy_spec({"namespaceSelector": raw}).namespace_selector
+
+
+@pytest.mark.parametrize(
+    ("raw", "labels", "matches"),
+    [
+        ({}, {}, True),
+        ({}, {"env": "prod"}, True),
+        ({"matchLabels": {"env": "prod"}}, {"env": "prod", "team": "a"}, True),
+        ({"matchLabels": {"env": "prod"}}, {"env": "staging"}, False),
+        ({"matchLabels": {"env": "prod"}}, {}, False),
+        ({"matchExpressions": [{"key": "env", "operator": "In", "values": ["a", "b"]}]},
+         {"env": "b"}, True),
+        ({"matchExpressions": [{"key": "env", "operator": "In", "values": ["a"]}]}, {}, False),
+        # NotIn also matches objects that lack the key (Kubernetes semantics).
+        ({"matchExpressions": [{"key": "env", "operator": "NotIn", "values": ["a"]}]}, {}, True),
+        ({"matchExpressions": [{"key": "env", "operator": "NotIn", "values": ["a"]}]},
+         {"env": "a"}, False),
+        ({"matchExpressions": [{"key": "env", "operator": "Exists"}]}, {"env": ""}, True),
+        ({"matchExpressions": [{"key": "env", "operator": "DoesNotExist"}]}, {"env": ""}, False),
+        ({"matchLabels": {"team": "a"},
+          "matchExpressions": [{"key": "env", "operator": "Exists"}]}, {"team": "a"}, False),
+    ],
+)
+def test_label_selector_matches_like_kubernetes(raw, labels, matches):
+    assert selector(raw).matches(labels) is matches
+
+
+@pytest.mark.parametrize(
+    ("raw", "query"),
+    [
+        ({}, ""),
+        ({"matchLabels": {"team": "a", "env": "prod"}}, "env=prod,team=a"),
+        ({"matchExpressions": [
+            {"key": "env", "operator": "In", "values": ["a", "b"]},
+            {"key": "tier", "operator": "NotIn", "values": ["batch"]},
+            {"key": "x", "operator": "Exists"},
+            {"key": "y", "operator": "DoesNotExist"}]},
+         "env in (a,b),tier notin (batch),x,!y"),
+    ],
+)
+def test_label_selector_query_string(raw, query):
+    assert selector(raw).to_query() == query
+
+
+def test_severity_orders_by_rank_not_by_spelling():
+    assert [s.rank for s in Severity] == [0, 1, 2, 3, 4]
+    assert Severity.CRITICAL.at_least(Severity.HIGH)
+    assert Severity.HIGH.at_least(Severity.HIGH)
+    assert not Severity.LOW.at_least(Severity.MEDIUM)
+
+
+# -- layering -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", sorted(MODEL_DIR.glob("*.py")), ids=lambda p: p.name)
+def test_model_imports_only_the_standard_library(path):
+    tree = ast.parse(path.read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            imported.add(node.module)
+    foreign = {
+        name for name in imported
+        if name.split(".")[0] not in sys.stdlib_module_names
+        and not name.startswith("imagepatch.model")
+    }
+    assert not foreign, f"{path.name} imports {foreign}"

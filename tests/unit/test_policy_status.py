@@ -1,0 +1,86 @@
+"""ImagePatchPolicy status: Ready, or Stalled/InvalidSpec naming the field, and recovery."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from imagepatch.core.policy import REQUESTED_AT_ANNOTATION, policy_status
+
+T0 = dt.datetime(2026, 11, 27, 8, 0, tzinfo=dt.UTC)
+
+
+def policy(generation: int = 1, status: dict | None = None, annotations: dict | None = None,
+           **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "imagepatch.dev/v1alpha1",
+        "kind": "ImagePatchPolicy",
+        "metadata": {"name": "critical-fixes", "generation": generation,
+                     "annotations": annotations or {}},
+        "spec": {"namespaceSelector": {}, **spec},
+        "status": status or {},
+    }
+
+
+def conditions(status: dict) -> dict[str, dict]:
+    return {c["type"]: c for c in status["conditions"]}
+
+
+def test_valid_policy_is_ready_for_its_generation() -> None:
+    status = policy_status(policy(generation=3), now=T0)
+    assert status["observedGeneration"] == 3
+    conds = conditions(status)
+    assert set(conds) == {"Ready"}
+    assert (conds["Ready"]["status"], conds["Ready"]["reason"]) == ("True", "Reconciled")
+    assert conds["Ready"]["observedGeneration"] == 3
+
+
+@pytest.mark.parametrize(
+    ("window", "field", "detail"),
+    [
+        ({"schedule": "cron(0 25 ? * SUN *)", "duration": "4h"},
+         "spec.maintenanceWindow.schedule", "not a valid cron expression"),
+        ({"schedule": "0 2 30 2 *", "duration": "4h"},
+         "spec.maintenanceWindow.schedule", "never matches"),
+        ({"schedule": "0 2 * * 0", "timezone": "Europe/Atlantis", "duration": "4h"},
+         "spec.maintenanceWindow.timezone", "unknown timezone"),
+    ],
+)
+def test_what_cel_cannot_check_stalls_with_the_field_named(window, field, detail) -> None:
+    status = policy_status(policy(maintenanceWindow=window), now=T0)
+    conds = conditions(status)
+    assert conds["Stalled"]["status"] == "True"
+    assert conds["Stalled"]["reason"] == "InvalidSpec"
+    assert conds["Stalled"]["message"].startswith(field + ":")
+    assert detail in conds["Stalled"]["message"]
+    assert (conds["Ready"]["status"], conds["Ready"]["reason"]) == ("False", "InvalidSpec")
+
+
+def test_model_errors_stall_with_the_field_named() -> None:
+    status = policy_status(policy(rollout={"healthyFor": "soon"}), now=T0)
+    assert conditions(status)["Stalled"]["message"].startswith("spec.rollout.healthyFor:")
+
+
+def test_fixing_the_spec_clears_stalled_and_turns_ready() -> None:
+    bad = policy_status(policy(maintenanceWindow={"schedule": "0 2 * *", "duration": "4h"}), now=T0)
+    later = T0 + dt.timedelta(minutes=5)
+    fixed = policy(generation=2, status=bad,
+                   maintenanceWindow={"schedule": "cron(0 2 ? * SUN *)", "duration": "4h"})
+    status = policy_status(fixed, now=later)
+    conds = conditions(status)
+    assert set(conds) == {"Ready"}
+    assert conds["Ready"]["status"] == "True"
+    assert conds["Ready"]["lastTransitionTime"] == "2026-11-27T08:05:00Z"
+    assert status["observedGeneration"] == 2
+
+
+def test_suspended_policy_says_so() -> None:
+    ready = conditions(policy_status(policy(suspend=True), now=T0))["Ready"]
+    assert (ready["status"], ready["reason"]) == ("True", "Suspended")
+
+
+def test_manual_retrigger_is_echoed() -> None:
+    obj = policy(annotations={REQUESTED_AT_ANNOTATION: "2026-11-27T08:00:00Z"})
+    assert policy_status(obj, now=T0)["lastHandledReconcileAt"] == "2026-11-27T08:00:00Z"
