@@ -29,7 +29,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="imagepatch", description="Keep container images patched.")
+    parser = argparse.ArgumentParser(
+        prog="imagepatch", description="Keep container images patched."
+    )
     parser.add_argument("--version", action="version", version=f"imagepatch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the operator")

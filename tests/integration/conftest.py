@@ -35,7 +35,8 @@ def load_crds(directory: Path = CRD_DIR) -> list[dict[str, Any]]:
     for path in sorted(directory.glob("*.yaml")):
         with path.open() as f:
             docs += [
-                d for d in yaml.safe_load_all(f)
+                d
+                for d in yaml.safe_load_all(f)
                 if isinstance(d, dict) and d.get("kind") == "CustomResourceDefinition"
             ]
     if not docs:

@@ -64,7 +64,11 @@ DESIGN_POLICY_SPEC: dict[str, Any] = {
         "maxRestarts": 2,
         "rollback": True,
         "waves": [
-            {"name": "staging", "namespaceSelector": {"matchLabels": {"env": "staging"}}, "soak": "1h"},
+            {
+                "name": "staging",
+                "namespaceSelector": {"matchLabels": {"env": "staging"}},
+                "soak": "1h",
+            },
             {"name": "prod", "namespaceSelector": {"matchLabels": {"env": "prod"}}},
         ],
     },
@@ -122,7 +126,13 @@ OPERATOR_PATCH_SPEC: dict[str, Any] = {
     },
     "rebuild": {"strategy": "codebuild", "codebuildProject": "payments-api"},
     "targets": [
-        {"namespace": "staging", "kind": "Deployment", "name": "web", "container": "app", "wave": 0},
+        {
+            "namespace": "staging",
+            "kind": "Deployment",
+            "name": "web",
+            "container": "app",
+            "wave": 0,
+        },
         {"namespace": "prod", "name": "web", "container": "app", "wave": 1},
     ],
 }
@@ -227,9 +237,11 @@ BAD_POLICIES = [
         id="selector-In-without-values",
     ),
     pytest.param(
-        minimal(namespaceSelector={
-            "matchExpressions": [{"key": "env", "operator": "Exists", "values": ["x"]}]
-        }),
+        minimal(
+            namespaceSelector={
+                "matchExpressions": [{"key": "env", "operator": "Exists", "values": ["x"]}]
+            }
+        ),
         "spec.namespaceSelector.matchExpressions[].values must be empty when operator is Exists",
         id="selector-Exists-with-values",
     ),
@@ -339,10 +351,16 @@ BAD_POLICIES = [
         id="wave-without-selector",
     ),
     pytest.param(
-        minimal(rollout__waves=[{
-            "name": "prod",
-            "namespaceSelector": {"matchExpressions": [{"key": "env", "operator": "NotIn"}]},
-        }]),
+        minimal(
+            rollout__waves=[
+                {
+                    "name": "prod",
+                    "namespaceSelector": {
+                        "matchExpressions": [{"key": "env", "operator": "NotIn"}]
+                    },
+                }
+            ]
+        ),
         "spec.rollout.waves[].namespaceSelector.matchExpressions[].values must not be empty"
         " when operator is NotIn",
         id="wave-selector-NotIn-without-values",
@@ -448,10 +466,14 @@ GOOD_POLICIES = [
         id="five-field-cron",
     ),
     pytest.param(
-        minimal(maintenanceWindow={
-            "schedule": "cron(30 22 ? * MON-FRI *)", "duration": "1.5h", "cutoff": "30m",
-            "timezone": "America/Argentina/Buenos_Aires",
-        }),
+        minimal(
+            maintenanceWindow={
+                "schedule": "cron(30 22 ? * MON-FRI *)",
+                "duration": "1.5h",
+                "cutoff": "30m",
+                "timezone": "America/Argentina/Buenos_Aires",
+            }
+        ),
         id="aws-cron-fractional-duration",
     ),
     pytest.param(
@@ -459,22 +481,28 @@ GOOD_POLICIES = [
         id="job-strategy",
     ),
     pytest.param(
-        minimal(rebuild={
-            "strategy": "codebuild",
-            "codebuild": {"project": "arn:aws:codebuild:eu-west-1:123456789012:project/payments"},
-        }),
+        minimal(
+            rebuild={
+                "strategy": "codebuild",
+                "codebuild": {
+                    "project": "arn:aws:codebuild:eu-west-1:123456789012:project/payments"
+                },
+            }
+        ),
         id="codebuild-project-arn",
     ),
     pytest.param(minimal(rebuild={"strategy": "rebase", "timeout": "20m"}), id="rebase-strategy"),
     pytest.param(
-        minimal(namespaceSelector={
-            "matchLabels": {"imagepatch.dev/enabled": "true"},
-            "matchExpressions": [
-                {"key": "env", "operator": "Exists"},
-                {"key": "tier", "operator": "NotIn", "values": ["batch"]},
-                {"key": "legacy", "operator": "DoesNotExist", "values": []},
-            ],
-        }),
+        minimal(
+            namespaceSelector={
+                "matchLabels": {"imagepatch.dev/enabled": "true"},
+                "matchExpressions": [
+                    {"key": "env", "operator": "Exists"},
+                    {"key": "tier", "operator": "NotIn", "values": ["batch"]},
+                    {"key": "legacy", "operator": "DoesNotExist", "values": []},
+                ],
+            }
+        ),
         id="selector-every-operator",
     ),
     pytest.param(
@@ -543,17 +571,21 @@ BAD_PATCHES = [
         id="approval-decision-enum",
     ),
     pytest.param(
-        with_fields(OPERATOR_PATCH_SPEC, targets=[
-            {"namespace": "prod", "kind": "CronJob", "name": "web", "container": "app"}
-        ]),
+        with_fields(
+            OPERATOR_PATCH_SPEC,
+            targets=[{"namespace": "prod", "kind": "CronJob", "name": "web", "container": "app"}],
+        ),
         'spec.targets[0].kind: Unsupported value: "CronJob"',
         id="target-kind-enum",
     ),
     pytest.param(
-        with_fields(OPERATOR_PATCH_SPEC, targets=[
-            {"namespace": "prod", "name": "web", "container": "app"},
-            {"namespace": "prod", "kind": "Deployment", "name": "web", "container": "app"},
-        ]),
+        with_fields(
+            OPERATOR_PATCH_SPEC,
+            targets=[
+                {"namespace": "prod", "name": "web", "container": "app"},
+                {"namespace": "prod", "kind": "Deployment", "name": "web", "container": "app"},
+            ],
+        ),
         "spec.targets[1]: Duplicate value",
         id="target-duplicate",
     ),
@@ -582,8 +614,11 @@ def test_operator_imagepatch_is_accepted_and_defaulted(api):
         ),
         pytest.param(
             {
-                "image": "nginx", "policy": "p", "reason": "Manual",
-                "currentDigest": DIGEST_A, "targetDigest": DIGEST_B,
+                "image": "nginx",
+                "policy": "p",
+                "reason": "Manual",
+                "currentDigest": DIGEST_A,
+                "targetDigest": DIGEST_B,
                 "approval": {"decision": "Approved", "by": "alice", "reason": "hotfix"},
             },
             id="manual-pinned-and-approved",
@@ -600,16 +635,24 @@ def test_imagepatch_image_is_immutable(api, stored):
 
     message = rejection_message(
         lambda: api.patch_cluster_custom_object(
-            GROUP, VERSION, PATCHES, name,
-            {"spec": {"image": "registry.example.com/other"}}, dry_run="All",
+            GROUP,
+            VERSION,
+            PATCHES,
+            name,
+            {"spec": {"image": "registry.example.com/other"}},
+            dry_run="All",
         )
     )
     assert "spec.image is immutable" in message
 
     # Approving, by contrast, is one patch.
     approved = api.patch_cluster_custom_object(
-        GROUP, VERSION, PATCHES, name,
-        {"spec": {"approval": {"decision": "Approved", "by": "alice"}}}, dry_run="All",
+        GROUP,
+        VERSION,
+        PATCHES,
+        name,
+        {"spec": {"approval": {"decision": "Approved", "by": "alice"}}},
+        dry_run="All",
     )
     assert approved["spec"]["approval"] == {"decision": "Approved", "by": "alice"}
 
@@ -630,8 +673,13 @@ FULL_POLICY_STATUS = {
     "conditions": [CONDITION],
     "lastHandledReconcileAt": "2026-01-01T00:00:00Z",
     "workloads": {
-        "total": 12, "compliant": 11, "baseImageOutdated": 1, "vulnerable": 0,
-        "untrustedBase": 0, "patching": 1, "failed": 0,
+        "total": 12,
+        "compliant": 11,
+        "baseImageOutdated": 1,
+        "vulnerable": 0,
+        "untrustedBase": 0,
+        "patching": 1,
+        "failed": 0,
     },
 }
 
@@ -663,17 +711,27 @@ FULL_PATCH_STATUS = {
     },
     "rollouts": [
         {
-            "wave": 0, "namespace": "staging", "kind": "Deployment", "name": "web",
+            "wave": 0,
+            "namespace": "staging",
+            "kind": "Deployment",
+            "name": "web",
             "container": "app",
-            "previousImage": f"123456789012.dkr.ecr.eu-west-1.amazonaws.com/payments-api@{DIGEST_A}",
-            "targetImage": f"123456789012.dkr.ecr.eu-west-1.amazonaws.com/payments-api@{DIGEST_B}",
-            "phase": "Healthy", "startedAt": "2026-01-01T00:11:00Z",
-            "healthySince": "2026-01-01T00:12:00Z", "finishedAt": "2026-01-01T00:17:00Z",
-            "reason": "Healthy", "message": "3/3 replicas available for 5m",
+            "previousImage": f"{OPERATOR_PATCH_SPEC['image']}@{DIGEST_A}",
+            "targetImage": f"{OPERATOR_PATCH_SPEC['image']}@{DIGEST_B}",
+            "phase": "Healthy",
+            "startedAt": "2026-01-01T00:11:00Z",
+            "healthySince": "2026-01-01T00:12:00Z",
+            "finishedAt": "2026-01-01T00:17:00Z",
+            "reason": "Healthy",
+            "message": "3/3 replicas available for 5m",
         },
         {
-            "wave": 1, "namespace": "prod", "kind": "Deployment", "name": "web",
-            "container": "app", "phase": "Pending",
+            "wave": 1,
+            "namespace": "prod",
+            "kind": "Deployment",
+            "name": "web",
+            "container": "app",
+            "phase": "Pending",
         },
     ],
     "failedDigests": [DIGEST_A],
@@ -707,7 +765,10 @@ def test_full_status_survives_a_round_trip(api, stored, plural, body, status):
 
 def table(api: client.CustomObjectsApi, plural: str, name: str) -> dict[str, str]:
     response = api.get_cluster_custom_object(
-        GROUP, VERSION, plural, name,
+        GROUP,
+        VERSION,
+        plural,
+        name,
         _headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"},
         _preload_content=False,
     )
@@ -729,7 +790,10 @@ def test_kubectl_get_shows_the_printer_columns(api, stored):
 
     row = table(api, POLICIES, policy_name)
     assert {k: row[k] for k in ("Ready", "Reason", "Workloads", "Compliant")} == {
-        "Ready": "True", "Reason": "Reconciled", "Workloads": 12, "Compliant": 11,
+        "Ready": "True",
+        "Reason": "Reconciled",
+        "Workloads": 12,
+        "Compliant": 11,
     }
     row = table(api, PATCHES, patch_name)
     assert {k: row[k] for k in ("Image", "Reason", "Phase", "Progress")} == {

@@ -74,8 +74,25 @@ def test_parse_duration_accepts_go_syntax(text, expected):
 
 @pytest.mark.parametrize(
     "text",
-    ["", "0", "1", "h", "1d", "1us", "1ns", "-1h", "+1h", "1 h", " 1h", "1h ", "1.h", ".5h",
-     "1,5h", "1H", "2562048h"],
+    [
+        "",
+        "0",
+        "1",
+        "h",
+        "1d",
+        "1us",
+        "1ns",
+        "-1h",
+        "+1h",
+        "1 h",
+        " 1h",
+        "1h ",
+        "1.h",
+        ".5h",
+        "1,5h",
+        "1H",
+        "2562048h",
+    ],
 )
 def test_parse_duration_rejects_what_the_crd_pattern_rejects(text):
     with pytest.raises(ValueError):
@@ -120,10 +137,16 @@ def test_minimal_spec_gets_the_crd_defaults():
             approve_after_days=0,
             ignore=(),
         ),
-        rebuild=Rebuild(strategy=RebuildStrategy.EXTERNAL, codebuild=None, job=None,
-                        timeout=td(hours=1)),
-        rollout=Rollout(progress_deadline_seconds=600, healthy_for=td(minutes=5),
-                        max_restarts=0, rollback=True, waves=()),
+        rebuild=Rebuild(
+            strategy=RebuildStrategy.EXTERNAL, codebuild=None, job=None, timeout=td(hours=1)
+        ),
+        rollout=Rollout(
+            progress_deadline_seconds=600,
+            healthy_for=td(minutes=5),
+            max_restarts=0,
+            rollback=True,
+            waves=(),
+        ),
         maintenance_window=None,
         approval=ApprovalMode.AUTOMATIC,
         registry_credentials=None,
@@ -138,11 +161,19 @@ def test_the_api_servers_defaulted_form_parses_to_the_same_spec():
         "namespaceSelector": {},
         "suspend": False,
         "baseImages": {"checkInterval": "1h"},
-        "vulnerabilities": {"source": "none", "minSeverity": "HIGH", "fixAvailableOnly": True,
-                            "approveAfterDays": 0},
+        "vulnerabilities": {
+            "source": "none",
+            "minSeverity": "HIGH",
+            "fixAvailableOnly": True,
+            "approveAfterDays": 0,
+        },
         "rebuild": {"strategy": "external", "timeout": "1h"},
-        "rollout": {"progressDeadlineSeconds": 600, "healthyFor": "5m", "maxRestarts": 0,
-                    "rollback": True},
+        "rollout": {
+            "progressDeadlineSeconds": 600,
+            "healthyFor": "5m",
+            "maxRestarts": 0,
+            "rollback": True,
+        },
         "approval": "Automatic",
     }
     assert parse_policy_spec(defaulted) == parse_policy_spec({"namespaceSelector": {}})
@@ -151,22 +182,41 @@ def test_the_api_servers_defaulted_form_parses_to_the_same_spec():
 @pytest.mark.parametrize(
     ("spec", "attribute_path", "expected"),
     [
-        ({"maintenanceWindow": {"schedule": "0 2 * * 0", "duration": "2h"}},
-         "maintenance_window.timezone", "UTC"),
-        ({"maintenanceWindow": {"schedule": "0 2 * * 0", "duration": "2h"}},
-         "maintenance_window.cutoff", td(0)),
-        ({"rollout": {"waves": [{"name": "a", "namespaceSelector": {}}]}},
-         "rollout.waves", (Wave(name="a", namespace_selector=LabelSelector(), soak=td(0)),)),
-        ({"rebuild": {"strategy": "job", "job": {"template": "kaniko"}}},
-         "rebuild.timeout", td(hours=1)),
+        (
+            {"maintenanceWindow": {"schedule": "0 2 * * 0", "duration": "2h"}},
+            "maintenance_window.timezone",
+            "UTC",
+        ),
+        (
+            {"maintenanceWindow": {"schedule": "0 2 * * 0", "duration": "2h"}},
+            "maintenance_window.cutoff",
+            td(0),
+        ),
+        (
+            {"rollout": {"waves": [{"name": "a", "namespaceSelector": {}}]}},
+            "rollout.waves",
+            (Wave(name="a", namespace_selector=LabelSelector(), soak=td(0)),),
+        ),
+        (
+            {"rebuild": {"strategy": "job", "job": {"template": "kaniko"}}},
+            "rebuild.timeout",
+            td(hours=1),
+        ),
         # A null field counts as absent, as the API server treats it.
         ({"suspend": None, "rollout": {"healthyFor": None}}, "rollout.healthy_for", td(minutes=5)),
         ({"baseImages": None}, "base_images", BaseImages()),
         # Fields the CRD does not declare (a newer CRD) are ignored, not fatal.
         ({"futureField": {"x": 1}, "rollout": {"canary": True}}, "rollout", Rollout()),
     ],
-    ids=["timezone", "cutoff", "wave-soak", "rebuild-timeout", "null-is-absent",
-         "null-object", "unknown-fields-ignored"],
+    ids=[
+        "timezone",
+        "cutoff",
+        "wave-soak",
+        "rebuild-timeout",
+        "null-is-absent",
+        "null-object",
+        "unknown-fields-ignored",
+    ],
 )
 def test_nested_defaults(spec, attribute_path, expected):
     parsed: Any = parse_policy_spec({"namespaceSelector": {}, **spec})
@@ -180,22 +230,43 @@ DESIGN_SPEC: dict[str, Any] = {
     "namespaceSelector": {
         "matchExpressions": [{"key": "env", "operator": "In", "values": ["staging", "prod"]}]
     },
-    "baseImages": {"trusted": ["public.ecr.aws/docker/library/python:3.12-*"],
-                   "checkInterval": "30m"},
-    "vulnerabilities": {"source": "ecr", "minSeverity": "CRITICAL", "fixAvailableOnly": False,
-                        "approveAfterDays": 7, "ignore": ["CVE-2024-12345", "GHSA-jfh8-c2jp-5v3q"]},
-    "rebuild": {"strategy": "codebuild", "codebuild": {"project": "payments-api"},
-                "job": {"template": "kaniko"}, "timeout": "45m"},
+    "baseImages": {
+        "trusted": ["public.ecr.aws/docker/library/python:3.12-*"],
+        "checkInterval": "30m",
+    },
+    "vulnerabilities": {
+        "source": "ecr",
+        "minSeverity": "CRITICAL",
+        "fixAvailableOnly": False,
+        "approveAfterDays": 7,
+        "ignore": ["CVE-2024-12345", "GHSA-jfh8-c2jp-5v3q"],
+    },
+    "rebuild": {
+        "strategy": "codebuild",
+        "codebuild": {"project": "payments-api"},
+        "job": {"template": "kaniko"},
+        "timeout": "45m",
+    },
     "rollout": {
-        "progressDeadlineSeconds": 300, "healthyFor": "10m", "maxRestarts": 2, "rollback": False,
+        "progressDeadlineSeconds": 300,
+        "healthyFor": "10m",
+        "maxRestarts": 2,
+        "rollback": False,
         "waves": [
-            {"name": "staging", "namespaceSelector": {"matchLabels": {"env": "staging"}},
-             "soak": "1h"},
+            {
+                "name": "staging",
+                "namespaceSelector": {"matchLabels": {"env": "staging"}},
+                "soak": "1h",
+            },
             {"name": "prod", "namespaceSelector": {"matchLabels": {"env": "prod"}}},
         ],
     },
-    "maintenanceWindow": {"schedule": "cron(0 2 ? * SUN *)", "timezone": "Europe/Berlin",
-                          "duration": "3h", "cutoff": "1h"},
+    "maintenanceWindow": {
+        "schedule": "cron(0 2 ? * SUN *)",
+        "timezone": "Europe/Berlin",
+        "duration": "3h",
+        "cutoff": "1h",
+    },
     "approval": "Manual",
     "registryCredentials": {"secretName": "registry-creds"},
 }
@@ -206,35 +277,53 @@ def test_design_policy_parses_every_field():
 
     assert spec == PolicySpec(
         suspend=False,
-        namespace_selector=LabelSelector(match_expressions=(
-            LabelSelectorRequirement(key="env", operator=SelectorOperator.IN,
-                                     values=("staging", "prod")),
-        )),
-        base_images=BaseImages(trusted=("public.ecr.aws/docker/library/python:3.12-*",),
-                               check_interval=td(minutes=30)),
+        namespace_selector=LabelSelector(
+            match_expressions=(
+                LabelSelectorRequirement(
+                    key="env", operator=SelectorOperator.IN, values=("staging", "prod")
+                ),
+            )
+        ),
+        base_images=BaseImages(
+            trusted=("public.ecr.aws/docker/library/python:3.12-*",), check_interval=td(minutes=30)
+        ),
         vulnerabilities=Vulnerabilities(
-            source=VulnerabilitySource.ECR, min_severity=Severity.CRITICAL,
-            fix_available_only=False, approve_after_days=7,
+            source=VulnerabilitySource.ECR,
+            min_severity=Severity.CRITICAL,
+            fix_available_only=False,
+            approve_after_days=7,
             ignore=("CVE-2024-12345", "GHSA-jfh8-c2jp-5v3q"),
         ),
-        rebuild=Rebuild(strategy=RebuildStrategy.CODEBUILD,
-                        codebuild=CodeBuildSettings(project="payments-api"),
-                        job=JobSettings(template="kaniko"), timeout=td(minutes=45)),
+        rebuild=Rebuild(
+            strategy=RebuildStrategy.CODEBUILD,
+            codebuild=CodeBuildSettings(project="payments-api"),
+            job=JobSettings(template="kaniko"),
+            timeout=td(minutes=45),
+        ),
         rollout=Rollout(
-            progress_deadline_seconds=300, healthy_for=td(minutes=10), max_restarts=2,
+            progress_deadline_seconds=300,
+            healthy_for=td(minutes=10),
+            max_restarts=2,
             rollback=False,
             waves=(
-                Wave(name="staging",
-                     namespace_selector=LabelSelector(match_labels=(("env", "staging"),)),
-                     soak=td(hours=1)),
-                Wave(name="prod",
-                     namespace_selector=LabelSelector(match_labels=(("env", "prod"),)),
-                     soak=td(0)),
+                Wave(
+                    name="staging",
+                    namespace_selector=LabelSelector(match_labels=(("env", "staging"),)),
+                    soak=td(hours=1),
+                ),
+                Wave(
+                    name="prod",
+                    namespace_selector=LabelSelector(match_labels=(("env", "prod"),)),
+                    soak=td(0),
+                ),
             ),
         ),
-        maintenance_window=MaintenanceWindow(schedule="cron(0 2 ? * SUN *)",
-                                             timezone="Europe/Berlin", duration=td(hours=3),
-                                             cutoff=td(hours=1)),
+        maintenance_window=MaintenanceWindow(
+            schedule="cron(0 2 ? * SUN *)",
+            timezone="Europe/Berlin",
+            duration=td(hours=3),
+            cutoff=td(hours=1),
+        ),
         approval=ApprovalMode.MANUAL,
         registry_credentials=RegistryCredentials(secret_name="registry-creds"),
     )
@@ -255,8 +344,9 @@ def test_parsing_does_not_modify_the_input():
 
 
 def test_parse_policy_reads_name_and_generation():
-    policy = parse_policy({"metadata": {"name": "critical-fixes", "generation": 3},
-                           "spec": DESIGN_SPEC})
+    policy = parse_policy(
+        {"metadata": {"name": "critical-fixes", "generation": 3}, "spec": DESIGN_SPEC}
+    )
 
     assert (policy.name, policy.generation) == ("critical-fixes", 3)
     assert policy.spec == parse_policy_spec(DESIGN_SPEC)
@@ -271,114 +361,269 @@ BAD_SPECS = [
     # (spec overrides on top of {"namespaceSelector": {}}, field, message fragment)
     ({"namespaceSelector": None}, "spec.namespaceSelector", "is required"),
     ({"namespaceSelector": ["env=prod"]}, "spec.namespaceSelector", "must be an object"),
-    ({"namespaceSelector": {"matchLabels": {"env": 1}}},
-     "spec.namespaceSelector.matchLabels.env", "must be a string"),
-    ({"namespaceSelector": {"matchLabels": {"env": "x" * 64}}},
-     "spec.namespaceSelector.matchLabels.env", "at most 63 characters"),
-    ({"namespaceSelector": {"matchExpressions": {"key": "env"}}},
-     "spec.namespaceSelector.matchExpressions", "must be a list"),
-    ({"namespaceSelector": {"matchExpressions": [{"operator": "Exists"}]}},
-     "spec.namespaceSelector.matchExpressions[0].key", "is required"),
-    ({"namespaceSelector": {"matchExpressions": [{"key": "env"}]}},
-     "spec.namespaceSelector.matchExpressions[0].operator", "is required"),
-    ({"namespaceSelector": {"matchExpressions": [{"key": "env", "operator": "Gt"}]}},
-     "spec.namespaceSelector.matchExpressions[0].operator", "must be one of In, NotIn"),
-    ({"namespaceSelector": {"matchExpressions": [{"key": "env", "operator": "In"}]}},
-     "spec.namespaceSelector.matchExpressions[0].values", "must not be empty when operator is In"),
-    ({"namespaceSelector": {"matchExpressions": [{"key": "e", "operator": "NotIn", "values": []}]}},
-     "spec.namespaceSelector.matchExpressions[0].values", "must not be empty when operator is NotIn"),
-    ({"namespaceSelector": {"matchExpressions": [
-        {"key": "env", "operator": "Exists"},
-        {"key": "env", "operator": "DoesNotExist", "values": ["a"]}]}},
-     "spec.namespaceSelector.matchExpressions[1].values", "must be empty when operator is DoesNotExist"),
+    (
+        {"namespaceSelector": {"matchLabels": {"env": 1}}},
+        "spec.namespaceSelector.matchLabels.env",
+        "must be a string",
+    ),
+    (
+        {"namespaceSelector": {"matchLabels": {"env": "x" * 64}}},
+        "spec.namespaceSelector.matchLabels.env",
+        "at most 63 characters",
+    ),
+    (
+        {"namespaceSelector": {"matchExpressions": {"key": "env"}}},
+        "spec.namespaceSelector.matchExpressions",
+        "must be a list",
+    ),
+    (
+        {"namespaceSelector": {"matchExpressions": [{"operator": "Exists"}]}},
+        "spec.namespaceSelector.matchExpressions[0].key",
+        "is required",
+    ),
+    (
+        {"namespaceSelector": {"matchExpressions": [{"key": "env"}]}},
+        "spec.namespaceSelector.matchExpressions[0].operator",
+        "is required",
+    ),
+    (
+        {"namespaceSelector": {"matchExpressions": [{"key": "env", "operator": "Gt"}]}},
+        "spec.namespaceSelector.matchExpressions[0].operator",
+        "must be one of In, NotIn",
+    ),
+    (
+        {"namespaceSelector": {"matchExpressions": [{"key": "env", "operator": "In"}]}},
+        "spec.namespaceSelector.matchExpressions[0].values",
+        "must not be empty when operator is In",
+    ),
+    (
+        {
+            "namespaceSelector": {
+                "matchExpressions": [{"key": "e", "operator": "NotIn", "values": []}]
+            }
+        },
+        "spec.namespaceSelector.matchExpressions[0].values",
+        "must not be empty when operator is NotIn",
+    ),
+    (
+        {
+            "namespaceSelector": {
+                "matchExpressions": [
+                    {"key": "env", "operator": "Exists"},
+                    {"key": "env", "operator": "DoesNotExist", "values": ["a"]},
+                ]
+            }
+        },
+        "spec.namespaceSelector.matchExpressions[1].values",
+        "must be empty when operator is DoesNotExist",
+    ),
     ({"suspend": "yes"}, "spec.suspend", "must be true or false"),
     ({"suspend": 1}, "spec.suspend", "must be true or false"),
     ({"baseImages": "all"}, "spec.baseImages", "must be an object"),
     ({"baseImages": {"trusted": "python:*"}}, "spec.baseImages.trusted", "must be a list"),
-    ({"baseImages": {"trusted": ["ok/*", "has space"]}}, "spec.baseImages.trusted[1]",
-     "must not contain whitespace"),
+    (
+        {"baseImages": {"trusted": ["ok/*", "has space"]}},
+        "spec.baseImages.trusted[1]",
+        "must not contain whitespace",
+    ),
     ({"baseImages": {"trusted": [""]}}, "spec.baseImages.trusted[0]", "must not be empty"),
     ({"baseImages": {"checkInterval": "30s"}}, "spec.baseImages.checkInterval", "at least 1m"),
-    ({"baseImages": {"checkInterval": "1 hour"}}, "spec.baseImages.checkInterval",
-     "is not a duration"),
-    ({"baseImages": {"checkInterval": 3600}}, "spec.baseImages.checkInterval",
-     "must be a duration string"),
-    ({"vulnerabilities": {"source": "snyk"}}, "spec.vulnerabilities.source",
-     "must be one of ecr, inspector, none, not 'snyk'"),
-    ({"vulnerabilities": {"minSeverity": "high"}}, "spec.vulnerabilities.minSeverity",
-     "must be one of"),
-    ({"vulnerabilities": {"fixAvailableOnly": "true"}}, "spec.vulnerabilities.fixAvailableOnly",
-     "must be true or false"),
-    ({"vulnerabilities": {"approveAfterDays": -1}}, "spec.vulnerabilities.approveAfterDays",
-     "between 0 and 3650"),
-    ({"vulnerabilities": {"approveAfterDays": 1.5}}, "spec.vulnerabilities.approveAfterDays",
-     "must be an integer"),
-    ({"vulnerabilities": {"approveAfterDays": True}}, "spec.vulnerabilities.approveAfterDays",
-     "must be an integer"),
-    ({"vulnerabilities": {"ignore": ["CVE-2024-1234", "CVE-24-1"]}},
-     "spec.vulnerabilities.ignore[1]", "must be a CVE ID"),
-    ({"vulnerabilities": {"ignore": ["GHSA-abcd-efgh-jkmn"]}},  # outside GHSA's alphabet
-     "spec.vulnerabilities.ignore[0]", "GHSA ID"),
-    ({"vulnerabilities": {"ignore": ["CVE-2024-1234", "CVE-2024-1234"]}},
-     "spec.vulnerabilities.ignore[1]", "duplicates"),
+    (
+        {"baseImages": {"checkInterval": "1 hour"}},
+        "spec.baseImages.checkInterval",
+        "is not a duration",
+    ),
+    (
+        {"baseImages": {"checkInterval": 3600}},
+        "spec.baseImages.checkInterval",
+        "must be a duration string",
+    ),
+    (
+        {"vulnerabilities": {"source": "snyk"}},
+        "spec.vulnerabilities.source",
+        "must be one of ecr, inspector, none, not 'snyk'",
+    ),
+    (
+        {"vulnerabilities": {"minSeverity": "high"}},
+        "spec.vulnerabilities.minSeverity",
+        "must be one of",
+    ),
+    (
+        {"vulnerabilities": {"fixAvailableOnly": "true"}},
+        "spec.vulnerabilities.fixAvailableOnly",
+        "must be true or false",
+    ),
+    (
+        {"vulnerabilities": {"approveAfterDays": -1}},
+        "spec.vulnerabilities.approveAfterDays",
+        "between 0 and 3650",
+    ),
+    (
+        {"vulnerabilities": {"approveAfterDays": 1.5}},
+        "spec.vulnerabilities.approveAfterDays",
+        "must be an integer",
+    ),
+    (
+        {"vulnerabilities": {"approveAfterDays": True}},
+        "spec.vulnerabilities.approveAfterDays",
+        "must be an integer",
+    ),
+    (
+        {"vulnerabilities": {"ignore": ["CVE-2024-1234", "CVE-24-1"]}},
+        "spec.vulnerabilities.ignore[1]",
+        "must be a CVE ID",
+    ),
+    (
+        {"vulnerabilities": {"ignore": ["GHSA-abcd-efgh-jkmn"]}},  # outside GHSA's alphabet
+        "spec.vulnerabilities.ignore[0]",
+        "GHSA ID",
+    ),
+    (
+        {"vulnerabilities": {"ignore": ["CVE-2024-1234", "CVE-2024-1234"]}},
+        "spec.vulnerabilities.ignore[1]",
+        "duplicates",
+    ),
     ({"rebuild": {"strategy": "docker"}}, "spec.rebuild.strategy", "must be one of"),
-    ({"rebuild": {"strategy": "codebuild"}}, "spec.rebuild.codebuild.project",
-     "is required when spec.rebuild.strategy is codebuild"),
-    ({"rebuild": {"strategy": "codebuild", "codebuild": {}}}, "spec.rebuild.codebuild.project",
-     "is required"),
-    ({"rebuild": {"codebuild": {"project": "my project!"}}}, "spec.rebuild.codebuild.project",
-     "CodeBuild project name or ARN"),
-    ({"rebuild": {"strategy": "job"}}, "spec.rebuild.job.template",
-     "is required when spec.rebuild.strategy is job"),
-    ({"rebuild": {"strategy": "job", "job": {"template": "Kaniko_Template"}}},
-     "spec.rebuild.job.template", "must be an object name"),
+    (
+        {"rebuild": {"strategy": "codebuild"}},
+        "spec.rebuild.codebuild.project",
+        "is required when spec.rebuild.strategy is codebuild",
+    ),
+    (
+        {"rebuild": {"strategy": "codebuild", "codebuild": {}}},
+        "spec.rebuild.codebuild.project",
+        "is required",
+    ),
+    (
+        {"rebuild": {"codebuild": {"project": "my project!"}}},
+        "spec.rebuild.codebuild.project",
+        "CodeBuild project name or ARN",
+    ),
+    (
+        {"rebuild": {"strategy": "job"}},
+        "spec.rebuild.job.template",
+        "is required when spec.rebuild.strategy is job",
+    ),
+    (
+        {"rebuild": {"strategy": "job", "job": {"template": "Kaniko_Template"}}},
+        "spec.rebuild.job.template",
+        "must be an object name",
+    ),
     ({"rebuild": {"timeout": "59s"}}, "spec.rebuild.timeout", "at least 1m"),
-    ({"rollout": {"progressDeadlineSeconds": 29}}, "spec.rollout.progressDeadlineSeconds",
-     "between 30 and 86400, not 29"),
-    ({"rollout": {"progressDeadlineSeconds": "600"}}, "spec.rollout.progressDeadlineSeconds",
-     "must be an integer"),
+    (
+        {"rollout": {"progressDeadlineSeconds": 29}},
+        "spec.rollout.progressDeadlineSeconds",
+        "between 30 and 86400, not 29",
+    ),
+    (
+        {"rollout": {"progressDeadlineSeconds": "600"}},
+        "spec.rollout.progressDeadlineSeconds",
+        "must be an integer",
+    ),
     ({"rollout": {"healthyFor": "5 minutes"}}, "spec.rollout.healthyFor", "is not a duration"),
     ({"rollout": {"maxRestarts": -1}}, "spec.rollout.maxRestarts", "between 0 and 1000"),
     ({"rollout": {"rollback": "no"}}, "spec.rollout.rollback", "must be true or false"),
     ({"rollout": {"waves": [WAVE] * 11}}, "spec.rollout.waves", "at most 10 items"),
-    ({"rollout": {"waves": [WAVE, {**WAVE, "name": "prod"}, WAVE]}},
-     "spec.rollout.waves[2].name", "must be unique"),
-    ({"rollout": {"waves": [{**WAVE, "name": "Prod"}]}}, "spec.rollout.waves[0].name",
-     "must be a DNS label"),
-    ({"rollout": {"waves": [{**WAVE, "name": "a" * 64}]}}, "spec.rollout.waves[0].name",
-     "at most 63 characters"),
-    ({"rollout": {"waves": [{"namespaceSelector": {}}]}}, "spec.rollout.waves[0].name",
-     "is required"),
-    ({"rollout": {"waves": [{"name": "staging"}]}}, "spec.rollout.waves[0].namespaceSelector",
-     "is required"),
-    ({"rollout": {"waves": [WAVE, {"name": "prod", "namespaceSelector": {
-        "matchExpressions": [{"key": "env", "operator": "In"}]}}]}},
-     "spec.rollout.waves[1].namespaceSelector.matchExpressions[0].values", "must not be empty"),
-    ({"rollout": {"waves": [{**WAVE, "soak": "-1h"}]}}, "spec.rollout.waves[0].soak",
-     "is not a duration"),
+    (
+        {"rollout": {"waves": [WAVE, {**WAVE, "name": "prod"}, WAVE]}},
+        "spec.rollout.waves[2].name",
+        "must be unique",
+    ),
+    (
+        {"rollout": {"waves": [{**WAVE, "name": "Prod"}]}},
+        "spec.rollout.waves[0].name",
+        "must be a DNS label",
+    ),
+    (
+        {"rollout": {"waves": [{**WAVE, "name": "a" * 64}]}},
+        "spec.rollout.waves[0].name",
+        "at most 63 characters",
+    ),
+    (
+        {"rollout": {"waves": [{"namespaceSelector": {}}]}},
+        "spec.rollout.waves[0].name",
+        "is required",
+    ),
+    (
+        {"rollout": {"waves": [{"name": "staging"}]}},
+        "spec.rollout.waves[0].namespaceSelector",
+        "is required",
+    ),
+    (
+        {
+            "rollout": {
+                "waves": [
+                    WAVE,
+                    {
+                        "name": "prod",
+                        "namespaceSelector": {
+                            "matchExpressions": [{"key": "env", "operator": "In"}]
+                        },
+                    },
+                ]
+            }
+        },
+        "spec.rollout.waves[1].namespaceSelector.matchExpressions[0].values",
+        "must not be empty",
+    ),
+    (
+        {"rollout": {"waves": [{**WAVE, "soak": "-1h"}]}},
+        "spec.rollout.waves[0].soak",
+        "is not a duration",
+    ),
     ({"maintenanceWindow": {"duration": "3h"}}, "spec.maintenanceWindow.schedule", "is required"),
-    ({"maintenanceWindow": {**WINDOW, "schedule": "every sunday"}},
-     "spec.maintenanceWindow.schedule", "must be an AWS cron expression"),
-    ({"maintenanceWindow": {**WINDOW, "schedule": "cron(0 2 * * SUN)"}},
-     "spec.maintenanceWindow.schedule", "must be an AWS cron expression"),
-    ({"maintenanceWindow": {**WINDOW, "schedule": "0 2 * * * *"}},
-     "spec.maintenanceWindow.schedule", "5-field cron expression"),
-    ({"maintenanceWindow": {**WINDOW, "timezone": "Central European Time"}},
-     "spec.maintenanceWindow.timezone", "IANA time zone"),
-    ({"maintenanceWindow": {"schedule": "0 2 * * 0"}}, "spec.maintenanceWindow.duration",
-     "is required"),
-    ({"maintenanceWindow": {**WINDOW, "duration": "30s"}}, "spec.maintenanceWindow.duration",
-     "between 1m and 168h"),
-    ({"maintenanceWindow": {**WINDOW, "duration": "169h"}}, "spec.maintenanceWindow.duration",
-     "between 1m and 168h"),
-    ({"maintenanceWindow": {**WINDOW, "cutoff": "3h"}}, "spec.maintenanceWindow.cutoff",
-     "must be shorter than spec.maintenanceWindow.duration"),
-    ({"maintenanceWindow": {**WINDOW, "cutoff": "4h"}}, "spec.maintenanceWindow.cutoff",
-     "must be shorter than spec.maintenanceWindow.duration"),
+    (
+        {"maintenanceWindow": {**WINDOW, "schedule": "every sunday"}},
+        "spec.maintenanceWindow.schedule",
+        "must be an AWS cron expression",
+    ),
+    (
+        {"maintenanceWindow": {**WINDOW, "schedule": "cron(0 2 * * SUN)"}},
+        "spec.maintenanceWindow.schedule",
+        "must be an AWS cron expression",
+    ),
+    (
+        {"maintenanceWindow": {**WINDOW, "schedule": "0 2 * * * *"}},
+        "spec.maintenanceWindow.schedule",
+        "5-field cron expression",
+    ),
+    (
+        {"maintenanceWindow": {**WINDOW, "timezone": "Central European Time"}},
+        "spec.maintenanceWindow.timezone",
+        "IANA time zone",
+    ),
+    (
+        {"maintenanceWindow": {"schedule": "0 2 * * 0"}},
+        "spec.maintenanceWindow.duration",
+        "is required",
+    ),
+    (
+        {"maintenanceWindow": {**WINDOW, "duration": "30s"}},
+        "spec.maintenanceWindow.duration",
+        "between 1m and 168h",
+    ),
+    (
+        {"maintenanceWindow": {**WINDOW, "duration": "169h"}},
+        "spec.maintenanceWindow.duration",
+        "between 1m and 168h",
+    ),
+    (
+        {"maintenanceWindow": {**WINDOW, "cutoff": "3h"}},
+        "spec.maintenanceWindow.cutoff",
+        "must be shorter than spec.maintenanceWindow.duration",
+    ),
+    (
+        {"maintenanceWindow": {**WINDOW, "cutoff": "4h"}},
+        "spec.maintenanceWindow.cutoff",
+        "must be shorter than spec.maintenanceWindow.duration",
+    ),
     ({"approval": "automatic"}, "spec.approval", "must be one of Automatic, Manual"),
     ({"registryCredentials": {}}, "spec.registryCredentials.secretName", "is required"),
-    ({"registryCredentials": {"secretName": "Registry_Creds"}},
-     "spec.registryCredentials.secretName", "must be an object name"),
+    (
+        {"registryCredentials": {"secretName": "Registry_Creds"}},
+        "spec.registryCredentials.secretName",
+        "must be an object name",
+    ),
 ]
 
 
@@ -448,17 +693,29 @@ def selector(raw: dict[str, Any]) -> LabelSelector:
         ({"matchLabels": {"env": "prod"}}, {"env": "prod", "team": "a"}, True),
         ({"matchLabels": {"env": "prod"}}, {"env": "staging"}, False),
         ({"matchLabels": {"env": "prod"}}, {}, False),
-        ({"matchExpressions": [{"key": "env", "operator": "In", "values": ["a", "b"]}]},
-         {"env": "b"}, True),
+        (
+            {"matchExpressions": [{"key": "env", "operator": "In", "values": ["a", "b"]}]},
+            {"env": "b"},
+            True,
+        ),
         ({"matchExpressions": [{"key": "env", "operator": "In", "values": ["a"]}]}, {}, False),
         # NotIn also matches objects that lack the key (Kubernetes semantics).
         ({"matchExpressions": [{"key": "env", "operator": "NotIn", "values": ["a"]}]}, {}, True),
-        ({"matchExpressions": [{"key": "env", "operator": "NotIn", "values": ["a"]}]},
-         {"env": "a"}, False),
+        (
+            {"matchExpressions": [{"key": "env", "operator": "NotIn", "values": ["a"]}]},
+            {"env": "a"},
+            False,
+        ),
         ({"matchExpressions": [{"key": "env", "operator": "Exists"}]}, {"env": ""}, True),
         ({"matchExpressions": [{"key": "env", "operator": "DoesNotExist"}]}, {"env": ""}, False),
-        ({"matchLabels": {"team": "a"},
-          "matchExpressions": [{"key": "env", "operator": "Exists"}]}, {"team": "a"}, False),
+        (
+            {
+                "matchLabels": {"team": "a"},
+                "matchExpressions": [{"key": "env", "operator": "Exists"}],
+            },
+            {"team": "a"},
+            False,
+        ),
     ],
 )
 def test_label_selector_matches_like_kubernetes(raw, labels, matches):
@@ -470,12 +727,17 @@ def test_label_selector_matches_like_kubernetes(raw, labels, matches):
     [
         ({}, ""),
         ({"matchLabels": {"team": "a", "env": "prod"}}, "env=prod,team=a"),
-        ({"matchExpressions": [
-            {"key": "env", "operator": "In", "values": ["a", "b"]},
-            {"key": "tier", "operator": "NotIn", "values": ["batch"]},
-            {"key": "x", "operator": "Exists"},
-            {"key": "y", "operator": "DoesNotExist"}]},
-         "env in (a,b),tier notin (batch),x,!y"),
+        (
+            {
+                "matchExpressions": [
+                    {"key": "env", "operator": "In", "values": ["a", "b"]},
+                    {"key": "tier", "operator": "NotIn", "values": ["batch"]},
+                    {"key": "x", "operator": "Exists"},
+                    {"key": "y", "operator": "DoesNotExist"},
+                ]
+            },
+            "env in (a,b),tier notin (batch),x,!y",
+        ),
     ],
 )
 def test_label_selector_query_string(raw, query):
@@ -502,7 +764,8 @@ def test_model_imports_only_the_standard_library(path):
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             imported.add(node.module)
     foreign = {
-        name for name in imported
+        name
+        for name in imported
         if name.split(".")[0] not in sys.stdlib_module_names
         and not name.startswith("imagepatch.model")
     }

@@ -57,11 +57,10 @@ def merge(
     seen: set[str] = set()
     for cond in desired:
         prev = old.get(cond.type)
-        if prev is not None and prev.get("status") == cond.status and prev.get("lastTransitionTime"):
-            entry = cond.as_dict(last_transition_time=now)
+        entry = cond.as_dict(last_transition_time=now)
+        unchanged = prev is not None and prev.get("status") == cond.status
+        if unchanged and prev.get("lastTransitionTime"):
             entry["lastTransitionTime"] = prev["lastTransitionTime"]
-        else:
-            entry = cond.as_dict(last_transition_time=now)
         result.append(entry)
         seen.add(cond.type)
     for ctype, prev in old.items():

@@ -51,7 +51,9 @@ def parse_timezone(name: str) -> zoneinfo.ZoneInfo:
     try:
         return zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-        raise ScheduleError(f"unknown timezone {name!r} (use an IANA name such as Europe/Berlin)") from exc
+        raise ScheduleError(
+            f"unknown timezone {name!r} (use an IANA name such as Europe/Berlin)"
+        ) from exc
 
 
 def _aws_dow(field: str) -> str:
@@ -107,20 +109,26 @@ def to_croniter(source: str) -> str:
         fields = m.group("body").split()
         if len(fields) != 6:
             raise ScheduleError(
-                f"AWS form needs 6 fields (minutes hours day-of-month month day-of-week year), got {len(fields)}"
+                "AWS form needs 6 fields (minutes hours day-of-month month day-of-week year),"
+                f" got {len(fields)}"
             )
         minute, hour, dom, month, dow, year = fields
         # AWS requires '?' in exactly one of day-of-month and day-of-week.
         if (dom == "?") == (dow == "?"):
-            raise ScheduleError("AWS form needs '?' in exactly one of day-of-month and day-of-week")
+            raise ScheduleError(
+                "AWS form needs '?' in exactly one of day-of-month and day-of-week"
+            )
         if "LW" in dom.upper():
-            raise ScheduleError("'LW' (last weekday of the month) is not supported; use 'L' or a day")
+            raise ScheduleError(
+                "'LW' (last weekday of the month) is not supported; use 'L' or a day"
+            )
         dom = "*" if dom == "?" else dom
         return " ".join([minute, hour, dom, month, _aws_dow(dow), "0", year])
     fields = source.split()
     if len(fields) != 5:
         raise ScheduleError(
-            f"expected 5-field cron (minute hour day-of-month month day-of-week) or cron(...) with 6 fields, got {len(fields)} fields"
+            "expected 5-field cron (minute hour day-of-month month day-of-week)"
+            f" or cron(...) with 6 fields, got {len(fields)} fields"
         )
     return " ".join([*fields, "0", "*"])
 

@@ -48,9 +48,7 @@ def parse_duration(text: str) -> dt.timedelta:
             "such as 90s, 1h30m or 1.5h"
         )
     # Exact rational arithmetic: "0.1h" must be 6 minutes, not 5m59.999999s.
-    nanos = sum(
-        Fraction(number) * _NANOS_PER_UNIT[unit] for number, unit in _TERM.findall(text)
-    )
+    nanos = sum(Fraction(number) * _NANOS_PER_UNIT[unit] for number, unit in _TERM.findall(text))
     micros = int(nanos // 1000)
     if micros > MAX_DURATION // dt.timedelta(microseconds=1):
         raise ValueError(f"{text!r} is too long: durations are limited to about 2562047h")

@@ -286,8 +286,12 @@ def _mapping(value: Any, path: str) -> Mapping[str, Any]:
 
 def _kind(value: Any) -> str:
     return {
-        bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-        list: "a list", dict: "an object",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "an object",
     }.get(type(value), type(value).__name__)
 
 
@@ -463,8 +467,12 @@ def _parse_base_images(raw: Any, path: str) -> BaseImages:
         for i, g in enumerate(_list(raw, path, "trusted", max_items=100))
     )
     interval = _duration(
-        raw, path, "checkInterval", default=BaseImages().check_interval,
-        minimum=MIN_CHECK_INTERVAL, bounds_text="at least 1m",
+        raw,
+        path,
+        "checkInterval",
+        default=BaseImages().check_interval,
+        minimum=MIN_CHECK_INTERVAL,
+        bounds_text="at least 1m",
     )
     return BaseImages(trusted=trusted, check_interval=interval)
 
@@ -476,7 +484,9 @@ def _parse_vulnerabilities(raw: Any, path: str) -> Vulnerabilities:
     id_problem = "must be a CVE ID (CVE-2024-12345) or a GHSA ID (GHSA-xxxx-xxxx-xxxx)"
     for i, item in enumerate(_list(raw, path, "ignore", max_items=1000)):
         field = f"{path}.ignore[{i}]"
-        ignore.append(_check_string(item, field, max_length=64, check=_matching(_VULN_ID, id_problem)))
+        ignore.append(
+            _check_string(item, field, max_length=64, check=_matching(_VULN_ID, id_problem))
+        )
         if item in ignore[:-1]:
             raise SpecError(field, f"duplicates {item!r}")
     return Vulnerabilities(
@@ -486,8 +496,12 @@ def _parse_vulnerabilities(raw: Any, path: str) -> Vulnerabilities:
             raw, path, "fixAvailableOnly", default=defaults.fix_available_only
         ),
         approve_after_days=_integer(
-            raw, path, "approveAfterDays", default=defaults.approve_after_days,
-            minimum=0, maximum=3650,
+            raw,
+            path,
+            "approveAfterDays",
+            default=defaults.approve_after_days,
+            minimum=0,
+            maximum=3650,
         ),
         ignore=tuple(ignore),
     )
@@ -500,24 +514,36 @@ def _parse_rebuild(raw: Any, path: str) -> Rebuild:
     if raw.get("codebuild") is not None:
         cb_path = f"{path}.codebuild"
         project = _string(
-            _mapping(raw["codebuild"], cb_path), cb_path, "project", max_length=512,
+            _mapping(raw["codebuild"], cb_path),
+            cb_path,
+            "project",
+            max_length=512,
             check=_matching(_CODEBUILD_PROJECT, "must be a CodeBuild project name or ARN"),
         )
         codebuild = CodeBuildSettings(project=project)
     if raw.get("job") is not None:
         job_path = f"{path}.job"
         template = _string(
-            _mapping(raw["job"], job_path), job_path, "template", max_length=253,
+            _mapping(raw["job"], job_path),
+            job_path,
+            "template",
+            max_length=253,
             check=_dns_subdomain,
         )
         job = JobSettings(template=template)
     if strategy is RebuildStrategy.CODEBUILD and codebuild is None:
-        raise SpecError(f"{path}.codebuild.project", f"is required when {path}.strategy is codebuild")
+        raise SpecError(
+            f"{path}.codebuild.project", f"is required when {path}.strategy is codebuild"
+        )
     if strategy is RebuildStrategy.JOB and job is None:
         raise SpecError(f"{path}.job.template", f"is required when {path}.strategy is job")
     timeout = _duration(
-        raw, path, "timeout", default=Rebuild().timeout,
-        minimum=MIN_REBUILD_TIMEOUT, bounds_text="at least 1m",
+        raw,
+        path,
+        "timeout",
+        default=Rebuild().timeout,
+        minimum=MIN_REBUILD_TIMEOUT,
+        bounds_text="at least 1m",
     )
     return Rebuild(strategy=strategy, codebuild=codebuild, job=job, timeout=timeout)
 
@@ -544,8 +570,12 @@ def _parse_rollout(raw: Any, path: str) -> Rollout:
         )
     return Rollout(
         progress_deadline_seconds=_integer(
-            raw, path, "progressDeadlineSeconds", default=defaults.progress_deadline_seconds,
-            minimum=30, maximum=86400,
+            raw,
+            path,
+            "progressDeadlineSeconds",
+            default=defaults.progress_deadline_seconds,
+            minimum=30,
+            maximum=86400,
         ),
         healthy_for=_duration(raw, path, "healthyFor", default=defaults.healthy_for),
         max_restarts=_integer(
@@ -561,7 +591,10 @@ def _parse_maintenance_window(raw: Any, path: str) -> MaintenanceWindow | None:
         return None
     raw = _mapping(raw, path)
     schedule = _string(
-        raw, path, "schedule", max_length=128,
+        raw,
+        path,
+        "schedule",
+        max_length=128,
         check=_matching(
             _SCHEDULE_SHAPE,
             "must be an AWS cron expression such as cron(0 2 ? * SUN *) "
@@ -569,11 +602,21 @@ def _parse_maintenance_window(raw: Any, path: str) -> MaintenanceWindow | None:
         ),
     )
     timezone = _string(
-        raw, path, "timezone", default="UTC", max_length=64,
-        check=_matching(_TIMEZONE_SHAPE, "must be an IANA time zone name such as UTC or Europe/Berlin"),
+        raw,
+        path,
+        "timezone",
+        default="UTC",
+        max_length=64,
+        check=_matching(
+            _TIMEZONE_SHAPE, "must be an IANA time zone name such as UTC or Europe/Berlin"
+        ),
     )
     duration = _duration(
-        raw, path, "duration", minimum=MIN_WINDOW_DURATION, maximum=MAX_WINDOW_DURATION,
+        raw,
+        path,
+        "duration",
+        minimum=MIN_WINDOW_DURATION,
+        maximum=MAX_WINDOW_DURATION,
         bounds_text="between 1m and 168h",
     )
     cutoff = _duration(raw, path, "cutoff", default=dt.timedelta(0))
@@ -623,4 +666,6 @@ def parse_policy(body: Mapping[str, Any]) -> ImagePatchPolicy:
     generation = metadata.get("generation") or 0
     if isinstance(generation, bool) or not isinstance(generation, int):
         raise SpecError("metadata.generation", f"must be an integer, not {_kind(generation)}")
-    return ImagePatchPolicy(name=name, generation=generation, spec=parse_policy_spec(body.get("spec")))
+    return ImagePatchPolicy(
+        name=name, generation=generation, spec=parse_policy_spec(body.get("spec"))
+    )
