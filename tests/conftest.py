@@ -70,6 +70,14 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
         cluster.stop()
 
 
+@pytest.fixture(scope="session")
+def crds(kube: Kube) -> list[str]:
+    """The imagepatch CRDs, installed and Established (left installed at the end)."""
+    from tests.support.crds import install_crds
+
+    return install_crds(kube)
+
+
 @pytest.fixture(autouse=True)
 def _skip_kwok_only_on_external_cluster(request: pytest.FixtureRequest) -> None:
     if EXTERNAL_KUBECONFIG and request.node.get_closest_marker("kwok"):

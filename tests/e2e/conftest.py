@@ -6,7 +6,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.conftest import crds  # noqa: F401  (TODO move to tests/conftest.py)
 from tests.support.operator import OperatorProcess, install_rbac, service_account_kubeconfig
 
 

@@ -8,7 +8,8 @@ Given the CRDs from ``crds/`` on a v1.34 API server:
   create;
 * a full status survives a write and a read: nothing the operator records is
   pruned (nolar/kopf#527);
-* ``kubectl get`` shows the printer columns.
+* ``kubectl get`` shows the printer columns, and the short names are not
+  taken by any other resource.
 
 Creates use server-side dry-run (``dryRun=All``): fast, and nothing is left
 behind. The few tests that need a stored object delete it at the end.
@@ -141,7 +142,7 @@ OPERATOR_PATCH_SPEC: dict[str, Any] = {
 # -- helpers -----------------------------------------------------------------------------
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def api(kube: Any, crds: list[str]) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(kube.api_client)
 
@@ -803,3 +804,39 @@ def test_kubectl_get_shows_the_printer_columns(api, stored):
         "Progress": "1/2",
     }
     assert "Age" in row
+
+
+def test_short_names_and_categories_resolve_to_our_kinds_only(kube, crds):
+    """`kubectl get ipp`, `kubectl get ipatch NAME`, `kubectl get imagepatch NAME` and
+    `kubectl get imagepatch-all` must each mean what they say.
+
+    kubectl expands a category before it looks up a resource, so a category
+    must not share its name with any resource's name, singular or short name.
+    """
+    api_client = kube.api_client
+    names: dict[str, list[str]] = {}
+    categories: dict[str, list[str]] = {}
+
+    def note(group_version: str, resources: Any) -> None:
+        for r in resources.resources:
+            if "/" in r.name:  # a subresource
+                continue
+            resource = f"{r.name}.{group_version}"
+            for name in [r.name, r.singular_name, *(r.short_names or [])]:
+                if name:
+                    names.setdefault(name, []).append(resource)
+            for category in r.categories or []:
+                categories.setdefault(category, []).append(resource)
+
+    note("v1", client.CoreV1Api(api_client).get_api_resources())
+    custom = client.CustomObjectsApi(api_client)
+    for group in client.ApisApi(api_client).get_api_versions().groups:
+        version = group.preferred_version.version
+        note(f"{group.name}/{version}", custom.get_api_resources(group.name, version))
+
+    policies, patches = f"{POLICIES}.{GROUP}/{VERSION}", f"{PATCHES}.{GROUP}/{VERSION}"
+    assert names["ipp"] == [policies]
+    assert names["ipatch"] == [patches]
+    assert names["imagepatch"] == [patches]
+    assert sorted(categories["imagepatch-all"]) == sorted([policies, patches])
+    assert not set(categories) & set(names)

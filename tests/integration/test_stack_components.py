@@ -17,6 +17,7 @@ import tarfile
 import httpx
 import pytest
 from botocore.exceptions import ClientError
+
 from tests.support.images import (
     ANNOTATION_BASE_DIGEST,
     ANNOTATION_BASE_NAME,

@@ -1,7 +1,8 @@
-"""Integration fixtures that need the API server: the imagepatch CRDs.
+"""The imagepatch CRDs installed into the test cluster (the ``crds`` fixture).
 
-``crds`` (session) installs every CustomResourceDefinition in ``crds/`` into the
-``kube`` cluster (from ``tests/conftest.py``) with server-side apply, and waits
+``install_crds(kube)`` (behind the session fixture ``crds`` in
+``tests/conftest.py``) installs every CustomResourceDefinition in ``crds/``
+into the ``kube`` cluster with server-side apply, and waits
 until each is Established, so a test that creates ImagePatchPolicies or
 ImagePatches can rely on them. It returns the applied CRD names.
 
@@ -13,11 +14,9 @@ Server-side apply makes a rerun on a cluster that has older CRDs an upgrade.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from kubernetes import client
 
@@ -49,8 +48,7 @@ def _established(crd: Any) -> bool:
     return any(c.type == "Established" and c.status == "True" for c in conditions)
 
 
-@pytest.fixture(scope="session")
-def crds(kube: Any) -> Iterator[list[str]]:
+def install_crds(kube: Any) -> list[str]:
     api = client.ApiextensionsV1Api(kube.api_client)
     names = []
     for doc in load_crds():
@@ -75,4 +73,4 @@ def crds(kube: Any) -> Iterator[list[str]]:
             if time.monotonic() > deadline:
                 raise AssertionError(f"CRDs not Established after {ESTABLISH_TIMEOUT}s: {pending}")
             time.sleep(0.2)
-    yield names
+    return names
