@@ -12,16 +12,22 @@ from typing import Any
 import kopf
 
 from imagepatch import reconcile
+from imagepatch.adapters.errors import ConfigurationError, ConflictError, TransientError
+from imagepatch.adapters.kube import Kube
 
 GROUP = "imagepatch.dev"
 POLICIES = (GROUP, "v1alpha1", "imagepatchpolicies")
+IMAGEPATCHES = (GROUP, "v1alpha1", "imagepatches")
+# How often an unfinished ImagePatch is looked at: the health gate's resolution.
+PATCH_INTERVAL = 2.0
 # Level-based resync: a timer re-runs the reconcile even if a watch event was
 # lost (a dead watch stream leaves kopf silent otherwise: nolar/kopf#787).
 RESYNC_SECONDS = 300.0
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    memo.kube = Kube()
     # Progress lives in annotations under our own prefix, not in status.kopf:
     # our CRDs declare a structural status schema, which would prune it (kopf#527).
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
@@ -48,3 +54,25 @@ def liveness(**_: Any) -> bool:
 @kopf.timer(*POLICIES, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
 def policy(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     reconcile.reconcile_policy(body=body, patch=patch)
+
+
+# ImagePatches advance on a timer only: kopf never runs one object's timer
+# twice at once, so there is exactly one actor per ImagePatch, and a timer
+# is level-based by nature (it re-reads everything each time).
+def _unfinished(body: kopf.Body, **_: Any) -> bool:
+    return (body.get("status") or {}).get("phase") not in ("Succeeded", "RolledBack", "Failed")
+
+
+@kopf.timer(*IMAGEPATCHES, interval=PATCH_INTERVAL, sharp=False, when=_unfinished)
+async def imagepatch(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    try:
+        await reconcile.reconcile_imagepatch(
+            name=body["metadata"]["name"], kube=memo.kube, logger=logger
+        )
+    except ConflictError:
+        return  # someone wrote in between: the next tick re-reads and re-plans
+    except TransientError as exc:
+        raise kopf.TemporaryError(f"{exc.reason}: {exc}", delay=exc.retry_after or 10) from None
+    except ConfigurationError as exc:
+        # A permission or a bad reference: retrying soon will not help.
+        raise kopf.TemporaryError(f"{exc.reason}: {exc}", delay=60) from None

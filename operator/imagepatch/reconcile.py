@@ -9,10 +9,28 @@ does no harm and a restarted operator resumes where it stopped.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
+from imagepatch.adapters.errors import AdapterError, ConflictError
+from imagepatch.adapters.kube import Kube
+from imagepatch.core.images import parse_image
 from imagepatch.core.policy import policy_status
+from imagepatch.core.rollout import (
+    GATE_POLL,
+    Candidate,
+    Window,
+    Workload,
+    active_target,
+    plan,
+)
+from imagepatch.core.window import window_state
+from imagepatch.model.errors import SpecError
+from imagepatch.model.imagepatch import ImagePatch, Target, parse_imagepatch
+from imagepatch.model.policy import PolicySpec, parse_policy
+
+log = logging.getLogger("imagepatch.reconcile")
 
 Clock = Callable[[], dt.datetime]
 
@@ -31,3 +49,130 @@ def reconcile_policy(
     if changed:
         patch.setdefault("status", {}).update(changed)
     return desired
+
+
+# --- ImagePatch rollouts ------------------------------------------------------------
+
+# A pass runs steps until the plan waits; this bounds one pass.
+MAX_STEPS = 25
+
+
+async def discover_targets(kube: Kube, patch: ImagePatch, policy: PolicySpec) -> list[Candidate]:
+    """Opted-in Deployments in admitted namespaces whose containers run ``patch.image``."""
+    wanted = parse_image(patch.image).name
+    candidates: list[Candidate] = []
+    labels_cache: dict[str, dict[str, str]] = {}
+    for dep in await kube.list_opted_in_deployments(patch.policy):
+        ns = dep["metadata"]["namespace"]
+        if ns not in labels_cache:
+            labels_cache[ns] = await kube.namespace_labels(ns)
+        if not policy.namespace_selector.matches(labels_cache[ns]):
+            continue
+        for container in dep["spec"]["template"]["spec"].get("containers", []):
+            try:
+                running = parse_image(container.get("image", "")).name
+            except ValueError:
+                continue
+            if running == wanted:
+                candidates.append(
+                    Candidate(
+                        namespace=ns,
+                        name=dep["metadata"]["name"],
+                        container=container["name"],
+                        namespace_labels=labels_cache[ns],
+                    )
+                )
+    return candidates
+
+
+async def observe_workload(kube: Kube, target: Target) -> Workload:
+    dep = await kube.get_deployment(target.namespace, target.name)
+    if dep is None:
+        return Workload(target=target, deployment=None)
+    pods = await kube.list_pods(target.namespace, dep["spec"].get("selector") or {})
+    return Workload(target=target, deployment=dep, pods=tuple(pods))
+
+
+def _involved(target: Target, workload: Workload | None) -> dict[str, Any]:
+    meta = (workload.deployment or {}).get("metadata", {}) if workload else {}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": target.kind,
+        "namespace": target.namespace,
+        "name": target.name,
+        "uid": meta.get("uid", ""),
+    }
+
+
+async def reconcile_imagepatch(
+    *, name: str, kube: Kube, clock: Clock = utcnow, logger: logging.Logger = log
+) -> float | None:
+    """Advance one ImagePatch as far as it can go now; return when to look again."""
+    body = await kube.get_imagepatch(name)
+    for _ in range(MAX_STEPS):
+        if body is None:
+            return None
+        patch = parse_imagepatch(body)
+        if patch.status.phase.terminal:
+            return None
+        policy_body = await kube.get_policy(patch.policy)
+        policy = None
+        if policy_body is not None:
+            try:
+                policy = parse_policy(policy_body).spec
+            except SpecError:
+                policy = None  # the policy's own status says what is wrong
+        now = clock()
+        candidates: list[Candidate] = []
+        if policy is not None and not patch.targets and not patch.status.rollouts:
+            candidates = await discover_targets(kube, patch, policy)
+        target = active_target(patch)
+        workload = await observe_workload(kube, target) if target else None
+        state = window_state(policy.maintenance_window if policy else None, now)
+        step = plan(
+            patch=patch,
+            policy=policy,
+            candidates=candidates,
+            workload=workload,
+            window=Window(can_start=state.can_start, next_start=state.next_start),
+            now=now,
+        )
+        if step.status:
+            # Intent first: if this write fails, nothing below happens.
+            body = await kube.write_imagepatch_status(
+                name, step.status, resource_version=body["metadata"]["resourceVersion"]
+            )
+        for event in step.events:
+            try:
+                await kube.emit_event(
+                    involved=_involved(event.target, workload),
+                    type=event.type,
+                    reason=event.reason,
+                    message=event.message,
+                )
+            except AdapterError as exc:  # an Event is a report, not a reason to stop
+                logger.warning("could not post event %s: %s", event.reason, exc)
+        if step.action is not None:
+            act = step.action
+            logger.info(
+                "ImagePatch %s: setting %s/%s/%s to %s",
+                name,
+                act.target.namespace,
+                act.target.name,
+                act.target.container,
+                act.image,
+            )
+            try:
+                await kube.set_container_image(
+                    act.target.namespace,
+                    act.target.name,
+                    container=act.target.container,
+                    image=act.image,
+                    resource_version=act.resource_version,
+                )
+            except ConflictError:
+                logger.info("Deployment changed since it was read; planning again")
+            continue
+        if not step.again:
+            return step.requeue_after
+    return GATE_POLL

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,7 +28,9 @@ from tests.support.ports import free_port
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "imagepatch-system"
 SERVICE_ACCOUNT = "imagepatch"
-FORBIDDEN_MARKERS = ("403", "Forbidden", "forbidden")
+# An RBAC denial shows as an HTTP 403 status or a "forbidden" API message; the
+# pattern must not match timestamps such as "07:39:48,403".
+FORBIDDEN = re.compile(r'HTTP/1\.1" 403\b|\b403\b.*[Ff]orbidden|[Ff]orbidden.*\b403\b|\bforbidden:')
 
 
 def install_rbac(kube) -> None:
@@ -110,4 +113,4 @@ class OperatorProcess:
         return "\n".join(self.log().splitlines()[-lines:])
 
     def forbidden_lines(self) -> list[str]:
-        return [ln for ln in self.log().splitlines() if any(m in ln for m in FORBIDDEN_MARKERS)]
+        return [ln for ln in self.log().splitlines() if FORBIDDEN.search(ln)]

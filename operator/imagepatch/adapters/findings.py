@@ -1,0 +1,598 @@
+"""Read one ECR image's vulnerability findings, from ECR scanning or Inspector2.
+
+Given a repository and a digest, :class:`FindingsReader` returns a
+:class:`~imagepatch.core.scans.ScanReport`: the meaning of the image's scan
+status (decided by ``core/scans.py``) and its findings as
+:class:`~imagepatch.core.baseline.Finding` objects, which ``core/baseline.py``
+then judges. Neighbours: the reconciler calls it (through
+:meth:`FindingsReader.read_async`, since the operator is asyncio); nothing
+here decides anything about a policy.
+
+* ``source: ecr``: ``DescribeImageScanFindings``. Basic scanning answers in
+  ``findings[]`` (no fix information, no first-seen time); enhanced scanning
+  answers in ``enhancedFindings[]`` of the same call.
+* ``source: inspector``: Inspector2 ``ListFindings`` filtered on the image's
+  repository and digest. Inspector2 has no scan status of its own that moto or
+  a narrow IAM policy offers, so the status still comes from one
+  ``DescribeImageScanFindings`` page, which reports enhanced scanning's
+  status (ACTIVE, PENDING, …). This assumes the registry uses enhanced
+  scanning, as Inspector2 findings for ECR images only exist then.
+
+Every call follows ``nextToken`` to the end through botocore's paginators:
+ECR ignores ``maxResults`` for enhanced findings (boto/boto3#3449), so a page
+size is only a hint. Throttling and 5xx are retried by botocore's *standard*
+retry mode (jittered exponential backoff, capped attempts); whatever is left
+is classified once, here, into the errors of ``adapters/errors.py``. Error
+messages are built from the operation, the error code and the repository,
+never from AWS's message text or anything of the credentials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    CredentialRetrievalError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+    PaginationError,
+    ParamValidationError,
+    PartialCredentialsError,
+    ReadTimeoutError,
+    TokenRetrievalError,
+)
+
+from imagepatch.adapters.errors import (
+    IMAGE_NOT_FOUND,
+    REPOSITORY_NOT_FOUND,
+    AdapterError,
+    ConfigurationError,
+    NotFoundError,
+    TransientError,
+)
+from imagepatch.core.baseline import Finding, FindingSource, parse_severity
+from imagepatch.core.scans import ScanOutcome, ScanReport, scan_outcome
+from imagepatch.model.policy import VulnerabilitySource
+
+__all__ = [
+    "AWS_ACCESS_DENIED",
+    "AWS_CREDENTIALS_EXPIRED",
+    "AWS_CREDENTIALS_INVALID",
+    "AWS_REQUEST_REJECTED",
+    "AWS_THROTTLED",
+    "AWS_UNAVAILABLE",
+    "DEFAULT_MAX_ATTEMPTS",
+    "FindingsReader",
+    "ScanReport",
+    "finding_from_basic",
+    "finding_from_enhanced",
+]
+
+log = logging.getLogger(__name__)
+
+# Reasons for AWS failures. They belong with core/reasons.py in the end, like
+# the registry reasons in adapters/errors.py.
+AWS_ACCESS_DENIED = "AwsAccessDenied"
+AWS_CREDENTIALS_INVALID = "AwsCredentialsInvalid"
+AWS_CREDENTIALS_EXPIRED = "AwsCredentialsExpired"
+AWS_REQUEST_REJECTED = "AwsRequestRejected"
+AWS_THROTTLED = "AwsThrottled"
+AWS_UNAVAILABLE = "AwsUnavailable"
+
+# Attempts in total, the first included. Five gives at most about 1+2+4+8 s
+# of jittered backoff, enough to ride out a burst of throttling without holding
+# a reconcile for long; the reconciler requeues after that. It is passed as
+# botocore's ``total_max_attempts``: its ``max_attempts`` key counts retries
+# only, so ``max_attempts: N`` would make N+1 attempts (measured in
+# tests/integration/test_findings.py).
+DEFAULT_MAX_ATTEMPTS = 5
+# StartImageScan answers LimitExceededException when the image was scanned in
+# the last 24 hours, and botocore's standard mode retries that code as
+# throttling: retrying a daily quota only sleeps. One attempt, no retries.
+_NO_RETRY = Config(retries={"mode": "standard", "total_max_attempts": 1})
+# A hung connection must not hold a worker thread for botocore's 60 s default.
+_CONNECT_TIMEOUT = 10
+_READ_TIMEOUT = 30
+# Page sizes are the APIs' maxima, to make as few calls as possible on big
+# images. ECR may ignore it (enhanced findings) and Inspector2 may return
+# fewer; the paginator follows nextToken either way.
+_ECR_PAGE_SIZE = 1000
+_INSPECTOR_PAGE_SIZE = 100
+
+# Inspector reports "NotAvailable" as the fixed version of an unfixed package.
+_NO_FIX = {"", "NotAvailable"}
+
+_ACCESS_DENIED_CODES = {"AccessDeniedException", "AccessDenied"}
+_INVALID_CREDENTIAL_CODES = {
+    "UnrecognizedClientException",
+    "InvalidSignatureException",
+    "InvalidClientTokenId",
+    "SignatureDoesNotMatch",
+    "IncompleteSignature",
+    "MissingAuthenticationToken",
+}
+_EXPIRED_CREDENTIAL_CODES = {"ExpiredTokenException", "ExpiredToken", "TokenRefreshRequired"}
+# The codes botocore's standard mode retries as throttling (botocore.retries.standard).
+_THROTTLING_CODES = {
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "RequestThrottled",
+    "SlowDown",
+}
+_REJECTED_CODES = {"ValidationException", "InvalidParameterException"}
+
+
+class FindingsReader:
+    """Reads scan findings for ECR images, in one AWS region.
+
+    ``session`` defaults to a new ``boto3.Session`` (the default credential
+    chain: EKS Pod Identity or IRSA in a cluster). ``endpoint_url`` points the
+    clients elsewhere (moto in tests); boto3 also honours ``AWS_ENDPOINT_URL``.
+    ``max_attempts`` counts every attempt, the first included. Clients are
+    made on first use and shared: boto3 clients are thread-safe, sessions are
+    not, so making them is serialised.
+    """
+
+    def __init__(
+        self,
+        *,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        session: boto3.Session | None = None,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    ) -> None:
+        self._session = session
+        self._region = region
+        self._endpoint_url = endpoint_url
+        self._config = Config(
+            retries={"mode": "standard", "total_max_attempts": max_attempts},
+            connect_timeout=_CONNECT_TIMEOUT,
+            read_timeout=_READ_TIMEOUT,
+        )
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    # -- clients -------------------------------------------------------------------
+
+    def _client(self, service: str, *, key: str | None = None, config: Config | None = None) -> Any:
+        key = key or service
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                with _classified(service, "CreateClient", repository=None, region=self._region):
+                    if self._session is None:
+                        self._session = boto3.Session()
+                    client = self._session.client(
+                        service,
+                        region_name=self._region,
+                        endpoint_url=self._endpoint_url,
+                        config=config or self._config,
+                    )
+                self._clients[key] = client
+            return client
+
+    @property
+    def ecr(self) -> Any:
+        """The ECR client (exposed so tests can attach a Stubber or event hooks)."""
+        return self._client("ecr")
+
+    @property
+    def inspector2(self) -> Any:
+        """The Inspector2 client."""
+        return self._client("inspector2")
+
+    @property
+    def ecr_scanner(self) -> Any:
+        """The ECR client for StartImageScan, which must not retry (see :meth:`start_scan`)."""
+        return self._client("ecr", key="ecr-scanner", config=self._config.merge(_NO_RETRY))
+
+    # -- reading -------------------------------------------------------------------
+
+    def read(
+        self,
+        *,
+        repository: str,
+        digest: str,
+        source: VulnerabilitySource,
+        registry_id: str | None = None,
+    ) -> ScanReport:
+        """Read the scan of ``repository@digest`` from ``source`` (ecr or inspector).
+
+        Raises :class:`NotFoundError` for a missing repository or image,
+        :class:`ConfigurationError` for credentials, permissions or a bad
+        request, and :class:`TransientError` once throttling or AWS errors
+        outlast the retries. A missing scan is not an error: it is a report
+        whose outcome is ``NoScan``.
+        """
+        if source is VulnerabilitySource.ECR:
+            return self.read_ecr(repository=repository, digest=digest, registry_id=registry_id)
+        if source is VulnerabilitySource.INSPECTOR:
+            return self.read_inspector(
+                repository=repository, digest=digest, registry_id=registry_id
+            )
+        raise ValueError(f"vulnerabilities.source {source.value!r} reads no findings")
+
+    async def read_async(
+        self,
+        *,
+        repository: str,
+        digest: str,
+        source: VulnerabilitySource,
+        registry_id: str | None = None,
+    ) -> ScanReport:
+        """:meth:`read` in a worker thread, so boto3's blocking I/O (and its
+        retry sleeps) never stall the operator's event loop."""
+        return await asyncio.to_thread(
+            self.read,
+            repository=repository,
+            digest=digest,
+            source=source,
+            registry_id=registry_id,
+        )
+
+    def read_ecr(
+        self, *, repository: str, digest: str, registry_id: str | None = None
+    ) -> ScanReport:
+        """Basic and enhanced findings through ``DescribeImageScanFindings``, all pages."""
+        params = _ecr_params(repository, digest, registry_id)
+        paginator = self.ecr.get_paginator("describe_image_scan_findings")
+        findings: list[Finding] = []
+        outcome: ScanOutcome | None = None
+        scanned_at: dt.datetime | None = None
+        pages = 0
+        with _classified("ecr", "DescribeImageScanFindings", repository, self._region):
+            try:
+                for page in paginator.paginate(
+                    **params, PaginationConfig={"PageSize": _ECR_PAGE_SIZE}
+                ):
+                    pages += 1
+                    if outcome is None:
+                        # The status is the same on every page; the first decides.
+                        status = page.get("imageScanStatus") or {}
+                        outcome = scan_outcome(
+                            status.get("status"), description=status.get("description")
+                        )
+                        scanned_at = (page.get("imageScanFindings") or {}).get(
+                            "imageScanCompletedAt"
+                        )
+                        if not outcome.findings_usable:
+                            break
+                    findings.extend(_findings_of_page(page))
+            except ClientError as exc:
+                if _code(exc) != "ScanNotFoundException":
+                    raise
+                return _report(repository, digest, VulnerabilitySource.ECR, None, (), None)
+        log.debug("ecr %s@%s: %d findings in %d pages", repository, digest, len(findings), pages)
+        return _report(
+            repository, digest, VulnerabilitySource.ECR, outcome, tuple(findings), scanned_at
+        )
+
+    def read_inspector(
+        self, *, repository: str, digest: str, registry_id: str | None = None
+    ) -> ScanReport:
+        """Inspector2 findings for the image, after ECR says its scan is usable."""
+        outcome, scanned_at = self._ecr_scan_status(repository, digest, registry_id)
+        if not outcome.findings_usable:
+            return _report(
+                repository, digest, VulnerabilitySource.INSPECTOR, outcome, (), scanned_at
+            )
+        criteria: dict[str, list[dict[str, str]]] = {
+            "ecrImageRepositoryName": [{"comparison": "EQUALS", "value": repository}],
+            "ecrImageHash": [{"comparison": "EQUALS", "value": digest}],
+            # Suppressed findings were accepted by a person in Inspector;
+            # closed ones are fixed.
+            "findingStatus": [{"comparison": "EQUALS", "value": "ACTIVE"}],
+            "findingType": [{"comparison": "EQUALS", "value": "PACKAGE_VULNERABILITY"}],
+        }
+        if registry_id:
+            criteria["ecrImageRegistry"] = [{"comparison": "EQUALS", "value": registry_id}]
+        paginator = self.inspector2.get_paginator("list_findings")
+        findings: list[Finding] = []
+        pages = 0
+        with _classified("inspector2", "ListFindings", repository, self._region):
+            for page in paginator.paginate(
+                filterCriteria=criteria, PaginationConfig={"PageSize": _INSPECTOR_PAGE_SIZE}
+            ):
+                pages += 1
+                findings.extend(_enhanced(page.get("findings"), FindingSource.INSPECTOR))
+        log.debug(
+            "inspector2 %s@%s: %d findings in %d pages", repository, digest, len(findings), pages
+        )
+        return _report(
+            repository, digest, VulnerabilitySource.INSPECTOR, outcome, tuple(findings), scanned_at
+        )
+
+    def start_scan(
+        self, *, repository: str, digest: str, registry_id: str | None = None
+    ) -> ScanOutcome:
+        """Start a basic scan of an image that has none (outcome ``NoScan``).
+
+        Returns the new outcome: ``ScanInProgress`` on success,
+        ``ScanLimitExceeded`` when the image was already scanned in the last
+        24 hours, ``ScanUnsupported`` for an image ECR cannot scan. Needs
+        ``ecr:StartImageScan``; whether to call it is the policy's business.
+        """
+        params = _ecr_params(repository, digest, registry_id)
+        with _classified("ecr", "StartImageScan", repository, self._region):
+            try:
+                response = self.ecr_scanner.start_image_scan(**params)
+            except ClientError as exc:
+                match _code(exc):
+                    case "LimitExceededException":
+                        return scan_outcome("LIMIT_EXCEEDED")
+                    case "UnsupportedImageTypeException":
+                        return scan_outcome("UNSUPPORTED_IMAGE")
+                raise
+        status = response.get("imageScanStatus") or {}
+        return scan_outcome(status.get("status"), description=status.get("description"))
+
+    def _ecr_scan_status(
+        self, repository: str, digest: str, registry_id: str | None
+    ) -> tuple[ScanOutcome, dt.datetime | None]:
+        """The image's scan outcome and completion time, from one ECR page."""
+        params = _ecr_params(repository, digest, registry_id)
+        with _classified("ecr", "DescribeImageScanFindings", repository, self._region):
+            try:
+                # maxResults=1: only the status is wanted (ECR may ignore it).
+                page = self.ecr.describe_image_scan_findings(**params, maxResults=1)
+            except ClientError as exc:
+                if _code(exc) != "ScanNotFoundException":
+                    raise
+                return scan_outcome(None), None
+        status = page.get("imageScanStatus") or {}
+        scanned_at = (page.get("imageScanFindings") or {}).get("imageScanCompletedAt")
+        return scan_outcome(status.get("status"), description=status.get("description")), scanned_at
+
+
+# -- mapping AWS shapes to Findings ---------------------------------------------------
+
+
+def _ecr_params(repository: str, digest: str, registry_id: str | None) -> dict[str, Any]:
+    # Always by digest: a tag can move between the scan and the read.
+    params: dict[str, Any] = {"repositoryName": repository, "imageId": {"imageDigest": digest}}
+    if registry_id:
+        params["registryId"] = registry_id
+    return params
+
+
+def _report(
+    repository: str,
+    digest: str,
+    source: VulnerabilitySource,
+    outcome: ScanOutcome | None,
+    findings: tuple[Finding, ...],
+    scanned_at: dt.datetime | None,
+) -> ScanReport:
+    outcome = outcome or scan_outcome(None)
+    return ScanReport(
+        repository=repository,
+        digest=digest,
+        source=source,
+        status_outcome=outcome,
+        findings=findings if outcome.findings_usable else (),
+        scanned_at=scanned_at,
+    )
+
+
+def _findings_of_page(page: Mapping[str, Any]) -> Iterator[Finding]:
+    scan = page.get("imageScanFindings") or {}
+    for raw in scan.get("findings") or ():
+        yield finding_from_basic(raw)
+    yield from _enhanced(scan.get("enhancedFindings"), FindingSource.ECR_ENHANCED)
+
+
+def _enhanced(raws: Iterable[Mapping[str, Any]] | None, source: FindingSource) -> Iterator[Finding]:
+    for raw in raws or ():
+        # SUPPRESSED (a person accepted it in Inspector) and CLOSED (fixed)
+        # findings are history, not current risk.
+        if raw.get("status", "ACTIVE") != "ACTIVE":
+            continue
+        yield finding_from_enhanced(raw, source=source)
+
+
+def finding_from_basic(raw: Mapping[str, Any]) -> Finding:
+    """A ``findings[]`` entry of basic scanning.
+
+    Basic scanning says nothing of fixes or of when a finding was first seen,
+    so both stay unknown (None); ``core/baseline.py`` says how unknowns count.
+    """
+    attributes = {a.get("key"): a.get("value") or "" for a in raw.get("attributes") or ()}
+    return Finding(
+        id=raw.get("name") or "",
+        severity=parse_severity(raw.get("severity")),
+        source=FindingSource.ECR_BASIC,
+        package=attributes.get("package_name", ""),
+        installed_version=attributes.get("package_version", ""),
+        fix_available=None,
+        first_observed_at=None,
+    )
+
+
+def finding_from_enhanced(raw: Mapping[str, Any], *, source: FindingSource) -> Finding:
+    """An ``enhancedFindings[]`` entry of ECR, or a finding of Inspector2 (same shape)."""
+    details = raw.get("packageVulnerabilityDetails") or {}
+    packages = details.get("vulnerablePackages") or ()
+    fixed = [p.get("fixedInVersion") or "" for p in packages]
+    fixed = [v for v in fixed if v not in _NO_FIX]
+    match raw.get("fixAvailable"):
+        case "YES" | "PARTIAL":  # PARTIAL: some of the packages have a fix
+            fix_available: bool | None = True
+        case "NO":
+            fix_available = False
+        case _:  # older findings lack the field: a fixed version tells
+            fix_available = True if fixed else None
+    return Finding(
+        id=details.get("vulnerabilityId") or raw.get("title") or raw.get("findingArn") or "",
+        severity=parse_severity(raw.get("severity")),
+        source=source,
+        package=_join(p.get("name") for p in packages),
+        installed_version=_join(_version(p) for p in packages),
+        fixed_version=_join(fixed),
+        fix_available=fix_available,
+        first_observed_at=raw.get("firstObservedAt"),
+    )
+
+
+def _version(package: Mapping[str, Any]) -> str:
+    # Debian-style epoch:version-release, as the package manager shows it.
+    version = package.get("version") or ""
+    if release := package.get("release"):
+        version = f"{version}-{release}"
+    if epoch := package.get("epoch"):
+        version = f"{epoch}:{version}"
+    return version
+
+
+def _join(values: Iterable[str | None]) -> str:
+    # One finding often covers several binary packages of one source package
+    # (openssl, libssl3): keep them all, once each, in order.
+    return ", ".join(dict.fromkeys(v for v in values if v))
+
+
+# -- error classification ------------------------------------------------------------
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _action(service: str, operation: str) -> str:
+    return f"{service}:{operation}"
+
+
+@contextlib.contextmanager
+def _classified(
+    service: str, operation: str, repository: str | None, region: str | None
+) -> Iterator[None]:
+    """Turn botocore's exceptions into adapter errors, with safe, actionable messages."""
+    try:
+        yield
+    except AdapterError:
+        raise
+    except ClientError as exc:
+        raise _from_client_error(exc, service, operation, repository, region) from None
+    except (
+        NoCredentialsError,
+        PartialCredentialsError,
+        CredentialRetrievalError,
+        TokenRetrievalError,
+    ) as exc:
+        raise ConfigurationError(
+            f"no usable AWS credentials for {_action(service, operation)} "
+            f"({type(exc).__name__}): give the operator's ServiceAccount an IAM role "
+            "through EKS Pod Identity or IRSA",
+            reason=AWS_CREDENTIALS_INVALID,
+        ) from None
+    except NoRegionError:
+        raise ConfigurationError(
+            f"no AWS region for {_action(service, operation)}: set AWS_REGION "
+            "or the region of the ECR registry",
+            reason=AWS_REQUEST_REJECTED,
+        ) from None
+    except ParamValidationError as exc:
+        # Our own request was malformed (a repository name ECR cannot hold):
+        # botocore's text names the parameter and its rules, nothing secret.
+        raise ConfigurationError(
+            f"{_action(service, operation)} for repository {repository!r}: {exc}",
+            reason=AWS_REQUEST_REJECTED,
+        ) from None
+    except (
+        EndpointConnectionError,
+        ConnectTimeoutError,
+        ReadTimeoutError,
+        ConnectionClosedError,
+    ) as exc:
+        raise TransientError(
+            f"{_action(service, operation)} in {region or 'the default region'} "
+            f"could not be reached ({type(exc).__name__})",
+            reason=AWS_UNAVAILABLE,
+        ) from None
+    except PaginationError:
+        # The same nextToken twice: the service misbehaved; a later try may not.
+        raise TransientError(
+            f"{_action(service, operation)} for repository {repository!r} returned a "
+            "repeated page token",
+            reason=AWS_UNAVAILABLE,
+        ) from None
+    except BotoCoreError as exc:
+        raise TransientError(
+            f"{_action(service, operation)} failed ({type(exc).__name__})",
+            reason=AWS_UNAVAILABLE,
+        ) from None
+
+
+def _from_client_error(
+    exc: ClientError, service: str, operation: str, repository: str | None, region: str | None
+) -> AdapterError:
+    # Built from the error code, the request id and names we chose. AWS's own
+    # message text is left out: it can quote principals, policies or request
+    # parameters, and the rule is that no such text reaches a condition or log.
+    code = _code(exc)
+    meta = exc.response.get("ResponseMetadata", {})
+    status = int(meta.get("HTTPStatusCode") or 0)
+    request_id = meta.get("RequestId")
+    action = _action(service, operation)
+    where = f"repository {repository!r}" if repository else "this account"
+    suffix = f" (request id {request_id})" if request_id else ""
+    if code == "RepositoryNotFoundException":
+        return NotFoundError(
+            f"ECR {where} does not exist in {region or 'this region'}", reason=REPOSITORY_NOT_FOUND
+        )
+    if code == "ImageNotFoundException":
+        return NotFoundError(f"the image is not in ECR {where}", reason=IMAGE_NOT_FOUND)
+    if code in _ACCESS_DENIED_CODES:
+        return ConfigurationError(
+            f"{action} on {where} was denied ({code}){suffix}: allow {action} "
+            "to the operator's IAM role (EKS Pod Identity or IRSA)",
+            reason=AWS_ACCESS_DENIED,
+        )
+    if code in _INVALID_CREDENTIAL_CODES:
+        return ConfigurationError(
+            f"{action} rejected the AWS credentials ({code}){suffix}: check the IAM role "
+            "associated with the operator's ServiceAccount (EKS Pod Identity or IRSA), "
+            "not static keys",
+            reason=AWS_CREDENTIALS_INVALID,
+        )
+    if code in _EXPIRED_CREDENTIAL_CODES:
+        return ConfigurationError(
+            f"{action} refused expired AWS credentials ({code}){suffix}: check that the "
+            "operator pod's web identity token is mounted and refreshed, and restart the "
+            "pod after changing its role",
+            reason=AWS_CREDENTIALS_EXPIRED,
+        )
+    if code in _THROTTLING_CODES:
+        return TransientError(
+            f"{action} on {where} is still throttled after retries ({code}){suffix}",
+            reason=AWS_THROTTLED,
+        )
+    if status >= 500 or code in {"ServerException", "InternalServerException"}:
+        return TransientError(
+            f"{action} on {where} failed on the AWS side ({code or status}){suffix}",
+            reason=AWS_UNAVAILABLE,
+        )
+    if code in _REJECTED_CODES:
+        return ConfigurationError(
+            f"{action} rejected the request for {where} ({code}){suffix}",
+            reason=AWS_REQUEST_REJECTED,
+        )
+    # Any other 4xx: a request that will fail the same way until something changes.
+    return ConfigurationError(
+        f"{action} on {where} failed ({code or status}){suffix}", reason=AWS_REQUEST_REJECTED
+    )

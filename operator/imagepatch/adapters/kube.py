@@ -1,0 +1,235 @@
+"""The Kubernetes API adapter: reads and writes the operator needs, errors classified.
+
+Objects come back as plain dicts exactly as the API serves them (camelCase
+keys), because ``core`` reads the API's own shapes. Every write that acts on
+a decision carries a ``resourceVersion`` precondition, so a decision made on a
+stale read fails with ``ConflictError`` instead of overwriting someone's
+change. Calls are synchronous ``kubernetes`` client calls run in a thread, so
+the kopf event loop never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from imagepatch.adapters.errors import (
+    AdapterError,
+    ConfigurationError,
+    ConflictError,
+    NotFoundError,
+    TransientError,
+)
+
+GROUP = "imagepatch.dev"
+VERSION = "v1alpha1"
+POLICY_ANNOTATION = "imagepatch.dev/policy"
+COMPONENT = "imagepatch"
+
+
+def load_api_client() -> client.ApiClient:
+    """In-cluster credentials when running in a pod, else the kubeconfig (as kubectl)."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+def classify(exc: Exception, what: str) -> AdapterError:
+    """Map a client exception to the adapter error kinds, with a safe message."""
+    if isinstance(exc, ApiException):
+        status = exc.status or 0
+        detail = ""
+        try:
+            detail = json.loads(exc.body or "{}").get("message", "")
+        except (ValueError, AttributeError):
+            detail = ""
+        message = f"{what}: HTTP {status}" + (f": {detail}" if detail else "")
+        if status == 404:
+            return NotFoundError(message, reason="NotFound")
+        if status == 409:
+            return ConflictError(message, reason="Conflict")
+        if status in (401, 403):
+            return ConfigurationError(message, reason="Forbidden")
+        if status in (400, 422):
+            return ConfigurationError(message, reason="Invalid")
+        if status == 429 or status >= 500:
+            retry = exc.headers.get("Retry-After") if exc.headers else None
+            return TransientError(
+                message,
+                reason="APIUnavailable",
+                retry_after=float(retry) if retry and retry.isdigit() else None,
+            )
+        return ConfigurationError(message, reason="Rejected")
+    if isinstance(exc, (urllib3.exceptions.HTTPError, OSError)):
+        return TransientError(f"{what}: {type(exc).__name__}", reason="APIUnavailable")
+    raise exc
+
+
+def _json(resp: Any) -> dict[str, Any]:
+    return json.loads(resp.data)
+
+
+class Kube:
+    """The operations imagepatch performs on the API server."""
+
+    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+        self.api = api_client or load_api_client()
+        self.core = client.CoreV1Api(self.api)
+        self.apps = client.AppsV1Api(self.api)
+        self.custom = client.CustomObjectsApi(self.api)
+
+    async def _call(self, what: str, fn, *args: Any, missing_ok: bool = False, **kwargs: Any):
+        try:
+            return _json(await asyncio.to_thread(fn, *args, _preload_content=False, **kwargs))
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+            error = classify(exc, what)
+            if missing_ok and isinstance(error, NotFoundError):
+                return None
+            raise error from None
+
+    # -- imagepatch resources -------------------------------------------------------
+
+    async def get_policy(self, name: str) -> dict[str, Any] | None:
+        return await self._call(
+            f"get ImagePatchPolicy {name}",
+            self.custom.get_cluster_custom_object,
+            GROUP,
+            VERSION,
+            "imagepatchpolicies",
+            name,
+            missing_ok=True,
+        )
+
+    async def get_imagepatch(self, name: str) -> dict[str, Any] | None:
+        return await self._call(
+            f"get ImagePatch {name}",
+            self.custom.get_cluster_custom_object,
+            GROUP,
+            VERSION,
+            "imagepatches",
+            name,
+            missing_ok=True,
+        )
+
+    async def write_imagepatch_status(
+        self, name: str, status: Mapping[str, Any], *, resource_version: str
+    ) -> dict[str, Any]:
+        """Merge ``status`` in, only if the object is still at ``resource_version``."""
+        body = {"metadata": {"resourceVersion": resource_version}, "status": dict(status)}
+        return await self._call(
+            f"record status of ImagePatch {name}",
+            self.custom.patch_cluster_custom_object_status,
+            GROUP,
+            VERSION,
+            "imagepatches",
+            name,
+            body,
+        )
+
+    # -- workloads ------------------------------------------------------------------
+
+    async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._call(
+            f"get Deployment {namespace}/{name}",
+            self.apps.read_namespaced_deployment,
+            name,
+            namespace,
+            missing_ok=True,
+        )
+
+    async def list_pods(self, namespace: str, selector: Mapping[str, Any]) -> list[dict[str, Any]]:
+        labels = ",".join(f"{k}={v}" for k, v in (selector.get("matchLabels") or {}).items())
+        exprs = []
+        for e in selector.get("matchExpressions") or []:
+            op, key, values = e["operator"], e["key"], ",".join(e.get("values") or [])
+            exprs.append(
+                {
+                    "In": f"{key} in ({values})",
+                    "NotIn": f"{key} notin ({values})",
+                    "Exists": key,
+                    "DoesNotExist": f"!{key}",
+                }[op]
+            )
+        label_selector = ",".join([s for s in [labels, *exprs] if s])
+        data = await self._call(
+            f"list pods in {namespace}",
+            self.core.list_namespaced_pod,
+            namespace,
+            label_selector=label_selector,
+        )
+        return list(data.get("items", []))
+
+    async def list_opted_in_deployments(self, policy: str) -> list[dict[str, Any]]:
+        """Deployments in any namespace whose annotation names ``policy``.
+
+        Annotations cannot be selected server-side, so this lists and filters.
+        """
+        data = await self._call("list Deployments", self.apps.list_deployment_for_all_namespaces)
+        return [
+            d
+            for d in data.get("items", [])
+            if (d["metadata"].get("annotations") or {}).get(POLICY_ANNOTATION) == policy
+        ]
+
+    async def namespace_labels(self, name: str) -> dict[str, str]:
+        ns = await self._call(
+            f"get Namespace {name}", self.core.read_namespace, name, missing_ok=True
+        )
+        return dict((ns or {}).get("metadata", {}).get("labels") or {})
+
+    async def set_container_image(
+        self, namespace: str, name: str, *, container: str, image: str, resource_version: str
+    ) -> dict[str, Any]:
+        """Change only one container's image, if the Deployment is unchanged since read."""
+        body = {
+            "metadata": {"resourceVersion": resource_version},
+            "spec": {"template": {"spec": {"containers": [{"name": container, "image": image}]}}},
+        }
+        return await self._call(
+            f"patch Deployment {namespace}/{name}",
+            self.apps.patch_namespaced_deployment,
+            name,
+            namespace,
+            body,
+            _content_type="application/strategic-merge-patch+json",
+        )
+
+    # -- events ---------------------------------------------------------------------
+
+    async def emit_event(
+        self, *, involved: Mapping[str, Any], type: str, reason: str, message: str
+    ) -> None:
+        """A core/v1 Event on ``involved`` (apiVersion, kind, namespace, name, uid)."""
+        now = dt.datetime.now(dt.UTC)
+        namespace = involved.get("namespace") or "default"
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{involved['name']}.{uuid.uuid4().hex[:12]}",
+                "namespace": namespace,
+            },
+            "involvedObject": dict(involved),
+            "type": type,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": COMPONENT,
+            "firstTimestamp": now.isoformat(),
+            "lastTimestamp": now.isoformat(),
+            "count": 1,
+        }
+        await self._call(
+            f"create Event in {namespace}", self.core.create_namespaced_event, namespace, body
+        )

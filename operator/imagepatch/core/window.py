@@ -1,0 +1,255 @@
+"""Maintenance-window math: may a rollout start now, and if not, when?
+
+Modelled on SSM maintenance windows. A window opens at each fire time of the
+policy's ``maintenanceWindow.schedule`` (read in its ``timezone``), stays open
+for ``duration``, and accepts new work only until ``cutoff`` before it closes::
+
+    opened_at                    cutoff_at            closes_at
+        |-- new rollouts may start --|-- running ones finish --|
+        [ can_start                  )                         )
+
+Both ends are half-open: a rollout may start at exactly ``opened_at`` but not
+at exactly ``cutoff_at``, and the window is closed at exactly ``closes_at``.
+The planner (``core/``) asks :func:`window_state` before each roll-forward,
+and the reconciler shows ``next_start`` as the ImagePatch's
+``nextWindowStart`` while it waits in ``AwaitingWindow``. A rollout that has
+started keeps its gate after the cutoff and after the window closes: only
+*starting* is limited, as in SSM.
+
+Schedules are parsed by :mod:`imagepatch.core.schedule` (AWS ``cron(...)``
+with ``?``, ``L``, ``W``, ``#`` and years, or 5-field cron). The wall-clock
+fire times come from croniter on *naive* local times, and this module turns
+each one into an instant itself, so daylight saving time follows one written
+rule instead of croniter's (which, for an aware datetime, fires twice on the
+fall-back day):
+
+* **Spring forward** (the local time does not exist, e.g. 02:30 on
+  29 March 2026 in Europe/Berlin, when clocks jump from 02:00 to 03:00): the
+  window opens at the first instant after the gap, 03:00 CEST, as cron does
+  for jobs in a skipped hour. The window is not skipped: a weekly patch window
+  lost to DST would delay patches by a week. ``duration`` is elapsed time, so
+  that window closes ``duration`` after 03:00. Several fire times inside one
+  gap open one window.
+* **Fall back** (the local time happens twice, e.g. 02:30 on 25 October 2026
+  in Europe/Berlin): the window opens once, at the first occurrence (02:30
+  CEST, 00:30 UTC; PEP 495 ``fold=0``), and the repeated hour opens nothing.
+  The window is never skipped and never opens twice.
+
+Each local fire time therefore opens exactly one window, and opening instants
+never decrease as local fire times increase. Every window has the same
+duration and cutoff, so the most recent opening at or before ``now`` has the
+latest close and the latest cutoff of all windows opened so far: whether
+``now`` is inside *any* window, however many overlap (a daily schedule with a
+168h duration), is decided by that one window alone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from dataclasses import dataclass
+
+from croniter import croniter
+from croniter.croniter import CroniterBadDateError
+
+from imagepatch.core.schedule import Schedule, parse_schedule
+from imagepatch.model.policy import MaintenanceWindow
+
+__all__ = [
+    "WindowState",
+    "latest_opening",
+    "next_opening",
+    "opening_instant",
+    "window_state",
+]
+
+_UTC = dt.UTC
+_SECOND = dt.timedelta(seconds=1)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WindowState:
+    """Where ``now`` falls relative to the maintenance windows. Times are UTC.
+
+    ``opened_at``, ``cutoff_at`` and ``closes_at`` describe the window ``now``
+    is in (the most recent one, if windows overlap) and are ``None`` when
+    ``now`` is outside every window. ``next_start`` is the next opening at or
+    after ``now`` whenever a rollout cannot start now, and ``None`` when it can.
+    ``exhausted`` is true when no window will ever open again (every year in
+    the schedule's year field has passed): the caller reports that instead of
+    waiting for a ``next_start`` that will never come.
+
+    Without a configured window, rollouts may always start: ``open`` and
+    ``can_start`` are true, ``configured`` is false, and the times are ``None``.
+    """
+
+    configured: bool
+    open: bool
+    can_start: bool
+    opened_at: dt.datetime | None = None
+    cutoff_at: dt.datetime | None = None
+    closes_at: dt.datetime | None = None
+    next_start: dt.datetime | None = None
+    exhausted: bool = False
+
+    @property
+    def summary(self) -> str:
+        """One sentence for a status message or an Event."""
+        if not self.configured:
+            return "no maintenance window is configured; rollouts may start at any time"
+        if self.can_start:
+            return (
+                f"inside the maintenance window until {_fmt(self.closes_at)};"
+                f" rollouts may start until {_fmt(self.cutoff_at)}"
+            )
+        if self.exhausted:
+            return "no maintenance window opens again: the schedule's last year has passed"
+        if self.open:
+            return (
+                f"past the maintenance window's cutoff ({_fmt(self.cutoff_at)});"
+                f" the next window opens {_fmt(self.next_start)}"
+            )
+        return f"outside the maintenance window; the next window opens {_fmt(self.next_start)}"
+
+
+_ALWAYS = WindowState(configured=False, open=True, can_start=True)
+
+
+def window_state(window: MaintenanceWindow | None, now: dt.datetime) -> WindowState:
+    """Where ``now`` (an aware datetime) falls for ``window``; ``None`` is always open.
+
+    Raises :class:`~imagepatch.core.schedule.ScheduleError` for a schedule or
+    timezone that cannot be used (the caller reports ``InvalidSpec``).
+    """
+    _require_aware(now)
+    if window is None:
+        return _ALWAYS
+    schedule = parse_schedule(window.schedule, window.timezone)
+    now = now.astimezone(_UTC)
+
+    opened_at = latest_opening(schedule, now)
+    if opened_at is not None and now < opened_at + window.duration:
+        closes_at = opened_at + window.duration
+        cutoff_at = closes_at - window.cutoff
+        if now < cutoff_at:
+            return WindowState(
+                configured=True,
+                open=True,
+                can_start=True,
+                opened_at=opened_at,
+                cutoff_at=cutoff_at,
+                closes_at=closes_at,
+            )
+        nxt = next_opening(schedule, now)
+        return WindowState(
+            configured=True,
+            open=True,
+            can_start=False,
+            opened_at=opened_at,
+            cutoff_at=cutoff_at,
+            closes_at=closes_at,
+            next_start=nxt,
+            exhausted=nxt is None,
+        )
+    nxt = next_opening(schedule, now)
+    return WindowState(
+        configured=True, open=False, can_start=False, next_start=nxt, exhausted=nxt is None
+    )
+
+
+def opening_instant(local: dt.datetime, tz: zoneinfo.ZoneInfo) -> dt.datetime:
+    """The UTC instant a window scheduled at naive wall-clock time ``local`` opens.
+
+    An existing or repeated local time opens at its first occurrence; a local
+    time inside a spring-forward gap opens when the gap ends (module docstring).
+    """
+    first = local.replace(tzinfo=tz, fold=0).astimezone(_UTC)
+    if first.astimezone(tz).replace(tzinfo=None) == local:
+        # It exists. In a fall-back fold, fold=0 is the earlier occurrence.
+        return first
+    # In a gap, fold=0 reads the time with the offset from before the jump,
+    # which lands after the jump, and fold=1 with the offset from after it,
+    # which lands before. The jump lies between; zoneinfo does not expose
+    # transitions, so bisect (to the second) for the first instant that has
+    # the later offset.
+    before = local.replace(tzinfo=tz, fold=1).astimezone(_UTC)
+    after = first
+    target_offset = after.astimezone(tz).utcoffset()
+    lo, hi = 0, int((after - before).total_seconds())
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if (before + dt.timedelta(seconds=mid)).astimezone(tz).utcoffset() == target_offset:
+            hi = mid
+        else:
+            lo = mid + 1
+    return before + dt.timedelta(seconds=lo)
+
+
+def latest_opening(schedule: Schedule, now: dt.datetime) -> dt.datetime | None:
+    """The most recent window opening at or before ``now`` (UTC), or ``None``."""
+    _require_aware(now)
+    tz = schedule.timezone
+    # Walk local fire times backwards, starting a little after now's wall
+    # clock: in the repeated hour of a fall-back, a fire time that reads later
+    # than now's wall clock may already have opened (02:30 CEST opened at
+    # 00:30Z; at 01:15Z the clock reads 02:15 CET). Openings never decrease as
+    # local times increase, so the first one at or before now is the answer.
+    start = _local_naive(now, tz) + _offset_swing(tz, now) + _SECOND
+    it = croniter(schedule.expression, start)
+    while True:
+        try:
+            local = it.get_prev(dt.datetime)
+        except CroniterBadDateError:
+            return None  # no earlier fire time (a year field in the future)
+        opened = opening_instant(local, tz)
+        if opened <= now:
+            return opened
+
+
+def next_opening(schedule: Schedule, now: dt.datetime) -> dt.datetime | None:
+    """The first window opening at or after ``now`` (UTC), or ``None`` if none is left."""
+    _require_aware(now)
+    tz = schedule.timezone
+    # Start a little before now's wall clock: a fire time inside a gap that
+    # ended at or after now reads earlier than now's wall clock but opens at
+    # the end of the gap.
+    start = _local_naive(now, tz) - _offset_swing(tz, now) - _SECOND
+    it = croniter(schedule.expression, start)
+    while True:
+        try:
+            local = it.get_next(dt.datetime)
+        except CroniterBadDateError:
+            return None  # every year in the year field has passed
+        opened = opening_instant(local, tz)
+        if opened >= now:
+            return opened
+
+
+def _local_naive(when: dt.datetime, tz: zoneinfo.ZoneInfo) -> dt.datetime:
+    # Whole seconds: schedules have minute resolution, and croniter's
+    # get_prev/get_next are exclusive of their start.
+    return when.astimezone(tz).replace(tzinfo=None, microsecond=0)
+
+
+def _offset_swing(tz: zoneinfo.ZoneInfo, now: dt.datetime) -> dt.timedelta:
+    """How far wall clocks near ``now`` move relative to UTC (0 without DST changes).
+
+    Sampling the offset hourly over two days either side finds any transition
+    that can matter here (they are hours apart, at most one a day).
+    """
+    offsets = [
+        (now + dt.timedelta(hours=h)).astimezone(tz).utcoffset() or dt.timedelta(0)
+        for h in range(-48, 49)
+    ]
+    return max(offsets) - min(offsets)
+
+
+def _require_aware(now: dt.datetime) -> None:
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be an aware datetime (use datetime.now(datetime.UTC))")
+
+
+def _fmt(when: dt.datetime | None) -> str:
+    if when is None:
+        return "never"
+    return when.astimezone(_UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

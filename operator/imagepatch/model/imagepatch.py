@@ -1,0 +1,244 @@
+"""ImagePatch objects parsed into frozen dataclasses: spec, and the recorded status.
+
+The status is the operator's memory: intent is written there before each
+side effect, so the parsed ``RolloutEntry`` list is what the planner resumes
+from after a restart. Parsing is lenient about status (an older operator may
+have written fewer fields) and strict about the spec fields it needs, raising
+``SpecError`` with the field's path.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from imagepatch.model.errors import SpecError
+
+_DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
+
+
+class Phase(enum.StrEnum):
+    PENDING = "Pending"
+    AWAITING_WINDOW = "AwaitingWindow"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    BUILDING = "Building"
+    VERIFYING = "Verifying"
+    ROLLING_OUT = "RollingOut"
+    SUCCEEDED = "Succeeded"
+    ROLLED_BACK = "RolledBack"
+    FAILED = "Failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED)
+
+
+class TargetPhase(enum.StrEnum):
+    PENDING = "Pending"
+    PATCHING = "Patching"
+    GATING = "Gating"
+    HEALTHY = "Healthy"
+    ROLLING_BACK = "RollingBack"
+    ROLLED_BACK = "RolledBack"
+    FAILED = "Failed"
+    SKIPPED = "Skipped"
+
+    @property
+    def done(self) -> bool:
+        return self in (
+            TargetPhase.HEALTHY,
+            TargetPhase.ROLLED_BACK,
+            TargetPhase.FAILED,
+            TargetPhase.SKIPPED,
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Target:
+    """One container of one workload that runs the image."""
+
+    namespace: str
+    name: str
+    container: str
+    kind: str = "Deployment"
+    wave: int = 0
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.kind, self.namespace, self.name, self.container)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Approval:
+    decision: str  # "Approved" | "Rejected"
+    by: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RolloutEntry:
+    """The recorded state of one target's rollout (``status.rollouts[]``)."""
+
+    target: Target
+    phase: TargetPhase = TargetPhase.PENDING
+    previous_image: str = ""
+    target_image: str = ""
+    started_at: str = ""
+    healthy_since: str = ""
+    finished_at: str = ""
+    reason: str = ""
+    message: str = ""
+    fingerprint: str = ""
+    patched_generation: int = 0
+    rollback_started_at: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "wave": self.target.wave,
+            "namespace": self.target.namespace,
+            "kind": self.target.kind,
+            "name": self.target.name,
+            "container": self.target.container,
+            "phase": str(self.phase),
+        }
+        optional = {
+            "previousImage": self.previous_image,
+            "targetImage": self.target_image,
+            "startedAt": self.started_at,
+            "healthySince": self.healthy_since,
+            "finishedAt": self.finished_at,
+            "reason": self.reason,
+            "message": self.message,
+            "fingerprint": self.fingerprint,
+            "patchedGeneration": self.patched_generation,
+            "rollbackStartedAt": self.rollback_started_at,
+        }
+        out.update({k: v for k, v in optional.items() if v})
+        return out
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ImagePatchStatus:
+    phase: Phase = Phase.PENDING
+    target_digest: str = ""
+    rollouts: tuple[RolloutEntry, ...] = ()
+    failed_digests: tuple[str, ...] = ()
+    history: tuple[Mapping[str, Any], ...] = ()
+    conditions: tuple[Mapping[str, Any], ...] = ()
+    verified_digest: str = ""  # status.rebuild.digest once verification passed
+    raw: Mapping[str, Any] = field(default_factory=dict)  # as recorded, to tell what changed
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ImagePatch:
+    name: str
+    generation: int
+    image: str
+    policy: str
+    reason: str
+    current_digest: str = ""
+    target_digest: str = ""
+    targets: tuple[Target, ...] = ()
+    approval: Approval | None = None
+    status: ImagePatchStatus = field(default_factory=ImagePatchStatus)
+
+
+def _str(raw: Mapping[str, Any], key: str, path: str, *, required: bool = False) -> str:
+    value = raw.get(key)
+    if value is None or value == "":
+        if required:
+            raise SpecError(f"{path}.{key}", "is required")
+        return ""
+    if not isinstance(value, str):
+        raise SpecError(f"{path}.{key}", f"must be a string, not {type(value).__name__}")
+    return value
+
+
+def _digest(raw: Mapping[str, Any], key: str, path: str) -> str:
+    value = _str(raw, key, path)
+    if value and not _DIGEST.fullmatch(value):
+        raise SpecError(f"{path}.{key}", f"{value!r} is not a sha256 digest")
+    return value
+
+
+def _target(raw: Mapping[str, Any], path: str) -> Target:
+    return Target(
+        namespace=_str(raw, "namespace", path, required=True),
+        name=_str(raw, "name", path, required=True),
+        container=_str(raw, "container", path, required=True),
+        kind=_str(raw, "kind", path) or "Deployment",
+        wave=int(raw.get("wave") or 0),
+    )
+
+
+def _entry(raw: Mapping[str, Any], index: int) -> RolloutEntry:
+    path = f"status.rollouts[{index}]"
+    try:
+        phase = TargetPhase(raw.get("phase") or "Pending")
+    except ValueError as exc:
+        raise SpecError(f"{path}.phase", f"unknown phase {raw.get('phase')!r}") from exc
+    return RolloutEntry(
+        target=_target(raw, path),
+        phase=phase,
+        previous_image=raw.get("previousImage") or "",
+        target_image=raw.get("targetImage") or "",
+        started_at=raw.get("startedAt") or "",
+        healthy_since=raw.get("healthySince") or "",
+        finished_at=raw.get("finishedAt") or "",
+        reason=raw.get("reason") or "",
+        message=raw.get("message") or "",
+        fingerprint=raw.get("fingerprint") or "",
+        patched_generation=int(raw.get("patchedGeneration") or 0),
+        rollback_started_at=raw.get("rollbackStartedAt") or "",
+    )
+
+
+def parse_status(raw: Mapping[str, Any] | None) -> ImagePatchStatus:
+    raw = raw or {}
+    try:
+        phase = Phase(raw.get("phase") or "Pending")
+    except ValueError as exc:
+        raise SpecError("status.phase", f"unknown phase {raw.get('phase')!r}") from exc
+    verification = raw.get("verification") or {}
+    rebuild = raw.get("rebuild") or {}
+    verified = rebuild.get("digest", "") if verification.get("result") == "Passed" else ""
+    return ImagePatchStatus(
+        phase=phase,
+        target_digest=raw.get("targetDigest") or "",
+        rollouts=tuple(_entry(e, i) for i, e in enumerate(raw.get("rollouts") or [])),
+        failed_digests=tuple(raw.get("failedDigests") or ()),
+        history=tuple(raw.get("history") or ()),
+        conditions=tuple(raw.get("conditions") or ()),
+        verified_digest=verified,
+        raw=dict(raw),
+    )
+
+
+def parse_imagepatch(body: Mapping[str, Any]) -> ImagePatch:
+    meta = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    approval_raw = spec.get("approval") or {}
+    approval = None
+    if approval_raw.get("decision"):
+        approval = Approval(
+            decision=approval_raw["decision"],
+            by=approval_raw.get("by") or "",
+            reason=approval_raw.get("reason") or "",
+        )
+    return ImagePatch(
+        name=meta.get("name") or "",
+        generation=int(meta.get("generation") or 0),
+        image=_str(spec, "image", "spec", required=True),
+        policy=_str(spec, "policy", "spec", required=True),
+        reason=_str(spec, "reason", "spec") or "Manual",
+        current_digest=_digest(spec, "currentDigest", "spec"),
+        target_digest=_digest(spec, "targetDigest", "spec"),
+        targets=tuple(
+            _target(t, f"spec.targets[{i}]") for i, t in enumerate(spec.get("targets") or [])
+        ),
+        approval=approval,
+        status=parse_status(body.get("status")),
+    )

@@ -1,0 +1,126 @@
+"""Given/When/Then building blocks for end-to-end scenarios on the real cluster.
+
+Each helper does one thing a user (or CI) would do with kubectl: create a
+labelled namespace, an opted-in Deployment, a policy, an ImagePatch; read
+them back; wait for a phase. Kept here so every scenario reads the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from tests.support.wait import wait_for
+
+GROUP_VERSION = "imagepatch.dev/v1alpha1"
+TERMINAL = ("Succeeded", "RolledBack", "Failed")
+
+
+def fake_digest(seed: str) -> str:
+    """A well-formed digest; kwok never pulls, so no image needs to exist for rollouts."""
+    return "sha256:" + hashlib.sha256(seed.encode()).hexdigest()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class Scenario:
+    kube: Any
+
+    # -- Given ---------------------------------------------------------------------
+
+    def namespace(self, prefix: str = "ns", **labels: str) -> str:
+        name = unique(prefix)
+        doc = {"apiVersion": "v1", "kind": "Namespace",
+               "metadata": {"name": name, "labels": {"imagepatch-test": "true", **labels}}}
+        self.apply(doc)
+        return name
+
+    def deployment(
+        self, namespace: str, name: str, *, image: str, policy: str, replicas: int = 3,
+        crashloop_on: str | None = None, never_ready_on: str | None = None,
+        progress_deadline: int = 600,
+    ) -> dict:
+        labels = {"app": name}
+        # The kwok stages turn pods bad only once they run the named digest.
+        if crashloop_on:
+            labels["sim.imagepatch.dev/crashloop-digest"] = crashloop_on.split(":")[1][:16]
+        if never_ready_on:
+            labels["sim.imagepatch.dev/never-ready-digest"] = never_ready_on.split(":")[1][:16]
+        doc = {
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": namespace,
+                         "annotations": {"imagepatch.dev/policy": policy}},
+            "spec": {
+                "replicas": replicas,
+                "progressDeadlineSeconds": progress_deadline,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {"metadata": {"labels": labels},
+                             "spec": {"containers": [{"name": "app", "image": image}]}},
+            },
+        }
+        self.apply(doc)
+        return self.wait_available(namespace, name, replicas)
+
+    def policy(self, name: str, **spec: Any) -> None:
+        spec.setdefault("namespaceSelector", {"matchLabels": {"imagepatch-test": "true"}})
+        self.apply({"apiVersion": GROUP_VERSION, "kind": "ImagePatchPolicy",
+                    "metadata": {"name": name}, "spec": spec})
+
+    def imagepatch(self, name: str, *, image: str, policy: str, target_digest: str, **spec: Any) -> None:
+        self.apply({"apiVersion": GROUP_VERSION, "kind": "ImagePatch", "metadata": {"name": name},
+                    "spec": {"image": image, "policy": policy, "reason": "Manual",
+                             "targetDigest": target_digest, **spec}})
+
+    # -- When ----------------------------------------------------------------------
+
+    def apply(self, doc: dict) -> None:
+        self.kube.kubectl("apply", "-f", "-", input=json.dumps(doc))
+
+    def approve(self, patch: str, *, decision: str = "Approved", by: str = "alice") -> None:
+        body = {"spec": {"approval": {"decision": decision, "by": by}}}
+        self.kube.kubectl("patch", "imagepatch", patch, "--type", "merge", "-p", json.dumps(body))
+
+    # -- Then ----------------------------------------------------------------------
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> dict:
+        args = ["get", kind, name, "-o", "json"] + (["-n", namespace] if namespace else [])
+        return json.loads(self.kube.kubectl(*args))
+
+    def image_of(self, namespace: str, name: str, container: str = "app") -> str:
+        dep = self.get("deployment", name, namespace)
+        return next(c["image"] for c in dep["spec"]["template"]["spec"]["containers"]
+                    if c["name"] == container)
+
+    def wait_available(self, namespace: str, name: str, replicas: int, *, timeout: float = 60) -> dict:
+        def probe():
+            d = self.get("deployment", name, namespace)
+            st = d.get("status", {})
+            rolled = (st.get("observedGeneration") == d["metadata"]["generation"]
+                      and st.get("updatedReplicas") == replicas == st.get("availableReplicas")
+                      and st.get("replicas") == replicas)
+            return d if rolled else None
+
+        return wait_for(probe, timeout=timeout, what=f"{namespace}/{name} available")
+
+    def wait_phase(self, patch: str, *phases: str, timeout: float = 90) -> dict:
+        def probe():
+            obj = self.get("imagepatch", patch)
+            return obj if obj.get("status", {}).get("phase") in phases else None
+
+        try:
+            return wait_for(probe, timeout=timeout, interval=0.5, what=f"{patch} phase in {phases}")
+        except TimeoutError as exc:
+            obj = self.get("imagepatch", patch)
+            raise TimeoutError(f"{exc}\nstatus: {json.dumps(obj.get('status'), indent=1)}") from None
+
+    def events(self, namespace: str, name: str) -> list[dict]:
+        items = json.loads(self.kube.kubectl(
+            "get", "events", "-n", namespace, "-o", "json",
+            f"--field-selector=involvedObject.name={name}"))["items"]
+        return sorted(items, key=lambda e: e.get("lastTimestamp") or "")
