@@ -21,6 +21,8 @@ def _run(args: argparse.Namespace) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # httpx logs whole URLs at INFO; ECR blob redirects carry S3 signatures.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     # standalone: one replica with `strategy: Recreate` (see deploy/); kopf's
     # peering pauses peers by priority, it is not leader election.
     scope = {"namespaces": args.namespace} if args.namespace else {"clusterwide": True}

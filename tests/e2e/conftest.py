@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -28,4 +29,26 @@ def operator(kube, crds, tmp_path_factory: pytest.TempPathFactory) -> Iterator[O
     finally:
         proc.stop()
     forbidden = proc.forbidden_lines()
+    assert not forbidden, "operator hit RBAC denials:\n" + "\n".join(forbidden[:10])
+
+
+@pytest.fixture
+def operator_factory(kube, crds, tmp_path: Path) -> Iterator[Callable[[], OperatorProcess]]:
+    """Start operator processes on demand (for kill/restart scenarios); all share one log."""
+    install_rbac(kube)
+    kubeconfig = service_account_kubeconfig(kube, tmp_path / "operator.kubeconfig")
+    started: list[OperatorProcess] = []
+
+    def start() -> OperatorProcess:
+        proc = OperatorProcess(kubeconfig=kubeconfig, log_path=tmp_path / "operator.log")
+        proc.start()
+        started.append(proc)
+        return proc
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            proc.stop()
+    forbidden = started[0].forbidden_lines() if started else []
     assert not forbidden, "operator hit RBAC denials:\n" + "\n".join(forbidden[:10])

@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 
 from imagepatch.core.schedule import ScheduleError, parse_schedule
+from imagepatch.core.window import next_opening
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)  # a Friday
 
@@ -33,7 +34,7 @@ NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)  # a Friday
 )
 def test_valid_schedules_next_start(source: str, tz: str, expected_next: str) -> None:
     schedule = parse_schedule(source, tz)
-    assert schedule.next_start(NOW) == dt.datetime.fromisoformat(expected_next)
+    assert next_opening(schedule, NOW) == dt.datetime.fromisoformat(expected_next)
 
 
 @pytest.mark.parametrize(

@@ -596,7 +596,8 @@ def _gating(draft, index, entry, workload, gate: Rollout, digest, now, finish) -
                 target=entry.target,
                 type="Normal",
                 reason="Patched",
-                message=f"{entry.target.container} now runs {entry.target_image} and passed the health gate",
+                message=f"{entry.target.container} now runs {entry.target_image}"
+                " and passed the health gate",
             )
         )
         return finish(again=True)
@@ -736,7 +737,8 @@ def _rolling_back(draft, index, entry, workload, gate: Rollout, now, finish) -> 
                 target=entry.target,
                 type="Warning",
                 reason="RollbackFailed",
-                message=f"{entry.previous_image} is unhealthy too ({verdict.message}); imagepatch stopped",
+                message=f"{entry.previous_image} is unhealthy too ({verdict.message});"
+                " imagepatch stopped",
             )
         )
         draft.phase = Phase.FAILED

@@ -34,17 +34,17 @@ class ScheduleError(ValueError):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Schedule:
-    """A parsed schedule: the source text and its croniter expression."""
+    """A parsed schedule: the source text and its croniter expression.
+
+    Fire times are computed by ``core.window`` (``next_opening``), which walks
+    local wall-clock times itself: croniter on aware datetimes fires twice on
+    a DST fall-back day.
+    """
 
     source: str
     expression: str
     timezone: zoneinfo.ZoneInfo
 
-    def next_start(self, after: dt.datetime) -> dt.datetime:
-        """The first start strictly after ``after`` (an aware datetime), in UTC."""
-        local = after.astimezone(self.timezone)
-        nxt = croniter(self.expression, local).get_next(dt.datetime)
-        return nxt.astimezone(dt.UTC)
 
 
 def parse_timezone(name: str) -> zoneinfo.ZoneInfo:
