@@ -57,7 +57,7 @@ def test_sigkill_during_the_gate_resumes_and_patches_once(kube, operator_factory
 
     operator_factory()
     done = given.wait_phase(patch, "Succeeded", "RolledBack", "Failed")
-    assert done["status"]["phase"] == "Succeeded"
+    assert done["status"]["phase"] == "Succeeded", done["status"]
     # The gate resumed from the recorded start, not from the restart.
     assert done["status"]["rollouts"][0]["startedAt"] == recorded["startedAt"]
     dep = given.get("deployment", "web", ns)
@@ -78,7 +78,7 @@ def test_intent_recorded_but_not_acted_on_is_patched_exactly_once(kube, operator
 
     operator_factory()
     done = given.wait_phase(patch, "Succeeded", "RolledBack", "Failed")
-    assert done["status"]["phase"] == "Succeeded"
+    assert done["status"]["phase"] == "Succeeded", done["status"]
     assert given.get("deployment", "web", ns)["metadata"]["generation"] == 2
 
 
@@ -96,7 +96,7 @@ def test_patched_but_not_recorded_is_not_patched_again(kube, operator_factory) -
 
     operator_factory()
     done = given.wait_phase(patch, "Succeeded", "RolledBack", "Failed")
-    assert done["status"]["phase"] == "Succeeded"
+    assert done["status"]["phase"] == "Succeeded", done["status"]
     assert given.get("deployment", "web", ns)["metadata"]["generation"] == 2
 
 
@@ -116,7 +116,7 @@ def test_killed_mid_rollback_finishes_it_and_never_rolls_forward(kube, operator_
 
     operator_factory()
     done = given.wait_phase(patch, "Succeeded", "RolledBack", "Failed")
-    assert done["status"]["phase"] == "RolledBack"
+    assert done["status"]["phase"] == "RolledBack", done["status"]
     assert given.image_of(ns, "web") == OLD
     given.wait_available(ns, "web", 3)
     # generation: 1 create, 2 the bad digest, 3 the rollback; nothing after.

@@ -39,7 +39,7 @@ def test_rolls_a_deployment_forward_to_the_digest(given: Scenario) -> None:
     given.imagepatch(patch, image=APP, policy=policy, target_digest=digest)
     done = given.wait_phase(patch, "Succeeded", "RolledBack", "Failed")
 
-    assert done["status"]["phase"] == "Succeeded"
+    assert done["status"]["phase"] == "Succeeded", done["status"]
     # The tag stays readable; the kubelet pulls by digest.
     assert given.image_of(ns, "web") == f"{APP}:1.4@{digest}"
     after = given.wait_available(ns, "web", 3)
@@ -66,7 +66,7 @@ def test_unhealthy_digest_is_rolled_back_with_the_reason(given: Scenario, behavi
     given.imagepatch(patch, image=APP, policy=policy, target_digest=digest)
     done = given.wait_phase(patch, "Succeeded", "RolledBack", "Failed")
 
-    assert done["status"]["phase"] == "RolledBack"
+    assert done["status"]["phase"] == "RolledBack", done["status"]
     assert given.image_of(ns, "web") == OLD
     given.wait_available(ns, "web", 3)
     [entry] = done["status"]["rollouts"]
@@ -100,7 +100,7 @@ def test_human_change_during_the_gate_stops_without_overwriting(given: Scenario)
     given.kube.kubectl("set", "env", "-n", ns, "deployment/web", "FEATURE_X=on")
     done = given.wait_phase(patch, "Succeeded", "RolledBack", "Failed")
 
-    assert done["status"]["phase"] == "Failed"
+    assert done["status"]["phase"] == "Failed", done["status"]
     [entry] = done["status"]["rollouts"]
     assert entry["reason"] == "ExternalChange"
     stalled = {c["type"]: c for c in done["status"]["conditions"]}["Stalled"]
@@ -126,7 +126,7 @@ def test_manual_approval_waits_then_rolls_out(given: Scenario) -> None:
 
     given.approve(patch, by="alice")
     done = given.wait_phase(patch, "Succeeded", "RolledBack", "Failed")
-    assert done["status"]["phase"] == "Succeeded"
+    assert done["status"]["phase"] == "Succeeded", done["status"]
     assert given.image_of(ns, "web") == f"{APP}:1.4@{digest}"
     assert any(h.get("by") == "alice" for h in done["status"]["history"])
 
@@ -141,7 +141,7 @@ def test_rejection_closes_the_patch_and_remembers_the_digest(given: Scenario) ->
 
     given.approve(patch, decision="Rejected", by="bob")
     done = given.wait_phase(patch, "Failed", "Succeeded")
-    assert done["status"]["phase"] == "Failed"
+    assert done["status"]["phase"] == "Failed", done["status"]
     assert digest in done["status"]["failedDigests"]
     assert "rejected by bob" in done["status"]["history"][-1]["message"]
     assert given.image_of(ns, "web") == OLD
@@ -162,7 +162,7 @@ def test_waves_stop_a_bad_digest_before_prod(given: Scenario) -> None:
     given.imagepatch(patch, image=APP, policy=policy, target_digest=digest)
     done = given.wait_phase(patch, "Succeeded", "RolledBack", "Failed")
 
-    assert done["status"]["phase"] == "RolledBack"
+    assert done["status"]["phase"] == "RolledBack", done["status"]
     by_ns = {e["namespace"]: e for e in done["status"]["rollouts"]}
     assert (by_ns[staging]["wave"], by_ns[prod]["wave"]) == (0, 1)
     assert by_ns[staging]["phase"] == "RolledBack"

@@ -98,8 +98,11 @@ def fingerprint(dep: dict) -> str:
     return health.pod_template_fingerprint(dep, managed_containers=["app"])
 
 
+WEB_CANDIDATE = Candidate(namespace="shop", name="web", container="app")
+
+
 def step_for(patch, *, pol=None, dep: dict | None = None, pods=(), window=OPEN, now=T0,
-             candidates=(Candidate(namespace="shop", name="web", container="app"),), target=WEB):
+             candidates=(WEB_CANDIDATE,), target=WEB):
     workload = Workload(target=target, deployment=dep, pods=tuple(pods))
     return plan(patch=patch, policy=pol if pol is not None else policy(rollout=GATE),
                 candidates=candidates, workload=workload, window=window, now=now)
@@ -382,3 +385,19 @@ def test_hpa_resize_during_the_soak_is_followed_not_failed() -> None:
     [rec] = step.status["rollouts"]
     assert rec["phase"] == "Gating"
     assert step.action is None
+
+
+def test_deadline_condition_left_from_the_bad_rollout_does_not_fail_the_rollback() -> None:
+    dep_old = deployment(OLD)
+    started = T0 - dt.timedelta(seconds=5)
+    status = {"phase": "RollingOut", "rollouts": [entry(
+        "RollingBack", previousImage=OLD, targetImage=NEW, startedAt=format_time(started),
+        fingerprint=fingerprint(dep_old), rollbackStartedAt=format_time(started))]}
+    back = deployment(OLD, generation=3)
+    back["status"]["conditions"] = [{
+        "type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+        "message": 'ReplicaSet "web-bad" has timed out progressing.',
+        "lastUpdateTime": format_time(started - dt.timedelta(seconds=1)),
+        "lastTransitionTime": format_time(started - dt.timedelta(seconds=1))}]
+    status, step, events = settle(status, dep=back, pods=[pod(OLD)])
+    assert status["phase"] == "RolledBack", status["rollouts"]

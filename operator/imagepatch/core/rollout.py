@@ -166,6 +166,27 @@ def _parse_time(value: str) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+def _since(deployment: Mapping[str, Any], started: dt.datetime | None) -> Mapping[str, Any]:
+    """The Deployment without conditions last updated before ``started``.
+
+    A ``ProgressDeadlineExceeded`` left over from the rollout being undone (or
+    from an earlier one) says nothing about the rollout that started since;
+    judging by it would fail a healthy rollback. Times have one-second
+    resolution, so a condition from the very second we started counts as old.
+    """
+    if started is None:
+        return deployment
+    conditions = deployment.get("status", {}).get("conditions") or []
+    fresh = [
+        c for c in conditions
+        if (_parse_time(c.get("lastUpdateTime") or c.get("lastTransitionTime") or "") or started)
+        > started
+    ]
+    if len(fresh) == len(conditions):
+        return deployment
+    return {**deployment, "status": {**deployment["status"], "conditions": fresh}}
+
+
 def _describe(target: Target) -> str:
     return f"{target.namespace}/{target.name}/{target.container}"
 
@@ -572,7 +593,7 @@ def _gating(draft, index, entry, workload, gate: Rollout, digest, now, finish) -
     if why:
         return _external_change(draft, index, entry, why, finish)
     verdict = health.assess(
-        deployment=dep,
+        deployment=_since(dep, _parse_time(entry.started_at)),
         pods=workload.pods,
         target_images={entry.target.container: entry.target_image},
         gate=gate,
@@ -702,7 +723,7 @@ def _rolling_back(draft, index, entry, workload, gate: Rollout, now, finish) -> 
         gate, healthy_for=dt.timedelta(0), max_restarts=max(gate.max_restarts, 0)
     )
     verdict = health.assess(
-        deployment=dep,
+        deployment=_since(dep, _parse_time(entry.rollback_started_at)),
         pods=workload.pods,
         target_images={entry.target.container: entry.previous_image},
         gate=rollback_gate,
