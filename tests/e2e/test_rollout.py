@@ -66,7 +66,7 @@ def test_unhealthy_digest_is_rolled_back_with_the_reason(given: Scenario, behavi
     given.imagepatch(patch, image=APP, policy=policy, target_digest=digest)
     done = given.wait_phase(patch, "Succeeded", "RolledBack", "Failed")
 
-    assert done["status"]["phase"] == "RolledBack", done["status"]
+    assert done["status"]["phase"] == "RolledBack", json.dumps(done["status"]["rollouts"])
     assert given.image_of(ns, "web") == OLD
     given.wait_available(ns, "web", 3)
     [entry] = done["status"]["rollouts"]

@@ -106,7 +106,17 @@ class Scenario:
                       and st.get("replicas") == replicas)
             return d if rolled else None
 
-        return wait_for(probe, timeout=timeout, what=f"{namespace}/{name} available")
+        try:
+            return wait_for(probe, timeout=timeout, what=f"{namespace}/{name} available")
+        except TimeoutError as exc:
+            d = self.get("deployment", name, namespace)
+            pods = json.loads(self.kube.kubectl("get", "pods", "-n", namespace, "-o", "json"))["items"]
+            summary = [(p["metadata"]["name"], p["metadata"].get("deletionTimestamp"),
+                        p["status"].get("phase"),
+                        [(c.get("image"), c.get("ready"), c.get("restartCount"), list(c.get("state", {})))
+                         for c in p["status"].get("containerStatuses", [])]) for p in pods]
+            raise TimeoutError(f"{exc}\ndeployment status: {json.dumps(d.get('status'))}\n"
+                               f"pods: {json.dumps(summary)}") from None
 
     def wait_phase(self, patch: str, *phases: str, timeout: float = 90) -> dict:
         def probe():
