@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from imagepatch import __version__
@@ -15,7 +16,7 @@ from imagepatch import __version__
 def _run(args: argparse.Namespace) -> int:
     import kopf
 
-    import imagepatch.handlers  # noqa: F401  (registers the kopf handlers)
+    from imagepatch.handlers import Options  # also registers the kopf handlers
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -25,8 +26,21 @@ def _run(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # standalone: one replica with `strategy: Recreate` (see deploy/); kopf's
     # peering pauses peers by priority, it is not leader election.
+    endpoints = {}
+    for item in args.registry_endpoint:
+        host, sep, url = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--registry-endpoint wants HOST=URL, got {item!r}")
+        endpoints[host] = url
+    memo = kopf.Memo(options=Options(
+        aws_region=args.aws_region,
+        events_queue_url=args.events_queue_url,
+        registry_endpoints=endpoints,
+        insecure_registries=tuple(args.insecure_registry),
+        detect_tick=args.detect_tick,
+    ))
     scope = {"namespaces": args.namespace} if args.namespace else {"clusterwide": True}
-    kopf.run(standalone=True, liveness_endpoint=args.liveness_endpoint, **scope)
+    kopf.run(standalone=True, liveness_endpoint=args.liveness_endpoint, memo=memo, **scope)
     return 0
 
 
@@ -45,6 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--liveness-endpoint", default="http://0.0.0.0:8080/healthz",
         help="where to serve the liveness probe (default: %(default)s)",
     )
+    run.add_argument("--aws-region", default=os.environ.get("AWS_REGION"),
+                     help="AWS region for ECR/Inspector findings and the events queue "
+                          "(default: $AWS_REGION)")
+    run.add_argument("--events-queue-url", default=None,
+                     help="SQS queue receiving EventBridge ECR/Inspector events (optional)")
+    run.add_argument("--registry-endpoint", action="append", default=[], metavar="HOST=URL",
+                     help="reach registry HOST at URL instead (a mirror; repeatable)")
+    run.add_argument("--insecure-registry", action="append", default=[], metavar="HOST",
+                     help="talk plain HTTP to HOST (loopback is always allowed; repeatable)")
+    run.add_argument("--detect-tick", type=float, default=5.0,
+                     help="seconds between checks for due policies (default: %(default)s)")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.set_defaults(func=_run)
     return parser

@@ -6,18 +6,37 @@ by them. No decision is made here; everything goes through ``reconcile``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 
 from imagepatch import reconcile
 from imagepatch.adapters.errors import ConfigurationError, ConflictError, TransientError
+from imagepatch.adapters.events import SqsEventSource
+from imagepatch.adapters.findings import FindingsReader
 from imagepatch.adapters.kube import Kube
+from imagepatch.adapters.registry import EcrCredentials, RegistryClient
+from imagepatch.model.imagepatch import Phase
+from imagepatch.reconcile.detection import Detector
+
+
+@dataclass(frozen=True)
+class Options:
+    """Operator settings from the command line (``imagepatch run --help``)."""
+
+    aws_region: str | None = None
+    events_queue_url: str | None = None
+    registry_endpoints: dict[str, str] = field(default_factory=dict)
+    insecure_registries: tuple[str, ...] = ()
+    detect_tick: float = 5.0
 
 GROUP = "imagepatch.dev"
 POLICIES = (GROUP, "v1alpha1", "imagepatchpolicies")
 IMAGEPATCHES = (GROUP, "v1alpha1", "imagepatches")
+TERMINAL_PHASES = tuple(str(p) for p in Phase if p.terminal)
 # How often an unfinished ImagePatch is looked at: the health gate's resolution.
 PATCH_INTERVAL = 2.0
 # Level-based resync: a timer re-runs the reconcile even if a watch event was
@@ -26,8 +45,24 @@ RESYNC_SECONDS = 300.0
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     memo.kube = Kube()
+    options: Options = memo.get("options") or Options()
+    memo.registry = RegistryClient(
+        credentials=None,
+        ecr=EcrCredentials(),
+        insecure_hosts=options.insecure_registries,
+        endpoints=options.registry_endpoints,
+    )
+    findings = FindingsReader(region=options.aws_region) if options.aws_region else None
+    memo.detector = Detector(kube=memo.kube, registry=memo.registry, findings=findings,
+                             tick=options.detect_tick)
+    memo.stop = asyncio.Event()
+    memo.tasks = [asyncio.create_task(memo.detector.run(memo.stop), name="detection")]
+    if options.events_queue_url:
+        source = SqsEventSource(options.events_queue_url, region=options.aws_region or "us-east-1")
+        memo.tasks.append(asyncio.create_task(
+            source.run(memo.detector.on_signals, stop=memo.stop), name="events"))
     # Progress lives in annotations under our own prefix, not in status.kopf:
     # our CRDs declare a structural status schema, which would prune it (kopf#527).
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
@@ -41,6 +76,21 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+
+
+@kopf.on.cleanup()
+async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    memo.stop.set()
+    for task in memo.tasks:
+        task.cancel()
+    await asyncio.gather(*memo.tasks, return_exceptions=True)
+    await memo.registry.aclose()
+
+
+@kopf.on.event("apps", "v1", "deployments")
+def deployment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """Keep the detector's set of opted-in Deployments current (no API calls here)."""
+    memo.detector.observe(event.get("type"), event.get("object") or {})
 
 
 @kopf.on.probe(id="ok")
@@ -60,7 +110,7 @@ def policy(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
 # twice at once, so there is exactly one actor per ImagePatch, and a timer
 # is level-based by nature (it re-reads everything each time).
 def _unfinished(body: kopf.Body, **_: Any) -> bool:
-    return (body.get("status") or {}).get("phase") not in ("Succeeded", "RolledBack", "Failed")
+    return (body.get("status") or {}).get("phase") not in TERMINAL_PHASES
 
 
 @kopf.timer(*IMAGEPATCHES, interval=PATCH_INTERVAL, sharp=False, when=_unfinished)

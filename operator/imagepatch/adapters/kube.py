@@ -121,6 +121,31 @@ class Kube:
             missing_ok=True,
         )
 
+    async def list_policies(self) -> list[dict[str, Any]]:
+        data = await self._call("list ImagePatchPolicies", self.custom.list_cluster_custom_object,
+                                GROUP, VERSION, "imagepatchpolicies")
+        return list(data.get("items", []))
+
+    async def list_imagepatches(self, *, label_selector: str = "") -> list[dict[str, Any]]:
+        data = await self._call("list ImagePatches", self.custom.list_cluster_custom_object,
+                                GROUP, VERSION, "imagepatches", label_selector=label_selector)
+        return list(data.get("items", []))
+
+    async def create_imagepatch(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Create it; None if one of that name exists already (names are deterministic)."""
+        try:
+            return await self._call(f"create ImagePatch {body['metadata']['name']}",
+                                    self.custom.create_cluster_custom_object,
+                                    GROUP, VERSION, "imagepatches", dict(body))
+        except ConflictError:
+            return None
+
+    async def write_policy_status(self, name: str, status: Mapping[str, Any]) -> None:
+        """Merge fields into a policy's status (no precondition: these fields are ours alone)."""
+        await self._call(f"record status of ImagePatchPolicy {name}",
+                         self.custom.patch_cluster_custom_object_status,
+                         GROUP, VERSION, "imagepatchpolicies", name, {"status": dict(status)})
+
     async def write_imagepatch_status(
         self, name: str, status: Mapping[str, Any], *, resource_version: str
     ) -> dict[str, Any]:
@@ -168,6 +193,20 @@ class Kube:
             label_selector=label_selector,
         )
         return list(data.get("items", []))
+
+    async def list_namespace_pods(self, namespace: str) -> list[dict[str, Any]]:
+        data = await self._call(f"list pods in {namespace}", self.core.list_namespaced_pod,
+                                namespace)
+        return list(data.get("items", []))
+
+    async def annotate_deployment(
+        self, namespace: str, name: str, annotations: Mapping[str, str | None]
+    ) -> None:
+        """Set (or, with None, remove) metadata annotations; never touches the pod template."""
+        body = {"metadata": {"annotations": dict(annotations)}}
+        await self._call(f"annotate Deployment {namespace}/{name}",
+                         self.apps.patch_namespaced_deployment, name, namespace, body,
+                         _content_type="application/merge-patch+json", missing_ok=True)
 
     async def list_opted_in_deployments(self, policy: str) -> list[dict[str, Any]]:
         """Deployments in any namespace whose annotation names ``policy``.

@@ -30,10 +30,11 @@ class Phase(enum.StrEnum):
     SUCCEEDED = "Succeeded"
     ROLLED_BACK = "RolledBack"
     FAILED = "Failed"
+    CLOSED = "Closed"  # no longer needed: closed by detection before any rollout
 
     @property
     def terminal(self) -> bool:
-        return self in (Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED)
+        return self in (Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED, Phase.CLOSED)
 
 
 class TargetPhase(enum.StrEnum):

@@ -1,22 +1,18 @@
-"""The one reconcile path: observe → plan → act → record.
+"""Advance an ImagePatch's rollout: observe the target workload, plan, record, act.
 
-Every kopf handler, timer and (later) queue event calls into here. Each call
-recomputes the outcome from the object as it is now and from what was
-recorded in its status, never from a diff alone, so a missed or merged event
-does no harm and a restarted operator resumes where it stopped.
+One pass runs steps until the planner waits: each step's status is written
+(with a resourceVersion precondition) **before** its side effect, so a
+restarted operator resumes from the record and never repeats a patch.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
 from imagepatch.adapters.errors import AdapterError, ConflictError
 from imagepatch.adapters.kube import Kube
 from imagepatch.core.images import parse_image
-from imagepatch.core.policy import policy_status
 from imagepatch.core.rollout import (
     GATE_POLL,
     Candidate,
@@ -29,26 +25,10 @@ from imagepatch.core.window import window_state
 from imagepatch.model.errors import SpecError
 from imagepatch.model.imagepatch import ImagePatch, Target, parse_imagepatch
 from imagepatch.model.policy import PolicySpec, parse_policy
+from imagepatch.reconcile.clock import Clock, utcnow
 
-log = logging.getLogger("imagepatch.reconcile")
+log = logging.getLogger("imagepatch.rollouts")
 
-Clock = Callable[[], dt.datetime]
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def reconcile_policy(
-    *, body: Mapping[str, Any], patch: MutableMapping[str, Any], clock: Clock = utcnow
-) -> dict[str, Any]:
-    """Record the policy's status; write only what changed, so events settle."""
-    recorded = dict(body.get("status") or {})
-    desired = policy_status(body, now=clock())
-    changed = {k: v for k, v in desired.items() if recorded.get(k) != v}
-    if changed:
-        patch.setdefault("status", {}).update(changed)
-    return desired
 
 
 # --- ImagePatch rollouts ------------------------------------------------------------

@@ -1,0 +1,266 @@
+"""Compliance of running images against a policy, and which ImagePatches that calls for.
+
+Pure: the detection loop gathers facts (running digest, lineage, the base's
+current digest, scan findings) and this module decides, per container and per
+workload, the compliance state, and the set of ImagePatches that should be
+open. The states, their reasons and their precedence live here only, so
+conditions, Events, the report and metrics all agree:
+
+* ``Unknown``: the facts could not be gathered (registry down, no scan yet);
+* ``UntrustedBase``: the recorded base does not match ``baseImages.trusted``;
+* ``Vulnerable``: findings over the policy's baseline;
+* ``BaseImageOutdated``: the base tag now points at another digest;
+* ``Compliant``: none of these.
+
+A workload's state is its worst container's; an open ImagePatch for its image
+makes it ``Patching``, and a patch that ended rolled back or failed for its
+current image makes it ``Failed`` until something newer comes along.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from imagepatch.core.baseline import BaselineVerdict
+from imagepatch.core.images import matches_glob
+from imagepatch.core.scans import ScanOutcome
+from imagepatch.model.policy import PolicySpec
+
+
+class State(enum.StrEnum):
+    COMPLIANT = "Compliant"
+    BASE_IMAGE_OUTDATED = "BaseImageOutdated"
+    VULNERABLE = "Vulnerable"
+    UNTRUSTED_BASE = "UntrustedBase"
+    PATCHING = "Patching"
+    FAILED = "Failed"
+    UNKNOWN = "Unknown"
+
+
+# Worst first: a workload shows its worst container's state.
+_SEVERITY = [State.FAILED, State.VULNERABLE, State.UNTRUSTED_BASE, State.BASE_IMAGE_OUTDATED,
+             State.UNKNOWN, State.PATCHING, State.COMPLIANT]
+
+# Policy status field for each state (status.workloads.*).
+COUNT_FIELDS = {
+    State.COMPLIANT: "compliant",
+    State.BASE_IMAGE_OUTDATED: "baseImageOutdated",
+    State.VULNERABLE: "vulnerable",
+    State.UNTRUSTED_BASE: "untrustedBase",
+    State.PATCHING: "patching",
+    State.FAILED: "failed",
+}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ContainerFacts:
+    """What detection observed of one container's image."""
+
+    container: str
+    image: str  # as written in the pod template
+    repository: str  # host/repository, normalized
+    digest: str = ""  # the running digest
+    digest_source: str = ""  # "spec" | "pod-status" | "tag-resolved"
+    base_name: str = ""  # as recorded, e.g. registry/base:3.12 (tag) or …@sha256 (pinned)
+    base_digest: str = ""  # as recorded (for a multi-arch base: often a platform digest)
+    lineage_source: str = ""  # manifest-annotations | index-annotations | config-labels | workload-annotation
+    base_current: str = ""  # what the base tag points at now (an index digest for multi-arch)
+    base_platforms: Mapping[str, str] = field(default_factory=dict)  # of the current base index
+    findings: BaselineVerdict | None = None
+    scan: ScanOutcome | None = None
+    error_reason: str = ""  # set when a fact could not be gathered
+    error: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Assessment:
+    state: State
+    reason: str
+    message: str
+
+
+def assess_container(facts: ContainerFacts, policy: PolicySpec) -> Assessment:
+    """The compliance of one container's image under ``policy``."""
+    if facts.error_reason:
+        return Assessment(state=State.UNKNOWN, reason=facts.error_reason, message=facts.error)
+    trusted = policy.base_images.trusted
+    if trusted:
+        if not facts.base_name:
+            return Assessment(
+                state=State.UNTRUSTED_BASE, reason="BaseUnknown",
+                message=f"{facts.image} records no base image, so it cannot be shown to use a "
+                        "trusted one (set the imagepatch.dev/base-image annotation)")
+        if not matches_glob(facts.base_name, trusted):
+            return Assessment(
+                state=State.UNTRUSTED_BASE, reason="UntrustedBase",
+                message=f"base {facts.base_name} matches none of spec.baseImages.trusted")
+    if facts.findings is not None and facts.findings.violations:
+        ids = ", ".join(f.id for f in facts.findings.violations[:5])
+        more = len(facts.findings.violations) - 5
+        return Assessment(
+            state=State.VULNERABLE, reason="Vulnerable",
+            message=f"{len(facts.findings.violations)} findings over the baseline: {ids}"
+                    + (f" and {more} more" if more > 0 else ""))
+    if outdated(facts):
+        return Assessment(
+            state=State.BASE_IMAGE_OUTDATED, reason="BaseImageOutdated",
+            message=f"base {facts.base_name} moved from {short(facts.base_digest)} "
+                    f"to {short(facts.base_current)}")
+    if facts.scan is not None and not facts.scan.findings_usable and facts.scan.error:
+        return Assessment(state=State.UNKNOWN, reason=facts.scan.reason, message=facts.scan.message)
+    if not facts.base_name:
+        return Assessment(state=State.COMPLIANT, reason="NoBaseRecorded",
+                          message=f"{facts.image} records no base image; only findings are checked")
+    return Assessment(state=State.COMPLIANT, reason="Compliant",
+                      message=f"base {facts.base_name} is current")
+
+
+def outdated(facts: ContainerFacts) -> bool:
+    """The recorded base digest is neither the current base nor one of its platforms."""
+    if not (facts.base_digest and facts.base_current):
+        return False
+    if facts.base_digest == facts.base_current:
+        return False
+    return facts.base_digest not in set(facts.base_platforms.values())
+
+
+def short(digest: str) -> str:
+    return digest.split(":", 1)[-1][:12] if digest else "?"
+
+
+def worst(states: Iterable[State]) -> State:
+    present = set(states)
+    return next((s for s in _SEVERITY if s in present), State.COMPLIANT)
+
+
+# --- ImagePatches ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PatchIntent:
+    """An ImagePatch that detection wants to exist."""
+
+    name: str
+    key: str
+    image: str  # repository, no tag
+    current_digest: str
+    reason: str  # BaseImageOutdated | Vulnerable
+    evidence: Mapping[str, Any]
+
+
+_NAME_SAFE = re.compile(r"[^a-z0-9-]+")
+
+
+def patch_key(repository: str, digest: str, reason: str, new_base: str) -> str:
+    """Identity of a needed patch: the image, its digest, why, and the base to move to.
+
+    The same facts give the same key, so re-evaluation never makes a second
+    ImagePatch; a newer base (or a new image digest) gives a new one, which is
+    how a digest that failed is tried again only once something newer exists.
+    """
+    return "|".join([repository, digest, reason, new_base])
+
+
+def patch_name(repository: str, key: str) -> str:
+    """A DNS-1123 name: the image's last path part and a hash of the key."""
+    tail = _NAME_SAFE.sub("-", repository.rsplit("/", 1)[-1].lower()).strip("-")[:40] or "image"
+    return f"{tail}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
+def intent_for(facts: ContainerFacts, assessment: Assessment) -> PatchIntent | None:
+    """The ImagePatch a container's assessment calls for, if any.
+
+    ``UntrustedBase`` and ``Unknown`` call for none: no rebuild can be derived
+    from them automatically; they are reported instead.
+    """
+    if assessment.state not in (State.VULNERABLE, State.BASE_IMAGE_OUTDATED):
+        return None
+    evidence: dict[str, Any] = {}
+    new_base = ""
+    if facts.base_name:
+        evidence["baseImage"] = {"name": facts.base_name, "oldDigest": facts.base_digest,
+                                 "newDigest": facts.base_current}
+        if outdated(facts):
+            new_base = facts.base_current
+    if facts.findings is not None and facts.findings.violations:
+        evidence["findings"] = [
+            {k: v for k, v in {
+                "id": f.id,
+                "severity": f.severity_label,
+                "package": f.package,
+                "fixAvailable": f.fix_available,
+                "firstObservedAt": (f.first_observed_at.isoformat().replace("+00:00", "Z")
+                                    if f.first_observed_at else None),
+            }.items() if v is not None and v != ""}
+            for f in facts.findings.violations[:50]
+        ]
+    key = patch_key(facts.repository, facts.digest, str(assessment.state), new_base)
+    return PatchIntent(name=patch_name(facts.repository, key), key=key, image=facts.repository,
+                       current_digest=facts.digest, reason=str(assessment.state), evidence=evidence)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class KnownPatch:
+    """An existing ImagePatch, as detection needs to see it."""
+
+    name: str
+    key: str  # "" for ImagePatches detection did not create
+    image: str
+    current_digest: str
+    phase: str
+    started: bool  # a rollout entry left Pending: never close it then
+
+    @property
+    def open(self) -> bool:
+        return self.phase not in ("Succeeded", "RolledBack", "Failed")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PatchPlan:
+    create: tuple[PatchIntent, ...]
+    close: tuple[KnownPatch, ...]  # open, detection-made, no longer needed, not started
+
+
+def plan_patches(intents: Sequence[PatchIntent], known: Sequence[KnownPatch],
+                 *, evaluated_images: Iterable[str]) -> PatchPlan:
+    """What to create and what to close, for the images that were evaluated.
+
+    A patch is closed only when its image was evaluated this time (so a
+    registry outage never closes anything) and no intent asks for its key.
+    """
+    by_key = {p.key: p for p in known if p.key}
+    wanted = {i.key: i for i in intents}
+    create = tuple(i for k, i in sorted(wanted.items()) if k not in by_key)
+    evaluated = set(evaluated_images)
+    close = tuple(
+        p for p in known
+        if p.key and p.open and not p.started and p.key not in wanted and p.image in evaluated
+    )
+    return PatchPlan(create=create, close=close)
+
+
+def overlay(state: State, repository: str, digest: str, known: Sequence[KnownPatch]) -> State:
+    """Patching while a patch for this image+digest is open; Failed if the last one failed."""
+    mine = [p for p in known if p.image == repository and p.current_digest == digest]
+    if any(p.open for p in mine):
+        return State.PATCHING
+    if state in (State.VULNERABLE, State.BASE_IMAGE_OUTDATED) and any(
+        p.phase in ("RolledBack", "Failed") for p in mine
+    ):
+        return State.FAILED
+    return state
+
+
+def counts(states: Iterable[State]) -> dict[str, int]:
+    """``status.workloads`` of a policy."""
+    result = {"total": 0, **{f: 0 for f in COUNT_FIELDS.values()}}
+    for s in states:
+        result["total"] += 1
+        if s in COUNT_FIELDS:
+            result[COUNT_FIELDS[s]] += 1
+    return result

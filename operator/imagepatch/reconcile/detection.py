@@ -1,0 +1,604 @@
+"""Detection: which running images need a patch, and why.
+
+The ``Detector`` keeps an in-memory set of opted-in Deployments (fed by a kopf
+watch) and evaluates each policy's workloads every ``checkInterval``, or at
+once when a queue event names one of their images:
+
+1. **observe**: the running digest of each container (pinned in the spec,
+   else from pod status, else by resolving the tag, and it says which), the
+   base it was built on (OCI annotations, config labels, then the
+   ``imagepatch.dev/base-image`` annotation), the base tag's current digest
+   (one HEAD per distinct base per interval, however many workloads share it),
+   and the scan findings when the policy names a source;
+2. **assess**: ``core.compliance`` gives each container and workload a state;
+3. **act**: create the ImagePatches that are needed (deterministic names, so
+   never twice), close open ones that no longer are, post an Event when a
+   workload's state changes, record the state on the workload in the
+   ``imagepatch.dev/state`` annotation, and count states in the policy status.
+
+A registry or AWS failure makes the affected workloads ``Unknown`` with the
+error's reason; it never creates or closes an ImagePatch by mistake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from imagepatch.adapters.errors import AdapterError
+from imagepatch.adapters.kube import GROUP, VERSION, Kube
+from imagepatch.adapters.registry import INDEX_TYPES, RegistryClient
+from imagepatch.core import compliance
+from imagepatch.core.compliance import Assessment, ContainerFacts, KnownPatch, State
+from imagepatch.core.conditions import format_time
+from imagepatch.core.events import ImageSignal
+from imagepatch.core.images import ImageRef, is_ecr_host, parse_image
+from imagepatch.core.policy import REQUESTED_AT_ANNOTATION
+from imagepatch.model.errors import SpecError
+from imagepatch.model.policy import (
+    LabelSelector,
+    PolicySpec,
+    VulnerabilitySource,
+    parse_label_selector,
+    parse_policy,
+)
+from imagepatch.reconcile.clock import Clock, utcnow
+
+log = logging.getLogger("imagepatch.detection")
+
+POLICY_ANNOTATION = "imagepatch.dev/policy"
+BASE_ANNOTATION = "imagepatch.dev/base-image"
+REBUILD_ANNOTATION = "imagepatch.dev/rebuild"
+STATE_ANNOTATION = "imagepatch.dev/state"
+KEY_ANNOTATION = "imagepatch.dev/key"
+POLICY_LABEL = "imagepatch.dev/policy"
+MANAGED_BY = ("app.kubernetes.io/managed-by", "imagepatch")
+
+# Workload states that are not compliance states: reported, never counted.
+NOT_ADMITTED = "NotAdmitted"
+POLICY_NOT_FOUND = "PolicyNotFound"
+_WARNING_STATES = {str(State.BASE_IMAGE_OUTDATED), str(State.VULNERABLE),
+                   str(State.UNTRUSTED_BASE), str(State.FAILED), str(State.UNKNOWN),
+                   NOT_ADMITTED, POLICY_NOT_FOUND}
+
+
+@dataclass
+class _BaseFacts:
+    digest: str = ""
+    platforms: Mapping[str, str] = field(default_factory=dict)
+    error_reason: str = ""
+    error: str = ""
+
+
+@dataclass
+class _Pass:
+    """Memo for one evaluation pass: every lookup is made at most once per pass."""
+
+    tags: dict[str, tuple[str, str]] = field(default_factory=dict)  # image -> (digest, error)
+    namespace_labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    namespace_pods: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    bases: dict[str, _BaseFacts] = field(default_factory=dict)
+
+
+@dataclass
+class WorkloadResult:
+    namespace: str
+    name: str
+    uid: str
+    state: str
+    message: str
+    containers: list[dict[str, Any]]
+
+
+class Detector:
+    """Evaluates opted-in workloads against their policies; one instance per operator."""
+
+    def __init__(
+        self,
+        *,
+        kube: Kube,
+        registry: RegistryClient,
+        findings: Any | None = None,  # adapters.findings.FindingsReader
+        clock: Clock = utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
+        tick: float = 5.0,
+    ) -> None:
+        self.kube = kube
+        self.registry = registry
+        self.findings = findings
+        self.clock = clock
+        self.monotonic = monotonic
+        self.tick = tick
+        self.workloads: dict[str, dict[str, Any]] = {}  # uid -> Deployment
+        self.orphans: dict[str, tuple[str, str]] = {}  # uid -> (ns, name): our annotation left
+        self.wake = asyncio.Event()
+        self.forced: set[str] = set()  # image names (host/repo) a queue event named
+        self.last_evaluated: dict[str, float] = {}  # policy -> monotonic time
+        self._bases: dict[str, tuple[float, _BaseFacts]] = {}  # base tag ref -> (at, facts)
+        self._scans: dict[tuple[str, str, str], tuple[float, Any]] = {}  # (repo, digest, source)
+        self.bases_of: dict[str, set[str]] = {}  # policy -> base names its workloads follow
+        self.handled_request: dict[str, str] = {}  # policy -> requestedAt value handled
+        self.evaluated: dict[str, str] = {}  # workload uid -> the inputs last evaluated
+        self.passes = 0
+
+    # -- inputs ------------------------------------------------------------------------
+
+    def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """A watch event on a Deployment (from kopf)."""
+        meta = body.get("metadata") or {}
+        uid = meta.get("uid")
+        if not uid:
+            return
+        annotations = meta.get("annotations") or {}
+        if event_type == "DELETED" or POLICY_ANNOTATION not in annotations:
+            self.workloads.pop(uid, None)
+            if event_type != "DELETED" and STATE_ANNOTATION in annotations:
+                self.orphans[uid] = (meta.get("namespace", ""), meta.get("name", ""))
+            return
+        self.orphans.pop(uid, None)
+        self.workloads[uid] = dict(body)
+
+    async def on_signals(self, signals: Sequence[ImageSignal]) -> None:
+        """Queue events: re-evaluate the named images now, not at the next interval."""
+        for signal in signals:
+            self.forced.add(signal.name)
+        # A push moves tags and a scan changes findings: forget what we knew of them.
+        self._forget({s.name for s in signals})
+        self.wake.set()
+
+    def _forget(self, names: set[str]) -> None:
+        """Drop cached base digests and scan reports for these image names."""
+        for ref in [r for r in self._bases if _image_name(r) in names]:
+            del self._bases[ref]
+        for key in [k for k in self._scans if k[0] in names]:
+            del self._scans[key]
+
+    # -- the loop ----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("detection started: checking for due policies every %.0fs", self.tick)
+        while not stop.is_set():
+            try:
+                await self.evaluate_all()
+            except AdapterError as exc:
+                log.warning("detection pass failed: %s: %s", exc.reason, exc)
+            except Exception:  # keep detecting: one bad pass must not stop the loop
+                log.exception("detection pass crashed")
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout=self.tick)
+            except TimeoutError:
+                pass
+            self.wake.clear()
+
+    async def evaluate_all(self) -> None:
+        self.passes += 1
+        log.debug("detection pass %d: %d opted-in workloads", self.passes, len(self.workloads))
+        policies: dict[str, dict[str, Any]] = {
+            p["metadata"]["name"]: p for p in await self.kube.list_policies()
+        }
+        patches = [p for p in await self.kube.list_imagepatches()]
+        by_policy: dict[str, list[dict[str, Any]]] = {}
+        for dep in self.workloads.values():
+            name = dep["metadata"]["annotations"][POLICY_ANNOTATION]
+            by_policy.setdefault(name, []).append(dep)
+        memo = _Pass()
+        forced, self.forced = self.forced, set()
+        for uid, (ns, name) in list(self.orphans.items()):
+            await self.kube.annotate_deployment(ns, name, {STATE_ANNOTATION: None})
+            self.orphans.pop(uid, None)
+        for name, workloads in sorted(by_policy.items()):
+            if name not in policies:
+                for dep in workloads:
+                    await self._report(dep, POLICY_NOT_FOUND,
+                                       f"ImagePatchPolicy {name!r} does not exist; "
+                                       "this workload is left alone", [], name)
+                continue
+        for name, body in sorted(policies.items()):
+            try:
+                spec = parse_policy(body).spec
+            except SpecError:
+                continue  # the policy is Stalled with the reason; nothing to evaluate against
+            workloads = by_policy.get(name, [])
+            images = {_image_name(c["image"]) for d in workloads for c in _containers(d)}
+            images |= self.bases_of.get(name, set())
+            requested = (body["metadata"].get("annotations") or {}).get(REQUESTED_AT_ANNOTATION, "")
+            age = self.monotonic() - self.last_evaluated.get(name, -1e18)
+            # A workload that is new, or whose images or annotations changed, is looked at now.
+            changed = any(self.evaluated.get(d["metadata"]["uid"]) != _inputs(d) for d in workloads)
+            due = (age >= spec.base_images.check_interval.total_seconds()
+                   or changed
+                   or bool(images & forced)
+                   or requested != self.handled_request.get(name, ""))
+            if not due:
+                continue
+            if requested != self.handled_request.get(name, ""):
+                # A human asked for a check now: what we know may be stale, look again.
+                self._forget(self.bases_of.get(name, set()) | images)
+            self.last_evaluated[name] = self.monotonic()
+            self.handled_request[name] = requested
+            await self.evaluate_policy(name, spec, workloads, patches, memo)
+
+    # -- one policy ----------------------------------------------------------------------
+
+    async def evaluate_policy(
+        self, policy: str, spec: PolicySpec, workloads: Sequence[Mapping[str, Any]],
+        patches: Sequence[Mapping[str, Any]], memo: _Pass,
+    ) -> list[WorkloadResult]:
+        known = [_known(p) for p in patches
+                 if (p.get("spec") or {}).get("policy") == policy]
+        results: list[tuple[Mapping[str, Any], list[tuple[ContainerFacts, Assessment]]]] = []
+        for dep in workloads:
+            ns = dep["metadata"]["namespace"]
+            labels = await self._namespace_labels(ns, memo)
+            if not spec.namespace_selector.matches(labels):
+                await self._report(
+                    dep, NOT_ADMITTED,
+                    f"namespace {ns} is not admitted by ImagePatchPolicy {policy!r} "
+                    "(spec.namespaceSelector); this workload is left alone", [], policy)
+                continue
+            assessed = []
+            for container in _containers(dep):
+                facts = await self.container_facts(dep, container, spec, memo)
+                assessed.append((facts, compliance.assess_container(facts, spec)))
+            results.append((dep, assessed))
+
+        intents = {}
+        for _, assessed in results:
+            for facts, assessment in assessed:
+                intent = compliance.intent_for(facts, assessment)
+                if intent is not None:
+                    intents[intent.key] = intent
+        evaluated = {f.repository for _, a in results for f, _ in a if not f.error_reason}
+        self.bases_of[policy] = {_image_name(f.base_name) for _, a in results for f, _ in a
+                                 if f.base_name}
+        for dep, _ in results:
+            override = (dep["metadata"].get("annotations") or {}).get(BASE_ANNOTATION)
+            if override:
+                self.bases_of[policy].add(_image_name(override))
+        plan = compliance.plan_patches(list(intents.values()), known, evaluated_images=evaluated)
+        for intent in plan.create:
+            created = await self.kube.create_imagepatch(
+                self._patch_body(policy, spec, intent, results))
+            if created is not None:
+                log.info("ImagePatch %s created: %s %s", intent.name, intent.image, intent.reason)
+                known.append(_known(created))
+        for stale in plan.close:
+            await self._close(stale)
+            known = [replace(k, phase="Closed") if k.name == stale.name else k for k in known]
+
+        out: list[WorkloadResult] = []
+        for dep in workloads:
+            self.evaluated[dep["metadata"]["uid"]] = _inputs(dep)
+        for dep, assessed in results:
+            states = [compliance.overlay(a.state, f.repository, f.digest, known)
+                      for f, a in assessed]
+            state = compliance.worst(states)
+            containers = [_container_record(f, a, s) for (f, a), s in zip(assessed, states, strict=True)]
+            message = "; ".join(f"{c['name']}: {c['message']}" for c in containers
+                                if c["state"] == str(state)) or str(state)
+            await self._report(dep, str(state), message, containers, policy)
+            out.append(WorkloadResult(namespace=dep["metadata"]["namespace"],
+                                      name=dep["metadata"]["name"],
+                                      uid=dep["metadata"]["uid"], state=str(state),
+                                      message=message, containers=containers))
+        counts = compliance.counts(State(r.state) for r in out)
+        await self.kube.write_policy_status(policy, {"workloads": counts})
+        return out
+
+    # -- facts ---------------------------------------------------------------------------
+
+    async def container_facts(
+        self, dep: Mapping[str, Any], container: Mapping[str, Any], spec: PolicySpec, memo: _Pass
+    ) -> ContainerFacts:
+        image = container.get("image", "")
+        name = container.get("name", "")
+        try:
+            ref = parse_image(image)
+        except ValueError as exc:
+            return ContainerFacts(container=name, image=image, repository=image,
+                                  error_reason="InvalidImageReference", error=str(exc))
+        facts = ContainerFacts(container=name, image=image, repository=ref.name)
+        try:
+            digest, source = await self._running_digest(dep, name, ref, memo)
+            facts = replace(facts, digest=digest, digest_source=source)
+            lineage = await self.registry.image_lineage(ref.with_digest(digest))
+            base_name, base_digest = lineage.base_name or "", lineage.base_digest or ""
+            lineage_source = lineage.source or ""
+            override = ((dep["metadata"].get("annotations") or {}).get(BASE_ANNOTATION) or "").strip()
+            if not base_name and override:
+                base_name, lineage_source = override, "workload-annotation"
+            facts = replace(facts, base_name=base_name, base_digest=base_digest,
+                            lineage_source=lineage_source)
+            follow = _base_to_follow(base_name, override)
+            if follow is not None:
+                base = await self._base(follow, spec, memo)
+                if base.error_reason:
+                    return replace(facts, error_reason=base.error_reason, error=base.error)
+                facts = replace(facts, base_current=base.digest, base_platforms=base.platforms)
+                if not base_digest and override:
+                    # The image records no base digest: the annotation names the base,
+                    # so what runs is taken to be built on the base as it is now.
+                    facts = replace(facts, base_digest=base.digest)
+        except AdapterError as exc:
+            return replace(facts, error_reason=exc.reason, error=str(exc))
+        return await self._with_findings(facts, ref, spec)
+
+    async def _running_digest(self, dep: Mapping[str, Any], container: str, ref: ImageRef,
+                              memo: _Pass) -> tuple[str, str]:
+        if ref.digest:
+            return ref.digest, "spec"
+        from_pods = await self._pod_digest(dep, container, str(ref), memo)
+        if from_pods:
+            return from_pods, "pod-status"
+        key = str(ref)
+        if key not in memo.tags:
+            try:
+                memo.tags[key] = (await self.registry.resolve_digest(ref), "")
+            except AdapterError as exc:
+                memo.tags[key] = ("", f"{exc.reason}\0{exc}")
+                raise
+        digest, error = memo.tags[key]
+        if error:
+            reason, message = error.split("\0", 1)
+            raise AdapterError(message, reason=reason)
+        return digest, "tag-resolved"
+
+    async def _pod_digest(self, dep: Mapping[str, Any], container: str, image: str,
+                          memo: _Pass) -> str:
+        """The digest every current pod reports for the container, if they agree."""
+        ns = dep["metadata"]["namespace"]
+        if ns not in memo.namespace_pods:
+            memo.namespace_pods[ns] = await self.kube.list_namespace_pods(ns)
+        selector = (dep.get("spec") or {}).get("selector") or {}
+        try:
+            match: LabelSelector = parse_label_selector(selector, "spec.selector")
+        except SpecError:
+            return ""
+        digests = set()
+        for pod in memo.namespace_pods[ns]:
+            if not match.matches((pod.get("metadata") or {}).get("labels") or {}):
+                continue
+            # Only pods of the current template: their spec names exactly this image.
+            spec_images = {c.get("name"): c.get("image")
+                           for c in (pod.get("spec") or {}).get("containers") or []}
+            if spec_images.get(container) != image:
+                continue
+            for status in (pod.get("status") or {}).get("containerStatuses") or []:
+                if status.get("name") != container:
+                    continue
+                image_id = status.get("imageID") or ""
+                if "sha256:" in image_id:
+                    digests.add("sha256:" + image_id.rsplit("sha256:", 1)[1])
+        return digests.pop() if len(digests) == 1 else ""
+
+    async def _base(self, ref: ImageRef, spec: PolicySpec, memo: _Pass) -> _BaseFacts:
+        """The base tag's current digest: one HEAD per distinct base per checkInterval."""
+        key = str(ref)
+        if key in memo.bases:
+            return memo.bases[key]
+        cached = self._bases.get(key)
+        if cached and self.monotonic() - cached[0] < spec.base_images.check_interval.total_seconds():
+            memo.bases[key] = cached[1]
+            return cached[1]
+        try:
+            info = await self.registry.head_manifest(ref)
+            platforms: Mapping[str, str] = {}
+            if info.media_type in INDEX_TYPES:
+                # By digest: read once, then cached for good by the client.
+                platforms = await self.registry.platform_digests(ref.with_digest(info.digest))
+            facts = _BaseFacts(digest=info.digest, platforms=platforms)
+            self._bases[key] = (self.monotonic(), facts)
+        except AdapterError as exc:
+            facts = _BaseFacts(error_reason=exc.reason, error=f"base {key}: {exc}")
+        memo.bases[key] = facts
+        return facts
+
+    async def _with_findings(self, facts: ContainerFacts, ref: ImageRef,
+                             spec: PolicySpec) -> ContainerFacts:
+        source = spec.vulnerabilities.source
+        if source == VulnerabilitySource.NONE or self.findings is None or not facts.digest:
+            return facts
+        ecr = is_ecr_host(ref.host)
+        if ecr is None:
+            return facts  # only ECR images have ECR/Inspector findings
+        key = (ref.name, facts.digest, str(source))
+        cached = self._scans.get(key)
+        if cached and self.monotonic() - cached[0] < spec.base_images.check_interval.total_seconds():
+            report = cached[1]
+        else:
+            try:
+                report = await self.findings.read_async(
+                    repository=ref.repository, digest=facts.digest, source=source,
+                    registry_id=ecr.account)
+            except AdapterError as exc:
+                return replace(facts, error_reason=exc.reason, error=str(exc))
+            self._scans[key] = (self.monotonic(), report)
+        verdict = report.verdict(spec.vulnerabilities, now=self.clock())
+        return replace(facts, findings=verdict, scan=report.status_outcome)
+
+    async def _namespace_labels(self, ns: str, memo: _Pass) -> dict[str, str]:
+        if ns not in memo.namespace_labels:
+            memo.namespace_labels[ns] = await self.kube.namespace_labels(ns)
+        return memo.namespace_labels[ns]
+
+    # -- outputs -------------------------------------------------------------------------
+
+    def _patch_body(self, policy: str, spec: PolicySpec, intent: compliance.PatchIntent,
+                    results: Iterable[tuple[Mapping[str, Any], Any]]) -> dict[str, Any]:
+        strategy = str(spec.rebuild.strategy)
+        rebuild: dict[str, Any] = {"strategy": strategy}
+        # A workload's own annotation overrides the policy's default strategy.
+        for dep, assessed in results:
+            if any(f.repository == intent.image and f.digest == intent.current_digest
+                   for f, _ in assessed):
+                chosen = (dep["metadata"].get("annotations") or {}).get(REBUILD_ANNOTATION)
+                if chosen:
+                    kind, _, arg = chosen.partition(":")
+                    rebuild = {"strategy": kind}
+                    if kind == "codebuild":
+                        rebuild["codebuildProject"] = arg
+                    elif kind == "job":
+                        rebuild["jobTemplate"] = arg
+                break
+        if rebuild["strategy"] == "codebuild" and "codebuildProject" not in rebuild and spec.rebuild.codebuild:
+            rebuild["codebuildProject"] = spec.rebuild.codebuild.project
+        if rebuild["strategy"] == "job" and "jobTemplate" not in rebuild and spec.rebuild.job:
+            rebuild["jobTemplate"] = spec.rebuild.job.template
+        return {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ImagePatch",
+            "metadata": {
+                "name": intent.name,
+                "labels": {POLICY_LABEL: policy, MANAGED_BY[0]: MANAGED_BY[1]},
+                "annotations": {KEY_ANNOTATION: intent.key},
+            },
+            "spec": {
+                "image": intent.image,
+                "currentDigest": intent.current_digest,
+                "policy": policy,
+                "reason": intent.reason,
+                "evidence": dict(intent.evidence),
+                "rebuild": rebuild,
+            },
+        }
+
+    async def _close(self, patch: KnownPatch) -> None:
+        body = await self.kube.get_imagepatch(patch.name)
+        if body is None:
+            return
+        now = format_time(self.clock())
+        history = list((body.get("status") or {}).get("history") or [])
+        history.append({"phase": "Closed", "at": now,
+                        "message": "no longer needed: the image no longer breaks the policy"})
+        status = {
+            "phase": "Closed",
+            "history": history[-50:],
+            "conditions": [{"type": "Ready", "status": "True", "reason": "NoLongerNeeded",
+                            "message": "closed: no longer needed", "lastTransitionTime": now,
+                            "observedGeneration": body["metadata"].get("generation", 0)}],
+        }
+        await self.kube.write_imagepatch_status(
+            patch.name, status, resource_version=body["metadata"]["resourceVersion"])
+        log.info("ImagePatch %s closed: no longer needed", patch.name)
+
+    async def _report(self, dep: Mapping[str, Any], state: str, message: str,
+                      containers: list[dict[str, Any]], policy: str) -> None:
+        """Record the workload's state on it; post an Event when the state changed."""
+        meta = dep["metadata"]
+        previous = _previous_state(meta)
+        record = {"policy": policy, "state": state, "message": message[:1000],
+                  "containers": containers}
+        if previous.get("state") == state and {k: previous.get(k) for k in record} == record:
+            return
+        since = previous.get("since") if previous.get("state") == state else None
+        record["since"] = since or format_time(self.clock())
+        await self.kube.annotate_deployment(
+            meta["namespace"], meta["name"], {STATE_ANNOTATION: json.dumps(record, sort_keys=True)})
+        if previous.get("state") != state:
+            await self._event(dep, state, message)
+        # Keep our copy in step, so the next pass compares with what we wrote.
+        meta.setdefault("annotations", {})[STATE_ANNOTATION] = json.dumps(record, sort_keys=True)
+
+    async def _event(self, dep: Mapping[str, Any], state: str, message: str) -> None:
+        meta = dep["metadata"]
+        try:
+            await self.kube.emit_event(
+                involved={"apiVersion": "apps/v1", "kind": "Deployment",
+                          "namespace": meta["namespace"], "name": meta["name"],
+                          "uid": meta.get("uid", "")},
+                type="Warning" if state in _WARNING_STATES else "Normal",
+                reason=state, message=message)
+        except AdapterError as exc:
+            log.warning("could not post event %s: %s", state, exc)
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _containers(dep: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return list(((dep.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or [])
+
+
+def _image_name(image: str) -> str:
+    try:
+        return parse_image(image).name
+    except ValueError:
+        return image
+
+
+def _inputs(dep: Mapping[str, Any]) -> str:
+    """What detection reads from a workload: its images and our annotations on it."""
+    annotations = dep["metadata"].get("annotations") or {}
+    return json.dumps([
+        [(c.get("name"), c.get("image")) for c in _containers(dep)],
+        [annotations.get(k) for k in (POLICY_ANNOTATION, BASE_ANNOTATION, REBUILD_ANNOTATION)],
+    ])
+
+
+def _base_to_follow(base_name: str, override: str) -> ImageRef | None:
+    """The base tag to watch: the annotation's if given, else the recorded name if it has a tag.
+
+    A base recorded only by digest (``FROM base@sha256:…``) names no tag that
+    could move, so there is nothing to follow without the annotation.
+    """
+    for candidate in (override, base_name):
+        if not candidate:
+            continue
+        try:
+            ref = parse_image(candidate)
+        except ValueError:
+            continue
+        if ref.tag:
+            return ImageRef(host=ref.host, repository=ref.repository, tag=ref.tag)
+        if not ref.digest:
+            return ImageRef(host=ref.host, repository=ref.repository, tag="latest")
+    return None
+
+
+def _previous_state(meta: Mapping[str, Any]) -> dict[str, Any]:
+    raw = (meta.get("annotations") or {}).get(STATE_ANNOTATION)
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _known(body: Mapping[str, Any]) -> KnownPatch:
+    spec = body.get("spec") or {}
+    status = body.get("status") or {}
+    meta = body.get("metadata") or {}
+    return KnownPatch(
+        name=meta.get("name", ""),
+        key=(meta.get("annotations") or {}).get(KEY_ANNOTATION, ""),
+        image=_image_name(spec.get("image", "")),
+        current_digest=spec.get("currentDigest", ""),
+        phase=status.get("phase") or "Pending",
+        started=any(r.get("phase") not in (None, "Pending") for r in status.get("rollouts") or []),
+    )
+
+
+def _container_record(facts: ContainerFacts, assessment: Assessment, state: State) -> dict[str, Any]:
+    record = {
+        "name": facts.container,
+        "image": facts.image,
+        "digest": facts.digest,
+        "digestSource": facts.digest_source,
+        "base": facts.base_name,
+        "baseDigest": facts.base_digest,
+        "baseCurrent": facts.base_current,
+        "lineage": facts.lineage_source,
+        "state": str(state),
+        "reason": assessment.reason,
+        "message": assessment.message,
+    }
+    if facts.findings is not None:
+        record["findingsOverBaseline"] = len(facts.findings.violations)
+    return {k: v for k, v in record.items() if v != ""}

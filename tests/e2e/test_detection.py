@@ -1,0 +1,272 @@
+"""Detection on the real cluster, registry, buildah and moto: who needs a patch, and why.
+
+Images are built with buildah into the local registry. Workloads name them as
+if they lived in ECR (``123456789012.dkr.ecr.us-east-1.amazonaws.com/…``);
+the operator runs with ``--registry-endpoint`` mapping that host to the local
+registry, so image bytes come from a real registry while ECR scan findings
+and EventBridge → SQS events come from moto, exactly as on EKS.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.images import make_base_image, make_base_index
+from tests.support.operator import OperatorProcess, install_rbac, service_account_kubeconfig
+from tests.support.scenario import Scenario, unique
+from tests.support.wait import wait_for
+
+ACCOUNT, REGION = "123456789012", "us-east-1"
+ECR = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
+
+
+@pytest.fixture(scope="module")
+def queue(moto_server):
+    """An SQS queue fed by an EventBridge rule for ECR and Inspector events."""
+    sqs, events = moto_server.client("sqs"), moto_server.client("events")
+    url = sqs.create_queue(QueueName=f"imagepatch-{uuid.uuid4().hex[:6]}")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    rule = f"imagepatch-{uuid.uuid4().hex[:6]}"
+    events.put_rule(Name=rule, EventPattern=json.dumps({"source": ["aws.ecr", "aws.inspector2"]}))
+    # The whole event, unchanged (moto drops `account` without a transformer).
+    events.put_targets(Rule=rule, Targets=[{"Id": "q", "Arn": arn, "InputTransformer": {
+        "InputPathsMap": {}, "InputTemplate": "<aws.events.event.json>"}}])
+    return url
+
+
+@pytest.fixture(scope="module")
+def detector(kube, crds, registry, moto_server, queue, tmp_path_factory) -> Iterator[OperatorProcess]:
+    install_rbac(kube)
+    work = tmp_path_factory.mktemp("detector")
+    proc = OperatorProcess(
+        kubeconfig=service_account_kubeconfig(kube, work / "operator.kubeconfig"),
+        log_path=work / "operator.log",
+        extra_args=["--registry-endpoint", f"{ECR}=http://{registry.host}",
+                    "--aws-region", REGION, "--events-queue-url", queue, "--detect-tick", "1"],
+        extra_env={**moto_server.env(), "AWS_ENDPOINT_URL": moto_server.endpoint_url},
+    )
+    proc.start()
+    yield proc
+    proc.stop()
+    forbidden = proc.forbidden_lines()
+    assert not forbidden, "operator hit RBAC denials:\n" + "\n".join(forbidden[:10])
+
+
+@pytest.fixture
+def given(kube, detector) -> Scenario:
+    return Scenario(kube)
+
+
+def state_of(given: Scenario, ns: str, name: str = "web") -> dict:
+    dep = given.get("deployment", name, ns)
+    raw = (dep["metadata"].get("annotations") or {}).get("imagepatch.dev/state")
+    return json.loads(raw) if raw else {}
+
+
+def wait_state(given: Scenario, ns: str, *states: str, name: str = "web", timeout: float = 60) -> dict:
+    def probe():
+        st = state_of(given, ns, name)
+        return st if st.get("state") in states else None
+    try:
+        return wait_for(probe, timeout=timeout, interval=0.5, what=f"{ns}/{name} in {states}")
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}\nlast state: {json.dumps(state_of(given, ns, name))}") from None
+
+
+def patches_for(given: Scenario, policy: str) -> list[dict]:
+    out = json.loads(given.kube.kubectl("get", "imagepatches", "-l", f"imagepatch.dev/policy={policy}",
+                                        "-o", "json"))
+    return out["items"]
+
+
+def retrigger(given: Scenario, policy: str) -> None:
+    """`kubectl annotate` the policy: evaluate now rather than at the next interval."""
+    stamp = dt.datetime.now(dt.UTC).isoformat()
+    given.kube.kubectl("annotate", "imagepatchpolicy", policy, "--overwrite",
+                       f"imagepatch.dev/requestedAt={stamp}")
+
+
+def build_app_on(buildah, base, repo: str):
+    return buildah.build_app(base, repo, "1", pinned=False)
+
+
+def test_base_update_creates_one_patch_with_the_digests(given, registry, buildah) -> None:
+    base_repo, app_repo = unique("base"), unique("app")
+    base_v1 = make_base_image(registry, base_repo, "3.12", marker="v1")
+    app = build_app_on(buildah, base_v1, app_repo)
+    policy = unique("pol")
+    given.policy(policy, baseImages={"checkInterval": "1h"})
+    ns = given.namespace()
+    given.deployment(ns, "web", image=f"{ECR}/{app_repo}:1", policy=policy, replicas=2)
+
+    state = wait_state(given, ns, "Compliant")
+    [container] = state["containers"]
+    assert container["digest"] == app.digest
+    assert container["digestSource"] == "tag-resolved"  # kwok pods report no imageID
+    assert container["baseDigest"] == base_v1.digest
+    assert container["lineage"] == "manifest-annotations"
+    assert patches_for(given, policy) == []
+
+    base_v2 = make_base_image(registry, base_repo, "3.12", marker="v2")
+    retrigger(given, policy)
+    state = wait_state(given, ns, "Patching", "BaseImageOutdated")
+    [patch] = patches_for(given, policy)
+    assert patch["spec"]["reason"] == "BaseImageOutdated"
+    assert patch["spec"]["image"] == f"{ECR}/{app_repo}"
+    assert patch["spec"]["currentDigest"] == app.digest
+    assert patch["spec"]["evidence"]["baseImage"] == {
+        "name": f"{registry.host}/{base_repo}:3.12",
+        "oldDigest": base_v1.digest, "newDigest": base_v2.digest}
+    assert state["state"] == "Patching"
+
+    # Re-evaluation never duplicates it.
+    retrigger(given, policy)
+    time.sleep(3)
+    assert [p["metadata"]["name"] for p in patches_for(given, policy)] == [patch["metadata"]["name"]]
+    reasons = [e["reason"] for e in given.events(ns, "web")]
+    assert "Compliant" in reasons and "Patching" in reasons
+    status = given.get("imagepatchpolicy", policy)["status"]
+    assert status["workloads"]["total"] == 1 and status["workloads"]["patching"] == 1
+
+
+def test_multi_arch_base_resolves_to_its_index(given, registry, buildah) -> None:
+    base_repo, app_repo = unique("mbase"), unique("mapp")
+    index = make_base_index(registry, base_repo, "1", marker="v1")
+    app = build_app_on(buildah, index, app_repo)
+    policy = unique("pol")
+    given.policy(policy)
+    ns = given.namespace()
+    given.deployment(ns, "web", image=f"{ECR}/{app_repo}:1", policy=policy, replicas=1)
+
+    state = wait_state(given, ns, "Compliant")
+    [container] = state["containers"]
+    # buildah records the amd64 platform digest; the base tag resolves to the index.
+    assert container["baseCurrent"] == index.digest
+    assert container["baseDigest"] != index.digest
+    assert app.digest == container["digest"]
+
+
+def test_push_event_triggers_detection_within_seconds(given, registry, buildah, moto_server) -> None:
+    base_repo, app_repo = unique("ebase"), unique("eapp")
+    base_v1 = make_base_image(registry, base_repo, "1", marker="v1")
+    build_app_on(buildah, base_v1, app_repo)
+    policy = unique("pol")
+    given.policy(policy, baseImages={"checkInterval": "1h"})
+    ns = given.namespace()
+    # The annotation names the base tag to follow, under its ECR name.
+    doc_base = f"{ECR}/{base_repo}:1"
+    given.deployment(ns, "web", image=f"{ECR}/{app_repo}:1", policy=policy, replicas=1)
+    given.kube.kubectl("annotate", "deployment", "web", "-n", ns, f"imagepatch.dev/base-image={doc_base}")
+    wait_state(given, ns, "Compliant")
+
+    base_v2 = make_base_image(registry, base_repo, "1", marker="v2")
+    pushed = time.monotonic()
+    moto_server.client("events").put_events(Entries=[{
+        "Source": "aws.ecr", "DetailType": "ECR Image Action",
+        "Detail": json.dumps({"action-type": "PUSH", "result": "SUCCESS",
+                              "repository-name": base_repo, "image-digest": base_v2.digest,
+                              "image-tag": "1"}),
+    }])
+    wait_state(given, ns, "Patching", "BaseImageOutdated", timeout=30)
+    print(f"\n[measured] SQS push event → ImagePatch: {time.monotonic() - pushed:.2f}s")
+    [patch] = patches_for(given, policy)
+    assert patch["spec"]["evidence"]["baseImage"]["newDigest"] == base_v2.digest
+
+
+def test_findings_over_the_baseline_make_the_workload_vulnerable(given, registry, buildah, moto_server) -> None:
+    base = make_base_image(registry, unique("fbase"), "1", marker="v1")
+    bad_repo, ok_repo = unique("vuln"), unique("clean")
+    bad = build_app_on(buildah, base, bad_repo)
+    ok = build_app_on(buildah, base, ok_repo)
+    ecr = moto_server.client("ecr")
+
+    def scan(repo: str, digest: str, findings: list[dict]) -> None:
+        ecr.create_repository(repositoryName=repo)
+        manifest, media_type, _ = registry.get_manifest(repo, digest)
+        ecr.put_image(repositoryName=repo, imageManifest=manifest.decode(),
+                      imageManifestMediaType=media_type, imageTag="1", imageDigest=digest)
+        ecr.start_image_scan(repositoryName=repo, imageId={"imageDigest": digest})
+        moto_server.inject_ecr_scan_findings({
+            "imageScanStatus": {"status": "COMPLETE", "description": "done"},
+            "imageScanFindings": {"findings": findings, "findingSeverityCounts": {}},
+            "registryId": ACCOUNT, "repositoryName": repo, "imageId": {"imageDigest": digest},
+        })
+
+    def finding(cve: str, severity: str) -> dict:
+        return {"name": cve, "severity": severity, "uri": f"https://nvd.example/{cve}",
+                "attributes": [{"key": "package_name", "value": "openssl"},
+                               {"key": "package_version", "value": "3.0.1"}]}
+
+    scan(bad_repo, bad.digest, [finding("CVE-2026-0001", "CRITICAL"), finding("CVE-2026-0002", "LOW")])
+    # Below the baseline (LOW) or explicitly ignored: compliant.
+    scan(ok_repo, ok.digest, [finding("CVE-2026-0003", "LOW"), finding("CVE-2026-0004", "HIGH")])
+    policy = unique("pol")
+    given.policy(policy, vulnerabilities={"source": "ecr", "minSeverity": "HIGH",
+                                          "ignore": ["CVE-2026-0004"]})
+    ns = given.namespace()
+    given.deployment(ns, "bad", image=f"{ECR}/{bad_repo}:1", policy=policy, replicas=1)
+    given.deployment(ns, "ok", image=f"{ECR}/{ok_repo}:1", policy=policy, replicas=1)
+
+    wait_state(given, ns, "Patching", "Vulnerable", name="bad")
+    wait_state(given, ns, "Compliant", name="ok")
+    [patch] = patches_for(given, policy)
+    assert patch["spec"]["reason"] == "Vulnerable"
+    assert [f["id"] for f in patch["spec"]["evidence"]["findings"]] == ["CVE-2026-0001"]
+    status = given.get("imagepatchpolicy", policy)["status"]["workloads"]
+    assert (status["total"], status["compliant"], status["patching"]) == (2, 1, 1)
+
+
+def test_namespace_not_admitted_and_unknown_policy_are_warned_and_left_alone(given) -> None:
+    policy = unique("pol")
+    given.policy(policy, namespaceSelector={"matchLabels": {"team": "payments"}})
+    ns = given.namespace()  # no team label
+    given.deployment(ns, "web", image=f"{ECR}/whatever:1", policy=policy, replicas=1)
+    given.deployment(ns, "ghost", image=f"{ECR}/whatever:1", policy="no-such-policy", replicas=1)
+
+    assert wait_state(given, ns, "NotAdmitted")["state"] == "NotAdmitted"
+    assert wait_state(given, ns, "PolicyNotFound", name="ghost")["state"] == "PolicyNotFound"
+    warnings = {e["reason"]: e["message"] for e in given.events(ns, "web") if e["type"] == "Warning"}
+    assert "not admitted" in warnings["NotAdmitted"]
+    ghost = {e["reason"]: e["message"] for e in given.events(ns, "ghost") if e["type"] == "Warning"}
+    assert "'no-such-policy' does not exist" in ghost["PolicyNotFound"]
+    assert patches_for(given, policy) == []
+
+
+def test_deleted_base_tag_is_unknown_and_creates_no_patch(given, registry, buildah) -> None:
+    base_repo, app_repo = unique("dbase"), unique("dapp")
+    base = make_base_image(registry, base_repo, "1", marker="v1")
+    build_app_on(buildah, base, app_repo)
+    policy = unique("pol")
+    given.policy(policy)
+    ns = given.namespace()
+    given.deployment(ns, "web", image=f"{ECR}/{app_repo}:1", policy=policy, replicas=1)
+    wait_state(given, ns, "Compliant")
+
+    registry.delete_manifest(base_repo, base.digest)
+    retrigger(given, policy)
+    state = wait_state(given, ns, "Unknown")
+    assert state["containers"][0]["reason"] == "ImageNotFound"
+    assert patches_for(given, policy) == []
+
+
+def test_removing_the_annotation_stops_management(given, registry, buildah) -> None:
+    base = make_base_image(registry, unique("rbase"), "1", marker="v1")
+    app_repo = unique("rapp")
+    build_app_on(buildah, base, app_repo)
+    policy = unique("pol")
+    given.policy(policy)
+    ns = given.namespace()
+    given.deployment(ns, "web", image=f"{ECR}/{app_repo}:1", policy=policy, replicas=1)
+    wait_state(given, ns, "Compliant")
+
+    given.kube.kubectl("annotate", "deployment", "web", "-n", ns, "imagepatch.dev/policy-")
+    wait_for(lambda: not state_of(given, ns), timeout=30, what="the state annotation to go")
+    retrigger(given, policy)
+    wait_for(lambda: given.get("imagepatchpolicy", policy)["status"].get("workloads", {}).get("total") == 0,
+             timeout=30, what="the policy to count no workload")
