@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.faultproxy import FaultProxy
 from tests.support.images import make_base_image, make_base_index
 from tests.support.operator import OperatorProcess, install_rbac, service_account_kubeconfig
 from tests.support.scenario import Scenario, unique
@@ -270,3 +271,78 @@ def test_removing_the_annotation_stops_management(given, registry, buildah) -> N
     retrigger(given, policy)
     wait_for(lambda: given.get("imagepatchpolicy", policy)["status"].get("workloads", {}).get("total") == 0,
              timeout=30, what="the policy to count no workload")
+
+
+@pytest.fixture(scope="module")
+def base_proxy(registry) -> Iterator[FaultProxy]:
+    """The registry again, through a proxy that counts requests and injects faults."""
+    proxy = FaultProxy.start(upstream=registry.host)
+    yield proxy
+    proxy.stop()
+
+
+def test_fifty_workloads_on_two_bases_cost_two_base_heads(given, registry, buildah, base_proxy, detector) -> None:
+    base_a, base_b = unique("sa"), unique("sb")
+    bases = [make_base_image(registry, base_a, "1", marker="a"), make_base_image(registry, base_b, "1", marker="b")]
+    apps = [build_app_on(buildah, bases[i % 2], unique(f"s{i}")) for i in range(5)]
+    policy = unique("pol")
+    given.policy(policy, baseImages={"checkInterval": "1h"})
+    ns = given.namespace()
+    items = []
+    for i in range(50):
+        app = apps[i % 5]
+        base_repo = (base_a, base_b)[(i % 5) % 2]
+        items.append({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": f"w{i:02d}", "namespace": ns, "annotations": {
+                "imagepatch.dev/policy": policy,
+                "imagepatch.dev/base-image": f"{base_proxy.host}/{base_repo}:1"}},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": f"w{i:02d}"}},
+                     "template": {"metadata": {"labels": {"app": f"w{i:02d}"}},
+                                  "spec": {"containers": [{"name": "app", "image": f"{ECR}/{app.name}:1"}]}}},
+        })
+    base_proxy.clear()
+    heads_before = base_proxy.count("HEAD")
+    given.kube.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+
+    def all_evaluated():
+        status = given.get("imagepatchpolicy", policy).get("status", {}).get("workloads", {})
+        return status.get("total") == 50 and status.get("compliant") == 50 and status
+    wait_for(all_evaluated, timeout=120, interval=1, what="50 workloads evaluated")
+
+    heads = base_proxy.count("HEAD") - heads_before
+    print(f"\n[measured] 50 workloads, 5 images, 2 bases: {heads} base HEADs, "
+          f"{base_proxy.count() } requests through the base proxy")
+    assert heads <= 2
+    timings = [ln for ln in detector.log().splitlines() if f"policy {policy}:" in ln]
+    print("[measured] " + timings[-1].split("imagepatch.detection: ", 1)[-1])
+
+
+def test_registry_faults_make_workloads_unknown_and_create_no_patch(given, registry, buildah, base_proxy) -> None:
+    base_repo, app_repo = unique("fbase"), unique("fapp")
+    base = make_base_image(registry, base_repo, "1", marker="v1")
+    build_app_on(buildah, base, app_repo)
+    policy = unique("pol")
+    given.policy(policy, baseImages={"checkInterval": "1h"})
+    ns = given.namespace()
+    given.deployment(ns, "web", image=f"{ECR}/{app_repo}:1", policy=policy, replicas=1)
+    given.kube.kubectl("annotate", "deployment", "web", "-n", ns,
+                       f"imagepatch.dev/base-image={base_proxy.host}/{base_repo}:1")
+    wait_state(given, ns, "Compliant")
+
+    # The base registry fails every request for a while (more than the retry budget).
+    make_base_image(registry, base_repo, "1", marker="v2")  # an update it cannot see
+    base_proxy.respond_next(1000, 503)
+    retrigger(given, policy)
+    state = wait_state(given, ns, "Unknown", timeout=90)
+    assert state["containers"][0]["reason"] == "RegistryUnavailable"
+    assert patches_for(given, policy) == []
+    warnings = [e for e in given.events(ns, "web") if e["type"] == "Warning"]
+    assert warnings and warnings[-1]["reason"] == "Unknown"
+
+    # It recovers by itself once the registry does, and only then sees the update.
+    base_proxy.clear()
+    base_proxy.respond_next(1, 429, retry_after=1)  # one more rate limit, honoured
+    retrigger(given, policy)
+    wait_state(given, ns, "Patching", "BaseImageOutdated", timeout=60)
+    assert len(patches_for(given, policy)) == 1

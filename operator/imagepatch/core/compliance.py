@@ -43,8 +43,15 @@ class State(enum.StrEnum):
 
 
 # Worst first: a workload shows its worst container's state.
-_SEVERITY = [State.FAILED, State.VULNERABLE, State.UNTRUSTED_BASE, State.BASE_IMAGE_OUTDATED,
-             State.UNKNOWN, State.PATCHING, State.COMPLIANT]
+_SEVERITY = [
+    State.FAILED,
+    State.VULNERABLE,
+    State.UNTRUSTED_BASE,
+    State.BASE_IMAGE_OUTDATED,
+    State.UNKNOWN,
+    State.PATCHING,
+    State.COMPLIANT,
+]
 
 # Policy status field for each state (status.workloads.*).
 COUNT_FIELDS = {
@@ -68,7 +75,9 @@ class ContainerFacts:
     digest_source: str = ""  # "spec" | "pod-status" | "tag-resolved"
     base_name: str = ""  # as recorded, e.g. registry/base:3.12 (tag) or …@sha256 (pinned)
     base_digest: str = ""  # as recorded (for a multi-arch base: often a platform digest)
-    lineage_source: str = ""  # manifest-annotations | index-annotations | config-labels | workload-annotation
+    lineage_source: str = (
+        ""  # manifest-annotations | index-annotations | config-labels | workload-annotation
+    )
     base_current: str = ""  # what the base tag points at now (an index digest for multi-arch)
     base_platforms: Mapping[str, str] = field(default_factory=dict)  # of the current base index
     findings: BaselineVerdict | None = None
@@ -92,32 +101,44 @@ def assess_container(facts: ContainerFacts, policy: PolicySpec) -> Assessment:
     if trusted:
         if not facts.base_name:
             return Assessment(
-                state=State.UNTRUSTED_BASE, reason="BaseUnknown",
+                state=State.UNTRUSTED_BASE,
+                reason="BaseUnknown",
                 message=f"{facts.image} records no base image, so it cannot be shown to use a "
-                        "trusted one (set the imagepatch.dev/base-image annotation)")
+                "trusted one (set the imagepatch.dev/base-image annotation)",
+            )
         if not matches_glob(facts.base_name, trusted):
             return Assessment(
-                state=State.UNTRUSTED_BASE, reason="UntrustedBase",
-                message=f"base {facts.base_name} matches none of spec.baseImages.trusted")
+                state=State.UNTRUSTED_BASE,
+                reason="UntrustedBase",
+                message=f"base {facts.base_name} matches none of spec.baseImages.trusted",
+            )
     if facts.findings is not None and facts.findings.violations:
         ids = ", ".join(f.id for f in facts.findings.violations[:5])
         more = len(facts.findings.violations) - 5
         return Assessment(
-            state=State.VULNERABLE, reason="Vulnerable",
+            state=State.VULNERABLE,
+            reason="Vulnerable",
             message=f"{len(facts.findings.violations)} findings over the baseline: {ids}"
-                    + (f" and {more} more" if more > 0 else ""))
+            + (f" and {more} more" if more > 0 else ""),
+        )
     if outdated(facts):
         return Assessment(
-            state=State.BASE_IMAGE_OUTDATED, reason="BaseImageOutdated",
+            state=State.BASE_IMAGE_OUTDATED,
+            reason="BaseImageOutdated",
             message=f"base {facts.base_name} moved from {short(facts.base_digest)} "
-                    f"to {short(facts.base_current)}")
+            f"to {short(facts.base_current)}",
+        )
     if facts.scan is not None and not facts.scan.findings_usable and facts.scan.error:
         return Assessment(state=State.UNKNOWN, reason=facts.scan.reason, message=facts.scan.message)
     if not facts.base_name:
-        return Assessment(state=State.COMPLIANT, reason="NoBaseRecorded",
-                          message=f"{facts.image} records no base image; only findings are checked")
-    return Assessment(state=State.COMPLIANT, reason="Compliant",
-                      message=f"base {facts.base_name} is current")
+        return Assessment(
+            state=State.COMPLIANT,
+            reason="NoBaseRecorded",
+            message=f"{facts.image} records no base image; only findings are checked",
+        )
+    return Assessment(
+        state=State.COMPLIANT, reason="Compliant", message=f"base {facts.base_name} is current"
+    )
 
 
 def outdated(facts: ContainerFacts) -> bool:
@@ -183,25 +204,41 @@ def intent_for(facts: ContainerFacts, assessment: Assessment) -> PatchIntent | N
     evidence: dict[str, Any] = {}
     new_base = ""
     if facts.base_name:
-        evidence["baseImage"] = {"name": facts.base_name, "oldDigest": facts.base_digest,
-                                 "newDigest": facts.base_current}
+        evidence["baseImage"] = {
+            "name": facts.base_name,
+            "oldDigest": facts.base_digest,
+            "newDigest": facts.base_current,
+        }
         if outdated(facts):
             new_base = facts.base_current
     if facts.findings is not None and facts.findings.violations:
         evidence["findings"] = [
-            {k: v for k, v in {
-                "id": f.id,
-                "severity": f.severity_label,
-                "package": f.package,
-                "fixAvailable": f.fix_available,
-                "firstObservedAt": (f.first_observed_at.isoformat().replace("+00:00", "Z")
-                                    if f.first_observed_at else None),
-            }.items() if v is not None and v != ""}
+            {
+                k: v
+                for k, v in {
+                    "id": f.id,
+                    "severity": f.severity_label,
+                    "package": f.package,
+                    "fixAvailable": f.fix_available,
+                    "firstObservedAt": (
+                        f.first_observed_at.isoformat().replace("+00:00", "Z")
+                        if f.first_observed_at
+                        else None
+                    ),
+                }.items()
+                if v is not None and v != ""
+            }
             for f in facts.findings.violations[:50]
         ]
     key = patch_key(facts.repository, facts.digest, str(assessment.state), new_base)
-    return PatchIntent(name=patch_name(facts.repository, key), key=key, image=facts.repository,
-                       current_digest=facts.digest, reason=str(assessment.state), evidence=evidence)
+    return PatchIntent(
+        name=patch_name(facts.repository, key),
+        key=key,
+        image=facts.repository,
+        current_digest=facts.digest,
+        reason=str(assessment.state),
+        evidence=evidence,
+    )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -226,8 +263,9 @@ class PatchPlan:
     close: tuple[KnownPatch, ...]  # open, detection-made, no longer needed, not started
 
 
-def plan_patches(intents: Sequence[PatchIntent], known: Sequence[KnownPatch],
-                 *, evaluated_images: Iterable[str]) -> PatchPlan:
+def plan_patches(
+    intents: Sequence[PatchIntent], known: Sequence[KnownPatch], *, evaluated_images: Iterable[str]
+) -> PatchPlan:
     """What to create and what to close, for the images that were evaluated.
 
     A patch is closed only when its image was evaluated this time (so a
@@ -238,7 +276,8 @@ def plan_patches(intents: Sequence[PatchIntent], known: Sequence[KnownPatch],
     create = tuple(i for k, i in sorted(wanted.items()) if k not in by_key)
     evaluated = set(evaluated_images)
     close = tuple(
-        p for p in known
+        p
+        for p in known
         if p.key and p.open and not p.started and p.key not in wanted and p.image in evaluated
     )
     return PatchPlan(create=create, close=close)

@@ -62,9 +62,15 @@ MANAGED_BY = ("app.kubernetes.io/managed-by", "imagepatch")
 # Workload states that are not compliance states: reported, never counted.
 NOT_ADMITTED = "NotAdmitted"
 POLICY_NOT_FOUND = "PolicyNotFound"
-_WARNING_STATES = {str(State.BASE_IMAGE_OUTDATED), str(State.VULNERABLE),
-                   str(State.UNTRUSTED_BASE), str(State.FAILED), str(State.UNKNOWN),
-                   NOT_ADMITTED, POLICY_NOT_FOUND}
+_WARNING_STATES = {
+    str(State.BASE_IMAGE_OUTDATED),
+    str(State.VULNERABLE),
+    str(State.UNTRUSTED_BASE),
+    str(State.FAILED),
+    str(State.UNKNOWN),
+    NOT_ADMITTED,
+    POLICY_NOT_FOUND,
+}
 
 
 @dataclass
@@ -194,9 +200,13 @@ class Detector:
         for name, workloads in sorted(by_policy.items()):
             if name not in policies:
                 for dep in workloads:
-                    await self._report(dep, POLICY_NOT_FOUND,
-                                       f"ImagePatchPolicy {name!r} does not exist; "
-                                       "this workload is left alone", [], name)
+                    await self._report(
+                        dep,
+                        POLICY_NOT_FOUND,
+                        f"ImagePatchPolicy {name!r} does not exist; this workload is left alone",
+                        [],
+                        name,
+                    )
                 continue
         for name, body in sorted(policies.items()):
             try:
@@ -210,36 +220,50 @@ class Detector:
             age = self.monotonic() - self.last_evaluated.get(name, -1e18)
             # A workload that is new, or whose images or annotations changed, is looked at now.
             changed = any(self.evaluated.get(d["metadata"]["uid"]) != _inputs(d) for d in workloads)
-            due = (age >= spec.base_images.check_interval.total_seconds()
-                   or changed
-                   or bool(images & forced)
-                   or requested != self.handled_request.get(name, ""))
+            due = (
+                age >= spec.base_images.check_interval.total_seconds()
+                or changed
+                or bool(images & forced)
+                or requested != self.handled_request.get(name, "")
+            )
             if not due:
                 continue
             if requested != self.handled_request.get(name, ""):
                 # A human asked for a check now: what we know may be stale, look again.
                 self._forget(self.bases_of.get(name, set()) | images)
-            self.last_evaluated[name] = self.monotonic()
+            started = self.monotonic()
+            self.last_evaluated[name] = started
             self.handled_request[name] = requested
-            await self.evaluate_policy(name, spec, workloads, patches, memo)
+            results = await self.evaluate_policy(name, spec, workloads, patches, memo)
+            log.info("policy %s: %d workloads evaluated in %.2fs (%s)", name, len(results),
+                     self.monotonic() - started,
+                     ", ".join(f"{k}={v}" for k, v in compliance.counts(
+                         State(r.state) for r in results).items() if v))
 
     # -- one policy ----------------------------------------------------------------------
 
     async def evaluate_policy(
-        self, policy: str, spec: PolicySpec, workloads: Sequence[Mapping[str, Any]],
-        patches: Sequence[Mapping[str, Any]], memo: _Pass,
+        self,
+        policy: str,
+        spec: PolicySpec,
+        workloads: Sequence[Mapping[str, Any]],
+        patches: Sequence[Mapping[str, Any]],
+        memo: _Pass,
     ) -> list[WorkloadResult]:
-        known = [_known(p) for p in patches
-                 if (p.get("spec") or {}).get("policy") == policy]
+        known = [_known(p) for p in patches if (p.get("spec") or {}).get("policy") == policy]
         results: list[tuple[Mapping[str, Any], list[tuple[ContainerFacts, Assessment]]]] = []
         for dep in workloads:
             ns = dep["metadata"]["namespace"]
             labels = await self._namespace_labels(ns, memo)
             if not spec.namespace_selector.matches(labels):
                 await self._report(
-                    dep, NOT_ADMITTED,
+                    dep,
+                    NOT_ADMITTED,
                     f"namespace {ns} is not admitted by ImagePatchPolicy {policy!r} "
-                    "(spec.namespaceSelector); this workload is left alone", [], policy)
+                    "(spec.namespaceSelector); this workload is left alone",
+                    [],
+                    policy,
+                )
                 continue
             assessed = []
             for container in _containers(dep):
@@ -254,8 +278,9 @@ class Detector:
                 if intent is not None:
                     intents[intent.key] = intent
         evaluated = {f.repository for _, a in results for f, _ in a if not f.error_reason}
-        self.bases_of[policy] = {_image_name(f.base_name) for _, a in results for f, _ in a
-                                 if f.base_name}
+        self.bases_of[policy] = {
+            _image_name(f.base_name) for _, a in results for f, _ in a if f.base_name
+        }
         for dep, _ in results:
             override = (dep["metadata"].get("annotations") or {}).get(BASE_ANNOTATION)
             if override:
@@ -263,7 +288,8 @@ class Detector:
         plan = compliance.plan_patches(list(intents.values()), known, evaluated_images=evaluated)
         for intent in plan.create:
             created = await self.kube.create_imagepatch(
-                self._patch_body(policy, spec, intent, results))
+                self._patch_body(policy, spec, intent, results)
+            )
             if created is not None:
                 log.info("ImagePatch %s created: %s %s", intent.name, intent.image, intent.reason)
                 known.append(_known(created))
@@ -275,17 +301,27 @@ class Detector:
         for dep in workloads:
             self.evaluated[dep["metadata"]["uid"]] = _inputs(dep)
         for dep, assessed in results:
-            states = [compliance.overlay(a.state, f.repository, f.digest, known)
-                      for f, a in assessed]
+            states = [
+                compliance.overlay(a.state, f.repository, f.digest, known) for f, a in assessed
+            ]
             state = compliance.worst(states)
-            containers = [_container_record(f, a, s) for (f, a), s in zip(assessed, states, strict=True)]
-            message = "; ".join(f"{c['name']}: {c['message']}" for c in containers
-                                if c["state"] == str(state)) or str(state)
+            containers = [
+                _container_record(f, a, s) for (f, a), s in zip(assessed, states, strict=True)
+            ]
+            message = "; ".join(
+                f"{c['name']}: {c['message']}" for c in containers if c["state"] == str(state)
+            ) or str(state)
             await self._report(dep, str(state), message, containers, policy)
-            out.append(WorkloadResult(namespace=dep["metadata"]["namespace"],
-                                      name=dep["metadata"]["name"],
-                                      uid=dep["metadata"]["uid"], state=str(state),
-                                      message=message, containers=containers))
+            out.append(
+                WorkloadResult(
+                    namespace=dep["metadata"]["namespace"],
+                    name=dep["metadata"]["name"],
+                    uid=dep["metadata"]["uid"],
+                    state=str(state),
+                    message=message,
+                    containers=containers,
+                )
+            )
         counts = compliance.counts(State(r.state) for r in out)
         await self.kube.write_policy_status(policy, {"workloads": counts})
         return out
@@ -300,8 +336,13 @@ class Detector:
         try:
             ref = parse_image(image)
         except ValueError as exc:
-            return ContainerFacts(container=name, image=image, repository=image,
-                                  error_reason="InvalidImageReference", error=str(exc))
+            return ContainerFacts(
+                container=name,
+                image=image,
+                repository=image,
+                error_reason="InvalidImageReference",
+                error=str(exc),
+            )
         facts = ContainerFacts(container=name, image=image, repository=ref.name)
         try:
             digest, source = await self._running_digest(dep, name, ref, memo)
@@ -309,11 +350,14 @@ class Detector:
             lineage = await self.registry.image_lineage(ref.with_digest(digest))
             base_name, base_digest = lineage.base_name or "", lineage.base_digest or ""
             lineage_source = lineage.source or ""
-            override = ((dep["metadata"].get("annotations") or {}).get(BASE_ANNOTATION) or "").strip()
+            override = (
+                (dep["metadata"].get("annotations") or {}).get(BASE_ANNOTATION) or ""
+            ).strip()
             if not base_name and override:
                 base_name, lineage_source = override, "workload-annotation"
-            facts = replace(facts, base_name=base_name, base_digest=base_digest,
-                            lineage_source=lineage_source)
+            facts = replace(
+                facts, base_name=base_name, base_digest=base_digest, lineage_source=lineage_source
+            )
             follow = _base_to_follow(base_name, override)
             if follow is not None:
                 base = await self._base(follow, spec, memo)
@@ -328,8 +372,9 @@ class Detector:
             return replace(facts, error_reason=exc.reason, error=str(exc))
         return await self._with_findings(facts, ref, spec)
 
-    async def _running_digest(self, dep: Mapping[str, Any], container: str, ref: ImageRef,
-                              memo: _Pass) -> tuple[str, str]:
+    async def _running_digest(
+        self, dep: Mapping[str, Any], container: str, ref: ImageRef, memo: _Pass
+    ) -> tuple[str, str]:
         if ref.digest:
             return ref.digest, "spec"
         from_pods = await self._pod_digest(dep, container, str(ref), memo)
@@ -348,8 +393,9 @@ class Detector:
             raise AdapterError(message, reason=reason)
         return digest, "tag-resolved"
 
-    async def _pod_digest(self, dep: Mapping[str, Any], container: str, image: str,
-                          memo: _Pass) -> str:
+    async def _pod_digest(
+        self, dep: Mapping[str, Any], container: str, image: str, memo: _Pass
+    ) -> str:
         """The digest every current pod reports for the container, if they agree."""
         ns = dep["metadata"]["namespace"]
         if ns not in memo.namespace_pods:
@@ -364,8 +410,10 @@ class Detector:
             if not match.matches((pod.get("metadata") or {}).get("labels") or {}):
                 continue
             # Only pods of the current template: their spec names exactly this image.
-            spec_images = {c.get("name"): c.get("image")
-                           for c in (pod.get("spec") or {}).get("containers") or []}
+            spec_images = {
+                c.get("name"): c.get("image")
+                for c in (pod.get("spec") or {}).get("containers") or []
+            }
             if spec_images.get(container) != image:
                 continue
             for status in (pod.get("status") or {}).get("containerStatuses") or []:
@@ -382,7 +430,10 @@ class Detector:
         if key in memo.bases:
             return memo.bases[key]
         cached = self._bases.get(key)
-        if cached and self.monotonic() - cached[0] < spec.base_images.check_interval.total_seconds():
+        if (
+            cached
+            and self.monotonic() - cached[0] < spec.base_images.check_interval.total_seconds()
+        ):
             memo.bases[key] = cached[1]
             return cached[1]
         try:
@@ -398,8 +449,9 @@ class Detector:
         memo.bases[key] = facts
         return facts
 
-    async def _with_findings(self, facts: ContainerFacts, ref: ImageRef,
-                             spec: PolicySpec) -> ContainerFacts:
+    async def _with_findings(
+        self, facts: ContainerFacts, ref: ImageRef, spec: PolicySpec
+    ) -> ContainerFacts:
         source = spec.vulnerabilities.source
         if source == VulnerabilitySource.NONE or self.findings is None or not facts.digest:
             return facts
@@ -408,13 +460,19 @@ class Detector:
             return facts  # only ECR images have ECR/Inspector findings
         key = (ref.name, facts.digest, str(source))
         cached = self._scans.get(key)
-        if cached and self.monotonic() - cached[0] < spec.base_images.check_interval.total_seconds():
+        if (
+            cached
+            and self.monotonic() - cached[0] < spec.base_images.check_interval.total_seconds()
+        ):
             report = cached[1]
         else:
             try:
                 report = await self.findings.read_async(
-                    repository=ref.repository, digest=facts.digest, source=source,
-                    registry_id=ecr.account)
+                    repository=ref.repository,
+                    digest=facts.digest,
+                    source=source,
+                    registry_id=ecr.account,
+                )
             except AdapterError as exc:
                 return replace(facts, error_reason=exc.reason, error=str(exc))
             self._scans[key] = (self.monotonic(), report)
@@ -428,14 +486,21 @@ class Detector:
 
     # -- outputs -------------------------------------------------------------------------
 
-    def _patch_body(self, policy: str, spec: PolicySpec, intent: compliance.PatchIntent,
-                    results: Iterable[tuple[Mapping[str, Any], Any]]) -> dict[str, Any]:
+    def _patch_body(
+        self,
+        policy: str,
+        spec: PolicySpec,
+        intent: compliance.PatchIntent,
+        results: Iterable[tuple[Mapping[str, Any], Any]],
+    ) -> dict[str, Any]:
         strategy = str(spec.rebuild.strategy)
         rebuild: dict[str, Any] = {"strategy": strategy}
         # A workload's own annotation overrides the policy's default strategy.
         for dep, assessed in results:
-            if any(f.repository == intent.image and f.digest == intent.current_digest
-                   for f, _ in assessed):
+            if any(
+                f.repository == intent.image and f.digest == intent.current_digest
+                for f, _ in assessed
+            ):
                 chosen = (dep["metadata"].get("annotations") or {}).get(REBUILD_ANNOTATION)
                 if chosen:
                     kind, _, arg = chosen.partition(":")
@@ -445,7 +510,11 @@ class Detector:
                     elif kind == "job":
                         rebuild["jobTemplate"] = arg
                 break
-        if rebuild["strategy"] == "codebuild" and "codebuildProject" not in rebuild and spec.rebuild.codebuild:
+        if (
+            rebuild["strategy"] == "codebuild"
+            and "codebuildProject" not in rebuild
+            and spec.rebuild.codebuild
+        ):
             rebuild["codebuildProject"] = spec.rebuild.codebuild.project
         if rebuild["strategy"] == "job" and "jobTemplate" not in rebuild and spec.rebuild.job:
             rebuild["jobTemplate"] = spec.rebuild.job.template
@@ -473,32 +542,56 @@ class Detector:
             return
         now = format_time(self.clock())
         history = list((body.get("status") or {}).get("history") or [])
-        history.append({"phase": "Closed", "at": now,
-                        "message": "no longer needed: the image no longer breaks the policy"})
+        history.append(
+            {
+                "phase": "Closed",
+                "at": now,
+                "message": "no longer needed: the image no longer breaks the policy",
+            }
+        )
         status = {
             "phase": "Closed",
             "history": history[-50:],
-            "conditions": [{"type": "Ready", "status": "True", "reason": "NoLongerNeeded",
-                            "message": "closed: no longer needed", "lastTransitionTime": now,
-                            "observedGeneration": body["metadata"].get("generation", 0)}],
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "NoLongerNeeded",
+                    "message": "closed: no longer needed",
+                    "lastTransitionTime": now,
+                    "observedGeneration": body["metadata"].get("generation", 0),
+                }
+            ],
         }
         await self.kube.write_imagepatch_status(
-            patch.name, status, resource_version=body["metadata"]["resourceVersion"])
+            patch.name, status, resource_version=body["metadata"]["resourceVersion"]
+        )
         log.info("ImagePatch %s closed: no longer needed", patch.name)
 
-    async def _report(self, dep: Mapping[str, Any], state: str, message: str,
-                      containers: list[dict[str, Any]], policy: str) -> None:
+    async def _report(
+        self,
+        dep: Mapping[str, Any],
+        state: str,
+        message: str,
+        containers: list[dict[str, Any]],
+        policy: str,
+    ) -> None:
         """Record the workload's state on it; post an Event when the state changed."""
         meta = dep["metadata"]
         previous = _previous_state(meta)
-        record = {"policy": policy, "state": state, "message": message[:1000],
-                  "containers": containers}
+        record = {
+            "policy": policy,
+            "state": state,
+            "message": message[:1000],
+            "containers": containers,
+        }
         if previous.get("state") == state and {k: previous.get(k) for k in record} == record:
             return
         since = previous.get("since") if previous.get("state") == state else None
         record["since"] = since or format_time(self.clock())
         await self.kube.annotate_deployment(
-            meta["namespace"], meta["name"], {STATE_ANNOTATION: json.dumps(record, sort_keys=True)})
+            meta["namespace"], meta["name"], {STATE_ANNOTATION: json.dumps(record, sort_keys=True)}
+        )
         if previous.get("state") != state:
             await self._event(dep, state, message)
         # Keep our copy in step, so the next pass compares with what we wrote.
@@ -508,11 +601,17 @@ class Detector:
         meta = dep["metadata"]
         try:
             await self.kube.emit_event(
-                involved={"apiVersion": "apps/v1", "kind": "Deployment",
-                          "namespace": meta["namespace"], "name": meta["name"],
-                          "uid": meta.get("uid", "")},
+                involved={
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "namespace": meta["namespace"],
+                    "name": meta["name"],
+                    "uid": meta.get("uid", ""),
+                },
                 type="Warning" if state in _WARNING_STATES else "Normal",
-                reason=state, message=message)
+                reason=state,
+                message=message,
+            )
         except AdapterError as exc:
             log.warning("could not post event %s: %s", state, exc)
 
@@ -521,7 +620,9 @@ class Detector:
 
 
 def _containers(dep: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    return list(((dep.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or [])
+    return list(
+        ((dep.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or []
+    )
 
 
 def _image_name(image: str) -> str:
@@ -534,10 +635,12 @@ def _image_name(image: str) -> str:
 def _inputs(dep: Mapping[str, Any]) -> str:
     """What detection reads from a workload: its images and our annotations on it."""
     annotations = dep["metadata"].get("annotations") or {}
-    return json.dumps([
-        [(c.get("name"), c.get("image")) for c in _containers(dep)],
-        [annotations.get(k) for k in (POLICY_ANNOTATION, BASE_ANNOTATION, REBUILD_ANNOTATION)],
-    ])
+    return json.dumps(
+        [
+            [(c.get("name"), c.get("image")) for c in _containers(dep)],
+            [annotations.get(k) for k in (POLICY_ANNOTATION, BASE_ANNOTATION, REBUILD_ANNOTATION)],
+        ]
+    )
 
 
 def _base_to_follow(base_name: str, override: str) -> ImageRef | None:
@@ -585,7 +688,9 @@ def _known(body: Mapping[str, Any]) -> KnownPatch:
     )
 
 
-def _container_record(facts: ContainerFacts, assessment: Assessment, state: State) -> dict[str, Any]:
+def _container_record(
+    facts: ContainerFacts, assessment: Assessment, state: State
+) -> dict[str, Any]:
     record = {
         "name": facts.container,
         "image": facts.image,
