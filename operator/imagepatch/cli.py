@@ -38,6 +38,7 @@ def _run(args: argparse.Namespace) -> int:
         registry_endpoints=endpoints,
         insecure_registries=tuple(args.insecure_registry),
         detect_tick=args.detect_tick,
+        operator_namespace=args.operator_namespace,
     ))
     scope = {"namespaces": args.namespace} if args.namespace else {"clusterwide": True}
     kopf.run(standalone=True, liveness_endpoint=args.liveness_endpoint, memo=memo, **scope)
@@ -70,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="talk plain HTTP to HOST (loopback is always allowed; repeatable)")
     run.add_argument("--detect-tick", type=float, default=5.0,
                      help="seconds between checks for due policies (default: %(default)s)")
+    run.add_argument("--operator-namespace",
+                     default=os.environ.get("POD_NAMESPACE", "imagepatch-system"),
+                     help="the operator's own namespace, the only one it reads Secrets from "
+                          "(default: $POD_NAMESPACE or %(default)s)")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.set_defaults(func=_run)
     return parser

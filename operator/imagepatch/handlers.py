@@ -20,7 +20,7 @@ from imagepatch.adapters.findings import FindingsReader
 from imagepatch.adapters.kube import Kube
 from imagepatch.adapters.registry import EcrCredentials, RegistryClient
 from imagepatch.model.imagepatch import Phase
-from imagepatch.reconcile.detection import Detector
+from imagepatch.reconcile.detection import Detector, PolicySecrets
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,8 @@ class Options:
     registry_endpoints: dict[str, str] = field(default_factory=dict)
     insecure_registries: tuple[str, ...] = ()
     detect_tick: float = 5.0
+    # Where the operator runs: the only namespace it reads Secrets from.
+    operator_namespace: str = "imagepatch-system"
 
 GROUP = "imagepatch.dev"
 POLICIES = (GROUP, "v1alpha1", "imagepatchpolicies")
@@ -48,15 +50,16 @@ RESYNC_SECONDS = 300.0
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     memo.kube = Kube()
     options: Options = memo.get("options") or Options()
+    secrets = PolicySecrets(options.operator_namespace)
     memo.registry = RegistryClient(
-        credentials=None,
+        credentials=secrets,
         ecr=EcrCredentials(),
         insecure_hosts=options.insecure_registries,
         endpoints=options.registry_endpoints,
     )
     findings = FindingsReader(region=options.aws_region) if options.aws_region else None
     memo.detector = Detector(kube=memo.kube, registry=memo.registry, findings=findings,
-                             tick=options.detect_tick)
+                             secrets=secrets, tick=options.detect_tick)
     memo.stop = asyncio.Event()
     memo.tasks = [asyncio.create_task(memo.detector.run(memo.stop), name="detection")]
     if options.events_queue_url:

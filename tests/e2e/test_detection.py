@@ -20,6 +20,7 @@ import pytest
 from tests.support.faultproxy import FaultProxy
 from tests.support.images import make_base_image, make_base_index
 from tests.support.operator import OperatorProcess, install_rbac, service_account_kubeconfig
+from tests.support.registry import start_htpasswd_registry
 from tests.support.scenario import Scenario, unique
 from tests.support.wait import wait_for
 
@@ -346,3 +347,41 @@ def test_registry_faults_make_workloads_unknown_and_create_no_patch(given, regis
     retrigger(given, policy)
     wait_state(given, ns, "Patching", "BaseImageOutdated", timeout=60)
     assert len(patches_for(given, policy)) == 1
+
+
+@pytest.fixture(scope="module")
+def private_registry(tmp_path_factory) -> Iterator:
+    reg = start_htpasswd_registry(tmp_path_factory.mktemp("private-registry"), "ci", "s3cret-Pa55")
+    yield reg
+    reg.stop()
+
+
+def test_private_registry_credentials_come_from_the_policy_secret(given, private_registry, detector) -> None:
+    image = make_base_image(private_registry, unique("priv"), "1", marker="p1")
+    secret, policy = unique("regcred"), unique("pol")
+    given.policy(policy, registryCredentials={"secretName": secret})
+    ns = given.namespace()
+    given.deployment(ns, "web", image=f"{image.repository}:1", policy=policy, replicas=1)
+
+    # Absent credentials: the registry's 401 is a visible reason, not a crash.
+    state = wait_state(given, ns, "Unknown")
+    assert state["containers"][0]["reason"] == "RegistryAuthFailed"
+
+    def make_secret(password: str) -> None:
+        manifest = given.kube.kubectl(
+            "create", "secret", "docker-registry", secret, "-n", "imagepatch-system",
+            f"--docker-server={private_registry.host}", "--docker-username=ci",
+            f"--docker-password={password}", "--dry-run=client", "-o", "json")
+        given.kube.kubectl("apply", "-f", "-", input=manifest)
+
+    make_secret("wrong-password")
+    retrigger(given, policy)
+    time.sleep(3)
+    assert wait_state(given, ns, "Unknown")["containers"][0]["reason"] == "RegistryAuthFailed"
+
+    make_secret("s3cret-Pa55")
+    retrigger(given, policy)
+    state = wait_state(given, ns, "Compliant")
+    assert state["containers"][0]["digest"] == image.digest
+    assert "s3cret-Pa55" not in json.dumps(state)
+    assert "s3cret-Pa55" not in detector.log()

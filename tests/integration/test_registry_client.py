@@ -31,7 +31,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import pytest
 import stamina
 from botocore.stub import Stubber
@@ -65,17 +64,14 @@ from tests.support.images import (
     platform_digest,
     unique_repo,
 )
-from tests.support.ports import ServerProcess, http_ok
-from tests.support.registry import (
-    _CONFIG as REGISTRY_CONFIG,
-)
 from tests.support.registry import (
     DOCKER_LIST,
     OCI_INDEX,
     OCI_MANIFEST,
-    REGISTRY_BINARY,
     LocalRegistry,
     sha256_digest,
+    start_htpasswd_registry,
+    start_registry_with_auth,
 )
 
 USER = "alice"
@@ -484,61 +480,9 @@ def test_classified_errors_keep_their_reason_and_hint_when_copied_or_pickled():
 # -- Basic auth: docker-registry with htpasswd ---------------------------------------------
 
 
-def _bcrypt_hash(password: str) -> str:
-    """A bcrypt hash for htpasswd (the only scheme docker-registry accepts).
-
-    Prefer the ``bcrypt`` package; without it, the stdlib ``crypt`` module
-    (libxcrypt does bcrypt on Debian; the module is gone in Python 3.13).
-    """
-    try:
-        import bcrypt
-
-        return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
-    except ImportError:
-        pass
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import crypt
-    hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))
-    if not hashed or not hashed.startswith("$2"):
-        pytest.skip("no bcrypt: add the 'bcrypt' package to the dev dependencies")
-    return hashed
-
-
-def _start_registry(workdir: Path, name: str, auth_yaml: str) -> LocalRegistry:
-    """A docker-registry like the session one, plus an ``auth:`` section."""
-    storage = workdir / "storage"
-    storage.mkdir(parents=True, exist_ok=True)
-    config = workdir / "config.yml"
-
-    def argv(port: int) -> list[str]:
-        config.write_text(REGISTRY_CONFIG.format(root=storage, port=port) + auth_yaml)
-        return [REGISTRY_BINARY, "serve", str(config)]
-
-    server = ServerProcess.start(
-        name,
-        argv,
-        # With auth on, an unauthenticated GET /v2/ is a 401: that means "up".
-        lambda port: http_ok(f"http://127.0.0.1:{port}/v2/", ok=lambda r: r.status_code == 401),
-        workdir / "registry.log",
-    )
-    return LocalRegistry(f"127.0.0.1:{server.port}", server=server)
-
-
 @pytest.fixture(scope="module")
 def basic_registry(tmp_path_factory) -> Iterator[LocalRegistry]:
-    workdir = tmp_path_factory.mktemp("basic-registry")
-    (workdir / "htpasswd").write_text(f"{USER}:{_bcrypt_hash(PASSWORD)}\n")
-    reg = _start_registry(
-        workdir,
-        "docker-registry-htpasswd",
-        f"auth:\n  htpasswd:\n    realm: imagepatch-tests\n    path: {workdir / 'htpasswd'}\n",
-    )
-    # The fixture's own pushes authenticate as the user.
-    reg.http.close()
-    reg.http = httpx.Client(base_url=reg.url, auth=(USER, PASSWORD), timeout=30.0)
+    reg = start_htpasswd_registry(tmp_path_factory.mktemp("basic-registry"), USER, PASSWORD)
     try:
         yield reg
     finally:
@@ -736,7 +680,7 @@ class TokenServer:
 def token_registry(tmp_path_factory) -> Iterator[tuple[LocalRegistry, TokenServer]]:
     workdir = tmp_path_factory.mktemp("token-registry")
     tokens = TokenServer(workdir)
-    reg = _start_registry(
+    reg = start_registry_with_auth(
         workdir,
         "docker-registry-token",
         "auth:\n  token:\n"

@@ -216,3 +216,43 @@ class LocalRegistry:
 
     def __repr__(self) -> str:
         return f"LocalRegistry({self.host!r})"
+
+
+def _bcrypt_hash(password: str) -> str:
+    """A bcrypt hash for htpasswd, the only scheme docker-registry accepts."""
+    import bcrypt
+
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+
+
+def start_registry_with_auth(workdir: Path, name: str, auth_yaml: str) -> LocalRegistry:
+    """A docker-registry like the session one, plus an ``auth:`` section."""
+    storage = workdir / "storage"
+    storage.mkdir(parents=True, exist_ok=True)
+    config = workdir / "config.yml"
+
+    def argv(port: int) -> list[str]:
+        config.write_text(_CONFIG.format(root=storage, port=port) + auth_yaml)
+        return [REGISTRY_BINARY, "serve", str(config)]
+
+    server = ServerProcess.start(
+        name,
+        argv,
+        # With auth on, an unauthenticated GET /v2/ is a 401: that means "up".
+        lambda port: http_ok(f"http://127.0.0.1:{port}/v2/", ok=lambda r: r.status_code == 401),
+        workdir / "registry.log",
+    )
+    return LocalRegistry(f"127.0.0.1:{server.port}", server=server)
+
+
+def start_htpasswd_registry(workdir: Path, user: str, password: str) -> LocalRegistry:
+    """A registry that wants HTTP Basic auth; its own helpers authenticate as ``user``."""
+    (workdir / "htpasswd").write_text(f"{user}:{_bcrypt_hash(password)}\n")
+    reg = start_registry_with_auth(
+        workdir,
+        "docker-registry-htpasswd",
+        f"auth:\n  htpasswd:\n    realm: imagepatch-tests\n    path: {workdir / 'htpasswd'}\n",
+    )
+    reg.http.close()
+    reg.http = httpx.Client(base_url=reg.url, auth=(user, password), timeout=30.0)
+    return reg

@@ -220,6 +220,10 @@ class Kube:
             if (d["metadata"].get("annotations") or {}).get(POLICY_ANNOTATION) == policy
         ]
 
+    async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._call(f"get Secret {namespace}/{name}", self.core.read_namespaced_secret,
+                                name, namespace, missing_ok=True)
+
     async def namespace_labels(self, name: str) -> dict[str, str]:
         ns = await self._call(
             f"get Namespace {name}", self.core.read_namespace, name, missing_ok=True

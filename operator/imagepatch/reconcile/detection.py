@@ -23,6 +23,7 @@ error's reason; it never creates or closes an ImagePatch by mistake.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import time
@@ -32,7 +33,12 @@ from typing import Any
 
 from imagepatch.adapters.errors import AdapterError
 from imagepatch.adapters.kube import GROUP, VERSION, Kube
-from imagepatch.adapters.registry import INDEX_TYPES, RegistryClient
+from imagepatch.adapters.registry import (
+    INDEX_TYPES,
+    Credentials,
+    RegistryClient,
+    StaticCredentials,
+)
 from imagepatch.core import compliance
 from imagepatch.core.compliance import Assessment, ContainerFacts, KnownPatch, State
 from imagepatch.core.conditions import format_time
@@ -101,6 +107,47 @@ class WorkloadResult:
     containers: list[dict[str, Any]]
 
 
+class PolicySecrets:
+    """Registry credentials from the dockerconfigjson Secrets that policies name.
+
+    Read only from the operator's own namespace (the only Secrets its RBAC can
+    get), reloaded every pass so a rotated Secret is picked up; a missing or
+    malformed Secret is logged, and the registry's 401 then makes the affected
+    workloads ``Unknown`` with reason ``RegistryAuthFailed``.
+    """
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.current = StaticCredentials({})
+        self._problems: set[str] = set()
+
+    async def get(self, host: str) -> Credentials | None:
+        return await self.current.get(host)
+
+    async def load(self, kube: Kube, names: Iterable[str]) -> None:
+        merged: dict[str, Credentials] = {}
+        for name in sorted(set(names)):
+            secret = await kube.get_secret(self.namespace, name)
+            data = (secret or {}).get("data") or {}
+            raw = data.get(".dockerconfigjson") or data.get(".dockercfg")
+            try:
+                if raw is None:
+                    raise ValueError("no .dockerconfigjson key" if secret else "not found")
+                parsed = StaticCredentials.from_dockerconfigjson(base64.b64decode(raw))
+            except ValueError as exc:
+                if name not in self._problems:
+                    log.warning("registry credentials Secret %s/%s unusable: %s",
+                                self.namespace, name, exc)
+                self._problems.add(name)
+                continue
+            self._problems.discard(name)
+            for host in parsed.hosts:
+                creds = await parsed.get(host)
+                if creds is not None:
+                    merged[host] = creds
+        self.current = StaticCredentials(merged)
+
+
 class Detector:
     """Evaluates opted-in workloads against their policies; one instance per operator."""
 
@@ -110,6 +157,7 @@ class Detector:
         kube: Kube,
         registry: RegistryClient,
         findings: Any | None = None,  # adapters.findings.FindingsReader
+        secrets: PolicySecrets | None = None,
         clock: Clock = utcnow,
         monotonic: Callable[[], float] = time.monotonic,
         tick: float = 5.0,
@@ -117,6 +165,7 @@ class Detector:
         self.kube = kube
         self.registry = registry
         self.findings = findings
+        self.secrets = secrets
         self.clock = clock
         self.monotonic = monotonic
         self.tick = tick
@@ -188,6 +237,10 @@ class Detector:
             p["metadata"]["name"]: p for p in await self.kube.list_policies()
         }
         patches = [p for p in await self.kube.list_imagepatches()]
+        if self.secrets is not None:
+            await self.secrets.load(self.kube, [
+                s for s in ((p.get("spec") or {}).get("registryCredentials", {}).get("secretName")
+                            for p in policies.values()) if s])
         by_policy: dict[str, list[dict[str, Any]]] = {}
         for dep in self.workloads.values():
             name = dep["metadata"]["annotations"][POLICY_ANNOTATION]
