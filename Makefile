@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 CLUSTER_DIR ?= .local/cluster
 PYTEST_ARGS ?=
 
-.PHONY: setup test unit lint cluster-up cluster-down clean
+.PHONY: setup test unit lint bench cluster-up cluster-down clean
 
 ## setup: install Debian packages, the virtualenv and build the test control plane
 setup:
@@ -18,6 +18,10 @@ test: setup lint
 ## unit: the pure tests only (no cluster, registry or moto)
 unit: setup
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+## bench: measured figures (printed, never asserted), e.g. broken pod -> rollback latency
+bench: setup
+	$(PY) -m pytest tests/bench -s -q $(PYTEST_ARGS)
 
 ## lint: ruff, and import-linter (core/ and model/ stay free of I/O)
 lint: setup

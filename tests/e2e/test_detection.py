@@ -385,3 +385,27 @@ def test_private_registry_credentials_come_from_the_policy_secret(given, private
     assert state["containers"][0]["digest"] == image.digest
     assert "s3cret-Pa55" not in json.dumps(state)
     assert "s3cret-Pa55" not in detector.log()
+
+
+def test_patch_no_longer_needed_is_closed(given, registry, buildah) -> None:
+    base_repo, app_repo = unique("cbase"), unique("capp")
+    base_v1 = make_base_image(registry, base_repo, "1", marker="v1")
+    build_app_on(buildah, base_v1, app_repo)
+    policy = unique("pol")
+    given.policy(policy, baseImages={"checkInterval": "1h"})
+    ns = given.namespace()
+    given.deployment(ns, "web", image=f"{ECR}/{app_repo}:1", policy=policy, replicas=1)
+    wait_state(given, ns, "Compliant")
+    make_base_image(registry, base_repo, "1", marker="v2")
+    retrigger(given, policy)
+    wait_state(given, ns, "Patching")
+    [patch] = patches_for(given, policy)
+
+    # The base tag is moved back before anything was rebuilt: nothing to patch any more.
+    again = make_base_image(registry, base_repo, "1", marker="v1")
+    assert again.digest == base_v1.digest
+    retrigger(given, policy)
+    wait_state(given, ns, "Compliant")
+    closed = given.get("imagepatch", patch["metadata"]["name"])
+    assert closed["status"]["phase"] == "Closed"
+    assert "no longer needed" in closed["status"]["history"][-1]["message"]

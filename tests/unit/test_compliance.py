@@ -141,13 +141,6 @@ def test_an_unusable_scan_explains_itself_with_the_scans_message():
 
 
 @pytest.mark.parametrize("status", [None, "IN_PROGRESS"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: compliance.py's docstring says Unknown covers 'no scan yet' and scans.py says an "
-    "image whose findings are not usable is never treated as compliant, but assess_container "
-    "only returns Unknown for scan outcomes with error=True; NoScan/ScanInProgress (error=False) "
-    "fall through to Compliant",
-)
 def test_an_image_not_scanned_yet_is_not_reported_compliant(status):
     assessment = assess_container(facts(scan=scan_outcome(status)), ANY_BASE)
     assert assessment.state is not S.COMPLIANT
@@ -328,12 +321,6 @@ def test_evidence_has_no_empty_fields(overrides):
         pytest.param(dict(findings=verdict(3), base_digest=""), id="vulnerable on a base without a recorded digest"),
     ],
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: intent_for writes evidence.baseImage.oldDigest/newDigest even when the digest is "
-    "unknown (''); the ImagePatch CRD requires ^sha256:[a-f0-9]{64}$ for both, so the API server "
-    "rejects the create and the Vulnerable image is never patched",
-)
 def test_evidence_leaves_out_an_unknown_base_digest(overrides):
     assert_evidence_fits_the_crd(dict(intent_of(facts(**overrides)).evidence))
 
@@ -466,12 +453,6 @@ def test_plan_closes_and_creates_in_one_pass_and_leaves_the_rest():
     assert plan.close == (stale,)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: KnownPatch.open does not treat phase 'Closed' (model Phase.CLOSED, terminal) as "
-    "terminal, so a patch detection already closed counts as open: plan_patches closes it "
-    "again on every pass (another status write and history entry each time)",
-)
 def test_a_closed_patch_is_not_closed_again():
     plan = plan_patches([], [known("k1", "Closed")], evaluated_images=[REPO])
     assert plan.close == ()
@@ -507,11 +488,5 @@ def test_overlay_shows_patching_and_failed_patches(case, state, patches, expecte
     assert overlay(state, REPO, RUNNING, patches) is expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: KnownPatch.open treats phase 'Closed' as open, so once detection closes a patch "
-    "that is no longer needed, overlay keeps showing the workload as Patching for as long as "
-    "it runs that digest",
-)
 def test_a_closed_patch_does_not_make_a_workload_patching():
     assert overlay(S.COMPLIANT, REPO, RUNNING, [patch_for("Closed")]) is S.COMPLIANT

@@ -128,7 +128,8 @@ def assess_container(facts: ContainerFacts, policy: PolicySpec) -> Assessment:
             message=f"base {facts.base_name} moved from {short(facts.base_digest)} "
             f"to {short(facts.base_current)}",
         )
-    if facts.scan is not None and not facts.scan.findings_usable and facts.scan.error:
+    if facts.scan is not None and not facts.scan.findings_usable:
+        # No usable scan (none yet, in progress, failed...) proves nothing: unknown, not compliant.
         return Assessment(state=State.UNKNOWN, reason=facts.scan.reason, message=facts.scan.message)
     if not facts.base_name:
         return Assessment(
@@ -203,14 +204,15 @@ def intent_for(facts: ContainerFacts, assessment: Assessment) -> PatchIntent | N
         return None
     evidence: dict[str, Any] = {}
     new_base = ""
-    if facts.base_name:
+    if facts.base_name and facts.base_digest and facts.base_current:
+        # Both digests or no baseImage at all: the CRD wants each to be a sha256 digest.
         evidence["baseImage"] = {
             "name": facts.base_name,
             "oldDigest": facts.base_digest,
             "newDigest": facts.base_current,
         }
-        if outdated(facts):
-            new_base = facts.base_current
+    if outdated(facts):
+        new_base = facts.base_current
     if facts.findings is not None and facts.findings.violations:
         evidence["findings"] = [
             {
@@ -254,7 +256,7 @@ class KnownPatch:
 
     @property
     def open(self) -> bool:
-        return self.phase not in ("Succeeded", "RolledBack", "Failed")
+        return self.phase not in ("Succeeded", "RolledBack", "Failed", "Closed")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -1,0 +1,490 @@
+"""What users install is what is tested: the Helm chart, deploy/, the image and the AWS docs.
+
+* The chart's ``crds/`` are byte-identical copies of the top-level ``crds/``.
+* The chart's RBAC holds exactly the rules of ``deploy/rbac.yaml`` (the RBAC
+  the e2e tests run the operator under).
+* ``helm lint --strict`` passes; ``helm template`` renders with the defaults
+  and with EKS-style values; ``values.schema.json`` rejects bad values.
+* The rendered chart and ``kubectl apply -k deploy/`` pass a server-side
+  dry-run on the real API server (nothing persists), and both Deployments'
+  pod specs pass the **restricted** Pod Security Standard: no PodSecurity
+  warning for the Deployment in a namespace that warns at ``restricted``, and
+  a Pod made from its template is admitted where ``restricted`` is enforced
+  (for workload objects the API server only warns; it enforces on Pods).
+* The Dockerfile pins its base by digest and labels it; ``docs/iam-policy.json``
+  grants ``Resource: "*"`` only where AWS cannot scope the action;
+  ``docs/eventbridge-sqs.yaml`` is a well-formed CloudFormation template.
+
+helm is built from its Go module by ``tests/cluster/build-helm.sh`` into the
+project cache (``$IMAGEPATCH_CACHE/bin/helm-v3.22.0/helm``), once.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "imagepatch"
+DEPLOY = REPO / "deploy"
+RELEASE = "imagepatch"
+
+# kubectl's note when client-side apply meets an object created by another
+# means (the `crds` fixture applies the CRDs server-side): not a problem here.
+BENIGN_WARNING = "missing the kubectl.kubernetes.io/last-applied-configuration annotation"
+
+EKS_VALUES = {
+    "serviceAccount": {
+        "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/imagepatch"},
+    },
+    "aws": {
+        "region": "eu-west-1",
+        "eventsQueueUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/imagepatch-events",
+    },
+    "watchNamespaces": ["staging", "prod"],
+    "metrics": {"enabled": True, "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+}
+
+
+# -- helm ---------------------------------------------------------------------------
+
+
+@dataclass
+class Helm:
+    binary: str
+    env: dict[str, str]
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        res = subprocess.run(
+            [self.binary, *args], capture_output=True, text=True, env=self.env, timeout=120
+        )
+        if check and res.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)} failed:\n{res.stdout}\n{res.stderr}")
+        return res
+
+    def template(
+        self, *, namespace: str = "imagepatch-system", values: Path | None = None,
+        include_crds: bool = False,
+    ) -> list[dict[str, Any]]:
+        args = ["template", RELEASE, str(CHART), "--namespace", namespace]
+        if values is not None:
+            args += ["--values", str(values)]
+        if include_crds:
+            args.append("--include-crds")
+        return [d for d in yaml.safe_load_all(self.run(*args).stdout) if d]
+
+
+@pytest.fixture(scope="session")
+def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    build = subprocess.run(
+        ["bash", str(REPO / "tests" / "cluster" / "build-helm.sh")],
+        capture_output=True, text=True, timeout=1800,
+    )
+    if build.returncode != 0:
+        pytest.fail(f"tests/cluster/build-helm.sh failed:\n{build.stderr[-3000:]}")
+    home = tmp_path_factory.mktemp("helm-home")
+    env = {
+        **os.environ,
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_DATA_HOME": str(home / "data"),
+    }
+    env.pop("KUBECONFIG", None)  # helm template/lint never need a cluster
+    return Helm(binary=build.stdout.strip().splitlines()[-1], env=env)
+
+
+@pytest.fixture
+def eks_values(tmp_path: Path) -> Path:
+    path = tmp_path / "eks-values.yaml"
+    path.write_text(yaml.safe_dump(EKS_VALUES))
+    return path
+
+
+def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, got {[d['metadata']['name'] for d in found]}"
+    return found[0]
+
+
+def load_yaml_docs(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+# -- CRDs and RBAC ------------------------------------------------------------------
+
+
+def test_chart_crds_are_byte_identical_to_top_level_crds() -> None:
+    top = {p.name: p for p in (REPO / "crds").glob("*.yaml") if p.name != "kustomization.yaml"}
+    chart = {p.name: p for p in (CHART / "crds").iterdir()}
+    assert top, "no CRDs in crds/"
+    assert sorted(chart) == sorted(top), "charts/imagepatch/crds/ must hold exactly the CRD files of crds/"
+    for name, path in top.items():
+        assert chart[name].read_bytes() == path.read_bytes(), (
+            f"charts/imagepatch/crds/{name} differs from crds/{name}: cp crds/{name} charts/imagepatch/crds/"
+        )
+
+
+def test_chart_rbac_rules_equal_deploy_rbac(helm: Helm) -> None:
+    deploy = load_yaml_docs(DEPLOY / "rbac.yaml")
+    rendered = helm.template()
+    for kind in ("ClusterRole", "Role"):
+        assert one(rendered, kind)["rules"] == one(deploy, kind)["rules"], f"{kind} rules differ"
+
+    # The bindings tie those rules to the ServiceAccount the Deployment runs as.
+    sa = one(rendered, "ServiceAccount")["metadata"]
+    pod = one(rendered, "Deployment")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == sa["name"]
+    for binding_kind, role_kind in (("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")):
+        binding = one(rendered, binding_kind)
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": role_kind,
+            "name": one(rendered, role_kind)["metadata"]["name"],
+        }
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": sa["name"], "namespace": sa["namespace"]}
+        ]
+    assert one(rendered, "Role")["metadata"]["namespace"] == "imagepatch-system"
+
+
+# -- lint, render, schema -----------------------------------------------------------
+
+
+def test_helm_lint_strict(helm: Helm, eks_values: Path) -> None:
+    helm.run("lint", "--strict", str(CHART))
+    helm.run("lint", "--strict", str(CHART), "--values", str(eks_values))
+
+
+def test_default_render_is_one_restricted_recreate_replica(helm: Helm) -> None:
+    docs = helm.template()
+    assert sorted(d["kind"] for d in docs) == sorted(
+        ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Deployment"]
+    ), "metrics are off by default: no Service, no ServiceMonitor"
+    deploy = one(docs, "Deployment")
+    assert deploy["spec"]["replicas"] == 1
+    assert deploy["spec"]["strategy"] == {"type": "Recreate"}
+    pod = deploy["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+
+    shipped = one(load_yaml_docs(DEPLOY / "deployment.yaml"), "Deployment")
+    assert container["image"] == shipped["spec"]["template"]["spec"]["containers"][0]["image"]
+
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 65532
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = container["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert any(v["name"] == "tmp" and "emptyDir" in v for v in pod["volumes"])
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+
+    args = container["args"]
+    assert args[:3] == ["run", "--liveness-endpoint", "http://0.0.0.0:8080/healthz"]
+    assert "--namespace" not in args, "no watchNamespaces: all namespaces"
+    assert "--metrics-port" not in args
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert {"name": "health", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
+
+
+def test_eks_values_render_irsa_region_queue_namespaces_and_metrics(
+    helm: Helm, eks_values: Path
+) -> None:
+    docs = helm.template(values=eks_values)
+    sa = one(docs, "ServiceAccount")
+    assert sa["metadata"]["annotations"] == EKS_VALUES["serviceAccount"]["annotations"]
+
+    (container,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    args = container["args"]
+
+    def values_of(flag: str) -> list[str]:
+        return [args[i + 1] for i, a in enumerate(args) if a == flag]
+
+    assert values_of("--aws-region") == ["eu-west-1"]
+    assert values_of("--events-queue-url") == [EKS_VALUES["aws"]["eventsQueueUrl"]]
+    assert values_of("--namespace") == ["staging", "prod"]
+    assert values_of("--metrics-port") == ["9090"]
+    assert {"name": "AWS_REGION", "value": "eu-west-1"} in container["env"]
+    assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in container["ports"]
+
+    service = one(docs, "Service")
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    monitor = one(docs, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    # The ServiceMonitor selects the Service, which selects the operator's pod.
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+
+
+@pytest.mark.parametrize(
+    ("values", "error"),
+    [
+        ({"replicaCount": 2}, "/replicaCount"),  # kopf peering is not leader election
+        ({"replicaCount": "1"}, "/replicaCount"),
+        ({"aws": {"region": 5}}, "/aws/region"),
+        ({"aws": {"region": "Europe"}}, "/aws/region"),
+        ({"watchNamespaces": "prod"}, "/watchNamespaces"),
+        ({"metrics": {"port": 0}}, "/metrics/port"),
+        ({"metrics": {"enabled": "yes"}}, "/metrics/enabled"),
+        ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
+        ({"image": {"digest": "latest"}}, "/image/digest"),
+        ({"detectTick": 0}, "/detectTick"),
+        ({"replicas": 1}, "replicas"),  # unknown top-level key (a typo of replicaCount)
+        ({"serviceAccount": {"annotation": {}}}, "annotation"),  # unknown nested key
+    ],
+)
+def test_schema_rejects_bad_values(helm: Helm, tmp_path: Path, values: dict, error: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(values))
+    res = helm.run("template", RELEASE, str(CHART), "--values", str(path), check=False)
+    assert res.returncode != 0, f"schema accepted {values}"
+    assert "schema" in res.stderr and error in res.stderr, res.stderr
+
+
+def test_template_rejects_inconsistent_values(helm: Helm, tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"metrics": {"serviceMonitor": {"enabled": True}}}))
+    res = helm.run("template", RELEASE, str(CHART), "--values", str(path), check=False)
+    assert res.returncode != 0 and "needs metrics.enabled" in res.stderr, res.stderr
+
+
+# -- the real API server ------------------------------------------------------------
+
+
+def kubectl(kube, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """kubectl with its stderr kept: server warnings (PodSecurity) are printed there."""
+    return subprocess.run(
+        [kube.kubectl_bin, "--kubeconfig", str(kube.kubeconfig), *args],
+        input=input, capture_output=True, text=True, timeout=120,
+    )
+
+
+def unexpected_warnings(stderr: str) -> list[str]:
+    return [
+        line for line in stderr.splitlines()
+        if line.startswith("Warning:") and BENIGN_WARNING not in line
+    ]
+
+
+@pytest.fixture
+def restricted_namespace(kube) -> Iterator[str]:
+    """A namespace that enforces, warns and audits at the restricted Pod Security level."""
+    name = f"t-pkg-{uuid.uuid4().hex[:8]}"
+    level = "restricted"
+    kube.kubectl("create", "namespace", name)
+    kube.kubectl(
+        "label", "namespace", name,
+        f"pod-security.kubernetes.io/enforce={level}",
+        f"pod-security.kubernetes.io/warn={level}",
+        f"pod-security.kubernetes.io/audit={level}",
+    )
+    yield name
+    kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def assert_pod_admitted_as_restricted(kube, deployment: dict[str, Any], namespace: str) -> None:
+    """A Pod from the Deployment's template is admitted where restricted is enforced."""
+    template = copy.deepcopy(deployment["spec"]["template"])
+    sa = template["spec"].get("serviceAccountName", "default")
+    # The ServiceAccount admission plugin wants the pod's ServiceAccount to exist.
+    kubectl(kube, "-n", namespace, "create", "serviceaccount", sa)
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "psa-check", "namespace": namespace, "labels": template["metadata"]["labels"]},
+        "spec": template["spec"],
+    }
+    res = kubectl(kube, "create", "--dry-run=server", "-f", "-", input=json.dumps(pod))
+    assert res.returncode == 0, f"restricted Pod Security rejected the pod:\n{res.stderr}"
+    assert not unexpected_warnings(res.stderr), res.stderr
+
+
+def servicemonitor_crd_installed(kube) -> bool:
+    res = kubectl(kube, "get", "crd", "servicemonitors.monitoring.coreos.com", "-o", "name")
+    return res.returncode == 0
+
+
+def test_rendered_chart_passes_server_dry_run_and_restricted_pss(
+    kube, helm: Helm, eks_values: Path, restricted_namespace: str
+) -> None:
+    for values in (None, eks_values):
+        docs = helm.template(namespace=restricted_namespace, values=values)
+        if not servicemonitor_crd_installed(kube):
+            # No Prometheus Operator here: its CR cannot be dry-run without its CRD;
+            # test_eks_values_render... checks it client-side.
+            docs = [d for d in docs if d["kind"] != "ServiceMonitor"]
+        manifest = yaml.safe_dump_all(docs)
+        res = kubectl(kube, "apply", "--dry-run=server", "-f", "-", input=manifest)
+        assert res.returncode == 0, f"server dry-run rejected the chart ({values}):\n{res.stderr}"
+        assert not unexpected_warnings(res.stderr), res.stderr
+        applied = res.stdout.splitlines()
+        assert any(line.startswith("deployment.apps/") for line in applied), applied
+        assert all("(server dry run)" in line for line in applied), applied
+    assert_pod_admitted_as_restricted(kube, one(docs, "Deployment"), restricted_namespace)
+
+    # The chart's CRDs too (server-side apply: the `crds` fixture may own them already).
+    crds = [d for d in helm.template(include_crds=True) if d["kind"] == "CustomResourceDefinition"]
+    assert len(crds) == 2
+    res = kubectl(
+        kube, "apply", "--server-side", "--force-conflicts", "--field-manager=imagepatch-packaging-test",
+        "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(crds),
+    )
+    assert res.returncode == 0, res.stderr
+
+
+def test_deploy_kustomization_passes_server_dry_run_and_restricted_pss(
+    kube, restricted_namespace: str
+) -> None:
+    # The namespace must exist for a dry-run of what goes into it; tests/support/
+    # operator.py's install_rbac applies the same file.
+    kube.kubectl("apply", "-f", str(DEPLOY / "namespace.yaml"))
+    res = kubectl(kube, "apply", "-k", str(DEPLOY), "--dry-run=server")
+    assert res.returncode == 0, f"server dry-run rejected deploy/:\n{res.stderr}"
+    assert not unexpected_warnings(res.stderr), res.stderr
+    applied = res.stdout
+    for name in ("deployment.apps/imagepatch", "clusterrole.rbac.authorization.k8s.io/imagepatch-operator"):
+        assert name in applied, applied
+
+    docs = list(yaml.safe_load_all(kube.kubectl("kustomize", str(DEPLOY))))
+    deployment = one(docs, "Deployment")
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+    # Its template raises no PodSecurity warning in a namespace warning at restricted...
+    moved = copy.deepcopy(deployment)
+    moved["metadata"]["namespace"] = restricted_namespace
+    res = kubectl(kube, "apply", "--dry-run=server", "-f", "-", input=json.dumps(moved))
+    assert res.returncode == 0 and not unexpected_warnings(res.stderr), res.stderr
+    # ... and a Pod from it is admitted where restricted is enforced.
+    assert_pod_admitted_as_restricted(kube, deployment, restricted_namespace)
+
+
+# -- image and AWS docs -------------------------------------------------------------
+
+
+def test_dockerfile_pins_base_by_digest_and_labels_it() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, re.MULTILINE))
+    froms = re.findall(r"^FROM (\S+)", text, re.MULTILINE)
+    assert len(froms) >= 2, "multi-stage: a builder and a final stage"
+    digest = args["BASE_DIGEST"]
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), digest
+    assert args["BASE_NAME"].endswith(("python:3.11-slim-bookworm", "python:3.11-slim"))
+    for ref in froms:
+        assert ref == "${BASE_NAME}@${BASE_DIGEST}", f"unpinned base: FROM {ref}"
+    for label in ("source", "revision", "version", "licenses", "base.name", "base.digest"):
+        assert f"org.opencontainers.image.{label}=" in text, label
+    assert 'org.opencontainers.image.base.digest="${BASE_DIGEST}"' in text
+    final = text[text.rindex("\nFROM ") :]
+    assert "COPY --from=builder /opt/venv /opt/venv" in final
+    assert not re.search(r"pip (wheel|install)|apt-get install", final), "no building in the final stage"
+    assert re.search(r"^USER 65532", final, re.MULTILINE)
+    assert 'ENTRYPOINT ["imagepatch"]' in final and 'CMD ["run"]' in final
+
+
+UNSCOPABLE = {"ecr:GetAuthorizationToken", "inspector2:ListFindings"}
+
+
+def test_iam_policy_is_least_privilege() -> None:
+    policy = json.loads((REPO / "docs" / "iam-policy.json").read_text())
+    assert policy["Version"] == "2012-10-17"
+    granted: dict[str, list[str]] = {}
+    for st in policy["Statement"]:
+        assert st["Effect"] == "Allow" and re.fullmatch(r"[A-Za-z0-9]+", st["Sid"]), st
+        actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+        resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+        assert not any("*" in a for a in actions), f"wildcard action in {st['Sid']}"
+        if "*" in resources:
+            assert set(actions) <= UNSCOPABLE, f"{st['Sid']}: Resource * for {actions}"
+        for a in actions:
+            granted.setdefault(a, []).extend(resources)
+
+    ecr_read = ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:DescribeImages",
+                "ecr:DescribeImageScanFindings", "ecr:BatchCheckLayerAvailability"]
+    for action in ecr_read:
+        assert granted[action] and all(r.startswith("arn:aws:ecr:") and ":repository/" in r
+                                       for r in granted[action]), action
+    for action in ("codebuild:StartBuild", "codebuild:BatchGetBuilds"):
+        assert all(":project/" in r for r in granted[action]), action
+    for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"):
+        assert all(r.startswith("arn:aws:sqs:") for r in granted[action]), action
+    assert granted["ecr:GetAuthorizationToken"] == ["*"]
+    assert granted["inspector2:ListFindings"] == ["*"]
+    (hub,) = [st for st in policy["Statement"] if "securityhub:BatchImportFindings" in st["Action"]]
+    assert "Optional" in hub["Sid"] and hub["Action"] == ["securityhub:BatchImportFindings"]
+    assert not any(a.startswith(("ecr:Put", "ecr:Delete", "ecr:Upload", "iam:")) for a in granted)
+
+
+class _CloudFormationLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short-form tags (!Ref, !GetAtt, !Sub, ...)."""
+
+
+def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+        if suffix == "GetAtt":
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return {"Ref": value} if suffix == "Ref" else {f"Fn::{suffix}": value}
+
+
+_CloudFormationLoader.add_multi_constructor("!", _cfn_tag)
+
+
+def test_eventbridge_sqs_template() -> None:
+    tpl = yaml.load((REPO / "docs" / "eventbridge-sqs.yaml").read_text(), Loader=_CloudFormationLoader)  # noqa: S506 - a SafeLoader
+    res = tpl["Resources"]
+    by_type: dict[str, list[str]] = {}
+    for name, r in res.items():
+        by_type.setdefault(r["Type"], []).append(name)
+    assert len(by_type["AWS::SQS::Queue"]) == 2, "the queue and its dead-letter queue"
+    (rule_name,) = by_type["AWS::Events::Rule"]
+    (policy_name,) = by_type["AWS::SQS::QueuePolicy"]
+
+    queue_name = next(n for n in by_type["AWS::SQS::Queue"] if "RedrivePolicy" in res[n]["Properties"])
+    redrive = res[queue_name]["Properties"]["RedrivePolicy"]
+    dlq = redrive["deadLetterTargetArn"]["Fn::GetAtt"][0]
+    assert dlq in by_type["AWS::SQS::Queue"] and dlq != queue_name
+    assert "maxReceiveCount" in redrive
+
+    (statement,) = res[policy_name]["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Action"] == "sqs:SendMessage"
+    assert statement["Condition"]["ArnEquals"]["aws:SourceArn"] == {"Fn::GetAtt": [rule_name, "Arn"]}
+
+    rule = res[rule_name]["Properties"]
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": [queue_name, "Arn"]}
+    matched = {
+        (source, detail_type)
+        for branch in rule["EventPattern"]["$or"]
+        for source in branch["source"]
+        for detail_type in branch["detail-type"]
+    }
+    assert {
+        ("aws.ecr", "ECR Image Action"),
+        ("aws.ecr", "ECR Image Scan"),
+        ("aws.inspector2", "Inspector2 Finding"),
+    } <= matched
+    push = next(b for b in rule["EventPattern"]["$or"] if "ECR Image Action" in b["detail-type"])
+    assert push["detail"]["action-type"] == ["PUSH"]
+    assert {"QueueUrl", "QueueArn"} <= set(tpl["Outputs"])
