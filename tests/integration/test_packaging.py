@@ -218,6 +218,8 @@ def test_eks_values_render_irsa_region_queue_namespaces_and_metrics(
     assert values_of("--namespace") == ["staging", "prod"]
     assert values_of("--metrics-port") == ["9090"]
     assert {"name": "AWS_REGION", "value": "eu-west-1"} in container["env"]
+    # Secrets are read from the operator's own namespace, where the Role is.
+    assert {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}} in container["env"]
     assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in container["ports"]
 
     service = one(docs, "Service")
