@@ -49,7 +49,7 @@ def test_broken_pod_to_rollback_start(kube, operator) -> None:
         seen: dict[str, float] = {}
         stop = threading.Event()
 
-        def crashing(pod) -> bool:
+        def crashing(pod, digest=digest) -> bool:
             return any(digest in (cs.image or "") and cs.state and cs.state.waiting
                        and cs.state.waiting.reason == "CrashLoopBackOff"
                        for cs in (pod.status.container_statuses or []))
@@ -58,11 +58,8 @@ def test_broken_pod_to_rollback_start(kube, operator) -> None:
             return any(r.get("phase") in ("RollingBack", "RolledBack")
                        for r in (obj.get("status") or {}).get("rollouts", []))
 
-        def restored(dep) -> bool:
-            return rolling_back_seen() and dep.spec.template.spec.containers[0].image == f"{APP}:1"
-
-        def rolling_back_seen() -> bool:
-            return "rollback" in seen
+        def restored(dep, seen=seen) -> bool:
+            return "rollback" in seen and dep.spec.template.spec.containers[0].image == f"{APP}:1"
 
         threads = [
             threading.Thread(target=_watch, daemon=True, args=(
