@@ -1,6 +1,6 @@
 """Command-line entry point: ``imagepatch run`` starts the operator.
 
-Later subcommands (``imagepatch report``) read the cluster for people.
+``imagepatch report`` reads the cluster for people (``imagepatch.cli_report``).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 
-from imagepatch import __version__
+from imagepatch import __version__, cli_report
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: $POD_NAMESPACE or %(default)s)")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.set_defaults(func=_run)
+    cli_report.add_parser(sub)
     return parser
 
 

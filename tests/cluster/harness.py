@@ -406,6 +406,10 @@ class LocalCluster:
             f"--service-account-private-key-file={self.pki / 'sa.key'}",
             "--use-service-account-credentials=false",
             "--leader-elect=false",
+            # As kwokctl does: no client-side rate limit, so controllers keep up
+            # with many simulated pods on a busy 2-core machine.
+            "--kube-api-qps=5000",
+            "--kube-api-burst=10000",
             "--bind-address=127.0.0.1",
             f"--secure-port={free_port()}",
             "--v=1",
@@ -414,6 +418,8 @@ class LocalCluster:
     def _scheduler_args(self) -> list[str]:
         return [
             f"--kubeconfig={self.kubeconfig}",
+            "--kube-api-qps=5000",
+            "--kube-api-burst=10000",
             f"--authentication-kubeconfig={self.kubeconfig}",
             f"--authorization-kubeconfig={self.kubeconfig}",
             "--leader-elect=false",

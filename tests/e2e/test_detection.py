@@ -61,8 +61,10 @@ def detector(kube, crds, registry, moto_server, queue, tmp_path_factory) -> Iter
 
 
 @pytest.fixture
-def given(kube, detector) -> Scenario:
-    return Scenario(kube)
+def given(kube, detector) -> Iterator[Scenario]:
+    scenario = Scenario(kube)
+    yield scenario
+    scenario.cleanup()
 
 
 def state_of(given: Scenario, ns: str, name: str = "web") -> dict:

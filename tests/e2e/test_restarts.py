@@ -21,7 +21,7 @@ pytestmark = pytest.mark.kwok
 
 APP = "registry.local/payments/app"
 OLD = f"{APP}:1.4"
-GATE = {"progressDeadlineSeconds": 30, "healthyFor": "6s", "maxRestarts": 0}
+GATE = {"progressDeadlineSeconds": 90, "healthyFor": "6s", "maxRestarts": 0}
 
 
 def seed_status(given: Scenario, patch: str, status: dict) -> None:

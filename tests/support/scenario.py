@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tests.support.wait import wait_for
@@ -31,6 +31,12 @@ def unique(prefix: str) -> str:
 @dataclass
 class Scenario:
     kube: Any
+    namespaces: list[str] = field(default_factory=list)
+
+    def cleanup(self) -> None:
+        """Delete the namespaces this scenario made (their simulated pods load the cluster)."""
+        for ns in self.namespaces:
+            self.kube.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
     # -- Given ---------------------------------------------------------------------
 
@@ -39,6 +45,7 @@ class Scenario:
         doc = {"apiVersion": "v1", "kind": "Namespace",
                "metadata": {"name": name, "labels": {"imagepatch-test": "true", **labels}}}
         self.apply(doc)
+        self.namespaces.append(name)
         return name
 
     def deployment(
@@ -118,7 +125,7 @@ class Scenario:
             raise TimeoutError(f"{exc}\ndeployment status: {json.dumps(d.get('status'))}\n"
                                f"pods: {json.dumps(summary)}") from None
 
-    def wait_phase(self, patch: str, *phases: str, timeout: float = 90) -> dict:
+    def wait_phase(self, patch: str, *phases: str, timeout: float = 180) -> dict:
         def probe():
             obj = self.get("imagepatch", patch)
             return obj if obj.get("status", {}).get("phase") in phases else None

@@ -111,10 +111,11 @@ def step_for(patch, *, pol=None, dep: dict | None = None, pods=(), window=OPEN, 
 # --- before the first patch -----------------------------------------------------------
 
 
-def test_without_a_target_digest_it_waits_for_a_rebuild() -> None:
+def test_without_a_target_digest_it_starts_a_rebuild_first() -> None:
     step = step_for(imagepatch(targetDigest=None))
-    assert step.status["phase"] == "Pending"
-    assert step.action is None
+    assert step.status["phase"] == "Building"
+    assert step.status["idempotencyKey"] == f"{REPO}|"
+    assert step.action is None and not step.start_build  # intent first
 
 
 def test_manual_approval_holds_until_approved() -> None:

@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from imagepatch.core import health, reasons
+from imagepatch.core import health, reasons, rebuild
 from imagepatch.core.conditions import Condition, format_time, merge
 from imagepatch.core.images import parse_image
 from imagepatch.model.imagepatch import (
@@ -90,6 +90,7 @@ class Step:
     events: tuple[WorkloadEvent, ...] = ()
     again: bool = False  # plan again at once (after writing status / acting)
     requeue_after: float | None = None  # look again later
+    start_build: bool = False  # start (idempotently) the rebuild, then plan again
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -178,7 +179,8 @@ def _since(deployment: Mapping[str, Any], started: dt.datetime | None) -> Mappin
         return deployment
     conditions = deployment.get("status", {}).get("conditions") or []
     fresh = [
-        c for c in conditions
+        c
+        for c in conditions
         if (_parse_time(c.get("lastUpdateTime") or c.get("lastTransitionTime") or "") or started)
         > started
     ]
@@ -208,6 +210,7 @@ class _Draft:
     stalled: str = ""  # a reason when a human must act
     events: list[WorkloadEvent] = field(default_factory=list)
     by: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # rebuild/verification fields
 
     def status(self, digest: str) -> dict[str, Any]:
         old = self.patch.status
@@ -297,8 +300,15 @@ def plan(
     workload: Workload | None,
     window: Window,
     now: dt.datetime,
+    build: rebuild.BuildObservation | None = None,
+    verification: rebuild.Verification | None = None,
 ) -> Step:
-    """The next step for ``patch``; ``workload`` is the observed ``active_target``."""
+    """The next step for ``patch``; ``workload`` is the observed ``active_target``.
+
+    Without a target digest (pinned, or verified from a rebuild) the step is a
+    rebuild step: ``build`` and ``verification`` are what the reconcile loop
+    observed of the rebuild this pass.
+    """
     recorded = patch.status
     digest = target_digest(patch)
     draft = _Draft(
@@ -310,9 +320,13 @@ def plan(
     )
 
     def finish(
-        *, again: bool = False, requeue_after: float | None = None, action: PatchImage | None = None
+        *,
+        again: bool = False,
+        requeue_after: float | None = None,
+        action: PatchImage | None = None,
+        start_build: bool = False,
     ) -> Step:
-        status = draft.status(digest)
+        status = {**draft.status(digest), **draft.extra}
         changed = any(recorded.raw.get(k) != v for k, v in status.items())
         return Step(
             status=status if changed else {},
@@ -320,23 +334,15 @@ def plan(
             events=tuple(draft.events),
             again=again or (changed and action is None and not draft.phase.terminal),
             requeue_after=requeue_after,
+            start_build=start_build,
         )
 
     if recorded.phase.terminal:
         return Step(status={})
 
-    if not digest:
-        draft.phase = Phase.PENDING
-        draft.message = (
-            "waiting for a verified image: set spec.targetDigest or let the rebuild finish"
-        )
-        return finish(requeue_after=None)
-
-    gate = policy.rollout if policy else Rollout()
-
     # A rejection closes the patch, whatever the policy's approval mode.
     if patch.approval and patch.approval.decision == "Rejected":
-        if digest not in draft.failed_digests:
+        if digest and digest not in draft.failed_digests:
             draft.failed_digests.append(digest)
         draft.phase = Phase.FAILED
         draft.by = patch.approval.by
@@ -348,6 +354,11 @@ def plan(
                 draft.entries[i] = replace(e, phase=TargetPhase.SKIPPED, reason="Rejected")
         return finish()
 
+    if not digest:
+        return _rebuild(draft, patch, policy, build, verification, finish)
+
+    gate = policy.rollout if policy else Rollout()
+
     started = any(e.phase != TargetPhase.PENDING for e in draft.entries)
     if not started:
         if policy is None:
@@ -355,14 +366,9 @@ def plan(
             draft.message = f"ImagePatchPolicy {patch.policy!r} not found"
             draft.stalled = "PolicyNotFound"
             return finish(requeue_after=30.0)
-        if policy.approval == ApprovalMode.MANUAL and not (
-            patch.approval and patch.approval.decision == "Approved"
-        ):
+        if _approval_wanted(patch, policy):
             draft.phase = Phase.AWAITING_APPROVAL
-            draft.message = (
-                f"approve with: kubectl patch imagepatch {patch.name} --type merge "
-                '-p \'{"spec":{"approval":{"decision":"Approved","by":"<you>"}}}\''
-            )
+            draft.message = _approval_hint(patch)
             return finish(requeue_after=None)
         if not draft.entries:
             draft.entries = [RolloutEntry(target=t) for t in pin_targets(patch, candidates, policy)]
@@ -422,6 +428,60 @@ def plan(
     if entry.phase == TargetPhase.ROLLING_BACK:
         return _rolling_back(draft, index, entry, workload, gate, now, finish)
     raise AssertionError(f"unhandled target phase {entry.phase}")  # pragma: no cover
+
+
+def _approval_wanted(patch: ImagePatch, policy: PolicySpec | None) -> bool:
+    return bool(
+        policy
+        and policy.approval == ApprovalMode.MANUAL
+        and not (patch.approval and patch.approval.decision == "Approved")
+    )
+
+
+def _approval_hint(patch: ImagePatch) -> str:
+    return (
+        f"approve with: kubectl patch imagepatch {patch.name} --type merge "
+        '-p \'{"spec":{"approval":{"decision":"Approved","by":"<you>"}}}\''
+    )
+
+
+def _rebuild(
+    draft: _Draft,
+    patch: ImagePatch,
+    policy: PolicySpec | None,
+    build: rebuild.BuildObservation | None,
+    verification: rebuild.Verification | None,
+    finish,
+) -> Step:
+    """No target digest yet: approval first (a build costs), then build and verify."""
+    raw = dict(patch.status.raw)
+    if not raw.get("rebuild") and _approval_wanted(patch, policy):
+        draft.phase = Phase.AWAITING_APPROVAL
+        draft.message = _approval_hint(patch)
+        return finish(requeue_after=None)
+    if policy is None and not raw.get("rebuild"):
+        draft.phase = Phase.PENDING
+        draft.message = f"ImagePatchPolicy {patch.policy!r} not found"
+        draft.stalled = "PolicyNotFound"
+        return finish(requeue_after=30.0)
+    strategy = patch.rebuild_strategy or (str(policy.rebuild.strategy) if policy else "")
+    key = rebuild.idempotency_key(patch.image, patch.new_base_digest, patch.current_digest)
+    step = rebuild.plan_rebuild(
+        recorded=raw,
+        key=key,
+        strategy=strategy,
+        build=build,
+        verification=verification,
+        now=draft.now,
+    )
+    draft.phase = Phase(step.phase)
+    draft.message = step.message
+    draft.extra.update(step.fields)
+    if step.stalled:
+        draft.stalled = step.stalled
+    if step.failed_digest and step.failed_digest not in draft.failed_digests:
+        draft.failed_digests.append(step.failed_digest)
+    return finish(again=step.again, requeue_after=step.requeue_after, start_build=step.start_build)
 
 
 def _soak_remaining(

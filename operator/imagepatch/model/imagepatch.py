@@ -142,6 +142,13 @@ class ImagePatch:
     reason: str
     current_digest: str = ""
     target_digest: str = ""
+    tag: str = ""
+    base_name: str = ""  # spec.evidence.baseImage.name
+    old_base_digest: str = ""
+    new_base_digest: str = ""
+    rebuild_strategy: str = ""  # spec.rebuild.strategy; "" means the policy's default
+    codebuild_project: str = ""
+    job_template: str = ""
     targets: tuple[Target, ...] = ()
     approval: Approval | None = None
     status: ImagePatchStatus = field(default_factory=ImagePatchStatus)
@@ -229,7 +236,16 @@ def parse_imagepatch(body: Mapping[str, Any]) -> ImagePatch:
             by=approval_raw.get("by") or "",
             reason=approval_raw.get("reason") or "",
         )
+    base = (spec.get("evidence") or {}).get("baseImage") or {}
+    rebuild = spec.get("rebuild") or {}
     return ImagePatch(
+        tag=_str(spec, "tag", "spec"),
+        base_name=base.get("name") or "",
+        old_base_digest=base.get("oldDigest") or "",
+        new_base_digest=base.get("newDigest") or "",
+        rebuild_strategy=rebuild.get("strategy") or "",
+        codebuild_project=rebuild.get("codebuildProject") or "",
+        job_template=rebuild.get("jobTemplate") or "",
         name=meta.get("name") or "",
         generation=int(meta.get("generation") or 0),
         image=_str(spec, "image", "spec", required=True),

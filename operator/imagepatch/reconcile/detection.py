@@ -548,6 +548,11 @@ class Detector:
     ) -> dict[str, Any]:
         strategy = str(spec.rebuild.strategy)
         rebuild: dict[str, Any] = {"strategy": strategy}
+        tag = ""
+        for _, assessed in results:
+            for f, _ in assessed:
+                if f.repository == intent.image and f.digest == intent.current_digest:
+                    tag = tag or (parse_image(f.image).tag or "")
         # A workload's own annotation overrides the policy's default strategy.
         for dep, assessed in results:
             if any(
@@ -582,6 +587,7 @@ class Detector:
             "spec": {
                 "image": intent.image,
                 "currentDigest": intent.current_digest,
+                **({"tag": tag} if tag else {}),
                 "policy": policy,
                 "reason": intent.reason,
                 "evidence": dict(intent.evidence),

@@ -8,11 +8,16 @@ restarted operator resumes from the record and never repeats a patch.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from imagepatch.adapters.builders import Builder
 from imagepatch.adapters.errors import AdapterError, ConflictError
 from imagepatch.adapters.kube import Kube
+from imagepatch.adapters.registry import RegistryClient
 from imagepatch.core.images import parse_image
+from imagepatch.core.rebuild import BuildObservation
 from imagepatch.core.rollout import (
     GATE_POLL,
     Candidate,
@@ -20,15 +25,16 @@ from imagepatch.core.rollout import (
     Workload,
     active_target,
     plan,
+    target_digest,
 )
 from imagepatch.core.window import window_state
 from imagepatch.model.errors import SpecError
 from imagepatch.model.imagepatch import ImagePatch, Target, parse_imagepatch
 from imagepatch.model.policy import PolicySpec, parse_policy
+from imagepatch.reconcile import rebuilds
 from imagepatch.reconcile.clock import Clock, utcnow
 
 log = logging.getLogger("imagepatch.rollouts")
-
 
 
 # --- ImagePatch rollouts ------------------------------------------------------------
@@ -84,11 +90,47 @@ def _involved(target: Target, workload: Workload | None) -> dict[str, Any]:
     }
 
 
+@dataclass
+class RebuildTools:
+    """What the rebuild and verification steps need (absent: rollouts of pinned digests only)."""
+
+    registry: RegistryClient
+    builders: Mapping[str, Builder]
+    findings: Any | None = None
+
+
+async def _observe_rebuild(
+    tools: RebuildTools | None,
+    patch: ImagePatch,
+    policy: PolicySpec | None,
+    now,
+    seen: dict[str, Any],
+) -> None:
+    """Poll a running build or verify a finished one, once per pass, into ``seen``."""
+    if tools is None or target_digest(patch):
+        return
+    raw = patch.status.raw.get("rebuild") or {}
+    if raw.get("buildId") and not raw.get("finishedAt") and "build" not in seen:
+        seen["build"] = await rebuilds.poll(
+            tools.builders, raw["buildId"], rebuilds.build_request(patch, policy)
+        )
+    elif raw.get("digest") and "verification" not in seen:
+        seen["verification"] = await rebuilds.verify(
+            registry=tools.registry, findings=tools.findings, patch=patch, policy=policy, now=now
+        )
+
+
 async def reconcile_imagepatch(
-    *, name: str, kube: Kube, clock: Clock = utcnow, logger: logging.Logger = log
+    *,
+    name: str,
+    kube: Kube,
+    clock: Clock = utcnow,
+    logger: logging.Logger = log,
+    tools: RebuildTools | None = None,
 ) -> float | None:
     """Advance one ImagePatch as far as it can go now; return when to look again."""
     body = await kube.get_imagepatch(name)
+    seen: dict[str, Any] = {}  # rebuild observations of this pass
     for _ in range(MAX_STEPS):
         if body is None:
             return None
@@ -109,6 +151,7 @@ async def reconcile_imagepatch(
         target = active_target(patch)
         workload = await observe_workload(kube, target) if target else None
         state = window_state(policy.maintenance_window if policy else None, now)
+        await _observe_rebuild(tools, patch, policy, now, seen)
         step = plan(
             patch=patch,
             policy=policy,
@@ -116,6 +159,8 @@ async def reconcile_imagepatch(
             workload=workload,
             window=Window(can_start=state.can_start, next_start=state.next_start),
             now=now,
+            build=seen.get("build"),
+            verification=seen.get("verification"),
         )
         if step.status:
             # Intent first: if this write fails, nothing below happens.
@@ -132,6 +177,18 @@ async def reconcile_imagepatch(
                 )
             except AdapterError as exc:  # an Event is a report, not a reason to stop
                 logger.warning("could not post event %s: %s", event.reason, exc)
+        if step.start_build:
+            if tools is None:
+                seen["build"] = BuildObservation(
+                    state="Failed",
+                    reason="RebuildUnavailable",
+                    message="this operator runs without builders",
+                )
+            else:
+                seen["build"] = await rebuilds.start(
+                    tools.builders, rebuilds.build_request(patch, policy)
+                )
+            continue
         if step.action is not None:
             act = step.action
             logger.info(

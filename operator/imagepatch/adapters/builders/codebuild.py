@@ -1,0 +1,508 @@
+"""The ``codebuild:<project>`` rebuild strategy: AWS CodeBuild ``StartBuild``.
+
+The project (its source, buildspec, role and registry login) is the team's;
+the operator only starts a build of it with four environment overrides, and
+reads the outcome. Neighbours: the reconciler calls ``start`` and ``poll``
+(``adapters.builders``); ``adapters.registry`` confirms the pushed digest;
+the AWS reasons and the client conventions (standard retry mode, an
+injectable endpoint, region and session) are those of ``adapters.findings``.
+
+What the build receives (``environmentVariablesOverride``, PLAINTEXT):
+
+* ``BASE_IMAGE``: the base pinned to the target digest, ``host/repo@sha256:…``
+  (for ``docker build --build-arg BASE_IMAGE=$BASE_IMAGE``);
+* ``TARGET_IMAGE``: where to push, ``image:tag``;
+* ``IMAGEPATCH_KEY``: the idempotency key;
+* ``SOURCE_REVISION``: the revision the current image records (may be
+  empty); it is also passed as ``sourceVersion`` when set, so the build
+  checks out the code the running image was built from.
+
+Idempotency. ``idempotencyToken`` is ``sha256(key)`` (64 hex, CodeBuild's
+maximum), so a repeated ``StartBuild`` returns the same build, but CodeBuild
+honours a token for five minutes only. An operator that was down longer
+between starting a build and recording its id would start a second one, so
+``start`` first looks for a build of the key: the newest page (up to 100) of
+``ListBuildsForProject``, read with ``BatchGetBuilds``, matched on the
+``IMAGEPATCH_KEY`` variable the build ran with. This needs
+``codebuild:ListBuildsForProject`` besides ``StartBuild`` and
+``BatchGetBuilds``; ``StopBuild`` is used to stop a build past its deadline.
+
+Outcome. ``SUCCEEDED`` → the digest the build exported as ``IMAGE_DIGEST``
+(``exportedVariables`` in the buildspec), checked to exist in the registry,
+else whatever ``image:tag`` resolves to now; it must differ from the current
+digest (``NothingPushed``). ``FAILED``/``FAULT``/``STOPPED`` →
+``BuildFailed``, ``TIMED_OUT`` → ``BuildTimedOut``, with the failing
+phase's context (status code and message, truncated). ``logs_url`` is the
+build's CloudWatch deep link. Past ``started_at + timeout`` on the injected
+clock a running build is stopped and reported ``BuildTimedOut``.
+
+Errors are classified here, once, with messages made of the operation, the
+error code and the project name, never AWS's own text: a missing project is
+``NotFoundError``/``CodeBuildProjectNotFound``, a denial is
+``ConfigurationError``/``AwsAccessDenied``, throttling is retried by
+botocore's standard mode and then ``TransientError``/``AwsThrottled``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    CredentialRetrievalError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+    ParamValidationError,
+    PartialCredentialsError,
+    ReadTimeoutError,
+    TokenRetrievalError,
+)
+
+from imagepatch.adapters.builders import BuildRequest, BuildState, BuildStatus
+from imagepatch.adapters.errors import (
+    INVALID_IMAGE_REFERENCE,
+    AdapterError,
+    ConfigurationError,
+    NotFoundError,
+    TransientError,
+)
+from imagepatch.adapters.findings import (
+    AWS_ACCESS_DENIED,
+    AWS_CREDENTIALS_EXPIRED,
+    AWS_CREDENTIALS_INVALID,
+    AWS_REQUEST_REJECTED,
+    AWS_THROTTLED,
+    AWS_UNAVAILABLE,
+    DEFAULT_MAX_ATTEMPTS,
+)
+from imagepatch.adapters.registry import RegistryClient
+from imagepatch.core.images import InvalidImageReference, is_digest, parse_image
+
+__all__ = [
+    "BUILD_FAILED",
+    "BUILD_TIMED_OUT",
+    "CODEBUILD_PROJECT_NOT_FOUND",
+    "NOTHING_PUSHED",
+    "CodeBuildBuilder",
+    "idempotency_token",
+]
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], dt.datetime]
+
+# Reasons. They belong with core/reasons.py in the end, like those in
+# adapters/errors.py.
+BUILD_FAILED = "BuildFailed"
+BUILD_TIMED_OUT = "BuildTimedOut"
+BUILD_LOST = "BuildLost"  # CodeBuild no longer knows the build id
+NOTHING_PUSHED = "NothingPushed"
+CODEBUILD_PROJECT_NOT_FOUND = "CodeBuildProjectNotFound"
+CODEBUILD_PROJECT_NOT_SET = "CodeBuildProjectNotSet"
+
+KEY_VARIABLE = "IMAGEPATCH_KEY"
+DIGEST_VARIABLE = "IMAGE_DIGEST"  # exported by the buildspec, if it cares to
+_FAILED_STATUSES = {"FAILED", "FAULT", "STOPPED"}
+# A phase context message is the build's own words (a command line, an
+# error); enough of it to act on, not a whole log.
+_CONTEXT_LIMIT = 300
+# One page of ListBuildsForProject, and BatchGetBuilds' maximum per call.
+_LOOKBACK = 100
+_CONNECT_TIMEOUT = 10
+_READ_TIMEOUT = 30
+
+_ACCESS_DENIED_CODES = {"AccessDeniedException", "AccessDenied"}
+_INVALID_CREDENTIAL_CODES = {
+    "UnrecognizedClientException",
+    "InvalidSignatureException",
+    "InvalidClientTokenId",
+    "SignatureDoesNotMatch",
+    "IncompleteSignature",
+    "MissingAuthenticationToken",
+}
+_EXPIRED_CREDENTIAL_CODES = {"ExpiredTokenException", "ExpiredToken", "TokenRefreshRequired"}
+# botocore's standard mode retries these as throttling (botocore.retries.standard).
+_THROTTLING_CODES = {
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "RequestThrottled",
+    "SlowDown",
+}
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def idempotency_token(key: str) -> str:
+    """``StartBuild``'s idempotencyToken for ``key``: sha256 hex, 64 characters."""
+    return hashlib.sha256(key.encode()).hexdigest()[:64]
+
+
+class CodeBuildBuilder:
+    """Starts and reads CodeBuild builds in one region.
+
+    ``session`` defaults to a new ``boto3.Session`` (EKS Pod Identity or IRSA
+    in a cluster); ``endpoint_url`` points the client elsewhere (moto in
+    tests). The client is made on first use and shared (boto3 clients are
+    thread-safe; making them is not, so it is serialised).
+    """
+
+    def __init__(
+        self,
+        registry: RegistryClient,
+        region: str | None,
+        endpoint_url: str | None = None,
+        session: boto3.Session | None = None,
+        *,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        clock: Clock = _utcnow,
+    ) -> None:
+        self._registry = registry
+        self._region = region
+        self._endpoint_url = endpoint_url
+        self._session = session
+        self._clock = clock
+        self._config = Config(
+            retries={"mode": "standard", "total_max_attempts": max_attempts},
+            connect_timeout=_CONNECT_TIMEOUT,
+            read_timeout=_READ_TIMEOUT,
+        )
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> Any:
+        """The boto3 CodeBuild client (public so tests can stub or hook it)."""
+        with self._lock:
+            if self._client is None:
+                with _classified("CreateClient", None, self._region):
+                    if self._session is None:
+                        self._session = boto3.Session()
+                    self._client = self._session.client(
+                        "codebuild",
+                        region_name=self._region,
+                        endpoint_url=self._endpoint_url,
+                        config=self._config,
+                    )
+            return self._client
+
+    # -- start -----------------------------------------------------------------------
+
+    async def start(self, request: BuildRequest) -> str:
+        project = request.codebuild_project
+        if not project:
+            raise ConfigurationError(
+                "no CodeBuild project is named for the codebuild rebuild strategy",
+                reason=CODEBUILD_PROJECT_NOT_SET,
+            )
+        params = start_build_params(request)
+        return await asyncio.to_thread(self._start, project, request.key, params)
+
+    def _start(self, project: str, key: str, params: dict[str, Any]) -> str:
+        existing = self._find_build(project, key)
+        if existing:
+            log.info("CodeBuild build %s already runs for %s", existing, key)
+            return existing
+        with _classified("StartBuild", project, self._region):
+            build = self.client.start_build(**params)["build"]
+        log.info("CodeBuild build %s started for %s", build["id"], key)
+        return str(build["id"])
+
+    def _find_build(self, project: str, key: str) -> str | None:
+        """A recent build of ``project`` that ran for ``key``, newest first."""
+        with _classified("ListBuildsForProject", project, self._region):
+            ids = (
+                self.client.list_builds_for_project(
+                    projectName=project, sortOrder="DESCENDING"
+                ).get("ids")
+                or []
+            )
+        ids = ids[:_LOOKBACK]
+        if not ids:
+            return None
+        with _classified("BatchGetBuilds", project, self._region):
+            builds = self.client.batch_get_builds(ids=ids).get("builds") or []
+        order = {build_id: i for i, build_id in enumerate(ids)}
+        for build in sorted(builds, key=lambda b: order.get(b.get("id"), len(order))):
+            variables = (build.get("environment") or {}).get("environmentVariables") or ()
+            if any(v.get("name") == KEY_VARIABLE and v.get("value") == key for v in variables):
+                return str(build["id"])
+        return None
+
+    # -- poll ------------------------------------------------------------------------
+
+    async def poll(self, build_id: str, request: BuildRequest) -> BuildStatus:
+        project = request.codebuild_project or build_id.split(":", 1)[0]
+        build = await asyncio.to_thread(self._get_build, build_id, project)
+        if build is None:
+            return BuildStatus(
+                state=BuildState.FAILED,
+                build_id=build_id,
+                builder_status="NotFound",
+                reason=BUILD_LOST,
+                message=f"CodeBuild has no build {build_id}",
+            )
+        status = str(build.get("buildStatus") or "")
+        logs_url = str((build.get("logs") or {}).get("deepLink") or "")
+        if status == "SUCCEEDED":
+            return await self._succeeded(build_id, build, request, logs_url)
+        if status in _FAILED_STATUSES or status == "TIMED_OUT":
+            return BuildStatus(
+                state=BuildState.FAILED,
+                build_id=build_id,
+                builder_status=status,
+                reason=BUILD_TIMED_OUT if status == "TIMED_OUT" else BUILD_FAILED,
+                message=_failure_message(build_id, status, build.get("phases") or ()),
+                logs_url=logs_url,
+            )
+        if request.started_at is not None and self._clock() - request.started_at > request.timeout:
+            await asyncio.to_thread(self._stop, build_id, project)
+            return BuildStatus(
+                state=BuildState.FAILED,
+                build_id=build_id,
+                builder_status=status or "IN_PROGRESS",
+                reason=BUILD_TIMED_OUT,
+                message=f"CodeBuild build {build_id} did not finish within {request.timeout}; "
+                "it was asked to stop",
+                logs_url=logs_url,
+            )
+        phase = build.get("currentPhase") or ""
+        return BuildStatus(
+            state=BuildState.RUNNING,
+            build_id=build_id,
+            builder_status=status or "IN_PROGRESS",
+            message=f"CodeBuild build {build_id} is {status or 'IN_PROGRESS'}"
+            + (f" in phase {phase}" if phase else ""),
+            logs_url=logs_url,
+        )
+
+    def _get_build(self, build_id: str, project: str) -> dict[str, Any] | None:
+        with _classified("BatchGetBuilds", project, self._region):
+            builds = self.client.batch_get_builds(ids=[build_id]).get("builds") or []
+        return next((b for b in builds if b.get("id") == build_id), None)
+
+    def _stop(self, build_id: str, project: str) -> None:
+        # Best effort: the timeout is the outcome either way, and CodeBuild's
+        # own project timeout ends the build if this call is not allowed.
+        try:
+            with _classified("StopBuild", project, self._region):
+                self.client.stop_build(id=build_id)
+        except AdapterError as exc:
+            log.warning("could not stop CodeBuild build %s: %s: %s", build_id, exc.reason, exc)
+
+    async def _succeeded(
+        self, build_id: str, build: Mapping[str, Any], request: BuildRequest, logs_url: str
+    ) -> BuildStatus:
+        target = f"{request.image}:{request.tag}"
+        exported = {
+            v.get("name"): v.get("value") for v in build.get("exportedEnvironmentVariables") or ()
+        }
+        reported = str(exported.get(DIGEST_VARIABLE) or "").strip()
+        digest = ""
+        if is_digest(reported):
+            # Trust, but check: the digest must be in the repository.
+            try:
+                await self._registry.head_manifest(f"{request.image}@{reported}")
+                digest = reported
+            except NotFoundError:
+                pass
+            source = f"exported {DIGEST_VARIABLE}"
+        else:
+            try:
+                digest = await self._registry.resolve_digest(target)
+            except NotFoundError:
+                digest = ""
+            source = f"{target}"
+        if not digest or digest == request.current_digest:
+            seen = (
+                f"{DIGEST_VARIABLE}={reported} is not in {request.image}"
+                if is_digest(reported) and not digest
+                else f"{target} is {'still ' + digest if digest else 'missing'}"
+            )
+            return BuildStatus(
+                state=BuildState.FAILED,
+                build_id=build_id,
+                builder_status="SUCCEEDED",
+                reason=NOTHING_PUSHED,
+                message=f"CodeBuild build {build_id} succeeded but pushed nothing new: {seen}",
+                logs_url=logs_url,
+            )
+        return BuildStatus(
+            state=BuildState.SUCCEEDED,
+            build_id=build_id,
+            digest=digest,
+            builder_status="SUCCEEDED",
+            message=f"CodeBuild build {build_id} succeeded; {digest} (from {source})",
+            logs_url=logs_url,
+        )
+
+
+def start_build_params(request: BuildRequest) -> dict[str, Any]:
+    """The ``StartBuild`` parameters for ``request`` (pure)."""
+    try:
+        base = parse_image(request.base_name).pinned(request.base_digest)
+    except InvalidImageReference as exc:
+        raise ConfigurationError(
+            f"cannot pin base {request.base_name!r} to {request.base_digest!r}: {exc}",
+            reason=INVALID_IMAGE_REFERENCE,
+        ) from None
+    variables = {
+        "BASE_IMAGE": base,
+        "TARGET_IMAGE": f"{request.image}:{request.tag}",
+        KEY_VARIABLE: request.key,
+        "SOURCE_REVISION": request.revision,
+    }
+    params: dict[str, Any] = {
+        "projectName": request.codebuild_project,
+        "idempotencyToken": idempotency_token(request.key),
+        "environmentVariablesOverride": [
+            {"name": name, "value": value, "type": "PLAINTEXT"} for name, value in variables.items()
+        ],
+    }
+    if request.revision:
+        params["sourceVersion"] = request.revision
+    return params
+
+
+def _failure_message(build_id: str, status: str, phases: Any) -> str:
+    """What failed, from the first phase that did not succeed, with its context."""
+    verb = "was stopped" if status == "STOPPED" else f"ended {status}"
+    for phase in phases:
+        phase_status = phase.get("phaseStatus")
+        if phase_status in (None, "SUCCEEDED"):
+            continue
+        contexts = [
+            ": ".join(s for s in (c.get("statusCode"), c.get("message")) if s)
+            for c in phase.get("contexts") or ()
+        ]
+        context = "; ".join(c for c in contexts if c)
+        if len(context) > _CONTEXT_LIMIT:
+            context = context[: _CONTEXT_LIMIT - 1] + "…"
+        return (
+            f"CodeBuild build {build_id} {verb} in phase {phase.get('phaseType')} "
+            f"({phase_status})" + (f": {context}" if context else "")
+        )
+    return f"CodeBuild build {build_id} {verb}"
+
+
+# -- error classification ------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _classified(operation: str, project: str | None, region: str | None) -> Iterator[None]:
+    """botocore's exceptions as adapter errors, with safe, actionable messages."""
+    action = f"codebuild:{operation}"
+    where = f"project {project!r}" if project else "CodeBuild"
+    try:
+        yield
+    except AdapterError:
+        raise
+    except ClientError as exc:
+        raise _from_client_error(exc, action, where, region) from None
+    except (
+        NoCredentialsError,
+        PartialCredentialsError,
+        CredentialRetrievalError,
+        TokenRetrievalError,
+    ) as exc:
+        raise ConfigurationError(
+            f"no usable AWS credentials for {action} ({type(exc).__name__}): give the "
+            "operator's ServiceAccount an IAM role through EKS Pod Identity or IRSA",
+            reason=AWS_CREDENTIALS_INVALID,
+        ) from None
+    except NoRegionError:
+        raise ConfigurationError(
+            f"no AWS region for {action}: set AWS_REGION", reason=AWS_REQUEST_REJECTED
+        ) from None
+    except ParamValidationError as exc:
+        # Our own request was malformed (e.g. a project name CodeBuild cannot
+        # hold); botocore's text names the parameter, nothing secret.
+        raise ConfigurationError(
+            f"{action} for {where}: {exc}", reason=AWS_REQUEST_REJECTED
+        ) from None
+    except (
+        EndpointConnectionError,
+        ConnectTimeoutError,
+        ReadTimeoutError,
+        ConnectionClosedError,
+    ) as exc:
+        raise TransientError(
+            f"{action} in {region or 'the default region'} could not be reached "
+            f"({type(exc).__name__})",
+            reason=AWS_UNAVAILABLE,
+        ) from None
+    except BotoCoreError as exc:
+        raise TransientError(
+            f"{action} failed ({type(exc).__name__})", reason=AWS_UNAVAILABLE
+        ) from None
+
+
+def _from_client_error(
+    exc: ClientError, action: str, where: str, region: str | None
+) -> AdapterError:
+    # Built from the code, the request id and names we chose; AWS's message
+    # text can quote principals and policies, so it is left out.
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    meta = exc.response.get("ResponseMetadata", {})
+    status = int(meta.get("HTTPStatusCode") or 0)
+    request_id = meta.get("RequestId")
+    suffix = f" (request id {request_id})" if request_id else ""
+    if code == "ResourceNotFoundException":
+        return NotFoundError(
+            f"CodeBuild {where} does not exist in {region or 'this region'}{suffix}",
+            reason=CODEBUILD_PROJECT_NOT_FOUND,
+        )
+    if code in _ACCESS_DENIED_CODES:
+        return ConfigurationError(
+            f"{action} on {where} was denied ({code}){suffix}: allow {action} to the "
+            "operator's IAM role (EKS Pod Identity or IRSA)",
+            reason=AWS_ACCESS_DENIED,
+        )
+    if code in _INVALID_CREDENTIAL_CODES:
+        return ConfigurationError(
+            f"{action} rejected the AWS credentials ({code}){suffix}: check the IAM role "
+            "of the operator's ServiceAccount",
+            reason=AWS_CREDENTIALS_INVALID,
+        )
+    if code in _EXPIRED_CREDENTIAL_CODES:
+        return ConfigurationError(
+            f"{action} refused expired AWS credentials ({code}){suffix}",
+            reason=AWS_CREDENTIALS_EXPIRED,
+        )
+    if code in _THROTTLING_CODES:
+        return TransientError(
+            f"{action} on {where} is still throttled after retries ({code}){suffix}",
+            reason=AWS_THROTTLED,
+        )
+    if code == "AccountLimitExceededException":
+        # Too many concurrent builds in the account: one will finish.
+        return TransientError(
+            f"{action} on {where}: the account's CodeBuild limit is reached ({code}){suffix}",
+            reason=AWS_THROTTLED,
+        )
+    if status >= 500 or code in {"ServerException", "InternalServerException", "InternalFailure"}:
+        return TransientError(
+            f"{action} on {where} failed on the AWS side ({code or status}){suffix}",
+            reason=AWS_UNAVAILABLE,
+        )
+    return ConfigurationError(
+        f"{action} on {where} was rejected ({code or status}){suffix}", reason=AWS_REQUEST_REJECTED
+    )

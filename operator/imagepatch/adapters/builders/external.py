@@ -1,0 +1,153 @@
+"""The ``external`` rebuild strategy: wait for someone else's CI to push.
+
+The operator starts nothing. It watches the workload's tag (``image:tag``) in
+the registry until it points to a new digest that was built on the target
+base, and takes that digest. Neighbours: the reconciler calls ``start`` and
+``poll`` like any other builder (``adapters.builders``); the registry client
+(``adapters.registry``) answers every question here.
+
+An image counts as the rebuild when all of these hold:
+
+* the tag resolves to a digest other than ``request.current_digest``;
+* its recorded base digest (``image_lineage``: OCI annotations, then config
+  labels) is ``request.base_digest``, **or** one of that base's platform
+  manifest digests. buildah and BuildKit record the *platform* manifest
+  digest when the base is a multi-arch index, while the operator tracks the
+  index digest, so a plain equality would never match such an image.
+
+The platform digests are read from the registry (by digest, so cached for
+good) from ``request.base_name`` pinned to ``request.base_digest``. A caller
+that already knows them may pass them instead, as comma-separated digests in
+``request.extra["base_platforms"]``; then no lookup is made.
+
+A push built on another base (say CI rebuilt from a stale cache on the old
+base) is not accepted: the build stays ``Running`` and says why, until the
+right image arrives or the deadline passes. The deadline is
+``request.started_at + request.timeout`` on the injected clock; without
+``started_at`` (the reconciler records it before starting) there is none.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from collections.abc import Callable
+
+from imagepatch.adapters.builders import BuildRequest, BuildState, BuildStatus
+from imagepatch.adapters.errors import NotFoundError
+from imagepatch.adapters.registry import Lineage, RegistryClient
+from imagepatch.core.images import InvalidImageReference, is_digest, parse_image
+
+__all__ = ["BASE_PLATFORMS_EXTRA", "BUILD_TIMED_OUT", "ExternalBuilder", "external_build_id"]
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], dt.datetime]
+
+# Reasons. They belong with core/reasons.py in the end, like those in
+# adapters/errors.py.
+BUILD_TIMED_OUT = "BuildTimedOut"
+
+BASE_PLATFORMS_EXTRA = "base_platforms"  # request.extra key: "sha256:…,sha256:…"
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def external_build_id(key: str) -> str:
+    """A stable id for the wait: the same key always gives the same id."""
+    return "external:" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+class ExternalBuilder:
+    """Waits for CI to push ``image:tag`` built on the target base."""
+
+    def __init__(self, registry: RegistryClient, *, clock: Clock = _utcnow) -> None:
+        self._registry = registry
+        self._clock = clock
+
+    async def start(self, request: BuildRequest) -> str:
+        # Nothing to start: CI builds on its own trigger (e.g. the base's push).
+        return external_build_id(request.key)
+
+    async def poll(self, build_id: str, request: BuildRequest) -> BuildStatus:
+        target = f"{request.image}:{request.tag}"
+        try:
+            digest = await self._registry.resolve_digest(target)
+        except NotFoundError:
+            # The tag may be briefly absent while CI re-pushes it.
+            digest = ""
+        if not digest:
+            waiting = f"{target} does not exist yet"
+        elif digest == request.current_digest:
+            waiting = f"{target} is still the current image {digest}"
+        else:
+            try:
+                lineage = await self._registry.image_lineage(f"{request.image}@{digest}")
+            except NotFoundError:
+                # The tag moved on between the HEAD and this read; look again next poll.
+                lineage = Lineage(None, None, None)
+            if await self._built_on_target(lineage, request):
+                return BuildStatus(
+                    state=BuildState.SUCCEEDED,
+                    build_id=build_id,
+                    digest=digest,
+                    builder_status="Pushed",
+                    message=f"{target} is now {digest}, built on {lineage.base_digest}",
+                )
+            recorded = lineage.base_digest or "a base it does not record"
+            waiting = (
+                f"{target} is {digest}, built on {recorded}, not on the target base "
+                f"{request.base_digest}"
+            )
+        if _timed_out(request, self._clock()):
+            return BuildStatus(
+                state=BuildState.FAILED,
+                build_id=build_id,
+                builder_status="TimedOut",
+                reason=BUILD_TIMED_OUT,
+                message=f"no image built on {request.base_digest} was pushed to {target} "
+                f"within {request.timeout}: {waiting}",
+            )
+        return BuildStatus(
+            state=BuildState.RUNNING,
+            build_id=build_id,
+            builder_status="Waiting",
+            message=f"waiting for CI: {waiting}",
+        )
+
+    async def _built_on_target(self, lineage: Lineage, request: BuildRequest) -> bool:
+        recorded = lineage.base_digest
+        if not recorded or not request.base_digest:
+            return False
+        if recorded == request.base_digest:
+            return True
+        given = request.extra.get(BASE_PLATFORMS_EXTRA)
+        if given is not None:
+            return recorded in {d.strip() for d in given.split(",") if is_digest(d.strip())}
+        return recorded in await self._platform_digests(request, lineage)
+
+    async def _platform_digests(self, request: BuildRequest, lineage: Lineage) -> set[str]:
+        # The recorded base name may be missing from the request (a human
+        # made the ImagePatch); the new image's own record names it then.
+        name = request.base_name or lineage.base_name
+        if not name:
+            return set()
+        try:
+            base = parse_image(name)
+            pinned = base.pinned(request.base_digest)
+        except InvalidImageReference:
+            log.debug("base %r cannot be pinned to %s", name, request.base_digest)
+            return set()
+        try:
+            return set((await self._registry.platform_digests(pinned)).values())
+        except NotFoundError:
+            # The target base is gone (tag deleted and garbage-collected):
+            # nothing can be shown to be built on it.
+            return set()
+
+
+def _timed_out(request: BuildRequest, now: dt.datetime) -> bool:
+    return request.started_at is not None and now - request.started_at > request.timeout

@@ -1,0 +1,146 @@
+"""Read what ``imagepatch report`` needs from the cluster, with read-only RBAC.
+
+``read_inputs`` lists ImagePatchPolicies, ImagePatches and the opted-in
+Deployments (in all namespaces, or in one) as plain dicts, exactly as the API
+serves them, for ``core.report``. It only ever uses ``list``, so the
+``imagepatch-view`` ClusterRole (``deploy/view-role.yaml``, aggregated into
+the built-in ``view``) is enough.
+
+A namespace user bound to ``view`` by a RoleBinding may not list the
+cluster-scoped ImagePatchPolicies and ImagePatches: the report then goes on
+with the workloads alone and says so in a warning, instead of failing.
+
+``delete_imagepatches`` is the one write here, for history retention: the
+operator deletes the ImagePatches ``core.report.retention`` chose (it needs
+``delete``, which the operator's role has and the view role has not).
+
+Errors are classified by ``adapters.kube.classify``, as everywhere else.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from imagepatch.adapters.errors import AdapterError, ConfigurationError, NotFoundError
+from imagepatch.adapters.kube import GROUP, VERSION, classify
+
+POLICY_ANNOTATION = "imagepatch.dev/policy"
+PAGE_SIZE = 500  # list in chunks: a large cluster's Deployments do not fit one response
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ReportInputs:
+    policies: list[dict[str, Any]] = field(default_factory=list)
+    deployments: list[dict[str, Any]] = field(default_factory=list)
+    imagepatches: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def api_client(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
+    """A client for ``kubeconfig`` (default: $KUBECONFIG or ~/.kube/config, as kubectl).
+
+    Inside a pod with no kubeconfig at all, the pod's ServiceAccount is used.
+    """
+    try:
+        return config.new_client_from_config(config_file=kubeconfig, context=context)
+    except config.ConfigException:
+        if kubeconfig:
+            raise
+        config.load_incluster_config()
+        return client.ApiClient()
+
+
+def _list_all(what: str, fn: Callable[..., Any], *args: Any) -> list[dict[str, Any]]:
+    """Every item of a list call, page by page, as raw dicts."""
+    items: list[dict[str, Any]] = []
+    token = None
+    while True:
+        kwargs: dict[str, Any] = {"limit": PAGE_SIZE, "_preload_content": False}
+        if token:
+            kwargs["_continue"] = token
+        try:
+            data = json.loads(fn(*args, **kwargs).data)
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise classify(exc, what) from None
+        items += data.get("items") or []
+        token = (data.get("metadata") or {}).get("continue")
+        if not token:
+            return items
+
+
+def read_inputs(api: client.ApiClient, *, namespace: str | None = None) -> ReportInputs:
+    """Policies, ImagePatches and opted-in Deployments (of ``namespace``, or all)."""
+    custom, apps = client.CustomObjectsApi(api), client.AppsV1Api(api)
+    if namespace:
+        deployments = _list_all(
+            f"list Deployments in {namespace}", apps.list_namespaced_deployment, namespace
+        )
+    else:
+        deployments = _list_all(
+            "list Deployments in all namespaces", apps.list_deployment_for_all_namespaces
+        )
+    # Opting in is an annotation, and annotations cannot be selected server-side.
+    opted_in = [
+        d for d in deployments
+        if POLICY_ANNOTATION in ((d.get("metadata") or {}).get("annotations") or {})
+    ]
+    warnings: list[str] = []
+    lists: dict[str, list[dict[str, Any]]] = {}
+    for plural, kind in (("imagepatchpolicies", "ImagePatchPolicies"),
+                         ("imagepatches", "ImagePatches")):
+        try:
+            lists[plural] = _list_all(
+                f"list {kind}", custom.list_cluster_custom_object, GROUP, VERSION, plural
+            )
+        except NotFoundError as exc:
+            raise ConfigurationError(
+                f"{exc}: are the imagepatch CRDs installed in this cluster?", reason="NoCRDs"
+            ) from None
+        except ConfigurationError as exc:
+            if exc.reason != "Forbidden":
+                raise
+            # Cluster-scoped: a user with `view` in one namespace only cannot list them.
+            lists[plural] = []
+            warnings.append(
+                f"cannot list {kind} (forbidden): the report shows no "
+                + ("policy status" if plural == "imagepatchpolicies" else "patches or history")
+                + "; bind the imagepatch-view (or view) ClusterRole cluster-wide to see them"
+            )
+    return ReportInputs(
+        policies=lists["imagepatchpolicies"],
+        deployments=opted_in,
+        imagepatches=lists["imagepatches"],
+        warnings=warnings,
+    )
+
+
+def delete_imagepatches(
+    api: client.ApiClient, resource_versions: Mapping[str, str]
+) -> list[str]:
+    """Delete each named ImagePatch if it is still at the given resourceVersion.
+
+    The precondition means a patch that changed after retention chose it (a
+    human reopened it, say) is kept: the next pass decides again. Already gone
+    or changed is not an error. Returns the names actually deleted.
+    """
+    custom = client.CustomObjectsApi(api)
+    deleted = []
+    for name, version in sorted(resource_versions.items()):
+        body = client.V1DeleteOptions(preconditions=client.V1Preconditions(
+            resource_version=version))
+        try:
+            custom.delete_cluster_custom_object(GROUP, VERSION, "imagepatches", name, body=body)
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+            error: AdapterError = classify(exc, f"delete ImagePatch {name}")
+            if error.reason in ("NotFound", "Conflict"):
+                continue
+            raise error from None
+        deleted.append(name)
+    return deleted

@@ -1,0 +1,299 @@
+"""Rebuild and verification steps of an ImagePatch, as pure decisions.
+
+Before any rollout, an ImagePatch without a pinned ``spec.targetDigest``
+needs a new image: ``Building`` starts (once) and follows a rebuild, and
+``Verifying`` checks the result. Intent goes into ``status`` first:
+
+1. record ``rebuild.startedAt`` and the ``idempotencyKey`` (image + target
+   base digest), then ask for the build to start;
+2. record the builder's id as soon as it is known (starting again with the
+   same key returns the same build, so a restart in between is harmless);
+3. record each poll's outcome; on success the digest, then ``Verifying``;
+4. record the verification; only a ``Passed`` one makes the digest the
+   rollout target (``status.rebuild.digest`` with ``verification.result``).
+
+A failed or timed-out build, or a refused verification, ends the patch as
+``Failed`` with the reason and the builder's own status.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from imagepatch.core.conditions import format_time
+
+BUILD_POLL = 5.0  # seconds between polls of a running build
+VERIFY_POLL = 10.0  # seconds between checks while a scan of the new image is pending
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BuildObservation:
+    """What the builder said this pass (from the adapter's BuildStatus)."""
+
+    state: str  # Started | Running | Succeeded | Failed
+    build_id: str = ""
+    digest: str = ""
+    builder_status: str = ""
+    reason: str = ""
+    message: str = ""
+    logs_url: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Verification:
+    """The checks of the rebuilt image (from ``verify``)."""
+
+    result: str  # Passed | Failed | Pending
+    message: str
+    base_digest: str = ""
+    platforms: tuple[str, ...] = ()
+    findings_before: int | None = None
+    findings_after: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RebuildStep:
+    """The status fields to record, what to do next, and the resulting phase."""
+
+    phase: str
+    fields: dict[str, Any]
+    message: str
+    start_build: bool = False
+    again: bool = False
+    requeue_after: float | None = None
+    stalled: str = ""  # a CamelCase reason when the patch ends Failed
+    failed_digest: str = ""
+
+
+def idempotency_key(image: str, new_base_digest: str, current_digest: str) -> str:
+    """A build is started at most once per image and target base digest."""
+    return f"{image}|{new_base_digest or current_digest}"
+
+
+def verify(
+    *,
+    target_base_digest: str,
+    target_base_platforms: frozenset[str],
+    recorded_base_digest: str,
+    old_platforms: frozenset[str],
+    new_platforms: frozenset[str],
+    comparison_accepted: bool | None,
+    comparison_reason: str = "",
+    findings_before: int | None = None,
+    findings_after: int | None = None,
+    scan_pending: bool = False,
+    waited: dt.timedelta = dt.timedelta(0),
+    max_wait: dt.timedelta = dt.timedelta(minutes=30),
+) -> Verification:
+    """Is the rebuilt image what was asked for, and no worse?
+
+    * it records the target base (or one of the target index's platforms);
+    * it is built for the same platforms as the image it replaces;
+    * when a scanner is configured, its findings over the baseline are fewer
+      than before (``comparison_accepted``); a scan that is not done yet is
+      waited for, up to ``max_wait``.
+    """
+    platforms = tuple(sorted(new_platforms))
+    if not recorded_base_digest:
+        return Verification(
+            result="Failed", message="the new image records no base digest", platforms=platforms
+        )
+    if (
+        target_base_digest
+        and recorded_base_digest != target_base_digest
+        and (recorded_base_digest not in target_base_platforms)
+    ):
+        return Verification(
+            result="Failed",
+            base_digest=recorded_base_digest,
+            platforms=platforms,
+            message=f"the new image is built on {recorded_base_digest}, not on the target base "
+            f"{target_base_digest}",
+        )
+    if old_platforms != new_platforms:
+        return Verification(
+            result="Failed",
+            base_digest=recorded_base_digest,
+            platforms=platforms,
+            message=f"platforms changed: {sorted(old_platforms) or ['single']} -> "
+            f"{sorted(new_platforms) or ['single']}",
+        )
+    if scan_pending:
+        if waited > max_wait:
+            return Verification(
+                result="Failed",
+                base_digest=recorded_base_digest,
+                platforms=platforms,
+                message=f"the scan of the new image did not finish in {max_wait}",
+            )
+        return Verification(
+            result="Pending",
+            base_digest=recorded_base_digest,
+            platforms=platforms,
+            message="waiting for the scan of the new image",
+        )
+    if comparison_accepted is False:
+        return Verification(
+            result="Failed",
+            base_digest=recorded_base_digest,
+            platforms=platforms,
+            findings_before=findings_before,
+            findings_after=findings_after,
+            message=comparison_reason or "the new image is no better by its findings",
+        )
+    return Verification(
+        result="Passed",
+        base_digest=recorded_base_digest,
+        platforms=platforms,
+        findings_before=findings_before,
+        findings_after=findings_after,
+        message="base digest, platforms"
+        + (" and findings" if comparison_accepted else "")
+        + " verified",
+    )
+
+
+def plan_rebuild(
+    *,
+    recorded: dict[str, Any],  # the raw status
+    key: str,
+    strategy: str,
+    build: BuildObservation | None,
+    verification: Verification | None,
+    now: dt.datetime,
+) -> RebuildStep:
+    rebuild = dict(recorded.get("rebuild") or {})
+    if not strategy:
+        return RebuildStep(
+            phase="Failed",
+            fields={},
+            stalled="RebuildNotConfigured",
+            message="no rebuild strategy: set spec.rebuild.strategy in the policy "
+            "or the imagepatch.dev/rebuild annotation, or pin "
+            "spec.targetDigest",
+        )
+    if not rebuild.get("startedAt"):
+        rebuild = {"strategy": strategy, "startedAt": format_time(now)}
+        return RebuildStep(
+            phase="Building",
+            fields={"rebuild": rebuild, "idempotencyKey": key},
+            message=f"starting the {strategy} rebuild",
+            again=True,
+        )
+    if not rebuild.get("buildId"):
+        if build is None or build.state not in ("Started", "Failed"):
+            return RebuildStep(
+                phase="Building",
+                fields={},
+                start_build=True,
+                message=f"starting the {strategy} rebuild",
+            )
+        if build.state == "Failed":
+            return _build_failed(rebuild, build, now)
+        rebuild.update(
+            {"buildId": build.build_id, "buildStatus": build.builder_status or "Started"}
+        )
+        if build.logs_url:
+            rebuild["logsUrl"] = build.logs_url
+        return RebuildStep(
+            phase="Building",
+            fields={"rebuild": rebuild},
+            message=f"{strategy} build {build.build_id} started",
+            again=True,
+        )
+    if not rebuild.get("finishedAt"):
+        if build is None or build.state in ("Started", "Running"):
+            if build is not None and build.builder_status:
+                rebuild["buildStatus"] = build.builder_status
+                if build.logs_url:
+                    rebuild["logsUrl"] = build.logs_url
+                if build.message:
+                    rebuild["message"] = build.message
+            return RebuildStep(
+                phase="Building",
+                fields={"rebuild": rebuild},
+                message=f"waiting for build {rebuild['buildId']}",
+                requeue_after=BUILD_POLL,
+            )
+        if build.state == "Failed":
+            return _build_failed(rebuild, build, now)
+        rebuild.update(
+            {
+                "finishedAt": format_time(now),
+                "digest": build.digest,
+                "buildStatus": build.builder_status or "Succeeded",
+                "message": build.message or "built",
+            }
+        )
+        if build.logs_url:
+            rebuild["logsUrl"] = build.logs_url
+        return RebuildStep(
+            phase="Verifying",
+            fields={"rebuild": rebuild},
+            message=f"verifying {build.digest}",
+            again=True,
+        )
+    digest = rebuild.get("digest", "")
+    if verification is None:
+        return RebuildStep(
+            phase="Verifying", fields={}, message=f"verifying {digest}", requeue_after=VERIFY_POLL
+        )
+    checked = {
+        k: v
+        for k, v in {
+            "result": verification.result,
+            "message": verification.message,
+            "baseDigest": verification.base_digest,
+            "platforms": list(verification.platforms),
+            "findingsBefore": verification.findings_before,
+            "findingsAfter": verification.findings_after,
+            "checkedAt": format_time(now),
+        }.items()
+        if v not in (None, "")
+    }
+    if verification.result == "Pending":
+        return RebuildStep(
+            phase="Verifying",
+            fields={"verification": checked},
+            message=verification.message,
+            requeue_after=VERIFY_POLL,
+        )
+    if verification.result == "Failed":
+        return RebuildStep(
+            phase="Failed",
+            fields={"verification": checked},
+            message=f"verification of {digest} failed: {verification.message}",
+            stalled="VerificationFailed",
+            failed_digest=digest,
+        )
+    return RebuildStep(
+        phase="Verifying",
+        fields={"verification": checked},
+        message=f"{digest} verified",
+        again=True,
+    )
+
+
+def _build_failed(
+    rebuild: dict[str, Any], build: BuildObservation, now: dt.datetime
+) -> RebuildStep:
+    rebuild.update(
+        {
+            "finishedAt": format_time(now),
+            "buildStatus": build.builder_status or "Failed",
+            "message": build.message or build.reason,
+        }
+    )
+    if build.build_id:
+        rebuild["buildId"] = build.build_id
+    if build.logs_url:
+        rebuild["logsUrl"] = build.logs_url
+    reason = build.reason or "BuildFailed"
+    return RebuildStep(
+        phase="Failed",
+        fields={"rebuild": rebuild},
+        stalled=reason,
+        message=f"{reason}: {build.message or build.builder_status}",
+    )

@@ -1,0 +1,187 @@
+"""Observe a rebuild for the planner: start it, poll it, verify its result.
+
+``core.rebuild`` decides; this module does the I/O it asks for, through the
+builder adapters (``adapters.builders``), the registry and the findings
+reader, and hands back what it saw as core observations. Nothing here writes
+status: the rollout reconcile loop records every observation through the
+planner, intent first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from imagepatch.adapters.builders import Builder, BuildRequest, BuildState, BuildStatus
+from imagepatch.adapters.errors import AdapterError, ConfigurationError
+from imagepatch.adapters.registry import RegistryClient
+from imagepatch.core import baseline, rebuild
+from imagepatch.core.images import ImageRef, is_ecr_host, parse_image
+from imagepatch.model.imagepatch import ImagePatch
+from imagepatch.model.policy import PolicySpec, VulnerabilitySource
+
+log = logging.getLogger("imagepatch.rebuilds")
+
+
+def build_request(patch: ImagePatch, policy: PolicySpec | None) -> BuildRequest:
+    raw = patch.status.raw.get("rebuild") or {}
+    strategy = patch.rebuild_strategy or (str(policy.rebuild.strategy) if policy else "")
+    started = raw.get("startedAt")
+    return BuildRequest(
+        key=rebuild.idempotency_key(patch.image, patch.new_base_digest, patch.current_digest),
+        strategy=strategy,
+        image=patch.image,
+        tag=patch.tag or "latest",
+        current_digest=patch.current_digest,
+        base_name=patch.base_name,
+        base_digest=patch.new_base_digest,
+        old_base_digest=patch.old_base_digest,
+        codebuild_project=patch.codebuild_project
+        or (policy.rebuild.codebuild.project if policy and policy.rebuild.codebuild else ""),
+        job_template=patch.job_template
+        or (policy.rebuild.job.template if policy and policy.rebuild.job else ""),
+        started_at=dt.datetime.fromisoformat(started.replace("Z", "+00:00")) if started else None,
+        timeout=policy.rebuild.timeout if policy else dt.timedelta(hours=1),
+    )
+
+
+def _observation(status: BuildStatus) -> rebuild.BuildObservation:
+    state = {
+        BuildState.RUNNING: "Running",
+        BuildState.SUCCEEDED: "Succeeded",
+        BuildState.FAILED: "Failed",
+    }[status.state]
+    return rebuild.BuildObservation(
+        state=state,
+        build_id=status.build_id,
+        digest=status.digest,
+        builder_status=status.builder_status,
+        reason=status.reason,
+        message=status.message,
+        logs_url=status.logs_url,
+    )
+
+
+async def start(builders: Mapping[str, Builder], request: BuildRequest) -> rebuild.BuildObservation:
+    builder = builders.get(request.strategy)
+    if builder is None:
+        return rebuild.BuildObservation(
+            state="Failed",
+            reason="RebuildStrategyUnavailable",
+            message=f"the {request.strategy!r} rebuild strategy is not available in this operator",
+        )
+    try:
+        build_id = await builder.start(request)
+    except ConfigurationError as exc:
+        return rebuild.BuildObservation(state="Failed", reason=exc.reason, message=str(exc))
+    log.info("rebuild of %s started: %s %s", request.image, request.strategy, build_id)
+    return rebuild.BuildObservation(state="Started", build_id=build_id)
+
+
+async def poll(
+    builders: Mapping[str, Builder], build_id: str, request: BuildRequest
+) -> rebuild.BuildObservation | None:
+    """None when the builder could not be asked this time (a transient error)."""
+    builder = builders.get(request.strategy)
+    if builder is None:
+        return rebuild.BuildObservation(
+            state="Failed",
+            build_id=build_id,
+            reason="RebuildStrategyUnavailable",
+            message=f"no {request.strategy!r} builder",
+        )
+    try:
+        return _observation(await builder.poll(build_id, request))
+    except ConfigurationError as exc:
+        return rebuild.BuildObservation(
+            state="Failed", build_id=build_id, reason=exc.reason, message=str(exc)
+        )
+    except AdapterError as exc:
+        log.warning("polling build %s: %s: %s", build_id, exc.reason, exc)
+        return None
+
+
+async def verify(
+    *,
+    registry: RegistryClient,
+    findings: Any | None,
+    patch: ImagePatch,
+    policy: PolicySpec | None,
+    now: dt.datetime,
+) -> rebuild.Verification | None:
+    """Check the rebuilt image; None when the registry could not answer this time."""
+    raw = patch.status.raw.get("rebuild") or {}
+    digest = raw.get("digest", "")
+    finished = raw.get("finishedAt")
+    waited = (
+        now - dt.datetime.fromisoformat(finished.replace("Z", "+00:00"))
+        if finished
+        else dt.timedelta(0)
+    )
+    image = parse_image(patch.image)
+    new = ImageRef(host=image.host, repository=image.repository, digest=digest)
+    old = ImageRef(host=image.host, repository=image.repository, digest=patch.current_digest)
+    try:
+        lineage = await registry.image_lineage(new)
+        new_platforms = frozenset(await registry.platform_digests(new))
+        old_platforms = (
+            frozenset(await registry.platform_digests(old))
+            if patch.current_digest
+            else new_platforms
+        )
+        target_platforms: frozenset[str] = frozenset()
+        if patch.base_name and patch.new_base_digest:
+            base = parse_image(patch.base_name)
+            base_ref = ImageRef(
+                host=base.host, repository=base.repository, digest=patch.new_base_digest
+            )
+            target_platforms = frozenset((await registry.platform_digests(base_ref)).values())
+    except AdapterError as exc:
+        if isinstance(exc, ConfigurationError):
+            return rebuild.Verification(result="Failed", message=f"{exc.reason}: {exc}")
+        log.warning("verifying %s: %s: %s", digest, exc.reason, exc)
+        return None
+    accepted: bool | None = None
+    reason = ""
+    before_n = after_n = None
+    pending = False
+    source = policy.vulnerabilities.source if policy else VulnerabilitySource.NONE
+    ecr = is_ecr_host(image.host)
+    if source != VulnerabilitySource.NONE and findings is not None and ecr is not None:
+        try:
+            after = await findings.read_async(
+                repository=image.repository, digest=digest, source=source, registry_id=ecr.account
+            )
+            before = await findings.read_async(
+                repository=image.repository,
+                digest=patch.current_digest,
+                source=source,
+                registry_id=ecr.account,
+            )
+        except AdapterError as exc:
+            log.warning("findings for %s: %s: %s", digest, exc.reason, exc)
+            return None
+        after_verdict = after.verdict(policy.vulnerabilities, now=now)
+        before_verdict = before.verdict(policy.vulnerabilities, now=now)
+        if after_verdict is None:
+            pending = True
+        elif before_verdict is not None:
+            comparison = baseline.compare(before_verdict, after_verdict)
+            accepted, reason = comparison.accepted, comparison.reason
+            before_n, after_n = comparison.before, comparison.after
+    return rebuild.verify(
+        target_base_digest=patch.new_base_digest,
+        target_base_platforms=target_platforms,
+        recorded_base_digest=lineage.base_digest or "",
+        old_platforms=old_platforms,
+        new_platforms=new_platforms,
+        comparison_accepted=accepted,
+        comparison_reason=reason,
+        findings_before=before_n,
+        findings_after=after_n,
+        scan_pending=pending,
+        waited=waited,
+        max_wait=policy.rebuild.timeout if policy else dt.timedelta(hours=1),
+    )

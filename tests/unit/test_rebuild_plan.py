@@ -1,0 +1,139 @@
+"""Rebuild and verification steps: intent first, one build per key, verify before rollout."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from imagepatch.core.rebuild import BuildObservation, Verification, verify
+from imagepatch.core.rollout import Candidate, Window, plan
+from imagepatch.model.imagepatch import Target, parse_imagepatch
+from imagepatch.model.policy import parse_policy_spec
+
+T0 = dt.datetime(2026, 11, 27, 9, 0, tzinfo=dt.UTC)
+REPO = "registry.local/app"
+CURRENT = "sha256:" + "c" * 64
+OLD_BASE, NEW_BASE = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+BUILT = "sha256:" + "b" * 64
+WEB = Target(namespace="shop", name="web", container="app")
+
+
+def policy(**spec: Any):
+    return parse_policy_spec({"namespaceSelector": {}, **spec})
+
+
+def imagepatch(status: dict | None = None, **spec: Any):
+    body = {"metadata": {"name": "p1", "generation": 1},
+            "spec": {"image": REPO, "policy": "pol", "reason": "BaseImageOutdated",
+                     "currentDigest": CURRENT, "tag": "1.4",
+                     "evidence": {"baseImage": {"name": "registry.local/base:3", "oldDigest": OLD_BASE,
+                                                "newDigest": NEW_BASE}},
+                     **spec},
+            "status": status or {}}
+    return parse_imagepatch(body)
+
+
+def step(status: dict | None = None, *, pol=None, build=None, verification=None, **spec):
+    return plan(patch=imagepatch(status, **spec), policy=pol or policy(), workload=None,
+                candidates=(Candidate(namespace="shop", name="web", container="app"),),
+                window=Window(), now=T0, build=build, verification=verification)
+
+
+def merged(status: dict, s) -> dict:
+    return {**status, **{k: v for k, v in s.status.items() if v is not None}}
+
+
+def test_a_rebuild_goes_building_then_verifying_then_rolls_out_the_verified_digest() -> None:
+    first = step()
+    assert first.status["phase"] == "Building"
+    assert first.status["idempotencyKey"] == f"{REPO}|{NEW_BASE}"
+    assert first.status["rebuild"] == {"strategy": "external", "startedAt": "2026-11-27T09:00:00Z"}
+    status = merged({}, first)
+
+    start = step(status)
+    assert start.start_build and not start.status  # nothing new to record before starting
+
+    started = step(status, build=BuildObservation(state="Started", build_id="b-1"))
+    assert started.status["rebuild"]["buildId"] == "b-1"
+    status = merged(status, started)
+
+    running = step(status, build=BuildObservation(state="Running", build_id="b-1",
+                                                  builder_status="IN_PROGRESS"))
+    assert running.requeue_after and not running.start_build
+    status = merged(status, running)
+
+    done = step(status, build=BuildObservation(state="Succeeded", build_id="b-1", digest=BUILT,
+                                               builder_status="SUCCEEDED"))
+    assert done.status["phase"] == "Verifying"
+    assert done.status["rebuild"]["digest"] == BUILT
+    status = merged(status, done)
+
+    passed = step(status, verification=Verification(result="Passed", message="ok",
+                                                    base_digest=NEW_BASE))
+    status = merged(status, passed)
+    assert status["verification"]["result"] == "Passed"
+
+    rolling = step(status)
+    assert rolling.status["phase"] == "RollingOut"
+    assert rolling.status["targetDigest"] == BUILT
+    assert [r["name"] for r in rolling.status["rollouts"]] == ["web"]
+
+
+def test_a_restart_between_starting_and_recording_starts_again_with_the_same_key() -> None:
+    status = {"phase": "Building", "idempotencyKey": f"{REPO}|{NEW_BASE}",
+              "rebuild": {"strategy": "job", "startedAt": "2026-11-27T08:59:00Z"}}
+    again = step(status)
+    assert again.start_build  # the builder is idempotent on the key: same build comes back
+
+
+def test_a_failed_build_fails_the_patch_with_the_builders_status() -> None:
+    status = {"phase": "Building", "rebuild": {"strategy": "codebuild", "startedAt": "x", "buildId": "b-9"}}
+    failed = step(status, build=BuildObservation(state="Failed", build_id="b-9", reason="BuildFailed",
+                                                 builder_status="FAILED", message="BUILD: exit 2"))
+    assert failed.status["phase"] == "Failed"
+    assert failed.status["rebuild"]["buildStatus"] == "FAILED"
+    stalled = {c["type"]: c for c in failed.status["conditions"]}["Stalled"]
+    assert stalled["reason"] == "BuildFailed" and "exit 2" in stalled["message"]
+
+
+def test_a_refused_verification_fails_and_remembers_the_digest() -> None:
+    status = {"phase": "Verifying", "rebuild": {"strategy": "external", "startedAt": "x",
+                                                "buildId": "e", "finishedAt": "y", "digest": BUILT}}
+    refused = step(status, verification=Verification(result="Failed", message="no better by findings"))
+    assert refused.status["phase"] == "Failed"
+    assert refused.status["failedDigests"] == [BUILT]
+    assert {c["type"]: c for c in refused.status["conditions"]}["Stalled"]["reason"] == "VerificationFailed"
+
+
+def test_manual_approval_comes_before_any_build() -> None:
+    waiting = step(pol=policy(approval="Manual"))
+    assert waiting.status["phase"] == "AwaitingApproval"
+    assert "rebuild" not in waiting.status and not waiting.start_build
+
+
+BASE_ARGS = dict(target_base_digest=NEW_BASE, target_base_platforms=frozenset(),
+                 recorded_base_digest=NEW_BASE, old_platforms=frozenset(), new_platforms=frozenset(),
+                 comparison_accepted=None)
+
+
+@pytest.mark.parametrize(("overrides", "result", "words"), [
+    ({}, "Passed", "verified"),
+    ({"recorded_base_digest": OLD_BASE}, "Failed", "not on the target base"),
+    ({"recorded_base_digest": "sha256:" + "a" * 64,
+      "target_base_platforms": frozenset({"sha256:" + "a" * 64})}, "Passed", "verified"),
+    ({"recorded_base_digest": ""}, "Failed", "records no base"),
+    ({"old_platforms": frozenset({"linux/amd64", "linux/arm64"}),
+      "new_platforms": frozenset({"linux/amd64"})}, "Failed", "platforms changed"),
+    ({"scan_pending": True}, "Pending", "waiting for the scan"),
+    ({"scan_pending": True, "waited": dt.timedelta(hours=1)}, "Failed", "did not finish"),
+    ({"comparison_accepted": False, "comparison_reason": "2 over the baseline before, 2 after"},
+     "Failed", "2 after"),
+    ({"comparison_accepted": True, "findings_before": 3, "findings_after": 0}, "Passed", "findings"),
+], ids=["same-base", "old-base", "index-platform", "no-base", "platforms", "scan-pending",
+        "scan-timeout", "no-better", "better"])
+def test_verification(overrides, result, words) -> None:
+    verdict = verify(**{**BASE_ARGS, **overrides})
+    assert verdict.result == result
+    assert words in verdict.message
