@@ -310,7 +310,11 @@ background:#fff}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px}
 .meta{color:#59636e;margin:0 0 16px}
 table{border-collapse:collapse;width:100%;margin:0 0 8px}
-th,td{border-bottom:1px solid #d1d9e0;padding:5px 8px;text-align:left;vertical-align:top}
+th,td{border-bottom:1px solid #d1d9e0;padding:5px 8px;text-align:left;vertical-align:top;
+overflow-wrap:break-word}
+.badge,code,time,td.t{white-space:nowrap}
+.sub{color:#59636e;font-size:12px}
+#workloads,#patches{font-size:13px}
 th{background:#f6f8fa;font-weight:600}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace}
@@ -334,6 +338,11 @@ _COLORS = {"succeeded": "#1a7f37", "rolledBack": "#bc4c00", "failed": "#cf222e",
 
 def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
+
+
+def _when(iso: str | None) -> str:
+    """``2026-11-27 10:00Z``: short enough for a table cell; the JSON keeps seconds."""
+    return iso[:16].replace("T", " ") + "Z" if iso else "-"
 
 
 def _badge(text: str, prefix: str) -> str:
@@ -364,11 +373,14 @@ def history_svg(report: Report, *, width: int = 960, height: int = 260) -> str:
 
     out = [f'<svg class="chart" role="img" aria-label="ImagePatches per {report.history_unit}" '
            f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">']
-    for tick in sorted({0, peak // 2, peak}):
+    ticks = range(peak + 1) if peak <= 5 else sorted({0, peak // 2, peak})
+    for tick in ticks:
         out.append(f'<line class="grid" x1="{left}" x2="{width - right}" y1="{y(tick):.1f}" '
                    f'y2="{y(tick):.1f}"/><text x="{left - 6}" y="{y(tick) + 4:.1f}" '
                    f'text-anchor="end">{tick}</text>')
-    label_every = max(1, len(buckets) // 12)
+    # Labels must not overlap: about 7px per character of "11-27 14:00" or "11-27".
+    label_px = 80 if report.history_unit == "hour" else 45
+    label_every = max(1, -(-label_px // max(1, int(step))))
     points = []
     for i, b in enumerate(buckets):
         x = left + i * step + (step - bar_w) / 2
@@ -441,7 +453,7 @@ def render_html(report: Report) -> str:
     h.append(history_svg(report))
 
     h.append('<h2>Workloads</h2><table id="workloads"><thead><tr><th>Namespace</th><th>Name</th>'
-             "<th>Policy</th><th>State</th><th>Reason</th><th>Digest</th><th>Base</th>"
+             "<th>Policy</th><th>State</th><th>Digest</th><th>Base</th>"
              "<th>Base outdated for</th><th>Findings</th><th>Out of compliance for</th>"
              "<th>Last patch</th><th>Result</th></tr></thead><tbody>")
     for w in doc["workloads"]:
@@ -456,26 +468,33 @@ def render_html(report: Report) -> str:
         else:
             findings = _e(findings)
         digests = "<br>".join(_e(_short(d)) for d in w["digests"]) or "-"
-        bases = "<br>".join(_e(c["base"]) for c in w["containers"] if c["base"]) or "-"
+        # <wbr>: a long base name may break after a slash, not mid-word.
+        bases = "<br>".join(
+            _e(c["base"]).replace("/", "/<wbr>") for c in w["containers"] if c["base"]
+        ) or "-"
         if last:
             patch_cells = (
-                f'<td>{_e(last["name"])} {_badge(last["phase"], "p")}<br>{_e(last["at"])}</td>'
+                f'<td>{_e(last["name"])} {_badge(last["phase"], "p")}<br>'
+                f'<time datetime="{_e(last["at"])}">{_e(_when(last["at"]))}</time></td>'
                 f'<td>{_e(last["result"])}</td>'
             )
         else:
             patch_cells = "<td>-</td><td>-</td>"
+        # The reason only when it says more than the state does.
+        reason = (
+            f'<br><span class="sub">{_e(w["reason"])}</span>' if w["reason"] != w["state"] else ""
+        )
         h.append(
             f'<tr class="workload" data-namespace="{_e(w["namespace"])}" '
             f'data-name="{_e(w["name"])}" data-state="{_e(w["state"])}">'
             f'<td>{_e(w["namespace"])}</td><td>{_e(w["name"])}</td><td>{_e(w["policy"])}</td>'
-            f'<td>{_badge(w["state"], "s")}</td>'
-            f'<td title="{_e(w["message"])}">{_e(w["reason"])}</td>'
+            f'<td class="state" title="{_e(w["message"])}">{_badge(w["state"], "s")}{reason}</td>'
             f"<td><code>{digests}</code></td><td>{bases}</td><td>{_e(outdated_for)}</td>"
             f'<td class="num">{findings}</td><td>{_e(_age(w["outOfComplianceSeconds"]))}</td>'
             f"{patch_cells}</tr>"
         )
     if not doc["workloads"]:
-        h.append('<tr><td colspan="12">No opted-in workloads match.</td></tr>')
+        h.append('<tr><td colspan="11">No opted-in workloads match.</td></tr>')
     h.append("</tbody></table>")
 
     h.append('<h2>ImagePatches (audit trail)</h2><table id="patches"><thead><tr><th>Name</th>'
@@ -487,12 +506,13 @@ def render_html(report: Report) -> str:
             f'<tr class="patch" data-name="{_e(p["name"])}"><td>{_e(p["name"])}</td>'
             f'<td>{_e(p["policy"])}</td><td><code>{_e(p["image"])}</code></td>'
             f'<td>{_e(p["reason"])}</td><td>{_badge(p["phase"], "p")}</td>'
-            f'<td>{_e(p["createdAt"] or "-")}</td><td>{_e(p["endedAt"] or "-")}</td>'
+            f'<td class="t">{_e(_when(p["createdAt"]))}</td>'
+            f'<td class="t">{_e(_when(p["endedAt"]))}</td>'
             + (f'<td>{_e(approval["decision"])} by {_e(approval["by"] or "?")}'
                + (f': {_e(approval["reason"])}' if approval["reason"] else "") + "</td>"
                if approval else "<td>-</td>")
             + "<td>" + "<br>".join(
-                f'{_e(e.get("at"))} {_e(e.get("phase"))}'
+                f'{_e(_when(e.get("at")))} {_e(e.get("phase"))}'
                 + (f' by {_e(e["by"])}' if e.get("by") else "")
                 + (f': {_e(e["message"])}' if e.get("message") else "")
                 for e in p["history"]

@@ -14,6 +14,9 @@ from typing import Any
 import kopf
 
 from imagepatch import reconcile
+from imagepatch.adapters.builders.codebuild import CodeBuildBuilder
+from imagepatch.adapters.builders.external import ExternalBuilder
+from imagepatch.adapters.builders.job import JobBuilder
 from imagepatch.adapters.errors import ConfigurationError, ConflictError, TransientError
 from imagepatch.adapters.events import SqsEventSource
 from imagepatch.adapters.findings import FindingsReader
@@ -21,6 +24,7 @@ from imagepatch.adapters.kube import Kube
 from imagepatch.adapters.registry import EcrCredentials, RegistryClient
 from imagepatch.model.imagepatch import Phase
 from imagepatch.reconcile.detection import Detector, PolicySecrets
+from imagepatch.reconcile.rollouts import RebuildTools
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,13 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         endpoints=options.registry_endpoints,
     )
     findings = FindingsReader(region=options.aws_region) if options.aws_region else None
+    builders = {
+        "external": ExternalBuilder(memo.registry),
+        "job": JobBuilder(memo.kube, memo.registry, options.operator_namespace),
+        "codebuild": CodeBuildBuilder(memo.registry, options.aws_region),
+    }
+    memo.rebuild_tools = RebuildTools(registry=memo.registry, builders=builders,
+                                      findings=findings)
     memo.detector = Detector(kube=memo.kube, registry=memo.registry, findings=findings,
                              secrets=secrets, tick=options.detect_tick)
     memo.stop = asyncio.Event()
@@ -120,7 +131,8 @@ def _unfinished(body: kopf.Body, **_: Any) -> bool:
 async def imagepatch(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     try:
         await reconcile.reconcile_imagepatch(
-            name=body["metadata"]["name"], kube=memo.kube, logger=logger
+            name=body["metadata"]["name"], kube=memo.kube, logger=logger,
+            tools=memo.get("rebuild_tools"),
         )
     except ConflictError:
         return  # someone wrote in between: the next tick re-reads and re-plans

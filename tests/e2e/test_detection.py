@@ -411,3 +411,39 @@ def test_patch_no_longer_needed_is_closed(given, registry, buildah) -> None:
     closed = given.get("imagepatch", patch["metadata"]["name"])
     assert closed["status"]["phase"] == "Closed"
     assert "no longer needed" in closed["status"]["history"][-1]["message"]
+
+
+def test_full_loop_external_rebuild_is_verified_and_rolled_out(given, registry, buildah) -> None:
+    """Given an app on base v1, when the base moves and CI rebuilds the app on it,
+    then the ImagePatch goes Building → Verifying → RollingOut → Succeeded and the
+    Deployment runs the new digest."""
+    base_repo, app_repo = unique("lbase"), unique("lapp")
+    base_v1 = make_base_image(registry, base_repo, "1", marker="v1")
+    old_app = build_app_on(buildah, base_v1, app_repo)
+    policy = unique("pol")
+    given.policy(policy, baseImages={"checkInterval": "1h"}, rebuild={"strategy": "external"},
+                 rollout={"progressDeadlineSeconds": 90, "healthyFor": "3s", "maxRestarts": 0})
+    ns = given.namespace()
+    given.deployment(ns, "web", image=f"{ECR}/{app_repo}:1", policy=policy, replicas=2)
+    wait_state(given, ns, "Compliant")
+
+    base_v2 = make_base_image(registry, base_repo, "1", marker="v2")
+    retrigger(given, policy)
+    wait_state(given, ns, "Patching")
+    [patch] = patches_for(given, policy)
+    name = patch["metadata"]["name"]
+    assert patch["spec"]["tag"] == "1"
+    building = given.wait_phase(name, "Building")
+    assert building["status"]["idempotencyKey"] == f"{ECR}/{app_repo}|{base_v2.digest}"
+
+    # CI rebuilds the app on the new base and pushes the same tag.
+    new_app = build_app_on(buildah, base_v2, app_repo)
+    assert new_app.digest != old_app.digest
+    done = given.wait_phase(name, "Succeeded", "RolledBack", "Failed", "Closed", timeout=180)
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert done["status"]["rebuild"]["digest"] == new_app.digest
+    assert done["status"]["verification"]["result"] == "Passed"
+    assert done["status"]["verification"]["baseDigest"] == base_v2.digest
+    assert [h["phase"] for h in done["status"]["history"]][:3] == ["Building", "Verifying", "RollingOut"]
+    assert given.image_of(ns, "web") == f"{ECR}/{app_repo}:1@{new_app.digest}"
+    assert wait_state(given, ns, "Compliant")["containers"][0]["digest"] == new_app.digest

@@ -42,6 +42,10 @@ class State(enum.StrEnum):
     UNKNOWN = "Unknown"
 
 
+# Workload states that are not compliance states: reported, never counted.
+NOT_ADMITTED = "NotAdmitted"  # its namespace is outside the policy's namespaceSelector
+POLICY_NOT_FOUND = "PolicyNotFound"  # it names a policy that does not exist
+
 # Worst first: a workload shows its worst container's state.
 _SEVERITY = [
     State.FAILED,

@@ -24,10 +24,11 @@ Where each value comes from (nothing is guessed):
 * **base outdated since** (the "base age" we can prove): the cluster does
   not record when a base image was published, only when detection saw it
   move. A container's base is outdated when its recorded reason is
-  ``BaseImageOutdated`` or an open-or-failed ImagePatch for its running digest
-  was opened for that reason; since when is the earliest of that patch's
-  creation and the state's ``since`` if the container's state is the
-  workload's state. ``None`` when the base is current or the time unknown;
+  ``BaseImageOutdated`` (the reason survives the Patching and Failed
+  overlays); since when is the earliest of the creation of a
+  ``BaseImageOutdated`` ImagePatch (not Succeeded, not Closed) for its running
+  digest and the state's ``since`` if the container's state is the
+  workload's. ``None`` when the base is current or the time unknown;
 * **findings over the baseline**: the count per container from the record,
   and the finding ids from the ``evidence.findings`` of the ImagePatches for
   the running digest;
@@ -58,10 +59,9 @@ from imagepatch.model.imagepatch import Phase
 POLICY_ANNOTATION = "imagepatch.dev/policy"
 STATE_ANNOTATION = "imagepatch.dev/state"
 
-# Workload states detection records besides the compliance states (kept equal to
-# reconcile.detection's NOT_ADMITTED and POLICY_NOT_FOUND; core cannot import it).
-NOT_ADMITTED = "NotAdmitted"
-POLICY_NOT_FOUND = "PolicyNotFound"
+# Workload states detection records besides the compliance states.
+NOT_ADMITTED = compliance.NOT_ADMITTED
+POLICY_NOT_FOUND = compliance.POLICY_NOT_FOUND
 NOT_EVALUATED = "NotEvaluated"
 
 STATES: tuple[str, ...] = (*(str(s) for s in State), NOT_ADMITTED, POLICY_NOT_FOUND)
@@ -163,7 +163,13 @@ def _parse_patch(body: Mapping[str, Any]) -> _Patch:
          if (at := parse_time(h.get("at"))) is not None),
         key=lambda e: e[0],
     )
-    created = parse_time(meta.get("creationTimestamp")) or (history[0][0] if history else None)
+    # A restored (e.g. Velero) object gets a new creationTimestamp but keeps its
+    # history: the earlier of the two is when the patch really began.
+    created = min(
+        [t for t in (parse_time(meta.get("creationTimestamp")), history[0][0] if history else None)
+         if t is not None],
+        default=None,
+    )
     timeline = list(history)
     if created is not None and (not timeline or timeline[0][0] > created):
         timeline.insert(0, (created, str(Phase.PENDING)))
@@ -399,15 +405,16 @@ def _workload_row(
 
     containers = []
     for c in raw_containers:
-        mine = [p for p in patches if runs(p, c)]
-        # Open or failed: a Succeeded one for this digest says nothing of the base now.
-        base_patches = [
-            p for p in mine
-            if p.reason == str(State.BASE_IMAGE_OUTDATED) and p.phase != str(Phase.SUCCEEDED)
+        # Outdated is what detection recorded now (the reason survives the Patching
+        # and Failed overlays); patches only tell since when.
+        outdated = c.get("reason") == str(State.BASE_IMAGE_OUTDATED)
+        starts = [
+            p.created
+            for p in patches
+            if runs(p, c) and p.created and p.reason == str(State.BASE_IMAGE_OUTDATED)
+            and p.phase != str(Phase.SUCCEEDED)
         ]
-        outdated = c.get("reason") == str(State.BASE_IMAGE_OUTDATED) or bool(base_patches)
-        starts = [p.created for p in base_patches if p.created]
-        if outdated and since and c.get("state") == state:
+        if since and c.get("state") == state:
             starts.append(since)
         base_since = min(starts) if outdated and starts else None
         findings = c.get("findingsOverBaseline")

@@ -66,8 +66,8 @@ POLICY_LABEL = "imagepatch.dev/policy"
 MANAGED_BY = ("app.kubernetes.io/managed-by", "imagepatch")
 
 # Workload states that are not compliance states: reported, never counted.
-NOT_ADMITTED = "NotAdmitted"
-POLICY_NOT_FOUND = "PolicyNotFound"
+NOT_ADMITTED = compliance.NOT_ADMITTED
+POLICY_NOT_FOUND = compliance.POLICY_NOT_FOUND
 _WARNING_STATES = {
     str(State.BASE_IMAGE_OUTDATED),
     str(State.VULNERABLE),
