@@ -121,6 +121,16 @@ class OperatorProcess:
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log().splitlines()[-lines:])
 
+    def image_patches(self, namespace: str, name: str) -> list[str]:
+        """The image patches the operator made to one Deployment (its INFO log lines).
+
+        Counting these, not the Deployment's ``generation``, is exact: writing
+        the ``imagepatch.dev/state`` annotation also bumps a Deployment's
+        generation (the apps API counts annotation changes).
+        """
+        marker = f": setting {namespace}/{name}/"
+        return [ln for ln in self.log().splitlines() if marker in ln]
+
     def forbidden_lines(self) -> list[str]:
         # A namespace being deleted refuses new Events with a 403 too; that is
         # not a missing permission. (An RBAC denial of an Event still shows in the

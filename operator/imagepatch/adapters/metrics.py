@@ -1,0 +1,102 @@
+"""Prometheus metrics: what imagepatch knows, where Prometheus users look.
+
+One registry per process, served on ``--metrics-port`` at ``/metrics``.
+Detection and the rollout loop update the gauges and histograms here from
+the same records they write to status, so metrics, conditions and the report
+never disagree. Registry request counts come from the registry client's own
+counters through a collector, read at scrape time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+WORKLOADS = Gauge(
+    "imagepatch_workloads", "Opted-in workloads by policy and compliance state.",
+    ["policy", "state"], registry=REGISTRY)
+FINDINGS = Gauge(
+    "imagepatch_findings_over_baseline", "Findings over the baseline in running images, by policy and severity.",
+    ["policy", "severity"], registry=REGISTRY)
+EXPOSURE = Gauge(
+    "imagepatch_oldest_unpatched_seconds",
+    "Age of the oldest non-compliant state among a policy's workloads (exposure time).",
+    ["policy"], registry=REGISTRY)
+PATCHES = Gauge(
+    "imagepatch_patches", "ImagePatches by policy and phase.", ["policy", "phase"], registry=REGISTRY)
+PATCH_RESULTS = Counter(
+    "imagepatch_patch_results_total", "ImagePatches that ended, by result.", ["result"],
+    registry=REGISTRY)
+DURATIONS = Histogram(
+    "imagepatch_step_duration_seconds", "Durations of builds, rollouts and rollbacks.",
+    ["step"], buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200), registry=REGISTRY)
+AWS_ERRORS = Counter(
+    "imagepatch_aws_errors_total", "AWS calls that failed after retries, by reason.", ["reason"],
+    registry=REGISTRY)
+
+_SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFORMATIONAL", "UNDEFINED")
+_phase_seen: dict[str, set[str]] = {}
+
+
+class _RegistryRequests:
+    """Registry requests and errors, read from the client's RequestStats at scrape time."""
+
+    def __init__(self, stats: Any) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        requests = CounterMetricFamily("imagepatch_registry_requests", "Registry requests made.",
+                                       labels=["host", "operation"])
+        for (host, op), n in dict(self.stats.requests).items():
+            requests.add_metric([host, op], n)
+        yield requests
+        errors = CounterMetricFamily("imagepatch_registry_errors", "Registry request failures.",
+                                     labels=["host", "reason"])
+        for (host, reason), n in dict(self.stats.errors).items():
+            errors.add_metric([host, reason], n)
+        yield errors
+
+
+def serve(port: int, *, registry_stats: Any | None = None) -> None:
+    if registry_stats is not None:
+        REGISTRY.register(_RegistryRequests(registry_stats))
+    start_http_server(port, registry=REGISTRY)
+
+
+def record_policy(policy: str, counts: Mapping[str, int], findings: Mapping[str, int],
+                  oldest_seconds: float | None) -> None:
+    """One policy's detection results (status.workloads counts, findings, exposure)."""
+    for state, n in counts.items():
+        if state != "total":
+            WORKLOADS.labels(policy=policy, state=state).set(n)
+    for severity in _SEVERITIES:
+        FINDINGS.labels(policy=policy, severity=severity).set(findings.get(severity, 0))
+    EXPOSURE.labels(policy=policy).set(oldest_seconds or 0)
+
+
+def record_patches(patches: Iterable[Mapping[str, Any]]) -> None:
+    """ImagePatches by policy and phase, from the objects as they are."""
+    counts: dict[tuple[str, str], int] = {}
+    for p in patches:
+        key = ((p.get("spec") or {}).get("policy", ""), (p.get("status") or {}).get("phase") or "Pending")
+        counts[key] = counts.get(key, 0) + 1
+    for (policy, phase), n in counts.items():
+        PATCHES.labels(policy=policy, phase=phase).set(n)
+        _phase_seen.setdefault(policy, set()).add(phase)
+    for policy, phases in _phase_seen.items():
+        for phase in phases:
+            if (policy, phase) not in counts:
+                PATCHES.labels(policy=policy, phase=phase).set(0)
+
+
+def record_result(result: str) -> None:
+    PATCH_RESULTS.labels(result=result).inc()
+
+
+def record_duration(step: str, seconds: float) -> None:
+    DURATIONS.labels(step=step).observe(max(seconds, 0.0))
