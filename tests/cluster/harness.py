@@ -442,6 +442,11 @@ class LocalCluster:
             f"--kubeconfig={self.kubeconfig}",
             f"--config={self.state_dir / 'kwok.yaml'}",
             "--manage-all-nodes=true",
+            # Node liveness through Leases, as kwokctl does: the default stage set
+            # updates node status only every ~10 minutes and relies on the lease,
+            # so without one the node-lifecycle controller flips every node to
+            # NotReady after its 50 s grace period and marks all pods not ready.
+            "--node-lease-duration-seconds=40",
             "--cidr=10.0.0.1/16",
             "--node-ip=10.0.0.1",
             f"--server-address=127.0.0.1:{free_port()}",

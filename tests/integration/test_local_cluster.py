@@ -160,3 +160,18 @@ def test_job_fail_pods_fail_their_job_and_plain_jobs_complete(kube, namespace) -
     wait_for(finished("passes", "Complete"), timeout=60, what="Job 'passes' Complete")
     [pod] = get_json(kube, "pods", "-n", namespace, "-l", "job-name=fails")["items"]
     assert pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 1
+
+
+@pytest.mark.kwok
+def test_kwok_nodes_renew_their_leases(kube) -> None:
+    """Node liveness comes from Leases: without them the node-lifecycle controller
+    flips every node NotReady after its grace period and marks all pods not ready."""
+
+    def renewals() -> dict[str, str]:
+        leases = get_json(kube, "leases", "-n", "kube-node-lease")["items"]
+        return {lease["metadata"]["name"]: lease["spec"].get("renewTime", "") for lease in leases}
+
+    first = wait_for(lambda: (r := renewals()) and set(r) >= {"kwok-node-0", "kwok-node-1"} and r,
+                     timeout=30, what="node leases")
+    wait_for(lambda: all(renewals()[n] != first[n] for n in ("kwok-node-0", "kwok-node-1")),
+             timeout=40, interval=1, what="lease renewals")

@@ -5,8 +5,8 @@ records, exactly as ``reconcile.detection`` builds them) and what Security
 Hub already holds, when the plan is made, then each non-compliant container
 has one ACTIVE finding with a stable Id, the right severity and types; a
 compliant one archives a finding that was active; nothing unchanged is sent;
-a finding whose workload is gone from its policy is archived; and batches
-respect Security Hub's limits.
+a finding whose workload has been gone from its policy for a while is
+archived; and batches respect Security Hub's limits.
 """
 
 from __future__ import annotations
@@ -69,6 +69,9 @@ def workload(*containers: dict[str, Any], name: str = "web", namespace: str = "s
 
 def plan(previous: Mapping[str, Exported], results: Mapping[str, list[WorkloadResult]], now=NOW, **kw):
     return plan_findings(previous, results, context=CTX, now=now, **kw)
+
+
+GONE_AFTER = dt.timedelta(minutes=10)
 
 
 def remember(*findings: dict[str, Any]) -> dict[str, Exported]:
@@ -372,7 +375,7 @@ def test_an_archived_finding_that_breaks_the_policy_again_is_reactivated_with_a_
     previous = remember(*archive)
     assert not next(iter(previous.values())).active
     # While compliant: nothing more is sent.
-    assert plan(previous, {"p": [workload(container("Compliant"))]}, now=LATER) == ([], [])
+    assert plan(previous, {"p": [workload(container("Compliant"))]}, now=LATER).empty
     again = NOW + dt.timedelta(days=2)
     upsert, archive = plan(previous, {"p": [workload(container("Vulnerable", digest=D2))]}, now=again)
     f = only(upsert)
@@ -384,11 +387,11 @@ def test_an_archived_finding_that_breaks_the_policy_again_is_reactivated_with_a_
 def test_an_unchanged_active_finding_is_refreshed_once_a_day_so_security_hub_keeps_it():
     previous = first_export(container("Vulnerable"))
     results = {"p": [workload(container("Vulnerable"))]}
-    assert plan(previous, results, now=NOW + dt.timedelta(hours=23)) == ([], [])
+    assert plan(previous, results, now=NOW + dt.timedelta(hours=23)).empty
     refreshed = only(plan(previous, results, now=NOW + dt.timedelta(hours=24)).to_upsert)
     assert refreshed["UpdatedAt"] == "2026-11-28T12:00:00.000Z"
     assert refreshed["FirstObservedAt"] == "2026-11-27T12:00:00.000Z"
-    assert plan(previous, results, now=NOW + dt.timedelta(days=30), refresh_after=None) == ([], [])
+    assert plan(previous, results, now=NOW + dt.timedelta(days=30), refresh_after=None).empty
 
 
 @pytest.mark.parametrize(
@@ -399,9 +402,16 @@ def test_an_unchanged_active_finding_is_refreshed_once_a_day_so_security_hub_kee
         {"p": [workload(container("Vulnerable", name="renamed"))]},  # the container was removed
     ],
 )
-def test_a_finding_whose_container_its_policy_no_longer_evaluates_is_archived_as_gone(results_now):
+def test_a_finding_whose_container_its_policy_no_longer_evaluates_is_archived_once_gone_long_enough(results_now):
     previous = first_export(container("Vulnerable"))
-    upsert, archive = plan(previous, results_now, now=LATER)
+    # The first pass that misses it only starts the clock: after a restart, detection
+    # may run before the Deployment watch has listed every workload.
+    first = plan(previous, results_now, now=LATER)
+    assert first.to_archive == []
+    assert first.absent == {next(iter(previous)): LATER}
+
+    upsert, archive = plan(previous, results_now, now=LATER + GONE_AFTER, absent_since=first.absent)
+
     gone = only(archive)
     assert gone["Id"] == next(iter(previous))
     assert (gone["RecordState"], gone["Compliance"]["Status"], gone["Workflow"]["Status"]) == (
@@ -409,20 +419,43 @@ def test_a_finding_whose_container_its_policy_no_longer_evaluates_is_archived_as
     assert gone["Severity"]["Label"] == "INFORMATIONAL"
     assert gone["Resources"][0]["Details"]["Container"] == {"Name": "app", "ImageId": D1, "ImageName": IMAGE}
     assert gone["CreatedAt"] == "2026-11-27T12:00:00.000Z"
+    assert gone["UpdatedAt"] == "2026-11-27T12:20:00.000Z"
     assert len(upsert) == (1 if results_now["p"] and results_now["p"][0].containers else 0)
+
+
+def test_a_workload_missing_from_one_pass_only_is_not_archived():
+    previous = first_export(container("Vulnerable"))
+    first = plan(previous, {"p": []}, now=LATER)  # the watch had not listed it yet
+    back = plan(previous, {"p": [workload(container("Vulnerable"))]}, now=LATER + GONE_AFTER,
+                absent_since=first.absent)
+    assert back.empty and back.absent == {}
+
+
+def test_the_gone_clock_keeps_running_while_its_policy_is_not_evaluated():
+    previous = first_export(container("Vulnerable"))
+    first = plan(previous, {"p": []}, now=LATER)
+    other = plan(previous, {"q": []}, now=LATER + dt.timedelta(minutes=5), absent_since=first.absent)
+    assert other.empty and other.absent == first.absent
+    later = plan(previous, {"p": []}, now=LATER + GONE_AFTER, absent_since=other.absent)
+    assert len(later.to_archive) == 1
+
+
+def test_with_no_grace_a_gone_finding_is_archived_at_once():
+    previous = first_export(container("Vulnerable"))
+    assert len(plan(previous, {"p": []}, now=LATER, gone_after=dt.timedelta(0)).to_archive) == 1
 
 
 def test_an_image_moved_to_another_repository_archives_the_old_finding_and_opens_a_new_one():
     previous = first_export(container("Vulnerable"))
     moved = container("Vulnerable", image="registry.example.com/team/app-v2:1")
-    upsert, archive = plan(previous, {"p": [workload(moved)]}, now=LATER)
+    upsert, archive = plan(previous, {"p": [workload(moved)]}, now=LATER, gone_after=dt.timedelta(0))
     assert only(upsert)["Id"].endswith("/app/registry.example.com/team/app-v2")
     assert only(archive)["Id"].endswith("/app/registry.example.com/team/app")
 
 
 def test_policies_not_in_this_pass_are_left_alone():
     previous = first_export(container("Vulnerable"), policy="nightly")
-    assert plan(previous, {"critical": []}, now=LATER) == ([], [])
+    assert plan(previous, {"critical": []}, now=LATER).empty
 
 
 def test_a_workload_moved_to_another_policy_updates_the_same_finding():
@@ -435,8 +468,9 @@ def test_a_workload_moved_to_another_policy_updates_the_same_finding():
 
 def test_archived_findings_of_gone_workloads_are_not_archived_again():
     previous = first_export(container("Vulnerable"))
-    _, archive = plan(previous, {"p": []}, now=LATER)
-    assert plan(remember(*archive), {"p": []}, now=LATER + dt.timedelta(days=3)) == ([], [])
+    _, archive = plan(previous, {"p": []}, now=LATER, gone_after=dt.timedelta(0))
+    assert len(archive) == 1
+    assert plan(remember(*archive), {"p": []}, now=LATER + dt.timedelta(days=3), gone_after=dt.timedelta(0)).empty
 
 
 # -- batches ------------------------------------------------------------------------------------
