@@ -26,6 +26,8 @@ def _run(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # standalone: one replica with `strategy: Recreate` (see deploy/); kopf's
     # peering pauses peers by priority, it is not leader election.
+    if args.securityhub and not args.cluster_name:
+        raise SystemExit("--securityhub needs --cluster-name (it goes into every finding's id)")
     endpoints = {}
     for item in args.registry_endpoint:
         host, sep, url = item.partition("=")
@@ -39,6 +41,9 @@ def _run(args: argparse.Namespace) -> int:
         insecure_registries=tuple(args.insecure_registry),
         detect_tick=args.detect_tick,
         operator_namespace=args.operator_namespace,
+        metrics_port=args.metrics_port,
+        securityhub=args.securityhub,
+        cluster_name=args.cluster_name,
     ))
     scope = {"namespaces": args.namespace} if args.namespace else {"clusterwide": True}
     kopf.run(standalone=True, liveness_endpoint=args.liveness_endpoint, memo=memo, **scope)
@@ -75,6 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
                      default=os.environ.get("POD_NAMESPACE", "imagepatch-system"),
                      help="the operator's own namespace, the only one it reads Secrets from "
                           "(default: $POD_NAMESPACE or %(default)s)")
+    run.add_argument("--metrics-port", type=int, default=None,
+                     help="serve Prometheus metrics on this port at /metrics (default: off)")
+    run.add_argument("--securityhub", action="store_true",
+                     default=os.environ.get("IMAGEPATCH_SECURITYHUB") == "true",
+                     help="export non-compliant workloads as AWS Security Hub findings")
+    run.add_argument("--cluster-name", default=os.environ.get("IMAGEPATCH_CLUSTER_NAME", ""),
+                     help="this cluster's name in Security Hub finding ids (required with "
+                          "--securityhub)")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.set_defaults(func=_run)
     cli_report.add_parser(sub)

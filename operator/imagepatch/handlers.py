@@ -14,14 +14,17 @@ from typing import Any
 import kopf
 
 from imagepatch import reconcile
+from imagepatch.adapters import metrics
 from imagepatch.adapters.builders.codebuild import CodeBuildBuilder
 from imagepatch.adapters.builders.external import ExternalBuilder
 from imagepatch.adapters.builders.job import JobBuilder
+from imagepatch.adapters.builders.rebase import RebaseBuilder
 from imagepatch.adapters.errors import ConfigurationError, ConflictError, TransientError
 from imagepatch.adapters.events import SqsEventSource
 from imagepatch.adapters.findings import FindingsReader
 from imagepatch.adapters.kube import Kube
 from imagepatch.adapters.registry import EcrCredentials, RegistryClient
+from imagepatch.adapters.securityhub import SecurityHubExporter
 from imagepatch.model.imagepatch import Phase
 from imagepatch.reconcile.detection import Detector, PolicySecrets
 from imagepatch.reconcile.rollouts import RebuildTools
@@ -38,6 +41,9 @@ class Options:
     detect_tick: float = 5.0
     # Where the operator runs: the only namespace it reads Secrets from.
     operator_namespace: str = "imagepatch-system"
+    metrics_port: int | None = None
+    securityhub: bool = False
+    cluster_name: str = ""
 
 GROUP = "imagepatch.dev"
 POLICIES = (GROUP, "v1alpha1", "imagepatchpolicies")
@@ -66,11 +72,17 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         "external": ExternalBuilder(memo.registry),
         "job": JobBuilder(memo.kube, memo.registry, options.operator_namespace),
         "codebuild": CodeBuildBuilder(memo.registry, options.aws_region),
+        "rebase": RebaseBuilder(memo.registry),
     }
+    securityhub = None
+    if options.securityhub:
+        securityhub = SecurityHubExporter(options.aws_region, cluster_name=options.cluster_name)
+    if options.metrics_port:
+        metrics.serve(options.metrics_port, registry_stats=memo.registry.stats)
     memo.rebuild_tools = RebuildTools(registry=memo.registry, builders=builders,
                                       findings=findings)
     memo.detector = Detector(kube=memo.kube, registry=memo.registry, findings=findings,
-                             secrets=secrets, tick=options.detect_tick)
+                             secrets=secrets, securityhub=securityhub, tick=options.detect_tick)
     memo.stop = asyncio.Event()
     memo.tasks = [asyncio.create_task(memo.detector.run(memo.stop), name="detection")]
     if options.events_queue_url:

@@ -20,6 +20,7 @@ import pytest
 from tests.support.faultproxy import FaultProxy
 from tests.support.images import make_base_image, make_base_index
 from tests.support.operator import OperatorProcess, install_rbac, service_account_kubeconfig
+from tests.support.ports import free_port
 from tests.support.registry import start_htpasswd_registry
 from tests.support.scenario import Scenario, unique
 from tests.support.wait import wait_for
@@ -46,14 +47,18 @@ def queue(moto_server):
 def detector(kube, crds, registry, moto_server, queue, tmp_path_factory) -> Iterator[OperatorProcess]:
     install_rbac(kube)
     work = tmp_path_factory.mktemp("detector")
+    metrics_port = free_port()
     proc = OperatorProcess(
         kubeconfig=service_account_kubeconfig(kube, work / "operator.kubeconfig"),
         log_path=work / "operator.log",
         extra_args=["--registry-endpoint", f"{ECR}=http://{registry.host}",
-                    "--aws-region", REGION, "--events-queue-url", queue, "--detect-tick", "1"],
+                    "--aws-region", REGION, "--events-queue-url", queue, "--detect-tick", "1",
+                    "--metrics-port", str(metrics_port),
+                    "--securityhub", "--cluster-name", "e2e"],
         extra_env={**moto_server.env(), "AWS_ENDPOINT_URL": moto_server.endpoint_url},
     )
     proc.start()
+    proc.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     yield proc
     proc.stop()
     forbidden = proc.forbidden_lines()
@@ -447,3 +452,96 @@ def test_full_loop_external_rebuild_is_verified_and_rolled_out(given, registry, 
     assert [h["phase"] for h in done["status"]["history"]][:3] == ["Building", "Verifying", "RollingOut"]
     assert given.image_of(ns, "web") == f"{ECR}/{app_repo}:1@{new_app.digest}"
     assert wait_state(given, ns, "Compliant")["containers"][0]["digest"] == new_app.digest
+
+
+
+def scrape(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return resp.read().decode()
+
+
+def test_metrics_count_workloads_patches_and_registry_requests(given, registry, buildah, detector) -> None:
+    base = make_base_image(registry, unique("mbase"), "1", marker="v1")
+    app_repo = unique("mapp")
+    build_app_on(buildah, base, app_repo)
+    policy = unique("pol")
+    given.policy(policy)
+    ns = given.namespace()
+    given.deployment(ns, "web", image=f"{ECR}/{app_repo}:1", policy=policy, replicas=1)
+    wait_state(given, ns, "Compliant")
+
+    text = wait_for(lambda: (t := scrape(detector.metrics_url)) and
+                    f'imagepatch_workloads{{policy="{policy}",state="compliant"}} 1.0' in t and t,
+                    timeout=30, what="the compliant workload in /metrics")
+    assert "imagepatch_registry_requests_total" in text or "imagepatch_registry_requests{" in text
+    assert f'imagepatch_oldest_unpatched_seconds{{policy="{policy}"}}' in text
+    assert "# TYPE imagepatch_patches gauge" in text
+
+
+def test_vulnerable_workloads_become_security_hub_findings_and_are_archived(
+        given, registry, buildah, moto_server) -> None:
+    base = make_base_image(registry, unique("hbase"), "1", marker="v1")
+    repo = unique("hub")
+    app = build_app_on(buildah, base, repo)
+    ecr = moto_server.client("ecr")
+    ecr.create_repository(repositoryName=repo)
+    manifest, media_type, _ = registry.get_manifest(repo, app.digest)
+    ecr.put_image(repositoryName=repo, imageManifest=manifest.decode(),
+                  imageManifestMediaType=media_type, imageTag="1", imageDigest=app.digest)
+    ecr.start_image_scan(repositoryName=repo, imageId={"imageDigest": app.digest})
+    moto_server.inject_ecr_scan_findings({
+        "imageScanStatus": {"status": "COMPLETE", "description": "done"},
+        "imageScanFindings": {"findings": [{"name": "CVE-2026-0101", "severity": "CRITICAL",
+                                            "attributes": [{"key": "package_name", "value": "zlib"}]}],
+                              "findingSeverityCounts": {"CRITICAL": 1}},
+        "registryId": ACCOUNT, "repositoryName": repo, "imageId": {"imageDigest": app.digest},
+    })
+    policy = unique("pol")
+    given.policy(policy, vulnerabilities={"source": "ecr", "minSeverity": "HIGH"})
+    ns = given.namespace()
+    given.deployment(ns, "web", image=f"{ECR}/{repo}:1", policy=policy, replicas=1)
+    wait_state(given, ns, "Patching", "Vulnerable")
+
+    hub = moto_server.client("securityhub")
+
+    def ours():
+        found = hub.get_findings()["Findings"]
+        return [f for f in found if f"/{ns}/" in f["Id"]]
+    [finding] = wait_for(ours, timeout=30, what="a Security Hub finding for the workload")
+    assert finding["RecordState"] == "ACTIVE"
+    assert finding["Compliance"]["Status"] == "FAILED"
+    assert finding["Resources"][0]["Details"]["Container"]["ImageId"] == app.digest
+
+    # The id is stable per workload, container and repository: re-evaluation updates
+    # the same finding and never makes a second one (archiving is covered by
+    # tests/integration/test_securityhub.py).
+    retrigger(given, policy)
+    time.sleep(3)
+    assert len(ours()) == 1
+
+
+def test_history_retention_prunes_finished_patches_only(given, kube) -> None:
+    policy = unique("pol")
+    given.policy(policy, history={"keepCount": 0, "maxAge": "2160h"})
+    digest = "sha256:" + "d" * 64
+    for name, phase in ((unique("done"), "Succeeded"), (unique("open"), None)):
+        given.apply({"apiVersion": "imagepatch.dev/v1alpha1", "kind": "ImagePatch",
+                     "metadata": {"name": name, "labels": {"imagepatch.dev/policy": policy}},
+                     "spec": {"image": f"{ECR}/retained", "policy": policy, "reason": "Manual",
+                              "currentDigest": digest}})
+        if phase:
+            done_name = name
+            kube.kubectl("patch", "imagepatch", name, "--subresource=status", "--type=merge", "-p",
+                         json.dumps({"status": {"phase": phase, "history": [
+                             {"phase": phase, "at": "2026-01-01T00:00:00Z"}]}}))
+        else:
+            open_name = name
+    retrigger(given, policy)
+
+    def pruned():
+        names = {p["metadata"]["name"] for p in patches_for(given, policy)}
+        return done_name not in names and names
+    remaining = wait_for(pruned, timeout=30, what="the finished patch to be pruned")
+    assert open_name in remaining

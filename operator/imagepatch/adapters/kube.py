@@ -140,6 +140,16 @@ class Kube:
         except ConflictError:
             return None
 
+    async def delete_imagepatch(self, name: str, *, resource_version: str) -> bool:
+        """Delete it if unchanged since read; False if it changed or is gone already."""
+        body = {"preconditions": {"resourceVersion": resource_version}}
+        try:
+            await self._call(f"delete ImagePatch {name}", self.custom.delete_cluster_custom_object,
+                             GROUP, VERSION, "imagepatches", name, body=body)
+        except (NotFoundError, ConflictError):
+            return False
+        return True
+
     async def write_policy_status(self, name: str, status: Mapping[str, Any]) -> None:
         """Merge fields into a policy's status (no precondition: these fields are ours alone)."""
         await self._call(f"record status of ImagePatchPolicy {name}",

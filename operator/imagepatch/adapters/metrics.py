@@ -18,26 +18,48 @@ from prometheus_client.core import CounterMetricFamily
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 WORKLOADS = Gauge(
-    "imagepatch_workloads", "Opted-in workloads by policy and compliance state.",
-    ["policy", "state"], registry=REGISTRY)
+    "imagepatch_workloads",
+    "Opted-in workloads by policy and compliance state.",
+    ["policy", "state"],
+    registry=REGISTRY,
+)
 FINDINGS = Gauge(
-    "imagepatch_findings_over_baseline", "Findings over the baseline in running images, by policy and severity.",
-    ["policy", "severity"], registry=REGISTRY)
+    "imagepatch_findings_over_baseline",
+    "Findings over the baseline in running images, by policy and severity.",
+    ["policy", "severity"],
+    registry=REGISTRY,
+)
 EXPOSURE = Gauge(
     "imagepatch_oldest_unpatched_seconds",
     "Age of the oldest non-compliant state among a policy's workloads (exposure time).",
-    ["policy"], registry=REGISTRY)
+    ["policy"],
+    registry=REGISTRY,
+)
 PATCHES = Gauge(
-    "imagepatch_patches", "ImagePatches by policy and phase.", ["policy", "phase"], registry=REGISTRY)
+    "imagepatch_patches",
+    "ImagePatches by policy and phase.",
+    ["policy", "phase"],
+    registry=REGISTRY,
+)
 PATCH_RESULTS = Counter(
-    "imagepatch_patch_results_total", "ImagePatches that ended, by result.", ["result"],
-    registry=REGISTRY)
+    "imagepatch_patch_results_total",
+    "ImagePatches that ended, by result.",
+    ["result"],
+    registry=REGISTRY,
+)
 DURATIONS = Histogram(
-    "imagepatch_step_duration_seconds", "Durations of builds, rollouts and rollbacks.",
-    ["step"], buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200), registry=REGISTRY)
+    "imagepatch_step_duration_seconds",
+    "Durations of builds, rollouts and rollbacks.",
+    ["step"],
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200),
+    registry=REGISTRY,
+)
 AWS_ERRORS = Counter(
-    "imagepatch_aws_errors_total", "AWS calls that failed after retries, by reason.", ["reason"],
-    registry=REGISTRY)
+    "imagepatch_aws_errors_total",
+    "AWS calls that failed after retries, by reason.",
+    ["reason"],
+    registry=REGISTRY,
+)
 
 _SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFORMATIONAL", "UNDEFINED")
 _phase_seen: dict[str, set[str]] = {}
@@ -50,13 +72,15 @@ class _RegistryRequests:
         self.stats = stats
 
     def collect(self) -> Iterable[CounterMetricFamily]:
-        requests = CounterMetricFamily("imagepatch_registry_requests", "Registry requests made.",
-                                       labels=["host", "operation"])
+        requests = CounterMetricFamily(
+            "imagepatch_registry_requests", "Registry requests made.", labels=["host", "operation"]
+        )
         for (host, op), n in dict(self.stats.requests).items():
             requests.add_metric([host, op], n)
         yield requests
-        errors = CounterMetricFamily("imagepatch_registry_errors", "Registry request failures.",
-                                     labels=["host", "reason"])
+        errors = CounterMetricFamily(
+            "imagepatch_registry_errors", "Registry request failures.", labels=["host", "reason"]
+        )
         for (host, reason), n in dict(self.stats.errors).items():
             errors.add_metric([host, reason], n)
         yield errors
@@ -68,8 +92,12 @@ def serve(port: int, *, registry_stats: Any | None = None) -> None:
     start_http_server(port, registry=REGISTRY)
 
 
-def record_policy(policy: str, counts: Mapping[str, int], findings: Mapping[str, int],
-                  oldest_seconds: float | None) -> None:
+def record_policy(
+    policy: str,
+    counts: Mapping[str, int],
+    findings: Mapping[str, int],
+    oldest_seconds: float | None,
+) -> None:
     """One policy's detection results (status.workloads counts, findings, exposure)."""
     for state, n in counts.items():
         if state != "total":
@@ -83,7 +111,10 @@ def record_patches(patches: Iterable[Mapping[str, Any]]) -> None:
     """ImagePatches by policy and phase, from the objects as they are."""
     counts: dict[tuple[str, str], int] = {}
     for p in patches:
-        key = ((p.get("spec") or {}).get("policy", ""), (p.get("status") or {}).get("phase") or "Pending")
+        key = (
+            (p.get("spec") or {}).get("policy", ""),
+            (p.get("status") or {}).get("phase") or "Pending",
+        )
         counts[key] = counts.get(key, 0) + 1
     for (policy, phase), n in counts.items():
         PATCHES.labels(policy=policy, phase=phase).set(n)

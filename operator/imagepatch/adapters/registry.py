@@ -45,6 +45,7 @@ import asyncio
 import base64
 import binascii
 import collections
+import contextlib
 import datetime as dt
 import email.utils
 import hashlib
@@ -52,9 +53,10 @@ import json
 import logging
 import random
 import re
+import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
@@ -858,6 +860,296 @@ class RegistryClient:
             return Lineage(*found, source="config-labels")
         return Lineage(None, None, None)
 
+    # -- writes: blobs and manifests (for the rebase strategy) ---------------------------
+    #
+    # Added for ``adapters/builders/rebase.py``, which assembles an image from
+    # blobs already in a registry, and for tests that check what it pushed.
+    # The reads above ask for the ``pull`` scope; writes ask for ``pull,push``
+    # on the target (and ``pull`` on a mount's source repository). They share
+    # the reads' authentication (remembered challenges, cached tokens,
+    # credential providers), endpoints, retries and error classification;
+    # ``_send_write`` is ``_send`` plus a scope, a full URL (upload sessions
+    # hand one out), a request body and an optionally streamed response.
+    # Operation names in ``stats``: ``head_blob``, ``push_blob``,
+    # ``mount_blob``, ``get_blob`` (streamed reads too), ``put_manifest``.
+
+    async def blob_exists(self, image: ImageRef | str, digest: str) -> bool:
+        """Whether ``image``'s repository has the blob ``digest`` (one HEAD, never cached)."""
+        image, digest = self._blob_target(image, digest)
+
+        async def once(budget: _Budget) -> bool:
+            try:
+                await self._send_write(
+                    "HEAD", image, self._api_url(image, f"blobs/{digest}"), "head_blob", budget,
+                    path=f"blobs/{digest}",
+                )  # fmt: skip
+            except NotFoundError:
+                return False
+            return True
+
+        return await self._with_retries(f"HEAD blob {image.name}@{digest}", image.host, once)
+
+    async def push_blob(self, image: ImageRef | str, data: bytes) -> str:
+        """Upload a small blob (a config) in one PUT unless it is there; returns its digest."""
+        image = self._image(image)
+        digest = _sha256(data)
+        if await self.blob_exists(image, digest):
+            return digest
+        await self._upload_blob(image, digest, lambda: data, len(data), location=None)
+        return digest
+
+    async def mount_or_copy_blob(
+        self, image: ImageRef | str, digest: str, *, source: ImageRef | str
+    ) -> str:
+        """Make blob ``digest`` of ``source``'s repository exist in ``image``'s.
+
+        Returns ``"exists"`` (nothing to do), ``"mounted"`` (cross-repository
+        mount, ``POST /v2/<repo>/blobs/uploads/?mount=<digest>&from=<source
+        repo>``, on the same registry: no bytes move) or ``"copied"``. A copy
+        is the fallback when the registries differ or the registry declines
+        the mount (it answers 202 with an upload session instead of 201): the
+        blob is streamed from ``source`` into a temporary file (in memory up
+        to 8 MiB), checked against ``digest``, and uploaded in one PUT.
+        """
+        image, digest = self._blob_target(image, digest)
+        source = self._image(source)
+        if await self.blob_exists(image, digest):
+            return "exists"
+        location: str | None = None
+        if self._base_url(source) == self._base_url(image):
+            scope = f"repository:{image.repository}:pull,push repository:{source.repository}:pull"
+            url = str(
+                httpx.URL(self._api_url(image, "blobs/uploads/")).copy_merge_params(
+                    {"mount": digest, "from": source.repository}
+                )
+            )
+
+            async def mount(budget: _Budget) -> tuple[bool, str | None]:
+                resp = await self._send_write(
+                    "POST", image, url, "mount_blob", budget,
+                    path=f"blobs/{digest}", scope=scope, headers={"Content-Length": "0"},
+                )  # fmt: skip
+                if resp.status_code == 201:
+                    return True, None
+                return False, resp.headers.get("Location")
+
+            mounted, location = await self._with_retries(
+                f"mount blob {digest} from {source.name} into {image.name}", image.host, mount
+            )
+            if mounted:
+                return "mounted"
+        with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as spool:
+            size = await self._download_blob(source, digest, spool)
+
+            def content() -> AsyncIterator[bytes]:
+                spool.seek(0)
+                return _file_chunks(spool)
+
+            await self._upload_blob(image, digest, content, size, location=location)
+        return "copied"
+
+    @contextlib.asynccontextmanager
+    async def open_blob(
+        self, image: ImageRef | str, digest: str
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Stream a blob of any size (a layer): ``async with … as chunks``.
+
+        Not cached and not size-limited; opening is retried, a failure
+        mid-stream is a ``TransientError``. The caller checks what the bytes
+        hash to (the rebase checks digest, size and diff_id in one pass).
+        """
+        image, digest = self._blob_target(image, digest)
+        what = f"GET blob {image.name}@{digest}"
+
+        async def once(budget: _Budget) -> httpx.Response:
+            return await self._send_write(
+                "GET", image, self._api_url(image, f"blobs/{digest}"), "get_blob", budget,
+                path=f"blobs/{digest}", headers={"Accept-Encoding": "identity"}, stream=True,
+            )  # fmt: skip
+
+        resp = await self._with_retries(what, image.host, once)
+        try:
+            yield _response_chunks(resp, what)
+        finally:
+            await resp.aclose()
+
+    async def put_manifest(
+        self, image: ImageRef | str, ref: str, body: bytes, media_type: str
+    ) -> str:
+        """PUT a manifest or index under a tag or its digest; returns its digest.
+
+        The registry must keep the exact bytes: a ``Docker-Content-Digest``
+        other than sha256(body) is refused (``DigestMismatch``). The pushed
+        manifest primes the digest cache.
+        """
+        image, ref = self._target(image, ref)
+        digest = _sha256(body)
+        if is_digest(ref) and ref != digest:
+            raise ConfigurationError(
+                f"PUT {image.name}@{ref}: the body hashes to {digest}",
+                reason=DIGEST_MISMATCH,
+            )
+        scope = f"repository:{image.repository}:pull,push"
+
+        async def once(budget: _Budget) -> str:
+            resp = await self._send_write(
+                "PUT", image, self._api_url(image, f"manifests/{ref}"), "put_manifest", budget,
+                path=f"manifests/{ref}", scope=scope, headers={"Content-Type": media_type},
+                content=body,
+            )  # fmt: skip
+            stored = resp.headers.get("Docker-Content-Digest")
+            if stored and stored != digest:
+                raise ConfigurationError(
+                    f"PUT {_display(image, ref)}: the registry stored {stored}, not {digest} "
+                    "(it rewrote the manifest)",
+                    reason=DIGEST_MISMATCH,
+                )
+            return digest
+
+        await self._with_retries(f"PUT {_display(image, ref)}", image.host, once)
+        self._cache.put(("manifest", image.api_host, image.repository, digest), (body, media_type))
+        return digest
+
+    # write plumbing
+
+    def _blob_target(self, image: ImageRef | str, digest: str) -> tuple[ImageRef, str]:
+        image = self._image(image)
+        if not is_digest(digest):
+            raise ConfigurationError(
+                f"blob reference {digest!r} is not a digest", reason=INVALID_IMAGE_REFERENCE
+            )
+        return image, digest
+
+    def _api_url(self, image: ImageRef, path: str) -> str:
+        return f"{self._base_url(image)}/v2/{image.repository}/{path}"
+
+    async def _upload_blob(
+        self,
+        image: ImageRef,
+        digest: str,
+        content: Callable[[], bytes | AsyncIterator[bytes]],
+        size: int,
+        *,
+        location: str | None,
+    ) -> None:
+        """A monolithic upload: POST for a session (unless given one), then one PUT.
+
+        A retry starts a new session: a failed PUT may have spent the old one.
+        """
+        scope = f"repository:{image.repository}:pull,push"
+        sessions = [location] if location else []
+
+        async def once(budget: _Budget) -> None:
+            session = sessions.pop() if sessions else None
+            if session is None:
+                resp = await self._send_write(
+                    "POST", image, self._api_url(image, "blobs/uploads/"), "push_blob", budget,
+                    path=f"blobs/{digest}", scope=scope, headers={"Content-Length": "0"},
+                )  # fmt: skip
+                session = resp.headers.get("Location")
+                if not session:
+                    raise ConfigurationError(
+                        f"POST upload to {image.name}: no Location for the upload session",
+                        reason=REGISTRY_REJECTED,
+                    )
+            base = httpx.URL(self._base_url(image) + "/")
+            url = str(base.join(session).copy_add_param("digest", digest))
+            await self._send_write(
+                "PUT", image, url, "push_blob", budget,
+                path=f"blobs/{digest}", scope=scope, content=content,
+                headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+            )  # fmt: skip
+
+        await self._with_retries(f"upload blob {image.name}@{digest}", image.host, once)
+
+    async def _download_blob(self, image: ImageRef, digest: str, out: Any) -> int:
+        """Stream a blob into the file ``out``, checking its digest; returns its size."""
+        algorithm = digest.partition(":")[0]
+        hasher = hashlib.new(algorithm)
+        size = 0
+        async with self.open_blob(image, digest) as chunks:
+            async for chunk in chunks:
+                hasher.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
+        actual = f"{algorithm}:{hasher.hexdigest()}"
+        if actual != digest:
+            raise TransientError(
+                f"GET blob {image.name}@{digest}: content hashes to {actual}",
+                reason=DIGEST_MISMATCH,
+            )
+        return size
+
+    async def _send_write(
+        self,
+        method: str,
+        image: ImageRef,
+        url: str,
+        op: str,
+        budget: _Budget,
+        *,
+        path: str,
+        scope: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        content: bytes | Callable[[], bytes | AsyncIterator[bytes]] | None = None,
+        stream: bool = False,
+    ) -> httpx.Response:
+        """``_send`` for writes and streamed reads (see the section comment).
+
+        ``content`` may be a factory, so the body can be sent again after a
+        401. With ``stream``, a successful response is returned unread and
+        open: the caller closes it.
+        """
+        scope = scope or f"repository:{image.repository}:pull"
+        authorization = await self._known_authorization(image, scope, budget)
+        for retry_auth in (False, True):
+            sent = dict(headers or {})
+            if authorization:
+                sent["Authorization"] = authorization
+            body = content() if callable(content) else content
+            self.stats.requests[(image.host, op)] += 1
+            try:
+                request = self._http.build_request(
+                    method, url, headers=sent, content=body, timeout=budget.clip(self._timeout)
+                )
+                resp = await self._http.send(request, stream=True)
+                if not stream or resp.status_code >= 300:
+                    try:
+                        await _read_limited(
+                            resp, None if method == "HEAD" else MAX_MANIFEST_BYTES, what=url
+                        )
+                    finally:
+                        await resp.aclose()
+            except httpx.TimeoutException as exc:
+                raise TransientError(
+                    f"{method} {_safe_url(url)}: timed out ({type(exc).__name__})",
+                    reason=REGISTRY_TIMEOUT,
+                ) from None
+            except httpx.TransportError as exc:
+                raise TransientError(
+                    f"{method} {_safe_url(url)}: {type(exc).__name__}: {exc}",
+                    reason=REGISTRY_UNAVAILABLE,
+                ) from None
+            log.debug("%s %s -> %s", method, _safe_url(url), resp.status_code)
+            if resp.status_code != 401 or retry_auth:
+                break
+            challenge = _parse_challenge(resp.headers.get("WWW-Authenticate"))
+            if challenge is None:
+                break
+            if authorization:
+                self._tokens.pop((image.api_host, scope), None)
+                await self._invalidate(image.host)
+            self._challenges[image.api_host] = challenge
+            authorization = await self._authorization_for(image, challenge, scope, budget)
+            if authorization is None and challenge.scheme == "basic":
+                raise ConfigurationError(
+                    f"{method} {image.name}: {image.host} requires credentials and none are "
+                    f"configured for it",
+                    reason=REGISTRY_AUTH_FAILED,
+                )
+        self._raise_for_status(method, image, path, op, resp)
+        return resp
+
     # -- plumbing ------------------------------------------------------------------------
 
     def _image(self, image: ImageRef | str) -> ImageRef:
@@ -1295,3 +1587,27 @@ def _base_from(values: Mapping[str, Any] | None) -> tuple[str | None, str | None
     if name is None and digest is None:
         return None
     return name, digest
+
+
+# -- write helpers (for the rebase strategy's section of RegistryClient) -------------------
+
+
+async def _file_chunks(file: Any, size: int = 1024 * 1024) -> AsyncIterator[bytes]:
+    """A (spooled temporary) file's content as an async body for httpx."""
+    while chunk := file.read(size):
+        yield chunk
+
+
+async def _response_chunks(resp: httpx.Response, what: str) -> AsyncIterator[bytes]:
+    """The exact bytes of a streamed response; a broken stream is transient."""
+    try:
+        async for chunk in resp.aiter_raw():
+            yield chunk
+    except httpx.TimeoutException:
+        raise TransientError(
+            f"{what}: timed out while streaming", reason=REGISTRY_TIMEOUT
+        ) from None
+    except httpx.TransportError as exc:
+        raise TransientError(
+            f"{what}: {type(exc).__name__} while streaming", reason=REGISTRY_UNAVAILABLE
+        ) from None

@@ -219,6 +219,14 @@ class MaintenanceWindow:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class History:
+    """Retention of finished ImagePatches: the newest ``keep_count``, none past ``max_age``."""
+
+    keep_count: int = 100
+    max_age: dt.timedelta = dt.timedelta(hours=2160)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class RegistryCredentials:
     secret_name: str  # a Secret in the operator's namespace
 
@@ -234,6 +242,7 @@ class PolicySpec:
     maintenance_window: MaintenanceWindow | None = None
     approval: ApprovalMode = ApprovalMode.AUTOMATIC
     registry_credentials: RegistryCredentials | None = None
+    history: History = History()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -656,6 +665,15 @@ def parse_policy_spec(spec: Any, path: str = "spec") -> PolicySpec:
         registry_credentials=_parse_registry_credentials(
             raw.get("registryCredentials"), f"{path}.registryCredentials"
         ),
+        history=_parse_history(raw.get("history"), f"{path}.history"),
+    )
+
+
+def _parse_history(value: Any, path: str) -> History:
+    raw = _mapping(value, path) if value is not None else {}
+    return History(
+        keep_count=_integer(raw, path, "keepCount", default=100, minimum=0, maximum=10000),
+        max_age=_duration(raw, path, "maxAge", default=dt.timedelta(hours=2160)),
     )
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import json
 import logging
 import time
@@ -31,6 +32,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from imagepatch.adapters import metrics
 from imagepatch.adapters.errors import AdapterError
 from imagepatch.adapters.kube import GROUP, VERSION, Kube
 from imagepatch.adapters.registry import (
@@ -45,6 +47,7 @@ from imagepatch.core.conditions import format_time
 from imagepatch.core.events import ImageSignal
 from imagepatch.core.images import ImageRef, is_ecr_host, parse_image
 from imagepatch.core.policy import REQUESTED_AT_ANNOTATION
+from imagepatch.core.report import retention
 from imagepatch.model.errors import SpecError
 from imagepatch.model.policy import (
     LabelSelector,
@@ -136,8 +139,9 @@ class PolicySecrets:
                 parsed = StaticCredentials.from_dockerconfigjson(base64.b64decode(raw))
             except ValueError as exc:
                 if name not in self._problems:
-                    log.warning("registry credentials Secret %s/%s unusable: %s",
-                                self.namespace, name, exc)
+                    log.warning(
+                        "registry credentials Secret %s/%s unusable: %s", self.namespace, name, exc
+                    )
                 self._problems.add(name)
                 continue
             self._problems.discard(name)
@@ -158,6 +162,7 @@ class Detector:
         registry: RegistryClient,
         findings: Any | None = None,  # adapters.findings.FindingsReader
         secrets: PolicySecrets | None = None,
+        securityhub: Any | None = None,  # adapters.securityhub.SecurityHubExporter
         clock: Clock = utcnow,
         monotonic: Callable[[], float] = time.monotonic,
         tick: float = 5.0,
@@ -166,6 +171,7 @@ class Detector:
         self.registry = registry
         self.findings = findings
         self.secrets = secrets
+        self.securityhub = securityhub
         self.clock = clock
         self.monotonic = monotonic
         self.tick = tick
@@ -237,10 +243,19 @@ class Detector:
             p["metadata"]["name"]: p for p in await self.kube.list_policies()
         }
         patches = [p for p in await self.kube.list_imagepatches()]
+        metrics.record_patches(patches)
         if self.secrets is not None:
-            await self.secrets.load(self.kube, [
-                s for s in ((p.get("spec") or {}).get("registryCredentials", {}).get("secretName")
-                            for p in policies.values()) if s])
+            await self.secrets.load(
+                self.kube,
+                [
+                    s
+                    for s in (
+                        (p.get("spec") or {}).get("registryCredentials", {}).get("secretName")
+                        for p in policies.values()
+                    )
+                    if s
+                ],
+            )
         by_policy: dict[str, list[dict[str, Any]]] = {}
         for dep in self.workloads.values():
             name = dep["metadata"]["annotations"][POLICY_ANNOTATION]
@@ -288,10 +303,58 @@ class Detector:
             self.last_evaluated[name] = started
             self.handled_request[name] = requested
             results = await self.evaluate_policy(name, spec, workloads, patches, memo)
-            log.info("policy %s: %d workloads evaluated in %.2fs (%s)", name, len(results),
-                     self.monotonic() - started,
-                     ", ".join(f"{k}={v}" for k, v in compliance.counts(
-                         State(r.state) for r in results).items() if v))
+            self._record_metrics(name, results)
+            if self.securityhub is not None:
+                try:
+                    await self.securityhub.export({name: results}, now=self.clock())
+                except AdapterError as exc:
+                    log.warning(
+                        "Security Hub export for policy %s failed: %s: %s", name, exc.reason, exc
+                    )
+            await self._prune(name, spec, patches)
+            log.info(
+                "policy %s: %d workloads evaluated in %.2fs (%s)",
+                name,
+                len(results),
+                self.monotonic() - started,
+                ", ".join(
+                    f"{k}={v}"
+                    for k, v in compliance.counts(State(r.state) for r in results).items()
+                    if v
+                ),
+            )
+
+    def _record_metrics(self, policy: str, results: Sequence[WorkloadResult]) -> None:
+        counts = compliance.counts(
+            State(r.state) for r in results if r.state in {str(x) for x in State}
+        )
+        findings: dict[str, int] = {}
+        oldest = None
+        now = self.clock()
+        for r in results:
+            for c in r.containers:
+                for severity, n in (c.get("findingsBySeverity") or {}).items():
+                    findings[severity] = findings.get(severity, 0) + n
+            since = _previous_state(self.workloads.get(r.uid, {}).get("metadata", {})).get("since")
+            if r.state != str(State.COMPLIANT) and since:
+                age = (
+                    now - dt.datetime.fromisoformat(since.replace("Z", "+00:00"))
+                ).total_seconds()
+                oldest = max(oldest or 0.0, age)
+        metrics.record_policy(policy, counts, findings, oldest)
+
+    async def _prune(
+        self, policy: str, spec: PolicySpec, patches: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Retention of finished ImagePatches (spec.history); never an active one."""
+        mine = [p for p in patches if (p.get("spec") or {}).get("policy") == policy]
+        names = retention(
+            mine, keep_count=spec.history.keep_count, max_age=spec.history.max_age, now=self.clock()
+        )
+        versions = {p["metadata"]["name"]: p["metadata"]["resourceVersion"] for p in mine}
+        for name in names:
+            if await self.kube.delete_imagepatch(name, resource_version=versions[name]):
+                log.info("ImagePatch %s pruned (policy %s history retention)", name, policy)
 
     # -- one policy ----------------------------------------------------------------------
 
@@ -765,4 +828,8 @@ def _container_record(
     }
     if facts.findings is not None:
         record["findingsOverBaseline"] = len(facts.findings.violations)
+        by_severity = {k.upper(): v for k, v in facts.findings.violation_counts.as_dict().items()
+                       if v and k != "total"}
+        if by_severity:
+            record["findingsBySeverity"] = by_severity
     return {k: v for k, v in record.items() if v != ""}

@@ -7,11 +7,13 @@ restarted operator resumes from the record and never repeats a patch.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from imagepatch.adapters import metrics
 from imagepatch.adapters.builders import Builder
 from imagepatch.adapters.errors import AdapterError, ConflictError
 from imagepatch.adapters.kube import Kube
@@ -29,7 +31,7 @@ from imagepatch.core.rollout import (
 )
 from imagepatch.core.window import window_state
 from imagepatch.model.errors import SpecError
-from imagepatch.model.imagepatch import ImagePatch, Target, parse_imagepatch
+from imagepatch.model.imagepatch import ImagePatch, Phase, Target, parse_imagepatch
 from imagepatch.model.policy import PolicySpec, parse_policy
 from imagepatch.reconcile import rebuilds
 from imagepatch.reconcile.clock import Clock, utcnow
@@ -120,6 +122,42 @@ async def _observe_rebuild(
         )
 
 
+def _seconds_between(start: str | None, end: str | None) -> float | None:
+    if not (start and end):
+        return None
+    parse = lambda v: dt.datetime.fromisoformat(v.replace("Z", "+00:00"))  # noqa: E731
+    return (parse(end) - parse(start)).total_seconds()
+
+
+def _record_metrics(old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    """Results and durations, once, at the step that records them."""
+    phase = new.get("phase")
+    if phase and phase != old.get("phase") and Phase(phase).terminal:
+        metrics.record_result(phase)
+        started = next(
+            (h["at"] for h in new.get("history", []) if h["phase"] == "RollingOut"), None
+        )
+        ended = (new.get("history") or [{}])[-1].get("at")
+        if (took := _seconds_between(started, ended)) is not None:
+            metrics.record_duration("rollout", took)
+    build_old, build_new = old.get("rebuild") or {}, new.get("rebuild") or {}
+    if build_new.get("finishedAt") and not build_old.get("finishedAt"):
+        took = _seconds_between(build_new.get("startedAt"), build_new.get("finishedAt"))
+        if took is not None:
+            metrics.record_duration("build", took)
+    done_before = {
+        (r["namespace"], r["name"], r["container"])
+        for r in old.get("rollouts", [])
+        if r.get("phase") in ("RolledBack", "Failed")
+    }
+    for r in new.get("rollouts", []) or []:
+        key = (r["namespace"], r["name"], r["container"])
+        if r.get("phase") == "RolledBack" and key not in done_before:
+            took = _seconds_between(r.get("rollbackStartedAt"), r.get("finishedAt"))
+            if took is not None:
+                metrics.record_duration("rollback", took)
+
+
 async def reconcile_imagepatch(
     *,
     name: str,
@@ -163,6 +201,7 @@ async def reconcile_imagepatch(
             verification=seen.get("verification"),
         )
         if step.status:
+            _record_metrics(patch.status.raw, step.status)
             # Intent first: if this write fails, nothing below happens.
             body = await kube.write_imagepatch_status(
                 name, step.status, resource_version=body["metadata"]["resourceVersion"]

@@ -1,0 +1,393 @@
+"""Export detection's results to AWS Security Hub as ASFF findings.
+
+:class:`SecurityHubExporter` keeps one finding per non-compliant workload,
+container and image repository in the account's Security Hub (the mapping,
+the Id scheme and the plan are ``core/securityhub.py``'s): created when
+detection first sees it break its policy, updated when its state changes,
+archived when it complies again or, after ``gone_after``, is no longer
+evaluated. Neighbours: detection calls :meth:`SecurityHubExporter.export` after each policy's pass;
+nothing here decides anything about compliance.
+
+* **What was sent** is kept in memory (``previous``: Id → ``Exported``), so
+  an unchanged finding is not sent again. After a restart,
+  :meth:`~SecurityHubExporter.load_previous` (called by the first export
+  anyway) rebuilds it from Security Hub itself with ``GetFindings``, filtered
+  to this account's default product, ``GeneratorId`` prefix ``imagepatch/``
+  and ``ProductFields`` ``imagepatch/Cluster``, and filtered again here,
+  since a filter is a request (and moto ignores them). Ids are stable, and
+  ``BatchImportFindings`` upserts by Id, so even a lost memory re-sends, it
+  never duplicates.
+* **Batches** of at most 100 findings and 6 MB (Security Hub's limits).
+  A finding Security Hub rejects (``FailedFindings``) is logged with its Id
+  and error code, counted, and left out of ``previous``, so the next export
+  sends it again. A batch that fails as a whole stops the export: what went
+  before it is remembered, the rest is sent next time, and the classified
+  error is raised.
+* **Throttling and 5xx** are retried by botocore's standard retry mode
+  (jittered exponential backoff, ``max_attempts`` in all); Security Hub allows
+  10 requests a second, 30 in bursts, per account and region.
+* **Workflow.** ``BatchImportFindings`` cannot change the workflow of an
+  existing finding, so archived findings are then set RESOLVED with
+  ``BatchUpdateFindings`` (needs ``securityhub:BatchUpdateFindings``).
+  That step is best effort: a failure is logged and counted, never retried,
+  and never fails the export; the archive itself is what matters.
+* **Errors** are classified once, as in ``adapters/findings.py`` (whose
+  classifier is reused): credentials and permissions are configuration,
+  throttling and outages transient. A hub that is not enabled is
+  ``SecurityHubNotEnabled``. Messages never quote AWS's text.
+
+boto3 blocks, so every call runs in a worker thread; exports are serialised.
+IAM: ``securityhub:BatchImportFindings``, ``securityhub:GetFindings`` and
+``securityhub:BatchUpdateFindings`` (STS ``GetCallerIdentity``, asked when no
+account id is given, needs no permission).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from imagepatch.adapters.errors import AdapterError, ConfigurationError
+from imagepatch.adapters.findings import DEFAULT_MAX_ATTEMPTS
+from imagepatch.adapters.findings import _classified as _classified_aws
+from imagepatch.core.securityhub import (
+    DEFAULT_GONE_AFTER,
+    DEFAULT_REFRESH,
+    PREFIX,
+    Exported,
+    FindingContext,
+    WorkloadLike,
+    batches,
+    plan_findings,
+)
+
+__all__ = ["SECURITY_HUB_NOT_ENABLED", "ExportResult", "SecurityHubExporter"]
+
+log = logging.getLogger("imagepatch.securityhub")
+
+SECURITY_HUB_NOT_ENABLED = "SecurityHubNotEnabled"
+
+_CONNECT_TIMEOUT = 10
+_READ_TIMEOUT = 30
+_PAGE_SIZE = 100  # GetFindings' maximum
+_UPDATE_BATCH = 100  # BatchUpdateFindings takes at most 100 finding identifiers
+
+
+@dataclass
+class ExportResult:
+    """What one :meth:`SecurityHubExporter.export` did."""
+
+    upserted: int = 0  # created or updated, ACTIVE
+    archived: int = 0
+    failed_ids: list[str] = field(default_factory=list)  # rejected; sent again next time
+    calls: int = 0  # BatchImportFindings calls
+    resolved: int = 0  # Workflow set RESOLVED by BatchUpdateFindings
+    resolve_failed: int = 0
+
+    @property
+    def failed(self) -> int:
+        return len(self.failed_ids)
+
+
+class SecurityHubExporter:
+    """Keeps Security Hub's imagepatch findings in step with detection's results.
+
+    ``region`` is the hub's (the session's default if None). ``account_id``
+    is resolved with STS ``GetCallerIdentity`` on first use if None.
+    ``cluster_name`` goes into every Id and is how findings of several
+    clusters in one account stay apart (EKS's naming rule). ``session``
+    defaults to a new ``boto3.Session`` (Pod Identity or IRSA in a cluster);
+    ``endpoint_url`` points the clients elsewhere (moto in tests).
+    ``refresh_after`` and ``gone_after`` are :func:`plan_findings`'s.
+    ``resolve_workflow=False`` skips ``BatchUpdateFindings``.
+    """
+
+    def __init__(
+        self,
+        region: str | None = None,
+        *,
+        cluster_name: str,
+        account_id: str | None = None,
+        endpoint_url: str | None = None,
+        session: boto3.Session | None = None,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        refresh_after: dt.timedelta | None = DEFAULT_REFRESH,
+        gone_after: dt.timedelta = DEFAULT_GONE_AFTER,
+        resolve_workflow: bool = True,
+    ) -> None:
+        self.cluster_name = cluster_name
+        self.refresh_after = refresh_after
+        self.gone_after = gone_after
+        # Id -> when an ACTIVE finding was first missing from its policy's results.
+        self.absent: dict[str, dt.datetime] = {}
+        self.resolve_workflow = resolve_workflow
+        self.previous: dict[str, Exported] = {}
+        self.loaded = False
+        # Since start: exported (upserted+archived), failed, calls, resolve_failed.
+        self.totals: dict[str, int] = {
+            "upserted": 0,
+            "archived": 0,
+            "failed": 0,
+            "calls": 0,
+            "resolved": 0,
+            "resolve_failed": 0,
+        }
+        self._region = region
+        self._account_id = account_id
+        self._endpoint_url = endpoint_url
+        self._session = session
+        self._config = Config(
+            retries={"mode": "standard", "total_max_attempts": max_attempts},
+            connect_timeout=_CONNECT_TIMEOUT,
+            read_timeout=_READ_TIMEOUT,
+        )
+        self._context: FindingContext | None = None
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._export_lock = asyncio.Lock()
+
+    # -- clients and context -------------------------------------------------------------
+
+    def _client(self, service: str) -> Any:
+        with self._lock:
+            client = self._clients.get(service)
+            if client is None:
+                with _classified("CreateClient", self._region, service=service):
+                    if self._session is None:
+                        self._session = boto3.Session()
+                    if self._region is None:
+                        self._region = self._session.region_name
+                    client = self._session.client(
+                        service,
+                        region_name=self._region,
+                        endpoint_url=self._endpoint_url,
+                        config=self._config,
+                    )
+                self._clients[service] = client
+            return client
+
+    @property
+    def securityhub(self) -> Any:
+        """The Security Hub client (exposed so tests can attach a Stubber or event hooks)."""
+        return self._client("securityhub")
+
+    @property
+    def sts(self) -> Any:
+        return self._client("sts")
+
+    def context_sync(self) -> FindingContext:
+        """The account, region and cluster of the findings (STS is asked once, if needed)."""
+        if self._context is None:
+            client = self.securityhub  # resolves the region
+            account = self._account_id
+            if account is None:
+                with _classified("GetCallerIdentity", self._region, service="sts"):
+                    account = str(self.sts.get_caller_identity()["Account"])
+            try:
+                self._context = FindingContext(
+                    account_id=account,
+                    region=self._region or client.meta.region_name or "",
+                    cluster=self.cluster_name,
+                )
+            except ValueError as exc:
+                raise ConfigurationError(
+                    f"Security Hub export: {exc}", reason="SecurityHubMisconfigured"
+                ) from None
+        return self._context
+
+    async def context(self) -> FindingContext:
+        return await asyncio.to_thread(self.context_sync)
+
+    def active_policies(self) -> set[str]:
+        """Policies with ACTIVE findings: pass a deleted one with no results to archive them."""
+        return {e.policy for e in self.previous.values() if e.active}
+
+    # -- restart -------------------------------------------------------------------------
+
+    async def load_previous(self) -> int:
+        """Rebuild ``previous`` from the findings Security Hub holds; returns how many.
+
+        Both ACTIVE and ARCHIVED findings of this cluster are read (an
+        archived one keeps its ``CreatedAt`` if it becomes active again).
+        """
+        context = await self.context()
+        loaded = await asyncio.to_thread(self._load, context)
+        self.previous = loaded
+        self.loaded = True
+        active = sum(1 for e in loaded.values() if e.active)
+        log.info(
+            "Security Hub: %d imagepatch findings of cluster %s loaded (%d active)",
+            len(loaded), context.cluster, active,
+        )  # fmt: skip
+        return len(loaded)
+
+    def _load(self, context: FindingContext) -> dict[str, Exported]:
+        filters = {
+            "ProductArn": [{"Value": context.product_arn, "Comparison": "EQUALS"}],
+            "GeneratorId": [{"Value": PREFIX, "Comparison": "PREFIX"}],
+            "ProductFields": [
+                {"Key": f"{PREFIX}Cluster", "Value": context.cluster, "Comparison": "EQUALS"}
+            ],
+        }
+        found: dict[str, Exported] = {}
+        ignored = 0
+        paginator = self.securityhub.get_paginator("get_findings")
+        with _classified("GetFindings", context.region):
+            for page in paginator.paginate(
+                Filters=filters, PaginationConfig={"PageSize": _PAGE_SIZE}
+            ):
+                for raw in page.get("Findings") or ():
+                    exported = Exported.from_finding(raw, context=context)
+                    if exported is None:
+                        ignored += 1
+                        continue
+                    known = found.get(exported.id)
+                    if known is None or exported.updated_at > known.updated_at:
+                        found[exported.id] = exported
+        if ignored:
+            log.debug("Security Hub: %d findings of other products or clusters ignored", ignored)
+        return found
+
+    # -- export --------------------------------------------------------------------------
+
+    async def export(
+        self,
+        results_by_policy: Mapping[str, Iterable[WorkloadLike]],
+        *,
+        now: dt.datetime,
+    ) -> ExportResult:
+        """Send what changed in ``results_by_policy`` (all results of each policy given).
+
+        Raises a classified :class:`AdapterError` when Security Hub cannot be
+        reached or refuses a whole call; what was sent before stays sent.
+        """
+        results = {p: list(r) for p, r in results_by_policy.items()}
+        async with self._export_lock:
+            if not self.loaded:
+                await self.load_previous()
+            context = await self.context()
+            plan = plan_findings(
+                self.previous, results, context=context, now=now,
+                refresh_after=self.refresh_after, absent_since=self.absent,
+                gone_after=self.gone_after,
+            )  # fmt: skip
+            self.absent = dict(plan.absent)
+            outcome = ExportResult()
+            archiving = {f["Id"] for f in plan.to_archive}
+            resolved_ids: list[str] = []
+            error: AdapterError | None = None
+            for batch in batches([*plan.to_upsert, *plan.to_archive]):
+                try:
+                    response = await asyncio.to_thread(self._import, batch, context.region)
+                except AdapterError as exc:
+                    error = exc
+                    break
+                outcome.calls += 1
+                rejected = self._rejected(batch, response)
+                for finding in batch:
+                    finding_id = finding["Id"]
+                    if finding_id in rejected:
+                        outcome.failed_ids.append(finding_id)
+                        continue
+                    exported = Exported.from_finding(finding)
+                    if exported is not None:
+                        self.previous[finding_id] = exported
+                    if finding_id in archiving:
+                        outcome.archived += 1
+                        resolved_ids.append(finding_id)
+                    else:
+                        outcome.upserted += 1
+            if resolved_ids and self.resolve_workflow:
+                await asyncio.to_thread(self._resolve, resolved_ids, context, outcome)
+            for key in self.totals:
+                self.totals[key] += getattr(outcome, key)
+            if outcome.calls or error is not None:
+                log.info(
+                    "Security Hub: %d findings upserted, %d archived, %d rejected in %d calls%s",
+                    outcome.upserted, outcome.archived, outcome.failed, outcome.calls,
+                    f"; stopped: {error.reason}: {error}" if error else "",
+                )  # fmt: skip
+            if error is not None:
+                raise error
+            return outcome
+
+    def _import(self, batch: Sequence[Mapping[str, Any]], region: str) -> Mapping[str, Any]:
+        with _classified("BatchImportFindings", region):
+            return self.securityhub.batch_import_findings(Findings=list(batch))
+
+    @staticmethod
+    def _rejected(batch: Sequence[Mapping[str, Any]], response: Mapping[str, Any]) -> set[str]:
+        failed = response.get("FailedFindings") or []
+        rejected = {str(f.get("Id") or "") for f in failed}
+        for f in failed:
+            # The code and the Id only: AWS's message text stays out of the logs.
+            log.warning(
+                "Security Hub rejected finding %s (%s); it is sent again on the next export",
+                f.get("Id"), f.get("ErrorCode"),
+            )  # fmt: skip
+        if int(response.get("FailedCount") or 0) > len(failed):
+            # Rejections without Ids: no way to tell which; send the whole batch again
+            # (upserts by Id are idempotent).
+            log.warning(
+                "Security Hub rejected %s findings without naming them; the batch of %d "
+                "is sent again on the next export", response.get("FailedCount"), len(batch),
+            )  # fmt: skip
+            rejected = {str(f["Id"]) for f in batch}
+        return rejected
+
+    def _resolve(self, ids: Sequence[str], context: FindingContext, outcome: ExportResult) -> None:
+        """Set Workflow RESOLVED on archived findings: best effort (see the module doc)."""
+        for start in range(0, len(ids), _UPDATE_BATCH):
+            chunk = ids[start : start + _UPDATE_BATCH]
+            try:
+                with _classified("BatchUpdateFindings", context.region):
+                    response = self.securityhub.batch_update_findings(
+                        FindingIdentifiers=[
+                            {"Id": i, "ProductArn": context.product_arn} for i in chunk
+                        ],
+                        Workflow={"Status": "RESOLVED"},
+                    )
+            except AdapterError as exc:
+                outcome.resolve_failed += len(chunk)
+                log.warning(
+                    "Security Hub: %d archived findings keep their workflow status: %s: %s",
+                    len(chunk), exc.reason, exc,
+                )  # fmt: skip
+                continue
+            unprocessed = response.get("UnprocessedFindings") or []
+            for item in unprocessed:
+                log.warning(
+                    "Security Hub did not resolve the workflow of finding %s (%s)",
+                    (item.get("FindingIdentifier") or {}).get("Id"), item.get("ErrorCode"),
+                )  # fmt: skip
+            outcome.resolve_failed += len(unprocessed)
+            outcome.resolved += len(chunk) - len(unprocessed)
+
+
+@contextlib.contextmanager
+def _classified(
+    operation: str, region: str | None, *, service: str = "securityhub"
+) -> Iterator[None]:
+    """``adapters/findings.py``'s classification, plus a hub that is not enabled."""
+    with _classified_aws(service, operation, repository=None, region=region):
+        try:
+            yield
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "InvalidAccessException":
+                raise ConfigurationError(
+                    f"{service}:{operation} in {region or 'the default region'}: "
+                    "Security Hub is not enabled in this account and region "
+                    "(InvalidAccessException); enable it, or turn the export off",
+                    reason=SECURITY_HUB_NOT_ENABLED,
+                ) from None
+            raise
