@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 CLUSTER_DIR ?= .local/cluster
 PYTEST_ARGS ?=
 
-.PHONY: setup test unit lint bench cluster-up cluster-down clean
+.PHONY: setup test demo unit lint bench cluster-up cluster-down clean
 
 ## setup: install Debian packages, the virtualenv and build the test control plane
 setup:
@@ -14,6 +14,10 @@ setup:
 ## test: set up, lint, then run every test layer against real components
 test: setup lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## demo: the end-to-end story on a local cluster, registry, moto and buildah (cleans up after itself)
+demo: setup
+	$(PY) -m tests.demo
 
 ## unit: the pure tests only (no cluster, registry or moto)
 unit: setup

@@ -100,6 +100,7 @@ MINIMAL_POLICY_DEFAULTED: dict[str, Any] = {
         "maxRestarts": 0,
         "rollback": True,
     },
+    "history": {"keepCount": 100, "maxAge": "2160h"},
     "approval": "Automatic",
 }
 
