@@ -545,3 +545,48 @@ def test_history_retention_prunes_finished_patches_only(given, kube) -> None:
         return done_name not in names and names
     remaining = wait_for(pruned, timeout=30, what="the finished patch to be pruned")
     assert open_name in remaining
+
+
+def test_a_rebuild_no_better_by_its_findings_is_refused(given, registry, buildah, moto_server) -> None:
+    base = make_base_image(registry, unique("vbase"), "1", marker="v1")
+    repo = unique("vapp")
+    old = build_app_on(buildah, base, repo)
+    ecr = moto_server.client("ecr")
+    ecr.create_repository(repositoryName=repo)
+
+    def scanned(image, findings) -> None:
+        manifest, media_type, _ = registry.get_manifest(repo, image.digest)
+        ecr.put_image(repositoryName=repo, imageManifest=manifest.decode(),
+                      imageManifestMediaType=media_type, imageDigest=image.digest)
+        ecr.start_image_scan(repositoryName=repo, imageId={"imageDigest": image.digest})
+        moto_server.inject_ecr_scan_findings({
+            "imageScanStatus": {"status": "COMPLETE", "description": "done"},
+            "imageScanFindings": {"findings": findings, "findingSeverityCounts": {}},
+            "registryId": ACCOUNT, "repositoryName": repo, "imageId": {"imageDigest": image.digest},
+        })
+
+    critical = [{"name": "CVE-2026-0201", "severity": "CRITICAL",
+                 "attributes": [{"key": "package_name", "value": "openssl"}]}]
+    scanned(old, critical)
+    policy = unique("pol")
+    given.policy(policy, vulnerabilities={"source": "ecr", "minSeverity": "HIGH"},
+                 rebuild={"strategy": "external"})
+    ns = given.namespace()
+    given.deployment(ns, "web", image=f"{ECR}/{repo}:1", policy=policy, replicas=1)
+    wait_state(given, ns, "Patching", "Vulnerable")
+    [patch] = patches_for(given, policy)
+    name = patch["metadata"]["name"]
+    given.wait_phase(name, "Building")
+
+    # CI rebuilds, but the rebuild still carries the same critical finding.
+    new = build_app_on(buildah, base, repo)
+    scanned(new, critical)
+    done = given.wait_phase(name, "Failed", "Succeeded", "RolledBack", timeout=120)
+    assert done["status"]["phase"] == "Failed", done["status"]
+    assert done["status"]["verification"]["result"] == "Failed"
+    assert done["status"]["verification"]["findingsBefore"] == 1
+    assert done["status"]["verification"]["findingsAfter"] == 1
+    assert new.digest in done["status"]["failedDigests"]
+    stalled = {c["type"]: c for c in done["status"]["conditions"]}["Stalled"]
+    assert stalled["reason"] == "VerificationFailed"
+    assert given.image_of(ns, "web") == f"{ECR}/{repo}:1"  # nothing was rolled out
