@@ -23,7 +23,8 @@ Delivery is at least once, end to end:
   finding) is deleted without a call.
 
 Failures to receive never end :meth:`SqsEventSource.run`. They are classified
-once, here, into the errors of ``adapters/errors.py``: a
+once, by ``adapters/aws.py``'s classifier with SQS's own codes and advice
+added here, into the errors of ``adapters/errors.py``: a
 :class:`~imagepatch.adapters.errors.TransientError` (throttling, 5xx,
 connection failures) backs off exponentially with jitter, capped; a
 :class:`~imagepatch.adapters.errors.ConfigurationError` (the queue does not
@@ -32,7 +33,7 @@ since only a person can fix it. Each distinct error is logged once, as a
 warning or an error, until a receive succeeds again; ``last_error`` holds
 the latest for a status or health check. botocore's *standard* retry mode
 retries throttling and 5xx inside each call first (``total_max_attempts``,
-as in ``adapters/findings.py``). Messages name the operation, the queue and
+as for every AWS adapter). Messages name the operation, the queue and
 the error code, never AWS's message text or anything of the credentials.
 
 Stopping: ``run`` checks ``stop`` between polls and while backing off. A
@@ -49,36 +50,21 @@ import contextlib
 import logging
 import random
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import boto3
-from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    CredentialRetrievalError,
-    NoCredentialsError,
-    NoRegionError,
-    ParamValidationError,
-    PartialCredentialsError,
-    TokenRetrievalError,
-)
 
-from imagepatch.adapters.errors import (
-    AdapterError,
-    ConfigurationError,
-    NotFoundError,
-    TransientError,
-)
-from imagepatch.adapters.findings import (
-    AWS_ACCESS_DENIED,
-    AWS_CREDENTIALS_EXPIRED,
-    AWS_CREDENTIALS_INVALID,
-    AWS_REQUEST_REJECTED,
-    AWS_THROTTLED,
+from imagepatch.adapters.aws import (
+    ACCESS_DENIED_CODES,
     AWS_UNAVAILABLE,
+    INVALID_CREDENTIAL_CODES,
+    ClientFailure,
+    ErrorRules,
+    classified,
+    client_config,
 )
+from imagepatch.adapters.errors import AdapterError, NotFoundError, TransientError
 from imagepatch.core.events import ImageSignal, MalformedEvent, parse_message
 
 __all__ = [
@@ -93,7 +79,7 @@ OnSignals = Callable[[tuple[ImageSignal, ...]], Awaitable[None]]
 
 # Reason for a queue URL that names no queue (a typo, another region or
 # account). It belongs with core/reasons.py in the end, like the AWS reasons
-# of adapters/findings.py.
+# of adapters/aws.py.
 EVENT_QUEUE_NOT_FOUND = "EventQueueNotFound"
 
 # Attempts per call, the first included (botocore's total_max_attempts). The
@@ -107,7 +93,6 @@ _TRANSIENT_BASE = 1.0
 DEFAULT_TRANSIENT_BACKOFF_MAX = 30.0
 # After a configuration error a person must act; polling faster only fills logs.
 DEFAULT_CONFIGURATION_BACKOFF = 60.0
-_CONNECT_TIMEOUT = 10
 # A long poll holds the response for up to WaitTimeSeconds; the read timeout
 # must outlast it, or every quiet poll would end as a timeout.
 _READ_TIMEOUT_MARGIN = 10
@@ -115,11 +100,10 @@ _READ_TIMEOUT_MARGIN = 10
 _PREVIEW = 160
 
 # Error codes, as SQS's JSON protocol reports them (Code) and as its older
-# query protocol did (QueryErrorCode, which botocore also keeps).
-_QUEUE_MISSING_CODES = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
-_ACCESS_DENIED_CODES = {
-    "AccessDenied",
-    "AccessDeniedException",
+# query protocol did (QueryErrorCode, which botocore also keeps), added to
+# (or, for throttling and the AWS side, instead of) adapters/aws.py's.
+_QUEUE_MISSING_CODES = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
+_ACCESS_DENIED_CODES = ACCESS_DENIED_CODES | {
     # An encrypted queue whose key the role may not use.
     "KMS.AccessDeniedException",
     "KmsAccessDenied",
@@ -130,26 +114,19 @@ _ACCESS_DENIED_CODES = {
     "KMS.InvalidStateException",
     "KmsInvalidState",
 }
-_INVALID_CREDENTIAL_CODES = {
-    "UnrecognizedClientException",
-    "InvalidClientTokenId",
-    "InvalidSignatureException",
-    "SignatureDoesNotMatch",
-    "IncompleteSignature",
-    "MissingAuthenticationToken",
-    "InvalidSecurity",
-}
-_EXPIRED_CREDENTIAL_CODES = {"ExpiredTokenException", "ExpiredToken", "TokenRefreshRequired"}
-_THROTTLING_CODES = {
-    "Throttling",
-    "ThrottlingException",
-    "RequestThrottled",
-    "KMS.ThrottlingException",
-    "KmsThrottled",
-    # Too many messages in flight (120,000 on a standard queue): it drains.
-    "OverLimit",
-}
-_SERVER_CODES = {"InternalError", "InternalFailure", "ServiceUnavailable"}
+_INVALID_CREDENTIAL_CODES = INVALID_CREDENTIAL_CODES | {"InvalidSecurity"}
+_THROTTLING_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "RequestThrottled",
+        "KMS.ThrottlingException",
+        "KmsThrottled",
+        # Too many messages in flight (120,000 on a standard queue): it drains.
+        "OverLimit",
+    }
+)
+_SERVER_CODES = frozenset({"InternalError", "InternalFailure", "ServiceUnavailable"})
 
 
 class SqsEventSource:
@@ -204,11 +181,7 @@ class SqsEventSource:
         self._region = region
         self._endpoint_url = endpoint_url
         self._session = session
-        self._config = Config(
-            retries={"mode": "standard", "total_max_attempts": max_attempts},
-            connect_timeout=_CONNECT_TIMEOUT,
-            read_timeout=wait_seconds + _READ_TIMEOUT_MARGIN,
-        )
+        self._config = client_config(max_attempts, read_timeout=wait_seconds + _READ_TIMEOUT_MARGIN)
         self._transient_backoff_max = transient_backoff_max
         self._configuration_backoff = configuration_backoff
         self._rng = rng or random.Random()
@@ -471,91 +444,43 @@ def _preview(body: Any) -> str:
     return f"{body[:_PREVIEW]!r}... ({len(body)} characters)"
 
 
-@contextlib.contextmanager
-def _classified(operation: str, queue: str) -> Iterator[None]:
-    """Turn botocore's exceptions into adapter errors with safe, actionable messages."""
-    action = f"sqs:{operation}"
-    try:
-        yield
-    except AdapterError:
-        raise
-    except ClientError as exc:
-        raise _from_client_error(exc, action, queue) from None
-    except (
-        NoCredentialsError,
-        PartialCredentialsError,
-        CredentialRetrievalError,
-        TokenRetrievalError,
-    ) as exc:
-        raise ConfigurationError(
-            f"no usable AWS credentials for {action} ({type(exc).__name__}): give the "
-            "operator's ServiceAccount an IAM role through EKS Pod Identity or IRSA",
-            reason=AWS_CREDENTIALS_INVALID,
-        ) from None
-    except NoRegionError:
-        raise ConfigurationError(
-            f"no AWS region for {action}: set the event queue's region or AWS_REGION",
-            reason=AWS_REQUEST_REJECTED,
-        ) from None
-    except ParamValidationError:
-        # botocore's text can quote parameter values, receipt handles among
-        # them (each one the right to delete a message): name the class only.
-        raise ConfigurationError(
-            f"{action} on queue {queue!r} was refused by botocore's parameter validation "
-            "(check the queue URL and the consumer's settings)",
-            reason=AWS_REQUEST_REJECTED,
-        ) from None
-    except BotoCoreError as exc:
-        # Connection refused or reset, timeouts, retries exhausted.
-        raise TransientError(
-            f"{action} on queue {queue!r} could not be completed ({type(exc).__name__})",
-            reason=AWS_UNAVAILABLE,
-        ) from None
-
-
-def _from_client_error(exc: ClientError, action: str, queue: str) -> AdapterError:
-    # Built from the error code and names we chose; AWS's message text is left
-    # out, since it can quote principals, policies or request parameters.
-    error = exc.response.get("Error", {})
-    code = str(error.get("Code") or "")
-    codes = {code, str(error.get("QueryErrorCode") or "")} - {""}
-    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-    if codes & _QUEUE_MISSING_CODES:
-        return NotFoundError(
-            f"SQS queue {queue!r} does not exist, or not in this account and region: "
-            "check the event queue URL",
-            reason=EVENT_QUEUE_NOT_FOUND,
-        )
-    if codes & _ACCESS_DENIED_CODES:
-        return ConfigurationError(
-            f"{action} on queue {queue!r} was denied ({code}): allow sqs:ReceiveMessage, "
-            "sqs:DeleteMessage and sqs:ChangeMessageVisibility on the queue (and kms:Decrypt "
-            "on its key, if encrypted) to the operator's IAM role",
-            reason=AWS_ACCESS_DENIED,
-        )
-    if codes & _INVALID_CREDENTIAL_CODES:
-        return ConfigurationError(
-            f"{action} rejected the AWS credentials ({code}): check the IAM role associated "
-            "with the operator's ServiceAccount (EKS Pod Identity or IRSA), not static keys",
-            reason=AWS_CREDENTIALS_INVALID,
-        )
-    if codes & _EXPIRED_CREDENTIAL_CODES:
-        return ConfigurationError(
-            f"{action} refused expired AWS credentials ({code}): check that the operator "
-            "pod's web identity token is mounted and refreshed",
-            reason=AWS_CREDENTIALS_EXPIRED,
-        )
-    if codes & _THROTTLING_CODES:
-        return TransientError(
-            f"{action} on queue {queue!r} is still throttled after retries ({code})",
-            reason=AWS_THROTTLED,
-        )
-    if status >= 500 or codes & _SERVER_CODES:
-        return TransientError(
-            f"{action} on queue {queue!r} failed on the AWS side ({code or status})",
-            reason=AWS_UNAVAILABLE,
-        )
-    return ConfigurationError(
-        f"{action} on queue {queue!r} was rejected ({code or status})",
-        reason=AWS_REQUEST_REJECTED,
+def _queue_missing(failure: ClientFailure) -> NotFoundError:
+    return NotFoundError(
+        f"SQS {failure.where} does not exist, or not in this account and region: "
+        "check the event queue URL",
+        reason=EVENT_QUEUE_NOT_FOUND,
     )
+
+
+# What SQS adds to adapters/aws.py's classification. Its messages quote no
+# request id.
+_NOT_COMPLETED = "{action} on {where} could not be completed ({error})"
+_RULES = ErrorRules(
+    service_codes=dict.fromkeys(_QUEUE_MISSING_CODES, _queue_missing),
+    access_denied_codes=_ACCESS_DENIED_CODES,
+    invalid_credential_codes=_INVALID_CREDENTIAL_CODES,
+    throttling_codes=_THROTTLING_CODES,
+    server_codes=_SERVER_CODES,
+    query_error_codes=True,
+    request_ids=False,
+    region_hint="set the event queue's region or AWS_REGION",
+    access_advice=(
+        "allow sqs:ReceiveMessage, sqs:DeleteMessage and sqs:ChangeMessageVisibility on the "
+        "queue (and kms:Decrypt on its key, if encrypted) to the operator's IAM role"
+    ),
+    expired_advice="check that the operator pod's web identity token is mounted and refreshed",
+    # botocore's text can quote parameter values, receipt handles among them
+    # (each one the right to delete a message): name the class only.
+    invalid_request=(
+        "{action} on {where} was refused by botocore's parameter validation "
+        "(check the queue URL and the consumer's settings)"
+    ),
+    # Connection refused or reset, timeouts, retries exhausted.
+    unreachable=_NOT_COMPLETED,
+    botocore_failed=_NOT_COMPLETED,
+)
+
+
+def _classified(operation: str, queue: str) -> contextlib.AbstractContextManager[None]:
+    """botocore's exceptions as adapter errors (see adapters/aws.py), about ``queue``."""
+    return classified(f"sqs:{operation}", f"queue {queue!r}", None, _RULES)

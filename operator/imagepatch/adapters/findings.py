@@ -22,47 +22,41 @@ Every call follows ``nextToken`` to the end through botocore's paginators:
 ECR ignores ``maxResults`` for enhanced findings (boto/boto3#3449), so a page
 size is only a hint. Throttling and 5xx are retried by botocore's *standard*
 retry mode (jittered exponential backoff, capped attempts); whatever is left
-is classified once, here, into the errors of ``adapters/errors.py``. Error
-messages are built from the operation, the error code and the repository,
-never from AWS's message text or anything of the credentials.
+is classified once, by ``adapters/aws.py``'s classifier with ECR's own codes
+(a missing repository or image) added here, into the errors of
+``adapters/errors.py``. Error messages are built from the operation, the error
+code and the repository, never from AWS's message text or anything of the
+credentials.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    CredentialRetrievalError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    NoRegionError,
-    PaginationError,
-    ParamValidationError,
-    PartialCredentialsError,
-    ReadTimeoutError,
-    TokenRetrievalError,
-)
+from botocore.exceptions import ClientError
 
-from imagepatch.adapters.errors import (
-    IMAGE_NOT_FOUND,
-    REPOSITORY_NOT_FOUND,
-    AdapterError,
-    ConfigurationError,
-    NotFoundError,
-    TransientError,
+from imagepatch.adapters.aws import (
+    AWS_ACCESS_DENIED,
+    AWS_CREDENTIALS_EXPIRED,
+    AWS_CREDENTIALS_INVALID,
+    AWS_REQUEST_REJECTED,
+    AWS_THROTTLED,
+    AWS_UNAVAILABLE,
+    DEFAULT_MAX_ATTEMPTS,
+    ErrorRules,
+    classified,
+    client_config,
+    error_code,
 )
+from imagepatch.adapters.errors import IMAGE_NOT_FOUND, REPOSITORY_NOT_FOUND, NotFoundError
 from imagepatch.core.baseline import Finding, FindingSource, parse_severity
 from imagepatch.core.scans import ScanOutcome, ScanReport, scan_outcome
 from imagepatch.model.policy import VulnerabilitySource
@@ -83,29 +77,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Reasons for AWS failures. They belong with core/reasons.py in the end, like
-# the registry reasons in adapters/errors.py.
-AWS_ACCESS_DENIED = "AwsAccessDenied"
-AWS_CREDENTIALS_INVALID = "AwsCredentialsInvalid"
-AWS_CREDENTIALS_EXPIRED = "AwsCredentialsExpired"
-AWS_REQUEST_REJECTED = "AwsRequestRejected"
-AWS_THROTTLED = "AwsThrottled"
-AWS_UNAVAILABLE = "AwsUnavailable"
+# The AWS_* reasons and DEFAULT_MAX_ATTEMPTS (attempts in all, the first
+# included) are adapters/aws.py's, exported here too as they always were.
 
-# Attempts in total, the first included. Five gives at most about 1+2+4+8 s
-# of jittered backoff, enough to ride out a burst of throttling without holding
-# a reconcile for long; the reconciler requeues after that. It is passed as
-# botocore's ``total_max_attempts``: its ``max_attempts`` key counts retries
-# only, so ``max_attempts: N`` would make N+1 attempts (measured in
-# tests/integration/test_findings.py).
-DEFAULT_MAX_ATTEMPTS = 5
 # StartImageScan answers LimitExceededException when the image was scanned in
 # the last 24 hours, and botocore's standard mode retries that code as
 # throttling: retrying a daily quota only sleeps. One attempt, no retries.
 _NO_RETRY = Config(retries={"mode": "standard", "total_max_attempts": 1})
-# A hung connection must not hold a worker thread for botocore's 60 s default.
-_CONNECT_TIMEOUT = 10
-_READ_TIMEOUT = 30
 # Page sizes are the APIs' maxima, to make as few calls as possible on big
 # images. ECR may ignore it (enhanced findings) and Inspector2 may return
 # fewer; the paginator follows nextToken either way.
@@ -114,29 +92,6 @@ _INSPECTOR_PAGE_SIZE = 100
 
 # Inspector reports "NotAvailable" as the fixed version of an unfixed package.
 _NO_FIX = {"", "NotAvailable"}
-
-_ACCESS_DENIED_CODES = {"AccessDeniedException", "AccessDenied"}
-_INVALID_CREDENTIAL_CODES = {
-    "UnrecognizedClientException",
-    "InvalidSignatureException",
-    "InvalidClientTokenId",
-    "SignatureDoesNotMatch",
-    "IncompleteSignature",
-    "MissingAuthenticationToken",
-}
-_EXPIRED_CREDENTIAL_CODES = {"ExpiredTokenException", "ExpiredToken", "TokenRefreshRequired"}
-# The codes botocore's standard mode retries as throttling (botocore.retries.standard).
-_THROTTLING_CODES = {
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "RequestThrottledException",
-    "TooManyRequestsException",
-    "RequestLimitExceeded",
-    "RequestThrottled",
-    "SlowDown",
-}
-_REJECTED_CODES = {"ValidationException", "InvalidParameterException"}
 
 
 class FindingsReader:
@@ -161,11 +116,7 @@ class FindingsReader:
         self._session = session
         self._region = region
         self._endpoint_url = endpoint_url
-        self._config = Config(
-            retries={"mode": "standard", "total_max_attempts": max_attempts},
-            connect_timeout=_CONNECT_TIMEOUT,
-            read_timeout=_READ_TIMEOUT,
-        )
+        self._config = client_config(max_attempts)
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -276,7 +227,7 @@ class FindingsReader:
                             break
                     findings.extend(_findings_of_page(page))
             except ClientError as exc:
-                if _code(exc) != "ScanNotFoundException":
+                if error_code(exc) != "ScanNotFoundException":
                     raise
                 return _report(repository, digest, VulnerabilitySource.ECR, None, (), None)
         log.debug("ecr %s@%s: %d findings in %d pages", repository, digest, len(findings), pages)
@@ -334,7 +285,7 @@ class FindingsReader:
             try:
                 response = self.ecr_scanner.start_image_scan(**params)
             except ClientError as exc:
-                match _code(exc):
+                match error_code(exc):
                     case "LimitExceededException":
                         return scan_outcome("LIMIT_EXCEEDED")
                     case "UnsupportedImageTypeException":
@@ -353,7 +304,7 @@ class FindingsReader:
                 # maxResults=1: only the status is wanted (ECR may ignore it).
                 page = self.ecr.describe_image_scan_findings(**params, maxResults=1)
             except ClientError as exc:
-                if _code(exc) != "ScanNotFoundException":
+                if error_code(exc) != "ScanNotFoundException":
                     raise
                 return scan_outcome(None), None
         status = page.get("imageScanStatus") or {}
@@ -468,131 +419,27 @@ def _join(values: Iterable[str | None]) -> str:
 
 # -- error classification ------------------------------------------------------------
 
+# What ECR and Inspector2 add to adapters/aws.py's classification.
+_RULES = ErrorRules(
+    service_codes={
+        "RepositoryNotFoundException": lambda f: NotFoundError(
+            f"ECR {f.where} does not exist in {f.region or 'this region'}",
+            reason=REPOSITORY_NOT_FOUND,
+        ),
+        "ImageNotFoundException": lambda f: NotFoundError(
+            f"the image is not in ECR {f.where}", reason=IMAGE_NOT_FOUND
+        ),
+    },
+    rejected_codes=frozenset({"ValidationException", "InvalidParameterException"}),
+    region_hint="set AWS_REGION or the region of the ECR registry",
+    otherwise="failed",
+    repeated_page="{action} for {where} returned a repeated page token",
+)
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
 
-
-def _action(service: str, operation: str) -> str:
-    return f"{service}:{operation}"
-
-
-@contextlib.contextmanager
 def _classified(
     service: str, operation: str, repository: str | None, region: str | None
-) -> Iterator[None]:
-    """Turn botocore's exceptions into adapter errors, with safe, actionable messages."""
-    try:
-        yield
-    except AdapterError:
-        raise
-    except ClientError as exc:
-        raise _from_client_error(exc, service, operation, repository, region) from None
-    except (
-        NoCredentialsError,
-        PartialCredentialsError,
-        CredentialRetrievalError,
-        TokenRetrievalError,
-    ) as exc:
-        raise ConfigurationError(
-            f"no usable AWS credentials for {_action(service, operation)} "
-            f"({type(exc).__name__}): give the operator's ServiceAccount an IAM role "
-            "through EKS Pod Identity or IRSA",
-            reason=AWS_CREDENTIALS_INVALID,
-        ) from None
-    except NoRegionError:
-        raise ConfigurationError(
-            f"no AWS region for {_action(service, operation)}: set AWS_REGION "
-            "or the region of the ECR registry",
-            reason=AWS_REQUEST_REJECTED,
-        ) from None
-    except ParamValidationError as exc:
-        # Our own request was malformed (a repository name ECR cannot hold):
-        # botocore's text names the parameter and its rules, nothing secret.
-        raise ConfigurationError(
-            f"{_action(service, operation)} for repository {repository!r}: {exc}",
-            reason=AWS_REQUEST_REJECTED,
-        ) from None
-    except (
-        EndpointConnectionError,
-        ConnectTimeoutError,
-        ReadTimeoutError,
-        ConnectionClosedError,
-    ) as exc:
-        raise TransientError(
-            f"{_action(service, operation)} in {region or 'the default region'} "
-            f"could not be reached ({type(exc).__name__})",
-            reason=AWS_UNAVAILABLE,
-        ) from None
-    except PaginationError:
-        # The same nextToken twice: the service misbehaved; a later try may not.
-        raise TransientError(
-            f"{_action(service, operation)} for repository {repository!r} returned a "
-            "repeated page token",
-            reason=AWS_UNAVAILABLE,
-        ) from None
-    except BotoCoreError as exc:
-        raise TransientError(
-            f"{_action(service, operation)} failed ({type(exc).__name__})",
-            reason=AWS_UNAVAILABLE,
-        ) from None
-
-
-def _from_client_error(
-    exc: ClientError, service: str, operation: str, repository: str | None, region: str | None
-) -> AdapterError:
-    # Built from the error code, the request id and names we chose. AWS's own
-    # message text is left out: it can quote principals, policies or request
-    # parameters, and the rule is that no such text reaches a condition or log.
-    code = _code(exc)
-    meta = exc.response.get("ResponseMetadata", {})
-    status = int(meta.get("HTTPStatusCode") or 0)
-    request_id = meta.get("RequestId")
-    action = _action(service, operation)
+) -> AbstractContextManager[None]:
+    """botocore's exceptions as adapter errors (see adapters/aws.py), about ``repository``."""
     where = f"repository {repository!r}" if repository else "this account"
-    suffix = f" (request id {request_id})" if request_id else ""
-    if code == "RepositoryNotFoundException":
-        return NotFoundError(
-            f"ECR {where} does not exist in {region or 'this region'}", reason=REPOSITORY_NOT_FOUND
-        )
-    if code == "ImageNotFoundException":
-        return NotFoundError(f"the image is not in ECR {where}", reason=IMAGE_NOT_FOUND)
-    if code in _ACCESS_DENIED_CODES:
-        return ConfigurationError(
-            f"{action} on {where} was denied ({code}){suffix}: allow {action} "
-            "to the operator's IAM role (EKS Pod Identity or IRSA)",
-            reason=AWS_ACCESS_DENIED,
-        )
-    if code in _INVALID_CREDENTIAL_CODES:
-        return ConfigurationError(
-            f"{action} rejected the AWS credentials ({code}){suffix}: check the IAM role "
-            "associated with the operator's ServiceAccount (EKS Pod Identity or IRSA), "
-            "not static keys",
-            reason=AWS_CREDENTIALS_INVALID,
-        )
-    if code in _EXPIRED_CREDENTIAL_CODES:
-        return ConfigurationError(
-            f"{action} refused expired AWS credentials ({code}){suffix}: check that the "
-            "operator pod's web identity token is mounted and refreshed, and restart the "
-            "pod after changing its role",
-            reason=AWS_CREDENTIALS_EXPIRED,
-        )
-    if code in _THROTTLING_CODES:
-        return TransientError(
-            f"{action} on {where} is still throttled after retries ({code}){suffix}",
-            reason=AWS_THROTTLED,
-        )
-    if status >= 500 or code in {"ServerException", "InternalServerException"}:
-        return TransientError(
-            f"{action} on {where} failed on the AWS side ({code or status}){suffix}",
-            reason=AWS_UNAVAILABLE,
-        )
-    if code in _REJECTED_CODES:
-        return ConfigurationError(
-            f"{action} rejected the request for {where} ({code}){suffix}",
-            reason=AWS_REQUEST_REJECTED,
-        )
-    # Any other 4xx: a request that will fail the same way until something changes.
-    return ConfigurationError(
-        f"{action} on {where} failed ({code or status}){suffix}", reason=AWS_REQUEST_REJECTED
-    )
+    return classified(f"{service}:{operation}", where, region, _RULES)

@@ -31,10 +31,10 @@ nothing here decides anything about compliance.
   ``BatchUpdateFindings`` (needs ``securityhub:BatchUpdateFindings``).
   That step is best effort: a failure is logged and counted, never retried,
   and never fails the export; the archive itself is what matters.
-* **Errors** are classified once, as in ``adapters/findings.py`` (whose
-  classifier is reused): credentials and permissions are configuration,
-  throttling and outages transient. A hub that is not enabled is
-  ``SecurityHubNotEnabled``. Messages never quote AWS's text.
+* **Errors** are classified once, by ``adapters/aws.py``'s classifier, in
+  the wording of ``adapters/findings.py``: credentials and permissions are
+  configuration, throttling and outages transient. A hub that is not enabled
+  is ``SecurityHubNotEnabled``. Messages never quote AWS's text.
 
 boto3 blocks, so every call runs in a worker thread; exports are serialised.
 IAM: ``securityhub:BatchImportFindings``, ``securityhub:GetFindings`` and
@@ -45,21 +45,24 @@ account id is given, needs no permission).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
-from botocore.config import Config
-from botocore.exceptions import ClientError
 
+from imagepatch.adapters.aws import (
+    DEFAULT_MAX_ATTEMPTS,
+    ClientFailure,
+    ErrorRules,
+    classified,
+    client_config,
+)
 from imagepatch.adapters.errors import AdapterError, ConfigurationError
-from imagepatch.adapters.findings import DEFAULT_MAX_ATTEMPTS
-from imagepatch.adapters.findings import _classified as _classified_aws
 from imagepatch.core.securityhub import (
     DEFAULT_GONE_AFTER,
     DEFAULT_REFRESH,
@@ -77,8 +80,6 @@ log = logging.getLogger("imagepatch.securityhub")
 
 SECURITY_HUB_NOT_ENABLED = "SecurityHubNotEnabled"
 
-_CONNECT_TIMEOUT = 10
-_READ_TIMEOUT = 30
 _PAGE_SIZE = 100  # GetFindings' maximum
 _UPDATE_BATCH = 100  # BatchUpdateFindings takes at most 100 finding identifiers
 
@@ -146,11 +147,7 @@ class SecurityHubExporter:
         self._account_id = account_id
         self._endpoint_url = endpoint_url
         self._session = session
-        self._config = Config(
-            retries={"mode": "standard", "total_max_attempts": max_attempts},
-            connect_timeout=_CONNECT_TIMEOUT,
-            read_timeout=_READ_TIMEOUT,
-        )
+        self._config = client_config(max_attempts)
         self._context: FindingContext | None = None
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -374,20 +371,29 @@ class SecurityHubExporter:
             outcome.resolved += len(chunk) - len(unprocessed)
 
 
-@contextlib.contextmanager
+def _not_enabled(failure: ClientFailure) -> ConfigurationError:
+    return ConfigurationError(
+        f"{failure.action} in {failure.region or 'the default region'}: "
+        "Security Hub is not enabled in this account and region "
+        "(InvalidAccessException); enable it, or turn the export off",
+        reason=SECURITY_HUB_NOT_ENABLED,
+    )
+
+
+# What Security Hub adds to adapters/aws.py's classification: a hub that is not
+# enabled, and its own wording for bad requests.
+_RULES = ErrorRules(
+    service_codes={"InvalidAccessException": _not_enabled},
+    rejected_codes=frozenset({"ValidationException", "InvalidParameterException"}),
+    region_hint="set AWS_REGION (the Security Hub region)",
+    otherwise="failed",
+    invalid_request="{action} in Security Hub: {detail}",
+    repeated_page="{action} in Security Hub returned a repeated page token",
+)
+
+
 def _classified(
     operation: str, region: str | None, *, service: str = "securityhub"
-) -> Iterator[None]:
-    """``adapters/findings.py``'s classification, plus a hub that is not enabled."""
-    with _classified_aws(service, operation, repository=None, region=region):
-        try:
-            yield
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "InvalidAccessException":
-                raise ConfigurationError(
-                    f"{service}:{operation} in {region or 'the default region'}: "
-                    "Security Hub is not enabled in this account and region "
-                    "(InvalidAccessException); enable it, or turn the export off",
-                    reason=SECURITY_HUB_NOT_ENABLED,
-                ) from None
-            raise
+) -> AbstractContextManager[None]:
+    """botocore's exceptions as adapter errors (see adapters/aws.py)."""
+    return classified(f"{service}:{operation}", "this account", region, _RULES)

@@ -4,8 +4,9 @@ The project (its source, buildspec, role and registry login) is the team's;
 the operator only starts a build of it with four environment overrides, and
 reads the outcome. Neighbours: the reconciler calls ``start`` and ``poll``
 (``adapters.builders``); ``adapters.registry`` confirms the pushed digest;
-the AWS reasons and the client conventions (standard retry mode, an
-injectable endpoint, region and session) are those of ``adapters.findings``.
+the AWS reasons, the error classification and the client conventions
+(standard retry mode, an injectable endpoint, region and session) are those
+of ``adapters.aws``, shared with ``adapters.findings``.
 
 What the build receives (``environmentVariablesOverride``, PLAINTEXT):
 
@@ -36,9 +37,11 @@ phase's context (status code and message, truncated). ``logs_url`` is the
 build's CloudWatch deep link. Past ``started_at + timeout`` on the injected
 clock a running build is stopped and reported ``BuildTimedOut``.
 
-Errors are classified here, once, with messages made of the operation, the
-error code and the project name, never AWS's own text: a missing project is
-``NotFoundError``/``CodeBuildProjectNotFound``, a denial is
+Errors are classified once, by ``adapters.aws``'s classifier with CodeBuild's
+own codes added here, with messages made of the operation, the error code and
+the project name, never AWS's own text: a missing project is
+``NotFoundError``/``CodeBuildProjectNotFound``, a full account is
+``TransientError``/``AwsThrottled``, a denial is
 ``ConfigurationError``/``AwsAccessDenied``, throttling is retried by
 botocore's standard mode and then ``TransientError``/``AwsThrottled``.
 """
@@ -46,31 +49,24 @@ botocore's standard mode and then ``TransientError``/``AwsThrottled``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import hashlib
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 import boto3
-from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    CredentialRetrievalError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    NoRegionError,
-    ParamValidationError,
-    PartialCredentialsError,
-    ReadTimeoutError,
-    TokenRetrievalError,
-)
 
+from imagepatch.adapters.aws import (
+    AWS_THROTTLED,
+    DEFAULT_MAX_ATTEMPTS,
+    SERVER_CODES,
+    ErrorRules,
+    classified,
+    client_config,
+)
 from imagepatch.adapters.builders import BuildRequest, BuildState, BuildStatus
 from imagepatch.adapters.errors import (
     INVALID_IMAGE_REFERENCE,
@@ -78,15 +74,6 @@ from imagepatch.adapters.errors import (
     ConfigurationError,
     NotFoundError,
     TransientError,
-)
-from imagepatch.adapters.findings import (
-    AWS_ACCESS_DENIED,
-    AWS_CREDENTIALS_EXPIRED,
-    AWS_CREDENTIALS_INVALID,
-    AWS_REQUEST_REJECTED,
-    AWS_THROTTLED,
-    AWS_UNAVAILABLE,
-    DEFAULT_MAX_ATTEMPTS,
 )
 from imagepatch.adapters.registry import RegistryClient
 from imagepatch.core.images import InvalidImageReference, is_digest, parse_image
@@ -121,30 +108,6 @@ _FAILED_STATUSES = {"FAILED", "FAULT", "STOPPED"}
 _CONTEXT_LIMIT = 300
 # One page of ListBuildsForProject, and BatchGetBuilds' maximum per call.
 _LOOKBACK = 100
-_CONNECT_TIMEOUT = 10
-_READ_TIMEOUT = 30
-
-_ACCESS_DENIED_CODES = {"AccessDeniedException", "AccessDenied"}
-_INVALID_CREDENTIAL_CODES = {
-    "UnrecognizedClientException",
-    "InvalidSignatureException",
-    "InvalidClientTokenId",
-    "SignatureDoesNotMatch",
-    "IncompleteSignature",
-    "MissingAuthenticationToken",
-}
-_EXPIRED_CREDENTIAL_CODES = {"ExpiredTokenException", "ExpiredToken", "TokenRefreshRequired"}
-# botocore's standard mode retries these as throttling (botocore.retries.standard).
-_THROTTLING_CODES = {
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "RequestThrottledException",
-    "TooManyRequestsException",
-    "RequestLimitExceeded",
-    "RequestThrottled",
-    "SlowDown",
-}
 
 
 def _utcnow() -> dt.datetime:
@@ -180,11 +143,7 @@ class CodeBuildBuilder:
         self._endpoint_url = endpoint_url
         self._session = session
         self._clock = clock
-        self._config = Config(
-            retries={"mode": "standard", "total_max_attempts": max_attempts},
-            connect_timeout=_CONNECT_TIMEOUT,
-            read_timeout=_READ_TIMEOUT,
-        )
+        self._config = client_config(max_attempts)
         self._client: Any = None
         self._lock = threading.Lock()
 
@@ -405,104 +364,29 @@ def _failure_message(build_id: str, status: str, phases: Any) -> str:
 
 # -- error classification ------------------------------------------------------------
 
-
-@contextlib.contextmanager
-def _classified(operation: str, project: str | None, region: str | None) -> Iterator[None]:
-    """botocore's exceptions as adapter errors, with safe, actionable messages."""
-    action = f"codebuild:{operation}"
-    where = f"project {project!r}" if project else "CodeBuild"
-    try:
-        yield
-    except AdapterError:
-        raise
-    except ClientError as exc:
-        raise _from_client_error(exc, action, where, region) from None
-    except (
-        NoCredentialsError,
-        PartialCredentialsError,
-        CredentialRetrievalError,
-        TokenRetrievalError,
-    ) as exc:
-        raise ConfigurationError(
-            f"no usable AWS credentials for {action} ({type(exc).__name__}): give the "
-            "operator's ServiceAccount an IAM role through EKS Pod Identity or IRSA",
-            reason=AWS_CREDENTIALS_INVALID,
-        ) from None
-    except NoRegionError:
-        raise ConfigurationError(
-            f"no AWS region for {action}: set AWS_REGION", reason=AWS_REQUEST_REJECTED
-        ) from None
-    except ParamValidationError as exc:
-        # Our own request was malformed (e.g. a project name CodeBuild cannot
-        # hold); botocore's text names the parameter, nothing secret.
-        raise ConfigurationError(
-            f"{action} for {where}: {exc}", reason=AWS_REQUEST_REJECTED
-        ) from None
-    except (
-        EndpointConnectionError,
-        ConnectTimeoutError,
-        ReadTimeoutError,
-        ConnectionClosedError,
-    ) as exc:
-        raise TransientError(
-            f"{action} in {region or 'the default region'} could not be reached "
-            f"({type(exc).__name__})",
-            reason=AWS_UNAVAILABLE,
-        ) from None
-    except BotoCoreError as exc:
-        raise TransientError(
-            f"{action} failed ({type(exc).__name__})", reason=AWS_UNAVAILABLE
-        ) from None
-
-
-def _from_client_error(
-    exc: ClientError, action: str, where: str, region: str | None
-) -> AdapterError:
-    # Built from the code, the request id and names we chose; AWS's message
-    # text can quote principals and policies, so it is left out.
-    code = str(exc.response.get("Error", {}).get("Code", ""))
-    meta = exc.response.get("ResponseMetadata", {})
-    status = int(meta.get("HTTPStatusCode") or 0)
-    request_id = meta.get("RequestId")
-    suffix = f" (request id {request_id})" if request_id else ""
-    if code == "ResourceNotFoundException":
-        return NotFoundError(
-            f"CodeBuild {where} does not exist in {region or 'this region'}{suffix}",
+# What CodeBuild adds to adapters/aws.py's classification.
+_RULES = ErrorRules(
+    service_codes={
+        "ResourceNotFoundException": lambda f: NotFoundError(
+            f"CodeBuild {f.where} does not exist in {f.region or 'this region'}{f.suffix}",
             reason=CODEBUILD_PROJECT_NOT_FOUND,
-        )
-    if code in _ACCESS_DENIED_CODES:
-        return ConfigurationError(
-            f"{action} on {where} was denied ({code}){suffix}: allow {action} to the "
-            "operator's IAM role (EKS Pod Identity or IRSA)",
-            reason=AWS_ACCESS_DENIED,
-        )
-    if code in _INVALID_CREDENTIAL_CODES:
-        return ConfigurationError(
-            f"{action} rejected the AWS credentials ({code}){suffix}: check the IAM role "
-            "of the operator's ServiceAccount",
-            reason=AWS_CREDENTIALS_INVALID,
-        )
-    if code in _EXPIRED_CREDENTIAL_CODES:
-        return ConfigurationError(
-            f"{action} refused expired AWS credentials ({code}){suffix}",
-            reason=AWS_CREDENTIALS_EXPIRED,
-        )
-    if code in _THROTTLING_CODES:
-        return TransientError(
-            f"{action} on {where} is still throttled after retries ({code}){suffix}",
-            reason=AWS_THROTTLED,
-        )
-    if code == "AccountLimitExceededException":
+        ),
         # Too many concurrent builds in the account: one will finish.
-        return TransientError(
-            f"{action} on {where}: the account's CodeBuild limit is reached ({code}){suffix}",
+        "AccountLimitExceededException": lambda f: TransientError(
+            f"{f.action} on {f.where}: the account's CodeBuild limit is reached "
+            f"({f.code}){f.suffix}",
             reason=AWS_THROTTLED,
-        )
-    if status >= 500 or code in {"ServerException", "InternalServerException", "InternalFailure"}:
-        return TransientError(
-            f"{action} on {where} failed on the AWS side ({code or status}){suffix}",
-            reason=AWS_UNAVAILABLE,
-        )
-    return ConfigurationError(
-        f"{action} on {where} was rejected ({code or status}){suffix}", reason=AWS_REQUEST_REJECTED
-    )
+        ),
+    },
+    server_codes=SERVER_CODES | {"InternalFailure"},
+    credentials_advice="check the IAM role of the operator's ServiceAccount",
+    expired_advice="",
+)
+
+
+def _classified(
+    operation: str, project: str | None, region: str | None
+) -> AbstractContextManager[None]:
+    """botocore's exceptions as adapter errors (see adapters/aws.py), about ``project``."""
+    where = f"project {project!r}" if project else "CodeBuild"
+    return classified(f"codebuild:{operation}", where, region, _RULES)
