@@ -46,6 +46,7 @@ from botocore.exceptions import (
     TokenRetrievalError,
 )
 
+from imagepatch.adapters import metrics
 from imagepatch.adapters.errors import AdapterError, ConfigurationError, TransientError
 
 __all__ = [
@@ -212,6 +213,18 @@ _COMMON = ErrorRules()
 def classified(
     action: str, where: str, region: str | None, rules: ErrorRules = _COMMON
 ) -> Iterator[None]:
+    """``_classify``, and each classified AWS failure counted in the metrics by reason."""
+    try:
+        with _classify(action, where, region, rules):
+            yield
+    except AdapterError as exc:
+        if isinstance(exc.__context__, ClientError | BotoCoreError):
+            metrics.AWS_ERRORS.labels(reason=exc.reason).inc()
+        raise
+
+
+@contextlib.contextmanager
+def _classify(action: str, where: str, region: str | None, rules: ErrorRules) -> Iterator[None]:
     """Turn botocore's exceptions into adapter errors, with safe, actionable messages.
 
     ``action`` is ``service:Operation``; ``where`` names what the call was

@@ -37,6 +37,13 @@ def format_time(when: dt.datetime) -> str:
     return when.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
+def parse_time(value: str | None) -> dt.datetime | None:
+    """The inverse of ``format_time`` (accepts any RFC 3339 time); None for empty."""
+    if not value:
+        return None
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
 def merge(
     recorded: Iterable[Mapping[str, Any]] | None,
     desired: Iterable[Condition],

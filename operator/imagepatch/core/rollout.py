@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from imagepatch.core import health, reasons, rebuild
-from imagepatch.core.conditions import Condition, format_time, merge
+from imagepatch.core.conditions import Condition, format_time, merge, parse_time
 from imagepatch.core.images import parse_image
 from imagepatch.model.imagepatch import (
     ImagePatch,
@@ -161,12 +161,6 @@ def _container(deployment: Mapping[str, Any], name: str) -> Mapping[str, Any] | 
     return next((c for c in containers if c.get("name") == name), None)
 
 
-def _parse_time(value: str) -> dt.datetime | None:
-    if not value:
-        return None
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
 def _since(deployment: Mapping[str, Any], started: dt.datetime | None) -> Mapping[str, Any]:
     """The Deployment without conditions last updated before ``started``.
 
@@ -181,7 +175,7 @@ def _since(deployment: Mapping[str, Any], started: dt.datetime | None) -> Mappin
     fresh = [
         c
         for c in conditions
-        if (_parse_time(c.get("lastUpdateTime") or c.get("lastTransitionTime") or "") or started)
+        if (parse_time(c.get("lastUpdateTime") or c.get("lastTransitionTime") or "") or started)
         > started
     ]
     if len(fresh) == len(conditions):
@@ -494,7 +488,7 @@ def _soak_remaining(
     if prev_wave >= len(waves):
         return None
     soak = waves[prev_wave].soak
-    finished = [_parse_time(e.finished_at) for e in entries[:index] if e.target.wave == prev_wave]
+    finished = [parse_time(e.finished_at) for e in entries[:index] if e.target.wave == prev_wave]
     last = max((f for f in finished if f), default=None)
     if last is None or not soak:
         return None
@@ -653,12 +647,12 @@ def _gating(draft, index, entry, workload, gate: Rollout, digest, now, finish) -
     if why:
         return _external_change(draft, index, entry, why, finish)
     verdict = health.assess(
-        deployment=_since(dep, _parse_time(entry.started_at)),
+        deployment=_since(dep, parse_time(entry.started_at)),
         pods=workload.pods,
         target_images={entry.target.container: entry.target_image},
         gate=gate,
-        started_at=_parse_time(entry.started_at) or now,
-        healthy_since=_parse_time(entry.healthy_since),
+        started_at=parse_time(entry.started_at) or now,
+        healthy_since=parse_time(entry.healthy_since),
         baseline_restarts=None,
         now=now,
     )
@@ -783,11 +777,11 @@ def _rolling_back(draft, index, entry, workload, gate: Rollout, now, finish) -> 
         gate, healthy_for=dt.timedelta(0), max_restarts=max(gate.max_restarts, 0)
     )
     verdict = health.assess(
-        deployment=_since(dep, _parse_time(entry.rollback_started_at)),
+        deployment=_since(dep, parse_time(entry.rollback_started_at)),
         pods=workload.pods,
         target_images={entry.target.container: entry.previous_image},
         gate=rollback_gate,
-        started_at=_parse_time(entry.rollback_started_at) or now,
+        started_at=parse_time(entry.rollback_started_at) or now,
         healthy_since=None,
         baseline_restarts=None,
         now=now,

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime as dt
 import json
 import logging
 import time
@@ -43,7 +42,7 @@ from imagepatch.adapters.registry import (
 )
 from imagepatch.core import compliance
 from imagepatch.core.compliance import Assessment, ContainerFacts, KnownPatch, State
-from imagepatch.core.conditions import format_time
+from imagepatch.core.conditions import format_time, parse_time
 from imagepatch.core.events import ImageSignal
 from imagepatch.core.images import ImageRef, is_ecr_host, parse_image
 from imagepatch.core.policy import REQUESTED_AT_ANNOTATION
@@ -338,7 +337,7 @@ class Detector:
             since = _previous_state(self.workloads.get(r.uid, {}).get("metadata", {})).get("since")
             if r.state != str(State.COMPLIANT) and since:
                 age = (
-                    now - dt.datetime.fromisoformat(since.replace("Z", "+00:00"))
+                    now - parse_time(since)
                 ).total_seconds()
                 oldest = max(oldest or 0.0, age)
         metrics.record_policy(policy, counts, findings, oldest)

@@ -18,6 +18,7 @@ from imagepatch.adapters.builders import Builder, BuildRequest, BuildState, Buil
 from imagepatch.adapters.errors import AdapterError, ConfigurationError
 from imagepatch.adapters.registry import RegistryClient
 from imagepatch.core import baseline, rebuild
+from imagepatch.core.conditions import parse_time
 from imagepatch.core.images import ImageRef, is_ecr_host, parse_image
 from imagepatch.model.imagepatch import ImagePatch
 from imagepatch.model.policy import PolicySpec, VulnerabilitySource
@@ -42,7 +43,7 @@ def build_request(patch: ImagePatch, policy: PolicySpec | None) -> BuildRequest:
         or (policy.rebuild.codebuild.project if policy and policy.rebuild.codebuild else ""),
         job_template=patch.job_template
         or (policy.rebuild.job.template if policy and policy.rebuild.job else ""),
-        started_at=dt.datetime.fromisoformat(started.replace("Z", "+00:00")) if started else None,
+        started_at=parse_time(started),
         timeout=policy.rebuild.timeout if policy else dt.timedelta(hours=1),
     )
 
@@ -115,11 +116,7 @@ async def verify(
     raw = patch.status.raw.get("rebuild") or {}
     digest = raw.get("digest", "")
     finished = raw.get("finishedAt")
-    waited = (
-        now - dt.datetime.fromisoformat(finished.replace("Z", "+00:00"))
-        if finished
-        else dt.timedelta(0)
-    )
+    waited = now - (parse_time(finished) or now)
     image = parse_image(patch.image)
     new = ImageRef(host=image.host, repository=image.repository, digest=digest)
     old = ImageRef(host=image.host, repository=image.repository, digest=patch.current_digest)

@@ -7,7 +7,6 @@ restarted operator resumes from the record and never repeats a patch.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from imagepatch.adapters.builders import Builder
 from imagepatch.adapters.errors import AdapterError, ConflictError
 from imagepatch.adapters.kube import Kube
 from imagepatch.adapters.registry import RegistryClient
+from imagepatch.core.conditions import parse_time
 from imagepatch.core.images import parse_image
 from imagepatch.core.rebuild import BuildObservation
 from imagepatch.core.rollout import (
@@ -123,10 +123,10 @@ async def _observe_rebuild(
 
 
 def _seconds_between(start: str | None, end: str | None) -> float | None:
-    if not (start and end):
+    begun, ended = parse_time(start), parse_time(end)
+    if begun is None or ended is None:
         return None
-    parse = lambda v: dt.datetime.fromisoformat(v.replace("Z", "+00:00"))  # noqa: E731
-    return (parse(end) - parse(start)).total_seconds()
+    return (ended - begun).total_seconds()
 
 
 def _record_metrics(old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
