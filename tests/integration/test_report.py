@@ -571,13 +571,13 @@ def test_html_renders_the_table_and_chart_in_headless_chromium(scene: Scene, vie
     profile = tmp_path / "chromium-profile"
     res = subprocess.run(
         [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-         f"--user-data-dir={profile}", f"--screenshot={png_path}", "--window-size=1280,900",
+         f"--user-data-dir={profile}", f"--screenshot={png_path}", "--window-size=1280,2400",
          html_path.as_uri()],
         capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(tmp_path)},
     )
     assert res.returncode == 0 and png_path.exists(), res.stderr[-2000:]
     width, height, rows = read_png(png_path.read_bytes())
-    assert (width, height) == (1280, 900)
+    assert (width, height) == (1280, 2400)  # tall enough for the whole page
     assert len(set(rows)) > 50, "the screenshot is (nearly) blank"
     # The chart drew its bars (CSS fills), and the table its state badges.
     assert pixels_near(rows, "#1a7f37") > 100, "no Succeeded bar / Compliant badge"
