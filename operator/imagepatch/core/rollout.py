@@ -508,6 +508,11 @@ def _stop_later(draft: _Draft, index: int, reason: str) -> None:
             )
 
 
+def _skip(draft: _Draft, index: int, entry: RolloutEntry, reason: str, message: str) -> None:
+    """This target needs nothing (more): record why, and move on."""
+    _skip(draft, index, entry, reason, message)
+
+
 def _start_target(draft, index, entry, workload, digest, patch, by, finish) -> Step:
     target = entry.target
     now = draft.now
@@ -515,23 +520,11 @@ def _start_target(draft, index, entry, workload, digest, patch, by, finish) -> S
     draft.by = by
     dep = workload.deployment if workload else None
     if dep is None:
-        draft.entries[index] = replace(
-            entry,
-            phase=TargetPhase.SKIPPED,
-            reason="WorkloadDeleted",
-            message=f"{_describe(target)} no longer exists",
-            finished_at=format_time(now),
-        )
+        _skip(draft, index, entry, "WorkloadDeleted", f"{_describe(target)} no longer exists")
         return finish(again=True)
     container = _container(dep, target.container)
     if container is None:
-        draft.entries[index] = replace(
-            entry,
-            phase=TargetPhase.SKIPPED,
-            reason="ContainerNotFound",
-            message=f"{_describe(target)}: no such container",
-            finished_at=format_time(now),
-        )
+        _skip(draft, index, entry, "ContainerNotFound", f"{_describe(target)}: no such container")
         return finish(again=True)
     current = container.get("image", "")
     if current.endswith("@" + digest):
@@ -603,13 +596,7 @@ def _external_change(draft: _Draft, index: int, entry: RolloutEntry, why: str, f
 def _patching(draft, index, entry, workload, finish) -> Step:
     dep = workload.deployment if workload else None
     if dep is None:
-        draft.entries[index] = replace(
-            entry,
-            phase=TargetPhase.SKIPPED,
-            reason="WorkloadDeleted",
-            finished_at=format_time(draft.now),
-            message=f"{_describe(entry.target)} was deleted",
-        )
+        _skip(draft, index, entry, "WorkloadDeleted", f"{_describe(entry.target)} was deleted")
         return finish(again=True)
     container = _container(dep, entry.target.container) or {}
     if container.get("image") == entry.target_image:
@@ -635,12 +622,12 @@ def _patching(draft, index, entry, workload, finish) -> Step:
 def _gating(draft, index, entry, workload, gate: Rollout, digest, now, finish) -> Step:
     dep = workload.deployment if workload else None
     if dep is None:
-        draft.entries[index] = replace(
+        _skip(
+            draft,
+            index,
             entry,
-            phase=TargetPhase.SKIPPED,
-            reason="WorkloadDeleted",
-            finished_at=format_time(now),
-            message=f"{_describe(entry.target)} was deleted mid-rollout",
+            "WorkloadDeleted",
+            f"{_describe(entry.target)} was deleted mid-rollout",
         )
         return finish(again=True)
     why = _drift(entry, dep, entry.target_image)
@@ -742,12 +729,12 @@ def _fail_target(draft, index, entry, verdict, gate: Rollout, digest, finish) ->
 def _rolling_back(draft, index, entry, workload, gate: Rollout, now, finish) -> Step:
     dep = workload.deployment if workload else None
     if dep is None:
-        draft.entries[index] = replace(
+        _skip(
+            draft,
+            index,
             entry,
-            phase=TargetPhase.SKIPPED,
-            reason="WorkloadDeleted",
-            finished_at=format_time(now),
-            message=f"{_describe(entry.target)} was deleted mid-rollback",
+            "WorkloadDeleted",
+            f"{_describe(entry.target)} was deleted mid-rollback",
         )
         return _conclude(draft, finish)
     container = _container(dep, entry.target.container) or {}
