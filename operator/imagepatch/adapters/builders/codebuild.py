@@ -49,11 +49,10 @@ botocore's standard mode and then ``TransientError``/``AwsThrottled``.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import hashlib
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -67,7 +66,17 @@ from imagepatch.adapters.aws import (
     classified,
     client_config,
 )
-from imagepatch.adapters.builders import BuildRequest, BuildState, BuildStatus
+from imagepatch.adapters.builders import (
+    BUILD_FAILED,
+    BUILD_LOST,
+    BUILD_TIMED_OUT,
+    NOTHING_PUSHED,
+    BuildRequest,
+    BuildState,
+    BuildStatus,
+    Clock,
+    utcnow,
+)
 from imagepatch.adapters.errors import (
     INVALID_IMAGE_REFERENCE,
     AdapterError,
@@ -89,14 +98,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], dt.datetime]
 
-# Reasons. They belong with core/reasons.py in the end, like those in
-# adapters/errors.py.
-BUILD_FAILED = "BuildFailed"
-BUILD_TIMED_OUT = "BuildTimedOut"
-BUILD_LOST = "BuildLost"  # CodeBuild no longer knows the build id
-NOTHING_PUSHED = "NothingPushed"
+# This builder's own reasons (shared ones are in adapters/builders/__init__.py).
 CODEBUILD_PROJECT_NOT_FOUND = "CodeBuildProjectNotFound"
 CODEBUILD_PROJECT_NOT_SET = "CodeBuildProjectNotSet"
 
@@ -108,10 +111,6 @@ _FAILED_STATUSES = {"FAILED", "FAULT", "STOPPED"}
 _CONTEXT_LIMIT = 300
 # One page of ListBuildsForProject, and BatchGetBuilds' maximum per call.
 _LOOKBACK = 100
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def idempotency_token(key: str) -> str:
@@ -136,7 +135,7 @@ class CodeBuildBuilder:
         session: boto3.Session | None = None,
         *,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-        clock: Clock = _utcnow,
+        clock: Clock = utcnow,
     ) -> None:
         self._registry = registry
         self._region = region

@@ -32,9 +32,15 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-from collections.abc import Callable
 
-from imagepatch.adapters.builders import BuildRequest, BuildState, BuildStatus
+from imagepatch.adapters.builders import (
+    BUILD_TIMED_OUT,
+    BuildRequest,
+    BuildState,
+    BuildStatus,
+    Clock,
+    utcnow,
+)
 from imagepatch.adapters.errors import NotFoundError
 from imagepatch.adapters.registry import Lineage, RegistryClient
 from imagepatch.core.images import InvalidImageReference, is_digest, parse_image
@@ -43,17 +49,7 @@ __all__ = ["BASE_PLATFORMS_EXTRA", "BUILD_TIMED_OUT", "ExternalBuilder", "extern
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], dt.datetime]
-
-# Reasons. They belong with core/reasons.py in the end, like those in
-# adapters/errors.py.
-BUILD_TIMED_OUT = "BuildTimedOut"
-
 BASE_PLATFORMS_EXTRA = "base_platforms"  # request.extra key: "sha256:…,sha256:…"
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def external_build_id(key: str) -> str:
@@ -64,7 +60,7 @@ def external_build_id(key: str) -> str:
 class ExternalBuilder:
     """Waits for CI to push ``image:tag`` built on the target base."""
 
-    def __init__(self, registry: RegistryClient, *, clock: Clock = _utcnow) -> None:
+    def __init__(self, registry: RegistryClient, *, clock: Clock = utcnow) -> None:
         self._registry = registry
         self._clock = clock
 

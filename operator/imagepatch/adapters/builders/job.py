@@ -60,7 +60,17 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from imagepatch.adapters.builders import BuildRequest, BuildState, BuildStatus
+from imagepatch.adapters.builders import (
+    BUILD_FAILED,
+    BUILD_LOST,
+    BUILD_TIMED_OUT,
+    NOTHING_PUSHED,
+    BuildRequest,
+    BuildState,
+    BuildStatus,
+    Clock,
+    utcnow,
+)
 from imagepatch.adapters.errors import (
     INVALID_IMAGE_REFERENCE,
     ConfigurationError,
@@ -88,14 +98,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], dt.datetime]
 
-# Reasons. They belong with core/reasons.py in the end, like those in
-# adapters/errors.py.
-BUILD_FAILED = "BuildFailed"
-BUILD_TIMED_OUT = "BuildTimedOut"
-BUILD_LOST = "BuildLost"  # the Job vanished before its outcome was read
-NOTHING_PUSHED = "NothingPushed"
+# This builder's own reasons (shared ones are in adapters/builders/__init__.py).
 JOB_TEMPLATE_NOT_FOUND = "JobTemplateNotFound"
 JOB_TEMPLATE_INVALID = "JobTemplateInvalid"
 JOB_NAME_TAKEN = "JobNameTaken"
@@ -107,10 +111,6 @@ KEY_ANNOTATION = "imagepatch.dev/build-key"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "imagepatch"}
 REQUIRED_PLACEHOLDERS = ("${BASE_IMAGE}", "${TARGET_IMAGE}")
 DEFAULT_TTL_AFTER_FINISHED = 24 * 3600
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def key_hash(key: str) -> str:
@@ -208,7 +208,7 @@ class JobBuilder:
         kube: Kube,
         registry: RegistryClient,
         namespace: str,
-        clock: Clock = _utcnow,
+        clock: Clock = utcnow,
     ) -> None:
         self._batch = client.BatchV1Api(kube.api)
         self._core = client.CoreV1Api(kube.api)

@@ -56,14 +56,19 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import datetime as dt
 import hashlib
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from imagepatch.adapters.builders import BuildRequest, BuildState, BuildStatus
+from imagepatch.adapters.builders import (
+    BUILD_TIMED_OUT,
+    BuildRequest,
+    BuildState,
+    BuildStatus,
+    Clock,
+    utcnow,
+)
 from imagepatch.adapters.errors import (
     INVALID_IMAGE_REFERENCE,
     ConfigurationError,
@@ -110,7 +115,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], dt.datetime]
 
 # Reasons. They belong with core/reasons.py in the end, like those in
 # adapters/errors.py and core/rebase.py.
@@ -120,14 +124,9 @@ NEW_BASE_NOT_FOUND = "NewBaseNotFound"
 BASE_UNKNOWN = "BaseUnknown"  # the image records no base, and the request names none
 LAYER_NOT_FOUND = "LayerNotFound"
 TAG_MOVED = "TagMoved"
-BUILD_TIMED_OUT = "BuildTimedOut"
 
 _VERIFIED_MAX = 4096  # (blob digest, diff_id) pairs remembered as checked
 _DIGEST_STEP = 1024 * 1024  # bytes handed to the layer check per worker-thread call
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def rebase_build_id(request: BuildRequest) -> str:
@@ -259,7 +258,7 @@ async def verify_image(
 class RebaseBuilder:
     """Rebases ``request.image@request.current_digest`` onto ``request.base_digest``."""
 
-    def __init__(self, registry: RegistryClient, *, clock: Clock = _utcnow) -> None:
+    def __init__(self, registry: RegistryClient, *, clock: Clock = utcnow) -> None:
         self._registry = registry
         self._clock = clock
         self._verified = _Verified()
