@@ -447,10 +447,10 @@ class Detector:
         for dep in workloads:
             self.evaluated[dep["metadata"]["uid"]] = _inputs(dep)
         for dep, assessed in results:
-            remembered = {m.get("key") for m in failed_memory(dep)}
+            assessed = _with_failed_memory(assessed, dep)
             states = [
-                State.FAILED
-                if (i := compliance.intent_for(f, a)) is not None and i.key in remembered
+                a.state
+                if a.state == State.FAILED
                 else compliance.overlay(
                     a.state, f.repository, f.digest, known, compliance.image_tag(f.image)
                 )
@@ -781,6 +781,31 @@ def _previous_state(meta: Mapping[str, Any]) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def _with_failed_memory(
+    assessed: Sequence[tuple[ContainerFacts, Assessment]], dep: Mapping[str, Any]
+) -> list[tuple[ContainerFacts, Assessment]]:
+    """Containers whose patch already failed here read ``Failed``, saying which rebuild.
+
+    The memory is on the workload (``imagepatch.dev/failed-digests``), so this
+    holds after history retention deleted the failed ImagePatch.
+    """
+    memory = {m.get("key"): m for m in failed_memory(dep) if m.get("key")}
+    out = []
+    for facts, assessment in assessed:
+        intent = compliance.intent_for(facts, assessment)
+        failed = memory.get(intent.key) if intent is not None else None
+        if failed:
+            assessment = Assessment(
+                state=State.FAILED,
+                reason="RebuildFailedBefore",
+                message=f"the rebuild {failed['digest']} failed here (ImagePatch "
+                f"{failed.get('patch', '?')}, {failed.get('at', '')}); waiting for a newer "
+                "base or image",
+            )
+        out.append((facts, assessment))
+    return out
 
 
 _HOLDING = {str(p) for p in (TargetPhase.PATCHING, TargetPhase.GATING, TargetPhase.ROLLING_BACK)}
