@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from imagepatch.adapters import metrics
-from imagepatch.adapters.errors import AdapterError
+from imagepatch.adapters.errors import AdapterError, ConflictError
 from imagepatch.adapters.kube import GROUP, VERSION, Kube
 from imagepatch.adapters.registry import (
     INDEX_TYPES,
@@ -437,11 +437,16 @@ class Detector:
             log.info("ImagePatch %s no longer needed: asked its planner to close it", stale.name)
         for existing, intent in plan.retarget:
             body = next(p for p in patches if p["metadata"]["name"] == existing.name)
-            await self.kube.set_imagepatch_targets(
-                existing.name,
-                _targets_field(intent.targets, (body.get("spec") or {}).get("targets") or []),
-                resource_version=body["metadata"]["resourceVersion"],
-            )
+            try:
+                await self.kube.set_imagepatch_targets(
+                    existing.name,
+                    _targets_field(intent.targets, (body.get("spec") or {}).get("targets") or []),
+                    resource_version=body["metadata"]["resourceVersion"],
+                )
+            except ConflictError:
+                # It changed since this pass read it (perhaps it started): next pass decides.
+                log.info("ImagePatch %s changed while retargeting; left for the next pass",
+                         existing.name)
 
         out: list[WorkloadResult] = []
         for dep in workloads:
