@@ -435,6 +435,7 @@ class Detector:
                 {CLOSE_ANNOTATION: "no longer needed: the image no longer breaks the policy"},
             )
             log.info("ImagePatch %s no longer needed: asked its planner to close it", stale.name)
+            known = [replace(k, close_requested=True) if k.name == stale.name else k for k in known]
         for existing, intent in plan.retarget:
             body = next(p for p in patches if p["metadata"]["name"] == existing.name)
             try:
