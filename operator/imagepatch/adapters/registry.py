@@ -68,6 +68,7 @@ import hashlib
 import ipaddress
 import json
 import logging
+import mmap
 import random
 import re
 import tempfile
@@ -151,6 +152,7 @@ DEFAULT_MAX_BLOB_BYTES = MAX_CONFIG_BYTES
 MAX_TOKEN_BYTES = 64 * 1024
 MAX_ERROR_BYTES = 64 * 1024
 MAX_REDIRECTS = 5
+_READ_CHUNK = 64 * 1024  # bytes read (and decoded) at a time
 _REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 # Cloud instance metadata services: never a realm or a redirect target.
 _METADATA_ADDRESSES = frozenset(
@@ -1682,44 +1684,64 @@ async def _read_limited(
             f"{_safe_url(what)}: unsupported Content-Encoding {encoding[:40]!r}",
             reason=INVALID_REGISTRY_RESPONSE,
         )
-    chunks: list[bytes] = []
+    # The body goes into an anonymous mapping of the cap's size: only the pages
+    # written are resident, and nothing is left on the heap to fragment it, so
+    # an endless body or a bomb costs at most the cap.
+    buffer = mmap.mmap(-1, max(limit, 1))
     size = 0
     too_big = False
+
+    def keep(chunk: bytes) -> bool:
+        """Add ``chunk``; False once the cap is passed (then nothing more is kept)."""
+        nonlocal size, too_big
+        if size + len(chunk) > limit:
+            too_big = True
+            if error_body:  # an error body is cut, not refused
+                buffer.write(chunk[: limit - size])
+                size = limit
+            return False
+        buffer.write(chunk)
+        size += len(chunk)
+        return True
+
     try:
-        async with asyncio.timeout(timeout):
-            async for raw in resp.aiter_raw():
-                if decoder is None:
-                    chunk = raw
-                else:
-                    # Never more output than one byte past the cap, whatever the ratio.
-                    chunk = decoder.decompress(raw, limit - size + 1)
-                    if decoder.unconsumed_tail:
-                        too_big = True
-                if size + len(chunk) > limit or too_big:
-                    too_big = True
-                    chunks.append(chunk[: limit - size])
-                    size = limit
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
-    except TimeoutError:
-        raise TransientError(
-            f"{_safe_url(what)}: body not received within the time budget ({size} bytes read)",
-            reason=REGISTRY_TIMEOUT,
-        ) from None
-    except zlib.error:
-        if not error_body:
-            raise ConfigurationError(
-                f"{_safe_url(what)}: body is not valid {encoding}",
-                reason=INVALID_REGISTRY_RESPONSE,
+        try:
+            async with asyncio.timeout(timeout):
+                async for raw in resp.aiter_raw():
+                    if decoder is None:
+                        if not keep(raw):
+                            break
+                        continue
+                    # Decode a bounded piece at a time: a bomb's output never
+                    # exists in memory beyond the cap plus one piece.
+                    pending = raw
+                    while pending and not too_big:
+                        piece = decoder.decompress(pending, _READ_CHUNK)
+                        pending = decoder.unconsumed_tail
+                        keep(piece)
+                    if too_big:
+                        break
+        except TimeoutError:
+            raise TransientError(
+                f"{_safe_url(what)}: body not received within the time budget "
+                f"({size} bytes read)",
+                reason=REGISTRY_TIMEOUT,
             ) from None
-        chunks = []
-    if too_big and not error_body:
-        raise ConfigurationError(
-            f"{_safe_url(what)}: body exceeds the {limit}-byte limit",
-            reason=INVALID_REGISTRY_RESPONSE,
-        )
-    resp._content = b"".join(chunks)  # noqa: SLF001 - httpx's documented cache for .content
+        except zlib.error:
+            if not error_body:
+                raise ConfigurationError(
+                    f"{_safe_url(what)}: body is not valid {encoding}",
+                    reason=INVALID_REGISTRY_RESPONSE,
+                ) from None
+            size = 0
+        if too_big and not error_body:
+            raise ConfigurationError(
+                f"{_safe_url(what)}: body exceeds the {limit}-byte limit",
+                reason=INVALID_REGISTRY_RESPONSE,
+            )
+        resp._content = buffer[:size]  # noqa: SLF001 - httpx's documented cache for .content
+    finally:
+        buffer.close()
 
 
 def parse_document(body: bytes, *, what: str, kind: str = "manifest") -> dict[str, Any]:
