@@ -340,10 +340,11 @@ class Detector:
                     )
             await self._prune(name, spec, patches)
             log.info(
-                "policy %s: %d workloads evaluated in %.2fs (%s)",
+                "policy %s: %d workloads evaluated in %.2fs in pass %d (%s)",
                 name,
                 len(results),
                 self.monotonic() - started,
+                self.passes,
                 ", ".join(
                     f"{k}={v}"
                     for k, v in compliance.counts(State(r.state) for r in results).items()
