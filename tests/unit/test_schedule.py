@@ -155,3 +155,8 @@ def test_one_time_and_clock_change_rules_as_documented(page, source, tz, now, ex
 def test_what_the_aws_docs_call_invalid_is_refused(page, source, message):
     with pytest.raises(ScheduleError, match=re.escape(message)):
         parse_schedule(source, "UTC")
+
+
+def test_a_rate_longer_than_a_century_is_refused_not_overflowed():
+    with pytest.raises(ScheduleError, match="longer than 100 years"):
+        parse_schedule("rate(99999999999 days)", "UTC")

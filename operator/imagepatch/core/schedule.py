@@ -39,6 +39,7 @@ _AWS_FORM = re.compile(r"^\s*cron\((?P<body>[^()]*)\)\s*$")
 _RATE_FORM = re.compile(r"^\s*rate\((?P<body>[^()]*)\)\s*$")
 _AT_FORM = re.compile(r"^\s*at\((?P<body>[^()]*)\)\s*$")
 _RATE_UNITS = {"minute": 60, "hour": 3600, "day": 86400}
+_RATE_MAX_SECONDS = 36_500 * 86400
 # The EPOCH anchors rate() schedules (no start date in a policy).
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _DOW_NAMES = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
@@ -146,7 +147,11 @@ def parse_rate(body: str) -> dt.timedelta:
         raise ScheduleError(
             f"rate({body}): the unit must be singular for 1 and plural otherwise"
         )
-    return dt.timedelta(seconds=value * _RATE_UNITS[unit.removesuffix("s")])
+    seconds = value * _RATE_UNITS[unit.removesuffix("s")]
+    if seconds > _RATE_MAX_SECONDS:
+        # Nothing useful opens less often, and datetimes end in year 9999.
+        raise ScheduleError(f"rate({body}) is longer than 100 years")
+    return dt.timedelta(seconds=seconds)
 
 
 def parse_at(body: str) -> dt.datetime:
