@@ -11,9 +11,11 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from imagepatch.core.events import (
     ImageSignal,
@@ -413,3 +415,27 @@ def test_a_malformed_or_placeholder_digest_still_names_repository_and_tag(event,
     assert signals, "the event must not be dropped for its digest"
     assert {(s.kind, s.tag, s.digest) for s in signals} == {(kind, tag, None)}
     assert all(s.repository for s in signals)
+
+
+# -- the folder of malformed SQS bodies (tests/data/sqs) -----------------------------------
+
+_SQS = Path(__file__).resolve().parents[1] / "data" / "sqs"
+_SQS_EXPECTED = yaml.safe_load((_SQS / "expected.yaml").read_text())
+
+
+def test_every_sqs_body_in_the_folder_has_an_expected_outcome():
+    assert {p.name for p in _SQS.iterdir() if p.name != "expected.yaml"} == set(_SQS_EXPECTED)
+
+
+@pytest.mark.parametrize(("name", "expected"), sorted(_SQS_EXPECTED.items()), ids=sorted(_SQS_EXPECTED))
+def test_sqs_bodies_from_the_folder_give_their_outcome(name, expected):
+    body = (_SQS / name).read_bytes()
+    if expected == "ignored":
+        assert parse_message(body) == ()
+    elif "malformed" in expected:
+        with pytest.raises(MalformedEvent) as caught:
+            parse_message(body)
+        assert expected["malformed"] in caught.value.reason
+    else:
+        signals = parse_message(body)
+        assert [[s.kind, s.repository, s.tag, s.digest] for s in signals] == expected["signals"]
