@@ -11,6 +11,7 @@ caps, and nothing is fetched from where it must not be.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import subprocess
 import sys
@@ -143,6 +144,11 @@ def test_a_healthy_image_on_the_same_server_reads_fine(hostile):
         pytest.param("realm-metadata6", "head", "InvalidRegistryResponse", "loopback, link-local or metadata", id="realm-at-metadata-v6"),
         pytest.param("huge-token", "head", "InvalidRegistryResponse", "exceeds the 65536-byte limit", id="huge-token-answer"),
         pytest.param("huge-error", "manifest", "RegistryRejected", "HTTP 400", id="huge-error-body-is-cut"),
+        pytest.param("bad-gzip", "manifest", "InvalidRegistryResponse", "not valid gzip", id="gzip-that-is-not"),
+        pytest.param("brotli", "manifest", "InvalidRegistryResponse", "unsupported Content-Encoding 'br'", id="unknown-encoding"),
+        pytest.param("realm-not-a-url", "head", "RegistryRejected", "realm is not a URL", id="realm-not-a-url"),
+        # httpx refuses a Location that does not parse before we see it: a transport error.
+        pytest.param("redirect-invalid", "blob", "RegistryUnavailable", "Invalid URL in location header", id="redirect-not-a-url"),
     ],
 )
 def test_hostile_behaviours_end_in_a_classified_error(hostile, repository, call, reason, problem):
@@ -248,3 +254,29 @@ def test_a_1gib_streaming_body_or_a_gzip_bomb_raises_rss_by_the_cap_only(hostile
     # against a body 256 times the cap.
     assert grew <= MAX_MANIFEST_BYTES + 256 * 1024
 
+
+
+def test_a_deflate_body_is_decoded_within_the_cap(hostile):
+    result = outcome(hostile, lambda c: c.get_manifest(f"{HOST}/deflate/x:latest"))
+    assert not isinstance(result, AdapterError), str(result)
+    assert b"org.opencontainers.image.base.name" in result.body
+
+
+def test_a_blob_redirect_to_another_mirror_is_followed_without_the_token(hostile):
+    """Given a registry that wants a token and redirects blobs to another configured
+    mirror, the blob is read there, and the token never leaves its origin."""
+    other = HostileRegistry.start()
+    try:
+        hostile.cross_target = other.url
+
+        async def main():
+            endpoints = {HOST: hostile.url, "other.test": other.url}
+            async with RegistryClient(endpoints=endpoints, retry=ONE_TRY) as client:
+                return await client.get_blob(f"{HOST}/redirect-cross/x:1", "sha256:" + hashlib.sha256(b"{}").hexdigest())
+
+        assert asyncio.run(main()) == b"{}"
+        sent_here = [auth for path, auth in hostile.authorizations if "redirect-cross" in path and "/blobs/" in path]
+        assert "Bearer hostile-ok-token" in sent_here
+        assert [auth for _, auth in other.authorizations] == [None]
+    finally:
+        other.stop()

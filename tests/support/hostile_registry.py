@@ -28,6 +28,13 @@ path component:
   at [fd00:ec2::254];
 * ``bad-digest-header/x``: a Docker-Content-Digest that is not a digest;
   ``wrong-digest-header/x``: a valid digest of other bytes;
+* ``deflate/x``: a valid manifest sent with ``Content-Encoding: deflate``;
+  ``bad-gzip/x``: ``gzip`` that is not; ``brotli/x``: an encoding the client
+  does not speak;
+* ``realm-not-a-url/x``: a realm that does not parse; ``redirect-invalid/x``:
+  a blob redirect to a URL that does not parse;
+* ``redirect-cross/x``: needs a Bearer token, then redirects blob GETs to
+  ``cross_target`` (another server): the token must not follow;
 * ``ok/x``: a valid manifest with base annotations, the healthy case.
 
 Every request is recorded in ``requests`` (method, path), so a test can prove
@@ -42,6 +49,7 @@ import io
 import json
 import threading
 import time
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -100,6 +108,8 @@ class HostileRegistry:
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, str]] = []
+        self.authorizations: list[tuple[str, str | None]] = []  # (path, Authorization)
+        self.cross_target = ""  # base URL that redirect-cross sends blob GETs to
         self._bomb: bytes | None = None
         self._lock = threading.Lock()
         registry = self
@@ -148,6 +158,7 @@ class HostileRegistry:
 
     def _handle(self, h: BaseHTTPRequestHandler, *, head: bool) -> None:
         self.requests.append(("HEAD" if head else "GET", h.path))
+        self.authorizations.append((h.path, h.headers.get("Authorization")))
         path = h.path.split("?", 1)[0]
         if path.startswith("/token/"):
             return self._token(h, path.removeprefix("/token/"))
@@ -310,6 +321,35 @@ class HostileRegistry:
     def _realm_metadata6(self, h, name, what, ref, head) -> None:
         challenge = 'Bearer realm="https://[fd00:ec2::254]/latest/api/token",service="x"'
         self._send(h, 401, b"{}", head=head, headers={"WWW-Authenticate": challenge})
+
+    def _deflate(self, h, name, what, ref, head) -> None:
+        self._send(h, 200, zlib.compress(OK_MANIFEST), head=head, digest=sha256(OK_MANIFEST),
+                   headers={"Content-Encoding": "deflate"})  # fmt: skip
+
+    def _bad_gzip(self, h, name, what, ref, head) -> None:
+        self._send(h, 200, b"\x1f\x8b\x08\x00garbage-not-gzip", head=head,
+                   digest=sha256(OK_MANIFEST), headers={"Content-Encoding": "gzip"})  # fmt: skip
+
+    def _brotli(self, h, name, what, ref, head) -> None:
+        self._send(h, 200, b"\x0b\x02\x80", head=head, digest=sha256(OK_MANIFEST),
+                   headers={"Content-Encoding": "br"})  # fmt: skip
+
+    def _realm_not_a_url(self, h, name, what, ref, head) -> None:
+        challenge = 'Bearer realm="https://[::1/token",service="x"'
+        self._send(h, 401, b"{}", head=head, headers={"WWW-Authenticate": challenge})
+
+    def _redirect_invalid(self, h, name, what, ref, head) -> None:
+        if what == "manifests":
+            return self._ok(h, name, what, ref, head)
+        self._redirect(h, "https://[::1/blob", head)
+
+    def _redirect_cross(self, h, name, what, ref, head) -> None:
+        if h.headers.get("Authorization") != f"Bearer {OK_TOKEN}":
+            challenge = f'Bearer realm="{self.url}/token/good",service="hostile"'
+            return self._send(h, 401, b"{}", head=head, headers={"WWW-Authenticate": challenge})
+        if what == "manifests":
+            return self._ok(h, name, what, ref, head)
+        self._redirect(h, f"{self.cross_target}/v2/ok/x/blobs/{ref}", head)
 
     def _bad_digest_header(self, h, name, what, ref, head) -> None:
         self._send(h, 200, OK_MANIFEST, head=head, digest="sha256:../../etc/passwd")

@@ -1378,13 +1378,8 @@ class RegistryClient:
                     "(redirects are followed only for blob downloads)",
                     reason=INVALID_REGISTRY_RESPONSE,
                 )
-            try:
-                target = httpx.URL(url).join(location)
-            except (httpx.InvalidURL, ValueError):
-                raise ConfigurationError(
-                    f"{method} {_safe_url(url)}: redirect to an invalid URL",
-                    reason=INVALID_REGISTRY_RESPONSE,
-                ) from None
+            # httpx already refused a Location that does not parse (a transport error).
+            target = httpx.URL(url).join(location)
             problem = self._outbound_problem(image, target, plain_http=False)
             if problem:
                 raise ConfigurationError(
