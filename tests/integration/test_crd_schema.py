@@ -497,6 +497,7 @@ FULL_POLICY_STATUS = {
     "observedGeneration": 1,
     "conditions": [CONDITION],
     "lastHandledReconcileAt": "2026-01-01T00:00:00Z",
+    "findings": {"readable": False, "reason": "AccessDenied", "message": "image x: findings unreadable"},
     "workloads": {
         "total": 12,
         "compliant": 11,
