@@ -249,10 +249,10 @@ def test_a_1gib_streaming_body_or_a_gzip_bomb_raises_rss_by_the_cap_only(hostile
     grew = after - before
     print(f"{repository}: peak RSS grew by {grew / 2**20:.2f} MiB reading a 1 GiB-class body "
           f"(cap {MAX_MANIFEST_BYTES / 2**20:.0f} MiB)")
-    # The cap, plus the one network read that crosses it (it must arrive before
-    # it can be refused) and the HTTP stack's buffer for it: 256 KiB of slack
-    # against a body 256 times the cap.
-    assert grew <= MAX_MANIFEST_BYTES + 256 * 1024
+    # The cap, plus the network read that crosses it (it must arrive before it
+    # can be refused) and the HTTP stack's buffers for it: an eighth of the cap
+    # of slack (measured: 0.2-0.3 MiB) against a body 256 times the cap.
+    assert grew <= MAX_MANIFEST_BYTES + MAX_MANIFEST_BYTES // 8
 
 
 
