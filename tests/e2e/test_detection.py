@@ -413,8 +413,10 @@ def test_patch_no_longer_needed_is_closed(given, registry, buildah) -> None:
     assert again.digest == base_v1.digest
     retrigger(given, policy)
     wait_state(given, ns, "Compliant")
-    closed = given.get("imagepatch", patch["metadata"]["name"])
-    assert closed["status"]["phase"] == "Closed"
+    # Detection asks; the patch's planner (the one writer of its status) closes it.
+    assert given.get("imagepatch", patch["metadata"]["name"])["metadata"]["annotations"][
+        "imagepatch.dev/close"]
+    closed = given.wait_phase(patch["metadata"]["name"], "Closed", timeout=60)
     assert "no longer needed" in closed["status"]["history"][-1]["message"]
 
 

@@ -269,7 +269,9 @@ _CODEBUILD_PROJECT = re.compile(
     r"|arn:aws[a-zA-Z-]*:codebuild:[a-z0-9-]+:[0-9]{12}:project/[A-Za-z0-9][A-Za-z0-9_-]{1,254}"
 )
 # Shape only, as in the CRD: AWS "cron(6 fields)" or 5 whitespace-separated fields.
-_SCHEDULE_SHAPE = re.compile(r"cron\([^\s()]+(\s+[^\s()]+){5}\)|[^\s()]+(\s+[^\s()]+){4}")
+_SCHEDULE_SHAPE = re.compile(
+    r"cron\([^\s()]+(\s+[^\s()]+){5}\)|rate\([^()]+\)|at\([^()]+\)|[^\s()]+(\s+[^\s()]+){4}"
+)
 _TIMEZONE_SHAPE = re.compile(r"[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*")
 
 
@@ -606,8 +608,8 @@ def _parse_maintenance_window(raw: Any, path: str) -> MaintenanceWindow | None:
         max_length=128,
         check=_matching(
             _SCHEDULE_SHAPE,
-            "must be an AWS cron expression such as cron(0 2 ? * SUN *) "
-            "or a 5-field cron expression such as 0 2 * * 0",
+            "must be an AWS cron expression such as cron(0 2 ? * SUN *), an AWS rate(...) "
+            "or at(...) expression, or a 5-field cron expression such as 0 2 * * 0",
         ),
     )
     timezone = _string(

@@ -22,6 +22,16 @@ once when a queue event names one of their images:
 
 A registry or AWS failure makes the affected workloads ``Unknown`` with the
 error's reason; it never creates or closes an ImagePatch by mistake.
+
+Isolation: registries, image manifests, workload annotations and queue events
+are input that other people control. Whatever goes wrong while one container
+is evaluated (a classified ``AdapterError`` or any other exception) makes that
+workload ``Unknown`` with a reason naming the image and the problem, posts one
+Warning Event, and the pass goes on. An ImagePatch the API server refuses
+(a 4xx, e.g. a rebuild annotation the CRD rejects) marks the workloads it was
+for ``Unknown`` the same way. A policy whose evaluation still fails is logged
+and recorded as evaluated, so it is not retried on every tick and the policies
+sorted after it are evaluated in the same pass.
 """
 
 from __future__ import annotations
@@ -36,7 +46,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from imagepatch.adapters import metrics
-from imagepatch.adapters.errors import AdapterError, ConflictError
+from imagepatch.adapters.errors import AdapterError, ConflictError, TransientError
 from imagepatch.adapters.kube import GROUP, VERSION, Kube
 from imagepatch.adapters.registry import (
     INDEX_TYPES,
@@ -69,6 +79,16 @@ POLICY_ANNOTATION = "imagepatch.dev/policy"
 BASE_ANNOTATION = "imagepatch.dev/base-image"
 REBUILD_ANNOTATION = "imagepatch.dev/rebuild"
 STATE_ANNOTATION = "imagepatch.dev/state"
+# Longest value read from a workload's annotations. A reference is at most
+# 255 (name) + 128 (tag) + 135 (sha512 digest) characters, a rebuild a kind
+# and a 253-character name; anything longer is refused with an Event, never
+# parsed or copied into an ImagePatch.
+MAX_ANNOTATION_LENGTH = 1024
+# The reasons detection itself gives (the adapters give the others).
+INVALID_ANNOTATION = "InvalidAnnotation"
+EVALUATION_FAILED = "EvaluationFailed"
+PATCH_REJECTED = "ImagePatchRejected"
+FINDINGS_UNAVAILABLE = "FindingsUnavailable"
 POLICY_LABEL = "imagepatch.dev/policy"
 MANAGED_BY = ("app.kubernetes.io/managed-by", "imagepatch")
 
@@ -189,6 +209,7 @@ class Detector:
         self.bases_of: dict[str, set[str]] = {}  # policy -> base names its workloads follow
         self.handled_request: dict[str, str] = {}  # policy -> requestedAt value handled
         self.evaluated: dict[str, str] = {}  # workload uid -> the inputs last evaluated
+        self._findings_errors: list[tuple[str, str]] = []  # this policy's, this pass
         self.passes = 0
 
     # -- inputs ------------------------------------------------------------------------
@@ -275,7 +296,8 @@ class Detector:
                     await self._report(
                         dep,
                         POLICY_NOT_FOUND,
-                        f"ImagePatchPolicy {name!r} does not exist; this workload is left alone",
+                        f"ImagePatchPolicy {_clip(name)!r} does not exist; "
+                        "this workload is left alone",
                         [],
                         name,
                     )
@@ -306,7 +328,13 @@ class Detector:
             started = self.monotonic()
             self.last_evaluated[name] = started
             self.handled_request[name] = requested
-            results = await self.evaluate_policy(name, spec, workloads, patches, memo)
+            try:
+                results = await self.evaluate_policy(name, spec, workloads, patches, memo)
+            except Exception:  # one policy must never stop the ones sorted after it
+                log.exception("policy %s: evaluation failed; the next policy goes on", name)
+                for dep in workloads:
+                    self.evaluated[dep["metadata"]["uid"]] = _inputs(dep)
+                continue
             self._record_metrics(name, results)
             if self.securityhub is not None:
                 try:
@@ -317,10 +345,11 @@ class Detector:
                     )
             await self._prune(name, spec, patches)
             log.info(
-                "policy %s: %d workloads evaluated in %.2fs (%s)",
+                "policy %s: %d workloads evaluated in %.2fs in pass %d (%s)",
                 name,
                 len(results),
                 self.monotonic() - started,
+                self.passes,
                 ", ".join(
                     f"{k}={v}"
                     for k, v in compliance.counts(State(r.state) for r in results).items()
@@ -371,6 +400,7 @@ class Detector:
         memo: _Pass,
     ) -> list[WorkloadResult]:
         known = [_known(p) for p in patches if (p.get("spec") or {}).get("policy") == policy]
+        self._findings_errors = []
         results: list[tuple[Mapping[str, Any], list[tuple[ContainerFacts, Assessment]]]] = []
         for dep in workloads:
             ns = dep["metadata"]["namespace"]
@@ -386,8 +416,24 @@ class Detector:
                 )
                 continue
             assessed = []
+            problem = _annotation_problem(dep)
             for container in _containers(dep):
-                facts = await self.container_facts(dep, container, spec, memo)
+                if problem:
+                    facts = _failed_facts(container, INVALID_ANNOTATION, problem)
+                else:
+                    try:
+                        facts = await self.container_facts(dep, container, spec, memo)
+                    except Exception as exc:  # noqa: BLE001 - isolation: see the module docstring
+                        log.warning(
+                            "%s/%s: evaluating image %r failed",
+                            ns, dep["metadata"].get("name"), container.get("image"), exc_info=True,
+                        )  # fmt: skip
+                        facts = _failed_facts(
+                            container,
+                            EVALUATION_FAILED,
+                            f"image {_clip(container.get('image'))}: {type(exc).__name__}: "
+                            f"{_clip(str(exc), 300)}",
+                        )
                 assessed.append((facts, compliance.assess_container(facts, spec)))
             results.append((dep, assessed))
 
@@ -419,16 +465,53 @@ class Detector:
             override = (dep["metadata"].get("annotations") or {}).get(BASE_ANNOTATION)
             if override:
                 self.bases_of[policy].add(_image_name(override))
+        # Recorded before any side effect: a create that fails below must not
+        # make this policy due again on every tick.
+        for dep in workloads:
+            self.evaluated[dep["metadata"]["uid"]] = _inputs(dep)
         plan = compliance.plan_patches(
             list(intents.values()), known, evaluated_images=evaluated, failed_keys=failed_keys
         )
+        rejected: dict[tuple[str, str], str] = {}  # (image, digest) -> why its patch was refused
         for intent in plan.create:
-            created = await self.kube.create_imagepatch(
-                self._patch_body(policy, spec, intent, results)
-            )
+            try:
+                created = await self.kube.create_imagepatch(
+                    self._patch_body(policy, spec, intent, results)
+                )
+            except AdapterError as exc:
+                if isinstance(exc, TransientError):
+                    raise
+                # The API server refused this one patch (a 4xx): its workloads are
+                # Unknown with the reason; every other patch is still created.
+                log.warning("ImagePatch %s refused: %s: %s", intent.name, exc.reason, exc)
+                rejected[(intent.image, intent.current_digest)] = (
+                    f"ImagePatch for {intent.image}@{intent.current_digest} was refused by the "
+                    f"API server ({exc.reason}): {_clip(str(exc), 500)}"
+                )
+                continue
             if created is not None:
                 log.info("ImagePatch %s created: %s %s", intent.name, intent.image, intent.reason)
                 known.append(_known(created))
+        if rejected:
+            results = [
+                (
+                    dep,
+                    [
+                        (f, a)
+                        if (f.repository, f.digest) not in rejected
+                        else (
+                            replace(f, error_reason=PATCH_REJECTED,
+                                    error=rejected[(f.repository, f.digest)]),
+                            compliance.Assessment(
+                                state=State.UNKNOWN, reason=PATCH_REJECTED,
+                                message=rejected[(f.repository, f.digest)],
+                            ),
+                        )
+                        for f, a in assessed
+                    ],
+                )
+                for dep, assessed in results
+            ]  # fmt: skip
         for stale in plan.close:
             await self.kube.annotate_imagepatch(
                 stale.name,
@@ -450,8 +533,6 @@ class Detector:
                          existing.name)
 
         out: list[WorkloadResult] = []
-        for dep in workloads:
-            self.evaluated[dep["metadata"]["uid"]] = _inputs(dep)
         for dep, assessed in results:
             assessed = _with_failed_memory(assessed, dep)
             states = [
@@ -469,7 +550,13 @@ class Detector:
             message = "; ".join(
                 f"{c['name']}: {c['message']}" for c in containers if c["state"] == str(state)
             ) or str(state)
-            await self._report(dep, str(state), message, containers, policy)
+            try:
+                await self._report(dep, str(state), message, containers, policy)
+            except AdapterError as exc:  # one workload's write must not stop the others
+                log.warning(
+                    "could not record state of %s/%s: %s: %s",
+                    dep["metadata"]["namespace"], dep["metadata"]["name"], exc.reason, exc,
+                )  # fmt: skip
             out.append(
                 WorkloadResult(
                     namespace=dep["metadata"]["namespace"],
@@ -481,7 +568,16 @@ class Detector:
                 )
             )
         counts = compliance.counts(State(r.state) for r in out)
-        await self.kube.write_policy_status(policy, {"workloads": counts})
+        status: dict[str, Any] = {"workloads": counts}
+        if spec.vulnerabilities.source != VulnerabilitySource.NONE:
+            # Read by core/policy.py into the FindingsReadable condition.
+            status["findings"] = (
+                {"readable": False, "reason": self._findings_errors[0][0],
+                 "message": _clip(self._findings_errors[0][1], 1000)}
+                if self._findings_errors
+                else {"readable": True, "reason": "FindingsRead", "message": ""}
+            )  # fmt: skip
+        await self.kube.write_policy_status(policy, status)
         return out
 
     # -- facts ---------------------------------------------------------------------------
@@ -599,11 +695,19 @@ class Detector:
         self, facts: ContainerFacts, ref: ImageRef, spec: PolicySpec
     ) -> ContainerFacts:
         source = spec.vulnerabilities.source
-        if source == VulnerabilitySource.NONE or self.findings is None or not facts.digest:
+        if source == VulnerabilitySource.NONE or not facts.digest:
             return facts
         ecr = is_ecr_host(ref.host)
         if ecr is None:
             return facts  # only ECR images have ECR/Inspector findings
+        if self.findings is None:
+            # Never a silent Compliant: the policy asks for findings we cannot read.
+            message = (
+                f"image {ref.name}: vulnerabilities.source is {source.value} but the operator "
+                "has no AWS region configured (--aws-region), so findings cannot be read"
+            )
+            self._findings_errors.append((FINDINGS_UNAVAILABLE, message))
+            return replace(facts, error_reason=FINDINGS_UNAVAILABLE, error=message)
         key = (ref.name, facts.digest, str(source))
         cached = self._scans.get(key)
         if (
@@ -620,7 +724,11 @@ class Detector:
                     registry_id=ecr.account,
                 )
             except AdapterError as exc:
-                return replace(facts, error_reason=exc.reason, error=str(exc))
+                # No credentials, AccessDenied, a throttled API: Unknown, and the
+                # policy says findings could not be read.
+                message = f"image {ref.name}: findings unreadable: {exc}"
+                self._findings_errors.append((exc.reason, message))
+                return replace(facts, error_reason=exc.reason, error=message)
             self._scans[key] = (self.monotonic(), report)
         verdict = report.verdict(spec.vulnerabilities, now=self.clock())
         return replace(facts, findings=verdict, scan=report.status_outcome)
@@ -725,13 +833,56 @@ class Detector:
                 },
                 type="Warning" if state in _WARNING_STATES else "Normal",
                 reason=state,
-                message=message,
+                message=_clip(message, 1024),
             )
         except AdapterError as exc:
             log.warning("could not post event %s: %s", state, exc)
 
 
 # --- helpers ------------------------------------------------------------------------------
+
+
+def _clip(value: Any, limit: int = 120) -> str:
+    """A bounded rendering of a value someone else wrote, for a message."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _failed_facts(container: Mapping[str, Any], reason: str, message: str) -> ContainerFacts:
+    image = container.get("image")
+    image = image if isinstance(image, str) else ""
+    return ContainerFacts(
+        container=_clip(container.get("name", ""), 253),
+        image=_clip(image, 600),
+        repository=_image_name(image) if len(image) <= 600 else _clip(image, 600),
+        error_reason=reason,
+        error=message,
+    )
+
+
+def _annotation_problem(dep: Mapping[str, Any]) -> str:
+    """Why the workload's imagepatch.dev annotations cannot be used, or ""."""
+    annotations = dep["metadata"].get("annotations") or {}
+    for key in (POLICY_ANNOTATION, BASE_ANNOTATION, REBUILD_ANNOTATION):
+        value = annotations.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            return f"annotation {key} is not a string"
+        if len(value) > MAX_ANNOTATION_LENGTH:
+            return (
+                f"annotation {key} is {len(value)} characters long; at most "
+                f"{MAX_ANNOTATION_LENGTH} are read"
+            )
+        if any(ord(c) < 0x20 for c in value):
+            return f"annotation {key} contains control characters"
+    override = (annotations.get(BASE_ANNOTATION) or "").strip()
+    if override:
+        try:
+            parse_image(override)
+        except ValueError as exc:
+            return f"annotation {BASE_ANNOTATION}: {_clip(str(exc), 300)}"
+    return ""
 
 
 def _containers(dep: Mapping[str, Any]) -> list[Mapping[str, Any]]:
