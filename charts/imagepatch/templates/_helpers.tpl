@@ -95,6 +95,8 @@ The arguments of `imagepatch run`, one per line, built from the values.
 - --insecure-registry
 - {{ . | quote }}
 {{- end }}
+- --build-namespace
+- {{ .Values.builds.namespace | quote }}
 - --detect-tick
 - {{ .Values.detectTick | toString | quote }}
 {{- if .Values.metrics.enabled }}
