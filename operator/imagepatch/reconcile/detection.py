@@ -12,7 +12,11 @@ once when a queue event names one of their images:
    and the scan findings when the policy names a source;
 2. **assess**: ``core.compliance`` gives each container and workload a state;
 3. **act**: create the ImagePatches that are needed (deterministic names, so
-   never twice), close open ones that no longer are, post an Event when a
+   never twice), each with ``spec.targets`` set to exactly the containers
+   judged to need it (same repository, tag and digest); ask the planner to
+   close open ones that no longer are (it is the one writer of ImagePatch
+   status); open none for a container another open patch is changing, nor for
+   a rebuild that already failed on the workload; post an Event when a
    workload's state changes, record the state on the workload in the
    ``imagepatch.dev/state`` annotation, and count states in the policy status.
 
@@ -47,7 +51,9 @@ from imagepatch.core.events import ImageSignal
 from imagepatch.core.images import ImageRef, is_ecr_host, parse_image
 from imagepatch.core.policy import REQUESTED_AT_ANNOTATION
 from imagepatch.core.report import retention
+from imagepatch.core.rollout import failed_memory, running_digest, wave_for
 from imagepatch.model.errors import SpecError
+from imagepatch.model.imagepatch import CLOSE_ANNOTATION, KEY_ANNOTATION, Target, TargetPhase
 from imagepatch.model.policy import (
     LabelSelector,
     PolicySpec,
@@ -63,7 +69,6 @@ POLICY_ANNOTATION = "imagepatch.dev/policy"
 BASE_ANNOTATION = "imagepatch.dev/base-image"
 REBUILD_ANNOTATION = "imagepatch.dev/rebuild"
 STATE_ANNOTATION = "imagepatch.dev/state"
-KEY_ANNOTATION = "imagepatch.dev/key"
 POLICY_LABEL = "imagepatch.dev/policy"
 MANAGED_BY = ("app.kubernetes.io/managed-by", "imagepatch")
 
@@ -386,12 +391,26 @@ class Detector:
                 assessed.append((facts, compliance.assess_container(facts, spec)))
             results.append((dep, assessed))
 
-        intents = {}
-        for _, assessed in results:
+        intents: dict[str, compliance.PatchIntent] = {}
+        failed_keys: set[str] = set()
+        for dep, assessed in results:
+            meta = dep["metadata"]
+            labels = await self._namespace_labels(meta["namespace"], memo)
+            remembered = {m.get("key") for m in failed_memory(dep)}
             for facts, assessment in assessed:
                 intent = compliance.intent_for(facts, assessment)
-                if intent is not None:
-                    intents[intent.key] = intent
+                if intent is None:
+                    continue
+                if intent.key in remembered:
+                    failed_keys.add(intent.key)
+                target = Target(
+                    namespace=meta["namespace"],
+                    name=meta["name"],
+                    container=facts.container,
+                    wave=wave_for(labels, spec.rollout.waves),
+                )
+                before = intents.get(intent.key, intent)
+                intents[intent.key] = replace(before, targets=(*before.targets, target))
         evaluated = {f.repository for _, a in results for f, _ in a if not f.error_reason}
         self.bases_of[policy] = {
             _image_name(f.base_name) for _, a in results for f, _ in a if f.base_name
@@ -400,7 +419,9 @@ class Detector:
             override = (dep["metadata"].get("annotations") or {}).get(BASE_ANNOTATION)
             if override:
                 self.bases_of[policy].add(_image_name(override))
-        plan = compliance.plan_patches(list(intents.values()), known, evaluated_images=evaluated)
+        plan = compliance.plan_patches(
+            list(intents.values()), known, evaluated_images=evaluated, failed_keys=failed_keys
+        )
         for intent in plan.create:
             created = await self.kube.create_imagepatch(
                 self._patch_body(policy, spec, intent, results)
@@ -409,15 +430,31 @@ class Detector:
                 log.info("ImagePatch %s created: %s %s", intent.name, intent.image, intent.reason)
                 known.append(_known(created))
         for stale in plan.close:
-            await self._close(stale)
-            known = [replace(k, phase="Closed") if k.name == stale.name else k for k in known]
+            await self.kube.annotate_imagepatch(
+                stale.name,
+                {CLOSE_ANNOTATION: "no longer needed: the image no longer breaks the policy"},
+            )
+            log.info("ImagePatch %s no longer needed: asked its planner to close it", stale.name)
+        for existing, intent in plan.retarget:
+            body = next(p for p in patches if p["metadata"]["name"] == existing.name)
+            await self.kube.set_imagepatch_targets(
+                existing.name,
+                _targets_field(intent.targets, (body.get("spec") or {}).get("targets") or []),
+                resource_version=body["metadata"]["resourceVersion"],
+            )
 
         out: list[WorkloadResult] = []
         for dep in workloads:
             self.evaluated[dep["metadata"]["uid"]] = _inputs(dep)
         for dep, assessed in results:
+            remembered = {m.get("key") for m in failed_memory(dep)}
             states = [
-                compliance.overlay(a.state, f.repository, f.digest, known) for f, a in assessed
+                State.FAILED
+                if (i := compliance.intent_for(f, a)) is not None and i.key in remembered
+                else compliance.overlay(
+                    a.state, f.repository, f.digest, known, compliance.image_tag(f.image)
+                )
+                for f, a in assessed
             ]
             state = compliance.worst(states)
             containers = [
@@ -520,24 +557,12 @@ class Detector:
             match: LabelSelector = parse_label_selector(selector, "spec.selector")
         except SpecError:
             return ""
-        digests = set()
-        for pod in memo.namespace_pods[ns]:
-            if not match.matches((pod.get("metadata") or {}).get("labels") or {}):
-                continue
-            # Only pods of the current template: their spec names exactly this image.
-            spec_images = {
-                c.get("name"): c.get("image")
-                for c in (pod.get("spec") or {}).get("containers") or []
-            }
-            if spec_images.get(container) != image:
-                continue
-            for status in (pod.get("status") or {}).get("containerStatuses") or []:
-                if status.get("name") != container:
-                    continue
-                image_id = status.get("imageID") or ""
-                if "sha256:" in image_id:
-                    digests.add("sha256:" + image_id.rsplit("sha256:", 1)[1])
-        return digests.pop() if len(digests) == 1 else ""
+        pods = [
+            pod
+            for pod in memo.namespace_pods[ns]
+            if match.matches((pod.get("metadata") or {}).get("labels") or {})
+        ]
+        return running_digest(pods, container, image)
 
     async def _base(self, ref: ImageRef, spec: PolicySpec, memo: _Pass) -> _BaseFacts:
         """The base tag's current digest: one HEAD per distinct base per checkInterval."""
@@ -610,17 +635,11 @@ class Detector:
     ) -> dict[str, Any]:
         strategy = str(spec.rebuild.strategy)
         rebuild: dict[str, Any] = {"strategy": strategy}
-        tag = ""
-        for _, assessed in results:
-            for f, _ in assessed:
-                if f.repository == intent.image and f.digest == intent.current_digest:
-                    tag = tag or (parse_image(f.image).tag or "")
+        tag = intent.tag
+        judged = {(t.namespace, t.name) for t in intent.targets}
         # A workload's own annotation overrides the policy's default strategy.
-        for dep, assessed in results:
-            if any(
-                f.repository == intent.image and f.digest == intent.current_digest
-                for f, _ in assessed
-            ):
+        for dep, _ in results:
+            if (dep["metadata"]["namespace"], dep["metadata"]["name"]) in judged:
                 chosen = (dep["metadata"].get("annotations") or {}).get(REBUILD_ANNOTATION)
                 if chosen:
                     kind, _, arg = chosen.partition(":")
@@ -651,43 +670,12 @@ class Detector:
                 "currentDigest": intent.current_digest,
                 **({"tag": tag} if tag else {}),
                 "policy": policy,
+                "targets": _targets_field(intent.targets, []),
                 "reason": intent.reason,
                 "evidence": dict(intent.evidence),
                 "rebuild": rebuild,
             },
         }
-
-    async def _close(self, patch: KnownPatch) -> None:
-        body = await self.kube.get_imagepatch(patch.name)
-        if body is None:
-            return
-        now = format_time(self.clock())
-        history = list((body.get("status") or {}).get("history") or [])
-        history.append(
-            {
-                "phase": "Closed",
-                "at": now,
-                "message": "no longer needed: the image no longer breaks the policy",
-            }
-        )
-        status = {
-            "phase": "Closed",
-            "history": history[-50:],
-            "conditions": [
-                {
-                    "type": "Ready",
-                    "status": "True",
-                    "reason": "NoLongerNeeded",
-                    "message": "closed: no longer needed",
-                    "lastTransitionTime": now,
-                    "observedGeneration": body["metadata"].get("generation", 0),
-                }
-            ],
-        }
-        await self.kube.write_imagepatch_status(
-            patch.name, status, resource_version=body["metadata"]["resourceVersion"]
-        )
-        log.info("ImagePatch %s closed: no longer needed", patch.name)
 
     async def _report(
         self,
@@ -795,18 +783,55 @@ def _previous_state(meta: Mapping[str, Any]) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+_HOLDING = {str(p) for p in (TargetPhase.PATCHING, TargetPhase.GATING, TargetPhase.ROLLING_BACK)}
+
+
+def _target_key(raw: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    return (
+        raw.get("kind") or "Deployment",
+        raw.get("namespace", ""),
+        raw.get("name", ""),
+        raw.get("container", ""),
+    )
+
+
 def _known(body: Mapping[str, Any]) -> KnownPatch:
     spec = body.get("spec") or {}
     status = body.get("status") or {}
     meta = body.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    rollouts = status.get("rollouts") or []
     return KnownPatch(
         name=meta.get("name", ""),
-        key=(meta.get("annotations") or {}).get(KEY_ANNOTATION, ""),
+        key=annotations.get(KEY_ANNOTATION, ""),
         image=_image_name(spec.get("image", "")),
         current_digest=spec.get("currentDigest", ""),
         phase=status.get("phase") or "Pending",
-        started=any(r.get("phase") not in (None, "Pending") for r in status.get("rollouts") or []),
+        started=any(r.get("phase") not in (None, "Pending") for r in rollouts),
+        tag=spec.get("tag") or "",
+        targets=frozenset(_target_key(t) for t in spec.get("targets") or []),
+        held=frozenset(_target_key(r) for r in rollouts if r.get("phase") in _HOLDING),
+        close_requested=bool(annotations.get(CLOSE_ANNOTATION)),
     )
+
+
+def _targets_field(
+    targets: Iterable[Target], existing: Iterable[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """``spec.targets``: the existing entries, then the new ones, each container once."""
+    out = {_target_key(t): dict(t) for t in existing}
+    for t in targets:
+        out.setdefault(
+            t.key,
+            {
+                "kind": t.kind,
+                "namespace": t.namespace,
+                "name": t.name,
+                "container": t.container,
+                "wave": t.wave,
+            },
+        )
+    return list(out.values())
 
 
 def _container_record(
