@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -477,6 +478,8 @@ def test_metrics_count_workloads_patches_and_registry_requests(given, registry, 
                     timeout=30, what="the compliant workload in /metrics")
     assert "imagepatch_registry_requests_total" in text or "imagepatch_registry_requests{" in text
     assert f'imagepatch_oldest_unpatched_seconds{{policy="{policy}"}}' in text
+    last_pass = re.search(rf'imagepatch_last_pass_timestamp_seconds{{policy="{policy}"}} (\S+)', text)
+    assert last_pass and abs(float(last_pass.group(1)) - time.time()) < 120, "a recent pass time"
     assert "# TYPE imagepatch_patches gauge" in text
 
 

@@ -103,6 +103,11 @@ The arguments of `imagepatch run`, one per line, built from the values.
 - --metrics-port
 - {{ .Values.metrics.port | toString | quote }}
 {{- end }}
+{{- if .Values.securityHub.enabled }}
+- --securityhub
+- --cluster-name
+- {{ required "securityHub.clusterName is required with securityHub.enabled" .Values.securityHub.clusterName | quote }}
+{{- end }}
 {{- if .Values.verbose }}
 - --verbose
 {{- end }}
