@@ -323,6 +323,33 @@ BAD_POLICIES = [
         id="rebuild-timeout-below-1m",
     ),
     pytest.param(
+        minimal(rebuild={"strategy": "external", "allowed": {"strategies": ["docker"]}}),
+        'spec.rebuild.allowed.strategies[0]: Unsupported value: "docker"',
+        id="allowed-strategy-enum",
+    ),
+    pytest.param(
+        minimal(rebuild={"strategy": "external", "allowed": {"codebuildProjects": ["team-a-*"]}}),
+        "spec.rebuild.allowed.codebuildProjects needs codebuild in spec.rebuild.allowed.strategies",
+        id="allowed-projects-without-codebuild",
+    ),
+    pytest.param(
+        minimal(rebuild={"strategy": "external", "allowed": {"strategies": ["codebuild"], "jobTemplates": ["a"]}}),
+        "spec.rebuild.allowed.jobTemplates needs job in spec.rebuild.allowed.strategies",
+        id="allowed-templates-without-job",
+    ),
+    pytest.param(
+        minimal(rebuild={"strategy": "external", "allowed": {"strategies": ["codebuild"],
+                                                              "codebuildProjects": ["bad name!"]}}),
+        "spec.rebuild.allowed.codebuildProjects[] entries must be CodeBuild project names or globs",
+        id="allowed-project-malformed",
+    ),
+    pytest.param(
+        minimal(rebuild={"strategy": "external", "allowed": {"strategies": ["job"],
+                                                              "jobTemplates": ["Not_A_Name"]}}),
+        "spec.rebuild.allowed.jobTemplates[] entries must be ConfigMap names",
+        id="allowed-template-malformed",
+    ),
+    pytest.param(
         minimal(rollout__progressDeadlineSeconds=10),
         "spec.rollout.progressDeadlineSeconds in body should be greater than or equal to 30",
         id="progressDeadlineSeconds-below-30",
@@ -494,6 +521,13 @@ GOOD_POLICIES = [
         id="codebuild-project-arn",
     ),
     pytest.param(minimal(rebuild={"strategy": "rebase", "timeout": "20m"}), id="rebase-strategy"),
+    pytest.param(
+        minimal(rebuild={"strategy": "codebuild", "codebuild": {"project": "payments"},
+                         "allowed": {"strategies": ["codebuild", "job"],
+                                     "codebuildProjects": ["payments", "team-a-*"],
+                                     "jobTemplates": ["buildah-rebuild"]}}),
+        id="rebuild-allowed",
+    ),
     pytest.param(
         minimal(
             namespaceSelector={

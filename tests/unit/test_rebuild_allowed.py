@@ -87,3 +87,18 @@ def test_malformed_allowed_names_the_field(allowed, field: str) -> None:
     with pytest.raises(SpecError) as err:
         rebuild_of({"strategy": "external", "allowed": allowed})
     assert err.value.field == field
+
+
+def test_an_override_is_its_own_patch_and_the_default_keeps_its_key() -> None:
+    from imagepatch.core.compliance import PatchIntent, with_rebuild_override
+
+    intent = PatchIntent(name="app-0123456789", key="r/app:1|sha256:a|BaseImageOutdated|sha256:b",
+                         image="r/app", current_digest="sha256:a", reason="BaseImageOutdated",
+                         evidence={}, tag="1")
+    assert with_rebuild_override(intent, "") is intent
+    rebase = with_rebuild_override(intent, "rebase")
+    codebuild = with_rebuild_override(intent, "codebuild:team-a")
+    assert len({intent.key, rebase.key, codebuild.key}) == 3
+    assert len({intent.name, rebase.name, codebuild.name}) == 3
+    assert rebase == with_rebuild_override(intent, "rebase"), "stable: re-evaluation finds the same patch"
+    assert rebase.name.startswith("app-") and len(rebase.name) <= 63

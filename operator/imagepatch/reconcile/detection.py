@@ -83,6 +83,7 @@ _WARNING_STATES = {
     str(State.UNKNOWN),
     NOT_ADMITTED,
     POLICY_NOT_FOUND,
+    compliance.REBUILD_NOT_ALLOWED,
 }
 
 
@@ -393,14 +394,22 @@ class Detector:
 
         intents: dict[str, compliance.PatchIntent] = {}
         failed_keys: set[str] = set()
+        # Workloads whose imagepatch.dev/rebuild is outside spec.rebuild.allowed: uid -> why.
+        refused: dict[str, str] = {}
         for dep, assessed in results:
             meta = dep["metadata"]
             labels = await self._namespace_labels(meta["namespace"], memo)
             remembered = {m.get("key") for m in failed_memory(dep)}
+            requested = _requested_rebuild(dep)
+            refusal = spec.rebuild.refusal(requested) if requested else None
+            if refusal:
+                refused[meta["uid"]] = refusal
+                continue  # no build on its behalf; reported below
             for facts, assessment in assessed:
                 intent = compliance.intent_for(facts, assessment)
                 if intent is None:
                     continue
+                intent = compliance.with_rebuild_override(intent, requested)
                 if intent.key in remembered:
                     failed_keys.add(intent.key)
                 target = Target(
@@ -448,9 +457,11 @@ class Detector:
             self.evaluated[dep["metadata"]["uid"]] = _inputs(dep)
         for dep, assessed in results:
             remembered = {m.get("key") for m in failed_memory(dep)}
+            requested = _requested_rebuild(dep)
             states = [
                 State.FAILED
-                if (i := compliance.intent_for(f, a)) is not None and i.key in remembered
+                if (i := compliance.intent_for(f, a)) is not None
+                and compliance.with_rebuild_override(i, requested).key in remembered
                 else compliance.overlay(
                     a.state, f.repository, f.digest, known, compliance.image_tag(f.image)
                 )
@@ -463,7 +474,12 @@ class Detector:
             message = "; ".join(
                 f"{c['name']}: {c['message']}" for c in containers if c["state"] == str(state)
             ) or str(state)
-            await self._report(dep, str(state), message, containers, policy)
+            reported = str(state)
+            refusal = refused.get(dep["metadata"]["uid"])
+            if refusal and state in (State.VULNERABLE, State.BASE_IMAGE_OUTDATED):
+                reported = compliance.REBUILD_NOT_ALLOWED
+                message = f"{state}, but no rebuild is started: {refusal}"
+            await self._report(dep, reported, message, containers, policy)
             out.append(
                 WorkloadResult(
                     namespace=dep["metadata"]["namespace"],
@@ -750,6 +766,11 @@ def _inputs(dep: Mapping[str, Any]) -> str:
             [annotations.get(k) for k in (POLICY_ANNOTATION, BASE_ANNOTATION, REBUILD_ANNOTATION)],
         ]
     )
+
+
+def _requested_rebuild(dep: Mapping[str, Any]) -> str:
+    """The workload's imagepatch.dev/rebuild annotation ("" when it has none)."""
+    return ((dep["metadata"].get("annotations") or {}).get(REBUILD_ANNOTATION) or "").strip()
 
 
 def _base_to_follow(base_name: str, override: str) -> ImageRef | None:
