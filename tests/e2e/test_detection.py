@@ -646,13 +646,15 @@ def test_codebuild_project_outside_allowed_gets_no_build_and_shows_why(given, re
 
 
 def test_team_a_override_patch_never_targets_team_b_on_the_same_repository(given, registry, buildah) -> None:
-    # Given two teams running the same image under one policy; team A asks for a rebase
+    # Given two teams running the same image under one policy; team A asks for a rebase.
+    # Approval is manual so that only team A's patch runs (team B's own patch waits:
+    # with a shared tag, a later build of B's could otherwise pick up what A pushed).
     base_repo, app_repo = unique("tbase"), unique("tapp")
     base_v1 = make_base_image(registry, base_repo, "1", marker="v1")
     build_app_on(buildah, base_v1, app_repo)
     policy = unique("pol")
-    given.policy(policy, rebuild={"strategy": "external",
-                                  "allowed": {"strategies": ["external", "rebase"]}})
+    given.policy(policy, approval="Manual",
+                 rebuild={"strategy": "external", "allowed": {"strategies": ["external", "rebase"]}})
     team_a, team_b = given.namespace("team-a"), given.namespace("team-b")
     image = f"{ECR}/{app_repo}:1"
     given.deployment(team_a, "web", image=image, policy=policy, replicas=1)
@@ -675,7 +677,24 @@ def test_team_a_override_patch_never_targets_team_b_on_the_same_repository(given
     assert {t["namespace"] for t in by_strategy["rebase"]["spec"]["targets"]} == {team_a}
     assert {t["namespace"] for t in by_strategy["external"]["spec"]["targets"]} == {team_b}
 
-    # and team B's Deployment keeps its image whatever team A's rebase does.
-    time.sleep(10)
+    # When team A's patch is approved, it is rebuilt and rolled out to team A ...
+    given.kube.kubectl("patch", "imagepatch", by_strategy["rebase"]["metadata"]["name"], "--type", "merge",
+                       "-p", json.dumps({"spec": {"approval": {"decision": "Approved", "by": "team-a"}}}))
+
+    def a_patched():
+        a = given.get("deployment", "web", team_a)
+        ref = a["spec"]["template"]["spec"]["containers"][0]["image"]
+        return ref if "@sha256:" in ref else None
+    rolled = wait_for(a_patched, timeout=120, what="team A's Deployment rolled to the rebased digest")
+    assert rolled.startswith(image + "@sha256:")
+
+    # ... and team B's Deployment is never touched.
+    retrigger(given, policy)
+    time.sleep(5)
     b = given.get("deployment", "web", team_b)
     assert b["spec"]["template"]["spec"]["containers"][0]["image"] == image
+    b_patch = given.get("imagepatch", by_strategy["external"]["metadata"]["name"])
+    # B's own patch never ran: it waited for approval (and is closed once detection sees
+    # B's tag resolve to the rebuilt digest: with a shared tag that is what B now pulls).
+    assert (b_patch.get("status") or {}).get("phase") in {"AwaitingApproval", "Closed"}
+    assert not (b_patch.get("status") or {}).get("rebuild"), "nothing was built for team B"
