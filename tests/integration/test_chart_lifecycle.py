@@ -41,7 +41,8 @@ def irsa_values(build_namespace: str, region: str = "eu-west-1", **more) -> dict
 
 def test_helm_install_upgrade_uninstall_keeps_crds_and_imagepatches(kube, helm: Helm, tmp_path: Path) -> None:
     suffix = uuid.uuid4().hex[:6]
-    release, namespace, builds = f"ip-{suffix}", f"ip-sys-{suffix}", f"ip-builds-{suffix}"
+    # The release name contains the chart name, so objects are named after the release.
+    release, namespace, builds = f"imagepatch-{suffix}", f"ip-sys-{suffix}", f"ip-builds-{suffix}"
     base = ["--kubeconfig", str(kube.kubeconfig), "--namespace", namespace]
     values = tmp_path / "values.yaml"
 
