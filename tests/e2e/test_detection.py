@@ -595,6 +595,56 @@ def test_a_rebuild_no_better_by_its_findings_is_refused(given, registry, buildah
     assert given.image_of(ns, "web") == f"{ECR}/{repo}:1"  # nothing was rolled out
 
 
+def test_a_rolled_back_rebuild_is_never_rolled_out_again_after_its_patch_is_pruned(
+    given, registry, buildah
+) -> None:
+    """Given an app on base v1 and a rebuild on v2 that crashes, when the patch rolls back
+    and history retention prunes it, then re-detection opens no new patch for the same
+    facts: the workload shows Failed and keeps the digest that ran."""
+    base_repo, app_repo = unique("fbase"), unique("fapp")
+    base_v1 = make_base_image(registry, base_repo, "1", marker="v1")
+    old_app = build_app_on(buildah, base_v1, app_repo)
+    policy = unique("pol")
+    given.policy(policy, baseImages={"checkInterval": "1h"}, rebuild={"strategy": "external"},
+                 approval="Manual", history={"keepCount": 0, "maxAge": "2160h"},
+                 rollout={"progressDeadlineSeconds": 90, "healthyFor": "3s", "maxRestarts": 0})
+    ns = given.namespace()
+    # Pinned by digest, so moving the tag below does not change what detection sees running.
+    running = f"{ECR}/{app_repo}:1@{old_app.digest}"
+    given.deployment(ns, "web", image=running, policy=policy, replicas=1)
+    wait_state(given, ns, "Compliant")
+
+    base_v2 = make_base_image(registry, base_repo, "1", marker="v2")
+    retrigger(given, policy)
+    wait_state(given, ns, "Patching")
+    [patch] = patches_for(given, policy)
+    name = patch["metadata"]["name"]
+    assert patch["spec"]["targets"] == [
+        {"kind": "Deployment", "namespace": ns, "name": "web", "container": "app", "wave": 0}]
+    given.wait_phase(name, "AwaitingApproval")
+    # CI's rebuild on v2 is bad: the simulated pods crash once they run its digest.
+    new_app = build_app_on(buildah, base_v2, app_repo)
+    given.kube.kubectl("patch", "deployment", "web", "-n", ns, "--type", "merge", "-p", json.dumps(
+        {"spec": {"template": {"metadata": {"labels": {
+            "sim.imagepatch.dev/crashloop-digest": new_app.digest.split(":")[1][:16]}}}}}))
+    given.wait_available(ns, "web", 1)
+    given.approve(name)
+    done = given.wait_phase(name, "Succeeded", "RolledBack", "Failed", "Closed", timeout=180)
+    assert done["status"]["phase"] == "RolledBack", done["status"]
+    assert given.image_of(ns, "web") == running
+
+    # Retention prunes the finished patch; re-detection must not propose it again.
+    retrigger(given, policy)
+    wait_for(lambda: not patches_for(given, policy), timeout=60, what="the patch to be pruned")
+    for _ in range(3):
+        retrigger(given, policy)
+        state = wait_state(given, ns, "Failed", timeout=30)
+        assert not patches_for(given, policy), "the failed rebuild was proposed again"
+    assert state["containers"][0]["reason"] == "RebuildFailedBefore"
+    assert new_app.digest in state["message"]
+    assert given.image_of(ns, "web") == running
+
+
 # -- governance: spec.rebuild.allowed (issue #16) -------------------------------------------
 
 

@@ -564,3 +564,14 @@ def test_overlay_is_per_tag():
                        started=False, tag="1.4")
     assert overlay(S.VULNERABLE, REPO, RUNNING, [patch], "1.4") == S.PATCHING
     assert overlay(S.VULNERABLE, REPO, RUNNING, [patch], "latest") == S.VULNERABLE
+
+
+def test_a_patch_asked_to_close_no_longer_makes_its_image_patching():
+    closing = KnownPatch(name="p", key="k", image=REPO, current_digest=RUNNING, phase="Building",
+                         started=False, close_requested=True)
+    assert closing.closing
+    assert overlay(S.COMPLIANT, REPO, RUNNING, [closing]) == S.COMPLIANT
+    started = KnownPatch(name="p", key="k", image=REPO, current_digest=RUNNING,
+                         phase="RollingOut", started=True, close_requested=True)
+    assert not started.closing
+    assert overlay(S.COMPLIANT, REPO, RUNNING, [started]) == S.PATCHING

@@ -299,6 +299,11 @@ class KnownPatch:
     def open(self) -> bool:
         return self.phase not in ("Succeeded", "RolledBack", "Failed", "Closed")
 
+    @property
+    def closing(self) -> bool:
+        """Asked to close before anything started: its planner closes it next."""
+        return self.open and self.close_requested and not self.started
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class PatchPlan:
@@ -370,7 +375,7 @@ def overlay(
         for p in known
         if p.image == repository and p.current_digest == digest and (not p.tag or p.tag == tag)
     ]
-    if any(p.open for p in mine):
+    if any(p.open and not p.closing for p in mine):
         return State.PATCHING
     if state in (State.VULNERABLE, State.BASE_IMAGE_OUTDATED) and any(
         p.phase in ("RolledBack", "Failed") for p in mine

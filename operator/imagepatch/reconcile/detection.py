@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from imagepatch.adapters import metrics
-from imagepatch.adapters.errors import AdapterError
+from imagepatch.adapters.errors import AdapterError, ConflictError
 from imagepatch.adapters.kube import GROUP, VERSION, Kube
 from imagepatch.adapters.registry import (
     INDEX_TYPES,
@@ -444,24 +444,28 @@ class Detector:
                 {CLOSE_ANNOTATION: "no longer needed: the image no longer breaks the policy"},
             )
             log.info("ImagePatch %s no longer needed: asked its planner to close it", stale.name)
+            known = [replace(k, close_requested=True) if k.name == stale.name else k for k in known]
         for existing, intent in plan.retarget:
             body = next(p for p in patches if p["metadata"]["name"] == existing.name)
-            await self.kube.set_imagepatch_targets(
-                existing.name,
-                _targets_field(intent.targets, (body.get("spec") or {}).get("targets") or []),
-                resource_version=body["metadata"]["resourceVersion"],
-            )
+            try:
+                await self.kube.set_imagepatch_targets(
+                    existing.name,
+                    _targets_field(intent.targets, (body.get("spec") or {}).get("targets") or []),
+                    resource_version=body["metadata"]["resourceVersion"],
+                )
+            except ConflictError:
+                # It changed since this pass read it (perhaps it started): next pass decides.
+                log.info("ImagePatch %s changed while retargeting; left for the next pass",
+                         existing.name)
 
         out: list[WorkloadResult] = []
         for dep in workloads:
             self.evaluated[dep["metadata"]["uid"]] = _inputs(dep)
         for dep, assessed in results:
-            remembered = {m.get("key") for m in failed_memory(dep)}
-            requested = _requested_rebuild(dep)
+            assessed = _with_failed_memory(assessed, dep)
             states = [
-                State.FAILED
-                if (i := compliance.intent_for(f, a)) is not None
-                and compliance.with_rebuild_override(i, requested).key in remembered
+                a.state
+                if a.state == State.FAILED
                 else compliance.overlay(
                     a.state, f.repository, f.digest, known, compliance.image_tag(f.image)
                 )
@@ -802,6 +806,33 @@ def _previous_state(meta: Mapping[str, Any]) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def _with_failed_memory(
+    assessed: Sequence[tuple[ContainerFacts, Assessment]], dep: Mapping[str, Any]
+) -> list[tuple[ContainerFacts, Assessment]]:
+    """Containers whose patch already failed here read ``Failed``, saying which rebuild.
+
+    The memory is on the workload (``imagepatch.dev/failed-digests``), so this
+    holds after history retention deleted the failed ImagePatch.
+    """
+    memory = {m.get("key"): m for m in failed_memory(dep) if m.get("key")}
+    out = []
+    for facts, assessment in assessed:
+        intent = compliance.intent_for(facts, assessment)
+        if intent is not None:
+            intent = compliance.with_rebuild_override(intent, _requested_rebuild(dep))
+        failed = memory.get(intent.key) if intent is not None else None
+        if failed:
+            assessment = Assessment(
+                state=State.FAILED,
+                reason="RebuildFailedBefore",
+                message=f"the rebuild {failed['digest']} failed here (ImagePatch "
+                f"{failed.get('patch', '?')}, {failed.get('at', '')}); waiting for a newer "
+                "base or image",
+            )
+        out.append((facts, assessment))
+    return out
 
 
 _HOLDING = {str(p) for p in (TargetPhase.PATCHING, TargetPhase.GATING, TargetPhase.ROLLING_BACK)}
