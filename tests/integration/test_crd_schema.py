@@ -318,6 +318,13 @@ GOOD_POLICIES = [
     ),
     pytest.param(minimal(rebuild={"strategy": "rebase", "timeout": "20m"}), id="rebase-strategy"),
     pytest.param(
+        minimal(rebuild={"strategy": "codebuild", "codebuild": {"project": "payments"},
+                         "allowed": {"strategies": ["codebuild", "job"],
+                                     "codebuildProjects": ["payments", "team-a-*"],
+                                     "jobTemplates": ["buildah-rebuild"]}}),
+        id="rebuild-allowed",
+    ),
+    pytest.param(
         minimal(
             namespaceSelector={
                 "matchLabels": {"imagepatch.dev/enabled": "true"},

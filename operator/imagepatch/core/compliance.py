@@ -23,7 +23,7 @@ import enum
 import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from imagepatch.core.baseline import BaselineVerdict
@@ -46,6 +46,10 @@ class State(enum.StrEnum):
 # Workload states that are not compliance states: reported, never counted.
 NOT_ADMITTED = "NotAdmitted"  # its namespace is outside the policy's namespaceSelector
 POLICY_NOT_FOUND = "PolicyNotFound"  # it names a policy that does not exist
+# It needs a patch but its imagepatch.dev/rebuild asks for a rebuild outside the
+# policy's spec.rebuild.allowed: no build is started for it (counted by its
+# compliance state, which it still has).
+REBUILD_NOT_ALLOWED = "RebuildNotAllowed"
 
 # Worst first: a workload shows its worst container's state.
 _SEVERITY = [
@@ -202,6 +206,19 @@ def patch_name(repository: str, key: str) -> str:
     """A DNS-1123 name: the image's last path part and a hash of the key."""
     tail = _NAME_SAFE.sub("-", repository.rsplit("/", 1)[-1].lower()).strip("-")[:40] or "image"
     return f"{tail}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
+def with_rebuild_override(intent: PatchIntent, requested: str) -> PatchIntent:
+    """The intent for workloads whose imagepatch.dev/rebuild asks for ``requested``.
+
+    An override is part of the patch's identity: a rebuild a team asked for goes
+    only to the workloads that asked for the same one, and the others running
+    the same image get their own patch (the policy's default has no suffix).
+    """
+    if not requested:
+        return intent
+    key = f"{intent.key}|rebuild={requested}"
+    return replace(intent, key=key, name=patch_name(intent.image, key))
 
 
 def intent_for(facts: ContainerFacts, assessment: Assessment) -> PatchIntent | None:

@@ -103,6 +103,7 @@ _WARNING_STATES = {
     str(State.UNKNOWN),
     NOT_ADMITTED,
     POLICY_NOT_FOUND,
+    compliance.REBUILD_NOT_ALLOWED,
 }
 
 
@@ -439,14 +440,22 @@ class Detector:
 
         intents: dict[str, compliance.PatchIntent] = {}
         failed_keys: set[str] = set()
+        # Workloads whose imagepatch.dev/rebuild is outside spec.rebuild.allowed: uid -> why.
+        refused: dict[str, str] = {}
         for dep, assessed in results:
             meta = dep["metadata"]
             labels = await self._namespace_labels(meta["namespace"], memo)
             remembered = {m.get("key") for m in failed_memory(dep)}
+            requested = _requested_rebuild(dep)
+            refusal = spec.rebuild.refusal(requested) if requested else None
+            if refusal:
+                refused[meta["uid"]] = refusal
+                continue  # no build on its behalf; reported below
             for facts, assessment in assessed:
                 intent = compliance.intent_for(facts, assessment)
                 if intent is None:
                     continue
+                intent = compliance.with_rebuild_override(intent, requested)
                 if intent.key in remembered:
                     failed_keys.add(intent.key)
                 target = Target(
@@ -550,8 +559,13 @@ class Detector:
             message = "; ".join(
                 f"{c['name']}: {c['message']}" for c in containers if c["state"] == str(state)
             ) or str(state)
+            reported = str(state)
+            refusal = refused.get(dep["metadata"]["uid"])
+            if refusal and state in (State.VULNERABLE, State.BASE_IMAGE_OUTDATED):
+                reported = compliance.REBUILD_NOT_ALLOWED
+                message = f"{state}, but no rebuild is started: {refusal}"
             try:
-                await self._report(dep, str(state), message, containers, policy)
+                await self._report(dep, reported, message, containers, policy)
             except AdapterError as exc:  # one workload's write must not stop the others
                 log.warning(
                     "could not record state of %s/%s: %s: %s",
@@ -909,6 +923,11 @@ def _inputs(dep: Mapping[str, Any]) -> str:
     )
 
 
+def _requested_rebuild(dep: Mapping[str, Any]) -> str:
+    """The workload's imagepatch.dev/rebuild annotation ("" when it has none)."""
+    return ((dep["metadata"].get("annotations") or {}).get(REBUILD_ANNOTATION) or "").strip()
+
+
 def _base_to_follow(base_name: str, override: str) -> ImageRef | None:
     """The base tag to watch: the annotation's if given, else the recorded name if it has a tag.
 
@@ -952,6 +971,8 @@ def _with_failed_memory(
     out = []
     for facts, assessment in assessed:
         intent = compliance.intent_for(facts, assessment)
+        if intent is not None:
+            intent = compliance.with_rebuild_override(intent, _requested_rebuild(dep))
         failed = memory.get(intent.key) if intent is not None else None
         if failed:
             assessment = Assessment(
