@@ -103,14 +103,17 @@ def test_a_hostile_image_and_bad_annotations_do_not_stop_the_pass(given, registr
     app_on(registry, refused_repo, base_v1)
     stem = unique("pol")
     first, second = f"{stem}-a", f"{stem}-b"  # evaluated in this order
-    given.policy(first, baseImages={"checkInterval": "1h"})
+    # Any CodeBuild project is allowed, so the over-long one below reaches the API server.
+    given.policy(first, baseImages={"checkInterval": "1h"},
+                 rebuild={"strategy": "external", "allowed": {
+                     "strategies": ["external", "codebuild"], "codebuildProjects": ["*"]}})
     given.policy(second, baseImages={"checkInterval": "1h"})
     ns = given.namespace()
     given.deployment(ns, "healthy", image=f"{registry.host}/{outdated_repo}:1", policy=first, replicas=1)
     given.deployment(ns, "hostile", image=f"{HOSTILE}/gzip-bomb/x:1", policy=first, replicas=1)
     given.deployment(ns, "refused", image=f"{registry.host}/{refused_repo}:1", policy=first, replicas=1)
     given.deployment(ns, "long", image=f"{registry.host}/{outdated_repo}:1", policy=first, replicas=1)
-    given.kube.kubectl("annotate", "deployment", "-n", ns, "refused", "imagepatch.dev/rebuild=magic:x")
+    given.kube.kubectl("annotate", "deployment", "-n", ns, "refused", "imagepatch.dev/rebuild=codebuild:" + "p" * 600)  # the CRD allows 512
     given.kube.kubectl("annotate", "deployment", "-n", ns, "long",
                        f"imagepatch.dev/base-image={registry.host}/{'x' * 2000}:1")
     # The second policy's healthy workload is built on the base as it will be.
