@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 CHECKOV := .venv-checkov/bin/checkov --skip-download --compact --quiet
 HELM = $(shell bash tests/cluster/build-helm.sh --print)
 
-.PHONY: setup test demo unit lint checkov checkov-only bench cluster-up cluster-down clean
+.PHONY: setup test demo unit lint checkov checkov-only pin-image bench cluster-up cluster-down clean
 
 ## setup: install Debian packages, the virtualenv and build the test control plane
 setup:
@@ -50,6 +50,14 @@ checkov-only:
 	$(CHECKOV) --framework kubernetes -d deploy
 	$(CHECKOV) --framework kubernetes -d .local/checkov
 	$(CHECKOV) --framework dockerfile -f Dockerfile
+
+## pin-image: pin the released operator image by digest in deploy/ and the chart
+## (DIGEST=sha256:<64 hex>, the digest the release pushed); drops deploy/'s checkov skip of CKV_K8S_43
+pin-image:
+	@[[ "$(DIGEST)" =~ ^sha256:[0-9a-f]{64}$$ ]] || { echo "usage: make pin-image DIGEST=sha256:<64 hex>" >&2; exit 2; }
+	sed -i -E 's#^( +image: ghcr\.io/imagepatch/imagepatch:[^@" ]+)(@sha256:[0-9a-f]{64})?$$#\1@$(DIGEST)#' deploy/deployment.yaml
+	sed -i '/checkov.io\/skip4: "CKV_K8S_43=/d' deploy/deployment.yaml
+	sed -i -E 's#^  digest: ".*"#  digest: "$(DIGEST)"#' charts/imagepatch/values.yaml
 
 ## cluster-up: start the local control plane; prints the `export KUBECONFIG=...` line
 cluster-up: setup

@@ -572,3 +572,23 @@ def test_eventbridge_sqs_template() -> None:
     push = next(b for b in rule["EventPattern"]["$or"] if "ECR Image Action" in b["detail-type"])
     assert push["detail"]["action-type"] == ["PUSH"]
     assert {"QueueUrl", "QueueArn"} <= set(tpl["Outputs"])
+
+
+def test_make_pin_image_pins_deploy_and_the_chart_by_digest(tmp_path: Path) -> None:
+    """The release step: `make pin-image DIGEST=...` pins both installs and drops the checkov skip."""
+    for rel in ("Makefile", "deploy/deployment.yaml", "charts/imagepatch/values.yaml"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text((REPO / rel).read_text())
+    bad = subprocess.run(["make", "-s", "pin-image", "DIGEST=latest"], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "usage" in bad.stderr
+    digest = "sha256:" + "ab" * 32
+    for _ in range(2):  # idempotent: pinning again replaces the digest, never appends one
+        subprocess.run(["make", "-s", "pin-image", f"DIGEST={digest}"], cwd=tmp_path, check=True,
+                       capture_output=True)
+    shipped = one(load_yaml_docs(tmp_path / "deploy" / "deployment.yaml"), "Deployment")
+    image = shipped["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == f"ghcr.io/imagepatch/imagepatch:0.1.0@{digest}"
+    skips = " ".join((shipped["metadata"].get("annotations") or {}).values())
+    assert "CKV_K8S_43" not in skips and "CKV_K8S_11" in skips
+    assert yaml.safe_load((tmp_path / "charts/imagepatch/values.yaml").read_text())["image"]["digest"] == digest
