@@ -12,6 +12,10 @@
 # digest and change BASE_DIGEST (both stages use it):
 #   docker buildx imagetools inspect docker.io/library/python:3.11-slim-bookworm
 #   skopeo inspect --format '{{.Digest}}' docker://docker.io/library/python:3.11-slim-bookworm
+#
+# checkov (`make lint`) findings accepted here, each with its reason:
+# checkov:skip=CKV_DOCKER_7: FROM is ${BASE_NAME}@${BASE_DIGEST}, a digest-pinned 3.11-slim-bookworm; checkov does not expand build args
+# checkov:skip=CKV_DOCKER_2: no HEALTHCHECK, Kubernetes ignores it; the liveness and readiness probes call kopf's /healthz, on a port set per install
 ARG BASE_NAME=docker.io/library/python:3.11-slim-bookworm
 ARG BASE_DIGEST=sha256:a36c24f9cbdf4fd0f52d67f0823eeac19c2028c637cecc392d97f980d4fec56b
 

@@ -4,8 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CLUSTER_DIR ?= .local/cluster
 PYTEST_ARGS ?=
+# The policy scanner lives in its own virtualenv (.ci/setup): its pins must not
+# move the operator's dependencies. --skip-download: no calls to its vendor.
+CHECKOV := .venv-checkov/bin/checkov --skip-download --compact --quiet
+HELM = $(shell bash tests/cluster/build-helm.sh --print)
 
-.PHONY: setup test demo unit lint bench cluster-up cluster-down clean
+.PHONY: setup test demo unit lint checkov checkov-only pin-image bench cluster-up cluster-down clean
 
 ## setup: install Debian packages, the virtualenv and build the test control plane
 setup:
@@ -27,10 +31,33 @@ unit: setup
 bench: setup
 	$(PY) -m pytest tests/bench -s -q $(PYTEST_ARGS)
 
-## lint: ruff, and import-linter (core/ and model/ stay free of I/O)
+## lint: ruff, import-linter (core/ and model/ stay free of I/O) and checkov
 lint: setup
 	$(VENV)/bin/ruff check operator tests
 	$(VENV)/bin/lint-imports
+	@$(MAKE) --no-print-directory checkov-only
+
+## checkov: the policy scanner over deploy/, the rendered chart (default values,
+## and every feature on) and the Dockerfile; any unskipped failure fails. A
+## finding that is not fixed is skipped in place, with its reason.
+checkov: setup checkov-only
+
+checkov-only:
+	@rm -rf .local/checkov && mkdir -p .local/checkov
+	$(HELM) template imagepatch charts/imagepatch -n imagepatch-system > .local/checkov/chart-default.yaml
+	$(HELM) template imagepatch charts/imagepatch -n imagepatch-system \
+	  -f charts/imagepatch/ci/all-features-values.yaml > .local/checkov/chart-all-features.yaml
+	$(CHECKOV) --framework kubernetes -d deploy
+	$(CHECKOV) --framework kubernetes -d .local/checkov
+	$(CHECKOV) --framework dockerfile -f Dockerfile
+
+## pin-image: pin the released operator image by digest in deploy/ and the chart
+## (DIGEST=sha256:<64 hex>, the digest the release pushed); drops deploy/'s checkov skip of CKV_K8S_43
+pin-image:
+	@[[ "$(DIGEST)" =~ ^sha256:[0-9a-f]{64}$$ ]] || { echo "usage: make pin-image DIGEST=sha256:<64 hex>" >&2; exit 2; }
+	sed -i -E 's#^( +image: ghcr\.io/imagepatch/imagepatch:[^@" ]+)(@sha256:[0-9a-f]{64})?$$#\1@$(DIGEST)#' deploy/deployment.yaml
+	sed -i '/checkov.io\/skip4: "CKV_K8S_43=/d' deploy/deployment.yaml
+	sed -i -E 's#^  digest: ".*"#  digest: "$(DIGEST)"#' charts/imagepatch/values.yaml
 
 ## cluster-up: start the local control plane; prints the `export KUBECONFIG=...` line
 cluster-up: setup

@@ -32,6 +32,9 @@ class Kube:
     kubeconfig: Path
     kubectl_bin: str
     kwok: bool
+    # The local API server's audit log of the operator's requests; None on an
+    # external cluster.
+    audit_log: Path | None = None
 
     @property
     def api_client(self):  # -> kubernetes.client.ApiClient
@@ -65,7 +68,8 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
     cluster = LocalCluster(state_dir=tmp_path_factory.mktemp("cluster"), bin_dir=build_binaries())
     cluster.start()
     try:
-        yield Kube(kubeconfig=cluster.kubeconfig, kubectl_bin=str(cluster.bin_dir / "kubectl"), kwok=True)
+        yield Kube(kubeconfig=cluster.kubeconfig, kubectl_bin=str(cluster.bin_dir / "kubectl"), kwok=True,
+                   audit_log=cluster.audit_log)
     finally:
         cluster.stop()
 

@@ -9,6 +9,9 @@ does, but with RBAC and the default admission plugins kept on:
   certificate (``O=system:masters``);
 * a ServiceAccount signing key, so TokenRequest works and the operator under
   test can run with a real ServiceAccount token;
+* an audit log (``audit.log`` in the state dir, policy ``audit-policy.yaml``)
+  of the operator ServiceAccount's requests only, at Metadata level, so a test
+  can compare what the operator calls with the RBAC it ships;
 * kwok manages every Node and drives pod status through stages: kwok's own
   default set plus ours under ``tests/cluster/stages/`` (``never-ready``,
   ``crashloop``, ``job-fail``), selected by the pod label
@@ -197,6 +200,11 @@ class LocalCluster:
     @property
     def server(self) -> str:
         return f"https://127.0.0.1:{self.apiserver_port}"
+
+    @property
+    def audit_log(self) -> Path:
+        """The operator ServiceAccount's requests, one JSON audit event per line."""
+        return self.state_dir / "logs" / "audit.log"
 
     @property
     def pki(self) -> Path:
@@ -394,6 +402,11 @@ class LocalCluster:
             # ownerReferences are checked against its RBAC, as on hardened clusters.
             "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
             "--allow-privileged=true",
+            f"--audit-policy-file={HERE / 'audit-policy.yaml'}",
+            f"--audit-log-path={self.audit_log}",
+            # Written before the response is sent: a test reads it right after.
+            "--audit-log-mode=blocking",
+            "--audit-log-format=json",
             "--v=1",
         ]
 

@@ -207,7 +207,7 @@ def test_default_render_is_one_restricted_recreate_replica(helm: Helm) -> None:
     docs = helm.template()
     assert sorted(d["kind"] for d in docs) == sorted(
         ["ServiceAccount", "ClusterRole", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
-         "Role", "RoleBinding", "Namespace", "Deployment"]
+         "Role", "RoleBinding", "Namespace", "Deployment", "NetworkPolicy"]
     ), "metrics are off by default: no Service, no ServiceMonitor"
     deploy = one(docs, "Deployment")
     assert deploy["spec"]["replicas"] == 1
@@ -235,6 +235,10 @@ def test_default_render_is_one_restricted_recreate_replica(helm: Helm) -> None:
     assert "--metrics-port" not in args
     for probe in ("livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    # kubectl apply -k deploy/ runs the same probes as the chart's defaults.
+    shipped_container = shipped["spec"]["template"]["spec"]["containers"][0]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert shipped_container[probe] == container[probe], probe
     assert {"name": "health", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
 
 
@@ -274,6 +278,42 @@ def test_eks_values_render_irsa_region_queue_namespaces_and_metrics(
     assert service["spec"]["selector"].items() <= pod_labels.items()
 
 
+def ingress_ports(policy: dict[str, Any]) -> list[tuple[int, tuple]]:
+    """(port, its allowed peers) of a NetworkPolicy's ingress rules; () peers: anyone."""
+    return sorted((p["port"], tuple(json.dumps(f, sort_keys=True) for f in rule.get("from") or ()))
+                  for rule in policy["spec"]["ingress"] for p in rule["ports"])
+
+
+def test_network_policy_admits_only_the_health_and_metrics_ports(helm: Helm, tmp_path: Path) -> None:
+    """Ingress to the operator pod only on its probe port, plus metrics when they are served."""
+    default = helm.template()
+    policy = one(default, "NetworkPolicy")
+    pod_labels = one(default, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]  # egress: API server, registries, AWS
+    assert ingress_ports(policy) == [(8080, ())]
+
+    scraper = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump({"health": {"port": 8081},
+                                    "metrics": {"enabled": True, "port": 9100},
+                                    "networkPolicy": {"metricsFrom": [scraper]}}))
+    assert ingress_ports(one(helm.template(values=path), "NetworkPolicy")) == [
+        (8081, ()), (9100, (json.dumps(scraper, sort_keys=True),))]
+
+    path.write_text(yaml.safe_dump({"networkPolicy": {"enabled": False}}))
+    assert not [d for d in helm.template(values=path) if d["kind"] == "NetworkPolicy"]
+
+    # deploy/: the same policy for its pod, with the metrics port the operator's
+    # --metrics-port would use (9090, the chart's default).
+    shipped = load_yaml_docs(DEPLOY / "networkpolicy.yaml")
+    deployment = one(load_yaml_docs(DEPLOY / "deployment.yaml"), "Deployment")
+    assert one(shipped, "NetworkPolicy")["spec"]["podSelector"]["matchLabels"].items() <= (
+        deployment["spec"]["template"]["metadata"]["labels"].items())
+    assert ingress_ports(one(shipped, "NetworkPolicy")) == [(8080, ()), (9090, ())]
+    assert "networkpolicy.yaml" in yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())["resources"]
+
+
 @pytest.mark.parametrize(
     ("values", "error"),
     [
@@ -286,6 +326,8 @@ def test_eks_values_render_irsa_region_queue_namespaces_and_metrics(
         ({"metrics": {"enabled": "yes"}}, "/metrics/enabled"),
         ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
         ({"image": {"digest": "latest"}}, "/image/digest"),
+        ({"networkPolicy": {"enabled": "no"}}, "/networkPolicy/enabled"),
+        ({"networkPolicy": {"ingress": []}}, "ingress"),  # unknown key under networkPolicy
         ({"detectTick": 0}, "/detectTick"),
         ({"builds": {"namespace": "Not_A_Namespace"}}, "/builds/namespace"),
         ({"builds": {"podSecurityLevel": "lax"}}, "/builds/podSecurityLevel"),
@@ -530,3 +572,23 @@ def test_eventbridge_sqs_template() -> None:
     push = next(b for b in rule["EventPattern"]["$or"] if "ECR Image Action" in b["detail-type"])
     assert push["detail"]["action-type"] == ["PUSH"]
     assert {"QueueUrl", "QueueArn"} <= set(tpl["Outputs"])
+
+
+def test_make_pin_image_pins_deploy_and_the_chart_by_digest(tmp_path: Path) -> None:
+    """The release step: `make pin-image DIGEST=...` pins both installs and drops the checkov skip."""
+    for rel in ("Makefile", "deploy/deployment.yaml", "charts/imagepatch/values.yaml"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text((REPO / rel).read_text())
+    bad = subprocess.run(["make", "-s", "pin-image", "DIGEST=latest"], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "usage" in bad.stderr
+    digest = "sha256:" + "ab" * 32
+    for _ in range(2):  # idempotent: pinning again replaces the digest, never appends one
+        subprocess.run(["make", "-s", "pin-image", f"DIGEST={digest}"], cwd=tmp_path, check=True,
+                       capture_output=True)
+    shipped = one(load_yaml_docs(tmp_path / "deploy" / "deployment.yaml"), "Deployment")
+    image = shipped["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == f"ghcr.io/imagepatch/imagepatch:0.1.0@{digest}"
+    skips = " ".join((shipped["metadata"].get("annotations") or {}).values())
+    assert "CKV_K8S_43" not in skips and "CKV_K8S_11" in skips
+    assert yaml.safe_load((tmp_path / "charts/imagepatch/values.yaml").read_text())["image"]["digest"] == digest
