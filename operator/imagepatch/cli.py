@@ -6,8 +6,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
+import socket
 import sys
 
 from imagepatch import __version__, cli_report
@@ -24,8 +26,6 @@ def _run(args: argparse.Namespace) -> int:
     )
     # httpx logs whole URLs at INFO; ECR blob redirects carry S3 signatures.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    # standalone: one replica with `strategy: Recreate` (see deploy/); kopf's
-    # peering pauses peers by priority, it is not leader election.
     if args.securityhub and not args.cluster_name:
         raise SystemExit("--securityhub needs --cluster-name (it goes into every finding's id)")
     endpoints = {}
@@ -44,9 +44,55 @@ def _run(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         securityhub=args.securityhub,
         cluster_name=args.cluster_name,
+        liveness_stale_after=args.liveness_stale_seconds,
     ))
     scope = {"namespaces": args.namespace} if args.namespace else {"clusterwide": True}
-    kopf.run(standalone=True, liveness_endpoint=args.liveness_endpoint, memo=memo, **scope)
+    # standalone: kopf's peering pauses peers by priority, it is not leader
+    # election; the Lease below decides which replica acts.
+    run = dict(standalone=True, liveness_endpoint=args.liveness_endpoint, memo=memo, **scope)
+    if not args.leader_elect:
+        kopf.run(**run)
+        return 0
+    return asyncio.run(_lead_then_run(args, run))
+
+
+async def _lead_then_run(args: argparse.Namespace, run: dict) -> int:
+    """Hold the Lease, then run kopf; exit non-zero the moment the Lease is lost."""
+    import kopf
+
+    from imagepatch.adapters.kube import Kube
+    from imagepatch.adapters.leader import LeaderElector, LeadershipLost, serve_standby_probe
+
+    log = logging.getLogger("imagepatch.leader")
+    identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}_{os.getpid()}"
+    elector = LeaderElector(
+        Kube(), namespace=args.operator_namespace, name=args.lease_name, identity=identity,
+        lease_duration=args.lease_duration,
+        renew_deadline=args.lease_duration * 2 / 3, renew_period=args.lease_duration / 3,
+    )
+    standby = await serve_standby_probe(args.liveness_endpoint)
+    try:
+        await elector.acquire()
+    finally:
+        await standby.cleanup()
+    stop = asyncio.Event()
+    operator = asyncio.create_task(kopf.operator(**run, stop_flag=stop), name="kopf")
+    holding = asyncio.create_task(elector.hold(), name="lease")
+    await asyncio.wait({operator, holding}, return_when=asyncio.FIRST_COMPLETED)
+    if holding.done():
+        try:
+            holding.result()
+        except LeadershipLost as exc:
+            # Another replica may act from now on: stop at once, as controller-runtime
+            # does, rather than finishing in-flight work in parallel with it.
+            log.error("leader election lost: %s; exiting", exc)
+        else:  # pragma: no cover - hold() only ever returns by raising
+            log.error("leader election stopped; exiting")
+        logging.shutdown()
+        os._exit(1)
+    holding.cancel()
+    await elector.release()
+    operator.result()
     return 0
 
 
@@ -88,6 +134,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cluster-name", default=os.environ.get("IMAGEPATCH_CLUSTER_NAME", ""),
                      help="this cluster's name in Security Hub finding ids (required with "
                           "--securityhub)")
+    run.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True,
+                     help="hold a coordination.k8s.io Lease before acting, so only one replica "
+                          "acts and others stand by (default: on)")
+    run.add_argument("--lease-name", default="imagepatch-leader",
+                     help="the Lease's name, in --operator-namespace (default: %(default)s)")
+    run.add_argument("--lease-duration", type=float, default=15.0,
+                     help="seconds a standby waits for an unrenewed Lease before taking over; "
+                          "the leader renews every third of it and gives up after two thirds "
+                          "(default: %(default)s)")
+    run.add_argument("--liveness-stale-seconds", type=float, default=300.0,
+                     help="the liveness probe fails after this long without a watch event or "
+                          "an API server answer (default: %(default)s)")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.set_defaults(func=_run)
     cli_report.add_parser(sub)

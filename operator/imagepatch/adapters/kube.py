@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -87,15 +88,23 @@ class Kube:
         self.core = client.CoreV1Api(self.api)
         self.apps = client.AppsV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
+        self.coordination = client.CoordinationV1Api(self.api)
+        # When a request last got an answer from the API server (monotonic):
+        # the liveness probe reads it (handlers.liveness).
+        self.last_answer: float | None = None
 
     async def _call(self, what: str, fn, *args: Any, missing_ok: bool = False, **kwargs: Any):
         try:
-            return _json(await asyncio.to_thread(fn, *args, _preload_content=False, **kwargs))
+            data = _json(await asyncio.to_thread(fn, *args, _preload_content=False, **kwargs))
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
             error = classify(exc, what)
+            if isinstance(exc, ApiException) and (exc.status or 0) < 500:
+                self.last_answer = time.monotonic()  # an answer, if not the one we wanted
             if missing_ok and isinstance(error, NotFoundError):
                 return None
             raise error from None
+        self.last_answer = time.monotonic()
+        return data
 
     # -- imagepatch resources -------------------------------------------------------
 
@@ -256,6 +265,26 @@ class Kube:
             body,
             _content_type="application/strategic-merge-patch+json",
         )
+
+    # -- leader election (coordination.k8s.io Leases) -------------------------------
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._call(f"get Lease {namespace}/{name}",
+                                self.coordination.read_namespaced_lease, name, namespace,
+                                missing_ok=True, _request_timeout=5)
+
+    async def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create it; ConflictError if another replica created it first."""
+        return await self._call(f"create Lease {namespace}/{body['metadata']['name']}",
+                                self.coordination.create_namespaced_lease, namespace, dict(body),
+                                _request_timeout=5)
+
+    async def replace_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace it; ``metadata.resourceVersion`` is the precondition (ConflictError)."""
+        name = body["metadata"]["name"]
+        return await self._call(f"update Lease {namespace}/{name}",
+                                self.coordination.replace_namespaced_lease, name, namespace,
+                                dict(body), _request_timeout=5)
 
     # -- events ---------------------------------------------------------------------
 
