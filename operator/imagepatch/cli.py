@@ -45,6 +45,7 @@ def _run(args: argparse.Namespace) -> int:
         securityhub=args.securityhub,
         cluster_name=args.cluster_name,
         liveness_stale_after=args.liveness_stale_seconds,
+        namespaces=tuple(args.namespace),
     ))
     scope = {"namespaces": args.namespace} if args.namespace else {"clusterwide": True}
     # standalone: kopf's peering pauses peers by priority, it is not leader

@@ -46,6 +46,8 @@ class Options:
     metrics_port: int | None = None
     securityhub: bool = False
     cluster_name: str = ""
+    # --namespace: the namespaces (or kopf glob patterns) to watch; empty: all.
+    namespaces: tuple[str, ...] = ()
     # The liveness probe fails after this long without a watch event or an API answer.
     liveness_stale_after: float = 300.0
 
@@ -70,8 +72,9 @@ class Heartbeat:
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    memo.kube = Kube()
     options: Options = memo.get("options") or Options()
+    # --namespace scopes every list the operator makes, as it scopes kopf's watches.
+    memo.kube = Kube(namespaces=options.namespaces)
     secrets = PolicySecrets(options.operator_namespace)
     memo.registry = RegistryClient(
         credentials=secrets,

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import fnmatch
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import urllib3
@@ -83,8 +84,12 @@ def _json(resp: Any) -> dict[str, Any]:
 class Kube:
     """The operations imagepatch performs on the API server."""
 
-    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+    def __init__(
+        self, api_client: client.ApiClient | None = None, *, namespaces: Sequence[str] = ()
+    ) -> None:
+        """``namespaces``: the ``--namespace`` scope (names or kopf's glob patterns); empty: all."""
         self.api = api_client or load_api_client()
+        self.namespaces = tuple(namespaces)
         self.core = client.CoreV1Api(self.api)
         self.apps = client.AppsV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
@@ -228,16 +233,40 @@ class Kube:
                          _content_type="application/merge-patch+json", missing_ok=True)
 
     async def list_opted_in_deployments(self, policy: str) -> list[dict[str, Any]]:
-        """Deployments in any namespace whose annotation names ``policy``.
+        """Deployments in the watched namespaces whose annotation names ``policy``.
 
         Annotations cannot be selected server-side, so this lists and filters.
+        With ``--namespace`` it lists only those namespaces (a glob pattern
+        lists all and keeps the matching ones, as kopf's watch does).
         """
-        data = await self._call("list Deployments", self.apps.list_deployment_for_all_namespaces)
+        everywhere = self.apps.list_deployment_for_all_namespaces
+        if not self.namespaces:
+            data = await self._call("list Deployments", everywhere)
+            items = list(data.get("items", []))
+        elif any(ch in ns for ns in self.namespaces for ch in "*?[!"):
+            data = await self._call("list Deployments", everywhere)
+            items = [d for d in data.get("items", []) if self.watches(d["metadata"]["namespace"])]
+        else:
+            items = []
+            for ns in self.namespaces:
+                data = await self._call(f"list Deployments in {ns}",
+                                        self.apps.list_namespaced_deployment, ns)
+                items.extend(data.get("items", []))
         return [
             d
-            for d in data.get("items", [])
+            for d in items
             if (d["metadata"].get("annotations") or {}).get(POLICY_ANNOTATION) == policy
         ]
+
+    def watches(self, namespace: str) -> bool:
+        """Is ``namespace`` in the ``--namespace`` scope? (kopf's globs; ``!`` excludes)."""
+        if not self.namespaces:
+            return True
+        included = [p for p in self.namespaces if not p.startswith("!")]
+        excluded = [p[1:] for p in self.namespaces if p.startswith("!")]
+        if any(fnmatch.fnmatchcase(namespace, p) for p in excluded):
+            return False
+        return not included or any(fnmatch.fnmatchcase(namespace, p) for p in included)
 
     async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._call(f"get Secret {namespace}/{name}", self.core.read_namespaced_secret,
