@@ -20,6 +20,7 @@ from imagepatch.adapters.builders.codebuild import CodeBuildBuilder
 from imagepatch.adapters.builders.external import ExternalBuilder
 from imagepatch.adapters.builders.job import JobBuilder
 from imagepatch.adapters.builders.rebase import RebaseBuilder
+from imagepatch.adapters.errors import AdapterError
 from imagepatch.adapters.events import SqsEventSource
 from imagepatch.adapters.findings import FindingsReader
 from imagepatch.adapters.kube import Kube
@@ -54,6 +55,8 @@ class Options:
 GROUP = "imagepatch.dev"
 POLICIES = (GROUP, "v1alpha1", "imagepatchpolicies")
 IMAGEPATCHES = (GROUP, "v1alpha1", "imagepatches")
+FINALIZER = f"{GROUP}/finalizer"
+log = logging.getLogger("imagepatch.handlers")
 # Level-based resync: every object is reconciled at least this often even if a
 # watch event was lost (a dead watch stream leaves kopf silent: nolar/kopf#787).
 RESYNC_SECONDS = 300.0
@@ -121,7 +124,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.finalizer = FINALIZER
     # Only warnings become Kubernetes Events; "handler succeeded" is noise.
     settings.posting.level = logging.WARNING
     # Re-establish watches periodically, so a silently dead stream heals.
@@ -182,6 +185,19 @@ async def policy_event(memo: kopf.Memo, **_: Any) -> None:
 # by this watch event when a person changes the spec or the annotations. Its
 # own status writes arrive here too, and change nothing.
 @kopf.on.event(*IMAGEPATCHES, id="wake")
-async def imagepatch_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+async def imagepatch_event(
+    event: kopf.RawEvent, memo: kopf.Memo, logger: Any = log, **_: Any
+) -> None:
     memo.heartbeat.saw_event()
-    memo.loops.observe(event.get("type"), event.get("object") or {})
+    body = event.get("object") or {}
+    memo.loops.observe(event.get("type"), body)
+    # Until v0.1 a kopf timer drove ImagePatches, and kopf gave each one its
+    # finalizer. Nothing removes it now (kopf does so only for resources with
+    # changing or spawning handlers), so a pruned patch would never go away.
+    meta = body.get("metadata") or {}
+    finalizers = meta.get("finalizers") or []
+    if FINALIZER in finalizers and event.get("type") != "DELETED":
+        try:
+            await memo.kube.remove_imagepatch_finalizer(meta["name"], finalizers, FINALIZER)
+        except AdapterError as exc:  # the next event tries again
+            logger.warning("could not remove the v0.1 finalizer of %s: %s", meta["name"], exc)

@@ -95,3 +95,26 @@ def test_lease_writes_carry_a_resource_version_precondition(kube) -> None:
         asyncio.run(scenario())
     finally:
         kube.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def test_the_v0_1_finalizer_is_removed_and_others_are_kept(kube, crds) -> None:
+    name = f"fin-{uuid.uuid4().hex[:6]}"
+    finalizers = ["imagepatch.dev/finalizer", "example.com/keep"]
+    kube.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "imagepatch.dev/v1alpha1", "kind": "ImagePatch",
+        "metadata": {"name": name, "finalizers": finalizers},
+        "spec": {"image": "registry.local/app", "policy": "pol", "reason": "Manual"}}))
+    adapter = Kube(kube.api_client)
+    try:
+        asyncio.run(adapter.remove_imagepatch_finalizer(name, finalizers,
+                                                        "imagepatch.dev/finalizer"))
+        left = json.loads(kube.kubectl("get", "imagepatch", name, "-o", "json"))
+        assert left["metadata"]["finalizers"] == ["example.com/keep"]
+        # A list that changed since it was read is not touched (the JSON patch tests it).
+        with pytest.raises(ConflictError):
+            asyncio.run(adapter.remove_imagepatch_finalizer(name, finalizers,
+                                                            "imagepatch.dev/finalizer"))
+    finally:
+        kube.kubectl("patch", "imagepatch", name, "--type", "merge",
+                     "-p", '{"metadata":{"finalizers":null}}', check=False)
+        kube.kubectl("delete", "imagepatch", name, "--wait=false", check=False)

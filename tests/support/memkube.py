@@ -112,6 +112,17 @@ class MemoryKube:
         del self.patches[name]
         return True
 
+    async def remove_imagepatch_finalizer(self, name: str, finalizers, finalizer: str) -> None:
+        self._enter("remove_imagepatch_finalizer")
+        body = self.patches.get(name)
+        if body is None:
+            return
+        current = body["metadata"].get("finalizers") or []
+        if current != list(finalizers):
+            raise ConflictError("finalizers changed", reason="Conflict")
+        body["metadata"]["finalizers"] = [f for f in current if f != finalizer]
+        self._stamp(body)
+
     async def write_policy_status(self, name: str, status: Mapping[str, Any]) -> None:
         self._enter("write_policy_status")
         self.policies[name].setdefault("status", {}).update(copy.deepcopy(dict(status)))

@@ -16,7 +16,7 @@ import pytest
 from imagepatch import handlers
 from imagepatch.reconcile.detection import Detector
 from imagepatch.reconcile.loops import PatchLoops
-from tests.support.memkube import MemoryKube
+from tests.support.memkube import MemoryKube, unavailable
 
 
 def deployment(i: int, policy: str = "pol") -> dict:
@@ -136,3 +136,25 @@ def test_policy_handler_records_conditions_in_the_patch() -> None:
     handlers.policy(body=body, patch=patch)
     assert patch["status"]["conditions"][0]["type"] == "Ready"
     assert patch["status"]["observedGeneration"] == 2
+
+
+def test_the_v0_1_finalizer_is_removed_so_pruned_patches_can_go() -> None:
+    async def scenario() -> tuple[list, int]:
+        kube = MemoryKube()
+        body = kube.add_patch("old", {"image": "x", "policy": "pol"})
+        body["metadata"]["finalizers"] = ["imagepatch.dev/finalizer", "other/keep"]
+        memo = memo_with(kube)
+        memo.loops = PatchLoops(lambda name: asyncio.sleep(0), resync=60)
+        finished = {**body, "status": {"phase": "Succeeded"}}
+        await handlers.imagepatch_event(event={"type": None, "object": finished}, memo=memo)
+        # A conflicting edit meanwhile: logged, and the next event tries again.
+        kube.fail["remove_imagepatch_finalizer"] = unavailable()
+        await handlers.imagepatch_event(
+            event={"type": "MODIFIED", "object": {**finished, "metadata": {
+                **body["metadata"], "finalizers": ["imagepatch.dev/finalizer"]}}}, memo=memo)
+        return kube.patches["old"]["metadata"]["finalizers"], kube.calls[
+            "remove_imagepatch_finalizer"]
+
+    finalizers, calls = asyncio.run(scenario())
+    assert finalizers == ["other/keep"]
+    assert calls == 2

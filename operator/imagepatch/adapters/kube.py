@@ -164,6 +164,17 @@ class Kube:
             return False
         return True
 
+    async def remove_imagepatch_finalizer(self, name: str, finalizers: Sequence[str],
+                                          finalizer: str) -> None:
+        """Drop ``finalizer`` from an ImagePatch, if the list is still ``finalizers``."""
+        index = list(finalizers).index(finalizer)
+        ops = [{"op": "test", "path": f"/metadata/finalizers/{index}", "value": finalizer},
+               {"op": "remove", "path": f"/metadata/finalizers/{index}"}]
+        await self._call(f"remove finalizer of ImagePatch {name}",
+                         self.custom.patch_cluster_custom_object, GROUP, VERSION, "imagepatches",
+                         name, ops, missing_ok=True,
+                         _content_type="application/json-patch+json")
+
     async def write_policy_status(self, name: str, status: Mapping[str, Any]) -> None:
         """Merge fields into a policy's status (no precondition: these fields are ours alone)."""
         await self._call(f"record status of ImagePatchPolicy {name}",
