@@ -170,10 +170,16 @@ class Kube:
         index = list(finalizers).index(finalizer)
         ops = [{"op": "test", "path": f"/metadata/finalizers/{index}", "value": finalizer},
                {"op": "remove", "path": f"/metadata/finalizers/{index}"}]
-        await self._call(f"remove finalizer of ImagePatch {name}",
-                         self.custom.patch_cluster_custom_object, GROUP, VERSION, "imagepatches",
-                         name, ops, missing_ok=True,
-                         _content_type="application/json-patch+json")
+        try:
+            await self._call(f"remove finalizer of ImagePatch {name}",
+                             self.custom.patch_cluster_custom_object, GROUP, VERSION,
+                             "imagepatches", name, ops, missing_ok=True,
+                             _content_type="application/json-patch+json")
+        except ConfigurationError as exc:
+            if exc.reason != "Invalid":
+                raise
+            # A failed "test" op (422): the list changed since it was read.
+            raise ConflictError(str(exc), reason="Conflict") from None
 
     async def write_policy_status(self, name: str, status: Mapping[str, Any]) -> None:
         """Merge fields into a policy's status (no precondition: these fields are ours alone)."""
