@@ -62,8 +62,8 @@ def test_rollout_finishes_across_an_apiserver_restart(kube, operator) -> None:
     wait_for(gating, timeout=60, what="the gate")
     assert operator.healthz() == 200
 
-    kube.cluster.stop_apiserver()
     stopped = time.monotonic()
+    kube.cluster.stop_apiserver()  # returns once it has exited (graceful shutdown takes a while)
     try:
         # kopf caches probe results for 10 s, so allow for that on top of STALE.
         wait_for(lambda: operator.healthz() == 500, timeout=STALE + 40, interval=1,
