@@ -176,8 +176,10 @@ def policy(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
 
 
 @kopf.on.event(*POLICIES, id="policy-seen")
-async def policy_event(memo: kopf.Memo, **_: Any) -> None:
+async def policy_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """A policy's spec change (suspend, approval, window) wakes its waiting patches."""
     memo.heartbeat.saw_event()
+    memo.loops.observe_policy(event.get("type"), event.get("object") or {})
 
 
 # Each unfinished ImagePatch has one loop (reconcile.loops): it reconciles,

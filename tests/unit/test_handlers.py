@@ -106,7 +106,8 @@ def test_imagepatch_events_drive_the_loops() -> None:
             event={"type": "MODIFIED", "object": {**obj, "status": {"phase": "AwaitingApproval"}}},
             memo=memo)
         await asyncio.sleep(0.02)
-        await handlers.policy_event(memo=memo)
+        await handlers.policy_event(event={"type": None, "object": {"metadata": {
+            "name": "pol", "generation": 1}}}, memo=memo)
         running = sorted(memo.loops.running())
         await memo.loops.aclose()
         return calls, running

@@ -15,10 +15,15 @@ from imagepatch.reconcile.loops import PatchLoops, wake_key
 
 
 def body(name: str = "p1", *, generation: int = 1, phase: str | None = None,
-         annotations: dict | None = None, rv: str = "1") -> dict:
+         annotations: dict | None = None, rv: str = "1", policy: str = "pol") -> dict:
     return {"metadata": {"name": name, "generation": generation, "resourceVersion": rv,
                          "annotations": annotations or {}},
+            "spec": {"policy": policy},
             "status": {"phase": phase} if phase else {}}
+
+
+def policy(name: str = "pol", generation: int = 1) -> dict:
+    return {"metadata": {"name": name, "generation": generation}}
 
 
 class Script:
@@ -194,3 +199,25 @@ def test_an_event_without_a_name_is_ignored() -> None:
         return loops.running()
 
     assert asyncio.run(scenario()) == set()
+
+
+def test_a_policy_spec_change_wakes_its_patches_and_its_status_writes_do_not() -> None:
+    async def scenario() -> list[str]:
+        script = Script(default=None)
+        loops = PatchLoops(script, resync=60)
+        loops.observe_policy(None, policy("pol", 1))  # the initial listing
+        loops.observe_policy(None, policy("other", 1))
+        loops.observe(None, body("p1", policy="pol"))
+        loops.observe(None, body("p2", policy="other"))
+        await settle()
+        loops.observe_policy("MODIFIED", policy("pol", 1))  # detection wrote its status
+        await settle()
+        loops.observe_policy("MODIFIED", policy("pol", 2))  # spec.suspend: false
+        await settle()
+        loops.observe_policy("DELETED", policy("other", 1))  # PolicyNotFound, at once
+        await settle()
+        loops.observe_policy("ADDED", {"metadata": {}})
+        await loops.aclose()
+        return sorted(script.calls)
+
+    assert asyncio.run(scenario()) == ["p1", "p1", "p2", "p2"]

@@ -53,6 +53,7 @@ class _Loop:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     key: tuple[Any, ...] = ()
     stop: bool = False
+    policy: str = ""
 
 
 class PatchLoops:
@@ -63,6 +64,7 @@ class PatchLoops:
         self.resync = resync
         self.loops: dict[str, _Loop] = {}
         self.passes: dict[str, int] = {}  # name -> reconciles run (for tests and logs)
+        self.policy_generations: dict[str, Any] = {}  # policy -> the generation last seen
 
     def running(self) -> set[str]:
         return {n for n, lp in self.loops.items() if lp.task is not None and not lp.task.done()}
@@ -80,15 +82,43 @@ class PatchLoops:
                 loop.wake.set()
             return
         key = wake_key(body)
+        policy = str((body.get("spec") or {}).get("policy") or "")
         if not alive:
-            loop = _Loop(key=key)
+            loop = _Loop(key=key, policy=policy)
             self.loops[name] = loop
             loop.task = asyncio.create_task(self._run(name, loop), name=f"imagepatch/{name}")
             return
         loop.stop = False  # unfinished again (a finished event was stale)
+        loop.policy = policy
         if key != loop.key:
             loop.key = key
             loop.wake.set()
+
+    def observe_policy(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """A watch event on an ImagePatchPolicy: a spec change wakes its patches.
+
+        Un-suspending a policy, switching its approval mode or fixing its
+        window must not wait for the resync. Its status writes (detection
+        counts workloads every pass) do not change the generation.
+        """
+        meta = body.get("metadata") or {}
+        name = meta.get("name")
+        if not name:
+            return
+        generation = None if event_type == "DELETED" else meta.get("generation")
+        seen = name in self.policy_generations
+        previous = self.policy_generations.get(name)
+        if generation is None:
+            self.policy_generations.pop(name, None)
+        else:
+            self.policy_generations[name] = generation
+        if not seen and event_type is None:
+            return  # the initial listing: the loops start by reconciling anyway
+        if seen and previous == generation:
+            return
+        for loop in self.loops.values():
+            if loop.policy == name and loop.task is not None and not loop.task.done():
+                loop.wake.set()
 
     async def _run(self, name: str, loop: _Loop) -> None:
         while not loop.stop:
