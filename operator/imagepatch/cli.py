@@ -62,38 +62,16 @@ async def _lead_then_run(args: argparse.Namespace, run: dict) -> int:
     import kopf
 
     from imagepatch.adapters.kube import Kube
-    from imagepatch.adapters.leader import LeaderElector, LeadershipLost, serve_standby_probe
+    from imagepatch.adapters.leader import LeaderElector, run_as_leader
 
-    log = logging.getLogger("imagepatch.leader")
     identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}_{os.getpid()}"
     elector = LeaderElector(
         Kube(), namespace=args.operator_namespace, name=args.lease_name, identity=identity,
         lease_duration=args.lease_duration,
         renew_deadline=args.lease_duration * 2 / 3, renew_period=args.lease_duration / 3,
     )
-    standby = await serve_standby_probe(args.liveness_endpoint)
-    try:
-        await elector.acquire()
-    finally:
-        await standby.cleanup()
-    stop = asyncio.Event()
-    operator = asyncio.create_task(kopf.operator(**run, stop_flag=stop), name="kopf")
-    holding = asyncio.create_task(elector.hold(), name="lease")
-    await asyncio.wait({operator, holding}, return_when=asyncio.FIRST_COMPLETED)
-    if holding.done():
-        try:
-            holding.result()
-        except LeadershipLost as exc:
-            # Another replica may act from now on: stop at once, as controller-runtime
-            # does, rather than finishing in-flight work in parallel with it.
-            log.error("leader election lost: %s; exiting", exc)
-        else:  # pragma: no cover - hold() only ever returns by raising
-            log.error("leader election stopped; exiting")
-        logging.shutdown()
-        os._exit(1)
-    holding.cancel()
-    await elector.release()
-    operator.result()
+    await run_as_leader(elector, lambda: kopf.operator(**run),
+                        standby_probe=args.liveness_endpoint)
     return 0
 
 

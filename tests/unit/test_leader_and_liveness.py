@@ -12,7 +12,7 @@ import datetime as dt
 
 import pytest
 
-from imagepatch.adapters.leader import LeaderElector, LeadershipLost
+from imagepatch.adapters.leader import LeaderElector, LeadershipLost, run_as_leader
 from imagepatch.core.liveness import watch_liveness
 from tests.support.memkube import MemoryKube, unavailable
 
@@ -174,3 +174,82 @@ def test_liveness_needs_a_watch_event_or_an_api_answer(now, last_event, last_ans
     assert state.alive is alive
     if not alive:
         assert "no watch event and no API answer" in state.message
+
+
+# -- the gate in front of kopf (run_as_leader) ----------------------------------------
+
+def test_the_operator_runs_only_while_leading_and_hands_over_on_a_clean_stop() -> None:
+    async def scenario() -> tuple[list[str], str]:
+        kube, clock = MemoryKube(), Clock()
+        events: list[str] = []
+
+        async def operator() -> None:
+            events.append(f"acting as {holder(kube)}")
+            await asyncio.sleep(0.05)
+
+        other = elector(kube, "other", clock)
+        await other.try_acquire_or_renew()
+        me = elector(kube, "me", clock, retry_period=0.01)
+        gate = asyncio.create_task(run_as_leader(me, operator))
+        await asyncio.sleep(0.05)
+        events.append("standing by" if not gate.done() else "ran early")
+        await other.release()
+        await asyncio.wait_for(gate, timeout=5)
+        return events, holder(kube)
+
+    events, left = run(scenario())
+    assert events == ["standing by", "acting as me"]
+    assert left == ""  # released on the way out
+
+
+def test_losing_the_lease_stops_at_once() -> None:
+    async def scenario() -> list[int]:
+        kube, clock = MemoryKube(), Clock()
+        exits: list[int] = []
+
+        async def operator() -> None:
+            await asyncio.sleep(10)
+
+        me = elector(kube, "me", clock, lease_duration=0.3, renew_deadline=0.1,
+                     renew_period=0.01, retry_period=0.01)
+        gate = asyncio.create_task(run_as_leader(me, operator, lost=exits.append))
+        await asyncio.sleep(0.05)
+        lease = kube.leases[(NS, NAME)]
+        lease["spec"] = {**lease["spec"], "holderIdentity": "thief"}
+        lease["metadata"]["resourceVersion"] = "999"
+        await asyncio.wait_for(gate, timeout=5)
+        return exits
+
+    assert run(scenario()) == [1]
+
+
+def test_a_standby_answers_its_liveness_probe() -> None:
+    import urllib.request
+
+    from tests.support.ports import free_port
+
+    async def scenario() -> int:
+        kube, clock = MemoryKube(), Clock()
+        other = elector(kube, "other", clock)
+        await other.try_acquire_or_renew()
+        port = free_port()
+        me = elector(kube, "me", clock, retry_period=0.01)
+        gate = asyncio.create_task(run_as_leader(
+            me, lambda: asyncio.sleep(0), standby_probe=f"http://127.0.0.1:{port}/healthz"))
+
+        def get() -> int:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                return r.status
+
+        for _ in range(100):  # until the server is up (a busy machine may take a moment)
+            try:
+                status = await asyncio.to_thread(get)
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+        assert not gate.done()  # still standing by while it answered
+        await other.release()
+        await asyncio.wait_for(gate, timeout=5)
+        return status
+
+    assert run(scenario()) == 200

@@ -27,7 +27,7 @@ import logging
 import random
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -189,3 +189,44 @@ async def serve_standby_probe(endpoint: str) -> Any:
     site = aiohttp.web.TCPSite(runner, parts.hostname or "localhost", parts.port or 80)
     await site.start()
     return runner
+
+
+async def run_as_leader(
+    elector: LeaderElector,
+    operator: Callable[[], Awaitable[Any]],
+    *,
+    standby_probe: str | None = None,
+    lost: Callable[[int], Any] | None = None,
+) -> None:
+    """Stand by until the Lease is ours, then run ``operator`` while holding it.
+
+    While standing by, ``standby_probe`` (the liveness endpoint) answers, so
+    the kubelet does not restart a healthy standby. When the operator returns
+    (a clean shutdown), the Lease is released. When leadership is lost,
+    ``lost(1)`` is called at once (default: ``os._exit``): another replica
+    may be acting already, so nothing may finish in parallel with it, as
+    controller-runtime does.
+    """
+    import os
+
+    runner = await serve_standby_probe(standby_probe) if standby_probe else None
+    try:
+        await elector.acquire()
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+    acting = asyncio.ensure_future(operator())
+    holding = asyncio.ensure_future(elector.hold())
+    await asyncio.wait({acting, holding}, return_when=asyncio.FIRST_COMPLETED)
+    if holding.done():
+        reason = holding.exception() if not holding.cancelled() else None
+        log.error("leader election lost: %s; exiting", reason)
+        logging.shutdown()
+        (lost or os._exit)(1)
+        acting.cancel()
+        await asyncio.gather(acting, return_exceptions=True)
+        return
+    holding.cancel()
+    await asyncio.gather(holding, return_exceptions=True)
+    await elector.release()
+    acting.result()
