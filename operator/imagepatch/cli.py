@@ -11,14 +11,20 @@ import logging
 import os
 import socket
 import sys
+from typing import TYPE_CHECKING
 
 from imagepatch import __version__, cli_report
+
+if TYPE_CHECKING:
+    from imagepatch.handlers import Options
+
+log = logging.getLogger(__name__)
 
 
 def _run(args: argparse.Namespace) -> int:
     import kopf
 
-    from imagepatch.handlers import Options  # also registers the kopf handlers
+    import imagepatch.handlers  # noqa: F401 - registers the kopf handlers
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -28,25 +34,7 @@ def _run(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if args.securityhub and not args.cluster_name:
         raise SystemExit("--securityhub needs --cluster-name (it goes into every finding's id)")
-    endpoints = {}
-    for item in args.registry_endpoint:
-        host, sep, url = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--registry-endpoint wants HOST=URL, got {item!r}")
-        endpoints[host] = url
-    memo = kopf.Memo(options=Options(
-        aws_region=args.aws_region,
-        events_queue_url=args.events_queue_url,
-        registry_endpoints=endpoints,
-        insecure_registries=tuple(args.insecure_registry),
-        detect_tick=args.detect_tick,
-        operator_namespace=args.operator_namespace,
-        metrics_port=args.metrics_port,
-        securityhub=args.securityhub,
-        cluster_name=args.cluster_name,
-        liveness_stale_after=args.liveness_stale_seconds,
-        namespaces=tuple(args.namespace),
-    ))
+    memo = kopf.Memo(options=options_from_args(args))
     scope = {"namespaces": args.namespace} if args.namespace else {"clusterwide": True}
     # standalone: kopf's peering pauses peers by priority, it is not leader
     # election; the Lease below decides which replica acts.
@@ -73,6 +61,39 @@ async def _lead_then_run(args: argparse.Namespace, run: dict) -> int:
     await run_as_leader(elector, lambda: kopf.operator(**run),
                         standby_probe=args.liveness_endpoint)
     return 0
+
+
+def options_from_args(args: argparse.Namespace) -> Options:
+    """The operator's :class:`~imagepatch.handlers.Options` from ``imagepatch run``'s arguments."""
+    from imagepatch.handlers import Options
+
+    endpoints = {}
+    for item in args.registry_endpoint:
+        host, sep, url = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--registry-endpoint wants HOST=URL, got {item!r}")
+        endpoints[host] = url
+    options = Options(
+        aws_region=args.aws_region,
+        events_queue_url=args.events_queue_url,
+        registry_endpoints=endpoints,
+        insecure_registries=tuple(args.insecure_registry),
+        detect_tick=args.detect_tick,
+        operator_namespace=args.operator_namespace,
+        **({"build_namespace": args.build_namespace} if args.build_namespace else {}),
+        metrics_port=args.metrics_port,
+        securityhub=args.securityhub,
+        cluster_name=args.cluster_name,
+        liveness_stale_after=args.liveness_stale_seconds,
+        namespaces=tuple(args.namespace),
+    )
+    if options.build_namespace == options.operator_namespace:
+        log.warning(
+            "build Jobs run in the operator's own namespace %s (--build-namespace): build "
+            "pods then share it with the operator's Secrets and ServiceAccount",
+            options.build_namespace,
+        )
+    return options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
                      default=os.environ.get("POD_NAMESPACE", "imagepatch-system"),
                      help="the operator's own namespace, the only one it reads Secrets from "
                           "(default: $POD_NAMESPACE or %(default)s)")
+    run.add_argument("--build-namespace",
+                     default=os.environ.get("IMAGEPATCH_BUILD_NAMESPACE") or None,
+                     help="where job:<template> rebuilds read their template ConfigMaps and "
+                          "create build Jobs (default: $IMAGEPATCH_BUILD_NAMESPACE or "
+                          "imagepatch-builds; never the operator's namespace unless set so)")
     run.add_argument("--metrics-port", type=int, default=None,
                      help="serve Prometheus metrics on this port at /metrics (default: off)")
     run.add_argument("--securityhub", action="store_true",

@@ -18,7 +18,7 @@ from imagepatch import reconcile
 from imagepatch.adapters import metrics
 from imagepatch.adapters.builders.codebuild import CodeBuildBuilder
 from imagepatch.adapters.builders.external import ExternalBuilder
-from imagepatch.adapters.builders.job import JobBuilder
+from imagepatch.adapters.builders.job import DEFAULT_BUILD_NAMESPACE, JobBuilder
 from imagepatch.adapters.builders.rebase import RebaseBuilder
 from imagepatch.adapters.errors import AdapterError
 from imagepatch.adapters.events import SqsEventSource
@@ -44,6 +44,11 @@ class Options:
     detect_tick: float = 5.0
     # Where the operator runs: the only namespace it reads Secrets from.
     operator_namespace: str = "imagepatch-system"
+    # Where build Jobs run and their templates (ConfigMaps) are read: never the
+    # operator's own namespace by default, so a build pod (which needs more than
+    # the restricted Pod Security level) never shares a namespace with the
+    # operator's Secrets and ServiceAccount token.
+    build_namespace: str = DEFAULT_BUILD_NAMESPACE
     metrics_port: int | None = None
     securityhub: bool = False
     cluster_name: str = ""
@@ -88,7 +93,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     findings = FindingsReader(region=options.aws_region) if options.aws_region else None
     builders = {
         "external": ExternalBuilder(memo.registry),
-        "job": JobBuilder(memo.kube, memo.registry, options.operator_namespace),
+        "job": JobBuilder(memo.kube, memo.registry, options.build_namespace),
         "codebuild": CodeBuildBuilder(memo.registry, options.aws_region),
         "rebase": RebaseBuilder(memo.registry),
     }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -413,8 +414,10 @@ def test_patch_no_longer_needed_is_closed(given, registry, buildah) -> None:
     assert again.digest == base_v1.digest
     retrigger(given, policy)
     wait_state(given, ns, "Compliant")
-    closed = given.get("imagepatch", patch["metadata"]["name"])
-    assert closed["status"]["phase"] == "Closed"
+    # Detection asks; the patch's planner (the one writer of its status) closes it.
+    assert given.get("imagepatch", patch["metadata"]["name"])["metadata"]["annotations"][
+        "imagepatch.dev/close"]
+    closed = given.wait_phase(patch["metadata"]["name"], "Closed", timeout=60)
     assert "no longer needed" in closed["status"]["history"][-1]["message"]
 
 
@@ -477,6 +480,8 @@ def test_metrics_count_workloads_patches_and_registry_requests(given, registry, 
                     timeout=30, what="the compliant workload in /metrics")
     assert "imagepatch_registry_requests_total" in text or "imagepatch_registry_requests{" in text
     assert f'imagepatch_oldest_unpatched_seconds{{policy="{policy}"}}' in text
+    last_pass = re.search(rf'imagepatch_last_pass_timestamp_seconds{{policy="{policy}"}} (\S+)', text)
+    assert last_pass and abs(float(last_pass.group(1)) - time.time()) < 120, "a recent pass time"
     assert "# TYPE imagepatch_patches gauge" in text
 
 
@@ -590,3 +595,158 @@ def test_a_rebuild_no_better_by_its_findings_is_refused(given, registry, buildah
     stalled = {c["type"]: c for c in done["status"]["conditions"]}["Stalled"]
     assert stalled["reason"] == "VerificationFailed"
     assert given.image_of(ns, "web") == f"{ECR}/{repo}:1"  # nothing was rolled out
+
+
+def test_a_rolled_back_rebuild_is_never_rolled_out_again_after_its_patch_is_pruned(
+    given, registry, buildah
+) -> None:
+    """Given an app on base v1 and a rebuild on v2 that crashes, when the patch rolls back
+    and history retention prunes it, then re-detection opens no new patch for the same
+    facts: the workload shows Failed and keeps the digest that ran."""
+    base_repo, app_repo = unique("fbase"), unique("fapp")
+    base_v1 = make_base_image(registry, base_repo, "1", marker="v1")
+    old_app = build_app_on(buildah, base_v1, app_repo)
+    policy = unique("pol")
+    given.policy(policy, baseImages={"checkInterval": "1h"}, rebuild={"strategy": "external"},
+                 approval="Manual", history={"keepCount": 0, "maxAge": "2160h"},
+                 rollout={"progressDeadlineSeconds": 90, "healthyFor": "3s", "maxRestarts": 0})
+    ns = given.namespace()
+    # Pinned by digest, so moving the tag below does not change what detection sees running.
+    running = f"{ECR}/{app_repo}:1@{old_app.digest}"
+    given.deployment(ns, "web", image=running, policy=policy, replicas=1)
+    wait_state(given, ns, "Compliant")
+
+    base_v2 = make_base_image(registry, base_repo, "1", marker="v2")
+    retrigger(given, policy)
+    wait_state(given, ns, "Patching")
+    [patch] = patches_for(given, policy)
+    name = patch["metadata"]["name"]
+    assert patch["spec"]["targets"] == [
+        {"kind": "Deployment", "namespace": ns, "name": "web", "container": "app", "wave": 0}]
+    given.wait_phase(name, "AwaitingApproval")
+    # CI's rebuild on v2 is bad: the simulated pods crash once they run its digest.
+    new_app = build_app_on(buildah, base_v2, app_repo)
+    given.kube.kubectl("patch", "deployment", "web", "-n", ns, "--type", "merge", "-p", json.dumps(
+        {"spec": {"template": {"metadata": {"labels": {
+            "sim.imagepatch.dev/crashloop-digest": new_app.digest.split(":")[1][:16]}}}}}))
+    given.wait_available(ns, "web", 1)
+    given.approve(name)
+    done = given.wait_phase(name, "Succeeded", "RolledBack", "Failed", "Closed", timeout=180)
+    assert done["status"]["phase"] == "RolledBack", done["status"]
+    assert given.image_of(ns, "web") == running
+
+    # Retention prunes the finished patch; re-detection must not propose it again.
+    retrigger(given, policy)
+    wait_for(lambda: not patches_for(given, policy), timeout=60, what="the patch to be pruned")
+    for _ in range(3):
+        retrigger(given, policy)
+        state = wait_state(given, ns, "Failed", timeout=30)
+        assert not patches_for(given, policy), "the failed rebuild was proposed again"
+    assert state["containers"][0]["reason"] == "RebuildFailedBefore"
+    assert new_app.digest in state["message"]
+    assert given.image_of(ns, "web") == running
+
+
+# -- governance: spec.rebuild.allowed (issue #16) -------------------------------------------
+
+
+def annotate_rebuild(given: Scenario, ns: str, name: str, value: str) -> None:
+    given.kube.kubectl("annotate", "deployment", name, "-n", ns, "--overwrite",
+                       f"imagepatch.dev/rebuild={value}")
+
+
+def test_codebuild_project_outside_allowed_gets_no_build_and_shows_why(given, registry, buildah) -> None:
+    # Given a policy that lets workloads ask only for team A's CodeBuild projects
+    base_repo, app_repo = unique("gbase"), unique("gapp")
+    base_v1 = make_base_image(registry, base_repo, "1", marker="v1")
+    build_app_on(buildah, base_v1, app_repo)
+    policy = unique("pol")
+    given.policy(policy, rebuild={"strategy": "codebuild", "codebuild": {"project": "team-a-api"},
+                                  "allowed": {"strategies": ["codebuild"],
+                                              "codebuildProjects": ["team-a-*"]}})
+    ns = given.namespace()
+    given.deployment(ns, "web", image=f"{ECR}/{app_repo}:1", policy=policy, replicas=1)
+    # and a developer who names the platform team's deploy project on their Deployment
+    annotate_rebuild(given, ns, "web", "codebuild:platform-admin-deploy")
+    wait_state(given, ns, "Compliant")
+
+    # When its base is updated
+    make_base_image(registry, base_repo, "1", marker="v2")
+    retrigger(given, policy)
+
+    # Then the workload shows the reason and the field to change, and nothing is built
+    state = wait_state(given, ns, "RebuildNotAllowed")
+    assert "spec.rebuild.allowed.codebuildProjects" in state["message"]
+    assert "platform-admin-deploy" in state["message"]
+    warnings = [e for e in given.events(ns, "web") if e["reason"] == "RebuildNotAllowed"]
+    assert warnings and warnings[0]["type"] == "Warning"
+    assert "spec.rebuild.allowed.codebuildProjects" in warnings[0]["message"]
+    retrigger(given, policy)
+    time.sleep(3)
+    assert patches_for(given, policy) == [], "no ImagePatch, so no build, for a refused rebuild"
+    # The policy still counts it by what it is: outdated.
+    status = given.get("imagepatchpolicy", policy)["status"]
+    assert status["workloads"]["baseImageOutdated"] == 1
+
+    # And once the admin allows the project, the same workload gets its patch with it.
+    given.policy(policy, rebuild={"strategy": "codebuild", "codebuild": {"project": "team-a-api"},
+                                  "allowed": {"strategies": ["codebuild"],
+                                              "codebuildProjects": ["team-a-*", "platform-admin-deploy"]}})
+    retrigger(given, policy)
+    [patch] = wait_for(lambda: patches_for(given, policy), timeout=60, what="the allowed patch")
+    assert patch["spec"]["rebuild"] == {"strategy": "codebuild", "codebuildProject": "platform-admin-deploy"}
+
+
+def test_team_a_override_patch_never_targets_team_b_on_the_same_repository(given, registry, buildah) -> None:
+    # Given two teams running the same image under one policy; team A asks for a rebase.
+    # Approval is manual so that only team A's patch runs (team B's own patch waits:
+    # with a shared tag, a later build of B's could otherwise pick up what A pushed).
+    base_repo, app_repo = unique("tbase"), unique("tapp")
+    base_v1 = make_base_image(registry, base_repo, "1", marker="v1")
+    build_app_on(buildah, base_v1, app_repo)
+    policy = unique("pol")
+    given.policy(policy, approval="Manual",
+                 rebuild={"strategy": "external", "allowed": {"strategies": ["external", "rebase"]}})
+    team_a, team_b = given.namespace("team-a"), given.namespace("team-b")
+    image = f"{ECR}/{app_repo}:1"
+    given.deployment(team_a, "web", image=image, policy=policy, replicas=1)
+    given.deployment(team_b, "web", image=image, policy=policy, replicas=1)
+    annotate_rebuild(given, team_a, "web", "rebase")
+    wait_state(given, team_a, "Compliant")
+    wait_state(given, team_b, "Compliant")
+
+    # When the base is updated
+    make_base_image(registry, base_repo, "1", marker="v2")
+    retrigger(given, policy)
+
+    # Then each team gets its own patch, targeting only its own Deployment
+    def two_patches():
+        found = patches_for(given, policy)
+        return found if len(found) == 2 else None
+    patches = wait_for(two_patches, timeout=60, what="one patch per team")
+    by_strategy = {p["spec"]["rebuild"]["strategy"]: p for p in patches}
+    assert set(by_strategy) == {"rebase", "external"}
+    assert {t["namespace"] for t in by_strategy["rebase"]["spec"]["targets"]} == {team_a}
+    assert {t["namespace"] for t in by_strategy["external"]["spec"]["targets"]} == {team_b}
+
+    # When team A's patch is approved, it is rebuilt and rolled out to team A ...
+    given.kube.kubectl("patch", "imagepatch", by_strategy["rebase"]["metadata"]["name"], "--type", "merge",
+                       "-p", json.dumps({"spec": {"approval": {"decision": "Approved", "by": "team-a"}}}))
+
+    def a_patched():
+        a = given.get("deployment", "web", team_a)
+        ref = a["spec"]["template"]["spec"]["containers"][0]["image"]
+        return ref if "@sha256:" in ref else None
+    rolled = wait_for(a_patched, timeout=120, what="team A's Deployment rolled to the rebased digest")
+    assert rolled.startswith(image + "@sha256:")
+
+    # ... and team B's Deployment is never touched.
+    retrigger(given, policy)
+    time.sleep(5)
+    b = given.get("deployment", "web", team_b)
+    assert b["spec"]["template"]["spec"]["containers"][0]["image"] == image
+    b_patch = given.get("imagepatch", by_strategy["external"]["metadata"]["name"])
+    # B's own patch never ran: it waited for approval (and is closed once detection sees
+    # B's tag resolve to the rebuilt digest: with a shared tag that is what B now pulls).
+    assert (b_patch.get("status") or {}).get("phase") in {"AwaitingApproval", "Closed"}
+    assert not (b_patch.get("status") or {}).get("rebuild"), "nothing was built for team B"

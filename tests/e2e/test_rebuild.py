@@ -17,7 +17,7 @@ from tests.support.images import make_base_image
 from tests.support.scenario import Scenario, unique
 from tests.support.wait import wait_for
 
-BUILD_NAMESPACE = "imagepatch-system"
+BUILD_NAMESPACE = "imagepatch-builds"  # the default --build-namespace, where deploy/rbac.yaml lets it build
 
 
 def job_template(name: str) -> dict:

@@ -7,7 +7,7 @@ key never starts a second build.
 
 * ``external``: the test plays CI and rebuilds the app with buildah; only an
   image built on the *new* base is accepted.
-* ``job``: build Jobs on the real API server in ``imagepatch-system``. The
+* ``job``: build Jobs on the real API server in ``imagepatch-builds``. The
   test plays the build Job's work (buildah with the Job's own BASE_IMAGE and
   TARGET_IMAGE) and kwok completes its pod; the ``job-fail`` pod behaviour
   fails it with exit code 1.
@@ -59,7 +59,7 @@ from tests.support.images import (
 from tests.support.moto import DUMMY_CREDENTIALS
 from tests.support.wait import wait_for
 
-NAMESPACE = "imagepatch-system"
+NAMESPACE = "imagepatch-builds"  # the default --build-namespace
 BEHAVIOR = "sim.imagepatch.dev/behavior"
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYSECRETKEY"
@@ -199,7 +199,7 @@ def test_external_wait_times_out(registry):
 
 @pytest.fixture(scope="module")
 def build_namespace(kube) -> str:
-    """The operator's namespace; made here when no other test made it first."""
+    """The build namespace; made here when no other test made it first."""
     kube.kubectl("create", "namespace", NAMESPACE, check=False)
     wait_for(lambda: kube.kubectl("get", "namespace", NAMESPACE, check=False), timeout=30,
              what=f"namespace {NAMESPACE}")
@@ -216,8 +216,8 @@ def job_kube(kube, build_namespace) -> Iterator[Kube]:
 def job_template(*, pod_labels: dict[str, str] | None = None, node_selector: dict[str, str] | None = None) -> dict:
     """A build Job: the shape of deploy/examples/buildah-job-template.yaml, minus the build.
 
-    Its pod meets the restricted Pod Security Standard, which deploy/namespace.yaml
-    enforces on imagepatch-system, so it is admitted there whoever made the namespace.
+    Its pod meets the restricted Pod Security Standard, so it is admitted in the build
+    namespace whoever made it and at whatever level.
     """
     pod: dict[str, Any] = {
         "restartPolicy": "Never",

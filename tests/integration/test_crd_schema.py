@@ -32,6 +32,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from imagepatch.model import SpecError, parse_policy, parse_policy_spec
+from tests.support.malformed import policy_cases
 
 pytestmark = pytest.mark.cluster
 
@@ -231,203 +232,25 @@ def stored(api: client.CustomObjectsApi) -> Iterator[Callable[[str, dict[str, An
 WAVE = {"name": "staging", "namespaceSelector": {"matchLabels": {"env": "staging"}}}
 WINDOW = {"schedule": "cron(0 2 ? * SUN *)", "duration": "3h"}
 
+# Shared with tests/unit/test_policy_model.py: one folder of malformed specs,
+# each with the API server's message and the model's field (tests/data/policies/).
 BAD_POLICIES = [
-    pytest.param({}, "spec.namespaceSelector: Required value", id="namespaceSelector-missing"),
-    pytest.param(
-        minimal(namespaceSelector={"matchExpressions": [{"key": "env", "operator": "In"}]}),
-        "spec.namespaceSelector.matchExpressions[].values must not be empty when operator is In",
-        id="selector-In-without-values",
-    ),
-    pytest.param(
-        minimal(
-            namespaceSelector={
-                "matchExpressions": [{"key": "env", "operator": "Exists", "values": ["x"]}]
-            }
-        ),
-        "spec.namespaceSelector.matchExpressions[].values must be empty when operator is Exists",
-        id="selector-Exists-with-values",
-    ),
-    pytest.param(
-        minimal(namespaceSelector={"matchExpressions": [{"key": "env", "operator": "Gt"}]}),
-        'spec.namespaceSelector.matchExpressions[0].operator: Unsupported value: "Gt"',
-        id="selector-operator-enum",
-    ),
-    pytest.param(
-        minimal(suspend="yes"),
-        "spec.suspend: Invalid value",
-        id="suspend-not-boolean",
-    ),
-    pytest.param(
-        minimal(baseImages__trusted=["public.ecr.aws/library/python 3.12"]),
-        "spec.baseImages.trusted[] entries must not contain whitespace",
-        id="trusted-glob-whitespace",
-    ),
-    pytest.param(
-        minimal(baseImages__checkInterval="30s"),
-        "spec.baseImages.checkInterval must be at least 1m",
-        id="checkInterval-below-1m",
-    ),
-    pytest.param(
-        minimal(baseImages__checkInterval="1 hour"),
-        "spec.baseImages.checkInterval in body should match",
-        id="checkInterval-not-a-duration",
-    ),
-    pytest.param(
-        minimal(vulnerabilities__source="snyk"),
-        'spec.vulnerabilities.source: Unsupported value: "snyk"',
-        id="source-enum",
-    ),
-    pytest.param(
-        minimal(vulnerabilities__minSeverity="SEVERE"),
-        'spec.vulnerabilities.minSeverity: Unsupported value: "SEVERE"',
-        id="minSeverity-enum",
-    ),
-    pytest.param(
-        minimal(vulnerabilities__approveAfterDays=-1),
-        "spec.vulnerabilities.approveAfterDays in body should be greater than or equal to 0",
-        id="approveAfterDays-negative",
-    ),
-    pytest.param(
-        minimal(vulnerabilities__ignore=["CVE-24-1"]),
-        "spec.vulnerabilities.ignore[] entries must be CVE IDs",
-        id="ignore-not-a-cve",
-    ),
-    pytest.param(
-        minimal(vulnerabilities__ignore=["CVE-2024-12345", "CVE-2024-12345"]),
-        'spec.vulnerabilities.ignore[1]: Duplicate value: "CVE-2024-12345"',
-        id="ignore-duplicate",
-    ),
-    pytest.param(
-        minimal(rebuild__strategy="docker"),
-        'spec.rebuild.strategy: Unsupported value: "docker"',
-        id="rebuild-strategy-enum",
-    ),
-    pytest.param(
-        minimal(rebuild__strategy="codebuild"),
-        "spec.rebuild.codebuild.project is required when spec.rebuild.strategy is codebuild",
-        id="codebuild-without-project",
-    ),
-    pytest.param(
-        minimal(rebuild__strategy="codebuild", rebuild__codebuild={"project": "my project!"}),
-        "spec.rebuild.codebuild.project must be a CodeBuild project name or ARN",
-        id="codebuild-project-malformed",
-    ),
-    pytest.param(
-        minimal(rebuild__strategy="job"),
-        "spec.rebuild.job.template is required when spec.rebuild.strategy is job",
-        id="job-without-template",
-    ),
-    pytest.param(
-        minimal(rebuild__timeout="10s"),
-        "spec.rebuild.timeout must be at least 1m",
-        id="rebuild-timeout-below-1m",
-    ),
-    pytest.param(
-        minimal(rollout__progressDeadlineSeconds=10),
-        "spec.rollout.progressDeadlineSeconds in body should be greater than or equal to 30",
-        id="progressDeadlineSeconds-below-30",
-    ),
-    pytest.param(
-        minimal(rollout__maxRestarts=-1),
-        "spec.rollout.maxRestarts in body should be greater than or equal to 0",
-        id="maxRestarts-negative",
-    ),
-    pytest.param(
-        minimal(rollout__healthyFor="5 minutes"),
-        "spec.rollout.healthyFor in body should match",
-        id="healthyFor-not-a-duration",
-    ),
-    pytest.param(
-        minimal(rollout__waves=[WAVE, {**WAVE, "namespaceSelector": {}}]),
-        "spec.rollout.waves[].name must be unique",
-        id="waves-duplicate-name",
-    ),
-    pytest.param(
-        minimal(rollout__waves=[{**WAVE, "name": "Prod_1"}]),
-        "spec.rollout.waves[].name must be a DNS label",
-        id="wave-name-not-dns-label",
-    ),
-    pytest.param(
-        minimal(rollout__waves=[{"name": "staging"}]),
-        "spec.rollout.waves[0].namespaceSelector: Required value",
-        id="wave-without-selector",
-    ),
-    pytest.param(
-        minimal(
-            rollout__waves=[
-                {
-                    "name": "prod",
-                    "namespaceSelector": {
-                        "matchExpressions": [{"key": "env", "operator": "NotIn"}]
-                    },
-                }
-            ]
-        ),
-        "spec.rollout.waves[].namespaceSelector.matchExpressions[].values must not be empty"
-        " when operator is NotIn",
-        id="wave-selector-NotIn-without-values",
-    ),
-    pytest.param(
-        minimal(rollout__waves=[{**WAVE, "name": f"w{i}"} for i in range(11)]),
-        "spec.rollout.waves: Too many: 11: must have at most 10 items",
-        id="waves-more-than-10",
-    ),
-    pytest.param(
-        minimal(rollout__waves=[{**WAVE, "soak": "-1h"}]),
-        "spec.rollout.waves[0].soak in body should match",
-        id="wave-soak-negative",
-    ),
-    pytest.param(
-        minimal(maintenanceWindow={**WINDOW, "schedule": "every sunday at 2"}),
-        "spec.maintenanceWindow.schedule must be an AWS cron expression",
-        id="schedule-not-cron",
-    ),
-    pytest.param(
-        minimal(maintenanceWindow={**WINDOW, "schedule": "cron(0 2 * * SUN)"}),
-        "spec.maintenanceWindow.schedule must be an AWS cron expression",
-        id="schedule-aws-form-with-5-fields",
-    ),
-    pytest.param(
-        minimal(maintenanceWindow={"schedule": "0 2 * * 0"}),
-        "spec.maintenanceWindow.duration: Required value",
-        id="window-without-duration",
-    ),
-    pytest.param(
-        minimal(maintenanceWindow={**WINDOW, "duration": "200h"}),
-        "spec.maintenanceWindow.duration must be between 1m and 168h",
-        id="window-duration-too-long",
-    ),
-    pytest.param(
-        minimal(maintenanceWindow={**WINDOW, "cutoff": "3h"}),
-        "spec.maintenanceWindow.cutoff must be shorter than spec.maintenanceWindow.duration",
-        id="cutoff-not-shorter-than-duration",
-    ),
-    pytest.param(
-        minimal(maintenanceWindow={**WINDOW, "timezone": "Central European Time"}),
-        "spec.maintenanceWindow.timezone must be an IANA time zone name",
-        id="timezone-not-iana-shaped",
-    ),
-    pytest.param(
-        minimal(approval="Sometimes"),
-        'spec.approval: Unsupported value: "Sometimes"',
-        id="approval-enum",
-    ),
-    pytest.param(
-        minimal(registryCredentials={"secretName": "Registry_Creds"}),
-        "spec.registryCredentials.secretName must be a Secret name",
-        id="secretName-not-dns-subdomain",
-    ),
+    pytest.param(spec, expected["crd"], expected.get("model"), id=name.removesuffix(".yaml"))
+    for name, spec, expected in policy_cases()
+    if "crd" in expected
 ]
 
 
-@pytest.mark.parametrize(("spec", "expected"), BAD_POLICIES)
-def test_malformed_policy_is_rejected_naming_the_field(api, spec, expected):
+@pytest.mark.parametrize(("spec", "expected", "model"), BAD_POLICIES)
+def test_malformed_policy_is_rejected_naming_the_field(api, spec, expected, model):
     message = rejection_message(lambda: dry_run_create(api, POLICIES, policy_body(spec)))
     assert expected in message
 
     # The model mirrors the CRD: what the server rejects, it rejects too.
-    with pytest.raises(SpecError):
+    with pytest.raises(SpecError) as caught:
         parse_policy_spec(spec)
+    if model:
+        assert caught.value.field == model["field"]
 
 
 def test_policy_name_longer_than_a_label_value_is_rejected(api):
@@ -494,6 +317,13 @@ GOOD_POLICIES = [
         id="codebuild-project-arn",
     ),
     pytest.param(minimal(rebuild={"strategy": "rebase", "timeout": "20m"}), id="rebase-strategy"),
+    pytest.param(
+        minimal(rebuild={"strategy": "codebuild", "codebuild": {"project": "payments"},
+                         "allowed": {"strategies": ["codebuild", "job"],
+                                     "codebuildProjects": ["payments", "team-a-*"],
+                                     "jobTemplates": ["buildah-rebuild"]}}),
+        id="rebuild-allowed",
+    ),
     pytest.param(
         minimal(
             namespaceSelector={
@@ -674,6 +504,7 @@ FULL_POLICY_STATUS = {
     "observedGeneration": 1,
     "conditions": [CONDITION],
     "lastHandledReconcileAt": "2026-01-01T00:00:00Z",
+    "findings": {"readable": False, "reason": "AccessDenied", "message": "image x: findings unreadable"},
     "workloads": {
         "total": 12,
         "compliant": 11,

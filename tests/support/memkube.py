@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from imagepatch.adapters.errors import ConflictError, TransientError
+from imagepatch.adapters.errors import ConfigurationError, ConflictError, TransientError
 
 POLICY_ANNOTATION = "imagepatch.dev/policy"
 
@@ -91,6 +91,32 @@ class MemoryKube:
     async def list_policies(self) -> list[dict[str, Any]]:
         self._enter("list_policies")
         return copy.deepcopy(list(self.policies.values()))
+
+    async def annotate_imagepatch(self, name: str, annotations: Mapping[str, str | None]) -> None:
+        self._enter("annotate_imagepatch")
+        body = self.patches.get(name)
+        if body is None:
+            return
+        current = body["metadata"].setdefault("annotations", {})
+        for k, v in annotations.items():
+            if v is None:
+                current.pop(k, None)
+            else:
+                current[k] = v
+        self._stamp(body)
+
+    async def set_imagepatch_targets(
+        self, name: str, targets: list[dict[str, Any]], *, resource_version: str
+    ) -> None:
+        self._enter("set_imagepatch_targets")
+        body = self.patches.get(name)
+        if body is None:
+            return
+        if body["metadata"]["resourceVersion"] != resource_version:
+            raise ConflictError(f"ImagePatch {name} changed", reason="Conflict")
+        body["spec"]["targets"] = copy.deepcopy(targets)
+        body["metadata"]["generation"] += 1
+        self._stamp(body)
 
     async def list_imagepatches(self, *, label_selector: str = "") -> list[dict[str, Any]]:
         self._enter("list_imagepatches")
@@ -186,12 +212,16 @@ class MemoryKube:
         return dict(self.namespaces.get(name, {}))
 
     async def set_container_image(
-        self, namespace: str, name: str, *, container: str, image: str, resource_version: str
+        self, namespace: str, name: str, *, container: str, image: str, resource_version: str,
+        annotations: Mapping[str, str] | None = None, allow_unpinned: bool = False,
     ) -> dict[str, Any]:
         self._enter("set_container_image")
         dep = self.deployments[(namespace, name)]
         if dep["metadata"]["resourceVersion"] != resource_version:
             raise ConflictError(f"Deployment {namespace}/{name} changed", reason="Conflict")
+        if not allow_unpinned and "@sha256:" not in image:
+            raise ConfigurationError(f"unpinned {image}", reason="UnpinnedImage")
+        dep["metadata"].setdefault("annotations", {}).update(annotations or {})
         for c in dep["spec"]["template"]["spec"]["containers"]:
             if c["name"] == container:
                 c["image"] = image

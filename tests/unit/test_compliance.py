@@ -490,3 +490,88 @@ def test_overlay_shows_patching_and_failed_patches(case, state, patches, expecte
 
 def test_a_closed_patch_does_not_make_a_workload_patching():
     assert overlay(S.COMPLIANT, REPO, RUNNING, [patch_for("Closed")]) is S.COMPLIANT
+
+
+# --- exact targets, holders, failed memory (one actor per container) ----------------------
+
+WEB_APP = ("Deployment", "shop", "web", "app")
+API_APP = ("Deployment", "shop", "api", "app")
+
+
+def targeted(key: str, *keys: tuple[str, str, str, str]) -> PatchIntent:
+    from imagepatch.model.imagepatch import Target
+
+    targets = tuple(Target(namespace=ns, name=n, container=c, kind=k) for k, ns, n, c in keys)
+    return PatchIntent(name=f"n-{key}", key=key, image=REPO, current_digest=RUNNING,
+                       reason="Vulnerable", evidence={}, targets=targets)
+
+
+def holder(key: str, *held: tuple[str, str, str, str]) -> KnownPatch:
+    return KnownPatch(name=f"p-{key}", key=key, image=REPO, current_digest=RUNNING,
+                      phase="RollingOut", started=True, held=frozenset(held))
+
+
+def test_the_tag_is_part_of_the_patch_identity():
+    on_14 = intent_for(facts(image=f"{REPO}:1.4", findings=verdict(1)),
+                       Assessment(state=S.VULNERABLE, reason="Vulnerable", message="m"))
+    on_latest = intent_for(facts(image=f"{REPO}:latest", findings=verdict(1)),
+                           Assessment(state=S.VULNERABLE, reason="Vulnerable", message="m"))
+    assert (on_14.tag, on_latest.tag) == ("1.4", "latest")
+    assert on_14.key != on_latest.key and on_14.name != on_latest.name
+
+
+def test_no_patch_is_opened_for_containers_another_open_patch_is_changing():
+    plan = plan_patches([targeted("k-new", WEB_APP)], [holder("k-old", WEB_APP)],
+                        evaluated_images=[REPO])
+    assert plan.create == ()
+    # One free container is enough to open it (the planner then waits on the held one).
+    plan = plan_patches([targeted("k-new", WEB_APP, API_APP)], [holder("k-old", WEB_APP)],
+                        evaluated_images=[REPO])
+    assert [i.key for i in plan.create] == ["k-new"]
+    # A finished patch holds nothing.
+    done = KnownPatch(name="p", key="k-old", image=REPO, current_digest=RUNNING,
+                      phase="RolledBack", started=True, held=frozenset({WEB_APP}))
+    assert plan_patches([targeted("k-new", WEB_APP)], [done], evaluated_images=[REPO]).create
+
+
+def test_a_key_remembered_as_failed_on_its_workloads_is_not_opened_again():
+    plan = plan_patches([targeted("k1", WEB_APP)], [], evaluated_images=[REPO],
+                        failed_keys={"k1"})
+    assert plan.create == ()
+
+
+def test_a_close_is_asked_for_once():
+    asked = KnownPatch(name="p", key="k1", image=REPO, current_digest=RUNNING, phase="Pending",
+                       started=False, close_requested=True)
+    assert plan_patches([], [asked], evaluated_images=[REPO]).close == ()
+
+
+def test_an_unstarted_patch_gains_containers_judged_since_it_was_opened():
+    existing = KnownPatch(name="p", key="k1", image=REPO, current_digest=RUNNING,
+                          phase="AwaitingApproval", started=False, targets=frozenset({WEB_APP}))
+    wanted = targeted("k1", WEB_APP, API_APP)
+    plan = plan_patches([wanted], [existing], evaluated_images=[REPO])
+    assert plan.retarget == ((existing, wanted),) and plan.create == ()
+    # Nothing new, or already started: left alone.
+    assert plan_patches([targeted("k1", WEB_APP)], [existing], evaluated_images=[REPO]).retarget == ()
+    started = KnownPatch(name="p", key="k1", image=REPO, current_digest=RUNNING,
+                         phase="RollingOut", started=True, targets=frozenset({WEB_APP}))
+    assert plan_patches([wanted], [started], evaluated_images=[REPO]).retarget == ()
+
+
+def test_overlay_is_per_tag():
+    patch = KnownPatch(name="p", key="k", image=REPO, current_digest=RUNNING, phase="Building",
+                       started=False, tag="1.4")
+    assert overlay(S.VULNERABLE, REPO, RUNNING, [patch], "1.4") == S.PATCHING
+    assert overlay(S.VULNERABLE, REPO, RUNNING, [patch], "latest") == S.VULNERABLE
+
+
+def test_a_patch_asked_to_close_no_longer_makes_its_image_patching():
+    closing = KnownPatch(name="p", key="k", image=REPO, current_digest=RUNNING, phase="Building",
+                         started=False, close_requested=True)
+    assert closing.closing
+    assert overlay(S.COMPLIANT, REPO, RUNNING, [closing]) == S.COMPLIANT
+    started = KnownPatch(name="p", key="k", image=REPO, current_digest=RUNNING,
+                         phase="RollingOut", started=True, close_requested=True)
+    assert not started.closing
+    assert overlay(S.COMPLIANT, REPO, RUNNING, [started]) == S.PATCHING

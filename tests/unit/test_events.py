@@ -11,9 +11,11 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from imagepatch.core.events import (
     ImageSignal,
@@ -348,10 +350,7 @@ def _without(event: dict, key: str) -> dict:
         pytest.param(json.dumps({k: v for k, v in ecr_push().items() if k != "detail"}), "no 'detail' object", id="no-detail"),
         pytest.param(json.dumps(_without(ecr_push(), "action-type")), "no 'detail.action-type'", id="push-no-action"),
         pytest.param(json.dumps(_without(ecr_push(), "result")), "no 'detail.result'", id="push-no-result"),
-        pytest.param(json.dumps(_without(ecr_push(), "image-digest")), "no 'detail.image-digest'", id="push-no-digest"),
         pytest.param(json.dumps(_without(ecr_push(), "repository-name")), "no 'detail.repository-name'", id="push-no-repository"),
-        pytest.param(json.dumps(ecr_push(**{"image-digest": "sha256:abc"})), "is not a digest", id="push-short-digest"),
-        pytest.param(json.dumps(ecr_push(**{"image-digest": "md5:" + "a" * 32})), "is not a digest", id="push-md5"),
         pytest.param(json.dumps(ecr_push(**{"repository-name": "Upper/Case"})), "not an ECR repository name", id="push-bad-repository"),
         pytest.param(json.dumps(ecr_push(**{"repository-name": "../../etc"})), "not an ECR repository name", id="push-path-repository"),
         pytest.param(json.dumps(ecr_push(**{"image-tag": "has space"})), "invalid tag", id="push-bad-tag"),
@@ -368,12 +367,10 @@ def _without(event: dict, key: str) -> dict:
         pytest.param(json.dumps(_without(inspector_finding(), "resources")), "no 'detail.resources' list", id="finding-no-resources"),
         pytest.param(json.dumps(inspector_finding("i-123")), "resources[0] is not an object", id="finding-resource-not-object"),
         pytest.param(json.dumps(inspector_finding({"type": "AWS_ECR_CONTAINER_IMAGE", "id": "arn:..."})), "without details.awsEcrContainerImage", id="finding-ecr-no-details"),
-        pytest.param(json.dumps(inspector_finding(ecr_image_resource(imageHash=None))), "imageHash", id="finding-no-hash"),
         pytest.param(json.dumps(inspector_finding(ecr_image_resource(repositoryName=""))), "repositoryName", id="finding-no-repository"),
         pytest.param(json.dumps(inspector_finding(ecr_image_resource(registry="me"))), "not 12 digits", id="finding-bad-registry"),
         pytest.param(json.dumps(inspector_scan(**{"repository-name": "arn:aws:s3:::bucket"})), "not an ECR repository ARN", id="iscan-not-ecr-arn"),
         pytest.param(json.dumps(inspector_scan(**{"repository-name": 5})), "not a string", id="iscan-name-not-string"),
-        pytest.param(json.dumps(_without(inspector_scan(), "image-digest")), "no 'detail.image-digest'", id="iscan-no-digest"),
         pytest.param(json.dumps({"Type": "Notification", "Message": {"source": "aws.ecr"}}), "no Message string", id="sns-message-not-string"),
         pytest.param(json.dumps({"Type": "Notification", "Message": "not json"}), "SNS Message is not JSON", id="sns-message-garbage"),
         pytest.param(json.dumps({"Type": "Notification", "Message": json.dumps([1])}), "JSON list", id="sns-message-list"),
@@ -392,3 +389,53 @@ def test_a_malformed_reason_quotes_at_most_a_short_prefix_of_a_bad_value():
         parse_message(json.dumps(ecr_push(**{"repository-name": secret_ish})))
     assert secret_ish not in caught.value.reason
     assert len(caught.value.reason) < 160
+
+
+# The digest AWS's ECR user guide prints in its sample events ("Amazon ECR
+# events and EventBridge"): 60 hex digits, a placeholder, not a sha256.
+AWS_SAMPLE_DIGEST = "sha256:7f5b2640fe6fb4f46592dfd3410c4a79dac4f89e4782432e0378abcd1234"
+
+
+@pytest.mark.parametrize(
+    ("event", "kind", "tag"),
+    [
+        pytest.param(ecr_push(**{"image-digest": AWS_SAMPLE_DIGEST}), "push", "latest", id="push-aws-sample-digest"),
+        pytest.param(ecr_push(**{"image-digest": "sha256:abc"}), "push", "latest", id="push-short-digest"),
+        pytest.param(ecr_push(**{"image-digest": "md5:" + "a" * 32}), "push", "latest", id="push-md5"),
+        pytest.param(_without(ecr_push(), "image-digest"), "push", "latest", id="push-no-digest"),
+        pytest.param(ecr_push(**{"image-digest": 42}), "push", "latest", id="push-digest-not-string"),
+        pytest.param(ecr_scan(**{"image-digest": AWS_SAMPLE_DIGEST, "image-tags": ["v1"]}), "scan", "v1", id="scan-aws-sample-digest"),
+        pytest.param(inspector_finding(ecr_image_resource(imageHash="sha256:0000", imageTags=["v2"])), "finding", "v2", id="finding-bad-hash"),
+        pytest.param(inspector_finding(ecr_image_resource(imageHash=None, imageTags=["v2"])), "finding", "v2", id="finding-no-hash"),
+        pytest.param(_without(inspector_scan(**{"image-tags": ["v3"]}), "image-digest"), "scan", "v3", id="iscan-no-digest"),
+    ],
+)
+def test_a_malformed_or_placeholder_digest_still_names_repository_and_tag(event, kind, tag):
+    signals = parse_message(json.dumps(event))
+    assert signals, "the event must not be dropped for its digest"
+    assert {(s.kind, s.tag, s.digest) for s in signals} == {(kind, tag, None)}
+    assert all(s.repository for s in signals)
+
+
+# -- the folder of malformed SQS bodies (tests/data/sqs) -----------------------------------
+
+_SQS = Path(__file__).resolve().parents[1] / "data" / "sqs"
+_SQS_EXPECTED = yaml.safe_load((_SQS / "expected.yaml").read_text())
+
+
+def test_every_sqs_body_in_the_folder_has_an_expected_outcome():
+    assert {p.name for p in _SQS.iterdir() if p.name != "expected.yaml"} == set(_SQS_EXPECTED)
+
+
+@pytest.mark.parametrize(("name", "expected"), sorted(_SQS_EXPECTED.items()), ids=sorted(_SQS_EXPECTED))
+def test_sqs_bodies_from_the_folder_give_their_outcome(name, expected):
+    body = (_SQS / name).read_bytes()
+    if expected == "ignored":
+        assert parse_message(body) == ()
+    elif "malformed" in expected:
+        with pytest.raises(MalformedEvent) as caught:
+            parse_message(body)
+        assert expected["malformed"] in caught.value.reason
+    else:
+        signals = parse_message(body)
+        assert [[s.kind, s.repository, s.tag, s.digest] for s in signals] == expected["signals"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from imagepatch.core.images import (
+    DOCKER_HUB,
     DOCKER_HUB_API,
     EcrRegistry,
     ImageRef,
@@ -29,7 +30,8 @@ D512 = "sha512:" + "c" * 128
         ("bitnami/redis:7", "docker.io", "bitnami/redis", "7", None),
         ("docker.io/python", "docker.io", "library/python", None, None),
         ("index.docker.io/library/python:3", "docker.io", "library/python", "3", None),
-        ("registry-1.docker.io/nginx", "docker.io", "library/nginx", None, None),
+        # Only index.docker.io is folded (normalize.go); registry-1 is a host of its own.
+        ("registry-1.docker.io/nginx", "registry-1.docker.io", "nginx", None, None),
         # A host is a first component with '.', ':' or 'localhost'.
         ("ghcr.io/org/app:v1", "ghcr.io", "org/app", "v1", None),
         ("localhost/app", "localhost", "app", None, None),
@@ -45,8 +47,6 @@ D512 = "sha512:" + "c" * 128
         (f"quay.io/a/b@{D512}", "quay.io", "a/b", None, D512),
         # Separators inside path components, and a tag with '_' and '.'.
         ("org/a.b_c__d-e---f:_x.y-z", "docker.io", "org/a.b_c__d-e---f", "_x.y-z", None),
-        # Surrounding whitespace (YAML) is dropped.
-        ("  alpine:3  ", "docker.io", "library/alpine", "3", None),
     ],
 )
 def test_parse_image_normalizes_like_docker(ref, host, repository, tag, digest):
@@ -57,7 +57,10 @@ def test_parse_image_normalizes_like_docker(ref, host, repository, tag, digest):
     ("ref", "problem"),
     [
         ("", "is empty"),
-        ("   ", "is empty"),
+        ("   ", "whitespace"),
+        # Surrounding whitespace is refused, as Go's grammar (and the API server's
+        # pod validation) refuse it.
+        ("  alpine:3  ", "whitespace"),
         ("https://ghcr.io/org/app", "URL scheme"),
         ("ghcr.io/Org/app", "must be lower-case"),
         ("ghcr.io/org/app:", "tag ''"),
@@ -73,7 +76,7 @@ def test_parse_image_normalizes_like_docker(ref, host, repository, tag, digest):
         ("ghcr.io/org/app_", "invalid path component 'app_'"),
         ("bad_host.io:x/app", "registry host 'bad_host.io:x'"),
         ("my app", "whitespace"),
-        ("ghcr.io/" + "a" * 250, "longer than 255"),
+        ("ghcr.io/" + "a" * 256, "longer than 255"),
     ],
 )
 def test_parse_image_rejects_bad_references_with_a_reason(ref, problem):
@@ -193,3 +196,127 @@ def test_matches_glob_rejects_patterns_that_cannot_match(pattern, problem):
 def test_matches_glob_rejects_a_bad_image():
     with pytest.raises(InvalidImageReference):
         matches_glob("Not A Ref", ["*"])
+
+
+# -- the distribution/reference package's own tables -------------------------------------
+#
+# Source of truth: github.com/distribution/reference (commit 0965666),
+# reference_test.go TestReferenceParse, and normalize_test.go
+# TestValidateReferenceName / TestValidateRemoteName. Each row is one of their
+# inputs with their verdict; parse_image is ParseDockerRef/ParseNormalizedNamed,
+# so for inputs that Parse reads without a domain the expected name is the
+# normalized one (docker.io, library/). Deviation, on purpose: their test
+# binary registers only sha256, so sha512 is "unsupported" there; containerd
+# and the kubelet register sha512 (and sha384), and so does this parser.
+
+_FF = "sha256:" + "f" * 64
+_GO_PARSE = [
+    # (input, valid, domain or None for Docker Hub, path, tag, digest)
+    ("test_com", True, None, "test_com", None, None),
+    ("test.com:tag", True, None, "test.com", "tag", None),
+    ("test.com:5000", True, None, "test.com", "5000", None),
+    ("test.com/repo:tag", True, "test.com", "repo", "tag", None),
+    ("test:5000/repo", True, "test:5000", "repo", None, None),
+    ("test:5000/repo:tag", True, "test:5000", "repo", "tag", None),
+    (f"test:5000/repo@{_FF}", True, "test:5000", "repo", None, _FF),
+    (f"test:5000/repo:tag@{_FF}", True, "test:5000", "repo", "tag", _FF),
+    ("", False, None, None, None, None),
+    (":justtag", False, None, None, None, None),
+    (f"@{_FF}", False, None, None, None, None),
+    ("repo@sha256:" + "f" * 34, False, None, None, None, None),
+    ("validname@invaliddigest:" + "f" * 64, False, None, None, None, None),
+    ("Uppercase:tag", False, None, None, None, None),
+    ("test:5000/Uppercase/lowercase:tag", False, None, None, None, None),
+    ("lowercase:Uppercase", True, None, "lowercase", "Uppercase", None),
+    ("domain/" + "a" * 256 + ":tag", False, None, None, None, None),
+    ("a/" * 127 + "a:tag-puts-this-over-max", True, None, "a/" * 127 + "a", "tag-puts-this-over-max", None),
+    ("aa/asdf$$^/aa", False, None, None, None, None),
+    ("sub-dom1.foo.com/bar/baz/quux", True, "sub-dom1.foo.com", "bar/baz/quux", None, None),
+    ("sub-dom1.foo.com/bar/baz/quux:some-long-tag", True, "sub-dom1.foo.com", "bar/baz/quux", "some-long-tag", None),
+    ("b.gcr.io/test.example.com/my-app:test.example.com", True, "b.gcr.io", "test.example.com/my-app", "test.example.com", None),
+    ("xn--n3h.com/myimage:xn--n3h.com", True, "xn--n3h.com", "myimage", "xn--n3h.com", None),
+    (f"xn--7o8h.com/myimage:xn--7o8h.com@{_FF}", True, "xn--7o8h.com", "myimage", "xn--7o8h.com", _FF),
+    ("foo_bar.com:8080", True, None, "foo_bar.com", "8080", None),
+    ("foo/foo_bar.com:8080", True, None, "foo/foo_bar.com", "8080", None),
+    ("192.168.1.1", True, None, "192.168.1.1", None, None),
+    ("192.168.1.1:tag", True, None, "192.168.1.1", "tag", None),
+    ("192.168.1.1:5000", True, None, "192.168.1.1", "5000", None),
+    ("192.168.1.1/repo", True, "192.168.1.1", "repo", None, None),
+    ("192.168.1.1:5000/repo", True, "192.168.1.1:5000", "repo", None, None),
+    ("192.168.1.1:5000/repo:5050", True, "192.168.1.1:5000", "repo", "5050", None),
+    ("[2001:db8::1]", False, None, None, None, None),
+    ("[2001:db8::1]:5000", False, None, None, None, None),
+    ("[2001:db8::1]:tag", False, None, None, None, None),
+    ("[2001:db8::1]/repo", True, "[2001:db8::1]", "repo", None, None),
+    ("[2001:db8:1:2:3:4:5:6]/repo:tag", True, "[2001:db8:1:2:3:4:5:6]", "repo", "tag", None),
+    ("[2001:db8::1]:5000/repo", True, "[2001:db8::1]:5000", "repo", None, None),
+    ("[2001:db8::1]:5000/repo:tag", True, "[2001:db8::1]:5000", "repo", "tag", None),
+    (f"[2001:db8::1]:5000/repo@{_FF}", True, "[2001:db8::1]:5000", "repo", None, _FF),
+    (f"[2001:db8::1]:5000/repo:tag@{_FF}", True, "[2001:db8::1]:5000", "repo", "tag", _FF),
+    ("[2001:db8::]:5000/repo", True, "[2001:db8::]:5000", "repo", None, None),
+    ("[::1]:5000/repo", True, "[::1]:5000", "repo", None, None),
+    ("[fe80::1%eth0]:5000/repo", False, None, None, None, None),
+    ("[fe80::1%@invalidzone]:5000/repo", False, None, None, None, None),
+    ("example.com/" + "a" * 255 + ":tag", True, "example.com", "a" * 255, "tag", None),
+]
+
+_GO_NORMALIZED_VALID = [
+    "docker/docker", "library/debian", "debian", "localhost/library/debian", "localhost/debian",
+    "LOCALDOMAIN/library/debian", "LOCALDOMAIN/debian", "docker.io/docker/docker",
+    "docker.io/library/debian", "docker.io/debian", "index.docker.io/docker/docker",
+    "index.docker.io/library/debian", "index.docker.io/debian", "127.0.0.1:5000/docker/docker",
+    "127.0.0.1:5000/library/debian", "127.0.0.1:5000/debian", "192.168.0.1", "192.168.0.1:80",
+    "192.168.0.1:8/debian", "192.168.0.2:25000/debian",
+    "thisisthesongthatneverendsitgoesonandonandonthisisthesongthatnev", "[fc00::1]:5000/docker",
+    "[fc00::1]:5000/docker/docker", "[fc00:1:2:3:4:5:6:7]:5000/library/debian",
+    "docker.io/1a3f5e7d9c1b3a5f7e9d1c3b5a7f9e1d3c5b7a9f1e3d5d7c9b1a3f5e7d9c1b3a",
+    "Docker/docker", "DOCKER/docker",
+    # TestValidateRemoteName
+    "docker-rules/docker", "docker---rules/docker", "doc/docker", "d/docker", "jess/t", "dock__er/docker",
+]
+_GO_NORMALIZED_INVALID = [
+    "https://github.com/docker/docker", "docker/Docker", "-docker", "-docker/docker",
+    "-docker.io/docker/docker", "docker///docker", "docker.io/docker/Docker",
+    "docker.io/docker///docker", "[fc00::1]", "[fc00::1]:5000", "fc00::1:5000/debian",
+    "[fe80::1%eth0]:5000/debian", "[2001:db8:3:4::192.0.2.33]:5000/debian",
+    "1a3f5e7d9c1b3a5f7e9d1c3b5a7f9e1d3c5b7a9f1e3d5d7c9b1a3f5e7d9c1b3a",
+]
+
+
+@pytest.mark.parametrize(("text", "valid", "domain", "path", "tag", "digest"), _GO_PARSE, ids=[r[0][:60] or "empty" for r in _GO_PARSE])
+def test_reference_parse_table_of_distribution_reference(text, valid, domain, path, tag, digest):
+    if not valid:
+        with pytest.raises(InvalidImageReference):
+            parse_image(text)
+        return
+    ref = parse_image(text)
+    if domain is None:  # no domain: Docker Hub, with library/ for a one-component path
+        assert ref.host == DOCKER_HUB
+        assert ref.repository == (path if "/" in path else f"library/{path}")
+    else:
+        assert (ref.host, ref.repository) == (domain, path)
+    assert (ref.tag, ref.digest) == (tag, digest)
+
+
+@pytest.mark.parametrize("text", _GO_NORMALIZED_VALID)
+def test_normalized_names_distribution_reference_accepts(text):
+    parse_image(text)
+
+
+@pytest.mark.parametrize("text", _GO_NORMALIZED_INVALID)
+def test_normalized_names_distribution_reference_refuses(text):
+    with pytest.raises(InvalidImageReference):
+        parse_image(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [f"quay.io/a/b@sha384:{'d' * 96}", f"quay.io/a/b@{D512}"],
+)
+def test_registered_digest_algorithms_beyond_sha256_are_accepted(text):
+    assert parse_image(text).digest == text.split("@")[1]
+
+
+def test_tags_are_ascii_as_in_go():
+    with pytest.raises(InvalidImageReference):
+        parse_image("app:versión")

@@ -43,6 +43,7 @@ from imagepatch.model import (
     parse_policy,
     parse_policy_spec,
 )
+from tests.support.malformed import policy_cases
 
 MODEL_DIR = Path(__file__).resolve().parents[2] / "operator" / "imagepatch" / "model"
 td = dt.timedelta
@@ -357,284 +358,30 @@ def test_parse_policy_reads_name_and_generation():
 WAVE = {"name": "staging", "namespaceSelector": {}}
 WINDOW = {"schedule": "cron(0 2 ? * SUN *)", "duration": "3h"}
 
+# Shared with tests/integration/test_crd_schema.py: one folder of malformed
+# specs (tests/data/policies/), each with the model's field and message.
+POLICY_CASES = policy_cases()
 BAD_SPECS = [
-    # (spec overrides on top of {"namespaceSelector": {}}, field, message fragment)
-    ({"namespaceSelector": None}, "spec.namespaceSelector", "is required"),
-    ({"namespaceSelector": ["env=prod"]}, "spec.namespaceSelector", "must be an object"),
-    (
-        {"namespaceSelector": {"matchLabels": {"env": 1}}},
-        "spec.namespaceSelector.matchLabels.env",
-        "must be a string",
-    ),
-    (
-        {"namespaceSelector": {"matchLabels": {"env": "x" * 64}}},
-        "spec.namespaceSelector.matchLabels.env",
-        "at most 63 characters",
-    ),
-    (
-        {"namespaceSelector": {"matchExpressions": {"key": "env"}}},
-        "spec.namespaceSelector.matchExpressions",
-        "must be a list",
-    ),
-    (
-        {"namespaceSelector": {"matchExpressions": [{"operator": "Exists"}]}},
-        "spec.namespaceSelector.matchExpressions[0].key",
-        "is required",
-    ),
-    (
-        {"namespaceSelector": {"matchExpressions": [{"key": "env"}]}},
-        "spec.namespaceSelector.matchExpressions[0].operator",
-        "is required",
-    ),
-    (
-        {"namespaceSelector": {"matchExpressions": [{"key": "env", "operator": "Gt"}]}},
-        "spec.namespaceSelector.matchExpressions[0].operator",
-        "must be one of In, NotIn",
-    ),
-    (
-        {"namespaceSelector": {"matchExpressions": [{"key": "env", "operator": "In"}]}},
-        "spec.namespaceSelector.matchExpressions[0].values",
-        "must not be empty when operator is In",
-    ),
-    (
-        {
-            "namespaceSelector": {
-                "matchExpressions": [{"key": "e", "operator": "NotIn", "values": []}]
-            }
-        },
-        "spec.namespaceSelector.matchExpressions[0].values",
-        "must not be empty when operator is NotIn",
-    ),
-    (
-        {
-            "namespaceSelector": {
-                "matchExpressions": [
-                    {"key": "env", "operator": "Exists"},
-                    {"key": "env", "operator": "DoesNotExist", "values": ["a"]},
-                ]
-            }
-        },
-        "spec.namespaceSelector.matchExpressions[1].values",
-        "must be empty when operator is DoesNotExist",
-    ),
-    ({"suspend": "yes"}, "spec.suspend", "must be true or false"),
-    ({"suspend": 1}, "spec.suspend", "must be true or false"),
-    ({"baseImages": "all"}, "spec.baseImages", "must be an object"),
-    ({"baseImages": {"trusted": "python:*"}}, "spec.baseImages.trusted", "must be a list"),
-    (
-        {"baseImages": {"trusted": ["ok/*", "has space"]}},
-        "spec.baseImages.trusted[1]",
-        "must not contain whitespace",
-    ),
-    ({"baseImages": {"trusted": [""]}}, "spec.baseImages.trusted[0]", "must not be empty"),
-    ({"baseImages": {"checkInterval": "30s"}}, "spec.baseImages.checkInterval", "at least 1m"),
-    (
-        {"baseImages": {"checkInterval": "1 hour"}},
-        "spec.baseImages.checkInterval",
-        "is not a duration",
-    ),
-    (
-        {"baseImages": {"checkInterval": 3600}},
-        "spec.baseImages.checkInterval",
-        "must be a duration string",
-    ),
-    (
-        {"vulnerabilities": {"source": "snyk"}},
-        "spec.vulnerabilities.source",
-        "must be one of ecr, inspector, none, not 'snyk'",
-    ),
-    (
-        {"vulnerabilities": {"minSeverity": "high"}},
-        "spec.vulnerabilities.minSeverity",
-        "must be one of",
-    ),
-    (
-        {"vulnerabilities": {"fixAvailableOnly": "true"}},
-        "spec.vulnerabilities.fixAvailableOnly",
-        "must be true or false",
-    ),
-    (
-        {"vulnerabilities": {"approveAfterDays": -1}},
-        "spec.vulnerabilities.approveAfterDays",
-        "between 0 and 3650",
-    ),
-    (
-        {"vulnerabilities": {"approveAfterDays": 1.5}},
-        "spec.vulnerabilities.approveAfterDays",
-        "must be an integer",
-    ),
-    (
-        {"vulnerabilities": {"approveAfterDays": True}},
-        "spec.vulnerabilities.approveAfterDays",
-        "must be an integer",
-    ),
-    (
-        {"vulnerabilities": {"ignore": ["CVE-2024-1234", "CVE-24-1"]}},
-        "spec.vulnerabilities.ignore[1]",
-        "must be a CVE ID",
-    ),
-    (
-        {"vulnerabilities": {"ignore": ["GHSA-abcd-efgh-jkmn"]}},  # outside GHSA's alphabet
-        "spec.vulnerabilities.ignore[0]",
-        "GHSA ID",
-    ),
-    (
-        {"vulnerabilities": {"ignore": ["CVE-2024-1234", "CVE-2024-1234"]}},
-        "spec.vulnerabilities.ignore[1]",
-        "duplicates",
-    ),
-    ({"rebuild": {"strategy": "docker"}}, "spec.rebuild.strategy", "must be one of"),
-    (
-        {"rebuild": {"strategy": "codebuild"}},
-        "spec.rebuild.codebuild.project",
-        "is required when spec.rebuild.strategy is codebuild",
-    ),
-    (
-        {"rebuild": {"strategy": "codebuild", "codebuild": {}}},
-        "spec.rebuild.codebuild.project",
-        "is required",
-    ),
-    (
-        {"rebuild": {"codebuild": {"project": "my project!"}}},
-        "spec.rebuild.codebuild.project",
-        "CodeBuild project name or ARN",
-    ),
-    (
-        {"rebuild": {"strategy": "job"}},
-        "spec.rebuild.job.template",
-        "is required when spec.rebuild.strategy is job",
-    ),
-    (
-        {"rebuild": {"strategy": "job", "job": {"template": "Kaniko_Template"}}},
-        "spec.rebuild.job.template",
-        "must be an object name",
-    ),
-    ({"rebuild": {"timeout": "59s"}}, "spec.rebuild.timeout", "at least 1m"),
-    (
-        {"rollout": {"progressDeadlineSeconds": 29}},
-        "spec.rollout.progressDeadlineSeconds",
-        "between 30 and 86400, not 29",
-    ),
-    (
-        {"rollout": {"progressDeadlineSeconds": "600"}},
-        "spec.rollout.progressDeadlineSeconds",
-        "must be an integer",
-    ),
-    ({"rollout": {"healthyFor": "5 minutes"}}, "spec.rollout.healthyFor", "is not a duration"),
-    ({"rollout": {"maxRestarts": -1}}, "spec.rollout.maxRestarts", "between 0 and 1000"),
-    ({"rollout": {"rollback": "no"}}, "spec.rollout.rollback", "must be true or false"),
-    ({"rollout": {"waves": [WAVE] * 11}}, "spec.rollout.waves", "at most 10 items"),
-    (
-        {"rollout": {"waves": [WAVE, {**WAVE, "name": "prod"}, WAVE]}},
-        "spec.rollout.waves[2].name",
-        "must be unique",
-    ),
-    (
-        {"rollout": {"waves": [{**WAVE, "name": "Prod"}]}},
-        "spec.rollout.waves[0].name",
-        "must be a DNS label",
-    ),
-    (
-        {"rollout": {"waves": [{**WAVE, "name": "a" * 64}]}},
-        "spec.rollout.waves[0].name",
-        "at most 63 characters",
-    ),
-    (
-        {"rollout": {"waves": [{"namespaceSelector": {}}]}},
-        "spec.rollout.waves[0].name",
-        "is required",
-    ),
-    (
-        {"rollout": {"waves": [{"name": "staging"}]}},
-        "spec.rollout.waves[0].namespaceSelector",
-        "is required",
-    ),
-    (
-        {
-            "rollout": {
-                "waves": [
-                    WAVE,
-                    {
-                        "name": "prod",
-                        "namespaceSelector": {
-                            "matchExpressions": [{"key": "env", "operator": "In"}]
-                        },
-                    },
-                ]
-            }
-        },
-        "spec.rollout.waves[1].namespaceSelector.matchExpressions[0].values",
-        "must not be empty",
-    ),
-    (
-        {"rollout": {"waves": [{**WAVE, "soak": "-1h"}]}},
-        "spec.rollout.waves[0].soak",
-        "is not a duration",
-    ),
-    ({"maintenanceWindow": {"duration": "3h"}}, "spec.maintenanceWindow.schedule", "is required"),
-    (
-        {"maintenanceWindow": {**WINDOW, "schedule": "every sunday"}},
-        "spec.maintenanceWindow.schedule",
-        "must be an AWS cron expression",
-    ),
-    (
-        {"maintenanceWindow": {**WINDOW, "schedule": "cron(0 2 * * SUN)"}},
-        "spec.maintenanceWindow.schedule",
-        "must be an AWS cron expression",
-    ),
-    (
-        {"maintenanceWindow": {**WINDOW, "schedule": "0 2 * * * *"}},
-        "spec.maintenanceWindow.schedule",
-        "5-field cron expression",
-    ),
-    (
-        {"maintenanceWindow": {**WINDOW, "timezone": "Central European Time"}},
-        "spec.maintenanceWindow.timezone",
-        "IANA time zone",
-    ),
-    (
-        {"maintenanceWindow": {"schedule": "0 2 * * 0"}},
-        "spec.maintenanceWindow.duration",
-        "is required",
-    ),
-    (
-        {"maintenanceWindow": {**WINDOW, "duration": "30s"}},
-        "spec.maintenanceWindow.duration",
-        "between 1m and 168h",
-    ),
-    (
-        {"maintenanceWindow": {**WINDOW, "duration": "169h"}},
-        "spec.maintenanceWindow.duration",
-        "between 1m and 168h",
-    ),
-    (
-        {"maintenanceWindow": {**WINDOW, "cutoff": "3h"}},
-        "spec.maintenanceWindow.cutoff",
-        "must be shorter than spec.maintenanceWindow.duration",
-    ),
-    (
-        {"maintenanceWindow": {**WINDOW, "cutoff": "4h"}},
-        "spec.maintenanceWindow.cutoff",
-        "must be shorter than spec.maintenanceWindow.duration",
-    ),
-    ({"approval": "automatic"}, "spec.approval", "must be one of Automatic, Manual"),
-    ({"registryCredentials": {}}, "spec.registryCredentials.secretName", "is required"),
-    (
-        {"registryCredentials": {"secretName": "Registry_Creds"}},
-        "spec.registryCredentials.secretName",
-        "must be an object name",
-    ),
+    (spec, expected["model"]["field"], expected["model"]["message"])
+    for _, spec, expected in POLICY_CASES
+    if "model" in expected
 ]
 
 
+@pytest.mark.parametrize(("name", "spec"), [(n, s) for n, s, _ in POLICY_CASES], ids=[n for n, _, _ in POLICY_CASES])
+def test_every_malformed_policy_spec_is_refused_by_the_model(name, spec):
+    with pytest.raises(SpecError):
+        parse_policy_spec(spec)
+
+
 @pytest.mark.parametrize(
-    ("overrides", "field", "fragment"),
+    ("spec", "field", "fragment"),
     BAD_SPECS,
     ids=[f"{field}:{fragment}"[:90] for _, field, fragment in BAD_SPECS],
 )
-def test_bad_field_raises_spec_error_naming_it(overrides, field, fragment):
+def test_bad_field_raises_spec_error_naming_it(spec, field, fragment):
     with pytest.raises(SpecError) as caught:
-        parse_policy_spec({"namespaceSelector": {}, **overrides})
+        parse_policy_spec(spec)
 
     assert caught.value.field == field
     assert str(caught.value).startswith(f"{field}: ")

@@ -84,3 +84,30 @@ def test_suspended_policy_says_so() -> None:
 def test_manual_retrigger_is_echoed() -> None:
     obj = policy(annotations={REQUESTED_AT_ANNOTATION: "2026-11-27T08:00:00Z"})
     assert policy_status(obj, now=T0)["lastHandledReconcileAt"] == "2026-11-27T08:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("findings", "expected"),
+    [
+        pytest.param({"readable": False, "reason": "FindingsUnavailable", "message": "image x: no AWS region configured"},
+                     ("False", "FindingsUnavailable", "no AWS region configured"), id="no-region"),
+        pytest.param({"readable": False, "reason": "AccessDenied", "message": "image x: findings unreadable: AccessDeniedException"},
+                     ("False", "AccessDenied", "AccessDeniedException"), id="access-denied"),
+        pytest.param({"readable": True, "reason": "FindingsRead", "message": ""},
+                     ("True", "FindingsRead", "read"), id="readable"),
+    ],
+)
+def test_unreadable_findings_show_as_a_policy_condition(findings, expected) -> None:
+    status = policy_status(policy(status={"findings": findings}, vulnerabilities={"source": "ecr"}), now=T0)
+    cond = conditions(status)["FindingsReadable"]
+    assert (cond["status"], cond["reason"]) == expected[:2]
+    assert expected[2] in cond["message"]
+    assert conditions(status)["Ready"]["status"] == "True"
+
+
+def test_no_findings_condition_when_the_policy_reads_none() -> None:
+    recorded = {"findings": {"readable": False, "reason": "FindingsUnavailable", "message": "m"},
+                "conditions": [{"type": "FindingsReadable", "status": "False", "reason": "FindingsUnavailable",
+                                "message": "m", "lastTransitionTime": "2026-11-27T07:00:00Z"}]}
+    status = policy_status(policy(status=recorded, vulnerabilities={"source": "none"}), now=T0)
+    assert "FindingsReadable" not in conditions(status)

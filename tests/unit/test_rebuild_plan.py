@@ -37,7 +37,8 @@ def imagepatch(status: dict | None = None, **spec: Any):
 
 def step(status: dict | None = None, *, pol=None, build=None, verification=None, **spec):
     return plan(patch=imagepatch(status, **spec), policy=pol or policy(), workload=None,
-                candidates=(Candidate(namespace="shop", name="web", container="app"),),
+                candidates=(Candidate(namespace="shop", name="web", container="app",
+                                      image=f"{REPO}:1.4", digest=CURRENT),),
                 window=Window(), now=T0, build=build, verification=verification)
 
 

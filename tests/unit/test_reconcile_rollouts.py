@@ -87,7 +87,8 @@ def test_a_finished_or_missing_patch_asks_for_nothing() -> None:
 def test_a_missing_policy_waits_and_says_so() -> None:
     kube = given_a_pinned_patch()
     del kube.policies["pol"]
-    assert reconcile(kube) == 30.0
+    after = reconcile(kube)
+    assert after is not None and after > 0  # it looks again (a policy may be created)
     assert kube.patches["p1"]["status"]["phase"] == "Pending"
     stalled = {c["type"]: c for c in kube.patches["p1"]["status"]["conditions"]}["Stalled"]
     assert stalled["reason"] == "PolicyNotFound"

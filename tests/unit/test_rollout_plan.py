@@ -24,6 +24,8 @@ REPO = "registry.local/app"
 OLD = f"{REPO}:1.4"
 DIGEST = "sha256:" + "a" * 64
 NEW = f"{REPO}:1.4@{DIGEST}"
+OLD_DIGEST = "sha256:" + "0" * 64
+OLD_PINNED = f"{OLD}@{OLD_DIGEST}"
 WEB = Target(namespace="shop", name="web", container="app")
 OPEN = Window(can_start=True)
 CLOSED = Window(can_start=False, next_start=T0 + dt.timedelta(hours=17))
@@ -98,7 +100,7 @@ def fingerprint(dep: dict) -> str:
     return health.pod_template_fingerprint(dep, managed_containers=["app"])
 
 
-WEB_CANDIDATE = Candidate(namespace="shop", name="web", container="app")
+WEB_CANDIDATE = Candidate(namespace="shop", name="web", container="app", image=OLD)
 
 
 def step_for(patch, *, pol=None, dep: dict | None = None, pods=(), window=OPEN, now=T0,
@@ -154,9 +156,9 @@ def test_targets_are_pinned_in_wave_order_before_anything_is_patched() -> None:
         {"name": "staging", "namespaceSelector": {"matchLabels": {"stage": "staging"}}},
         {"name": "prod", "namespaceSelector": {"matchLabels": {"stage": "prod"}}}]})
     candidates = (
-        Candidate(namespace="prod-a", name="web", container="app", namespace_labels={"stage": "prod"}),
-        Candidate(namespace="other", name="web", container="app", namespace_labels={}),
-        Candidate(namespace="stg", name="web", container="app", namespace_labels={"stage": "staging"}),
+        Candidate(namespace="prod-a", name="web", container="app", namespace_labels={"stage": "prod"}, image=OLD),
+        Candidate(namespace="other", name="web", container="app", namespace_labels={}, image=OLD),
+        Candidate(namespace="stg", name="web", container="app", namespace_labels={"stage": "staging"}, image=OLD),
     )
     step = step_for(imagepatch(), pol=pol, candidates=candidates, dep=None)
     assert [(r["namespace"], r["wave"]) for r in step.status["rollouts"]] == [
@@ -223,15 +225,18 @@ def test_killed_during_the_gate_keeps_the_recorded_deadline() -> None:
 def test_killed_mid_rollback_finishes_the_rollback_and_never_rolls_forward() -> None:
     dep_old = deployment(OLD)
     rolling_back = {"phase": "RollingOut", "failedDigests": [DIGEST], "rollouts": [entry(
-        "RollingBack", previousImage=OLD, targetImage=NEW, startedAt=format_time(T0),
-        fingerprint=fingerprint(dep_old), rollbackStartedAt=format_time(T0),
+        "RollingBack", previousImage=OLD, rollbackImage=OLD_PINNED, targetImage=NEW,
+        startedAt=format_time(T0), fingerprint=fingerprint(dep_old),
+        rollbackStartedAt=format_time(T0),
         reason="CrashLoopBackOff", message="web-x/app: CrashLoopBackOff, 3 restarts")]}
     on_new = deployment(NEW, generation=2)
     step = step_for(imagepatch(rolling_back), dep=on_new, pods=[pod(NEW, crash_restarts=3)])
-    assert step.action == PatchImage(target=WEB, image=OLD, resource_version="rv2")
+    assert step.action is not None
+    assert (step.action.image, step.action.resource_version, step.action.pinned) == (
+        OLD_PINNED, "rv2", True)
 
-    back = deployment(OLD, generation=3)
-    status, step, events = settle(rolling_back, dep=back, pods=[pod(OLD)])
+    back = deployment(OLD_PINNED, generation=3)
+    status, step, events = settle(rolling_back, dep=back, pods=[pod(OLD_PINNED)])
     assert step.action is None
     assert status["phase"] == "RolledBack"
     assert status["rollouts"][0]["phase"] == "RolledBack"

@@ -130,12 +130,13 @@ CASES = [
     ("before the first year", FROM_2027, "2026-06-07T03:00", closed("2027-01-03T02:00")),
     # --- Europe/Berlin DST ------------------------------------------------------------------
     ("Berlin, the day before spring forward (CET)", BERLIN_0230, "2026-03-28T01:30", inside("2026-03-28T01:30", "2026-03-28T03:00", "2026-03-28T03:30")),
-    # 29 March: 02:30 does not exist. The window opens when the clock lands on 03:00 CEST (01:00Z).
-    ("Berlin spring forward, just before the jump", BERLIN_0230, "2026-03-29T00:59:59", closed("2026-03-29T01:00")),
-    ("Berlin spring forward, at the jump", BERLIN_0230, "2026-03-29T01:00", inside("2026-03-29T01:00", "2026-03-29T02:30", "2026-03-29T03:00")),
-    # Next: 30 March 02:30 CEST (+2) = 00:30Z.
-    ("Berlin spring forward, past the cutoff", BERLIN_0230, "2026-03-29T02:30", past_cutoff("2026-03-29T01:00", "2026-03-29T02:30", "2026-03-29T03:00", "2026-03-30T00:30")),
-    # Three fire times in the skipped hour (02:00, 02:20, 02:40) open one window at 01:00Z;
+    # 29 March: 02:30 does not exist, and AWS skips an occurrence on a non-existent time
+    # (https://docs.aws.amazon.com/scheduler/latest/UserGuide/schedule-types.html, daylight
+    # saving time). Next: 30 March 02:30 CEST (+2) = 00:30Z.
+    ("Berlin spring forward, just before the jump", BERLIN_0230, "2026-03-29T00:59:59", closed("2026-03-30T00:30")),
+    ("Berlin spring forward, at the jump: skipped", BERLIN_0230, "2026-03-29T01:00", closed("2026-03-30T00:30")),
+    ("Berlin spring forward, later that day", BERLIN_0230, "2026-03-29T02:30", closed("2026-03-30T00:30")),
+    # Three fire times in the skipped hour (02:00, 02:20, 02:40) open nothing;
     # the next is 30 March 02:00 CEST = 00:00Z.
     ("Berlin spring forward, fire times in the gap open one window", BERLIN_GAP_EVERY_20M, "2026-03-29T01:30", closed("2026-03-30T00:00")),
     ("Berlin, the day before fall back (CEST)", BERLIN_0230, "2026-10-24T00:30", inside("2026-10-24T00:30", "2026-10-24T02:00", "2026-10-24T02:30")),
@@ -151,12 +152,13 @@ CASES = [
     # Hourly: 02:00 CEST opens at 00:00Z; 02:00 CET (01:00Z) opens nothing; 03:00 CET is 02:00Z.
     ("Berlin fall back, hourly: the repeated 02:00 opens nothing", BERLIN_HOURLY, "2026-10-25T01:10", closed("2026-10-25T02:00")),
     # --- America/New_York DST -----------------------------------------------------------------
-    # 8 March is a Sunday and 02:00 does not exist: the window opens at 03:00 EDT = 07:00Z.
-    ("New York spring forward, just before the jump", NY_SUNDAY_0200, "2026-03-08T06:59", closed("2026-03-08T07:00")),
-    ("New York spring forward, at the jump", NY_SUNDAY_0200, "2026-03-08T07:00", inside("2026-03-08T07:00", "2026-03-08T09:00", "2026-03-08T10:00")),
-    # Next Sunday, 15 March 02:00 EDT (-4) = 06:00Z.
-    ("New York spring forward, past the cutoff", NY_SUNDAY_0200, "2026-03-08T09:00", past_cutoff("2026-03-08T07:00", "2026-03-08T09:00", "2026-03-08T10:00", "2026-03-15T06:00")),
-    ("New York spring forward, daily 02:30 clamps to 03:00 EDT", NY_DAILY_0230, "2026-03-08T00:00", closed("2026-03-08T07:00")),
+    # 8 March is a Sunday and 02:00 does not exist: skipped, as AWS does. Next Sunday,
+    # 15 March 02:00 EDT (-4) = 06:00Z.
+    ("New York spring forward, just before the jump", NY_SUNDAY_0200, "2026-03-08T06:59", closed("2026-03-15T06:00")),
+    ("New York spring forward, at the jump: skipped", NY_SUNDAY_0200, "2026-03-08T07:00", closed("2026-03-15T06:00")),
+    ("New York spring forward, later that day", NY_SUNDAY_0200, "2026-03-08T09:00", closed("2026-03-15T06:00")),
+    # Daily 02:30: 8 March's is skipped; 9 March 02:30 EDT (-4) = 06:30Z.
+    ("New York spring forward, daily 02:30 is skipped that day", NY_DAILY_0230, "2026-03-08T00:00", closed("2026-03-09T06:30")),
     # 1 November is a Sunday; 02:00 local happens once, as 02:00 EST = 07:00Z.
     # 06:30Z is the second 01:30 (EST); the 25 October window (06:00Z-09:00Z) is long gone.
     ("New York fall back, Sunday 02:00 exists once", NY_SUNDAY_0200, "2026-11-01T06:30", closed("2026-11-01T07:00")),
@@ -202,12 +204,12 @@ def test_sub_second_now_respects_boundaries():
 @pytest.mark.parametrize(
     ("tz", "local", "expected"),
     [
-        # Gaps open when the clock lands after the jump.
-        ("Europe/Berlin", "2026-03-29T02:30", "2026-03-29T01:00"),
-        ("America/New_York", "2026-03-08T02:00", "2026-03-08T07:00"),
-        # Lord Howe moves by 30 minutes: 02:00 +10:30 → 02:30 +11 on Sunday 4 October,
-        # i.e. 3 October 15:30Z; 02:15 does not exist.
-        ("Australia/Lord_Howe", "2026-10-04T02:15", "2026-10-03T15:30"),
+        # Times in a gap do not exist: nothing opens (AWS skips them).
+        ("Europe/Berlin", "2026-03-29T02:30", None),
+        ("America/New_York", "2026-03-08T02:00", None),
+        # Lord Howe moves by 30 minutes: 02:00 +10:30 → 02:30 +11 on Sunday 4 October;
+        # 02:15 does not exist.
+        ("Australia/Lord_Howe", "2026-10-04T02:15", None),
         # Folds open at the first occurrence (summer time, the earlier instant).
         ("Europe/Berlin", "2026-10-25T02:30", "2026-10-25T00:30"),
         ("America/New_York", "2026-11-01T01:30", "2026-11-01T05:30"),
@@ -218,7 +220,7 @@ def test_sub_second_now_respects_boundaries():
 )
 def test_opening_instant_dst_rule(tz, local, expected):
     naive = dt.datetime.fromisoformat(local)
-    assert opening_instant(naive, zoneinfo.ZoneInfo(tz)) == z(expected)
+    assert opening_instant(naive, zoneinfo.ZoneInfo(tz)) == (z(expected) if expected else None)
 
 
 def test_a_window_never_opens_twice_across_a_fall_back():

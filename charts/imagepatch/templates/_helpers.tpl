@@ -95,6 +95,8 @@ The arguments of `imagepatch run`, one per line, built from the values.
 - --insecure-registry
 - {{ . | quote }}
 {{- end }}
+- --build-namespace
+- {{ .Values.builds.namespace | quote }}
 - --detect-tick
 - {{ .Values.detectTick | toString | quote }}
 - --lease-name
@@ -102,6 +104,11 @@ The arguments of `imagepatch run`, one per line, built from the values.
 {{- if .Values.metrics.enabled }}
 - --metrics-port
 - {{ .Values.metrics.port | toString | quote }}
+{{- end }}
+{{- if .Values.securityHub.enabled }}
+- --securityhub
+- --cluster-name
+- {{ required "securityHub.clusterName is required with securityHub.enabled" .Values.securityHub.clusterName | quote }}
 {{- end }}
 {{- if .Values.verbose }}
 - --verbose

@@ -37,6 +37,7 @@ __all__ = [
     "DIGEST_MISMATCH",
     "IMAGE_NOT_FOUND",
     "INVALID_IMAGE_REFERENCE",
+    "INVALID_REGISTRY_RESPONSE",
     "REGISTRY_ACCESS_DENIED",
     "REGISTRY_AUTH_FAILED",
     "REGISTRY_CONFLICT",
@@ -61,6 +62,9 @@ REPOSITORY_NOT_FOUND = "RepositoryNotFound"  # NAME_UNKNOWN
 IMAGE_NOT_FOUND = "ImageNotFound"  # MANIFEST_UNKNOWN, deleted tag
 BLOB_NOT_FOUND = "BlobNotFound"  # BLOB_UNKNOWN
 INVALID_IMAGE_REFERENCE = "InvalidImageReference"  # malformed reference, NAME/TAG_INVALID
+# A body, header or redirect no registry should send: not JSON, not an object,
+# a digest that is not one, too large, a redirect loop or to a refused address.
+INVALID_REGISTRY_RESPONSE = "InvalidRegistryResponse"
 REGISTRY_REJECTED = "RegistryRejected"  # other 4xx: the request itself is wrong
 REGISTRY_CONFLICT = "RegistryConflict"  # 409
 

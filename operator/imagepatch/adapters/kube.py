@@ -30,7 +30,10 @@ from imagepatch.adapters.errors import (
     NotFoundError,
     TransientError,
 )
+from imagepatch.core.rollout import is_pinned
 
+# A write that is not digest-pinned was refused (a planner bug, never a user's).
+UNPINNED_IMAGE = "UnpinnedImage"
 GROUP = "imagepatch.dev"
 VERSION = "v1alpha1"
 POLICY_ANNOTATION = "imagepatch.dev/policy"
@@ -139,6 +142,20 @@ class Kube:
         data = await self._call("list ImagePatchPolicies", self.custom.list_cluster_custom_object,
                                 GROUP, VERSION, "imagepatchpolicies")
         return list(data.get("items", []))
+
+    async def annotate_imagepatch(self, name: str, annotations: Mapping[str, str | None]) -> None:
+        """Set (or, with None, remove) annotations on an ImagePatch (a request to its planner)."""
+        await self._call(f"annotate ImagePatch {name}", self.custom.patch_cluster_custom_object,
+                         GROUP, VERSION, "imagepatches", name,
+                         {"metadata": {"annotations": dict(annotations)}}, missing_ok=True)
+
+    async def set_imagepatch_targets(
+        self, name: str, targets: list[dict[str, Any]], *, resource_version: str
+    ) -> None:
+        """Replace ``spec.targets``, if the ImagePatch is unchanged since read."""
+        body = {"metadata": {"resourceVersion": resource_version}, "spec": {"targets": targets}}
+        await self._call(f"retarget ImagePatch {name}", self.custom.patch_cluster_custom_object,
+                         GROUP, VERSION, "imagepatches", name, body, missing_ok=True)
 
     async def list_imagepatches(self, *, label_selector: str = "") -> list[dict[str, Any]]:
         data = await self._call("list ImagePatches", self.custom.list_cluster_custom_object,
@@ -296,11 +313,34 @@ class Kube:
         return dict((ns or {}).get("metadata", {}).get("labels") or {})
 
     async def set_container_image(
-        self, namespace: str, name: str, *, container: str, image: str, resource_version: str
+        self,
+        namespace: str,
+        name: str,
+        *,
+        container: str,
+        image: str,
+        resource_version: str,
+        annotations: Mapping[str, str] | None = None,
+        allow_unpinned: bool = False,
     ) -> dict[str, Any]:
-        """Change only one container's image, if the Deployment is unchanged since read."""
+        """Change only one container's image, if the Deployment is unchanged since read.
+
+        Only digest-pinned references are written (``repo:tag@sha256:…``); the
+        one exception, ``allow_unpinned``, is the documented rollback of a
+        workload whose digest was never known. ``annotations`` are set in the
+        same write (the failed-digest memory travels with the rollback).
+        """
+        if not allow_unpinned and not is_pinned(image):
+            raise ConfigurationError(
+                f"refusing to set {namespace}/{name}/{container} to {image!r}: "
+                "imagepatch writes only digest-pinned image references",
+                reason=UNPINNED_IMAGE,
+            )
+        metadata: dict[str, Any] = {"resourceVersion": resource_version}
+        if annotations:
+            metadata["annotations"] = dict(annotations)
         body = {
-            "metadata": {"resourceVersion": resource_version},
+            "metadata": metadata,
             "spec": {"template": {"spec": {"containers": [{"name": container, "image": image}]}}},
         }
         return await self._call(

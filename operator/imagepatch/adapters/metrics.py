@@ -35,6 +35,15 @@ EXPOSURE = Gauge(
     ["policy"],
     registry=REGISTRY,
 )
+# When each policy's detection pass last finished: the "operator not
+# reconciling" alert fires when it stops moving (a zombie operator whose watch
+# died still answers its liveness probe: nolar/kopf#787).
+LAST_PASS = Gauge(
+    "imagepatch_last_pass_timestamp_seconds",
+    "Unix time of the end of each policy's last detection pass.",
+    ["policy"],
+    registry=REGISTRY,
+)
 PATCHES = Gauge(
     "imagepatch_patches",
     "ImagePatches by policy and phase.",
@@ -105,6 +114,7 @@ def record_policy(
     for severity in _SEVERITIES:
         FINDINGS.labels(policy=policy, severity=severity).set(findings.get(severity, 0))
     EXPOSURE.labels(policy=policy).set(oldest_seconds or 0)
+    LAST_PASS.labels(policy=policy).set_to_current_time()
 
 
 def record_patches(patches: Iterable[Mapping[str, Any]]) -> None:

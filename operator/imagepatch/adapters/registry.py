@@ -35,6 +35,22 @@ What it gets right, because users of similar tools trip on each:
   per registry host and operation, so tests can assert "one HEAD per base per
   interval" and metrics can export the same numbers.
 
+* **Untrusted input, bounded.** A registry is someone else's server. Every
+  body is read as raw bytes with a fixed cap (manifests and indexes 4 MiB as
+  containerd does, configs 4 MiB, token and error bodies 64 KiB) and a total
+  time budget (a slow drip ends with the operation's budget); a
+  ``Content-Encoding`` is decoded here, incrementally, so a gzip bomb costs
+  at most the cap. Redirects are followed only for blob GETs, at most
+  ``MAX_REDIRECTS`` hops, and only to https or to a configured endpoint
+  mirror. A token realm must be https unless the registry itself is spoken to
+  over plain HTTP (a configured mirror or insecure host). Realms and redirect
+  targets at loopback, link-local or cloud metadata addresses
+  (169.254.169.254, fd00:ec2::254) are refused, unless they are a configured
+  mirror or the registry's own host. Every digest read from a header or a
+  document is checked (algorithm, hex, length) and compared with the bytes;
+  a document that is not the JSON object its media type says is refused with
+  ``InvalidRegistryResponse``, never an unclassified exception.
+
 Errors are classified here (``adapters/errors.py``). No message, log line or
 ``repr`` carries a password or token.
 """
@@ -49,13 +65,16 @@ import contextlib
 import datetime as dt
 import email.utils
 import hashlib
+import ipaddress
 import json
 import logging
+import mmap
 import random
 import re
 import tempfile
 import threading
 import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -68,6 +87,7 @@ from imagepatch.adapters.errors import (
     DIGEST_MISMATCH,
     IMAGE_NOT_FOUND,
     INVALID_IMAGE_REFERENCE,
+    INVALID_REGISTRY_RESPONSE,
     REGISTRY_ACCESS_DENIED,
     REGISTRY_AUTH_FAILED,
     REGISTRY_CREDENTIALS_UNAVAILABLE,
@@ -105,6 +125,7 @@ __all__ = [
     "RequestStats",
     "RetryPolicy",
     "StaticCredentials",
+    "parse_document",
 ]
 
 log = logging.getLogger(__name__)
@@ -120,10 +141,24 @@ MANIFEST_ACCEPT = ", ".join([OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_V2])
 ANNOTATION_BASE_NAME = "org.opencontainers.image.base.name"
 ANNOTATION_BASE_DIGEST = "org.opencontainers.image.base.digest"
 
-# The distribution spec caps manifests at 4 MiB; configs are far smaller. A
+# containerd refuses manifests and indexes over 4 MiB (remotes/docker,
+# MaxManifestSize); configs are far smaller, and get the same fixed cap. A
 # larger body is refused rather than read into memory.
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
-DEFAULT_MAX_BLOB_BYTES = 16 * 1024 * 1024
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_BLOB_BYTES = MAX_CONFIG_BYTES
+# Token answers and error bodies are only ever a few hundred bytes; an error
+# body is cut at this size, a token answer over it is refused.
+MAX_TOKEN_BYTES = 64 * 1024
+MAX_ERROR_BYTES = 64 * 1024
+MAX_REDIRECTS = 5
+_READ_CHUNK = 64 * 1024  # bytes read (and decoded) at a time
+_REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+# Cloud instance metadata services: never a realm or a redirect target.
+_METADATA_ADDRESSES = frozenset(
+    {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
+)
+_METADATA_NAMES = frozenset({"metadata.google.internal", "metadata", "instance-data"})
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)  # per request, before budget clipping
 DEFAULT_TOKEN_LIFETIME = 60.0  # the token spec's default for a missing expires_in
 
@@ -600,11 +635,8 @@ def _is_loopback(host: str) -> bool:
 
 
 def _verify_body(body: bytes, *, expected: str, what: str) -> None:
+    _check_digest(expected, what=f"{what}: expected digest")
     algorithm, _, _ = expected.partition(":")
-    if algorithm not in {"sha256", "sha512"}:
-        raise TransientError(
-            f"{what}: digest algorithm {algorithm!r} is not supported", reason=DIGEST_MISMATCH
-        )
     actual = f"{algorithm}:{hashlib.new(algorithm, body).hexdigest()}"
     if actual != expected:
         raise TransientError(
@@ -650,6 +682,11 @@ class RegistryClient:
         self._ecr = ecr
         self._insecure = frozenset(h.lower() for h in insecure_hosts)
         self._endpoints = {h: url.rstrip("/") for h, url in (endpoints or {}).items()}
+        # Where a configured mirror lives: a realm or redirect there is allowed
+        # whatever its scheme or address, because an admin named it.
+        self._mirrors = frozenset(
+            httpx.URL(url).netloc.decode().lower() for url in self._endpoints.values()
+        )
         self.retry = retry or RetryPolicy()
         self._timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
         self._cache = _LRU(cache_entries)
@@ -659,9 +696,9 @@ class RegistryClient:
         self._http = httpx.AsyncClient(
             timeout=self._timeout,
             transport=transport,
-            # Blob GETs redirect to storage (S3 for ECR); httpx drops the
-            # Authorization header when the origin changes.
-            follow_redirects=True,
+            # Redirects are followed by hand (``_open``): only for blob GETs,
+            # which redirect to storage (S3 for ECR), and only to allowed targets.
+            follow_redirects=False,
             headers={"User-Agent": "imagepatch"},
             trust_env=False,
         )
@@ -708,13 +745,15 @@ class RegistryClient:
             digest = resp.headers.get("Docker-Content-Digest")
             if not digest:
                 return None  # some registries omit it on HEAD: fall back to GET
+            _check_digest(digest, what=f"HEAD {_display(image, ref)}: Docker-Content-Digest")
             if is_digest(ref) and digest != ref:
                 raise TransientError(
                     f"HEAD {image.name}@{ref}: registry answered for {digest}",
                     reason=DIGEST_MISMATCH,
                 )
             media_type = _media_type(resp)
-            return ManifestInfo(digest, media_type, int(resp.headers.get("Content-Length", 0)))
+            length = resp.headers.get("Content-Length", "0")
+            return ManifestInfo(digest, media_type, int(length) if length.isdigit() else 0)
 
         info = await self._with_retries(f"HEAD {_display(image, ref)}", image.host, once)
         if info is None:
@@ -751,7 +790,10 @@ class RegistryClient:
             if is_digest(ref):
                 _verify_body(body, expected=ref, what=what)
             if header:
+                _check_digest(header, what=f"{what}: Docker-Content-Digest")
                 _verify_body(body, expected=header, what=what)
+            # A manifest is a JSON object; anything else is refused here, once.
+            parse_document(body, what=what)
             digest = ref if is_digest(ref) else (header or _sha256(body))
             return Manifest(body, _media_type(resp, body), digest)
 
@@ -764,8 +806,8 @@ class RegistryClient:
     ) -> bytes:
         """A blob (usually an image config) by digest, checked and cached.
 
-        Refuses blobs over ``max_bytes`` (default 16 MiB): this client reads
-        configs, not layers.
+        Refuses blobs over ``max_bytes`` (default ``MAX_CONFIG_BYTES``, 4 MiB):
+        this client reads configs, not layers.
         """
         image, digest = self._target(image, digest)
         if not is_digest(digest):
@@ -813,24 +855,27 @@ class RegistryClient:
         manifest = await self.get_manifest(image)
         if manifest.media_type not in INDEX_TYPES:
             return {}
+        doc = parse_document(manifest.body, what=f"{image} index")
         return {
-            platform: entry["digest"]
-            for platform, entry in _platform_entries(manifest.json(), what=str(image))
+            platform: entry["digest"] for platform, entry in _platform_entries(doc, what=str(image))
         }
 
     async def image_lineage(self, image: ImageRef | str) -> Lineage:
         """The base an image records, and where that was found.
 
         Looked up in order: the manifest's annotations; for an index, the
-        index's annotations, then its linux/amd64 (else first) platform
-        manifest's annotations; then that manifest's config labels. Everything
+        index's annotations, then the annotations on its linux/amd64 (else
+        first) entry, then that platform manifest's annotations; then that
+        manifest's config labels. A recorded base digest that is not
+        ``algorithm:hex`` is not a digest, and is read as absent. Everything
         is read by digest, so it is cached for good; pass a pinned reference
         (a tag is resolved first, uncached).
         """
         image = self._image(image)
         digest = image.digest or await self.resolve_digest(image)
         manifest = await self.get_manifest(image, digest)
-        doc = manifest.json()
+        what = f"{image.name}@{manifest.digest}"
+        doc = parse_document(manifest.body, what=what)
         if manifest.media_type in INDEX_TYPES:
             found = _base_from(doc.get("annotations"))
             if found:
@@ -839,8 +884,12 @@ class RegistryClient:
             if not entries:
                 return Lineage(None, None, None)
             chosen = dict(entries).get("linux/amd64") or entries[0][1]
+            found = _base_from(chosen.get("annotations"))
+            if found:
+                return Lineage(*found, source="index-annotations")
             manifest = await self.get_manifest(image, chosen["digest"])
-            doc = manifest.json()
+            what = f"{image.name}@{manifest.digest}"
+            doc = parse_document(manifest.body, what=what)
         if manifest.media_type not in IMAGE_MANIFEST_TYPES:
             raise ConfigurationError(
                 f"{image.name}@{manifest.digest}: unsupported manifest type "
@@ -850,10 +899,14 @@ class RegistryClient:
         found = _base_from(doc.get("annotations"))
         if found:
             return Lineage(*found, source="manifest-annotations")
-        config_digest = (doc.get("config") or {}).get("digest")
+        config_digest = doc["config"].get("digest") if "config" in doc else None
         if not config_digest:
             return Lineage(None, None, None)
-        config = json.loads(await self.get_blob(image, config_digest))
+        config = parse_document(
+            await self.get_blob(image, config_digest, max_bytes=MAX_CONFIG_BYTES),
+            what=f"{what} config",
+            kind="config",
+        )
         labels = (config.get("config") or {}).get("Labels")
         found = _base_from(labels)
         if found:
@@ -1107,17 +1160,17 @@ class RegistryClient:
             if authorization:
                 sent["Authorization"] = authorization
             body = content() if callable(content) else content
-            self.stats.requests[(image.host, op)] += 1
             try:
-                request = self._http.build_request(
-                    method, url, headers=sent, content=body, timeout=budget.clip(self._timeout)
-                )
-                resp = await self._http.send(request, stream=True)
+                resp = await self._open(method, url, sent, image, op, budget, content=body)
                 if not stream or resp.status_code >= 300:
                     try:
-                        await _read_limited(
-                            resp, None if method == "HEAD" else MAX_MANIFEST_BYTES, what=url
-                        )
+                        if method == "HEAD":
+                            resp._content = b""  # noqa: SLF001 - no body to read
+                        else:
+                            await _read_limited(
+                                resp, MAX_MANIFEST_BYTES, what=url,
+                                timeout=max(budget.remaining(), 0.05),
+                            )  # fmt: skip
                     finally:
                         await resp.aclose()
             except httpx.TimeoutException as exc:
@@ -1233,7 +1286,7 @@ class RegistryClient:
             headers = {"Accept": accept} if accept else {}
             if authorization:
                 headers["Authorization"] = authorization
-            resp = await self._request(method, url, headers, image.host, op, budget, max_bytes)
+            resp = await self._request(method, url, headers, image, op, budget, max_bytes)
             if resp.status_code != 401 or retry_auth:
                 break
             challenge = _parse_challenge(resp.headers.get("WWW-Authenticate"))
@@ -1260,19 +1313,21 @@ class RegistryClient:
         method: str,
         url: str,
         headers: dict[str, str],
-        host: str,
+        image: ImageRef,
         op: str,
         budget: _Budget,
         max_bytes: int | None,
     ) -> httpx.Response:
-        self.stats.requests[(host, op)] += 1
-        timeout = budget.clip(self._timeout)
         try:
-            request = self._http.build_request(method, url, headers=headers, timeout=timeout)
-            resp = await self._http.send(request, stream=True)
+            resp = await self._open(method, url, headers, image, op, budget)
             try:
-                # A HEAD has no body; reading it only marks the response read.
-                await _read_limited(resp, None if method == "HEAD" else max_bytes, what=url)
+                if method == "HEAD":
+                    resp._content = b""  # noqa: SLF001 - a HEAD has no body to read
+                else:
+                    await _read_limited(
+                        resp, max_bytes or MAX_MANIFEST_BYTES, what=url,
+                        timeout=max(budget.remaining(), 0.05),
+                    )  # fmt: skip
             finally:
                 await resp.aclose()
         except httpx.TimeoutException as exc:
@@ -1287,6 +1342,77 @@ class RegistryClient:
             ) from None
         log.debug("%s %s -> %s", method, _safe_url(url), resp.status_code)
         return resp
+
+    async def _open(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        image: ImageRef,
+        op: str,
+        budget: _Budget,
+        content: Any = None,
+    ) -> httpx.Response:
+        """Send one request, unread; follow redirects only for blob GETs, by the rules.
+
+        A redirect elsewhere, a loop (more than ``MAX_REDIRECTS`` hops) or a
+        target that is neither https nor a configured mirror, or that is a
+        loopback, link-local or metadata address, is ``InvalidRegistryResponse``.
+        The ``Authorization`` header is dropped when the origin changes.
+        """
+        sent = dict(headers)
+        origin = httpx.URL(url).netloc
+        for _hop in range(MAX_REDIRECTS + 1):
+            self.stats.requests[(image.host, op)] += 1
+            request = self._http.build_request(
+                method, url, headers=sent, content=content, timeout=budget.clip(self._timeout)
+            )
+            resp = await self._http.send(request, stream=True)
+            location = resp.headers.get("Location")
+            if resp.status_code not in _REDIRECT_CODES or not location:
+                return resp
+            await resp.aclose()
+            if not (method == "GET" and op == "get_blob"):
+                raise ConfigurationError(
+                    f"{method} {_safe_url(url)}: HTTP {resp.status_code} redirect refused "
+                    "(redirects are followed only for blob downloads)",
+                    reason=INVALID_REGISTRY_RESPONSE,
+                )
+            # httpx already refused a Location that does not parse (a transport error).
+            target = httpx.URL(url).join(location)
+            problem = self._outbound_problem(image, target, plain_http=False)
+            if problem:
+                raise ConfigurationError(
+                    f"{method} {_safe_url(url)}: redirect to {_safe_url(str(target))} refused: "
+                    f"{problem}",
+                    reason=INVALID_REGISTRY_RESPONSE,
+                )
+            if target.netloc != origin:
+                sent.pop("Authorization", None)
+            url = str(target)
+        raise ConfigurationError(
+            f"{method} blob {image.name}: more than {MAX_REDIRECTS} redirects (a loop?)",
+            reason=INVALID_REGISTRY_RESPONSE,
+        )
+
+    def _outbound_problem(self, image: ImageRef, url: httpx.URL, *, plain_http: bool) -> str:
+        """Why the operator must not follow a registry to ``url`` (a realm or a redirect).
+
+        A configured mirror is always allowed. Otherwise the scheme must be
+        https (or http when ``plain_http``), and the host must not be a
+        loopback, link-local or metadata address, unless it is the
+        registry's own host: a registry someone else runs must not be able to
+        point the operator at 169.254.169.254 or at its own pod's ports.
+        """
+        netloc = url.netloc.decode().lower()
+        if netloc in self._mirrors:
+            return ""
+        if url.scheme != "https" and not (plain_http and url.scheme == "http"):
+            return f"scheme {url.scheme or 'none'!r} is not https"
+        own = httpx.URL(self._base_url(image)).host.lower()
+        if _refused_address(url.host) and url.host.lower() != own:
+            return "a loopback, link-local or metadata address"
+        return ""
 
     def _raise_for_status(
         self,
@@ -1393,7 +1519,22 @@ class RegistryClient:
             raise ConfigurationError(
                 f"{image.host}: Bearer challenge without a usable realm", reason=REGISTRY_REJECTED
             )
-        realm_url = httpx.URL(realm)
+        try:
+            realm_url = httpx.URL(realm)
+        except (httpx.InvalidURL, ValueError):
+            raise ConfigurationError(
+                f"{image.host}: Bearer challenge realm is not a URL", reason=REGISTRY_REJECTED
+            ) from None
+        # A plain-http realm only when the registry itself is spoken to over
+        # plain HTTP (a configured mirror or insecure host).
+        problem = self._outbound_problem(
+            image, realm_url, plain_http=self._base_url(image).startswith("http://")
+        )
+        if problem:
+            raise ConfigurationError(
+                f"{image.host}: token realm {_safe_url(str(realm_url))[:200]} refused: {problem}",
+                reason=INVALID_REGISTRY_RESPONSE,
+            )
         creds = await self._credentials_for(image.host)
         if (
             creds is not None
@@ -1419,9 +1560,18 @@ class RegistryClient:
         self.stats.requests[(image.host, "token")] += 1
         started = self._clock()
         try:
-            resp = await self._http.get(
-                realm_url, params=params, headers=headers, timeout=budget.clip(self._timeout)
-            )
+            request = self._http.build_request(
+                "GET", realm_url, params=params, headers=headers,
+                timeout=budget.clip(self._timeout),
+            )  # fmt: skip
+            resp = await self._http.send(request, stream=True)
+            try:
+                await _read_limited(
+                    resp, MAX_TOKEN_BYTES, what=f"token request to {realm_url.host}",
+                    timeout=max(budget.remaining(), 0.05),
+                )  # fmt: skip
+            finally:
+                await resp.aclose()
         except httpx.TimeoutException:
             raise TransientError(
                 f"token request to {realm_url.host} for {image.host}: timed out",
@@ -1447,14 +1597,18 @@ class RegistryClient:
         if status != 200:
             raise ConfigurationError(what, reason=REGISTRY_REJECTED)
         try:
-            doc = resp.json()
+            doc = json.loads(resp.content)
             value = doc.get("token") or doc.get("access_token")
             expires_in = float(doc.get("expires_in") or DEFAULT_TOKEN_LIFETIME)
-        except (ValueError, AttributeError, TypeError):
+        except (ValueError, AttributeError, TypeError, RecursionError):
             value = None
             expires_in = 0.0
-        if not value or not isinstance(value, str):
-            raise TransientError(f"{what}: no token in the answer", reason=REGISTRY_UNAVAILABLE)
+        if not value or not isinstance(value, str) or not value.isprintable():
+            raise ConfigurationError(
+                f"{what}: no usable token in the answer", reason=INVALID_REGISTRY_RESPONSE
+            )
+        if not 0.0 <= expires_in <= 86_400.0:  # NaN, negative or absurd: the spec's default
+            expires_in = DEFAULT_TOKEN_LIFETIME
         # Count from when we asked, minus a little, so a token is never sent
         # in its last seconds.
         lifetime = max(expires_in - min(10.0, expires_in * 0.1), 0.0)
@@ -1489,28 +1643,199 @@ class _Budget:
 # -- helpers ---------------------------------------------------------------------------
 
 
-async def _read_limited(resp: httpx.Response, max_bytes: int | None, *, what: str) -> None:
-    """Read the body into ``resp`` (so ``resp.content`` works), refusing huge ones."""
-    if max_bytes is None or resp.status_code >= 300:
-        await resp.aread()
-        return
-    declared = resp.headers.get("Content-Length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
+async def _read_limited(
+    resp: httpx.Response, max_bytes: int, *, what: str, timeout: float | None = None
+) -> None:
+    """Read the body into ``resp`` (so ``resp.content`` works), within bounds.
+
+    The raw bytes are read (httpx would otherwise decompress without limit)
+    and a ``Content-Encoding`` of gzip or deflate is decoded here, a chunk at
+    a time, never past ``max_bytes`` of output. A success body over the cap
+    is refused; an error body (status >= 300) is only for a message, so it is
+    cut at ``MAX_ERROR_BYTES`` instead. ``timeout`` bounds the whole read, so
+    a server that drips a byte at a time cannot hold the operation open past
+    its budget.
+    """
+    error_body = resp.status_code >= 300
+    limit = min(max_bytes, MAX_ERROR_BYTES) if error_body else max_bytes
+    declared = resp.headers.get("Content-Length", "")
+    if not error_body and declared.isdigit() and int(declared) > limit:
         raise ConfigurationError(
-            f"{_safe_url(what)}: body of {declared} bytes exceeds the {max_bytes}-byte limit",
-            reason=REGISTRY_REJECTED,
+            f"{_safe_url(what)}: body of {declared} bytes exceeds the {limit}-byte limit",
+            reason=INVALID_REGISTRY_RESPONSE,
         )
-    chunks: list[bytes] = []
+    encoding = resp.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        decoder = None
+    elif encoding in ("gzip", "x-gzip"):
+        decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    elif encoding == "deflate":
+        decoder = zlib.decompressobj()
+    elif error_body:
+        resp._content = b""  # noqa: SLF001 - an error body we cannot decode says nothing
+        return
+    else:
+        raise ConfigurationError(
+            f"{_safe_url(what)}: unsupported Content-Encoding {encoding[:40]!r}",
+            reason=INVALID_REGISTRY_RESPONSE,
+        )
+    # The body goes into an anonymous mapping of the cap's size: only the pages
+    # written are resident, and nothing is left on the heap to fragment it, so
+    # an endless body or a bomb costs at most the cap.
+    buffer = mmap.mmap(-1, max(limit, 1))
     size = 0
-    async for chunk in resp.aiter_raw():
+    too_big = False
+
+    def keep(chunk: bytes) -> bool:
+        """Add ``chunk``; False once the cap is passed (then nothing more is kept)."""
+        nonlocal size, too_big
+        if size + len(chunk) > limit:
+            too_big = True
+            if error_body:  # an error body is cut, not refused
+                buffer.write(chunk[: limit - size])
+                size = limit
+            return False
+        buffer.write(chunk)
         size += len(chunk)
-        if size > max_bytes:
+        return True
+
+    try:
+        try:
+            async with asyncio.timeout(timeout):
+                async for raw in resp.aiter_raw():
+                    if decoder is None:
+                        if not keep(raw):
+                            break
+                        continue
+                    # Decode a bounded piece at a time: a bomb's output never
+                    # exists in memory beyond the cap plus one piece.
+                    pending = raw
+                    while pending and not too_big:
+                        piece = decoder.decompress(pending, _READ_CHUNK)
+                        pending = decoder.unconsumed_tail
+                        keep(piece)
+                    if too_big:
+                        break
+        except TimeoutError:
+            raise TransientError(
+                f"{_safe_url(what)}: body not received within the time budget "
+                f"({size} bytes read)",
+                reason=REGISTRY_TIMEOUT,
+            ) from None
+        except zlib.error:
+            if not error_body:
+                raise ConfigurationError(
+                    f"{_safe_url(what)}: body is not valid {encoding}",
+                    reason=INVALID_REGISTRY_RESPONSE,
+                ) from None
+            size = 0
+        if too_big and not error_body:
             raise ConfigurationError(
-                f"{_safe_url(what)}: body exceeds the {max_bytes}-byte limit",
-                reason=REGISTRY_REJECTED,
+                f"{_safe_url(what)}: body exceeds the {limit}-byte limit",
+                reason=INVALID_REGISTRY_RESPONSE,
             )
-        chunks.append(chunk)
-    resp._content = b"".join(chunks)  # noqa: SLF001 - httpx's documented cache for .content
+        resp._content = buffer[:size]  # noqa: SLF001 - httpx's documented cache for .content
+    finally:
+        buffer.close()
+
+
+def parse_document(body: bytes, *, what: str, kind: str = "manifest") -> dict[str, Any]:
+    """A manifest, index or config as a JSON object whose fields have sane types.
+
+    Raises ``ConfigurationError`` (``InvalidRegistryResponse``) naming what is
+    wrong, for anything else: not UTF-8, not JSON, nested too deep, not an
+    object, or a field this client reads with the wrong type (``annotations``
+    not a string map, ``config`` not an object, ``manifests`` not a list of
+    objects, a descriptor digest that is not a digest). The checks are those
+    of what ``image_lineage`` and ``platform_digests`` read; unknown fields
+    are left alone, as the OCI spec asks.
+    """
+
+    def bad(problem: str) -> ConfigurationError:
+        return ConfigurationError(f"{what}: {kind} {problem}", reason=INVALID_REGISTRY_RESPONSE)
+
+    try:
+        doc = json.loads(body)
+    except UnicodeDecodeError:
+        raise bad("is not UTF-8") from None
+    except RecursionError:
+        raise bad("is nested too deeply") from None
+    except ValueError as exc:
+        # The decoder's message gives a position, never the text.
+        raise bad(f"is not JSON ({str(exc)[:80]})") from None
+    if not isinstance(doc, dict):
+        raise bad(f"is a JSON {type(doc).__name__}, not an object")
+
+    def string_map(value: Any, where: str) -> None:
+        if value is None:
+            return
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise bad(f"{where} is not a map of strings")
+
+    def descriptor(value: Any, where: str) -> None:
+        if not isinstance(value, dict):
+            raise bad(f"{where} is not an object")
+        digest = value.get("digest")
+        if digest is not None and not (isinstance(digest, str) and is_digest(digest)):
+            raise bad(f"{where}.digest is not an algorithm:hex digest")
+        string_map(value.get("annotations"), f"{where}.annotations")
+        platform = value.get("platform")
+        if platform is not None and (
+            not isinstance(platform, dict)
+            or not all(isinstance(v, str) for k, v in platform.items() if k != "os.features"
+                       and k != "features")
+        ):  # fmt: skip
+            raise bad(f"{where}.platform is not an object of strings")
+
+    if "mediaType" in doc and not isinstance(doc["mediaType"], str):
+        raise bad("mediaType is not a string")
+    if kind == "config":
+        inner = doc.get("config")
+        if inner is not None:
+            if not isinstance(inner, dict):
+                raise bad("config is not an object")
+            string_map(inner.get("Labels"), "config.Labels")
+        return doc
+    string_map(doc.get("annotations"), "annotations")
+    if "config" in doc:
+        descriptor(doc["config"], "config")
+    manifests = doc.get("manifests")
+    if manifests is not None:
+        if not isinstance(manifests, list):
+            raise bad("manifests is not a list")
+        for index, entry in enumerate(manifests):
+            descriptor(entry, f"manifests[{index}]")
+    return doc
+
+
+def _check_digest(value: str, *, what: str) -> None:
+    """A digest from a header: ``sha256:<64 hex>`` or ``sha512:<128 hex>``, or refused."""
+    if not is_digest(value):
+        raise ConfigurationError(
+            f"{what} {value[:80]!r} is not an algorithm:hex digest",
+            reason=INVALID_REGISTRY_RESPONSE,
+        )
+
+
+def _refused_address(host: str) -> bool:
+    """True for loopback, link-local, unspecified and cloud metadata hosts."""
+    name = host.strip("[]").lower().rstrip(".")
+    if name in _METADATA_NAMES or name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return (
+        address in _METADATA_ADDRESSES
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_unspecified
+    )
 
 
 def _display(image: ImageRef, ref: str) -> str:
@@ -1548,11 +1873,13 @@ def _registry_errors(resp: httpx.Response) -> tuple[set[str], str]:
         return set(), ""
     try:
         errors = resp.json().get("errors") or []
-        codes = {str(e.get("code")) for e in errors if isinstance(e, dict)}
+        if not isinstance(errors, list):
+            return set(), ""
+        codes = {str(e.get("code"))[:64] for e in errors[:20] if isinstance(e, dict)}
         first = errors[0] if errors and isinstance(errors[0], dict) else {}
-        text = " ".join(str(first.get(k, "")) for k in ("code", "message")).strip()
+        text = " ".join(str(first.get(k, ""))[:200] for k in ("code", "message")).strip()
         return codes, text[:200]
-    except (ValueError, AttributeError, IndexError):
+    except (ValueError, AttributeError, IndexError, TypeError, RecursionError):
         return set(), ""
 
 
@@ -1579,11 +1906,20 @@ def _platform_entries(index: Mapping[str, Any], *, what: str) -> list[tuple[str,
     return entries
 
 
-def _base_from(values: Mapping[str, Any] | None) -> tuple[str | None, str | None] | None:
-    if not values:
+def _base_from(values: Any) -> tuple[str | None, str | None] | None:
+    """(base name, base digest) from annotations or labels, if either is recorded.
+
+    A recorded digest that is not ``algorithm:hex`` is not a digest: it is
+    read as absent, so it is never compared with, or written as, one.
+    """
+    if not values or not isinstance(values, Mapping):
         return None
     name = values.get(ANNOTATION_BASE_NAME) or None
     digest = values.get(ANNOTATION_BASE_DIGEST) or None
+    name = name if isinstance(name, str) and len(name) <= 1024 else None
+    if digest is not None and not (isinstance(digest, str) and is_digest(digest)):
+        log.debug("ignoring a recorded base digest that is not a digest: %.80r", digest)
+        digest = None
     if name is None and digest is None:
         return None
     return name, digest

@@ -23,12 +23,13 @@ import enum
 import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from imagepatch.core.baseline import BaselineVerdict
-from imagepatch.core.images import matches_glob
+from imagepatch.core.images import matches_glob, parse_image
 from imagepatch.core.scans import ScanOutcome
+from imagepatch.model.imagepatch import Target
 from imagepatch.model.policy import PolicySpec
 
 
@@ -45,6 +46,10 @@ class State(enum.StrEnum):
 # Workload states that are not compliance states: reported, never counted.
 NOT_ADMITTED = "NotAdmitted"  # its namespace is outside the policy's namespaceSelector
 POLICY_NOT_FOUND = "PolicyNotFound"  # it names a policy that does not exist
+# It needs a patch but its imagepatch.dev/rebuild asks for a rebuild outside the
+# policy's spec.rebuild.allowed: no build is started for it (counted by its
+# compliance state, which it still has).
+REBUILD_NOT_ALLOWED = "RebuildNotAllowed"
 
 # Worst first: a workload shows its worst container's state.
 _SEVERITY = [
@@ -177,25 +182,43 @@ class PatchIntent:
     current_digest: str
     reason: str  # BaseImageOutdated | Vulnerable
     evidence: Mapping[str, Any]
+    tag: str = ""  # the tag the judged containers run (a patch never crosses tags)
+    targets: tuple[Target, ...] = ()  # exactly the containers judged to need it
 
 
 _NAME_SAFE = re.compile(r"[^a-z0-9-]+")
 
 
-def patch_key(repository: str, digest: str, reason: str, new_base: str) -> str:
-    """Identity of a needed patch: the image, its digest, why, and the base to move to.
+def patch_key(repository: str, digest: str, reason: str, new_base: str, tag: str = "") -> str:
+    """Identity of a needed patch: the image and tag, its digest, why, and the base to move to.
 
     The same facts give the same key, so re-evaluation never makes a second
     ImagePatch; a newer base (or a new image digest) gives a new one, which is
     how a digest that failed is tried again only once something newer exists.
+    The tag is part of it because a rebuild is pushed under the tag it patches:
+    ``app:1.4`` and ``app:latest`` on the same digest are two patches, never one
+    that writes ``app:latest@<rebuilt 1.4>``.
     """
-    return "|".join([repository, digest, reason, new_base])
+    return "|".join([f"{repository}:{tag}" if tag else repository, digest, reason, new_base])
 
 
 def patch_name(repository: str, key: str) -> str:
     """A DNS-1123 name: the image's last path part and a hash of the key."""
     tail = _NAME_SAFE.sub("-", repository.rsplit("/", 1)[-1].lower()).strip("-")[:40] or "image"
     return f"{tail}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
+def with_rebuild_override(intent: PatchIntent, requested: str) -> PatchIntent:
+    """The intent for workloads whose imagepatch.dev/rebuild asks for ``requested``.
+
+    An override is part of the patch's identity: a rebuild a team asked for goes
+    only to the workloads that asked for the same one, and the others running
+    the same image get their own patch (the policy's default has no suffix).
+    """
+    if not requested:
+        return intent
+    key = f"{intent.key}|rebuild={requested}"
+    return replace(intent, key=key, name=patch_name(intent.image, key))
 
 
 def intent_for(facts: ContainerFacts, assessment: Assessment) -> PatchIntent | None:
@@ -236,7 +259,8 @@ def intent_for(facts: ContainerFacts, assessment: Assessment) -> PatchIntent | N
             }
             for f in facts.findings.violations[:50]
         ]
-    key = patch_key(facts.repository, facts.digest, str(assessment.state), new_base)
+    tag = image_tag(facts.image)
+    key = patch_key(facts.repository, facts.digest, str(assessment.state), new_base, tag)
     return PatchIntent(
         name=patch_name(facts.repository, key),
         key=key,
@@ -244,7 +268,16 @@ def intent_for(facts: ContainerFacts, assessment: Assessment) -> PatchIntent | N
         current_digest=facts.digest,
         reason=str(assessment.state),
         evidence=evidence,
+        tag=tag,
     )
+
+
+def image_tag(image: str) -> str:
+    """The tag of an image reference, or "" (none, or not a valid reference)."""
+    try:
+        return parse_image(image).tag or ""
+    except ValueError:
+        return ""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -257,42 +290,92 @@ class KnownPatch:
     current_digest: str
     phase: str
     started: bool  # a rollout entry left Pending: never close it then
+    tag: str = ""
+    targets: frozenset[tuple[str, str, str, str]] = frozenset()  # spec.targets keys
+    held: frozenset[tuple[str, str, str, str]] = frozenset()  # containers it is changing now
+    close_requested: bool = False
 
     @property
     def open(self) -> bool:
         return self.phase not in ("Succeeded", "RolledBack", "Failed", "Closed")
+
+    @property
+    def closing(self) -> bool:
+        """Asked to close before anything started: its planner closes it next."""
+        return self.open and self.close_requested and not self.started
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class PatchPlan:
     create: tuple[PatchIntent, ...]
     close: tuple[KnownPatch, ...]  # open, detection-made, no longer needed, not started
+    # Open, not started, detection-made patches that miss containers judged since.
+    retarget: tuple[tuple[KnownPatch, PatchIntent], ...] = ()
 
 
 def plan_patches(
-    intents: Sequence[PatchIntent], known: Sequence[KnownPatch], *, evaluated_images: Iterable[str]
+    intents: Sequence[PatchIntent],
+    known: Sequence[KnownPatch],
+    *,
+    evaluated_images: Iterable[str],
+    failed_keys: Iterable[str] = (),
 ) -> PatchPlan:
-    """What to create and what to close, for the images that were evaluated.
+    """What to create, close and retarget, for the images that were evaluated.
 
     A patch is closed only when its image was evaluated this time (so a
-    registry outage never closes anything) and no intent asks for its key.
+    registry outage never closes anything) and no intent asks for its key;
+    closing is a request the patch's own planner carries out (it is the one
+    writer of ImagePatch status), so it is asked for once.
+
+    No patch is created while every container it would target is held by
+    another open patch that is changing it (one actor per container), nor for
+    a key whose rebuild already failed on its workloads (``failed_keys``: the
+    memory kept on the workloads, which outlives history pruning).
     """
     by_key = {p.key: p for p in known if p.key}
     wanted = {i.key: i for i in intents}
-    create = tuple(i for k, i in sorted(wanted.items()) if k not in by_key)
+    held = {t for p in known if p.open for t in p.held}
+    failed = set(failed_keys)
+    create = tuple(
+        i
+        for k, i in sorted(wanted.items())
+        if k not in by_key
+        and k not in failed
+        and not (i.targets and all(t.key in held for t in i.targets))
+    )
     evaluated = set(evaluated_images)
     close = tuple(
         p
         for p in known
-        if p.key and p.open and not p.started and p.key not in wanted and p.image in evaluated
+        if p.key
+        and p.open
+        and not p.started
+        and not p.close_requested
+        and p.key not in wanted
+        and p.image in evaluated
     )
-    return PatchPlan(create=create, close=close)
+    retarget = tuple(
+        (by_key[k], i)
+        for k, i in sorted(wanted.items())
+        if k in by_key
+        and by_key[k].open
+        and not by_key[k].started
+        and by_key[k].targets
+        and not {t.key for t in i.targets} <= by_key[k].targets
+    )
+    return PatchPlan(create=create, close=close, retarget=retarget)
 
 
-def overlay(state: State, repository: str, digest: str, known: Sequence[KnownPatch]) -> State:
-    """Patching while a patch for this image+digest is open; Failed if the last one failed."""
-    mine = [p for p in known if p.image == repository and p.current_digest == digest]
-    if any(p.open for p in mine):
+def overlay(
+    state: State, repository: str, digest: str, known: Sequence[KnownPatch], tag: str = ""
+) -> State:
+    """Patching while a patch for this image+tag+digest is open; Failed if the last one failed."""
+    mine = [
+        p
+        for p in known
+        if p.image == repository and p.current_digest == digest and (not p.tag or p.tag == tag)
+    ]
+    if any(p.open and not p.closing for p in mine):
         return State.PATCHING
     if state in (State.VULNERABLE, State.BASE_IMAGE_OUTDATED) and any(
         p.phase in ("RolledBack", "Failed") for p in mine

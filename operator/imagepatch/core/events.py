@@ -20,7 +20,9 @@ Inspector events"); every event has the EventBridge envelope ``version``,
 * ``aws.ecr`` / ``ECR Image Action``: ``detail.action-type`` ``PUSH`` with
   ``detail.result`` ``SUCCESS`` is a ``push`` signal for
   ``repository-name``, ``image-digest`` and ``image-tag`` (absent or empty
-  for a push by digest). Any other action (``DELETE``) or result
+  for a push by digest). A missing, malformed or placeholder digest (AWS's
+  published sample events carry 60-hex-digit ones) leaves the signal's
+  ``digest`` None; the event is never dropped for it. Any other action (``DELETE``) or result
   (``FAILED``) is valid but irrelevant: ``()``.
 * ``aws.ecr`` / ``ECR Image Scan`` (basic scanning): a ``scan`` signal for
   ``repository-name``, ``image-digest`` and ``image-tags``, whatever the
@@ -129,8 +131,9 @@ class ImageSignal:
 
     ``kind`` is ``push`` (a new image or tag), ``scan`` (a scan finished) or
     ``finding`` (an Inspector finding was created, updated or closed).
-    ``digest`` is the image's manifest digest (every recognised event carries
-    one; it is optional for callers building signals of their own). ``tag``
+    ``digest`` is the image's manifest digest, or None when the event carried
+    none or a malformed or placeholder one (AWS's published samples do): the
+    repository and tag are still worth re-resolving. ``tag``
     is one tag of the image, if the event named any. ``at`` is the event's
     time, as EventBridge stamped it.
     """
@@ -300,7 +303,7 @@ def _signals(
     kind: SignalKind,
     host: str,
     repository: str,
-    digest: str,
+    digest: str | None,
     tags: Iterable[Any],
     where: str,
     env: _Envelope,
@@ -367,12 +370,18 @@ def _repository(value: Any, where: str, env: _Envelope) -> str:
     return value
 
 
-def _digest(value: Any, where: str, env: _Envelope) -> str:
-    if not isinstance(value, str) or not value:
-        raise _bad(env, f"no '{where}'")
-    if not is_digest(value):
-        raise _bad(env, f"{where} {_clip(value)} is not a digest")
-    return value
+def _digest(value: Any, where: str, env: _Envelope) -> str | None:
+    """The digest if it is one; else None, and the signal still names repository and tag.
+
+    AWS's own published sample events carry placeholder digests
+    (``sha256:7f5b2640fe6fb4f46592dfd3410c4a79dac4f89e4782432e0378abcd1234``,
+    60 hex digits), and a tag push is worth re-resolving whatever the digest
+    field holds: the signal is a hint to look again, and the reconciler reads
+    the digest from the registry itself.
+    """
+    if isinstance(value, str) and is_digest(value):
+        return value
+    return None
 
 
 def _tag_list(value: Any, where: str, env: _Envelope) -> list[Any]:

@@ -4,10 +4,18 @@ Everything that names an image (a container's ``image:``, a base recorded in
 ``org.opencontainers.image.base.name``, an ``imagepatch.dev/base-image``
 annotation, a ``baseImages.trusted`` glob) goes through ``parse_image`` once,
 so the rest of the operator compares normalized ``ImageRef`` values and never
-raw strings. The rules are Docker's (``distribution/reference``): a first path
-component is a registry host only if it contains ``.`` or ``:``, is
-``localhost``, or has upper-case letters; otherwise the image is on Docker Hub
-(``docker.io``), and a one-component Docker Hub name lives under ``library/``.
+raw strings. The rules are exactly those of the Go ``distribution/reference``
+package (``regexp.go``, ``reference.go``, and ``ParseNormalizedNamed`` /
+``ParseDockerRef`` in ``normalize.go``), which containerd, Docker and the
+kubelet use: a first path component is a registry host only if it contains
+``.`` or ``:``, is ``localhost``, or has upper-case letters; otherwise the
+image is on Docker Hub (``docker.io``; ``index.docker.io`` is folded into it,
+no other name is), and a one-component Docker Hub name lives under
+``library/``. A 64-hex-digit name is refused (it would read as an image ID),
+the repository path is at most 255 characters, tags are ASCII, an IPv6 host
+is hex and colons in brackets, and a digest must be a registered algorithm
+(sha256, sha384, sha512) with exactly its length of lower-case hex.
+``tests/unit/test_images.py`` checks this against the package's own tables.
 
 The registry adapter (``adapters/registry.py``) turns an ``ImageRef`` into
 HTTP requests; ``api_host`` is where it sends them (Docker Hub's API is not
@@ -40,21 +48,24 @@ __all__ = [
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
 # Names Docker treats as Docker Hub; all normalize to DOCKER_HUB.
-_DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+_DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io"})  # normalize.go
 DEFAULT_TAG = "latest"
 
 # The grammar of distribution/reference (reference/regexp.go).
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _PATH_COMPONENT_RE = re.compile(_PATH_COMPONENT)
 _DOMAIN_LABEL = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_HOST_RE = re.compile(rf"(?:{_DOMAIN_LABEL}(?:\.{_DOMAIN_LABEL})*|\[[0-9A-Fa-f:.]+\])(?::[0-9]+)?")
-_TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
+_HOST_RE = re.compile(rf"(?:{_DOMAIN_LABEL}(?:\.{_DOMAIN_LABEL})*|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?")
+# Go's \w is ASCII; Python's is not.
+_TAG_RE = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
+_IDENTIFIER_RE = re.compile(r"[a-f0-9]{64}")
 # Digests whose length we know; others are refused rather than half-checked.
 _DIGEST_RES = {
     "sha256": re.compile(r"sha256:[a-f0-9]{64}"),
+    "sha384": re.compile(r"sha384:[a-f0-9]{96}"),
     "sha512": re.compile(r"sha512:[a-f0-9]{128}"),
 }
-_NAME_MAX = 255  # distribution's limit on host/path
+_NAME_MAX = 255  # reference.go RepositoryNameTotalLengthMax: the path, without the host
 
 _ECR_HOST_RE = re.compile(
     r"(?P<account>[0-9]{12})\."
@@ -128,13 +139,13 @@ class ImageRef:
         if digest is None:
             raise InvalidImageReference(str(self), "has no digest to pin")
         if not is_digest(digest):
-            raise InvalidImageReference(digest, "is not a sha256 or sha512 digest")
+            raise InvalidImageReference(digest, "is not a sha256, sha384 or sha512 digest")
         return f"{self.name}@{digest}"
 
     def with_digest(self, digest: str) -> ImageRef:
         """The same image and tag, resolved to ``digest``."""
         if not is_digest(digest):
-            raise InvalidImageReference(digest, "is not a sha256 or sha512 digest")
+            raise InvalidImageReference(digest, "is not a sha256, sha384 or sha512 digest")
         return ImageRef(self.host, self.repository, self.tag, digest)
 
     def __str__(self) -> str:
@@ -152,7 +163,7 @@ class EcrRegistry(NamedTuple):
 
 
 def is_digest(value: str) -> bool:
-    """True for a well-formed ``sha256:<64 hex>`` or ``sha512:<128 hex>``."""
+    """True for a well-formed ``sha256:<64 hex>``, ``sha384:<96 hex>`` or ``sha512:<128 hex>``."""
     algorithm = value.split(":", 1)[0]
     pattern = _DIGEST_RES.get(algorithm)
     return pattern is not None and pattern.fullmatch(value) is not None
@@ -175,13 +186,15 @@ def parse_image(ref: str) -> ImageRef:
     """
     if not isinstance(ref, str):
         raise InvalidImageReference(repr(ref), "is not a string")
-    text = ref.strip()
+    text = ref
     if not text:
         raise InvalidImageReference(ref, "is empty")
     if "://" in text:
         raise InvalidImageReference(ref, "must not have a URL scheme")
     if any(c.isspace() for c in text):
         raise InvalidImageReference(ref, "contains whitespace")
+    if _IDENTIFIER_RE.fullmatch(text):
+        raise InvalidImageReference(ref, "a 64-hex-digit name reads as an image ID, not a name")
 
     remainder, at, digest = text.partition("@")
     if at:
@@ -190,7 +203,7 @@ def parse_image(ref: str) -> ImageRef:
         algorithm = digest.split(":", 1)[0]
         if algorithm not in _DIGEST_RES:
             raise InvalidImageReference(
-                ref, f"digest algorithm {algorithm!r} is not supported (sha256, sha512)"
+                ref, f"digest algorithm {algorithm!r} is not supported (sha256, sha384, sha512)"
             )
         if not is_digest(digest):
             raise InvalidImageReference(ref, f"{digest!r} is not a valid {algorithm} digest")
@@ -213,7 +226,7 @@ def parse_image(ref: str) -> ImageRef:
     else:
         if not _HOST_RE.fullmatch(host):
             raise InvalidImageReference(ref, f"registry host {host!r} is not a valid host[:port]")
-        if host.lower() in _DOCKER_HUB_ALIASES:
+        if host in _DOCKER_HUB_ALIASES:  # exact, as normalize.go compares
             host = DOCKER_HUB
     if not path:
         raise InvalidImageReference(ref, "has no repository name")
@@ -227,8 +240,8 @@ def parse_image(ref: str) -> ImageRef:
             raise InvalidImageReference(ref, f"invalid path component {component!r}: {problem}")
     if host == DOCKER_HUB and "/" not in path:
         path = f"library/{path}"
-    if len(host) + 1 + len(path) > _NAME_MAX:
-        raise InvalidImageReference(ref, f"name is longer than {_NAME_MAX} characters")
+    if len(path) > _NAME_MAX:
+        raise InvalidImageReference(ref, f"repository path is longer than {_NAME_MAX} characters")
     return ImageRef(host=host, repository=path, tag=tag, digest=digest or None)
 
 
@@ -262,7 +275,7 @@ def _normalize_pattern(pattern: str) -> str:
         host = DOCKER_HUB
         if "/" not in path:
             path = f"library/{path}"
-    elif host.lower() in _DOCKER_HUB_ALIASES:
+    elif host in _DOCKER_HUB_ALIASES:
         host = DOCKER_HUB
     return f"{host}/{path}"
 

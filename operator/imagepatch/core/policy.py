@@ -67,8 +67,23 @@ def policy_status(obj: Mapping[str, Any], *, now: dt.datetime) -> dict[str, Any]
         else:
             ready = Condition(type=reasons.READY, status="True", reason=reasons.RECONCILED,
                               message="policy is valid and active", observed_generation=generation)
-        status["conditions"] = merge(recorded.get("conditions"), [ready], now=now,
-                                     drop=[reasons.STALLED, reasons.RECONCILING])
+        desired = [ready]
+        drop = [reasons.STALLED, reasons.RECONCILING]
+        findings = recorded.get("findings")
+        if policy.spec.vulnerabilities.source.value == "none" or not isinstance(findings, Mapping):
+            drop.append(reasons.FINDINGS_READABLE)
+        elif findings.get("readable") is False:
+            # Never a silent Compliant: say that the findings could not be read.
+            desired.append(Condition(
+                type=reasons.FINDINGS_READABLE, status="False",
+                reason=str(findings.get("reason") or reasons.FINDINGS_UNAVAILABLE),
+                message=str(findings.get("message") or "findings could not be read")[:1000],
+                observed_generation=generation))
+        else:
+            desired.append(Condition(
+                type=reasons.FINDINGS_READABLE, status="True", reason=reasons.FINDINGS_READ,
+                message="vulnerability findings were read", observed_generation=generation))
+        status["conditions"] = merge(recorded.get("conditions"), desired, now=now, drop=drop)
 
     requested = (meta.get("annotations") or {}).get(REQUESTED_AT_ANNOTATION)
     if requested:

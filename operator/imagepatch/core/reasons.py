@@ -10,9 +10,14 @@ from __future__ import annotations
 READY = "Ready"
 RECONCILING = "Reconciling"
 STALLED = "Stalled"
+# Whether the vulnerability findings the policy asks for can be read; detection
+# records status.findings, and the policy's status turns it into this condition.
+FINDINGS_READABLE = "FindingsReadable"
 
 # Policy reasons.
 RECONCILED = "Reconciled"
 SUSPENDED = "Suspended"
 INVALID_SPEC = "InvalidSpec"
 PROGRESSING = "Progressing"
+FINDINGS_READ = "FindingsRead"
+FINDINGS_UNAVAILABLE = "FindingsUnavailable"

@@ -15,6 +15,16 @@ any point resumes correctly:
 * killed mid-rollback: ``RollingBack`` is recorded, so it finishes the
   rollback and never rolls forward again.
 
+Targets are exact: a container is a target only when it runs the patch's
+image at its tag, and at its current digest when that is known (detection
+writes them into ``spec.targets``; a human's patch without targets is matched
+by the same rule). Only digest-pinned references are written: forward
+``repo:tag@<new digest>``, back ``repo:tag@<the digest that ran>``. A
+container that another open patch is changing is not started (``Conflict``,
+naming the holder). A digest that failed on a workload is remembered on the
+workload (``imagepatch.dev/failed-digests``), so history pruning cannot make
+the same bad rebuild be rolled out there again.
+
 Targets go one at a time, wave by wave; a wave's ``soak`` must pass after its
 last target turned healthy before the next wave starts. New targets start
 only while the maintenance window allows it (before its cutoff); a target
@@ -25,6 +35,7 @@ records the digest as failed, and stops every later target and wave.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -44,6 +55,14 @@ from imagepatch.model.policy import ApprovalMode, LabelSelector, PolicySpec, Rol
 HISTORY_LIMIT = 50
 # How soon to look again while waiting on a gate, a soak or a window.
 GATE_POLL = 2.0
+# How soon a patch waiting for another patch's hold on a container looks again.
+CONFLICT_POLL = 10.0
+# How soon a patch of a suspended or missing policy looks again (a policy
+# change does not wake an ImagePatch, so this is the resync).
+POLICY_POLL = 60.0
+# On the workload: the digests that failed there (bounded), newest last.
+FAILED_ANNOTATION = "imagepatch.dev/failed-digests"
+FAILED_MEMORY = 10
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -64,6 +83,8 @@ class Candidate:
     container: str
     namespace_labels: Mapping[str, str] = field(default_factory=dict)
     kind: str = "Deployment"
+    image: str = ""  # as written in the pod template
+    digest: str = ""  # the running digest when known (the reference's, or the pods' imageID)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -73,6 +94,10 @@ class PatchImage:
     target: Target
     image: str
     resource_version: str
+    # Set together with the image, in the same write (the failed-digest memory).
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    # False only for the documented rollback of a workload whose digest was never known.
+    pinned: bool = True
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -91,6 +116,7 @@ class Step:
     again: bool = False  # plan again at once (after writing status / acting)
     requeue_after: float | None = None  # look again later
     start_build: bool = False  # start (idempotently) the rebuild, then plan again
+    discover: bool = False  # find the candidate targets, then plan again
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -132,10 +158,31 @@ def wave_for(namespace_labels: Mapping[str, str], waves: Sequence[Any]) -> int:
     return len(waves)
 
 
+def runs_patch_image(patch: ImagePatch, image: str, digest: str = "") -> bool:
+    """Whether a container running ``image`` (at ``digest``, if known) is this patch's to change.
+
+    Same repository, the patch's ``spec.tag``, and its ``currentDigest`` when
+    both digests are known. A container on ``app:1.5`` is never a target of a
+    patch for ``app:1.4``: rewriting it to the 1.4 rebuild would be a silent
+    downgrade under a misleading tag. Detection always sets the tag; a human's
+    patch without one matches every tag of the repository (at the digest, if
+    it gives one), which is what such a patch asks for.
+    """
+    try:
+        ref = parse_image(image)
+        wanted = parse_image(patch.image)
+    except ValueError:
+        return False
+    if ref.name != wanted.name or (patch.tag and (ref.tag or "") != patch.tag):
+        return False
+    running = ref.digest or digest
+    return not (patch.current_digest and running and running != patch.current_digest)
+
+
 def pin_targets(
     patch: ImagePatch, candidates: Sequence[Candidate], policy: PolicySpec | None
 ) -> tuple[Target, ...]:
-    """The ordered target list: spec.targets if a human gave them, else the candidates."""
+    """The ordered target list: spec.targets if given, else the candidates that match exactly."""
     waves = policy.rollout.waves if policy else ()
     if patch.targets:
         targets = list(patch.targets)
@@ -149,9 +196,54 @@ def pin_targets(
                 wave=wave_for(c.namespace_labels, waves),
             )
             for c in candidates
+            if runs_patch_image(patch, c.image, c.digest)
         ]
     unique = {t.key: t for t in targets}
     return tuple(sorted(unique.values(), key=lambda t: (t.wave, t.namespace, t.name, t.container)))
+
+
+def running_digest(pods: Sequence[Mapping[str, Any]], container: str, image: str) -> str:
+    """The digest every pod of the current template reports for ``container``, if they agree.
+
+    Only pods whose spec names exactly ``image`` count (older ReplicaSets'
+    pods run something else); the digest is the one in ``imageID``.
+    """
+    digests = set()
+    for pod in pods:
+        spec_images = {
+            c.get("name"): c.get("image") for c in (pod.get("spec") or {}).get("containers") or []
+        }
+        if spec_images.get(container) != image:
+            continue
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            image_id = status.get("imageID") or ""
+            if status.get("name") == container and "sha256:" in image_id:
+                digests.add("sha256:" + image_id.rsplit("sha256:", 1)[1])
+    return digests.pop() if len(digests) == 1 else ""
+
+
+def failed_memory(deployment: Mapping[str, Any] | None) -> list[dict[str, str]]:
+    """The failed-digest memory recorded on a workload: ``[{digest, key, patch, at}]``."""
+    raw = ((deployment or {}).get("metadata") or {}).get("annotations", {}).get(FAILED_ANNOTATION)
+    try:
+        value = json.loads(raw) if raw else []
+    except ValueError:
+        return []
+    if not isinstance(value, list):
+        return []
+    return [e for e in value if isinstance(e, dict) and isinstance(e.get("digest"), str)]
+
+
+def remember_failed(
+    deployment: Mapping[str, Any], *, digest: str, patch: ImagePatch, now: dt.datetime
+) -> str:
+    """The memory with ``digest`` added (newest last, at most FAILED_MEMORY entries)."""
+    memory = [e for e in failed_memory(deployment) if e.get("digest") != digest]
+    entry = {"digest": digest, "patch": patch.name, "at": format_time(now)}
+    if patch.key:
+        entry["key"] = patch.key
+    memory.append(entry)
+    return json.dumps(memory[-FAILED_MEMORY:], sort_keys=True, separators=(",", ":"))
 
 
 def _container(deployment: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
@@ -202,6 +294,7 @@ class _Draft:
     message: str = ""
     next_window: dt.datetime | None = None
     stalled: str = ""  # a reason when a human must act
+    waiting: str = ""  # a reason for Ready/Reconciling while waiting (e.g. Conflict)
     events: list[WorkloadEvent] = field(default_factory=list)
     by: str = ""
     extra: dict[str, Any] = field(default_factory=dict)  # rebuild/verification fields
@@ -237,7 +330,7 @@ class _Draft:
                 Condition(
                     type=reasons.RECONCILING,
                     status="True",
-                    reason=str(self.phase),
+                    reason=self.waiting or str(self.phase),
                     message=self.message,
                     observed_generation=gen,
                 )
@@ -266,10 +359,18 @@ class _Draft:
                 message=self.message or "all targets patched and healthy",
                 observed_generation=gen,
             )
+        if self.phase == Phase.CLOSED:
+            return Condition(
+                type=reasons.READY,
+                status="True",
+                reason="NoLongerNeeded",
+                message=self.message,
+                observed_generation=gen,
+            )
         return Condition(
             type=reasons.READY,
             status="False",
-            reason=str(self.phase),
+            reason=self.waiting or str(self.phase),
             message=self.message,
             observed_generation=gen,
         )
@@ -290,18 +391,24 @@ def plan(
     *,
     patch: ImagePatch,
     policy: PolicySpec | None,
-    candidates: Sequence[Candidate],
+    candidates: Sequence[Candidate] | None,
     workload: Workload | None,
     window: Window,
     now: dt.datetime,
     build: rebuild.BuildObservation | None = None,
     verification: rebuild.Verification | None = None,
+    held_by: Mapping[tuple[str, str, str, str], str] | None = None,
 ) -> Step:
     """The next step for ``patch``; ``workload`` is the observed ``active_target``.
 
     Without a target digest (pinned, or verified from a rebuild) the step is a
     rebuild step: ``build`` and ``verification`` are what the reconcile loop
     observed of the rebuild this pass.
+
+    ``candidates`` are looked for only when this returns ``discover`` (a patch
+    without ``spec.targets`` about to pin them): None means not looked for.
+    ``held_by`` maps each container that another open patch is changing to
+    that patch's name; it matters only when a target is about to start.
     """
     recorded = patch.status
     digest = target_digest(patch)
@@ -319,6 +426,7 @@ def plan(
         requeue_after: float | None = None,
         action: PatchImage | None = None,
         start_build: bool = False,
+        discover: bool = False,
     ) -> Step:
         status = {**draft.status(digest), **draft.extra}
         changed = any(recorded.raw.get(k) != v for k, v in status.items())
@@ -329,10 +437,21 @@ def plan(
             again=again or (changed and action is None and not draft.phase.terminal),
             requeue_after=requeue_after,
             start_build=start_build,
+            discover=discover,
         )
 
     if recorded.phase.terminal:
         return Step(status={})
+
+    started = any(e.phase != TargetPhase.PENDING for e in draft.entries)
+    # Detection asks; the planner (the one writer of status) closes, and only
+    # while nothing has been changed yet: a started rollout runs to its end.
+    if patch.close_requested and not started:
+        draft.phase = Phase.CLOSED
+        draft.message = f"closed: {patch.close_requested}"
+        for i, e in enumerate(draft.entries):
+            draft.entries[i] = replace(e, phase=TargetPhase.SKIPPED, reason="Closed")
+        return finish()
 
     # A rejection closes the patch, whatever the policy's approval mode.
     if patch.approval and patch.approval.decision == "Rejected":
@@ -348,24 +467,33 @@ def plan(
                 draft.entries[i] = replace(e, phase=TargetPhase.SKIPPED, reason="Rejected")
         return finish()
 
+    if not started and policy is not None and policy.suspend:
+        # Checked before anything starts: no build, no pinning, no patch.
+        draft.message = "policy is suspended: nothing starts until it is resumed"
+        draft.waiting = "Suspended"
+        return finish(requeue_after=POLICY_POLL)
+
     if not digest:
         return _rebuild(draft, patch, policy, build, verification, finish)
 
     gate = policy.rollout if policy else Rollout()
 
-    started = any(e.phase != TargetPhase.PENDING for e in draft.entries)
     if not started:
         if policy is None:
             draft.phase = Phase.PENDING
             draft.message = f"ImagePatchPolicy {patch.policy!r} not found"
             draft.stalled = "PolicyNotFound"
-            return finish(requeue_after=30.0)
+            return finish(requeue_after=POLICY_POLL)
         if _approval_wanted(patch, policy):
             draft.phase = Phase.AWAITING_APPROVAL
             draft.message = _approval_hint(patch)
             return finish(requeue_after=None)
         if not draft.entries:
-            draft.entries = [RolloutEntry(target=t) for t in pin_targets(patch, candidates, policy)]
+            if not patch.targets and candidates is None:
+                return finish(discover=True)
+            draft.entries = [
+                RolloutEntry(target=t) for t in pin_targets(patch, candidates or (), policy)
+            ]
             if not draft.entries:
                 draft.phase = Phase.SUCCEEDED
                 draft.message = "no workload runs this image"
@@ -388,6 +516,20 @@ def plan(
         return finish(again=True)
 
     if entry.phase == TargetPhase.PENDING:
+        if policy is None:
+            # The policy was deleted mid-rollout: what was in flight has finished
+            # (gated, rolled back if it failed); nothing new starts.
+            for i in range(index, len(draft.entries)):
+                e = draft.entries[i]
+                if e.phase == TargetPhase.PENDING:
+                    draft.entries[i] = replace(
+                        e,
+                        phase=TargetPhase.SKIPPED,
+                        reason="PolicyDeleted",
+                        message=f"ImagePatchPolicy {patch.policy!r} was deleted; not started",
+                        finished_at=format_time(now),
+                    )
+            return _conclude(draft, finish)
         # Wave boundary: the previous wave's soak must have passed.
         if index > 0:
             wait = _soak_remaining(draft.entries, index, policy, now)
@@ -397,9 +539,10 @@ def plan(
                     f"soaking wave {draft.entries[index - 1].target.wave} before the next"
                 )
                 return finish(requeue_after=max(wait, GATE_POLL))
-        if policy is not None and policy.suspend:
+        if policy.suspend:
             draft.message = "policy is suspended: no new target starts"
-            return finish(requeue_after=None)
+            draft.waiting = "Suspended"
+            return finish(requeue_after=POLICY_POLL)
         if not window.can_start:
             draft.phase = Phase.AWAITING_WINDOW if not started else Phase.ROLLING_OUT
             draft.next_window = window.next_start
@@ -412,6 +555,16 @@ def plan(
                 draft.stalled = "NoMaintenanceWindow"
             wait = (window.next_start - now).total_seconds() if window.next_start else None
             return finish(requeue_after=min(wait, 300.0) if wait else None)
+        holder = (held_by or {}).get(entry.target.key)
+        if holder and holder != patch.name:
+            # One actor per container: wait for the holder to finish with it.
+            draft.phase = Phase.ROLLING_OUT
+            draft.waiting = "Conflict"
+            draft.message = (
+                f"{_describe(entry.target)} is being changed by ImagePatch {holder}; waiting"
+            )
+            draft.entries[index] = replace(entry, reason="Conflict", message=draft.message)
+            return finish(requeue_after=CONFLICT_POLL)
         return _start_target(draft, index, entry, workload, digest, patch, by, finish)
 
     draft.phase = Phase.ROLLING_OUT
@@ -420,7 +573,7 @@ def plan(
     if entry.phase == TargetPhase.GATING:
         return _gating(draft, index, entry, workload, gate, digest, now, finish)
     if entry.phase == TargetPhase.ROLLING_BACK:
-        return _rolling_back(draft, index, entry, workload, gate, now, finish)
+        return _rolling_back(draft, index, entry, workload, gate, now, patch, finish)
     raise AssertionError(f"unhandled target phase {entry.phase}")  # pragma: no cover
 
 
@@ -510,7 +663,74 @@ def _stop_later(draft: _Draft, index: int, reason: str) -> None:
 
 def _skip(draft: _Draft, index: int, entry: RolloutEntry, reason: str, message: str) -> None:
     """This target needs nothing (more): record why, and move on."""
-    _skip(draft, index, entry, reason, message)
+    draft.entries[index] = replace(
+        entry,
+        phase=TargetPhase.SKIPPED,
+        reason=reason,
+        message=message,
+        finished_at=format_time(draft.now),
+    )
+
+
+def _gone(draft: _Draft, index: int, entry: RolloutEntry, workload: Workload | None, when: str):
+    """Why the target can no longer be acted on (deleted, or its container removed), or None.
+
+    When gone, the entry is skipped with the reason: nothing is left to patch,
+    gate or roll back there, and the patch moves on to its next target.
+    """
+    dep = workload.deployment if workload else None
+    target = entry.target
+    if dep is None:
+        _skip(draft, index, entry, "WorkloadDeleted", f"{_describe(target)} was deleted{when}")
+        return True
+    if _container(dep, target.container) is None:
+        _skip(
+            draft,
+            index,
+            entry,
+            "ContainerNotFound",
+            f"{_describe(target)}: the container was removed or renamed{when}",
+        )
+        return True
+    return False
+
+
+def _rollback_image(current: str, patch: ImagePatch, workload: Workload, container: str) -> str:
+    """What rollback will write: the previous image pinned to the digest that ran.
+
+    The digest that ran: the reference's own, else the one every current pod
+    reports (``imageID``), else the patch's ``currentDigest`` when the
+    container runs exactly the patch's image. Restoring a bare tag would hand
+    the rebuild (pushed under that very tag) to any pod that pulls again.
+    """
+    try:
+        ref = parse_image(current)
+    except ValueError:
+        return current
+    if ref.digest:
+        return current
+    digest = running_digest(workload.pods, container, current)
+    if not digest and runs_patch_image(patch, current):
+        digest = patch.current_digest
+    return f"{current}@{digest}" if digest else current
+
+
+def _unpinned_note(entry: RolloutEntry) -> str:
+    """Said on the entry when rollback restores a bare tag (no digest was ever known)."""
+    if is_pinned(entry.restore_image):
+        return ""
+    return (
+        f"; no digest was ever known for {entry.restore_image}, so rollback restores the tag,"
+        " which a rebuild may have moved"
+    )
+
+
+def is_pinned(image: str) -> bool:
+    """Whether ``image`` is a valid reference with a digest."""
+    try:
+        return bool(parse_image(image).digest)
+    except ValueError:
+        return False
 
 
 def _start_target(draft, index, entry, workload, digest, patch, by, finish) -> Step:
@@ -518,14 +738,10 @@ def _start_target(draft, index, entry, workload, digest, patch, by, finish) -> S
     now = draft.now
     draft.phase = Phase.ROLLING_OUT
     draft.by = by
-    dep = workload.deployment if workload else None
-    if dep is None:
-        _skip(draft, index, entry, "WorkloadDeleted", f"{_describe(target)} no longer exists")
+    if _gone(draft, index, entry, workload, ""):
         return finish(again=True)
-    container = _container(dep, target.container)
-    if container is None:
-        _skip(draft, index, entry, "ContainerNotFound", f"{_describe(target)}: no such container")
-        return finish(again=True)
+    dep = workload.deployment or {}
+    container = _container(dep, target.container) or {}
     current = container.get("image", "")
     if current.endswith("@" + digest):
         draft.entries[index] = replace(
@@ -538,11 +754,36 @@ def _start_target(draft, index, entry, workload, digest, patch, by, finish) -> S
             finished_at=format_time(now),
         )
         return finish(again=True)
+    if not runs_patch_image(
+        patch, current, running_digest(workload.pods, target.container, current)
+    ):
+        # It was a target when pinned; since then it moved to another tag or digest.
+        _skip(
+            draft,
+            index,
+            entry,
+            "ImageChanged",
+            f"{_describe(target)} now runs {current}, not {patch.image}"
+            + (f":{patch.tag}" if patch.tag else "")
+            + (f"@{patch.current_digest}" if patch.current_digest else ""),
+        )
+        return finish(again=True)
+    if any(m["digest"] == digest for m in failed_memory(dep)):
+        _skip(
+            draft,
+            index,
+            entry,
+            "DigestFailedBefore",
+            f"{digest} already failed on {_describe(target)}; it is not rolled out there again",
+        )
+        return finish(again=True)
     target_image = pinned_image(current, patch.image, digest)
+    rollback_image = _rollback_image(current, patch, workload, target.container)
     draft.entries[index] = replace(
         entry,
         phase=TargetPhase.PATCHING,
         previous_image=current,
+        rollback_image=rollback_image,
         target_image=target_image,
         started_at=format_time(now),
         fingerprint=health.pod_template_fingerprint(dep, managed_containers=[target.container]),
@@ -594,10 +835,9 @@ def _external_change(draft: _Draft, index: int, entry: RolloutEntry, why: str, f
 
 
 def _patching(draft, index, entry, workload, finish) -> Step:
-    dep = workload.deployment if workload else None
-    if dep is None:
-        _skip(draft, index, entry, "WorkloadDeleted", f"{_describe(entry.target)} was deleted")
+    if _gone(draft, index, entry, workload, " before it was patched"):
         return finish(again=True)
+    dep = workload.deployment
     container = _container(dep, entry.target.container) or {}
     if container.get("image") == entry.target_image:
         # Our patch landed (perhaps before a restart): gate from here on.
@@ -620,16 +860,9 @@ def _patching(draft, index, entry, workload, finish) -> Step:
 
 
 def _gating(draft, index, entry, workload, gate: Rollout, digest, now, finish) -> Step:
-    dep = workload.deployment if workload else None
-    if dep is None:
-        _skip(
-            draft,
-            index,
-            entry,
-            "WorkloadDeleted",
-            f"{_describe(entry.target)} was deleted mid-rollout",
-        )
+    if _gone(draft, index, entry, workload, " mid-rollout"):
         return finish(again=True)
+    dep = workload.deployment
     why = _drift(entry, dep, entry.target_image)
     if why:
         return _external_change(draft, index, entry, why, finish)
@@ -664,7 +897,7 @@ def _gating(draft, index, entry, workload, gate: Rollout, digest, now, finish) -
         )
         return finish(again=True)
     if state == health.HealthState.FAILED:
-        return _fail_target(draft, index, entry, verdict, gate, digest, finish)
+        return _fail_target(draft, index, entry, verdict, gate, digest, dep, finish)
     healthy_since = format_time(verdict.healthy_since) if verdict.healthy_since else ""
     draft.entries[index] = replace(
         entry,
@@ -676,7 +909,7 @@ def _gating(draft, index, entry, workload, gate: Rollout, digest, now, finish) -
     return finish(requeue_after=GATE_POLL)
 
 
-def _fail_target(draft, index, entry, verdict, gate: Rollout, digest, finish) -> Step:
+def _fail_target(draft, index, entry, verdict, gate: Rollout, digest, dep, finish) -> Step:
     reason = str(verdict.reason or "Unhealthy")
     # The reason leads the message unless the message already says it.
     if reason not in verdict.message:
@@ -710,7 +943,7 @@ def _fail_target(draft, index, entry, verdict, gate: Rollout, digest, finish) ->
         entry,
         phase=TargetPhase.ROLLING_BACK,
         reason=reason,
-        message=verdict.message,
+        message=verdict.message + _unpinned_note(entry),
         rollback_started_at=format_time(draft.now),
     )
     _stop_later(draft, index, "EarlierTargetFailed")
@@ -720,38 +953,41 @@ def _fail_target(draft, index, entry, verdict, gate: Rollout, digest, finish) ->
             target=entry.target,
             type="Warning",
             reason="RollingBack",
-            message=f"{verdict.message}; restoring {entry.previous_image}",
+            message=f"{verdict.message}; restoring {entry.restore_image}",
         )
     )
     return finish(again=True)
 
 
-def _rolling_back(draft, index, entry, workload, gate: Rollout, now, finish) -> Step:
-    dep = workload.deployment if workload else None
-    if dep is None:
-        _skip(
-            draft,
-            index,
-            entry,
-            "WorkloadDeleted",
-            f"{_describe(entry.target)} was deleted mid-rollback",
-        )
+def _rolling_back(draft, index, entry, workload, gate: Rollout, now, patch, finish) -> Step:
+    if _gone(draft, index, entry, workload, " mid-rollback"):
         return _conclude(draft, finish)
+    dep = workload.deployment
     container = _container(dep, entry.target.container) or {}
     image = container.get("image", "")
     if image == entry.target_image:
         why = _drift(entry, dep, entry.target_image)
         if why:
             return _external_change(draft, index, entry, why, finish)
+        # The failed digest is remembered on the workload in the same write:
+        # it outlives this ImagePatch (history retention may delete it).
+        failed = parse_image(entry.target_image).digest or ""
+        memory = (
+            {FAILED_ANNOTATION: remember_failed(dep, digest=failed, patch=patch, now=now)}
+            if failed
+            else {}
+        )
         return finish(
             action=PatchImage(
                 target=entry.target,
-                image=entry.previous_image,
+                image=entry.restore_image,
                 resource_version=dep["metadata"]["resourceVersion"],
+                annotations=memory,
+                pinned=is_pinned(entry.restore_image),
             ),
             again=True,
         )
-    if image != entry.previous_image:
+    if image != entry.restore_image:
         return _external_change(
             draft,
             index,
@@ -766,7 +1002,7 @@ def _rolling_back(draft, index, entry, workload, gate: Rollout, now, finish) -> 
     verdict = health.assess(
         deployment=_since(dep, parse_time(entry.rollback_started_at)),
         pods=workload.pods,
-        target_images={entry.target.container: entry.previous_image},
+        target_images={entry.target.container: entry.restore_image},
         gate=rollback_gate,
         started_at=parse_time(entry.rollback_started_at) or now,
         healthy_since=None,
@@ -782,7 +1018,7 @@ def _rolling_back(draft, index, entry, workload, gate: Rollout, now, finish) -> 
                 target=entry.target,
                 type="Warning",
                 reason="RolledBack",
-                message=f"rolled back to {entry.previous_image}: {entry.message}",
+                message=f"rolled back to {entry.restore_image}: {entry.message}",
             )
         )
         return _conclude(draft, finish)
@@ -799,7 +1035,7 @@ def _rolling_back(draft, index, entry, workload, gate: Rollout, now, finish) -> 
                 target=entry.target,
                 type="Warning",
                 reason="RollbackFailed",
-                message=f"{entry.previous_image} is unhealthy too ({verdict.message});"
+                message=f"{entry.restore_image} is unhealthy too ({verdict.message});"
                 " imagepatch stopped",
             )
         )
@@ -807,7 +1043,7 @@ def _rolling_back(draft, index, entry, workload, gate: Rollout, now, finish) -> 
         draft.stalled = "RollbackFailed"
         draft.message = f"{_describe(entry.target)}: rollback failed: {verdict.message}"
         return finish()
-    draft.message = f"rolling back {_describe(entry.target)}: waiting for {entry.previous_image}"
+    draft.message = f"rolling back {_describe(entry.target)}: waiting for {entry.restore_image}"
     return finish(requeue_after=GATE_POLL)
 
 
@@ -822,7 +1058,7 @@ def _conclude(draft: _Draft, finish) -> Step:
         rolled = next(e for e in entries if e.phase == TargetPhase.ROLLED_BACK)
         draft.phase = Phase.ROLLED_BACK
         draft.message = (
-            f"{_describe(rolled.target)} rolled back to {rolled.previous_image}: {rolled.message}"
+            f"{_describe(rolled.target)} rolled back to {rolled.restore_image}: {rolled.message}"
         )
     else:
         draft.phase = Phase.SUCCEEDED

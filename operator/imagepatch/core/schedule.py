@@ -1,15 +1,26 @@
 """Maintenance-window schedules: parse AWS and classic cron, validate timezones.
 
-Two schedule forms are accepted, as users of SSM maintenance windows and of
-Kubernetes CronJobs would write them:
+The schedule forms accepted are those the SSM maintenance-window and
+EventBridge documentation accepts, so what users paste from AWS works
+(``tests/unit/test_schedule.py`` tables the docs' own examples, each citing
+its page), plus the classic cron users of Kubernetes CronJobs write:
 
-* AWS form, ``cron(Minutes Hours Day-of-month Month Day-of-week Year)``, with
-  ``?``, ``L``, ``W``, ``#`` and a year field; day-of-week counts 1-7 from
-  Sunday (``SUN``-``SAT`` also work);
+* ``cron(Minutes Hours Day-of-month Month Day-of-week Year)``, with ``?``
+  in exactly one day field, ``L`` in either day field (``L`` alone in
+  day-of-week is Saturday, ``6L`` the last Friday), ``W`` in day-of-month
+  (``15W``), ``#`` in day-of-week (``TUE#3``) and a year field; day-of-week
+  counts 1-7 from Sunday (``SUN``-``SAT`` also work);
+* ``rate(value unit)``: value a positive integer, unit ``minute``, ``hour``
+  or ``day``, singular for 1 and plural otherwise (``rate(1 hours)`` is
+  invalid, as in EventBridge). A day is 24 elapsed hours, never a calendar
+  day, as EventBridge Scheduler documents for daylight saving. With no start
+  date in the policy, occurrences are anchored at the Unix epoch (UTC);
+* ``at(yyyy-mm-ddThh:mm:ss)``: one window, at that wall-clock time in the
+  schedule's timezone;
 * classic 5-field cron, ``m h dom mon dow``, day-of-week 0-6 from Sunday.
 
-Both are translated into one croniter expression (``m h dom mon dow s year``),
-so the window arithmetic has one code path. What CEL in the CRD cannot check
+Cron forms are translated into one croniter expression (``m h dom mon dow s
+year``), so the window arithmetic has one code path for them. What CEL in the CRD cannot check
 (field values, an unknown timezone) is checked here and reported with the
 field's path; the caller turns it into a ``Stalled``/``InvalidSpec`` condition.
 """
@@ -25,6 +36,12 @@ from croniter import croniter
 from croniter.croniter import CroniterError
 
 _AWS_FORM = re.compile(r"^\s*cron\((?P<body>[^()]*)\)\s*$")
+_RATE_FORM = re.compile(r"^\s*rate\((?P<body>[^()]*)\)\s*$")
+_AT_FORM = re.compile(r"^\s*at\((?P<body>[^()]*)\)\s*$")
+_RATE_UNITS = {"minute": 60, "hour": 3600, "day": 86400}
+_RATE_MAX_SECONDS = 36_500 * 86400
+# The EPOCH anchors rate() schedules (no start date in a policy).
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _DOW_NAMES = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
 
 
@@ -44,6 +61,9 @@ class Schedule:
     source: str
     expression: str
     timezone: zoneinfo.ZoneInfo
+    kind: str = "cron"  # "cron" | "rate" | "at"
+    every: dt.timedelta | None = None  # rate(): elapsed time between openings
+    at: dt.datetime | None = None  # at(): the naive local wall-clock time
 
 
 
@@ -59,15 +79,19 @@ def parse_timezone(name: str) -> zoneinfo.ZoneInfo:
 def _aws_dow(field: str) -> str:
     """AWS counts days of week 1-7 from Sunday; cron counts 0-6.
 
-    ``6L`` (last Friday) becomes croniter's ``L5``; ``2#3`` becomes ``1#3``.
+    ``6L`` (last Friday) becomes croniter's ``L5``; ``2#3`` becomes ``1#3``;
+    ``L`` alone is the last day of the week, Saturday.
     """
     if field in ("?", "*"):
         return "*"
     out = []
     for part in field.split(","):
-        m = re.fullmatch(r"(\d)L", part)
+        if part.upper() == "L":
+            out.append("6")
+            continue
+        m = re.fullmatch(r"(\d|[A-Za-z]{3})L", part)
         if m:
-            out.append(f"L{_aws_dow_number(m.group(1))}")
+            out.append(f"L{_dow_number(_aws_dow_token(m.group(1)))}")
             continue
         m = re.fullmatch(r"([0-9A-Za-z]+)#([1-5])", part)
         if m:
@@ -102,6 +126,44 @@ def _aws_dow_token(token: str) -> str:
     raise ScheduleError(f"day-of-week {token!r} is not 1-7 or SUN-SAT")
 
 
+def _dow_number(token: str) -> str:
+    return str(_DOW_NAMES.index(token)) if token in _DOW_NAMES else token
+
+
+def parse_rate(body: str) -> dt.timedelta:
+    """``value unit`` of ``rate(...)``, as EventBridge defines it."""
+    parts = body.split()
+    if len(parts) != 2 or not parts[0].isdigit() or parts[0] != str(int(parts[0])):
+        raise ScheduleError(
+            f"rate({body}) must be rate(value unit), value a positive integer"
+        )
+    value, unit = int(parts[0]), parts[1]
+    if value < 1:
+        raise ScheduleError(f"rate({body}): the value must be a positive integer")
+    singular = unit in _RATE_UNITS
+    if not singular and not (unit.endswith("s") and unit[:-1] in _RATE_UNITS):
+        raise ScheduleError(f"rate({body}): the unit must be minute(s), hour(s) or day(s)")
+    if (value == 1) != singular:
+        raise ScheduleError(
+            f"rate({body}): the unit must be singular for 1 and plural otherwise"
+        )
+    seconds = value * _RATE_UNITS[unit.removesuffix("s")]
+    if seconds > _RATE_MAX_SECONDS:
+        # Nothing useful opens less often, and datetimes end in year 9999.
+        raise ScheduleError(f"rate({body}) is longer than 100 years")
+    return dt.timedelta(seconds=seconds)
+
+
+def parse_at(body: str) -> dt.datetime:
+    """``yyyy-mm-ddThh:mm:ss`` of ``at(...)``: a naive wall-clock time."""
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}", body):
+        raise ScheduleError(f"at({body}) must be at(yyyy-mm-ddThh:mm:ss)")
+    try:
+        return dt.datetime.strptime(body, "%Y-%m-%dT%H:%M:%S")
+    except ValueError as exc:
+        raise ScheduleError(f"at({body}) is not a real date and time") from exc
+
+
 def to_croniter(source: str) -> str:
     """Translate an AWS or 5-field cron schedule into a croniter expression."""
     m = _AWS_FORM.match(source)
@@ -118,6 +180,14 @@ def to_croniter(source: str) -> str:
             raise ScheduleError(
                 "AWS form needs '?' in exactly one of day-of-month and day-of-week"
             )
+        if "#" in dow and "," in dow:
+            # EventBridge: with '#', day-of-week holds only one expression.
+            raise ScheduleError(
+                "with '#', day-of-week may hold only one expression (e.g. not '3#1,6#3')"
+            )
+        for number in re.findall(r"\d+", year):
+            if not 1970 <= int(number) <= 2199:
+                raise ScheduleError(f"year {number} is outside 1970-2199")
         if "LW" in dom.upper():
             raise ScheduleError(
                 "'LW' (last weekday of the month) is not supported; use 'L' or a day"
@@ -135,7 +205,17 @@ def to_croniter(source: str) -> str:
 
 def parse_schedule(source: str, timezone: str) -> Schedule:
     """Parse and validate; raise ``ScheduleError`` naming what is wrong."""
+    if not isinstance(source, str):
+        raise ScheduleError("the schedule must be a string")
     tz = parse_timezone(timezone)
+    rate = _RATE_FORM.match(source)
+    if rate:
+        every = parse_rate(rate.group("body").strip())
+        return Schedule(source=source, expression="", timezone=tz, kind="rate", every=every)
+    at = _AT_FORM.match(source)
+    if at:
+        when = parse_at(at.group("body").strip())
+        return Schedule(source=source, expression="", timezone=tz, kind="at", at=when)
     expression = to_croniter(source)
     if not croniter.is_valid(expression):
         raise ScheduleError(f"{source!r} is not a valid cron expression")

@@ -17,26 +17,28 @@ started keeps its gate after the cutoff and after the window closes: only
 *starting* is limited, as in SSM.
 
 Schedules are parsed by :mod:`imagepatch.core.schedule` (AWS ``cron(...)``
-with ``?``, ``L``, ``W``, ``#`` and years, or 5-field cron). The wall-clock
-fire times come from croniter on *naive* local times, and this module turns
-each one into an instant itself, so daylight saving time follows one written
-rule instead of croniter's (which, for an aware datetime, fires twice on the
+with ``?``, ``L``, ``W``, ``#`` and years, ``rate(...)``, ``at(...)``, or
+5-field cron). The wall-clock fire times of cron forms come from croniter on
+*naive* local times, and this module turns each one into an instant itself,
+so daylight saving time follows the rule AWS documents for EventBridge
+Scheduler ("Schedule types on EventBridge Scheduler", daylight saving time),
+instead of croniter's (which, for an aware datetime, fires twice on the
 fall-back day):
 
 * **Spring forward** (the local time does not exist, e.g. 02:30 on
-  29 March 2026 in Europe/Berlin, when clocks jump from 02:00 to 03:00): the
-  window opens at the first instant after the gap, 03:00 CEST, as cron does
-  for jobs in a skipped hour. The window is not skipped: a weekly patch window
-  lost to DST would delay patches by a week. ``duration`` is elapsed time, so
-  that window closes ``duration`` after 03:00. Several fire times inside one
-  gap open one window.
+  29 March 2026 in Europe/Berlin, when clocks jump from 02:00 to 03:00): that
+  occurrence is **skipped**, as AWS skips an invocation that falls on a
+  non-existent time. The next fire time opens the next window.
 * **Fall back** (the local time happens twice, e.g. 02:30 on 25 October 2026
   in Europe/Berlin): the window opens once, at the first occurrence (02:30
-  CEST, 00:30 UTC; PEP 495 ``fold=0``), and the repeated hour opens nothing.
-  The window is never skipped and never opens twice.
+  CEST, 00:30 UTC; PEP 495 ``fold=0``), and the repeated hour opens nothing,
+  as AWS runs such a schedule only once.
+* ``rate(...)`` counts elapsed time (a day is 24 hours, as AWS documents),
+  so clock changes do not move it; ``at(...)`` is one wall-clock time, under
+  the same two rules as a cron fire time.
 
-Each local fire time therefore opens exactly one window, and opening instants
-never decrease as local fire times increase. Every window has the same
+Each existing local fire time therefore opens exactly one window, and opening
+instants never decrease as local fire times increase. Every window has the same
 duration and cutoff, so the most recent opening at or before ``now`` has the
 latest close and the latest cutoff of all windows opened so far: whether
 ``now`` is inside *any* window, however many overlap (a daily schedule with a
@@ -65,6 +67,10 @@ __all__ = [
 
 _UTC = dt.UTC
 _SECOND = dt.timedelta(seconds=1)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=_UTC)  # rate() anchor (core.schedule.EPOCH)
+# Fire times skipped in a row before giving up: only spring-forward gaps are
+# skipped, so a real schedule never comes near this.
+_MAX_STEPS = 10_000
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -157,37 +163,29 @@ def window_state(window: MaintenanceWindow | None, now: dt.datetime) -> WindowSt
     )
 
 
-def opening_instant(local: dt.datetime, tz: zoneinfo.ZoneInfo) -> dt.datetime:
+def opening_instant(local: dt.datetime, tz: zoneinfo.ZoneInfo) -> dt.datetime | None:
     """The UTC instant a window scheduled at naive wall-clock time ``local`` opens.
 
     An existing or repeated local time opens at its first occurrence; a local
-    time inside a spring-forward gap opens when the gap ends (module docstring).
+    time inside a spring-forward gap opens nothing: ``None`` (module docstring).
     """
     first = local.replace(tzinfo=tz, fold=0).astimezone(_UTC)
     if first.astimezone(tz).replace(tzinfo=None) == local:
         # It exists. In a fall-back fold, fold=0 is the earlier occurrence.
         return first
-    # In a gap, fold=0 reads the time with the offset from before the jump,
-    # which lands after the jump, and fold=1 with the offset from after it,
-    # which lands before. The jump lies between; zoneinfo does not expose
-    # transitions, so bisect (to the second) for the first instant that has
-    # the later offset.
-    before = local.replace(tzinfo=tz, fold=1).astimezone(_UTC)
-    after = first
-    target_offset = after.astimezone(tz).utcoffset()
-    lo, hi = 0, int((after - before).total_seconds())
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if (before + dt.timedelta(seconds=mid)).astimezone(tz).utcoffset() == target_offset:
-            hi = mid
-        else:
-            lo = mid + 1
-    return before + dt.timedelta(seconds=lo)
+    return None
 
 
 def latest_opening(schedule: Schedule, now: dt.datetime) -> dt.datetime | None:
     """The most recent window opening at or before ``now`` (UTC), or ``None``."""
     _require_aware(now)
+    if schedule.kind == "rate":
+        assert schedule.every is not None
+        return _EPOCH + ((now - _EPOCH) // schedule.every) * schedule.every
+    if schedule.kind == "at":
+        assert schedule.at is not None
+        opened = opening_instant(schedule.at, schedule.timezone)
+        return opened if opened is not None and opened <= now else None
     tz = schedule.timezone
     # Walk local fire times backwards, starting a little after now's wall
     # clock: in the repeated hour of a fall-back, a fire time that reads later
@@ -196,33 +194,43 @@ def latest_opening(schedule: Schedule, now: dt.datetime) -> dt.datetime | None:
     # local times increase, so the first one at or before now is the answer.
     start = _local_naive(now, tz) + _offset_swing(tz, now) + _SECOND
     it = croniter(schedule.expression, start)
-    while True:
+    for _ in range(_MAX_STEPS):
         try:
             local = it.get_prev(dt.datetime)
         except CroniterBadDateError:
             return None  # no earlier fire time (a year field in the future)
         opened = opening_instant(local, tz)
-        if opened <= now:
+        if opened is not None and opened <= now:
             return opened
+    return None
 
 
 def next_opening(schedule: Schedule, now: dt.datetime) -> dt.datetime | None:
     """The first window opening at or after ``now`` (UTC), or ``None`` if none is left."""
     _require_aware(now)
+    if schedule.kind == "rate":
+        assert schedule.every is not None
+        steps = -((_EPOCH - now) // schedule.every)  # ceiling division
+        return _EPOCH + steps * schedule.every
+    if schedule.kind == "at":
+        assert schedule.at is not None
+        opened = opening_instant(schedule.at, schedule.timezone)
+        return opened if opened is not None and opened >= now else None
     tz = schedule.timezone
     # Start a little before now's wall clock: a fire time inside a gap that
     # ended at or after now reads earlier than now's wall clock but opens at
     # the end of the gap.
     start = _local_naive(now, tz) - _offset_swing(tz, now) - _SECOND
     it = croniter(schedule.expression, start)
-    while True:
+    for _ in range(_MAX_STEPS):
         try:
             local = it.get_next(dt.datetime)
         except CroniterBadDateError:
             return None  # every year in the year field has passed
         opened = opening_instant(local, tz)
-        if opened >= now:
+        if opened is not None and opened >= now:
             return opened
+    return None
 
 
 def _local_naive(when: dt.datetime, tz: zoneinfo.ZoneInfo) -> dt.datetime:

@@ -19,6 +19,12 @@ from imagepatch.model.errors import SpecError
 
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
 
+# Detection's identity of the patch it created (see core.compliance.patch_key).
+KEY_ANNOTATION = "imagepatch.dev/key"
+# Detection's request to close a patch that is no longer needed: the planner,
+# the one writer of ImagePatch status, closes it if no target has started.
+CLOSE_ANNOTATION = "imagepatch.dev/close"
+
 
 class Phase(enum.StrEnum):
     PENDING = "Pending"
@@ -95,6 +101,13 @@ class RolloutEntry:
     fingerprint: str = ""
     patched_generation: int = 0
     rollback_started_at: str = ""
+    # What rollback writes: the previous image pinned to the digest that ran
+    # (``repo:tag@sha256:…``), or previous_image itself when no digest was known.
+    rollback_image: str = ""
+
+    @property
+    def restore_image(self) -> str:
+        return self.rollback_image or self.previous_image
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -116,6 +129,7 @@ class RolloutEntry:
             "fingerprint": self.fingerprint,
             "patchedGeneration": self.patched_generation,
             "rollbackStartedAt": self.rollback_started_at,
+            "rollbackImage": self.rollback_image,
         }
         out.update({k: v for k, v in optional.items() if v})
         return out
@@ -151,6 +165,8 @@ class ImagePatch:
     job_template: str = ""
     targets: tuple[Target, ...] = ()
     approval: Approval | None = None
+    key: str = ""  # KEY_ANNOTATION: set on the patches detection creates
+    close_requested: str = ""  # CLOSE_ANNOTATION: why detection asks to close it
     status: ImagePatchStatus = field(default_factory=ImagePatchStatus)
 
 
@@ -201,6 +217,7 @@ def _entry(raw: Mapping[str, Any], index: int) -> RolloutEntry:
         fingerprint=raw.get("fingerprint") or "",
         patched_generation=int(raw.get("patchedGeneration") or 0),
         rollback_started_at=raw.get("rollbackStartedAt") or "",
+        rollback_image=raw.get("rollbackImage") or "",
     )
 
 
@@ -257,5 +274,7 @@ def parse_imagepatch(body: Mapping[str, Any]) -> ImagePatch:
             _target(t, f"spec.targets[{i}]") for i, t in enumerate(spec.get("targets") or [])
         ),
         approval=approval,
+        key=(meta.get("annotations") or {}).get(KEY_ANNOTATION) or "",
+        close_requested=(meta.get("annotations") or {}).get(CLOSE_ANNOTATION) or "",
         status=parse_status(body.get("status")),
     )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import fnmatch
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -187,11 +188,65 @@ class JobSettings:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class AllowedRebuilds:
+    """``spec.rebuild.allowed``: what a workload's imagepatch.dev/rebuild may ask for."""
+
+    strategies: tuple[RebuildStrategy, ...] = ()
+    codebuild_projects: tuple[str, ...] = ()  # names or globs (* and ?)
+    job_templates: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Rebuild:
     strategy: RebuildStrategy = RebuildStrategy.EXTERNAL
     codebuild: CodeBuildSettings | None = None
     job: JobSettings | None = None
     timeout: dt.timedelta = dt.timedelta(hours=1)
+    # None: only this policy's own strategy, project and template are allowed.
+    allowed: AllowedRebuilds | None = None
+
+    def effective_allowed(self) -> AllowedRebuilds:
+        if self.allowed is not None:
+            return self.allowed
+        return AllowedRebuilds(
+            strategies=(self.strategy,),
+            codebuild_projects=(self.codebuild.project,) if self.codebuild else (),
+            job_templates=(self.job.template,) if self.job else (),
+        )
+
+    def refusal(self, requested: str, *, path: str = "spec.rebuild.allowed") -> str | None:
+        """Why a workload's ``imagepatch.dev/rebuild: <requested>`` is not allowed, or None.
+
+        The message names the field an admin changes to allow it. An empty
+        project or template (``codebuild``, ``job:``) means the policy's own.
+        """
+        kind, _, arg = requested.partition(":")
+        try:
+            strategy = RebuildStrategy(kind)
+        except ValueError:
+            choices = ", ".join(s.value for s in RebuildStrategy)
+            return f"imagepatch.dev/rebuild {requested!r} names no strategy ({choices})"
+        allowed = self.effective_allowed()
+        if strategy not in allowed.strategies:
+            return (
+                f"imagepatch.dev/rebuild {requested!r}: strategy {kind} is not in {path}.strategies"
+                + ("" if self.allowed is not None else f" (default: only {self.strategy.value})")
+            )
+        if strategy is RebuildStrategy.CODEBUILD:
+            project = arg or (self.codebuild.project if self.codebuild else "")
+            if not any(fnmatch.fnmatchcase(project, g) for g in allowed.codebuild_projects):
+                return (
+                    f"imagepatch.dev/rebuild {requested!r}: CodeBuild project {project!r} "
+                    f"is not in {path}.codebuildProjects"
+                )
+        if strategy is RebuildStrategy.JOB:
+            template = arg or (self.job.template if self.job else "")
+            if template not in allowed.job_templates:
+                return (
+                    f"imagepatch.dev/rebuild {requested!r}: Job template {template!r} "
+                    f"is not in {path}.jobTemplates"
+                )
+        return None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -264,12 +319,15 @@ MAX_POLICY_NAME = 63  # the name is used as a label value
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _VULN_ID = re.compile(r"CVE-[0-9]{4}-[0-9]{4,}|GHSA(-[23456789cfghjmpqrvwx]{4}){3}")
+_CODEBUILD_GLOB = re.compile(r"[A-Za-z0-9*?][A-Za-z0-9_*?-]{0,254}")
 _CODEBUILD_PROJECT = re.compile(
     r"[A-Za-z0-9][A-Za-z0-9_-]{1,254}"
     r"|arn:aws[a-zA-Z-]*:codebuild:[a-z0-9-]+:[0-9]{12}:project/[A-Za-z0-9][A-Za-z0-9_-]{1,254}"
 )
 # Shape only, as in the CRD: AWS "cron(6 fields)" or 5 whitespace-separated fields.
-_SCHEDULE_SHAPE = re.compile(r"cron\([^\s()]+(\s+[^\s()]+){5}\)|[^\s()]+(\s+[^\s()]+){4}")
+_SCHEDULE_SHAPE = re.compile(
+    r"cron\([^\s()]+(\s+[^\s()]+){5}\)|rate\([^()]+\)|at\([^()]+\)|[^\s()]+(\s+[^\s()]+){4}"
+)
 _TIMEZONE_SHAPE = re.compile(r"[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*")
 
 
@@ -554,7 +612,44 @@ def _parse_rebuild(raw: Any, path: str) -> Rebuild:
         minimum=MIN_REBUILD_TIMEOUT,
         bounds_text="at least 1m",
     )
-    return Rebuild(strategy=strategy, codebuild=codebuild, job=job, timeout=timeout)
+    allowed = None
+    if raw.get("allowed") is not None:
+        allowed = _parse_allowed(raw["allowed"], f"{path}.allowed")
+    return Rebuild(
+        strategy=strategy, codebuild=codebuild, job=job, timeout=timeout, allowed=allowed
+    )
+
+
+def _parse_allowed(raw: Any, path: str) -> AllowedRebuilds:
+    raw = _mapping(raw, path)
+    strategies: list[RebuildStrategy] = []
+    for i, item in enumerate(_list(raw, path, "strategies", max_items=4)):
+        field = f"{path}.strategies[{i}]"
+        try:
+            strategies.append(RebuildStrategy(item))
+        except ValueError:
+            choices = ", ".join(s.value for s in RebuildStrategy)
+            raise SpecError(field, f"must be one of {choices}, not {item!r}") from None
+    projects = tuple(
+        _check_string(
+            item, f"{path}.codebuildProjects[{i}]", max_length=255,
+            check=_matching(_CODEBUILD_GLOB, "must be a CodeBuild project name or a glob of them"),
+        )
+        for i, item in enumerate(_list(raw, path, "codebuildProjects", max_items=64))
+    )  # fmt: skip
+    templates = tuple(
+        _check_string(item, f"{path}.jobTemplates[{i}]", max_length=253, check=_dns_subdomain)
+        for i, item in enumerate(_list(raw, path, "jobTemplates", max_items=64))
+    )
+    if projects and RebuildStrategy.CODEBUILD not in strategies:
+        raise SpecError(
+            f"{path}.strategies", "must include codebuild when codebuildProjects is set"
+        )
+    if templates and RebuildStrategy.JOB not in strategies:
+        raise SpecError(f"{path}.strategies", "must include job when jobTemplates is set")
+    return AllowedRebuilds(
+        strategies=tuple(strategies), codebuild_projects=projects, job_templates=templates
+    )
 
 
 def _parse_rollout(raw: Any, path: str) -> Rollout:
@@ -606,8 +701,8 @@ def _parse_maintenance_window(raw: Any, path: str) -> MaintenanceWindow | None:
         max_length=128,
         check=_matching(
             _SCHEDULE_SHAPE,
-            "must be an AWS cron expression such as cron(0 2 ? * SUN *) "
-            "or a 5-field cron expression such as 0 2 * * 0",
+            "must be an AWS cron expression such as cron(0 2 ? * SUN *), an AWS rate(...) "
+            "or at(...) expression, or a 5-field cron expression such as 0 2 * * 0",
         ),
     )
     timezone = _string(

@@ -12,12 +12,26 @@ once when a queue event names one of their images:
    and the scan findings when the policy names a source;
 2. **assess**: ``core.compliance`` gives each container and workload a state;
 3. **act**: create the ImagePatches that are needed (deterministic names, so
-   never twice), close open ones that no longer are, post an Event when a
+   never twice), each with ``spec.targets`` set to exactly the containers
+   judged to need it (same repository, tag and digest); ask the planner to
+   close open ones that no longer are (it is the one writer of ImagePatch
+   status); open none for a container another open patch is changing, nor for
+   a rebuild that already failed on the workload; post an Event when a
    workload's state changes, record the state on the workload in the
    ``imagepatch.dev/state`` annotation, and count states in the policy status.
 
 A registry or AWS failure makes the affected workloads ``Unknown`` with the
 error's reason; it never creates or closes an ImagePatch by mistake.
+
+Isolation: registries, image manifests, workload annotations and queue events
+are input that other people control. Whatever goes wrong while one container
+is evaluated (a classified ``AdapterError`` or any other exception) makes that
+workload ``Unknown`` with a reason naming the image and the problem, posts one
+Warning Event, and the pass goes on. An ImagePatch the API server refuses
+(a 4xx, e.g. a rebuild annotation the CRD rejects) marks the workloads it was
+for ``Unknown`` the same way. A policy whose evaluation still fails is logged
+and recorded as evaluated, so it is not retried on every tick and the policies
+sorted after it are evaluated in the same pass.
 """
 
 from __future__ import annotations
@@ -32,7 +46,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from imagepatch.adapters import metrics
-from imagepatch.adapters.errors import AdapterError
+from imagepatch.adapters.errors import AdapterError, ConflictError, TransientError
 from imagepatch.adapters.kube import GROUP, VERSION, Kube
 from imagepatch.adapters.registry import (
     INDEX_TYPES,
@@ -47,7 +61,9 @@ from imagepatch.core.events import ImageSignal
 from imagepatch.core.images import ImageRef, is_ecr_host, parse_image
 from imagepatch.core.policy import REQUESTED_AT_ANNOTATION
 from imagepatch.core.report import retention
+from imagepatch.core.rollout import failed_memory, running_digest, wave_for
 from imagepatch.model.errors import SpecError
+from imagepatch.model.imagepatch import CLOSE_ANNOTATION, KEY_ANNOTATION, Target, TargetPhase
 from imagepatch.model.policy import (
     LabelSelector,
     PolicySpec,
@@ -63,7 +79,16 @@ POLICY_ANNOTATION = "imagepatch.dev/policy"
 BASE_ANNOTATION = "imagepatch.dev/base-image"
 REBUILD_ANNOTATION = "imagepatch.dev/rebuild"
 STATE_ANNOTATION = "imagepatch.dev/state"
-KEY_ANNOTATION = "imagepatch.dev/key"
+# Longest value read from a workload's annotations. A reference is at most
+# 255 (name) + 128 (tag) + 135 (sha512 digest) characters, a rebuild a kind
+# and a 253-character name; anything longer is refused with an Event, never
+# parsed or copied into an ImagePatch.
+MAX_ANNOTATION_LENGTH = 1024
+# The reasons detection itself gives (the adapters give the others).
+INVALID_ANNOTATION = "InvalidAnnotation"
+EVALUATION_FAILED = "EvaluationFailed"
+PATCH_REJECTED = "ImagePatchRejected"
+FINDINGS_UNAVAILABLE = "FindingsUnavailable"
 POLICY_LABEL = "imagepatch.dev/policy"
 MANAGED_BY = ("app.kubernetes.io/managed-by", "imagepatch")
 
@@ -78,6 +103,7 @@ _WARNING_STATES = {
     str(State.UNKNOWN),
     NOT_ADMITTED,
     POLICY_NOT_FOUND,
+    compliance.REBUILD_NOT_ALLOWED,
 }
 
 
@@ -184,6 +210,7 @@ class Detector:
         self.bases_of: dict[str, set[str]] = {}  # policy -> base names its workloads follow
         self.handled_request: dict[str, str] = {}  # policy -> requestedAt value handled
         self.evaluated: dict[str, str] = {}  # workload uid -> the inputs last evaluated
+        self._findings_errors: list[tuple[str, str]] = []  # this policy's, this pass
         self.passes = 0
 
     # -- inputs ------------------------------------------------------------------------
@@ -270,7 +297,8 @@ class Detector:
                     await self._report(
                         dep,
                         POLICY_NOT_FOUND,
-                        f"ImagePatchPolicy {name!r} does not exist; this workload is left alone",
+                        f"ImagePatchPolicy {_clip(name)!r} does not exist; "
+                        "this workload is left alone",
                         [],
                         name,
                     )
@@ -301,7 +329,13 @@ class Detector:
             started = self.monotonic()
             self.last_evaluated[name] = started
             self.handled_request[name] = requested
-            results = await self.evaluate_policy(name, spec, workloads, patches, memo)
+            try:
+                results = await self.evaluate_policy(name, spec, workloads, patches, memo)
+            except Exception:  # one policy must never stop the ones sorted after it
+                log.exception("policy %s: evaluation failed; the next policy goes on", name)
+                for dep in workloads:
+                    self.evaluated[dep["metadata"]["uid"]] = _inputs(dep)
+                continue
             self._record_metrics(name, results)
             if self.securityhub is not None:
                 try:
@@ -312,10 +346,11 @@ class Detector:
                     )
             await self._prune(name, spec, patches)
             log.info(
-                "policy %s: %d workloads evaluated in %.2fs (%s)",
+                "policy %s: %d workloads evaluated in %.2fs in pass %d (%s)",
                 name,
                 len(results),
                 self.monotonic() - started,
+                self.passes,
                 ", ".join(
                     f"{k}={v}"
                     for k, v in compliance.counts(State(r.state) for r in results).items()
@@ -366,6 +401,7 @@ class Detector:
         memo: _Pass,
     ) -> list[WorkloadResult]:
         known = [_known(p) for p in patches if (p.get("spec") or {}).get("policy") == policy]
+        self._findings_errors = []
         results: list[tuple[Mapping[str, Any], list[tuple[ContainerFacts, Assessment]]]] = []
         for dep in workloads:
             ns = dep["metadata"]["namespace"]
@@ -381,17 +417,55 @@ class Detector:
                 )
                 continue
             assessed = []
+            problem = _annotation_problem(dep)
             for container in _containers(dep):
-                facts = await self.container_facts(dep, container, spec, memo)
+                if problem:
+                    facts = _failed_facts(container, INVALID_ANNOTATION, problem)
+                else:
+                    try:
+                        facts = await self.container_facts(dep, container, spec, memo)
+                    except Exception as exc:  # noqa: BLE001 - isolation: see the module docstring
+                        log.warning(
+                            "%s/%s: evaluating image %r failed",
+                            ns, dep["metadata"].get("name"), container.get("image"), exc_info=True,
+                        )  # fmt: skip
+                        facts = _failed_facts(
+                            container,
+                            EVALUATION_FAILED,
+                            f"image {_clip(container.get('image'))}: {type(exc).__name__}: "
+                            f"{_clip(str(exc), 300)}",
+                        )
                 assessed.append((facts, compliance.assess_container(facts, spec)))
             results.append((dep, assessed))
 
-        intents = {}
-        for _, assessed in results:
+        intents: dict[str, compliance.PatchIntent] = {}
+        failed_keys: set[str] = set()
+        # Workloads whose imagepatch.dev/rebuild is outside spec.rebuild.allowed: uid -> why.
+        refused: dict[str, str] = {}
+        for dep, assessed in results:
+            meta = dep["metadata"]
+            labels = await self._namespace_labels(meta["namespace"], memo)
+            remembered = {m.get("key") for m in failed_memory(dep)}
+            requested = _requested_rebuild(dep)
+            refusal = spec.rebuild.refusal(requested) if requested else None
+            if refusal:
+                refused[meta["uid"]] = refusal
+                continue  # no build on its behalf; reported below
             for facts, assessment in assessed:
                 intent = compliance.intent_for(facts, assessment)
-                if intent is not None:
-                    intents[intent.key] = intent
+                if intent is None:
+                    continue
+                intent = compliance.with_rebuild_override(intent, requested)
+                if intent.key in remembered:
+                    failed_keys.add(intent.key)
+                target = Target(
+                    namespace=meta["namespace"],
+                    name=meta["name"],
+                    container=facts.container,
+                    wave=wave_for(labels, spec.rollout.waves),
+                )
+                before = intents.get(intent.key, intent)
+                intents[intent.key] = replace(before, targets=(*before.targets, target))
         evaluated = {f.repository for _, a in results for f, _ in a if not f.error_reason}
         self.bases_of[policy] = {
             _image_name(f.base_name) for _, a in results for f, _ in a if f.base_name
@@ -400,24 +474,83 @@ class Detector:
             override = (dep["metadata"].get("annotations") or {}).get(BASE_ANNOTATION)
             if override:
                 self.bases_of[policy].add(_image_name(override))
-        plan = compliance.plan_patches(list(intents.values()), known, evaluated_images=evaluated)
+        # Recorded before any side effect: a create that fails below must not
+        # make this policy due again on every tick.
+        for dep in workloads:
+            self.evaluated[dep["metadata"]["uid"]] = _inputs(dep)
+        plan = compliance.plan_patches(
+            list(intents.values()), known, evaluated_images=evaluated, failed_keys=failed_keys
+        )
+        rejected: dict[tuple[str, str], str] = {}  # (image, digest) -> why its patch was refused
         for intent in plan.create:
-            created = await self.kube.create_imagepatch(
-                self._patch_body(policy, spec, intent, results)
-            )
+            try:
+                created = await self.kube.create_imagepatch(
+                    self._patch_body(policy, spec, intent, results)
+                )
+            except AdapterError as exc:
+                if isinstance(exc, TransientError):
+                    raise
+                # The API server refused this one patch (a 4xx): its workloads are
+                # Unknown with the reason; every other patch is still created.
+                log.warning("ImagePatch %s refused: %s: %s", intent.name, exc.reason, exc)
+                rejected[(intent.image, intent.current_digest)] = (
+                    f"ImagePatch for {intent.image}@{intent.current_digest} was refused by the "
+                    f"API server ({exc.reason}): {_clip(str(exc), 500)}"
+                )
+                continue
             if created is not None:
                 log.info("ImagePatch %s created: %s %s", intent.name, intent.image, intent.reason)
                 known.append(_known(created))
+        if rejected:
+            results = [
+                (
+                    dep,
+                    [
+                        (f, a)
+                        if (f.repository, f.digest) not in rejected
+                        else (
+                            replace(f, error_reason=PATCH_REJECTED,
+                                    error=rejected[(f.repository, f.digest)]),
+                            compliance.Assessment(
+                                state=State.UNKNOWN, reason=PATCH_REJECTED,
+                                message=rejected[(f.repository, f.digest)],
+                            ),
+                        )
+                        for f, a in assessed
+                    ],
+                )
+                for dep, assessed in results
+            ]  # fmt: skip
         for stale in plan.close:
-            await self._close(stale)
-            known = [replace(k, phase="Closed") if k.name == stale.name else k for k in known]
+            await self.kube.annotate_imagepatch(
+                stale.name,
+                {CLOSE_ANNOTATION: "no longer needed: the image no longer breaks the policy"},
+            )
+            log.info("ImagePatch %s no longer needed: asked its planner to close it", stale.name)
+            known = [replace(k, close_requested=True) if k.name == stale.name else k for k in known]
+        for existing, intent in plan.retarget:
+            body = next(p for p in patches if p["metadata"]["name"] == existing.name)
+            try:
+                await self.kube.set_imagepatch_targets(
+                    existing.name,
+                    _targets_field(intent.targets, (body.get("spec") or {}).get("targets") or []),
+                    resource_version=body["metadata"]["resourceVersion"],
+                )
+            except ConflictError:
+                # It changed since this pass read it (perhaps it started): next pass decides.
+                log.info("ImagePatch %s changed while retargeting; left for the next pass",
+                         existing.name)
 
         out: list[WorkloadResult] = []
-        for dep in workloads:
-            self.evaluated[dep["metadata"]["uid"]] = _inputs(dep)
         for dep, assessed in results:
+            assessed = _with_failed_memory(assessed, dep)
             states = [
-                compliance.overlay(a.state, f.repository, f.digest, known) for f, a in assessed
+                a.state
+                if a.state == State.FAILED
+                else compliance.overlay(
+                    a.state, f.repository, f.digest, known, compliance.image_tag(f.image)
+                )
+                for f, a in assessed
             ]
             state = compliance.worst(states)
             containers = [
@@ -426,7 +559,18 @@ class Detector:
             message = "; ".join(
                 f"{c['name']}: {c['message']}" for c in containers if c["state"] == str(state)
             ) or str(state)
-            await self._report(dep, str(state), message, containers, policy)
+            reported = str(state)
+            refusal = refused.get(dep["metadata"]["uid"])
+            if refusal and state in (State.VULNERABLE, State.BASE_IMAGE_OUTDATED):
+                reported = compliance.REBUILD_NOT_ALLOWED
+                message = f"{state}, but no rebuild is started: {refusal}"
+            try:
+                await self._report(dep, reported, message, containers, policy)
+            except AdapterError as exc:  # one workload's write must not stop the others
+                log.warning(
+                    "could not record state of %s/%s: %s: %s",
+                    dep["metadata"]["namespace"], dep["metadata"]["name"], exc.reason, exc,
+                )  # fmt: skip
             out.append(
                 WorkloadResult(
                     namespace=dep["metadata"]["namespace"],
@@ -438,7 +582,16 @@ class Detector:
                 )
             )
         counts = compliance.counts(State(r.state) for r in out)
-        await self.kube.write_policy_status(policy, {"workloads": counts})
+        status: dict[str, Any] = {"workloads": counts}
+        if spec.vulnerabilities.source != VulnerabilitySource.NONE:
+            # Read by core/policy.py into the FindingsReadable condition.
+            status["findings"] = (
+                {"readable": False, "reason": self._findings_errors[0][0],
+                 "message": _clip(self._findings_errors[0][1], 1000)}
+                if self._findings_errors
+                else {"readable": True, "reason": "FindingsRead", "message": ""}
+            )  # fmt: skip
+        await self.kube.write_policy_status(policy, status)
         return out
 
     # -- facts ---------------------------------------------------------------------------
@@ -520,24 +673,12 @@ class Detector:
             match: LabelSelector = parse_label_selector(selector, "spec.selector")
         except SpecError:
             return ""
-        digests = set()
-        for pod in memo.namespace_pods[ns]:
-            if not match.matches((pod.get("metadata") or {}).get("labels") or {}):
-                continue
-            # Only pods of the current template: their spec names exactly this image.
-            spec_images = {
-                c.get("name"): c.get("image")
-                for c in (pod.get("spec") or {}).get("containers") or []
-            }
-            if spec_images.get(container) != image:
-                continue
-            for status in (pod.get("status") or {}).get("containerStatuses") or []:
-                if status.get("name") != container:
-                    continue
-                image_id = status.get("imageID") or ""
-                if "sha256:" in image_id:
-                    digests.add("sha256:" + image_id.rsplit("sha256:", 1)[1])
-        return digests.pop() if len(digests) == 1 else ""
+        pods = [
+            pod
+            for pod in memo.namespace_pods[ns]
+            if match.matches((pod.get("metadata") or {}).get("labels") or {})
+        ]
+        return running_digest(pods, container, image)
 
     async def _base(self, ref: ImageRef, spec: PolicySpec, memo: _Pass) -> _BaseFacts:
         """The base tag's current digest: one HEAD per distinct base per checkInterval."""
@@ -568,11 +709,19 @@ class Detector:
         self, facts: ContainerFacts, ref: ImageRef, spec: PolicySpec
     ) -> ContainerFacts:
         source = spec.vulnerabilities.source
-        if source == VulnerabilitySource.NONE or self.findings is None or not facts.digest:
+        if source == VulnerabilitySource.NONE or not facts.digest:
             return facts
         ecr = is_ecr_host(ref.host)
         if ecr is None:
             return facts  # only ECR images have ECR/Inspector findings
+        if self.findings is None:
+            # Never a silent Compliant: the policy asks for findings we cannot read.
+            message = (
+                f"image {ref.name}: vulnerabilities.source is {source.value} but the operator "
+                "has no AWS region configured (--aws-region), so findings cannot be read"
+            )
+            self._findings_errors.append((FINDINGS_UNAVAILABLE, message))
+            return replace(facts, error_reason=FINDINGS_UNAVAILABLE, error=message)
         key = (ref.name, facts.digest, str(source))
         cached = self._scans.get(key)
         if (
@@ -589,7 +738,11 @@ class Detector:
                     registry_id=ecr.account,
                 )
             except AdapterError as exc:
-                return replace(facts, error_reason=exc.reason, error=str(exc))
+                # No credentials, AccessDenied, a throttled API: Unknown, and the
+                # policy says findings could not be read.
+                message = f"image {ref.name}: findings unreadable: {exc}"
+                self._findings_errors.append((exc.reason, message))
+                return replace(facts, error_reason=exc.reason, error=message)
             self._scans[key] = (self.monotonic(), report)
         verdict = report.verdict(spec.vulnerabilities, now=self.clock())
         return replace(facts, findings=verdict, scan=report.status_outcome)
@@ -610,17 +763,11 @@ class Detector:
     ) -> dict[str, Any]:
         strategy = str(spec.rebuild.strategy)
         rebuild: dict[str, Any] = {"strategy": strategy}
-        tag = ""
-        for _, assessed in results:
-            for f, _ in assessed:
-                if f.repository == intent.image and f.digest == intent.current_digest:
-                    tag = tag or (parse_image(f.image).tag or "")
+        tag = intent.tag
+        judged = {(t.namespace, t.name) for t in intent.targets}
         # A workload's own annotation overrides the policy's default strategy.
-        for dep, assessed in results:
-            if any(
-                f.repository == intent.image and f.digest == intent.current_digest
-                for f, _ in assessed
-            ):
+        for dep, _ in results:
+            if (dep["metadata"]["namespace"], dep["metadata"]["name"]) in judged:
                 chosen = (dep["metadata"].get("annotations") or {}).get(REBUILD_ANNOTATION)
                 if chosen:
                     kind, _, arg = chosen.partition(":")
@@ -651,43 +798,12 @@ class Detector:
                 "currentDigest": intent.current_digest,
                 **({"tag": tag} if tag else {}),
                 "policy": policy,
+                "targets": _targets_field(intent.targets, []),
                 "reason": intent.reason,
                 "evidence": dict(intent.evidence),
                 "rebuild": rebuild,
             },
         }
-
-    async def _close(self, patch: KnownPatch) -> None:
-        body = await self.kube.get_imagepatch(patch.name)
-        if body is None:
-            return
-        now = format_time(self.clock())
-        history = list((body.get("status") or {}).get("history") or [])
-        history.append(
-            {
-                "phase": "Closed",
-                "at": now,
-                "message": "no longer needed: the image no longer breaks the policy",
-            }
-        )
-        status = {
-            "phase": "Closed",
-            "history": history[-50:],
-            "conditions": [
-                {
-                    "type": "Ready",
-                    "status": "True",
-                    "reason": "NoLongerNeeded",
-                    "message": "closed: no longer needed",
-                    "lastTransitionTime": now,
-                    "observedGeneration": body["metadata"].get("generation", 0),
-                }
-            ],
-        }
-        await self.kube.write_imagepatch_status(
-            patch.name, status, resource_version=body["metadata"]["resourceVersion"]
-        )
-        log.info("ImagePatch %s closed: no longer needed", patch.name)
 
     async def _report(
         self,
@@ -731,13 +847,56 @@ class Detector:
                 },
                 type="Warning" if state in _WARNING_STATES else "Normal",
                 reason=state,
-                message=message,
+                message=_clip(message, 1024),
             )
         except AdapterError as exc:
             log.warning("could not post event %s: %s", state, exc)
 
 
 # --- helpers ------------------------------------------------------------------------------
+
+
+def _clip(value: Any, limit: int = 120) -> str:
+    """A bounded rendering of a value someone else wrote, for a message."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _failed_facts(container: Mapping[str, Any], reason: str, message: str) -> ContainerFacts:
+    image = container.get("image")
+    image = image if isinstance(image, str) else ""
+    return ContainerFacts(
+        container=_clip(container.get("name", ""), 253),
+        image=_clip(image, 600),
+        repository=_image_name(image) if len(image) <= 600 else _clip(image, 600),
+        error_reason=reason,
+        error=message,
+    )
+
+
+def _annotation_problem(dep: Mapping[str, Any]) -> str:
+    """Why the workload's imagepatch.dev annotations cannot be used, or ""."""
+    annotations = dep["metadata"].get("annotations") or {}
+    for key in (POLICY_ANNOTATION, BASE_ANNOTATION, REBUILD_ANNOTATION):
+        value = annotations.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            return f"annotation {key} is not a string"
+        if len(value) > MAX_ANNOTATION_LENGTH:
+            return (
+                f"annotation {key} is {len(value)} characters long; at most "
+                f"{MAX_ANNOTATION_LENGTH} are read"
+            )
+        if any(ord(c) < 0x20 for c in value):
+            return f"annotation {key} contains control characters"
+    override = (annotations.get(BASE_ANNOTATION) or "").strip()
+    if override:
+        try:
+            parse_image(override)
+        except ValueError as exc:
+            return f"annotation {BASE_ANNOTATION}: {_clip(str(exc), 300)}"
+    return ""
 
 
 def _containers(dep: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -762,6 +921,11 @@ def _inputs(dep: Mapping[str, Any]) -> str:
             [annotations.get(k) for k in (POLICY_ANNOTATION, BASE_ANNOTATION, REBUILD_ANNOTATION)],
         ]
     )
+
+
+def _requested_rebuild(dep: Mapping[str, Any]) -> str:
+    """The workload's imagepatch.dev/rebuild annotation ("" when it has none)."""
+    return ((dep["metadata"].get("annotations") or {}).get(REBUILD_ANNOTATION) or "").strip()
 
 
 def _base_to_follow(base_name: str, override: str) -> ImageRef | None:
@@ -795,18 +959,82 @@ def _previous_state(meta: Mapping[str, Any]) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _with_failed_memory(
+    assessed: Sequence[tuple[ContainerFacts, Assessment]], dep: Mapping[str, Any]
+) -> list[tuple[ContainerFacts, Assessment]]:
+    """Containers whose patch already failed here read ``Failed``, saying which rebuild.
+
+    The memory is on the workload (``imagepatch.dev/failed-digests``), so this
+    holds after history retention deleted the failed ImagePatch.
+    """
+    memory = {m.get("key"): m for m in failed_memory(dep) if m.get("key")}
+    out = []
+    for facts, assessment in assessed:
+        intent = compliance.intent_for(facts, assessment)
+        if intent is not None:
+            intent = compliance.with_rebuild_override(intent, _requested_rebuild(dep))
+        failed = memory.get(intent.key) if intent is not None else None
+        if failed:
+            assessment = Assessment(
+                state=State.FAILED,
+                reason="RebuildFailedBefore",
+                message=f"the rebuild {failed['digest']} failed here (ImagePatch "
+                f"{failed.get('patch', '?')}, {failed.get('at', '')}); waiting for a newer "
+                "base or image",
+            )
+        out.append((facts, assessment))
+    return out
+
+
+_HOLDING = {str(p) for p in (TargetPhase.PATCHING, TargetPhase.GATING, TargetPhase.ROLLING_BACK)}
+
+
+def _target_key(raw: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    return (
+        raw.get("kind") or "Deployment",
+        raw.get("namespace", ""),
+        raw.get("name", ""),
+        raw.get("container", ""),
+    )
+
+
 def _known(body: Mapping[str, Any]) -> KnownPatch:
     spec = body.get("spec") or {}
     status = body.get("status") or {}
     meta = body.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    rollouts = status.get("rollouts") or []
     return KnownPatch(
         name=meta.get("name", ""),
-        key=(meta.get("annotations") or {}).get(KEY_ANNOTATION, ""),
+        key=annotations.get(KEY_ANNOTATION, ""),
         image=_image_name(spec.get("image", "")),
         current_digest=spec.get("currentDigest", ""),
         phase=status.get("phase") or "Pending",
-        started=any(r.get("phase") not in (None, "Pending") for r in status.get("rollouts") or []),
+        started=any(r.get("phase") not in (None, "Pending") for r in rollouts),
+        tag=spec.get("tag") or "",
+        targets=frozenset(_target_key(t) for t in spec.get("targets") or []),
+        held=frozenset(_target_key(r) for r in rollouts if r.get("phase") in _HOLDING),
+        close_requested=bool(annotations.get(CLOSE_ANNOTATION)),
     )
+
+
+def _targets_field(
+    targets: Iterable[Target], existing: Iterable[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """``spec.targets``: the existing entries, then the new ones, each container once."""
+    out = {_target_key(t): dict(t) for t in existing}
+    for t in targets:
+        out.setdefault(
+            t.key,
+            {
+                "kind": t.kind,
+                "namespace": t.namespace,
+                "name": t.name,
+                "container": t.container,
+                "wave": t.wave,
+            },
+        )
+    return list(out.values())
 
 
 def _container_record(

@@ -3,10 +3,17 @@
 One pass runs steps until the planner waits: each step's status is written
 (with a resourceVersion precondition) **before** its side effect, so a
 restarted operator resumes from the record and never repeats a patch.
+
+A target starts only under ``CLAIMS``: the step that moves a container from
+Pending to Patching reads which containers other open patches hold, and
+records its own claim, before the next patch may look. With one leader per
+cluster this makes "one actor per container" exact, not a race.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,11 +34,18 @@ from imagepatch.core.rollout import (
     Workload,
     active_target,
     plan,
+    running_digest,
     target_digest,
 )
 from imagepatch.core.window import window_state
 from imagepatch.model.errors import SpecError
-from imagepatch.model.imagepatch import ImagePatch, Phase, Target, parse_imagepatch
+from imagepatch.model.imagepatch import (
+    ImagePatch,
+    Phase,
+    Target,
+    TargetPhase,
+    parse_imagepatch,
+)
 from imagepatch.model.policy import PolicySpec, parse_policy
 from imagepatch.reconcile import rebuilds
 from imagepatch.reconcile.clock import Clock, utcnow
@@ -45,8 +59,18 @@ log = logging.getLogger("imagepatch.rollouts")
 MAX_STEPS = 25
 
 
+# Held while a target may move from Pending to Patching (see the module docstring).
+CLAIMS = asyncio.Lock()
+_HOLDING = (TargetPhase.PATCHING, TargetPhase.GATING, TargetPhase.ROLLING_BACK)
+
+
 async def discover_targets(kube: Kube, patch: ImagePatch, policy: PolicySpec) -> list[Candidate]:
-    """Opted-in Deployments in admitted namespaces whose containers run ``patch.image``."""
+    """Opted-in containers in admitted namespaces that run ``patch.image`` (same repository).
+
+    Called once per patch, only for a patch without ``spec.targets`` (a
+    human's) when it is about to pin them; the planner keeps only those at the
+    patch's tag and digest. The running digest comes from the pods' imageID.
+    """
     wanted = parse_image(patch.image).name
     candidates: list[Candidate] = []
     labels_cache: dict[str, dict[str, str]] = {}
@@ -56,21 +80,61 @@ async def discover_targets(kube: Kube, patch: ImagePatch, policy: PolicySpec) ->
             labels_cache[ns] = await kube.namespace_labels(ns)
         if not policy.namespace_selector.matches(labels_cache[ns]):
             continue
+        pods: list[dict[str, Any]] | None = None
         for container in dep["spec"]["template"]["spec"].get("containers", []):
+            image = container.get("image", "")
             try:
-                running = parse_image(container.get("image", "")).name
+                ref = parse_image(image)
             except ValueError:
                 continue
-            if running == wanted:
-                candidates.append(
-                    Candidate(
-                        namespace=ns,
-                        name=dep["metadata"]["name"],
-                        container=container["name"],
-                        namespace_labels=labels_cache[ns],
-                    )
+            if ref.name != wanted:
+                continue
+            digest = ref.digest or ""
+            if not digest and patch.current_digest:
+                if pods is None:
+                    pods = await kube.list_pods(ns, dep["spec"].get("selector") or {})
+                digest = running_digest(pods, container["name"], image)
+            candidates.append(
+                Candidate(
+                    namespace=ns,
+                    name=dep["metadata"]["name"],
+                    container=container["name"],
+                    namespace_labels=labels_cache[ns],
+                    image=image,
+                    digest=digest,
                 )
+            )
     return candidates
+
+
+async def held_containers(kube: Kube, *, but: str) -> dict[tuple[str, str, str, str], str]:
+    """Containers that open ImagePatches other than ``but`` are changing now -> holder name."""
+    held: dict[tuple[str, str, str, str], str] = {}
+    for body in await kube.list_imagepatches():
+        name = (body.get("metadata") or {}).get("name", "")
+        if name == but:
+            continue
+        try:
+            other = parse_imagepatch(body)
+        except SpecError:
+            continue
+        if other.status.phase.terminal:
+            continue
+        for entry in other.status.rollouts:
+            if entry.phase in _HOLDING:
+                held[entry.target.key] = name
+    return held
+
+
+def _claiming(patch: ImagePatch) -> bool:
+    """Whether this pass may move a target from Pending to Patching (pins count too)."""
+    if not target_digest(patch) or patch.status.phase.terminal:
+        return False
+    entries = patch.status.rollouts
+    if not entries:
+        return True
+    nxt = next((e for e in entries if not e.phase.done), None)
+    return nxt is not None and nxt.phase == TargetPhase.PENDING
 
 
 async def observe_workload(kube: Kube, target: Target) -> Workload:
@@ -169,6 +233,7 @@ async def reconcile_imagepatch(
     """Advance one ImagePatch as far as it can go now; return when to look again."""
     body = await kube.get_imagepatch(name)
     seen: dict[str, Any] = {}  # rebuild observations of this pass
+    candidates: list[Candidate] | None = None  # looked for once, when the planner asks
     for _ in range(MAX_STEPS):
         if body is None:
             return None
@@ -183,29 +248,33 @@ async def reconcile_imagepatch(
             except SpecError:
                 policy = None  # the policy's own status says what is wrong
         now = clock()
-        candidates: list[Candidate] = []
-        if policy is not None and not patch.targets and not patch.status.rollouts:
-            candidates = await discover_targets(kube, patch, policy)
         target = active_target(patch)
         workload = await observe_workload(kube, target) if target else None
         state = window_state(policy.maintenance_window if policy else None, now)
         await _observe_rebuild(tools, patch, policy, now, seen)
-        step = plan(
-            patch=patch,
-            policy=policy,
-            candidates=candidates,
-            workload=workload,
-            window=Window(can_start=state.can_start, next_start=state.next_start),
-            now=now,
-            build=seen.get("build"),
-            verification=seen.get("verification"),
-        )
-        if step.status:
-            _record_metrics(patch.status.raw, step.status)
-            # Intent first: if this write fails, nothing below happens.
-            body = await kube.write_imagepatch_status(
-                name, step.status, resource_version=body["metadata"]["resourceVersion"]
+        claiming = _claiming(patch)
+        async with CLAIMS if claiming else contextlib.nullcontext():
+            held = await held_containers(kube, but=name) if claiming and target else {}
+            step = plan(
+                patch=patch,
+                policy=policy,
+                candidates=candidates,
+                workload=workload,
+                window=Window(can_start=state.can_start, next_start=state.next_start),
+                now=now,
+                build=seen.get("build"),
+                verification=seen.get("verification"),
+                held_by=held,
             )
+            if step.status:
+                _record_metrics(patch.status.raw, step.status)
+                # Intent first: if this write fails, nothing below happens.
+                body = await kube.write_imagepatch_status(
+                    name, step.status, resource_version=body["metadata"]["resourceVersion"]
+                )
+        if step.discover and policy is not None:
+            candidates = await discover_targets(kube, patch, policy)
+            continue
         for event in step.events:
             try:
                 await kube.emit_event(
@@ -245,6 +314,8 @@ async def reconcile_imagepatch(
                     container=act.target.container,
                     image=act.image,
                     resource_version=act.resource_version,
+                    annotations=act.annotations,
+                    allow_unpinned=not act.pinned,
                 )
             except ConflictError:
                 logger.info("Deployment changed since it was read; planning again")

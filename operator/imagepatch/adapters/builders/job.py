@@ -1,8 +1,10 @@
 """The ``job:<template>`` rebuild strategy: a Kubernetes Job made from a template.
 
-An admin writes the build once, as a ConfigMap in the operator's namespace
-whose ``job.yaml`` key holds a ``batch/v1`` Job (buildah, Kaniko, BuildKit:
-see ``deploy/examples/buildah-job-template.yaml``). For each rebuild this
+An admin writes the build once, as a ConfigMap in the **build namespace**
+(``--build-namespace``, default ``imagepatch-builds``: never the operator's
+own namespace unless the admin says so) whose ``job.yaml`` key holds a
+``batch/v1`` Job (buildah, Kaniko, BuildKit: see
+``deploy/examples/buildah-job-template.yaml``). For each rebuild this
 module fills in the placeholders, creates the Job, and later reads its
 outcome and the pushed digest. Neighbours: the reconciler calls ``start``
 and ``poll`` (``adapters.builders``); ``adapters.kube`` supplies the API
@@ -80,6 +82,11 @@ from imagepatch.adapters.errors import (
 from imagepatch.adapters.kube import Kube, classify
 from imagepatch.adapters.registry import RegistryClient
 from imagepatch.core.images import InvalidImageReference, parse_image
+
+# Builds run apart from the operator: a build pod needs the baseline Pod Security
+# level (see deploy/examples/buildah-job-template.yaml), the operator's namespace
+# enforces restricted and holds its Secrets.
+DEFAULT_BUILD_NAMESPACE = "imagepatch-builds"
 
 __all__ = [
     "BUILD_FAILED",
@@ -201,7 +208,7 @@ def render_job(
 
 
 class JobBuilder:
-    """Runs rebuilds as Jobs in ``namespace`` (the operator's own)."""
+    """Runs rebuilds as Jobs in ``namespace``, the build namespace, from templates there."""
 
     def __init__(
         self,
