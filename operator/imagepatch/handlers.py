@@ -118,7 +118,13 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
     memo.loops = PatchLoops(reconcile_one, resync=RESYNC_SECONDS)
     memo.stop = asyncio.Event()
-    memo.tasks = [asyncio.create_task(memo.detector.run(memo.stop), name="detection")]
+    memo.tasks = [
+        asyncio.create_task(memo.detector.run(memo.stop), name="detection"),
+        asyncio.create_task(
+            reconcile.resync_policies(memo.kube, memo.stop, every=RESYNC_SECONDS),
+            name="policy-resync",
+        ),
+    ]
     if options.events_queue_url:
         source = SqsEventSource(options.events_queue_url, region=options.aws_region or "us-east-1")
         memo.tasks.append(asyncio.create_task(
@@ -172,10 +178,12 @@ def liveness(memo: kopf.Memo, **_: Any) -> str:
     return state.message
 
 
+# No kopf timer here: a timer makes kopf put its finalizer on every policy
+# (nolar/kopf#1074), and a policy could then not be deleted while the operator
+# is down. The resync is reconcile.resync_policies, started in configure().
 @kopf.on.resume(*POLICIES)
 @kopf.on.create(*POLICIES)
 @kopf.on.update(*POLICIES)
-@kopf.timer(*POLICIES, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
 def policy(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     reconcile.reconcile_policy_guarded(body=body, patch=patch)
 

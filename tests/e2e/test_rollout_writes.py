@@ -138,3 +138,29 @@ def test_a_second_patch_waits_with_conflict_while_the_first_holds_the_container(
     second = given.wait_phase(waiter, "Succeeded", "RolledBack", "Failed")
     assert second["status"]["phase"] == "Succeeded", second["status"]
     assert given.image_of(ns, "web") == f"{OLD}@{fake_digest('second')}"
+
+
+def test_a_policy_deleted_mid_rollout_is_gone_at_once_and_nothing_new_starts(given: Scenario) -> None:
+    """Given a two-wave rollout soaking between waves, when the policy is deleted, then the
+    deletion is not held by a finalizer, the first wave stays patched, and the second wave's
+    target is Skipped / PolicyDeleted."""
+    policy, patch, digest = unique("pol"), unique("patch"), fake_digest("policy-deleted")
+    given.policy(policy, rollout={**FAST_GATE, "waves": [
+        {"name": "staging", "namespaceSelector": {"matchLabels": {"stage": "staging"}},
+         "soak": "600s"},
+        {"name": "prod", "namespaceSelector": {"matchLabels": {"stage": "prod"}}}]})
+    staging, prod = given.namespace("stg", stage="staging"), given.namespace("prd", stage="prod")
+    given.deployment(staging, "web", image=OLD, policy=policy, replicas=1)
+    given.deployment(prod, "web", image=OLD, policy=policy, replicas=1)
+    given.imagepatch(patch, image=APP, policy=policy, target_digest=digest, tag="1.4")
+    wait_target_phase(given, patch, 0, "Healthy")  # staging done; prod waits for the soak
+
+    assert not given.get("imagepatchpolicy", policy)["metadata"].get("finalizers")
+    given.kube.kubectl("delete", "imagepatchpolicy", policy, "--timeout=20s")
+    done = given.wait_phase(patch, "Succeeded", "RolledBack", "Failed", timeout=60)
+
+    first, second = done["status"]["rollouts"]
+    assert (first["namespace"], first["phase"]) == (staging, "Healthy")
+    assert (second["namespace"], second["phase"], second["reason"]) == (prod, "Skipped", "PolicyDeleted")
+    assert given.image_of(staging, "web") == f"{OLD}@{digest}"
+    assert given.image_of(prod, "web") == OLD

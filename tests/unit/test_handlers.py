@@ -159,3 +159,53 @@ def test_the_v0_1_finalizer_is_removed_so_pruned_patches_can_go() -> None:
     finalizers, calls = asyncio.run(scenario())
     assert finalizers == ["other/keep"]
     assert calls == 2
+
+
+def test_policies_carry_no_kopf_timer_so_no_finalizer_blocks_their_deletion() -> None:
+    # kopf makes its finalizer mandatory for any resource with a timer or daemon
+    # (nolar/kopf#1074); then a policy could not be deleted while the operator is down.
+    registry = kopf.get_default_registry()
+    policy_handlers = [h for h in registry._spawning.get_all_handlers()
+                       if h.selector and "imagepatchpolicies" in str(h.selector)]
+    assert policy_handlers == []
+
+
+def test_the_policy_resync_writes_only_changed_status_and_stops_when_asked() -> None:
+    from imagepatch.reconcile import outcomes
+
+    async def scenario() -> tuple[int, int, dict]:
+        kube = MemoryKube()
+        kube.add_policy("pol", {"namespaceSelector": {}})
+        first = await outcomes.resync_policies_once(kube)
+        again = await outcomes.resync_policies_once(kube)  # nothing changed since
+        stop = asyncio.Event()
+        task = asyncio.create_task(outcomes.resync_policies(kube, stop, every=0.01))
+        await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.wait_for(task, timeout=1)
+        return first, again, kube.policies["pol"]["status"]
+
+    first, again, status = asyncio.run(scenario())
+    assert (first, again) == (1, 0)
+    assert status["conditions"][0]["type"] == "Ready"
+
+
+def test_a_failing_resync_is_logged_and_the_loop_goes_on(caplog) -> None:
+    from imagepatch.reconcile import outcomes
+
+    class Down(MemoryKube):
+        calls = 0
+
+        async def list_policies(self):
+            Down.calls += 1
+            raise unavailable()
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(outcomes.resync_policies(Down(), stop, every=0.01))
+        await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.wait_for(task, timeout=1)
+
+    asyncio.run(scenario())
+    assert Down.calls >= 2 and "policy resync failed" in caplog.text

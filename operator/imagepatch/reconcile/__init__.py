@@ -15,6 +15,7 @@ event does no harm and a restarted operator resumes where it stopped.
 from imagepatch.reconcile.outcomes import (
     reconcile_imagepatch_guarded,
     reconcile_policy_guarded,
+    resync_policies,
 )
 from imagepatch.reconcile.policies import reconcile_policy
 from imagepatch.reconcile.rollouts import reconcile_imagepatch
@@ -24,4 +25,5 @@ __all__ = [
     "reconcile_imagepatch_guarded",
     "reconcile_policy",
     "reconcile_policy_guarded",
+    "resync_policies",
 ]

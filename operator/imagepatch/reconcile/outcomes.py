@@ -20,6 +20,7 @@ the loop looks again (as Flux does):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Callable, Mapping, MutableMapping
@@ -230,3 +231,41 @@ def reconcile_policy_guarded(
             body.get("status"), failure, generation=generation, now=clock()
         )
         return None
+
+
+async def resync_policies(
+    kube: Kube, stop: asyncio.Event, *, every: float, clock: Clock = utcnow,
+    logger: logging.Logger = log,
+) -> None:
+    """Level-based resync of every policy's status, without a kopf timer.
+
+    A kopf timer would put kopf's finalizer on every ImagePatchPolicy
+    (nolar/kopf#1074), so deleting a policy would hang while the operator is
+    down. Watch events (create/update/resume) keep the status current; this
+    loop recomputes it every ``every`` seconds for what time alone changes
+    (the next maintenance window) and for events that were lost.
+    """
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=every)
+            return
+        except TimeoutError:
+            pass
+        try:
+            await resync_policies_once(kube, clock=clock, logger=logger)
+        except AdapterError as exc:
+            logger.warning("policy resync failed: %s: %s", exc.reason, exc)
+
+
+async def resync_policies_once(
+    kube: Kube, *, clock: Clock = utcnow, logger: logging.Logger = log
+) -> int:
+    """Recompute and write each policy's status where it changed; return how many changed."""
+    changed = 0
+    for body in await kube.list_policies():
+        patch: dict[str, Any] = {}
+        reconcile_policy_guarded(body=body, patch=patch, clock=clock, logger=logger)
+        if patch.get("status"):
+            await kube.write_policy_status(body["metadata"]["name"], patch["status"])
+            changed += 1
+    return changed
