@@ -31,31 +31,6 @@ from imagepatch.model.durations import parse_duration
 from imagepatch.model.errors import SpecError
 from imagepatch.model.names import REBUILD_ANNOTATION
 
-__all__ = [
-    "ApprovalMode",
-    "BaseImages",
-    "CodeBuildSettings",
-    "ImagePatchPolicy",
-    "JobSettings",
-    "LabelSelector",
-    "LabelSelectorRequirement",
-    "MaintenanceWindow",
-    "PolicySpec",
-    "Rebuild",
-    "RebuildStrategy",
-    "RegistryCredentials",
-    "Rollout",
-    "SelectorOperator",
-    "Severity",
-    "Vulnerabilities",
-    "VulnerabilitySource",
-    "Wave",
-    "parse_label_selector",
-    "parse_policy",
-    "parse_policy_spec",
-]
-
-
 # --- enums (values are the exact strings of the CRD's enums) -----------------
 
 
