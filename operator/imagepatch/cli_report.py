@@ -87,6 +87,7 @@ from imagepatch.core.report import (
     format_age,
     report_as_dict,
 )
+from imagepatch.model.imagepatch import ApprovalDecision
 
 FORMATS = ("table", "json", "csv", "html")
 
@@ -213,7 +214,9 @@ def render_csv(report: Report) -> str:
             "findingIds": " ".join(w["findingIds"]),
             "lastPatch": last.get("name"), "lastPatchPhase": last.get("phase"),
             "lastPatchAt": last.get("at"), "lastPatchResult": last.get("result"),
-            "approvedBy": approval.get("by") if approval.get("decision") == "Approved" else "",
+            "approvedBy": (
+                approval.get("by") if approval.get("decision") == ApprovalDecision.APPROVED else ""
+            ),
             "message": w["message"],
         }
         for c in w["containers"] or [None]:

@@ -27,6 +27,7 @@ from imagepatch.adapters.kube import Kube
 from imagepatch.adapters.registry import EcrCredentials, RegistryClient
 from imagepatch.adapters.securityhub import SecurityHubExporter
 from imagepatch.core.liveness import watch_liveness
+from imagepatch.model import names
 from imagepatch.reconcile.detection import Detector, PolicySecrets
 from imagepatch.reconcile.loops import PatchLoops
 from imagepatch.reconcile.outcomes import Backoff
@@ -57,10 +58,9 @@ class Options:
     # The liveness probe fails after this long without a watch event or an API answer.
     liveness_stale_after: float = 300.0
 
-GROUP = "imagepatch.dev"
-POLICIES = (GROUP, "v1alpha1", "imagepatchpolicies")
-IMAGEPATCHES = (GROUP, "v1alpha1", "imagepatches")
-FINALIZER = f"{GROUP}/finalizer"
+POLICIES = (names.GROUP, names.VERSION, names.POLICIES)
+IMAGEPATCHES = (names.GROUP, names.VERSION, names.IMAGEPATCHES)
+FINALIZER = f"{names.PREFIX}finalizer"
 log = logging.getLogger("imagepatch.handlers")
 # Level-based resync: every object is reconciled at least this often even if a
 # watch event was lost (a dead watch stream leaves kopf silent: nolar/kopf#787).
@@ -131,9 +131,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
             source.run(memo.detector.on_signals, stop=memo.stop), name="events"))
     # Progress lives in annotations under our own prefix, not in status.kopf:
     # our CRDs declare a structural status schema, which would prune it (kopf#527).
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
+        prefix=names.GROUP, key=names.LAST_HANDLED_KEY
     )
     settings.persistence.finalizer = FINALIZER
     # Only warnings become Kubernetes Events; "handler succeeded" is noise.

@@ -132,6 +132,13 @@ def test_manual_approval_holds_until_approved() -> None:
     assert approved.status["history"][-1]["by"] == "alice"
 
 
+def test_a_decision_the_crd_would_not_admit_counts_as_none() -> None:
+    pol = policy(rollout=GATE, approval="Manual")
+    patch = imagepatch(approval={"decision": "approved", "by": "mallory"})
+    assert patch.approval is None
+    assert step_for(patch, pol=pol).status["phase"] == "AwaitingApproval"
+
+
 def test_rejection_fails_and_remembers_the_digest() -> None:
     step = step_for(imagepatch(approval={"decision": "Rejected", "by": "bob", "reason": "not now"}))
     assert step.status["phase"] == "Failed"

@@ -48,6 +48,14 @@ from botocore.exceptions import (
 
 from imagepatch.adapters import metrics
 from imagepatch.adapters.errors import AdapterError, ConfigurationError, TransientError
+from imagepatch.core.reasons import (
+    AWS_ACCESS_DENIED,
+    AWS_CREDENTIALS_EXPIRED,
+    AWS_CREDENTIALS_INVALID,
+    AWS_REQUEST_REJECTED,
+    AWS_THROTTLED,
+    AWS_UNAVAILABLE,
+)
 
 __all__ = [
     "ACCESS_DENIED_CODES",
@@ -71,14 +79,6 @@ __all__ = [
     "error_code",
 ]
 
-# Reasons for AWS failures. They belong with core/reasons.py in the end, like
-# the registry reasons in adapters/errors.py.
-AWS_ACCESS_DENIED = "AwsAccessDenied"
-AWS_CREDENTIALS_INVALID = "AwsCredentialsInvalid"
-AWS_CREDENTIALS_EXPIRED = "AwsCredentialsExpired"
-AWS_REQUEST_REJECTED = "AwsRequestRejected"
-AWS_THROTTLED = "AwsThrottled"
-AWS_UNAVAILABLE = "AwsUnavailable"
 
 # Attempts in total, the first included. Five gives at most about 1+2+4+8 s
 # of jittered backoff, enough to ride out a burst of throttling without holding

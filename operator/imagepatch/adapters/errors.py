@@ -26,6 +26,23 @@ never copy an auth server's response body or a request header into one.
 
 from __future__ import annotations
 
+from imagepatch.core.reasons import (
+    BLOB_NOT_FOUND,
+    DIGEST_MISMATCH,
+    IMAGE_NOT_FOUND,
+    INVALID_IMAGE_REFERENCE,
+    INVALID_REGISTRY_RESPONSE,
+    REGISTRY_ACCESS_DENIED,
+    REGISTRY_AUTH_FAILED,
+    REGISTRY_CONFLICT,
+    REGISTRY_CREDENTIALS_UNAVAILABLE,
+    REGISTRY_RATE_LIMITED,
+    REGISTRY_REJECTED,
+    REGISTRY_TIMEOUT,
+    REGISTRY_UNAVAILABLE,
+    REPOSITORY_NOT_FOUND,
+)
+
 __all__ = [
     "AdapterError",
     "ConfigurationError",
@@ -49,24 +66,8 @@ __all__ = [
     "REPOSITORY_NOT_FOUND",
 ]
 
-# Reasons. They belong with core/reasons.py in the end; they are here until
-# that module takes them, so the adapters do not depend on its evolution.
-REGISTRY_UNAVAILABLE = "RegistryUnavailable"  # 5xx, connection errors, retries exhausted
-REGISTRY_RATE_LIMITED = "RegistryRateLimited"  # 429
-REGISTRY_TIMEOUT = "RegistryTimeout"  # connect/read timeout
-DIGEST_MISMATCH = "DigestMismatch"  # body does not hash to the digest the registry claims
-REGISTRY_AUTH_FAILED = "RegistryAuthFailed"  # 401 after presenting credentials/token
-REGISTRY_ACCESS_DENIED = "RegistryAccessDenied"  # 403
-REGISTRY_CREDENTIALS_UNAVAILABLE = "RegistryCredentialsUnavailable"  # e.g. ECR token call denied
-REPOSITORY_NOT_FOUND = "RepositoryNotFound"  # NAME_UNKNOWN
-IMAGE_NOT_FOUND = "ImageNotFound"  # MANIFEST_UNKNOWN, deleted tag
-BLOB_NOT_FOUND = "BlobNotFound"  # BLOB_UNKNOWN
-INVALID_IMAGE_REFERENCE = "InvalidImageReference"  # malformed reference, NAME/TAG_INVALID
-# A body, header or redirect no registry should send: not JSON, not an object,
-# a digest that is not one, too large, a redirect loop or to a refused address.
-INVALID_REGISTRY_RESPONSE = "InvalidRegistryResponse"
-REGISTRY_REJECTED = "RegistryRejected"  # other 4xx: the request itself is wrong
-REGISTRY_CONFLICT = "RegistryConflict"  # 409
+# The reasons above are defined in core/reasons.py and re-exported here, where
+# the adapters have always found them.
 
 
 class AdapterError(Exception):

@@ -66,6 +66,9 @@ from imagepatch.adapters.aws import (
 )
 from imagepatch.adapters.errors import AdapterError, NotFoundError, TransientError
 from imagepatch.core.events import ImageSignal, MalformedEvent, parse_message
+from imagepatch.core.reasons import (
+    EVENT_QUEUE_NOT_FOUND,
+)
 
 __all__ = [
     "EVENT_QUEUE_NOT_FOUND",
@@ -76,11 +79,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 OnSignals = Callable[[tuple[ImageSignal, ...]], Awaitable[None]]
-
-# Reason for a queue URL that names no queue (a typo, another region or
-# account). It belongs with core/reasons.py in the end, like the AWS reasons
-# of adapters/aws.py.
-EVENT_QUEUE_NOT_FOUND = "EventQueueNotFound"
 
 # Attempts per call, the first included (botocore's total_max_attempts). The
 # consumer loop retries forever on its own, so botocore needs only to ride out

@@ -30,13 +30,13 @@ from imagepatch.adapters.errors import (
     NotFoundError,
     TransientError,
 )
+from imagepatch.core import reasons
+from imagepatch.core.reasons import (
+    UNPINNED_IMAGE,
+)
 from imagepatch.core.rollout import is_pinned
+from imagepatch.model.names import GROUP, IMAGEPATCHES, POLICIES, POLICY_ANNOTATION, VERSION
 
-# A write that is not digest-pinned was refused (a planner bug, never a user's).
-UNPINNED_IMAGE = "UnpinnedImage"
-GROUP = "imagepatch.dev"
-VERSION = "v1alpha1"
-POLICY_ANNOTATION = "imagepatch.dev/policy"
 COMPONENT = "imagepatch"
 
 
@@ -64,7 +64,7 @@ def classify(exc: Exception, what: str) -> AdapterError:
         if status == 409:
             return ConflictError(message, reason="Conflict")
         if status in (401, 403):
-            return ConfigurationError(message, reason="Forbidden")
+            return ConfigurationError(message, reason=reasons.FORBIDDEN)
         if status in (400, 422):
             return ConfigurationError(message, reason="Invalid")
         if status == 429 or status >= 500:
@@ -74,7 +74,7 @@ def classify(exc: Exception, what: str) -> AdapterError:
                 reason="APIUnavailable",
                 retry_after=float(retry) if retry and retry.isdigit() else None,
             )
-        return ConfigurationError(message, reason="Rejected")
+        return ConfigurationError(message, reason=reasons.REJECTED)
     if isinstance(exc, (urllib3.exceptions.HTTPError, OSError)):
         return TransientError(f"{what}: {type(exc).__name__}", reason="APIUnavailable")
     raise exc
@@ -122,7 +122,7 @@ class Kube:
             self.custom.get_cluster_custom_object,
             GROUP,
             VERSION,
-            "imagepatchpolicies",
+            POLICIES,
             name,
             missing_ok=True,
         )
@@ -133,20 +133,20 @@ class Kube:
             self.custom.get_cluster_custom_object,
             GROUP,
             VERSION,
-            "imagepatches",
+            IMAGEPATCHES,
             name,
             missing_ok=True,
         )
 
     async def list_policies(self) -> list[dict[str, Any]]:
         data = await self._call("list ImagePatchPolicies", self.custom.list_cluster_custom_object,
-                                GROUP, VERSION, "imagepatchpolicies")
+                                GROUP, VERSION, POLICIES)
         return list(data.get("items", []))
 
     async def annotate_imagepatch(self, name: str, annotations: Mapping[str, str | None]) -> None:
         """Set (or, with None, remove) annotations on an ImagePatch (a request to its planner)."""
         await self._call(f"annotate ImagePatch {name}", self.custom.patch_cluster_custom_object,
-                         GROUP, VERSION, "imagepatches", name,
+                         GROUP, VERSION, IMAGEPATCHES, name,
                          {"metadata": {"annotations": dict(annotations)}}, missing_ok=True)
 
     async def set_imagepatch_targets(
@@ -155,11 +155,11 @@ class Kube:
         """Replace ``spec.targets``, if the ImagePatch is unchanged since read."""
         body = {"metadata": {"resourceVersion": resource_version}, "spec": {"targets": targets}}
         await self._call(f"retarget ImagePatch {name}", self.custom.patch_cluster_custom_object,
-                         GROUP, VERSION, "imagepatches", name, body, missing_ok=True)
+                         GROUP, VERSION, IMAGEPATCHES, name, body, missing_ok=True)
 
     async def list_imagepatches(self, *, label_selector: str = "") -> list[dict[str, Any]]:
         data = await self._call("list ImagePatches", self.custom.list_cluster_custom_object,
-                                GROUP, VERSION, "imagepatches", label_selector=label_selector)
+                                GROUP, VERSION, IMAGEPATCHES, label_selector=label_selector)
         return list(data.get("items", []))
 
     async def create_imagepatch(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -167,7 +167,7 @@ class Kube:
         try:
             return await self._call(f"create ImagePatch {body['metadata']['name']}",
                                     self.custom.create_cluster_custom_object,
-                                    GROUP, VERSION, "imagepatches", dict(body))
+                                    GROUP, VERSION, IMAGEPATCHES, dict(body))
         except ConflictError:
             return None
 
@@ -176,7 +176,7 @@ class Kube:
         body = {"preconditions": {"resourceVersion": resource_version}}
         try:
             await self._call(f"delete ImagePatch {name}", self.custom.delete_cluster_custom_object,
-                             GROUP, VERSION, "imagepatches", name, body=body)
+                             GROUP, VERSION, IMAGEPATCHES, name, body=body)
         except (NotFoundError, ConflictError):
             return False
         return True
@@ -190,7 +190,7 @@ class Kube:
         try:
             await self._call(f"remove finalizer of ImagePatch {name}",
                              self.custom.patch_cluster_custom_object, GROUP, VERSION,
-                             "imagepatches", name, ops, missing_ok=True,
+                             IMAGEPATCHES, name, ops, missing_ok=True,
                              _content_type="application/json-patch+json")
         except ConfigurationError as exc:
             if exc.reason != "Invalid":
@@ -202,7 +202,7 @@ class Kube:
         """Merge fields into a policy's status (no precondition: these fields are ours alone)."""
         await self._call(f"record status of ImagePatchPolicy {name}",
                          self.custom.patch_cluster_custom_object_status,
-                         GROUP, VERSION, "imagepatchpolicies", name, {"status": dict(status)})
+                         GROUP, VERSION, POLICIES, name, {"status": dict(status)})
 
     async def write_imagepatch_status(
         self, name: str, status: Mapping[str, Any], *, resource_version: str
@@ -214,7 +214,7 @@ class Kube:
             self.custom.patch_cluster_custom_object_status,
             GROUP,
             VERSION,
-            "imagepatches",
+            IMAGEPATCHES,
             name,
             body,
         )

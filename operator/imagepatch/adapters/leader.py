@@ -22,7 +22,6 @@ racing for an expired Lease cannot both win.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import random
 import time
@@ -33,17 +32,14 @@ from typing import Any
 
 from imagepatch.adapters.errors import AdapterError, ConflictError
 from imagepatch.adapters.kube import Kube
+from imagepatch.model.times import Clock, utcnow
+from imagepatch.model.times import format_micro_time as _micro_time
 
 log = logging.getLogger("imagepatch.leader")
 
 
 class LeadershipLost(Exception):
     """This replica no longer holds the Lease; it must stop acting now."""
-
-
-def _micro_time(when: dt.datetime) -> str:
-    """Kubernetes MicroTime: RFC 3339 with microseconds, in UTC."""
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass
@@ -57,7 +53,7 @@ class LeaderElector:
     renew_period: float = 5.0
     retry_period: float = 2.0
     monotonic: Callable[[], float] = time.monotonic
-    wall: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+    wall: Clock = utcnow
 
     def __post_init__(self) -> None:
         if not self.renew_deadline < self.lease_duration:

@@ -921,8 +921,8 @@ class RegistryClient:
     # on the target (and ``pull`` on a mount's source repository). They share
     # the reads' authentication (remembered challenges, cached tokens,
     # credential providers), endpoints, retries and error classification;
-    # ``_send_write`` is ``_send`` plus a scope, a full URL (upload sessions
-    # hand one out), a request body and an optionally streamed response.
+    # One ``_send`` serves both: writes add a scope, a full URL (upload
+    # sessions hand one out), a request body and an optionally streamed response.
     # Operation names in ``stats``: ``head_blob``, ``push_blob``,
     # ``mount_blob``, ``get_blob`` (streamed reads too), ``put_manifest``.
 
@@ -932,9 +932,8 @@ class RegistryClient:
 
         async def once(budget: _Budget) -> bool:
             try:
-                await self._send_write(
-                    "HEAD", image, self._api_url(image, f"blobs/{digest}"), "head_blob", budget,
-                    path=f"blobs/{digest}",
+                await self._send(
+                    "HEAD", image, f"blobs/{digest}", "head_blob", budget,
                 )  # fmt: skip
             except NotFoundError:
                 return False
@@ -978,9 +977,9 @@ class RegistryClient:
             )
 
             async def mount(budget: _Budget) -> tuple[bool, str | None]:
-                resp = await self._send_write(
-                    "POST", image, url, "mount_blob", budget,
-                    path=f"blobs/{digest}", scope=scope, headers={"Content-Length": "0"},
+                resp = await self._send(
+                    "POST", image, f"blobs/{digest}", "mount_blob", budget,
+                    url=url, scope=scope, headers={"Content-Length": "0"},
                 )  # fmt: skip
                 if resp.status_code == 201:
                     return True, None
@@ -1015,9 +1014,9 @@ class RegistryClient:
         what = f"GET blob {image.name}@{digest}"
 
         async def once(budget: _Budget) -> httpx.Response:
-            return await self._send_write(
-                "GET", image, self._api_url(image, f"blobs/{digest}"), "get_blob", budget,
-                path=f"blobs/{digest}", headers={"Accept-Encoding": "identity"}, stream=True,
+            return await self._send(
+                "GET", image, f"blobs/{digest}", "get_blob", budget,
+                headers={"Accept-Encoding": "identity"}, stream=True,
             )  # fmt: skip
 
         resp = await self._with_retries(what, image.host, once)
@@ -1045,9 +1044,9 @@ class RegistryClient:
         scope = f"repository:{image.repository}:pull,push"
 
         async def once(budget: _Budget) -> str:
-            resp = await self._send_write(
-                "PUT", image, self._api_url(image, f"manifests/{ref}"), "put_manifest", budget,
-                path=f"manifests/{ref}", scope=scope, headers={"Content-Type": media_type},
+            resp = await self._send(
+                "PUT", image, f"manifests/{ref}", "put_manifest", budget,
+                scope=scope, headers={"Content-Type": media_type},
                 content=body,
             )  # fmt: skip
             stored = resp.headers.get("Docker-Content-Digest")
@@ -1095,9 +1094,10 @@ class RegistryClient:
         async def once(budget: _Budget) -> None:
             session = sessions.pop() if sessions else None
             if session is None:
-                resp = await self._send_write(
-                    "POST", image, self._api_url(image, "blobs/uploads/"), "push_blob", budget,
-                    path=f"blobs/{digest}", scope=scope, headers={"Content-Length": "0"},
+                resp = await self._send(
+                    "POST", image, f"blobs/{digest}", "push_blob", budget,
+                    url=self._api_url(image, "blobs/uploads/"), scope=scope,
+                    headers={"Content-Length": "0"},
                 )  # fmt: skip
                 session = resp.headers.get("Location")
                 if not session:
@@ -1107,9 +1107,9 @@ class RegistryClient:
                     )
             base = httpx.URL(self._base_url(image) + "/")
             url = str(base.join(session).copy_add_param("digest", digest))
-            await self._send_write(
-                "PUT", image, url, "push_blob", budget,
-                path=f"blobs/{digest}", scope=scope, content=content,
+            await self._send(
+                "PUT", image, f"blobs/{digest}", "push_blob", budget,
+                url=url, scope=scope, content=content,
                 headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
             )  # fmt: skip
 
@@ -1133,30 +1133,37 @@ class RegistryClient:
             )
         return size
 
-    async def _send_write(
+    async def _send(
         self,
         method: str,
         image: ImageRef,
-        url: str,
+        path: str,
         op: str,
         budget: _Budget,
         *,
-        path: str,
+        accept: str | None = None,
+        max_bytes: int | None = None,
+        url: str | None = None,
         scope: str | None = None,
         headers: Mapping[str, str] | None = None,
         content: bytes | Callable[[], bytes | AsyncIterator[bytes]] | None = None,
         stream: bool = False,
     ) -> httpx.Response:
-        """``_send`` for writes and streamed reads (see the section comment).
+        """One request, authenticating as the registry asks; classify failures.
 
-        ``content`` may be a factory, so the body can be sent again after a
-        401. With ``stream``, a successful response is returned unread and
-        open: the caller closes it.
+        Reads and writes alike. A 401 is answered at most once: with a fresh
+        challenge and fresh credentials; a second 401 is a configuration
+        problem. ``path`` names the object (for errors); ``url`` overrides
+        where the request goes (an upload session's Location). A response is
+        read whole (at most ``max_bytes``) unless ``stream``, when a
+        successful one is returned unread and open: the caller closes it.
+        ``content`` may be a factory, so the body can be sent again after a 401.
         """
+        url = url or self._api_url(image, path)
         scope = scope or f"repository:{image.repository}:pull"
         authorization = await self._known_authorization(image, scope, budget)
         for retry_auth in (False, True):
-            sent = dict(headers or {})
+            sent = {**({"Accept": accept} if accept else {}), **(headers or {})}
             if authorization:
                 sent["Authorization"] = authorization
             body = content() if callable(content) else content
@@ -1168,7 +1175,7 @@ class RegistryClient:
                             resp._content = b""  # noqa: SLF001 - no body to read
                         else:
                             await _read_limited(
-                                resp, MAX_MANIFEST_BYTES, what=url,
+                                resp, max_bytes or MAX_MANIFEST_BYTES, what=url,
                                 timeout=max(budget.remaining(), 0.05),
                             )  # fmt: skip
                     finally:
@@ -1190,6 +1197,8 @@ class RegistryClient:
             if challenge is None:
                 break
             if authorization:
+                # What we sent was refused: maybe an expired token or a
+                # revoked ECR password. Drop both and answer the challenge.
                 self._tokens.pop((image.api_host, scope), None)
                 await self._invalidate(image.host)
             self._challenges[image.api_host] = challenge
@@ -1261,87 +1270,6 @@ class RegistryClient:
                 retry_after=exc.retry_after,
             ) from exc
         raise AssertionError("unreachable: stamina yields at least one attempt")
-
-    async def _send(
-        self,
-        method: str,
-        image: ImageRef,
-        path: str,
-        op: str,
-        budget: _Budget,
-        *,
-        accept: str | None = None,
-        max_bytes: int | None = None,
-    ) -> httpx.Response:
-        """One request, authenticating as the registry asks; classify failures.
-
-        A 401 is answered at most once: with a fresh challenge and fresh
-        credentials. A second 401 is a configuration problem.
-        """
-        url = f"{self._base_url(image)}/v2/{image.repository}/{path}"
-        scope = f"repository:{image.repository}:pull"
-        api_host = image.api_host
-        authorization = await self._known_authorization(image, scope, budget)
-        for retry_auth in (False, True):
-            headers = {"Accept": accept} if accept else {}
-            if authorization:
-                headers["Authorization"] = authorization
-            resp = await self._request(method, url, headers, image, op, budget, max_bytes)
-            if resp.status_code != 401 or retry_auth:
-                break
-            challenge = _parse_challenge(resp.headers.get("WWW-Authenticate"))
-            if challenge is None:
-                break
-            if authorization:
-                # What we sent was refused: maybe an expired token or a
-                # revoked ECR password. Drop both and answer the challenge.
-                self._tokens.pop((api_host, scope), None)
-                await self._invalidate(image.host)
-            self._challenges[api_host] = challenge
-            authorization = await self._authorization_for(image, challenge, scope, budget)
-            if authorization is None and challenge.scheme == "basic":
-                raise ConfigurationError(
-                    f"{method} {image.name}: {image.host} requires credentials and none are "
-                    f"configured for it",
-                    reason=REGISTRY_AUTH_FAILED,
-                )
-        self._raise_for_status(method, image, path, op, resp)
-        return resp
-
-    async def _request(
-        self,
-        method: str,
-        url: str,
-        headers: dict[str, str],
-        image: ImageRef,
-        op: str,
-        budget: _Budget,
-        max_bytes: int | None,
-    ) -> httpx.Response:
-        try:
-            resp = await self._open(method, url, headers, image, op, budget)
-            try:
-                if method == "HEAD":
-                    resp._content = b""  # noqa: SLF001 - a HEAD has no body to read
-                else:
-                    await _read_limited(
-                        resp, max_bytes or MAX_MANIFEST_BYTES, what=url,
-                        timeout=max(budget.remaining(), 0.05),
-                    )  # fmt: skip
-            finally:
-                await resp.aclose()
-        except httpx.TimeoutException as exc:
-            raise TransientError(
-                f"{method} {_safe_url(url)}: timed out ({type(exc).__name__})",
-                reason=REGISTRY_TIMEOUT,
-            ) from None
-        except httpx.TransportError as exc:
-            raise TransientError(
-                f"{method} {_safe_url(url)}: {type(exc).__name__}: {exc}",
-                reason=REGISTRY_UNAVAILABLE,
-            ) from None
-        log.debug("%s %s -> %s", method, _safe_url(url), resp.status_code)
-        return resp
 
     async def _open(
         self,

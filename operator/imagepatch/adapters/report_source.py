@@ -29,9 +29,10 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from imagepatch.adapters.errors import AdapterError, ConfigurationError, NotFoundError
-from imagepatch.adapters.kube import GROUP, VERSION, classify
+from imagepatch.adapters.kube import classify
+from imagepatch.core import reasons
+from imagepatch.model.names import GROUP, IMAGEPATCHES, POLICIES, POLICY_ANNOTATION, VERSION
 
-POLICY_ANNOTATION = "imagepatch.dev/policy"
 PAGE_SIZE = 500  # list in chunks: a large cluster's Deployments do not fit one response
 
 
@@ -93,30 +94,30 @@ def read_inputs(api: client.ApiClient, *, namespace: str | None = None) -> Repor
     ]
     warnings: list[str] = []
     lists: dict[str, list[dict[str, Any]]] = {}
-    for plural, kind in (("imagepatchpolicies", "ImagePatchPolicies"),
-                         ("imagepatches", "ImagePatches")):
+    for plural, kind in ((POLICIES, "ImagePatchPolicies"),
+                         (IMAGEPATCHES, "ImagePatches")):
         try:
             lists[plural] = _list_all(
                 f"list {kind}", custom.list_cluster_custom_object, GROUP, VERSION, plural
             )
         except NotFoundError as exc:
             raise ConfigurationError(
-                f"{exc}: are the imagepatch CRDs installed in this cluster?", reason="NoCRDs"
+                f"{exc}: are the imagepatch CRDs installed in this cluster?", reason=reasons.NO_CRDS
             ) from None
         except ConfigurationError as exc:
-            if exc.reason != "Forbidden":
+            if exc.reason != reasons.FORBIDDEN:
                 raise
             # Cluster-scoped: a user with `view` in one namespace only cannot list them.
             lists[plural] = []
             warnings.append(
                 f"cannot list {kind} (forbidden): the report shows no "
-                + ("policy status" if plural == "imagepatchpolicies" else "patches or history")
+                + ("policy status" if plural == POLICIES else "patches or history")
                 + "; bind the imagepatch-view (or view) ClusterRole cluster-wide to see them"
             )
     return ReportInputs(
-        policies=lists["imagepatchpolicies"],
+        policies=lists[POLICIES],
         deployments=opted_in,
-        imagepatches=lists["imagepatches"],
+        imagepatches=lists[IMAGEPATCHES],
         warnings=warnings,
     )
 
@@ -136,7 +137,7 @@ def delete_imagepatches(
         body = client.V1DeleteOptions(preconditions=client.V1Preconditions(
             resource_version=version))
         try:
-            custom.delete_cluster_custom_object(GROUP, VERSION, "imagepatches", name, body=body)
+            custom.delete_cluster_custom_object(GROUP, VERSION, IMAGEPATCHES, name, body=body)
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
             error: AdapterError = classify(exc, f"delete ImagePatch {name}")
             if error.reason in ("NotFound", "Conflict"):

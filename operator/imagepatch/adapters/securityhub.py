@@ -63,6 +63,9 @@ from imagepatch.adapters.aws import (
     client_config,
 )
 from imagepatch.adapters.errors import AdapterError, ConfigurationError
+from imagepatch.core.reasons import (
+    SECURITY_HUB_NOT_ENABLED,
+)
 from imagepatch.core.securityhub import (
     DEFAULT_GONE_AFTER,
     DEFAULT_REFRESH,
@@ -78,7 +81,6 @@ __all__ = ["SECURITY_HUB_NOT_ENABLED", "ExportResult", "SecurityHubExporter"]
 
 log = logging.getLogger("imagepatch.securityhub")
 
-SECURITY_HUB_NOT_ENABLED = "SecurityHubNotEnabled"
 
 _PAGE_SIZE = 100  # GetFindings' maximum
 _UPDATE_BATCH = 100  # BatchUpdateFindings takes at most 100 finding identifiers

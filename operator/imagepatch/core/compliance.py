@@ -26,10 +26,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from imagepatch.core import reasons
 from imagepatch.core.baseline import BaselineVerdict
 from imagepatch.core.images import matches_glob, parse_image
 from imagepatch.core.scans import ScanOutcome
-from imagepatch.model.imagepatch import Target
+from imagepatch.model.imagepatch import TERMINAL_PHASES, Phase, Target
 from imagepatch.model.policy import PolicySpec
 
 
@@ -42,14 +43,6 @@ class State(enum.StrEnum):
     FAILED = "Failed"
     UNKNOWN = "Unknown"
 
-
-# Workload states that are not compliance states: reported, never counted.
-NOT_ADMITTED = "NotAdmitted"  # its namespace is outside the policy's namespaceSelector
-POLICY_NOT_FOUND = "PolicyNotFound"  # it names a policy that does not exist
-# It needs a patch but its imagepatch.dev/rebuild asks for a rebuild outside the
-# policy's spec.rebuild.allowed: no build is started for it (counted by its
-# compliance state, which it still has).
-REBUILD_NOT_ALLOWED = "RebuildNotAllowed"
 
 # Worst first: a workload shows its worst container's state.
 _SEVERITY = [
@@ -111,14 +104,14 @@ def assess_container(facts: ContainerFacts, policy: PolicySpec) -> Assessment:
         if not facts.base_name:
             return Assessment(
                 state=State.UNTRUSTED_BASE,
-                reason="BaseUnknown",
+                reason=reasons.BASE_UNKNOWN,
                 message=f"{facts.image} records no base image, so it cannot be shown to use a "
                 "trusted one (set the imagepatch.dev/base-image annotation)",
             )
         if not matches_glob(facts.base_name, trusted):
             return Assessment(
                 state=State.UNTRUSTED_BASE,
-                reason="UntrustedBase",
+                reason=reasons.UNTRUSTED_BASE,
                 message=f"base {facts.base_name} matches none of spec.baseImages.trusted",
             )
     if facts.findings is not None and facts.findings.violations:
@@ -133,7 +126,7 @@ def assess_container(facts: ContainerFacts, policy: PolicySpec) -> Assessment:
     if outdated(facts):
         return Assessment(
             state=State.BASE_IMAGE_OUTDATED,
-            reason="BaseImageOutdated",
+            reason=reasons.BASE_IMAGE_OUTDATED,
             message=f"base {facts.base_name} moved from {short(facts.base_digest)} "
             f"to {short(facts.base_current)}",
         )
@@ -143,7 +136,7 @@ def assess_container(facts: ContainerFacts, policy: PolicySpec) -> Assessment:
     if not facts.base_name:
         return Assessment(
             state=State.COMPLIANT,
-            reason="NoBaseRecorded",
+            reason=reasons.NO_BASE_RECORDED,
             message=f"{facts.image} records no base image; only findings are checked",
         )
     return Assessment(
@@ -297,7 +290,7 @@ class KnownPatch:
 
     @property
     def open(self) -> bool:
-        return self.phase not in ("Succeeded", "RolledBack", "Failed", "Closed")
+        return self.phase not in TERMINAL_PHASES
 
     @property
     def closing(self) -> bool:
@@ -378,7 +371,7 @@ def overlay(
     if any(p.open and not p.closing for p in mine):
         return State.PATCHING
     if state in (State.VULNERABLE, State.BASE_IMAGE_OUTDATED) and any(
-        p.phase in ("RolledBack", "Failed") for p in mine
+        p.phase in (Phase.ROLLED_BACK, Phase.FAILED) for p in mine
     ):
         return State.FAILED
     return state

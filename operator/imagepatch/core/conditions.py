@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from imagepatch.model.times import format_time
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Condition:
@@ -30,18 +32,6 @@ class Condition:
             "observedGeneration": self.observed_generation,
             "lastTransitionTime": format_time(last_transition_time),
         }
-
-
-def format_time(when: dt.datetime) -> str:
-    """RFC 3339 in UTC with a Z, to the second, as Kubernetes writes times."""
-    return when.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def parse_time(value: str | None) -> dt.datetime | None:
-    """The inverse of ``format_time`` (accepts any RFC 3339 time); None for empty."""
-    if not value:
-        return None
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def merge(

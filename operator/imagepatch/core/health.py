@@ -64,8 +64,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from imagepatch.model import names
 from imagepatch.model.durations import format_duration
 from imagepatch.model.policy import Rollout
+from imagepatch.model.times import format_time, parse_time
 
 __all__ = [
     "HealthReason",
@@ -157,7 +159,7 @@ _CRASH_LOOP = "CrashLoopBackOff"
 _NODE_SHUTDOWN_REASONS = frozenset({"Shutdown", "NodeShutdown", "Terminated"})
 
 # The operator's own template annotations are not a human's change.
-_OWN_ANNOTATION_PREFIX = "imagepatch.dev/"
+_OWN_ANNOTATION_PREFIX = names.PREFIX
 
 _MESSAGE_DETAIL_LIMIT = 160
 # recheck_after lands just past a boundary, since deadlines are strict (">").
@@ -331,7 +333,7 @@ def assess(
         # Rolled out before, not complete now: an HPA resize, or a pod that
         # turned not ready. The soak goes on; Healthy waits for the new target.
         message = (
-            f"soaking since {_fmt_time(healthy_since)}, waiting for the current target: {counts}"
+            f"soaking since {format_time(healthy_since)}, waiting for the current target: {counts}"
         )
         if waiting_for is not None:
             message += f"; waiting for {waiting_for.text}"
@@ -640,7 +642,7 @@ def _not_ready_since(pod: Mapping[str, Any]) -> dt.datetime | None:
     if not _active(pod) or _pod_ready(pod):
         return None
     ready = _pod_condition(pod, "Ready")
-    return _time(ready.get("lastTransitionTime")) or _time(
+    return parse_time(ready.get("lastTransitionTime")) or parse_time(
         _mapping(pod.get("metadata")).get("creationTimestamp")
     )
 
@@ -706,21 +708,6 @@ def _int(value: Any, *, default: int) -> int:
 
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
-
-
-def _time(value: Any) -> dt.datetime | None:
-    """An RFC 3339 time as Kubernetes writes it (``2026-03-08T07:00:00Z``)."""
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.UTC)
-
-
-def _fmt_time(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _short(text: str) -> str:

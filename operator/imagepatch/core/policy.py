@@ -14,14 +14,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from imagepatch.core import reasons
-from imagepatch.core.conditions import Condition, format_time, merge
+from imagepatch.core.conditions import Condition, merge
 from imagepatch.core.schedule import ScheduleError, parse_schedule
+from imagepatch.model import names
 from imagepatch.model.errors import SpecError
 from imagepatch.model.policy import PolicySpec, parse_policy
+from imagepatch.model.times import format_time
 
 # `kubectl annotate ipp NAME imagepatch.dev/requestedAt="$(date -Is)"` asks for
 # a reconcile now; the value is echoed in status.lastHandledReconcileAt.
-REQUESTED_AT_ANNOTATION = "imagepatch.dev/requestedAt"
+REQUESTED_AT_ANNOTATION = names.REQUESTED_AT_ANNOTATION
 
 
 def check_policy(spec: PolicySpec) -> None:

@@ -21,3 +21,140 @@ INVALID_SPEC = "InvalidSpec"
 PROGRESSING = "Progressing"
 FINDINGS_READ = "FindingsRead"
 FINDINGS_UNAVAILABLE = "FindingsUnavailable"
+
+# Registry reads and writes (adapters/registry.py classifies them).
+REGISTRY_UNAVAILABLE = "RegistryUnavailable"  # 5xx, connection errors, retries exhausted
+REGISTRY_RATE_LIMITED = "RegistryRateLimited"  # 429
+REGISTRY_TIMEOUT = "RegistryTimeout"  # connect/read timeout
+DIGEST_MISMATCH = "DigestMismatch"  # body does not hash to the digest the registry claims
+REGISTRY_AUTH_FAILED = "RegistryAuthFailed"  # 401 after presenting credentials/token
+REGISTRY_ACCESS_DENIED = "RegistryAccessDenied"  # 403
+REGISTRY_CREDENTIALS_UNAVAILABLE = "RegistryCredentialsUnavailable"  # e.g. ECR token call denied
+REPOSITORY_NOT_FOUND = "RepositoryNotFound"  # NAME_UNKNOWN
+IMAGE_NOT_FOUND = "ImageNotFound"  # MANIFEST_UNKNOWN, deleted tag
+BLOB_NOT_FOUND = "BlobNotFound"  # BLOB_UNKNOWN
+INVALID_IMAGE_REFERENCE = "InvalidImageReference"  # malformed reference, NAME/TAG_INVALID
+# A body, header or redirect no registry should send: not JSON, not an object,
+# a digest that is not one, too large, a redirect loop or to a refused address.
+INVALID_REGISTRY_RESPONSE = "InvalidRegistryResponse"
+REGISTRY_REJECTED = "RegistryRejected"  # other 4xx: the request itself is wrong
+REGISTRY_CONFLICT = "RegistryConflict"  # 409
+
+# AWS API failures (adapters/aws.py classifies them).
+AWS_ACCESS_DENIED = "AwsAccessDenied"
+AWS_CREDENTIALS_INVALID = "AwsCredentialsInvalid"
+AWS_CREDENTIALS_EXPIRED = "AwsCredentialsExpired"
+AWS_REQUEST_REJECTED = "AwsRequestRejected"
+AWS_THROTTLED = "AwsThrottled"
+AWS_UNAVAILABLE = "AwsUnavailable"
+
+# The event source: a queue URL that names no queue (a typo, another region
+# or account).
+EVENT_QUEUE_NOT_FOUND = "EventQueueNotFound"
+
+# Security Hub export.
+SECURITY_HUB_NOT_ENABLED = "SecurityHubNotEnabled"
+
+# Kubernetes writes: a write that is not digest-pinned was refused (a planner
+# bug, never a user's).
+UNPINNED_IMAGE = "UnpinnedImage"
+
+# Builds: every builder may report these.
+BUILD_FAILED = "BuildFailed"
+BUILD_TIMED_OUT = "BuildTimedOut"
+BUILD_LOST = "BuildLost"  # the builder no longer knows the build
+NOTHING_PUSHED = "NothingPushed"  # the build finished but the tag did not move
+
+# Builds: the CodeBuild builder.
+CODEBUILD_PROJECT_NOT_FOUND = "CodeBuildProjectNotFound"
+CODEBUILD_PROJECT_NOT_SET = "CodeBuildProjectNotSet"
+
+# Builds: the Job builder.
+JOB_TEMPLATE_NOT_FOUND = "JobTemplateNotFound"
+JOB_TEMPLATE_INVALID = "JobTemplateInvalid"
+JOB_NAME_TAKEN = "JobNameTaken"
+
+# Builds: the rebase builder.
+REBASE_REFUSED = "RebaseRefused"  # BuildStatus.reason of every refusal but the next
+OLD_BASE_NOT_FOUND = "OldBaseNotFound"
+NEW_BASE_NOT_FOUND = "NewBaseNotFound"
+BASE_UNKNOWN = "BaseUnknown"  # the image records no base, and the request names none
+LAYER_NOT_FOUND = "LayerNotFound"
+TAG_MOVED = "TagMoved"
+
+# Rebase refusals (core/rebase.py decides them).
+MEDIA_TYPE_MISMATCH = "MediaTypeMismatch"
+INCONSISTENT_IMAGE = "InconsistentImage"
+BASE_LAYERS_MISMATCH = "BaseLayersMismatch"
+HISTORY_MISMATCH = "HistoryMismatch"
+PLATFORM_MISMATCH = "PlatformMismatch"
+INDEX_MISMATCH = "IndexMismatch"
+UNSUPPORTED_LAYER = "UnsupportedLayer"
+LAYER_CONTENT_MISMATCH = "LayerContentMismatch"
+
+# Vulnerability scans and findings.
+SCAN_COMPLETE = "ScanComplete"
+SCAN_IN_PROGRESS = "ScanInProgress"
+SCAN_FAILED = "ScanFailed"
+SCAN_UNSUPPORTED = "ScanUnsupported"
+SCAN_ELIGIBILITY_EXPIRED = "ScanEligibilityExpired"
+SCAN_LIMIT_EXCEEDED = "ScanLimitExceeded"
+SCAN_IMAGE_ARCHIVED = "ScanImageArchived"
+SCAN_IMAGE_TOO_LARGE = "ScanImageTooLarge"
+NO_SCAN = "NoScan"
+SCAN_STATUS_UNKNOWN = "ScanStatusUnknown"
+
+# Workload states that are not compliance states, and detection's refusals.
+NOT_ADMITTED = "NotAdmitted"  # its namespace is outside the policy's namespaceSelector
+POLICY_NOT_FOUND = "PolicyNotFound"  # it names a policy that does not exist
+# A workload needs a patch but its imagepatch.dev/rebuild asks for a rebuild
+# outside the policy's spec.rebuild.allowed: no build is started for it
+# (counted by its compliance state, which it still has).
+REBUILD_NOT_ALLOWED = "RebuildNotAllowed"
+# Why a workload's base is untrusted or unknown, and why it is outdated.
+BASE_IMAGE_OUTDATED = "BaseImageOutdated"
+UNTRUSTED_BASE = "UntrustedBase"
+NO_BASE_RECORDED = "NoBaseRecorded"
+
+# The report and Security Hub: a workload detection has not evaluated (yet,
+# or any more).
+NOT_EVALUATED = "NotEvaluated"
+NO_LONGER_EVALUATED = "NoLongerEvaluated"
+
+# Detection.
+REBUILD_FAILED_BEFORE = "RebuildFailedBefore"
+INVALID_ANNOTATION = "InvalidAnnotation"
+EVALUATION_FAILED = "EvaluationFailed"
+PATCH_REJECTED = "ImagePatchRejected"
+
+# Reconcile errors.
+RECONCILE_ERROR = "ReconcileError"
+
+# Kubernetes API refusals (adapters/kube.py classifies them).
+FORBIDDEN = "Forbidden"
+REJECTED = "Rejected"
+NO_CRDS = "NoCRDs"
+
+# Rebuilds (core/rebuild.py, reconcile/rebuilds.py, reconcile/rollouts.py).
+REBUILD_NOT_CONFIGURED = "RebuildNotConfigured"
+REBUILD_STRATEGY_UNAVAILABLE = "RebuildStrategyUnavailable"
+REBUILD_UNAVAILABLE = "RebuildUnavailable"
+VERIFICATION_FAILED = "VerificationFailed"
+
+# The rollout planner (core/rollout.py): why a patch stalls, and why a target
+# was skipped, stopped, rolled back or failed.
+NO_LONGER_NEEDED = "NoLongerNeeded"
+POLICY_DELETED = "PolicyDeleted"
+NO_MAINTENANCE_WINDOW = "NoMaintenanceWindow"
+WORKLOAD_DELETED = "WorkloadDeleted"
+CONTAINER_NOT_FOUND = "ContainerNotFound"
+ALREADY_UP_TO_DATE = "AlreadyUpToDate"
+IMAGE_CHANGED = "ImageChanged"
+DIGEST_FAILED_BEFORE = "DigestFailedBefore"
+EXTERNAL_CHANGE = "ExternalChange"
+EARLIER_TARGET_FAILED = "EarlierTargetFailed"
+ROLLBACK_DISABLED = "RollbackDisabled"
+HEALTH_GATE_FAILED = "HealthGateFailed"
+ROLLING_BACK = "RollingBack"
+ROLLED_BACK = "RolledBack"
+ROLLBACK_FAILED = "RollbackFailed"

@@ -74,6 +74,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from imagepatch.core.images import InvalidImageReference, is_digest, parse_image
+from imagepatch.core.reasons import (
+    BASE_LAYERS_MISMATCH,
+    HISTORY_MISMATCH,
+    INCONSISTENT_IMAGE,
+    INDEX_MISMATCH,
+    LAYER_CONTENT_MISMATCH,
+    MEDIA_TYPE_MISMATCH,
+    PLATFORM_MISMATCH,
+    UNSUPPORTED_LAYER,
+)
 
 __all__ = [
     "ANNOTATION_BASE_DIGEST",
@@ -121,16 +131,6 @@ _FAMILY = {
     DOCKER_V2: ("Docker v2", DOCKER_CONFIG, "application/vnd.docker.image.rootfs."),
 }
 _INDEX_FAMILY = {OCI_INDEX: "OCI", DOCKER_LIST: "Docker v2"}
-
-# Reasons.
-MEDIA_TYPE_MISMATCH = "MediaTypeMismatch"
-INCONSISTENT_IMAGE = "InconsistentImage"
-BASE_LAYERS_MISMATCH = "BaseLayersMismatch"
-HISTORY_MISMATCH = "HistoryMismatch"
-PLATFORM_MISMATCH = "PlatformMismatch"
-INDEX_MISMATCH = "IndexMismatch"
-UNSUPPORTED_LAYER = "UnsupportedLayer"
-LAYER_CONTENT_MISMATCH = "LayerContentMismatch"
 
 # Config fields that a Dockerfile build inherits from its base as whole values.
 _WHOLE_FIELDS = ("User", "WorkingDir", "Entrypoint", "StopSignal", "Healthcheck", "Shell")

@@ -22,7 +22,8 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from imagepatch.core.conditions import format_time
+from imagepatch.core import reasons
+from imagepatch.model.times import format_time
 
 BUILD_POLL = 5.0  # seconds between polls of a running build
 VERIFY_POLL = 10.0  # seconds between checks while a scan of the new image is pending
@@ -169,7 +170,7 @@ def plan_rebuild(
         return RebuildStep(
             phase="Failed",
             fields={},
-            stalled="RebuildNotConfigured",
+            stalled=reasons.REBUILD_NOT_CONFIGURED,
             message="no rebuild strategy: set spec.rebuild.strategy in the policy "
             "or the imagepatch.dev/rebuild annotation, or pin "
             "spec.targetDigest",
@@ -265,7 +266,7 @@ def plan_rebuild(
             phase="Failed",
             fields={"verification": checked},
             message=f"verification of {digest} failed: {verification.message}",
-            stalled="VerificationFailed",
+            stalled=reasons.VERIFICATION_FAILED,
             failed_digest=digest,
         )
     return RebuildStep(
@@ -290,7 +291,7 @@ def _build_failed(
         rebuild["buildId"] = build.build_id
     if build.logs_url:
         rebuild["logsUrl"] = build.logs_url
-    reason = build.reason or "BuildFailed"
+    reason = build.reason or reasons.BUILD_FAILED
     return RebuildStep(
         phase="Failed",
         fields={"rebuild": rebuild},

@@ -50,19 +50,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from imagepatch.core import compliance
+from imagepatch.core import compliance, reasons
 from imagepatch.core.compliance import State
-from imagepatch.core.conditions import format_time
 from imagepatch.core.images import parse_image
-from imagepatch.model.imagepatch import Phase
-
-POLICY_ANNOTATION = "imagepatch.dev/policy"
-STATE_ANNOTATION = "imagepatch.dev/state"
+from imagepatch.core.reasons import (
+    NOT_EVALUATED,
+)
+from imagepatch.model.imagepatch import TERMINAL_PHASES, Phase
+from imagepatch.model.names import POLICY_ANNOTATION, STATE_ANNOTATION
+from imagepatch.model.times import format_time, parse_time
 
 # Workload states detection records besides the compliance states.
-NOT_ADMITTED = compliance.NOT_ADMITTED
-POLICY_NOT_FOUND = compliance.POLICY_NOT_FOUND
-NOT_EVALUATED = "NotEvaluated"
+NOT_ADMITTED = reasons.NOT_ADMITTED
+POLICY_NOT_FOUND = reasons.POLICY_NOT_FOUND
 
 STATES: tuple[str, ...] = (*(str(s) for s in State), NOT_ADMITTED, POLICY_NOT_FOUND)
 
@@ -79,7 +79,7 @@ NONCOMPLIANT: frozenset[str] = frozenset(
     )
 )
 
-TERMINAL: tuple[str, ...] = tuple(str(p) for p in Phase if p.terminal)
+TERMINAL = TERMINAL_PHASES
 # JSON keys of the history series, per terminal phase.
 RESULT_KEYS = {
     str(Phase.SUCCEEDED): "succeeded",
@@ -95,17 +95,6 @@ HOURLY_SPAN = dt.timedelta(days=2)
 
 
 # --- inputs -------------------------------------------------------------------------------
-
-
-def parse_time(value: Any) -> dt.datetime | None:
-    """An RFC 3339 time as the API writes it, or None when absent or unreadable."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 def _repository(image: str) -> str:

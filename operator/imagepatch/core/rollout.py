@@ -41,16 +41,19 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from imagepatch.core import health, reasons, rebuild
-from imagepatch.core.conditions import Condition, format_time, merge, parse_time
+from imagepatch.core.conditions import Condition, merge
 from imagepatch.core.images import parse_image
 from imagepatch.model.imagepatch import (
+    ApprovalDecision,
     ImagePatch,
     Phase,
     RolloutEntry,
     Target,
     TargetPhase,
 )
+from imagepatch.model.names import FAILED_DIGESTS_ANNOTATION
 from imagepatch.model.policy import ApprovalMode, LabelSelector, PolicySpec, Rollout
+from imagepatch.model.times import format_time, parse_time_strict
 
 HISTORY_LIMIT = 50
 # How soon to look again while waiting on a gate, a soak or a window.
@@ -61,7 +64,7 @@ CONFLICT_POLL = 10.0
 # change does not wake an ImagePatch, so this is the resync).
 POLICY_POLL = 60.0
 # On the workload: the digests that failed there (bounded), newest last.
-FAILED_ANNOTATION = "imagepatch.dev/failed-digests"
+FAILED_ANNOTATION = FAILED_DIGESTS_ANNOTATION
 FAILED_MEMORY = 10
 
 
@@ -267,7 +270,10 @@ def _since(deployment: Mapping[str, Any], started: dt.datetime | None) -> Mappin
     fresh = [
         c
         for c in conditions
-        if (parse_time(c.get("lastUpdateTime") or c.get("lastTransitionTime") or "") or started)
+        if (
+            parse_time_strict(c.get("lastUpdateTime") or c.get("lastTransitionTime") or "")
+            or started
+        )
         > started
     ]
     if len(fresh) == len(conditions):
@@ -363,7 +369,7 @@ class _Draft:
             return Condition(
                 type=reasons.READY,
                 status="True",
-                reason="NoLongerNeeded",
+                reason=reasons.NO_LONGER_NEEDED,
                 message=self.message,
                 observed_generation=gen,
             )
@@ -454,7 +460,7 @@ def plan(
         return finish()
 
     # A rejection closes the patch, whatever the policy's approval mode.
-    if patch.approval and patch.approval.decision == "Rejected":
+    if patch.approval and patch.approval.decision == ApprovalDecision.REJECTED:
         if digest and digest not in draft.failed_digests:
             draft.failed_digests.append(digest)
         draft.phase = Phase.FAILED
@@ -464,7 +470,7 @@ def plan(
         )
         for i, e in enumerate(draft.entries):
             if e.phase == TargetPhase.PENDING:
-                draft.entries[i] = replace(e, phase=TargetPhase.SKIPPED, reason="Rejected")
+                draft.entries[i] = replace(e, phase=TargetPhase.SKIPPED, reason=reasons.REJECTED)
         return finish()
 
     if not started and policy is not None and policy.suspend:
@@ -482,7 +488,7 @@ def plan(
         if policy is None:
             draft.phase = Phase.PENDING
             draft.message = f"ImagePatchPolicy {patch.policy!r} not found"
-            draft.stalled = "PolicyNotFound"
+            draft.stalled = reasons.POLICY_NOT_FOUND
             return finish(requeue_after=POLICY_POLL)
         if _approval_wanted(patch, policy):
             draft.phase = Phase.AWAITING_APPROVAL
@@ -501,12 +507,16 @@ def plan(
             # Pin the targets first; the next step observes the first one.
             draft.phase = Phase.ROLLING_OUT
             draft.message = f"rolling out {digest} to {len(draft.entries)} targets"
-            if patch.approval and patch.approval.decision == "Approved":
+            if patch.approval and patch.approval.decision == ApprovalDecision.APPROVED:
                 draft.by = patch.approval.by
                 draft.message += f", approved by {patch.approval.by or 'a human'}"
             return finish(again=True)
 
-    by = patch.approval.by if patch.approval and patch.approval.decision == "Approved" else ""
+    by = (
+        patch.approval.by
+        if patch.approval and patch.approval.decision == ApprovalDecision.APPROVED
+        else ""
+    )
     index = next((i for i, e in enumerate(draft.entries) if not e.phase.done), None)
     if index is None:
         return _conclude(draft, finish)
@@ -525,7 +535,7 @@ def plan(
                     draft.entries[i] = replace(
                         e,
                         phase=TargetPhase.SKIPPED,
-                        reason="PolicyDeleted",
+                        reason=reasons.POLICY_DELETED,
                         message=f"ImagePatchPolicy {patch.policy!r} was deleted; not started",
                         finished_at=format_time(now),
                     )
@@ -552,7 +562,7 @@ def plan(
                 else "no maintenance window is left in the schedule"
             )
             if window.next_start is None:
-                draft.stalled = "NoMaintenanceWindow"
+                draft.stalled = reasons.NO_MAINTENANCE_WINDOW
             wait = (window.next_start - now).total_seconds() if window.next_start else None
             return finish(requeue_after=min(wait, 300.0) if wait else None)
         holder = (held_by or {}).get(entry.target.key)
@@ -581,7 +591,7 @@ def _approval_wanted(patch: ImagePatch, policy: PolicySpec | None) -> bool:
     return bool(
         policy
         and policy.approval == ApprovalMode.MANUAL
-        and not (patch.approval and patch.approval.decision == "Approved")
+        and not (patch.approval and patch.approval.decision == ApprovalDecision.APPROVED)
     )
 
 
@@ -609,7 +619,7 @@ def _rebuild(
     if policy is None and not raw.get("rebuild"):
         draft.phase = Phase.PENDING
         draft.message = f"ImagePatchPolicy {patch.policy!r} not found"
-        draft.stalled = "PolicyNotFound"
+        draft.stalled = reasons.POLICY_NOT_FOUND
         return finish(requeue_after=30.0)
     strategy = patch.rebuild_strategy or (str(policy.rebuild.strategy) if policy else "")
     key = rebuild.idempotency_key(patch.image, patch.new_base_digest, patch.current_digest)
@@ -641,7 +651,9 @@ def _soak_remaining(
     if prev_wave >= len(waves):
         return None
     soak = waves[prev_wave].soak
-    finished = [parse_time(e.finished_at) for e in entries[:index] if e.target.wave == prev_wave]
+    finished = [
+        parse_time_strict(e.finished_at) for e in entries[:index] if e.target.wave == prev_wave
+    ]
     last = max((f for f in finished if f), default=None)
     if last is None or not soak:
         return None
@@ -681,14 +693,16 @@ def _gone(draft: _Draft, index: int, entry: RolloutEntry, workload: Workload | N
     dep = workload.deployment if workload else None
     target = entry.target
     if dep is None:
-        _skip(draft, index, entry, "WorkloadDeleted", f"{_describe(target)} was deleted{when}")
+        _skip(
+            draft, index, entry, reasons.WORKLOAD_DELETED, f"{_describe(target)} was deleted{when}"
+        )
         return True
     if _container(dep, target.container) is None:
         _skip(
             draft,
             index,
             entry,
-            "ContainerNotFound",
+            reasons.CONTAINER_NOT_FOUND,
             f"{_describe(target)}: the container was removed or renamed{when}",
         )
         return True
@@ -747,7 +761,7 @@ def _start_target(draft, index, entry, workload, digest, patch, by, finish) -> S
         draft.entries[index] = replace(
             entry,
             phase=TargetPhase.SKIPPED,
-            reason="AlreadyUpToDate",
+            reason=reasons.ALREADY_UP_TO_DATE,
             previous_image=current,
             target_image=current,
             message="the target digest is already live",
@@ -762,7 +776,7 @@ def _start_target(draft, index, entry, workload, digest, patch, by, finish) -> S
             draft,
             index,
             entry,
-            "ImageChanged",
+            reasons.IMAGE_CHANGED,
             f"{_describe(target)} now runs {current}, not {patch.image}"
             + (f":{patch.tag}" if patch.tag else "")
             + (f"@{patch.current_digest}" if patch.current_digest else ""),
@@ -773,7 +787,7 @@ def _start_target(draft, index, entry, workload, digest, patch, by, finish) -> S
             draft,
             index,
             entry,
-            "DigestFailedBefore",
+            reasons.DIGEST_FAILED_BEFORE,
             f"{digest} already failed on {_describe(target)}; it is not rolled out there again",
         )
         return finish(again=True)
@@ -815,19 +829,19 @@ def _external_change(draft: _Draft, index: int, entry: RolloutEntry, why: str, f
     draft.entries[index] = replace(
         entry,
         phase=TargetPhase.FAILED,
-        reason="ExternalChange",
+        reason=reasons.EXTERNAL_CHANGE,
         message=why + "; imagepatch stopped and did not overwrite it",
         finished_at=format_time(draft.now),
     )
-    _stop_later(draft, index, "ExternalChange")
+    _stop_later(draft, index, reasons.EXTERNAL_CHANGE)
     draft.phase = Phase.FAILED
-    draft.stalled = "ExternalChange"
+    draft.stalled = reasons.EXTERNAL_CHANGE
     draft.message = f"{_describe(entry.target)}: {why}"
     draft.events.append(
         WorkloadEvent(
             target=entry.target,
             type="Warning",
-            reason="ExternalChange",
+            reason=reasons.EXTERNAL_CHANGE,
             message=draft.message + "; rollout stopped",
         )
     )
@@ -867,12 +881,12 @@ def _gating(draft, index, entry, workload, gate: Rollout, digest, now, finish) -
     if why:
         return _external_change(draft, index, entry, why, finish)
     verdict = health.assess(
-        deployment=_since(dep, parse_time(entry.started_at)),
+        deployment=_since(dep, parse_time_strict(entry.started_at)),
         pods=workload.pods,
         target_images={entry.target.container: entry.target_image},
         gate=gate,
-        started_at=parse_time(entry.started_at) or now,
-        healthy_since=parse_time(entry.healthy_since),
+        started_at=parse_time_strict(entry.started_at) or now,
+        healthy_since=parse_time_strict(entry.healthy_since),
         baseline_restarts=None,
         now=now,
     )
@@ -924,9 +938,9 @@ def _fail_target(draft, index, entry, verdict, gate: Rollout, digest, dep, finis
             message=verdict.message,
             finished_at=format_time(draft.now),
         )
-        _stop_later(draft, index, "EarlierTargetFailed")
+        _stop_later(draft, index, reasons.EARLIER_TARGET_FAILED)
         draft.phase = Phase.FAILED
-        draft.stalled = "RollbackDisabled"
+        draft.stalled = reasons.ROLLBACK_DISABLED
         draft.message = (
             f"{_describe(entry.target)}: {verdict.message} (rollback disabled in policy)"
         )
@@ -934,7 +948,7 @@ def _fail_target(draft, index, entry, verdict, gate: Rollout, digest, dep, finis
             WorkloadEvent(
                 target=entry.target,
                 type="Warning",
-                reason="HealthGateFailed",
+                reason=reasons.HEALTH_GATE_FAILED,
                 message=draft.message,
             )
         )
@@ -946,13 +960,13 @@ def _fail_target(draft, index, entry, verdict, gate: Rollout, digest, dep, finis
         message=verdict.message + _unpinned_note(entry),
         rollback_started_at=format_time(draft.now),
     )
-    _stop_later(draft, index, "EarlierTargetFailed")
+    _stop_later(draft, index, reasons.EARLIER_TARGET_FAILED)
     draft.message = f"rolling back {_describe(entry.target)}: {verdict.message}"
     draft.events.append(
         WorkloadEvent(
             target=entry.target,
             type="Warning",
-            reason="RollingBack",
+            reason=reasons.ROLLING_BACK,
             message=f"{verdict.message}; restoring {entry.restore_image}",
         )
     )
@@ -1000,11 +1014,11 @@ def _rolling_back(draft, index, entry, workload, gate: Rollout, now, patch, fini
         gate, healthy_for=dt.timedelta(0), max_restarts=max(gate.max_restarts, 0)
     )
     verdict = health.assess(
-        deployment=_since(dep, parse_time(entry.rollback_started_at)),
+        deployment=_since(dep, parse_time_strict(entry.rollback_started_at)),
         pods=workload.pods,
         target_images={entry.target.container: entry.restore_image},
         gate=rollback_gate,
-        started_at=parse_time(entry.rollback_started_at) or now,
+        started_at=parse_time_strict(entry.rollback_started_at) or now,
         healthy_since=None,
         baseline_restarts=None,
         now=now,
@@ -1017,7 +1031,7 @@ def _rolling_back(draft, index, entry, workload, gate: Rollout, now, patch, fini
             WorkloadEvent(
                 target=entry.target,
                 type="Warning",
-                reason="RolledBack",
+                reason=reasons.ROLLED_BACK,
                 message=f"rolled back to {entry.restore_image}: {entry.message}",
             )
         )
@@ -1026,7 +1040,7 @@ def _rolling_back(draft, index, entry, workload, gate: Rollout, now, patch, fini
         draft.entries[index] = replace(
             entry,
             phase=TargetPhase.FAILED,
-            reason="RollbackFailed",
+            reason=reasons.ROLLBACK_FAILED,
             message=f"the previous image is unhealthy too: {verdict.message}",
             finished_at=format_time(now),
         )
@@ -1034,13 +1048,13 @@ def _rolling_back(draft, index, entry, workload, gate: Rollout, now, patch, fini
             WorkloadEvent(
                 target=entry.target,
                 type="Warning",
-                reason="RollbackFailed",
+                reason=reasons.ROLLBACK_FAILED,
                 message=f"{entry.restore_image} is unhealthy too ({verdict.message});"
                 " imagepatch stopped",
             )
         )
         draft.phase = Phase.FAILED
-        draft.stalled = "RollbackFailed"
+        draft.stalled = reasons.ROLLBACK_FAILED
         draft.message = f"{_describe(entry.target)}: rollback failed: {verdict.message}"
         return finish()
     draft.message = f"rolling back {_describe(entry.target)}: waiting for {entry.restore_image}"

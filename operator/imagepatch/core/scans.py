@@ -19,6 +19,19 @@ import datetime as dt
 from dataclasses import dataclass
 
 from imagepatch.core.baseline import BaselineVerdict, Finding, evaluate
+from imagepatch.core.reasons import (
+    FINDINGS_UNAVAILABLE,
+    NO_SCAN,
+    SCAN_COMPLETE,
+    SCAN_ELIGIBILITY_EXPIRED,
+    SCAN_FAILED,
+    SCAN_IMAGE_ARCHIVED,
+    SCAN_IMAGE_TOO_LARGE,
+    SCAN_IN_PROGRESS,
+    SCAN_LIMIT_EXCEEDED,
+    SCAN_STATUS_UNKNOWN,
+    SCAN_UNSUPPORTED,
+)
 from imagepatch.model.policy import Vulnerabilities, VulnerabilitySource
 
 __all__ = [
@@ -42,18 +55,6 @@ __all__ = [
     "scan_outcome",
 ]
 
-# Reasons, CamelCase, as they appear in conditions and Events.
-SCAN_COMPLETE = "ScanComplete"
-SCAN_IN_PROGRESS = "ScanInProgress"
-SCAN_FAILED = "ScanFailed"
-SCAN_UNSUPPORTED = "ScanUnsupported"
-SCAN_ELIGIBILITY_EXPIRED = "ScanEligibilityExpired"
-FINDINGS_UNAVAILABLE = "FindingsUnavailable"
-SCAN_LIMIT_EXCEEDED = "ScanLimitExceeded"
-SCAN_IMAGE_ARCHIVED = "ScanImageArchived"
-SCAN_IMAGE_TOO_LARGE = "ScanImageTooLarge"
-NO_SCAN = "NoScan"
-SCAN_STATUS_UNKNOWN = "ScanStatusUnknown"
 
 # A basic scan takes a minute or two, an enhanced initial scan a few minutes;
 # polling once a minute finds the result soon without many calls. An

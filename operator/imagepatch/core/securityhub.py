@@ -78,9 +78,12 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from imagepatch.core import compliance
+from imagepatch.core import reasons
 from imagepatch.core.compliance import State
 from imagepatch.core.images import InvalidImageReference, parse_image
+from imagepatch.model.times import format_milli_time as _time
+from imagepatch.model.times import parse_time
+from imagepatch.model.times import utc as _utc
 
 __all__ = [
     "ACTIVE",
@@ -149,7 +152,7 @@ _ACTIVE_STATES = {
     str(State.PATCHING),
 }
 # Workloads whose containers the policy no longer evaluates: their findings are "gone".
-_NOT_EVALUATED = {compliance.NOT_ADMITTED, compliance.POLICY_NOT_FOUND}
+_NOT_EVALUATED = {reasons.NOT_ADMITTED, reasons.POLICY_NOT_FOUND}
 
 
 class WorkloadLike(Protocol):
@@ -422,7 +425,7 @@ def _gone_finding(
     )  # fmt: skip
     where = f"Deployment {subject.namespace}/{subject.workload}, container {subject.container}"
     return _asff(
-        subject, context, state="NotEvaluated", reason="NoLongerEvaluated",
+        subject, context, state=reasons.NOT_EVALUATED, reason=reasons.NO_LONGER_EVALUATED,
         severity="INFORMATIONAL", types=[TYPE_STANDARDS],
         title=f"{where}: {subject.repository} is no longer evaluated by policy {previous.policy}",
         description=(
@@ -533,7 +536,7 @@ def _asff(
 def _severity_and_types(cause: str, container: Mapping[str, Any]) -> tuple[str, list[str]]:
     if cause == str(State.VULNERABLE):
         return _vulnerable_severity(container), [TYPE_CVE]
-    if cause == str(State.UNTRUSTED_BASE) or cause in ("BaseUnknown", "UntrustedBase"):
+    if cause in (str(State.UNTRUSTED_BASE), reasons.BASE_UNKNOWN, reasons.UNTRUSTED_BASE):
         return "HIGH", [TYPE_STANDARDS]
     return "MEDIUM", [TYPE_STANDARDS]  # BaseImageOutdated, and any cause not known here
 
@@ -717,24 +720,12 @@ def batches(
 # -- helpers -----------------------------------------------------------------------------
 
 
-def _utc(when: dt.datetime) -> dt.datetime:
-    return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
-
-
-def _time(when: dt.datetime) -> str:
-    """ISO 8601 in UTC with milliseconds and a Z, as Security Hub writes its own times."""
-    return _utc(when).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def _parse_time(value: Any) -> dt.datetime | None:
+    """A time Security Hub returned (text, or a datetime from boto3), in UTC."""
     if isinstance(value, dt.datetime):
         return _utc(value)
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return _utc(dt.datetime.fromisoformat(value.replace("Z", "+00:00")))
-    except ValueError:
-        return None
+    parsed = parse_time(value)
+    return None if parsed is None else _utc(parsed)
 
 
 def _cap(text: str, limit: int) -> str:

@@ -56,6 +56,7 @@ from croniter.croniter import CroniterBadDateError
 
 from imagepatch.core.schedule import Schedule, parse_schedule
 from imagepatch.model.policy import MaintenanceWindow
+from imagepatch.model.times import format_time
 
 __all__ = [
     "WindowState",
@@ -260,4 +261,4 @@ def _require_aware(now: dt.datetime) -> None:
 def _fmt(when: dt.datetime | None) -> str:
     if when is None:
         return "never"
-    return when.astimezone(_UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_time(when)

@@ -5,8 +5,11 @@ import-linter, see pyproject.toml), and everything above it (``core/``,
 ``reconcile``) works on these objects instead of raw dicts. A bad field raises
 :class:`SpecError`, whose message starts with the field's full path.
 
-Modules: ``errors`` (SpecError), ``durations`` (Go-style duration strings),
-``policy`` (ImagePatchPolicy).
+Modules: ``names`` (the API group, version and every ``imagepatch.dev/*``
+key), ``times`` (the clock, RFC 3339 formatting and parsing), ``errors``
+(SpecError), ``durations`` (Go-style duration strings), ``policy``
+(ImagePatchPolicy), ``imagepatch`` (ImagePatch spec and recorded status).
+The package re-exports the policy names; import the others from their module.
 """
 
 from imagepatch.model.durations import format_duration, parse_duration

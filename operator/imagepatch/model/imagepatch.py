@@ -15,15 +15,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from imagepatch.model import names
 from imagepatch.model.errors import SpecError
 
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
 
-# Detection's identity of the patch it created (see core.compliance.patch_key).
-KEY_ANNOTATION = "imagepatch.dev/key"
-# Detection's request to close a patch that is no longer needed: the planner,
-# the one writer of ImagePatch status, closes it if no target has started.
-CLOSE_ANNOTATION = "imagepatch.dev/close"
+# Detection's identity of the patch it created (see core.compliance.patch_key),
+# and its request to close a patch that is no longer needed: the planner, the
+# one writer of ImagePatch status, closes it if no target has started.
+KEY_ANNOTATION = names.KEY_ANNOTATION
+CLOSE_ANNOTATION = names.CLOSE_ANNOTATION
 
 
 class Phase(enum.StrEnum):
@@ -41,6 +42,10 @@ class Phase(enum.StrEnum):
     @property
     def terminal(self) -> bool:
         return self in (Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED, Phase.CLOSED)
+
+
+# The phases a patch ends in, as the strings status holds, in declaration order.
+TERMINAL_PHASES: tuple[str, ...] = tuple(str(p) for p in Phase if p.terminal)
 
 
 class TargetPhase(enum.StrEnum):
@@ -78,9 +83,16 @@ class Target:
         return (self.kind, self.namespace, self.name, self.container)
 
 
+class ApprovalDecision(enum.StrEnum):
+    """A human's ``spec.approval.decision`` (the CRD admits only these)."""
+
+    APPROVED = "Approved"
+    REJECTED = "Rejected"
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Approval:
-    decision: str  # "Approved" | "Rejected"
+    decision: ApprovalDecision
     by: str = ""
     reason: str = ""
 
@@ -247,9 +259,10 @@ def parse_imagepatch(body: Mapping[str, Any]) -> ImagePatch:
     spec = body.get("spec") or {}
     approval_raw = spec.get("approval") or {}
     approval = None
-    if approval_raw.get("decision"):
+    # A decision the CRD would not admit counts as none, as it always did.
+    if approval_raw.get("decision") in tuple(ApprovalDecision):
         approval = Approval(
-            decision=approval_raw["decision"],
+            decision=ApprovalDecision(approval_raw["decision"]),
             by=approval_raw.get("by") or "",
             reason=approval_raw.get("reason") or "",
         )

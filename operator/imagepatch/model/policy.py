@@ -29,31 +29,7 @@ from typing import Any, TypeVar
 
 from imagepatch.model.durations import parse_duration
 from imagepatch.model.errors import SpecError
-
-__all__ = [
-    "ApprovalMode",
-    "BaseImages",
-    "CodeBuildSettings",
-    "ImagePatchPolicy",
-    "JobSettings",
-    "LabelSelector",
-    "LabelSelectorRequirement",
-    "MaintenanceWindow",
-    "PolicySpec",
-    "Rebuild",
-    "RebuildStrategy",
-    "RegistryCredentials",
-    "Rollout",
-    "SelectorOperator",
-    "Severity",
-    "Vulnerabilities",
-    "VulnerabilitySource",
-    "Wave",
-    "parse_label_selector",
-    "parse_policy",
-    "parse_policy_spec",
-]
-
+from imagepatch.model.names import REBUILD_ANNOTATION
 
 # --- enums (values are the exact strings of the CRD's enums) -----------------
 
@@ -225,25 +201,25 @@ class Rebuild:
             strategy = RebuildStrategy(kind)
         except ValueError:
             choices = ", ".join(s.value for s in RebuildStrategy)
-            return f"imagepatch.dev/rebuild {requested!r} names no strategy ({choices})"
+            return f"{REBUILD_ANNOTATION} {requested!r} names no strategy ({choices})"
         allowed = self.effective_allowed()
         if strategy not in allowed.strategies:
             return (
-                f"imagepatch.dev/rebuild {requested!r}: strategy {kind} is not in {path}.strategies"
+                f"{REBUILD_ANNOTATION} {requested!r}: strategy {kind} is not in {path}.strategies"
                 + ("" if self.allowed is not None else f" (default: only {self.strategy.value})")
             )
         if strategy is RebuildStrategy.CODEBUILD:
             project = arg or (self.codebuild.project if self.codebuild else "")
             if not any(fnmatch.fnmatchcase(project, g) for g in allowed.codebuild_projects):
                 return (
-                    f"imagepatch.dev/rebuild {requested!r}: CodeBuild project {project!r} "
+                    f"{REBUILD_ANNOTATION} {requested!r}: CodeBuild project {project!r} "
                     f"is not in {path}.codebuildProjects"
                 )
         if strategy is RebuildStrategy.JOB:
             template = arg or (self.job.template if self.job else "")
             if template not in allowed.job_templates:
                 return (
-                    f"imagepatch.dev/rebuild {requested!r}: Job template {template!r} "
+                    f"{REBUILD_ANNOTATION} {requested!r}: Job template {template!r} "
                     f"is not in {path}.jobTemplates"
                 )
         return None

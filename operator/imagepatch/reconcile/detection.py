@@ -54,16 +54,28 @@ from imagepatch.adapters.registry import (
     RegistryClient,
     StaticCredentials,
 )
-from imagepatch.core import compliance
+from imagepatch.core import compliance, reasons
 from imagepatch.core.compliance import Assessment, ContainerFacts, KnownPatch, State
-from imagepatch.core.conditions import format_time, parse_time
 from imagepatch.core.events import ImageSignal
 from imagepatch.core.images import ImageRef, is_ecr_host, parse_image
 from imagepatch.core.policy import REQUESTED_AT_ANNOTATION
+from imagepatch.core.reasons import (
+    EVALUATION_FAILED,
+    FINDINGS_UNAVAILABLE,
+    INVALID_ANNOTATION,
+    PATCH_REJECTED,
+)
 from imagepatch.core.report import retention
 from imagepatch.core.rollout import failed_memory, running_digest, wave_for
 from imagepatch.model.errors import SpecError
 from imagepatch.model.imagepatch import CLOSE_ANNOTATION, KEY_ANNOTATION, Target, TargetPhase
+from imagepatch.model.names import (
+    BASE_ANNOTATION,
+    POLICY_ANNOTATION,
+    POLICY_LABEL,
+    REBUILD_ANNOTATION,
+    STATE_ANNOTATION,
+)
 from imagepatch.model.policy import (
     LabelSelector,
     PolicySpec,
@@ -71,30 +83,20 @@ from imagepatch.model.policy import (
     parse_label_selector,
     parse_policy,
 )
-from imagepatch.reconcile.clock import Clock, utcnow
+from imagepatch.model.times import Clock, format_time, parse_time_strict, utcnow
 
 log = logging.getLogger("imagepatch.detection")
 
-POLICY_ANNOTATION = "imagepatch.dev/policy"
-BASE_ANNOTATION = "imagepatch.dev/base-image"
-REBUILD_ANNOTATION = "imagepatch.dev/rebuild"
-STATE_ANNOTATION = "imagepatch.dev/state"
 # Longest value read from a workload's annotations. A reference is at most
 # 255 (name) + 128 (tag) + 135 (sha512 digest) characters, a rebuild a kind
 # and a 253-character name; anything longer is refused with an Event, never
 # parsed or copied into an ImagePatch.
 MAX_ANNOTATION_LENGTH = 1024
-# The reasons detection itself gives (the adapters give the others).
-INVALID_ANNOTATION = "InvalidAnnotation"
-EVALUATION_FAILED = "EvaluationFailed"
-PATCH_REJECTED = "ImagePatchRejected"
-FINDINGS_UNAVAILABLE = "FindingsUnavailable"
-POLICY_LABEL = "imagepatch.dev/policy"
 MANAGED_BY = ("app.kubernetes.io/managed-by", "imagepatch")
 
 # Workload states that are not compliance states: reported, never counted.
-NOT_ADMITTED = compliance.NOT_ADMITTED
-POLICY_NOT_FOUND = compliance.POLICY_NOT_FOUND
+NOT_ADMITTED = reasons.NOT_ADMITTED
+POLICY_NOT_FOUND = reasons.POLICY_NOT_FOUND
 _WARNING_STATES = {
     str(State.BASE_IMAGE_OUTDATED),
     str(State.VULNERABLE),
@@ -103,7 +105,7 @@ _WARNING_STATES = {
     str(State.UNKNOWN),
     NOT_ADMITTED,
     POLICY_NOT_FOUND,
-    compliance.REBUILD_NOT_ALLOWED,
+    reasons.REBUILD_NOT_ALLOWED,
 }
 
 
@@ -372,7 +374,7 @@ class Detector:
             since = _previous_state(self.workloads.get(r.uid, {}).get("metadata", {})).get("since")
             if r.state != str(State.COMPLIANT) and since:
                 age = (
-                    now - parse_time(since)
+                    now - parse_time_strict(since)
                 ).total_seconds()
                 oldest = max(oldest or 0.0, age)
         metrics.record_policy(policy, counts, findings, oldest)
@@ -562,7 +564,7 @@ class Detector:
             reported = str(state)
             refusal = refused.get(dep["metadata"]["uid"])
             if refusal and state in (State.VULNERABLE, State.BASE_IMAGE_OUTDATED):
-                reported = compliance.REBUILD_NOT_ALLOWED
+                reported = reasons.REBUILD_NOT_ALLOWED
                 message = f"{state}, but no rebuild is started: {refusal}"
             try:
                 await self._report(dep, reported, message, containers, policy)
@@ -977,7 +979,7 @@ def _with_failed_memory(
         if failed:
             assessment = Assessment(
                 state=State.FAILED,
-                reason="RebuildFailedBefore",
+                reason=reasons.REBUILD_FAILED_BEFORE,
                 message=f"the rebuild {failed['digest']} failed here (ImagePatch "
                 f"{failed.get('patch', '?')}, {failed.get('at', '')}); waiting for a newer "
                 "base or image",

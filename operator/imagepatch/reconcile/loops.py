@@ -22,13 +22,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from imagepatch.model.imagepatch import Phase
+from imagepatch.model.imagepatch import TERMINAL_PHASES
+from imagepatch.model.names import LAST_HANDLED_ANNOTATION
 
 log = logging.getLogger("imagepatch.loops")
 
-TERMINAL_PHASES = frozenset(str(p) for p in Phase if p.terminal)
 # Annotations that machinery (not a person) writes; they must not wake a loop.
-IGNORED_ANNOTATIONS = ("kopf.zalando.org/", "imagepatch.dev/last-handled-configuration")
+IGNORED_ANNOTATIONS = ("kopf.zalando.org/", LAST_HANDLED_ANNOTATION)
 
 Reconcile = Callable[[str], Awaitable[float | None]]
 

@@ -36,15 +36,17 @@ from imagepatch.adapters.errors import (
 from imagepatch.adapters.kube import Kube
 from imagepatch.core import reasons
 from imagepatch.core.conditions import Condition, merge
+from imagepatch.core.reasons import (
+    RECONCILE_ERROR,
+)
 from imagepatch.core.schedule import ScheduleError
 from imagepatch.model.errors import SpecError
-from imagepatch.reconcile.clock import Clock, utcnow
+from imagepatch.model.times import Clock, utcnow
 from imagepatch.reconcile.policies import reconcile_policy
 from imagepatch.reconcile.rollouts import RebuildTools, reconcile_imagepatch
 
 log = logging.getLogger("imagepatch.reconcile")
 
-RECONCILE_ERROR = "ReconcileError"
 # A spec a person must fix is looked at again on this slow resync (or when it changes).
 SPEC_RESYNC = 300.0
 # Someone wrote in between: re-read and re-plan soon, without counting a failure.

@@ -6,7 +6,7 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from imagepatch.core.policy import policy_status
-from imagepatch.reconcile.clock import Clock, utcnow
+from imagepatch.model.times import Clock, utcnow
 
 
 def reconcile_policy(

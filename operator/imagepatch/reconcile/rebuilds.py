@@ -17,11 +17,11 @@ from typing import Any
 from imagepatch.adapters.builders import Builder, BuildRequest, BuildState, BuildStatus
 from imagepatch.adapters.errors import AdapterError, ConfigurationError
 from imagepatch.adapters.registry import RegistryClient
-from imagepatch.core import baseline, rebuild
-from imagepatch.core.conditions import parse_time
+from imagepatch.core import baseline, reasons, rebuild
 from imagepatch.core.images import ImageRef, is_ecr_host, parse_image
 from imagepatch.model.imagepatch import ImagePatch
 from imagepatch.model.policy import PolicySpec, VulnerabilitySource
+from imagepatch.model.times import parse_time_strict
 
 log = logging.getLogger("imagepatch.rebuilds")
 
@@ -43,7 +43,7 @@ def build_request(patch: ImagePatch, policy: PolicySpec | None) -> BuildRequest:
         or (policy.rebuild.codebuild.project if policy and policy.rebuild.codebuild else ""),
         job_template=patch.job_template
         or (policy.rebuild.job.template if policy and policy.rebuild.job else ""),
-        started_at=parse_time(started),
+        started_at=parse_time_strict(started),
         timeout=policy.rebuild.timeout if policy else dt.timedelta(hours=1),
     )
 
@@ -70,7 +70,7 @@ async def start(builders: Mapping[str, Builder], request: BuildRequest) -> rebui
     if builder is None:
         return rebuild.BuildObservation(
             state="Failed",
-            reason="RebuildStrategyUnavailable",
+            reason=reasons.REBUILD_STRATEGY_UNAVAILABLE,
             message=f"the {request.strategy!r} rebuild strategy is not available in this operator",
         )
     try:
@@ -90,7 +90,7 @@ async def poll(
         return rebuild.BuildObservation(
             state="Failed",
             build_id=build_id,
-            reason="RebuildStrategyUnavailable",
+            reason=reasons.REBUILD_STRATEGY_UNAVAILABLE,
             message=f"no {request.strategy!r} builder",
         )
     try:
@@ -116,7 +116,7 @@ async def verify(
     raw = patch.status.raw.get("rebuild") or {}
     digest = raw.get("digest", "")
     finished = raw.get("finishedAt")
-    waited = now - (parse_time(finished) or now)
+    waited = now - (parse_time_strict(finished) or now)
     image = parse_image(patch.image)
     new = ImageRef(host=image.host, repository=image.repository, digest=digest)
     old = ImageRef(host=image.host, repository=image.repository, digest=patch.current_digest)

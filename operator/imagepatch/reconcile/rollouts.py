@@ -24,7 +24,7 @@ from imagepatch.adapters.builders import Builder
 from imagepatch.adapters.errors import AdapterError, ConflictError
 from imagepatch.adapters.kube import Kube
 from imagepatch.adapters.registry import RegistryClient
-from imagepatch.core.conditions import parse_time
+from imagepatch.core import reasons
 from imagepatch.core.images import parse_image
 from imagepatch.core.rebuild import BuildObservation
 from imagepatch.core.rollout import (
@@ -47,8 +47,8 @@ from imagepatch.model.imagepatch import (
     parse_imagepatch,
 )
 from imagepatch.model.policy import PolicySpec, parse_policy
+from imagepatch.model.times import Clock, parse_time_strict, utcnow
 from imagepatch.reconcile import rebuilds
-from imagepatch.reconcile.clock import Clock, utcnow
 
 log = logging.getLogger("imagepatch.rollouts")
 
@@ -187,7 +187,7 @@ async def _observe_rebuild(
 
 
 def _seconds_between(start: str | None, end: str | None) -> float | None:
-    begun, ended = parse_time(start), parse_time(end)
+    begun, ended = parse_time_strict(start), parse_time_strict(end)
     if begun is None or ended is None:
         return None
     return (ended - begun).total_seconds()
@@ -199,7 +199,7 @@ def _record_metrics(old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
     if phase and phase != old.get("phase") and Phase(phase).terminal:
         metrics.record_result(phase)
         started = next(
-            (h["at"] for h in new.get("history", []) if h["phase"] == "RollingOut"), None
+            (h["at"] for h in new.get("history", []) if h["phase"] == Phase.ROLLING_OUT), None
         )
         ended = (new.get("history") or [{}])[-1].get("at")
         if (took := _seconds_between(started, ended)) is not None:
@@ -212,11 +212,11 @@ def _record_metrics(old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
     done_before = {
         (r["namespace"], r["name"], r["container"])
         for r in old.get("rollouts", [])
-        if r.get("phase") in ("RolledBack", "Failed")
+        if r.get("phase") in (TargetPhase.ROLLED_BACK, TargetPhase.FAILED)
     }
     for r in new.get("rollouts", []) or []:
         key = (r["namespace"], r["name"], r["container"])
-        if r.get("phase") == "RolledBack" and key not in done_before:
+        if r.get("phase") == TargetPhase.ROLLED_BACK and key not in done_before:
             took = _seconds_between(r.get("rollbackStartedAt"), r.get("finishedAt"))
             if took is not None:
                 metrics.record_duration("rollback", took)
@@ -289,7 +289,7 @@ async def reconcile_imagepatch(
             if tools is None:
                 seen["build"] = BuildObservation(
                     state="Failed",
-                    reason="RebuildUnavailable",
+                    reason=reasons.REBUILD_UNAVAILABLE,
                     message="this operator runs without builders",
                 )
             else:

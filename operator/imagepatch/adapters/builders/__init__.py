@@ -23,23 +23,8 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
-
-Clock = Callable[[], dt.datetime]
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-# Reasons every builder may report (each adds its own). They belong with
-# core/reasons.py in the end, like those in adapters/errors.py.
-BUILD_FAILED = "BuildFailed"
-BUILD_TIMED_OUT = "BuildTimedOut"
-BUILD_LOST = "BuildLost"  # the builder no longer knows the build
-NOTHING_PUSHED = "NothingPushed"  # the build finished but the tag did not move
 
 
 class BuildState(enum.StrEnum):

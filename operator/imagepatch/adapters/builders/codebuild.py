@@ -67,15 +67,9 @@ from imagepatch.adapters.aws import (
     client_config,
 )
 from imagepatch.adapters.builders import (
-    BUILD_FAILED,
-    BUILD_LOST,
-    BUILD_TIMED_OUT,
-    NOTHING_PUSHED,
     BuildRequest,
     BuildState,
     BuildStatus,
-    Clock,
-    utcnow,
 )
 from imagepatch.adapters.errors import (
     INVALID_IMAGE_REFERENCE,
@@ -86,6 +80,15 @@ from imagepatch.adapters.errors import (
 )
 from imagepatch.adapters.registry import RegistryClient
 from imagepatch.core.images import InvalidImageReference, is_digest, parse_image
+from imagepatch.core.reasons import (
+    BUILD_FAILED,
+    BUILD_LOST,
+    BUILD_TIMED_OUT,
+    CODEBUILD_PROJECT_NOT_FOUND,
+    CODEBUILD_PROJECT_NOT_SET,
+    NOTHING_PUSHED,
+)
+from imagepatch.model.times import Clock, utcnow
 
 __all__ = [
     "BUILD_FAILED",
@@ -99,9 +102,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-# This builder's own reasons (shared ones are in adapters/builders/__init__.py).
-CODEBUILD_PROJECT_NOT_FOUND = "CodeBuildProjectNotFound"
-CODEBUILD_PROJECT_NOT_SET = "CodeBuildProjectNotSet"
 
 KEY_VARIABLE = "IMAGEPATCH_KEY"
 DIGEST_VARIABLE = "IMAGE_DIGEST"  # exported by the buildspec, if it cares to

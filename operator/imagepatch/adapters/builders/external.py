@@ -34,16 +34,15 @@ import hashlib
 import logging
 
 from imagepatch.adapters.builders import (
-    BUILD_TIMED_OUT,
     BuildRequest,
     BuildState,
     BuildStatus,
-    Clock,
-    utcnow,
 )
 from imagepatch.adapters.errors import NotFoundError
 from imagepatch.adapters.registry import Lineage, RegistryClient
 from imagepatch.core.images import InvalidImageReference, is_digest, parse_image
+from imagepatch.core.reasons import BUILD_TIMED_OUT
+from imagepatch.model.times import Clock, utcnow
 
 __all__ = ["BASE_PLATFORMS_EXTRA", "BUILD_TIMED_OUT", "ExternalBuilder", "external_build_id"]
 

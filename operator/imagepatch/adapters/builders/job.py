@@ -50,7 +50,6 @@ down; ``ttlSecondsAfterFinished`` is a day, so finished Jobs do not pile up
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import hashlib
 import json
 import logging
@@ -63,15 +62,9 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from imagepatch.adapters.builders import (
-    BUILD_FAILED,
-    BUILD_LOST,
-    BUILD_TIMED_OUT,
-    NOTHING_PUSHED,
     BuildRequest,
     BuildState,
     BuildStatus,
-    Clock,
-    utcnow,
 )
 from imagepatch.adapters.errors import (
     INVALID_IMAGE_REFERENCE,
@@ -82,6 +75,17 @@ from imagepatch.adapters.errors import (
 from imagepatch.adapters.kube import Kube, classify
 from imagepatch.adapters.registry import RegistryClient
 from imagepatch.core.images import InvalidImageReference, parse_image
+from imagepatch.core.reasons import (
+    BUILD_FAILED,
+    BUILD_LOST,
+    BUILD_TIMED_OUT,
+    JOB_NAME_TAKEN,
+    JOB_TEMPLATE_INVALID,
+    JOB_TEMPLATE_NOT_FOUND,
+    NOTHING_PUSHED,
+)
+from imagepatch.model import names
+from imagepatch.model.times import Clock, parse_time_strict, utcnow
 
 # Builds run apart from the operator: a build pod needs the baseline Pod Security
 # level (see deploy/examples/buildah-job-template.yaml), the operator's namespace
@@ -106,15 +110,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-# This builder's own reasons (shared ones are in adapters/builders/__init__.py).
-JOB_TEMPLATE_NOT_FOUND = "JobTemplateNotFound"
-JOB_TEMPLATE_INVALID = "JobTemplateInvalid"
-JOB_NAME_TAKEN = "JobNameTaken"
 
 TEMPLATE_KEY = "job.yaml"
 NAME_PREFIX = "imagepatch-build-"
-KEY_HASH_LABEL = "imagepatch.dev/build-key-hash"
-KEY_ANNOTATION = "imagepatch.dev/build-key"
+KEY_HASH_LABEL = names.BUILD_KEY_HASH_LABEL
+KEY_ANNOTATION = names.BUILD_KEY_ANNOTATION
 MANAGED_BY = {"app.kubernetes.io/managed-by": "imagepatch"}
 REQUIRED_PLACEHOLDERS = ("${BASE_IMAGE}", "${TARGET_IMAGE}")
 DEFAULT_TTL_AFTER_FINISHED = 24 * 3600
@@ -282,7 +282,7 @@ class JobBuilder:
                 reason=BUILD_TIMED_OUT if timed_out else BUILD_FAILED,
                 message=f"Job {self._namespace}/{build_id} failed: {said}; {detail}",
             )
-        started = request.started_at or _parse_time(
+        started = request.started_at or parse_time_strict(
             (job.get("metadata") or {}).get("creationTimestamp")
         )
         if started is not None and self._clock() - started > request.timeout:
@@ -447,9 +447,3 @@ class JobBuilder:
             if missing_ok and isinstance(error, NotFoundError):
                 return None
             raise error from None
-
-
-def _parse_time(value: str | None) -> dt.datetime | None:
-    if not value:
-        return None
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))

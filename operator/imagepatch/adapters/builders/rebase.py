@@ -62,12 +62,9 @@ import logging
 from dataclasses import dataclass, field
 
 from imagepatch.adapters.builders import (
-    BUILD_TIMED_OUT,
     BuildRequest,
     BuildState,
     BuildStatus,
-    Clock,
-    utcnow,
 )
 from imagepatch.adapters.errors import (
     INVALID_IMAGE_REFERENCE,
@@ -77,6 +74,15 @@ from imagepatch.adapters.errors import (
 )
 from imagepatch.adapters.registry import Manifest, RegistryClient
 from imagepatch.core.images import ImageRef, InvalidImageReference, is_digest, parse_image
+from imagepatch.core.reasons import (
+    BASE_UNKNOWN,
+    BUILD_TIMED_OUT,
+    LAYER_NOT_FOUND,
+    NEW_BASE_NOT_FOUND,
+    OLD_BASE_NOT_FOUND,
+    REBASE_REFUSED,
+    TAG_MOVED,
+)
 from imagepatch.core.rebase import (
     ANNOTATION_BASE_DIGEST,
     INCONSISTENT_IMAGE,
@@ -98,6 +104,7 @@ from imagepatch.core.rebase import (
     repin,
     select_platform,
 )
+from imagepatch.model.times import Clock, utcnow
 
 __all__ = [
     "BASE_UNKNOWN",
@@ -116,14 +123,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-# Reasons. They belong with core/reasons.py in the end, like those in
-# adapters/errors.py and core/rebase.py.
-REBASE_REFUSED = "RebaseRefused"  # BuildStatus.reason of every refusal but the next
-OLD_BASE_NOT_FOUND = "OldBaseNotFound"
-NEW_BASE_NOT_FOUND = "NewBaseNotFound"
-BASE_UNKNOWN = "BaseUnknown"  # the image records no base, and the request names none
-LAYER_NOT_FOUND = "LayerNotFound"
-TAG_MOVED = "TagMoved"
 
 _VERIFIED_MAX = 4096  # (blob digest, diff_id) pairs remembered as checked
 _DIGEST_STEP = 1024 * 1024  # bytes handed to the layer check per worker-thread call
