@@ -52,6 +52,11 @@ NOT_REACHED: dict[Grant, str] = {
         "kopf lists and watches Namespaces only when --namespace (the chart's watchNamespaces) "
         "restricts what it watches; e2e runs the operator cluster-wide")
     for verb in ("list", "watch")
+} | {
+    Grant("imagepatch.dev", "imagepatches", "patch", None): (
+        "metadata writes only: detection's close request and retargeting of an unstarted patch, "
+        "and removing a v0.1 finalizer; reached by test_detection.py::"
+        "test_patch_no_longer_needed_is_closed and test_handlers.py, not by these scenarios"),
 }
 
 
@@ -67,7 +72,9 @@ def audited(kube, crds, registry, tmp_path_factory) -> Iterator[tuple[OperatorPr
     proc = OperatorProcess(
         kubeconfig=service_account_kubeconfig(kube, work / "operator.kubeconfig"),
         log_path=work / "operator.log",
-        extra_args=["--registry-endpoint", f"{ECR}=http://{registry.host}", "--detect-tick", "1"],
+        # A Lease of its own, so it is created here (the session's other operators hold theirs).
+        extra_args=["--registry-endpoint", f"{ECR}=http://{registry.host}", "--detect-tick", "1",
+                    "--lease-name", f"rbac-audit-{uuid.uuid4().hex[:6]}"],
     )
     proc.start()
     try:
