@@ -9,15 +9,21 @@ PYTEST_ARGS ?=
 CHECKOV := .venv-checkov/bin/checkov --skip-download --compact --quiet
 HELM = $(shell bash tests/cluster/build-helm.sh --print)
 
-.PHONY: setup test demo unit lint checkov checkov-only pin-image bench cluster-up cluster-down clean
+.PHONY: setup test coverage demo unit lint checkov checkov-only pin-image bench cluster-up cluster-down clean
 
 ## setup: install Debian packages, the virtualenv and build the test control plane
 setup:
 	@bash .ci/setup
 
-## test: set up, lint, then run every test layer against real components
-test: setup lint
+## test: set up, lint, the unit coverage gate, then every test layer against real components
+test: setup lint coverage
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## coverage: unit tests alone, line+branch coverage per module; fails if core/ or model/ < 95%
+coverage: setup
+	$(PY) -m pytest tests/unit -q --cov=imagepatch --cov-branch \
+		--cov-report=term-missing:skip-covered --cov-report=json:.coverage.json
+	$(PY) -m tests.coverage_gate .coverage.json --min 95 imagepatch/core imagepatch/model
 
 ## demo: the end-to-end story on a local cluster, registry, moto and buildah (cleans up after itself)
 demo: setup
@@ -68,4 +74,4 @@ cluster-down:
 	@$(PY) -m tests.cluster.harness down --state-dir $(CLUSTER_DIR)
 
 clean: cluster-down
-	rm -rf .local .pytest_cache .ruff_cache
+	rm -rf .local .pytest_cache .ruff_cache .coverage .coverage.json

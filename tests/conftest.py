@@ -17,6 +17,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,6 +36,9 @@ class Kube:
     # The local API server's audit log of the operator's requests; None on an
     # external cluster.
     audit_log: Path | None = None
+    # The local control plane (None on an external cluster): tests that restart
+    # its kube-apiserver use it.
+    cluster: Any = None
 
     @property
     def api_client(self):  # -> kubernetes.client.ApiClient
@@ -68,8 +72,8 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
     cluster = LocalCluster(state_dir=tmp_path_factory.mktemp("cluster"), bin_dir=build_binaries())
     cluster.start()
     try:
-        yield Kube(kubeconfig=cluster.kubeconfig, kubectl_bin=str(cluster.bin_dir / "kubectl"), kwok=True,
-                   audit_log=cluster.audit_log)
+        yield Kube(kubeconfig=cluster.kubeconfig, kubectl_bin=str(cluster.bin_dir / "kubectl"),
+                   kwok=True, audit_log=cluster.audit_log, cluster=cluster)
     finally:
         cluster.stop()
 

@@ -6,8 +6,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
+import socket
 import sys
 from typing import TYPE_CHECKING
 
@@ -30,13 +32,34 @@ def _run(args: argparse.Namespace) -> int:
     )
     # httpx logs whole URLs at INFO; ECR blob redirects carry S3 signatures.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    # standalone: one replica with `strategy: Recreate` (see deploy/); kopf's
-    # peering pauses peers by priority, it is not leader election.
     if args.securityhub and not args.cluster_name:
         raise SystemExit("--securityhub needs --cluster-name (it goes into every finding's id)")
     memo = kopf.Memo(options=options_from_args(args))
     scope = {"namespaces": args.namespace} if args.namespace else {"clusterwide": True}
-    kopf.run(standalone=True, liveness_endpoint=args.liveness_endpoint, memo=memo, **scope)
+    # standalone: kopf's peering pauses peers by priority, it is not leader
+    # election; the Lease below decides which replica acts.
+    run = dict(standalone=True, liveness_endpoint=args.liveness_endpoint, memo=memo, **scope)
+    if not args.leader_elect:
+        kopf.run(**run)
+        return 0
+    return asyncio.run(_lead_then_run(args, run))
+
+
+async def _lead_then_run(args: argparse.Namespace, run: dict) -> int:
+    """Hold the Lease, then run kopf; exit non-zero the moment the Lease is lost."""
+    import kopf
+
+    from imagepatch.adapters.kube import Kube
+    from imagepatch.adapters.leader import LeaderElector, run_as_leader
+
+    identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}_{os.getpid()}"
+    elector = LeaderElector(
+        Kube(), namespace=args.operator_namespace, name=args.lease_name, identity=identity,
+        lease_duration=args.lease_duration,
+        renew_deadline=args.lease_duration * 2 / 3, renew_period=args.lease_duration / 3,
+    )
+    await run_as_leader(elector, lambda: kopf.operator(**run),
+                        standby_probe=args.liveness_endpoint)
     return 0
 
 
@@ -61,6 +84,8 @@ def options_from_args(args: argparse.Namespace) -> Options:
         metrics_port=args.metrics_port,
         securityhub=args.securityhub,
         cluster_name=args.cluster_name,
+        liveness_stale_after=args.liveness_stale_seconds,
+        namespaces=tuple(args.namespace),
     )
     if options.build_namespace == options.operator_namespace:
         log.warning(
@@ -114,6 +139,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cluster-name", default=os.environ.get("IMAGEPATCH_CLUSTER_NAME", ""),
                      help="this cluster's name in Security Hub finding ids (required with "
                           "--securityhub)")
+    run.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True,
+                     help="hold a coordination.k8s.io Lease before acting, so only one replica "
+                          "acts and others stand by (default: on)")
+    run.add_argument("--lease-name", default="imagepatch-leader",
+                     help="the Lease's name, in --operator-namespace (default: %(default)s)")
+    run.add_argument("--lease-duration", type=float, default=15.0,
+                     help="seconds a standby waits for an unrenewed Lease before taking over; "
+                          "the leader renews every third of it and gives up after two thirds "
+                          "(default: %(default)s)")
+    run.add_argument("--liveness-stale-seconds", type=float, default=300.0,
+                     help="the liveness probe fails after this long without a watch event or "
+                          "an API server answer (default: %(default)s)")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.set_defaults(func=_run)
     cli_report.add_parser(sub)

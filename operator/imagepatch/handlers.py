@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,14 +20,16 @@ from imagepatch.adapters.builders.codebuild import CodeBuildBuilder
 from imagepatch.adapters.builders.external import ExternalBuilder
 from imagepatch.adapters.builders.job import DEFAULT_BUILD_NAMESPACE, JobBuilder
 from imagepatch.adapters.builders.rebase import RebaseBuilder
-from imagepatch.adapters.errors import ConfigurationError, ConflictError, TransientError
+from imagepatch.adapters.errors import AdapterError
 from imagepatch.adapters.events import SqsEventSource
 from imagepatch.adapters.findings import FindingsReader
 from imagepatch.adapters.kube import Kube
 from imagepatch.adapters.registry import EcrCredentials, RegistryClient
 from imagepatch.adapters.securityhub import SecurityHubExporter
-from imagepatch.model.imagepatch import Phase
+from imagepatch.core.liveness import watch_liveness
 from imagepatch.reconcile.detection import Detector, PolicySecrets
+from imagepatch.reconcile.loops import PatchLoops
+from imagepatch.reconcile.outcomes import Backoff
 from imagepatch.reconcile.rollouts import RebuildTools
 
 
@@ -49,22 +52,37 @@ class Options:
     metrics_port: int | None = None
     securityhub: bool = False
     cluster_name: str = ""
+    # --namespace: the namespaces (or kopf glob patterns) to watch; empty: all.
+    namespaces: tuple[str, ...] = ()
+    # The liveness probe fails after this long without a watch event or an API answer.
+    liveness_stale_after: float = 300.0
 
 GROUP = "imagepatch.dev"
 POLICIES = (GROUP, "v1alpha1", "imagepatchpolicies")
 IMAGEPATCHES = (GROUP, "v1alpha1", "imagepatches")
-TERMINAL_PHASES = tuple(str(p) for p in Phase if p.terminal)
-# How often an unfinished ImagePatch is looked at: the health gate's resolution.
-PATCH_INTERVAL = 2.0
-# Level-based resync: a timer re-runs the reconcile even if a watch event was
-# lost (a dead watch stream leaves kopf silent otherwise: nolar/kopf#787).
+FINALIZER = f"{GROUP}/finalizer"
+log = logging.getLogger("imagepatch.handlers")
+# Level-based resync: every object is reconciled at least this often even if a
+# watch event was lost (a dead watch stream leaves kopf silent: nolar/kopf#787).
 RESYNC_SECONDS = 300.0
+
+
+@dataclass
+class Heartbeat:
+    """When the operator last heard from its watch streams (monotonic seconds)."""
+
+    started: float = field(default_factory=time.monotonic)
+    last_event: float | None = None
+
+    def saw_event(self) -> None:
+        self.last_event = time.monotonic()
 
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    memo.kube = Kube()
     options: Options = memo.get("options") or Options()
+    # --namespace scopes every list the operator makes, as it scopes kopf's watches.
+    memo.kube = Kube(namespaces=options.namespaces)
     secrets = PolicySecrets(options.operator_namespace)
     memo.registry = RegistryClient(
         credentials=secrets,
@@ -88,6 +106,17 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
                                       findings=findings)
     memo.detector = Detector(kube=memo.kube, registry=memo.registry, findings=findings,
                              secrets=secrets, securityhub=securityhub, tick=options.detect_tick)
+    memo.heartbeat = Heartbeat()
+    memo.stale_after = options.liveness_stale_after
+    memo.backoff = Backoff()
+
+    async def reconcile_one(name: str) -> float | None:
+        return await reconcile.reconcile_imagepatch_guarded(
+            name=name, kube=memo.kube, backoff=memo.backoff, tools=memo.rebuild_tools,
+            logger=logging.getLogger("imagepatch.rollouts"),
+        )
+
+    memo.loops = PatchLoops(reconcile_one, resync=RESYNC_SECONDS)
     memo.stop = asyncio.Event()
     memo.tasks = [asyncio.create_task(memo.detector.run(memo.stop), name="detection")]
     if options.events_queue_url:
@@ -100,7 +129,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.finalizer = FINALIZER
     # Only warnings become Kubernetes Events; "handler succeeded" is noise.
     settings.posting.level = logging.WARNING
     # Re-establish watches periodically, so a silently dead stream heals.
@@ -112,21 +141,35 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     memo.stop.set()
+    await memo.loops.aclose()
     for task in memo.tasks:
         task.cancel()
     await asyncio.gather(*memo.tasks, return_exceptions=True)
     await memo.registry.aclose()
 
 
-@kopf.on.event("apps", "v1", "deployments")
-def deployment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+# Event handlers run on the event loop (they are coroutines), so they never
+# race the detector's pass or a patch loop, which run there too; a plain
+# function would run in a worker thread and mutate the detector's cache while
+# a pass iterates it.
+@kopf.on.event("apps", "v1", "deployments", id="seen")
+async def deployment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """Keep the detector's set of opted-in Deployments current (no API calls here)."""
+    memo.heartbeat.saw_event()
     memo.detector.observe(event.get("type"), event.get("object") or {})
 
 
-@kopf.on.probe(id="ok")
-def liveness(**_: Any) -> bool:
-    return True
+@kopf.on.probe(id="watch")
+def liveness(memo: kopf.Memo, **_: Any) -> str:
+    """Fail (HTTP 500) when the operator has heard nothing from the API server for too long."""
+    state = watch_liveness(
+        now=time.monotonic(), started=memo.heartbeat.started,
+        last_event=memo.heartbeat.last_event, last_answer=memo.kube.last_answer,
+        stale_after=memo.stale_after,
+    )
+    if not state.alive:
+        raise kopf.PermanentError(state.message)
+    return state.message
 
 
 @kopf.on.resume(*POLICIES)
@@ -134,27 +177,34 @@ def liveness(**_: Any) -> bool:
 @kopf.on.update(*POLICIES)
 @kopf.timer(*POLICIES, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
 def policy(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    reconcile.reconcile_policy(body=body, patch=patch)
+    reconcile.reconcile_policy_guarded(body=body, patch=patch)
 
 
-# ImagePatches advance on a timer only: kopf never runs one object's timer
-# twice at once, so there is exactly one actor per ImagePatch, and a timer
-# is level-based by nature (it re-reads everything each time).
-def _unfinished(body: kopf.Body, **_: Any) -> bool:
-    return (body.get("status") or {}).get("phase") not in TERMINAL_PHASES
+@kopf.on.event(*POLICIES, id="policy-seen")
+async def policy_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """A policy's spec change (suspend, approval, window) wakes its waiting patches."""
+    memo.heartbeat.saw_event()
+    memo.loops.observe_policy(event.get("type"), event.get("object") or {})
 
 
-@kopf.timer(*IMAGEPATCHES, interval=PATCH_INTERVAL, sharp=False, when=_unfinished)
-async def imagepatch(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
-    try:
-        await reconcile.reconcile_imagepatch(
-            name=body["metadata"]["name"], kube=memo.kube, logger=logger,
-            tools=memo.get("rebuild_tools"),
-        )
-    except ConflictError:
-        return  # someone wrote in between: the next tick re-reads and re-plans
-    except TransientError as exc:
-        raise kopf.TemporaryError(f"{exc.reason}: {exc}", delay=exc.retry_after or 10) from None
-    except ConfigurationError as exc:
-        # A permission or a bad reference: retrying soon will not help.
-        raise kopf.TemporaryError(f"{exc.reason}: {exc}", delay=60) from None
+# Each unfinished ImagePatch has one loop (reconcile.loops): it reconciles,
+# sleeps until the plan's requeue time (or the resync), and is woken at once
+# by this watch event when a person changes the spec or the annotations. Its
+# own status writes arrive here too, and change nothing.
+@kopf.on.event(*IMAGEPATCHES, id="wake")
+async def imagepatch_event(
+    event: kopf.RawEvent, memo: kopf.Memo, logger: Any = log, **_: Any
+) -> None:
+    memo.heartbeat.saw_event()
+    body = event.get("object") or {}
+    memo.loops.observe(event.get("type"), body)
+    # Until v0.1 a kopf timer drove ImagePatches, and kopf gave each one its
+    # finalizer. Nothing removes it now (kopf does so only for resources with
+    # changing or spawning handlers), so a pruned patch would never go away.
+    meta = body.get("metadata") or {}
+    finalizers = meta.get("finalizers") or []
+    if FINALIZER in finalizers and event.get("type") != "DELETED":
+        try:
+            await memo.kube.remove_imagepatch_finalizer(meta["name"], finalizers, FINALIZER)
+        except AdapterError as exc:  # the next event tries again
+            logger.warning("could not remove the v0.1 finalizer of %s: %s", meta["name"], exc)

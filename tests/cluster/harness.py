@@ -263,6 +263,25 @@ class LocalCluster:
         self.pids.clear()
         self._save()
 
+    def stop_apiserver(self) -> None:
+        """Stop kube-apiserver alone (SIGTERM, then SIGKILL); etcd and the rest keep running."""
+        pid = self.pids.pop("kube-apiserver")
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.1)
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+        self._save()
+
+    def start_apiserver(self, *, timeout: float = 120.0) -> None:
+        """Start kube-apiserver again on the same port, with the same state in etcd."""
+        self._spawn("kube-apiserver", self._apiserver_args())
+        self._wait_http(f"{self.server}/readyz", "kube-apiserver", timeout)
+
     # -- helpers -----------------------------------------------------------------
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:

@@ -81,8 +81,11 @@ def test_sigkill_while_a_build_is_in_flight_leaves_exactly_one_build(kube, regis
     assert env["TARGET_IMAGE"] == f"{registry.host}/{app_repo}:1"
 
     first.kill()
-    operator_factory()
-    # Give the restarted operator time for several passes (2 s timer, 5 s build polls).
+    second = operator_factory()
+    # It stands by until the killed leader's Lease expires, then leads.
+    wait_for(lambda: second.log().count("became the leader") >= 2, timeout=90,
+             what="the restarted operator to take the Lease")
+    # Give it time for several passes (5 s build polls).
     time.sleep(12)
     status = given.get("imagepatch", patch)["status"]
     assert status["phase"] == "Building"

@@ -203,7 +203,7 @@ def test_helm_lint_strict(helm: Helm, eks_values: Path) -> None:
     helm.run("lint", "--strict", str(CHART), "--values", str(eks_values))
 
 
-def test_default_render_is_one_restricted_recreate_replica(helm: Helm) -> None:
+def test_default_render_is_one_restricted_rolling_replica(helm: Helm) -> None:
     docs = helm.template()
     assert sorted(d["kind"] for d in docs) == sorted(
         ["ServiceAccount", "ClusterRole", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
@@ -211,7 +211,9 @@ def test_default_render_is_one_restricted_recreate_replica(helm: Helm) -> None:
     ), "metrics are off by default: no Service, no ServiceMonitor"
     deploy = one(docs, "Deployment")
     assert deploy["spec"]["replicas"] == 1
-    assert deploy["spec"]["strategy"] == {"type": "Recreate"}
+    # Leader election makes a rolling update safe: the new pod stands by.
+    assert deploy["spec"]["strategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     pod = deploy["spec"]["template"]["spec"]
     (container,) = pod["containers"]
 
@@ -259,6 +261,9 @@ def test_eks_values_render_irsa_region_queue_namespaces_and_metrics(
     assert values_of("--events-queue-url") == [EKS_VALUES["aws"]["eventsQueueUrl"]]
     assert values_of("--namespace") == ["staging", "prod"]
     assert values_of("--metrics-port") == ["9090"]
+    # One Lease per release, in its namespace (the Role grants leases there only).
+    assert len(values_of("--lease-name")) == 1
+    assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container["env"]
     assert {"name": "AWS_REGION", "value": "eu-west-1"} in container["env"]
     # Secrets are read from the operator's own namespace, where the Role is.
     assert {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}} in container["env"]
@@ -317,7 +322,7 @@ def test_network_policy_admits_only_the_health_and_metrics_ports(helm: Helm, tmp
 @pytest.mark.parametrize(
     ("values", "error"),
     [
-        ({"replicaCount": 2}, "/replicaCount"),  # kopf peering is not leader election
+        ({"replicaCount": 0}, "/replicaCount"),
         ({"replicaCount": "1"}, "/replicaCount"),
         ({"aws": {"region": 5}}, "/aws/region"),
         ({"aws": {"region": "Europe"}}, "/aws/region"),
@@ -453,7 +458,8 @@ def test_deploy_kustomization_passes_server_dry_run_and_restricted_pss(
 
     docs = list(yaml.safe_load_all(kube.kubectl("kustomize", str(DEPLOY))))
     deployment = one(docs, "Deployment")
-    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
     # Its template raises no PodSecurity warning in a namespace warning at restricted...
     moved = copy.deepcopy(deployment)
     moved["metadata"]["namespace"] = restricted_namespace
@@ -592,3 +598,11 @@ def test_make_pin_image_pins_deploy_and_the_chart_by_digest(tmp_path: Path) -> N
     skips = " ".join((shipped["metadata"].get("annotations") or {}).values())
     assert "CKV_K8S_43" not in skips and "CKV_K8S_11" in skips
     assert yaml.safe_load((tmp_path / "charts/imagepatch/values.yaml").read_text())["image"]["digest"] == digest
+
+
+def test_two_replicas_render_with_a_rolling_update(helm: Helm, tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"replicaCount": 2}))
+    deploy = one(helm.template(values=values), "Deployment")
+    assert deploy["spec"]["replicas"] == 2
+    assert deploy["spec"]["strategy"]["type"] == "RollingUpdate"

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,10 +95,13 @@ class OperatorProcess:
         raise TimeoutError(f"operator liveness endpoint never answered:\n{self.log_tail()}")
 
     def healthz(self) -> int | None:
+        """The liveness probe's HTTP status (500: reported dead), or None if nothing answers."""
         try:
             url = f"http://127.0.0.1:{self.health_port}/healthz"
             with urllib.request.urlopen(url, timeout=2) as resp:
                 return int(resp.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
         except OSError:
             return None
 

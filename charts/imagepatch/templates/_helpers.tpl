@@ -99,6 +99,8 @@ The arguments of `imagepatch run`, one per line, built from the values.
 - {{ .Values.builds.namespace | quote }}
 - --detect-tick
 - {{ .Values.detectTick | toString | quote }}
+- --lease-name
+- {{ include "imagepatch.fullname" . | quote }}
 {{- if .Values.metrics.enabled }}
 - --metrics-port
 - {{ .Values.metrics.port | toString | quote }}

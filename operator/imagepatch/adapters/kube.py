@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import fnmatch
 import json
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import urllib3
@@ -85,20 +87,32 @@ def _json(resp: Any) -> dict[str, Any]:
 class Kube:
     """The operations imagepatch performs on the API server."""
 
-    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+    def __init__(
+        self, api_client: client.ApiClient | None = None, *, namespaces: Sequence[str] = ()
+    ) -> None:
+        """``namespaces``: the ``--namespace`` scope (names or kopf's glob patterns); empty: all."""
         self.api = api_client or load_api_client()
+        self.namespaces = tuple(namespaces)
         self.core = client.CoreV1Api(self.api)
         self.apps = client.AppsV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
+        self.coordination = client.CoordinationV1Api(self.api)
+        # When a request last got an answer from the API server (monotonic):
+        # the liveness probe reads it (handlers.liveness).
+        self.last_answer: float | None = None
 
     async def _call(self, what: str, fn, *args: Any, missing_ok: bool = False, **kwargs: Any):
         try:
-            return _json(await asyncio.to_thread(fn, *args, _preload_content=False, **kwargs))
+            data = _json(await asyncio.to_thread(fn, *args, _preload_content=False, **kwargs))
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
             error = classify(exc, what)
+            if isinstance(exc, ApiException) and (exc.status or 0) < 500:
+                self.last_answer = time.monotonic()  # an answer, if not the one we wanted
             if missing_ok and isinstance(error, NotFoundError):
                 return None
             raise error from None
+        self.last_answer = time.monotonic()
+        return data
 
     # -- imagepatch resources -------------------------------------------------------
 
@@ -166,6 +180,23 @@ class Kube:
         except (NotFoundError, ConflictError):
             return False
         return True
+
+    async def remove_imagepatch_finalizer(self, name: str, finalizers: Sequence[str],
+                                          finalizer: str) -> None:
+        """Drop ``finalizer`` from an ImagePatch, if the list is still ``finalizers``."""
+        index = list(finalizers).index(finalizer)
+        ops = [{"op": "test", "path": f"/metadata/finalizers/{index}", "value": finalizer},
+               {"op": "remove", "path": f"/metadata/finalizers/{index}"}]
+        try:
+            await self._call(f"remove finalizer of ImagePatch {name}",
+                             self.custom.patch_cluster_custom_object, GROUP, VERSION,
+                             "imagepatches", name, ops, missing_ok=True,
+                             _content_type="application/json-patch+json")
+        except ConfigurationError as exc:
+            if exc.reason != "Invalid":
+                raise
+            # A failed "test" op (422): the list changed since it was read.
+            raise ConflictError(str(exc), reason="Conflict") from None
 
     async def write_policy_status(self, name: str, status: Mapping[str, Any]) -> None:
         """Merge fields into a policy's status (no precondition: these fields are ours alone)."""
@@ -236,16 +267,40 @@ class Kube:
                          _content_type="application/merge-patch+json", missing_ok=True)
 
     async def list_opted_in_deployments(self, policy: str) -> list[dict[str, Any]]:
-        """Deployments in any namespace whose annotation names ``policy``.
+        """Deployments in the watched namespaces whose annotation names ``policy``.
 
         Annotations cannot be selected server-side, so this lists and filters.
+        With ``--namespace`` it lists only those namespaces (a glob pattern
+        lists all and keeps the matching ones, as kopf's watch does).
         """
-        data = await self._call("list Deployments", self.apps.list_deployment_for_all_namespaces)
+        everywhere = self.apps.list_deployment_for_all_namespaces
+        if not self.namespaces:
+            data = await self._call("list Deployments", everywhere)
+            items = list(data.get("items", []))
+        elif any(ch in ns for ns in self.namespaces for ch in "*?[!"):
+            data = await self._call("list Deployments", everywhere)
+            items = [d for d in data.get("items", []) if self.watches(d["metadata"]["namespace"])]
+        else:
+            items = []
+            for ns in self.namespaces:
+                data = await self._call(f"list Deployments in {ns}",
+                                        self.apps.list_namespaced_deployment, ns)
+                items.extend(data.get("items", []))
         return [
             d
-            for d in data.get("items", [])
+            for d in items
             if (d["metadata"].get("annotations") or {}).get(POLICY_ANNOTATION) == policy
         ]
+
+    def watches(self, namespace: str) -> bool:
+        """Is ``namespace`` in the ``--namespace`` scope? (kopf's globs; ``!`` excludes)."""
+        if not self.namespaces:
+            return True
+        included = [p for p in self.namespaces if not p.startswith("!")]
+        excluded = [p[1:] for p in self.namespaces if p.startswith("!")]
+        if any(fnmatch.fnmatchcase(namespace, p) for p in excluded):
+            return False
+        return not included or any(fnmatch.fnmatchcase(namespace, p) for p in included)
 
     async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._call(f"get Secret {namespace}/{name}", self.core.read_namespaced_secret,
@@ -296,6 +351,26 @@ class Kube:
             body,
             _content_type="application/strategic-merge-patch+json",
         )
+
+    # -- leader election (coordination.k8s.io Leases) -------------------------------
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._call(f"get Lease {namespace}/{name}",
+                                self.coordination.read_namespaced_lease, name, namespace,
+                                missing_ok=True, _request_timeout=5)
+
+    async def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create it; ConflictError if another replica created it first."""
+        return await self._call(f"create Lease {namespace}/{body['metadata']['name']}",
+                                self.coordination.create_namespaced_lease, namespace, dict(body),
+                                _request_timeout=5)
+
+    async def replace_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace it; ``metadata.resourceVersion`` is the precondition (ConflictError)."""
+        name = body["metadata"]["name"]
+        return await self._call(f"update Lease {namespace}/{name}",
+                                self.coordination.replace_namespaced_lease, name, namespace,
+                                dict(body), _request_timeout=5)
 
     # -- events ---------------------------------------------------------------------
 

@@ -7,10 +7,21 @@ event does no harm and a restarted operator resumes where it stopped.
 
 * ``policies``: an ImagePatchPolicy's own status;
 * ``detection``: which running images need a patch, and why;
-* ``rollouts``: an ImagePatch's digest-pinned rollout, gate and rollback.
+* ``rollouts``: an ImagePatch's digest-pinned rollout, gate and rollback;
+* ``outcomes``: every error of a reconcile as a condition and a requeue time;
+* ``loops``: one loop per unfinished ImagePatch, sleeping until due or woken.
 """
 
+from imagepatch.reconcile.outcomes import (
+    reconcile_imagepatch_guarded,
+    reconcile_policy_guarded,
+)
 from imagepatch.reconcile.policies import reconcile_policy
 from imagepatch.reconcile.rollouts import reconcile_imagepatch
 
-__all__ = ["reconcile_imagepatch", "reconcile_policy"]
+__all__ = [
+    "reconcile_imagepatch",
+    "reconcile_imagepatch_guarded",
+    "reconcile_policy",
+    "reconcile_policy_guarded",
+]

@@ -1,0 +1,267 @@
+"""An in-memory implementation of the project's own ``Kube`` adapter interface.
+
+For unit tests of ``reconcile/`` and ``handlers.py`` only: it keeps objects in
+dicts, bumps ``resourceVersion`` on every write and enforces the same
+preconditions the adapter sends (a stale ``resourceVersion`` raises
+``ConflictError``), and counts calls, so a test can assert how many reads a
+loop made. It is not a Kubernetes API server: e2e tests use the real one.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+from imagepatch.adapters.errors import ConfigurationError, ConflictError, TransientError
+
+POLICY_ANNOTATION = "imagepatch.dev/policy"
+
+
+class MemoryKube:
+    def __init__(self) -> None:
+        self.policies: dict[str, dict[str, Any]] = {}
+        self.patches: dict[str, dict[str, Any]] = {}
+        self.deployments: dict[tuple[str, str], dict[str, Any]] = {}
+        self.pods: dict[str, list[dict[str, Any]]] = {}
+        self.namespaces: dict[str, dict[str, str]] = {}
+        self.leases: dict[tuple[str, str], dict[str, Any]] = {}
+        self.events: list[dict[str, Any]] = []
+        self.calls: Counter[str] = Counter()
+        self.fail: dict[str, Exception] = {}  # method name -> error to raise (once per call)
+        self.last_answer: float | None = None
+        self._rv = itertools.count(1)
+
+    # -- helpers for tests ---------------------------------------------------------
+
+    def _enter(self, method: str) -> None:
+        self.calls[method] += 1
+        error = self.fail.get(method)
+        if error is not None:
+            raise error
+
+    def _stamp(self, obj: dict[str, Any]) -> dict[str, Any]:
+        meta = obj.setdefault("metadata", {})
+        meta["resourceVersion"] = str(next(self._rv))
+        meta.setdefault("generation", 1)
+        meta.setdefault("uid", f"uid-{meta.get('namespace', '')}-{meta.get('name', '')}")
+        return obj
+
+    def add_policy(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+        self.policies[name] = self._stamp({"metadata": {"name": name}, "spec": dict(spec)})
+        return self.policies[name]
+
+    def add_patch(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+        self.patches[name] = self._stamp({"metadata": {"name": name}, "spec": dict(spec)})
+        return self.patches[name]
+
+    def edit_patch_spec(self, name: str, **spec: Any) -> None:
+        """What ``kubectl patch`` of the spec does: new spec, generation + 1."""
+        body = self.patches[name]
+        body["spec"].update(spec)
+        body["metadata"]["generation"] += 1
+        self._stamp(body)
+
+    def add_deployment(self, namespace: str, name: str, *, image: str, policy: str,
+                       replicas: int = 1) -> dict[str, Any]:
+        self.namespaces.setdefault(namespace, {})
+        dep = {
+            "metadata": {"name": name, "namespace": namespace,
+                         "annotations": {POLICY_ANNOTATION: policy}},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"containers": [{"name": "app", "image": image}]}}},
+            "status": {},
+        }
+        self.deployments[(namespace, name)] = self._stamp(dep)
+        return dep
+
+    # -- imagepatch resources ------------------------------------------------------
+
+    async def get_policy(self, name: str) -> dict[str, Any] | None:
+        self._enter("get_policy")
+        return copy.deepcopy(self.policies.get(name))
+
+    async def get_imagepatch(self, name: str) -> dict[str, Any] | None:
+        self._enter("get_imagepatch")
+        return copy.deepcopy(self.patches.get(name))
+
+    async def list_policies(self) -> list[dict[str, Any]]:
+        self._enter("list_policies")
+        return copy.deepcopy(list(self.policies.values()))
+
+    async def annotate_imagepatch(self, name: str, annotations: Mapping[str, str | None]) -> None:
+        self._enter("annotate_imagepatch")
+        body = self.patches.get(name)
+        if body is None:
+            return
+        current = body["metadata"].setdefault("annotations", {})
+        for k, v in annotations.items():
+            if v is None:
+                current.pop(k, None)
+            else:
+                current[k] = v
+        self._stamp(body)
+
+    async def set_imagepatch_targets(
+        self, name: str, targets: list[dict[str, Any]], *, resource_version: str
+    ) -> None:
+        self._enter("set_imagepatch_targets")
+        body = self.patches.get(name)
+        if body is None:
+            return
+        if body["metadata"]["resourceVersion"] != resource_version:
+            raise ConflictError(f"ImagePatch {name} changed", reason="Conflict")
+        body["spec"]["targets"] = copy.deepcopy(targets)
+        body["metadata"]["generation"] += 1
+        self._stamp(body)
+
+    async def list_imagepatches(self, *, label_selector: str = "") -> list[dict[str, Any]]:
+        self._enter("list_imagepatches")
+        return copy.deepcopy(list(self.patches.values()))
+
+    async def create_imagepatch(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        self._enter("create_imagepatch")
+        name = body["metadata"]["name"]
+        if name in self.patches:
+            return None
+        self.patches[name] = self._stamp(copy.deepcopy(dict(body)))
+        return copy.deepcopy(self.patches[name])
+
+    async def delete_imagepatch(self, name: str, *, resource_version: str) -> bool:
+        self._enter("delete_imagepatch")
+        body = self.patches.get(name)
+        if body is None or body["metadata"]["resourceVersion"] != resource_version:
+            return False
+        del self.patches[name]
+        return True
+
+    async def remove_imagepatch_finalizer(self, name: str, finalizers, finalizer: str) -> None:
+        self._enter("remove_imagepatch_finalizer")
+        body = self.patches.get(name)
+        if body is None:
+            return
+        current = body["metadata"].get("finalizers") or []
+        if current != list(finalizers):
+            raise ConflictError("finalizers changed", reason="Conflict")
+        body["metadata"]["finalizers"] = [f for f in current if f != finalizer]
+        self._stamp(body)
+
+    async def write_policy_status(self, name: str, status: Mapping[str, Any]) -> None:
+        self._enter("write_policy_status")
+        self.policies[name].setdefault("status", {}).update(copy.deepcopy(dict(status)))
+
+    async def write_imagepatch_status(
+        self, name: str, status: Mapping[str, Any], *, resource_version: str
+    ) -> dict[str, Any]:
+        self._enter("write_imagepatch_status")
+        body = self.patches[name]
+        if body["metadata"]["resourceVersion"] != resource_version:
+            raise ConflictError(f"ImagePatch {name} changed", reason="Conflict")
+        merged = body.setdefault("status", {})
+        for key, value in copy.deepcopy(dict(status)).items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        self._stamp(body)
+        return copy.deepcopy(body)
+
+    # -- workloads -----------------------------------------------------------------
+
+    async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self._enter("get_deployment")
+        return copy.deepcopy(self.deployments.get((namespace, name)))
+
+    async def list_pods(self, namespace: str, selector: Mapping[str, Any]) -> list[dict[str, Any]]:
+        self._enter("list_pods")
+        return copy.deepcopy(self.pods.get(namespace, []))
+
+    async def list_namespace_pods(self, namespace: str) -> list[dict[str, Any]]:
+        self._enter("list_namespace_pods")
+        return copy.deepcopy(self.pods.get(namespace, []))
+
+    async def annotate_deployment(
+        self, namespace: str, name: str, annotations: Mapping[str, str | None]
+    ) -> None:
+        self._enter("annotate_deployment")
+        dep = self.deployments.get((namespace, name))
+        if dep is None:
+            return
+        current = dep["metadata"].setdefault("annotations", {})
+        for k, v in annotations.items():
+            if v is None:
+                current.pop(k, None)
+            else:
+                current[k] = v
+        self._stamp(dep)
+
+    async def list_opted_in_deployments(self, policy: str) -> list[dict[str, Any]]:
+        self._enter("list_opted_in_deployments")
+        return [copy.deepcopy(d) for d in self.deployments.values()
+                if (d["metadata"].get("annotations") or {}).get(POLICY_ANNOTATION) == policy]
+
+    async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self._enter("get_secret")
+        return None
+
+    async def namespace_labels(self, name: str) -> dict[str, str]:
+        self._enter("namespace_labels")
+        return dict(self.namespaces.get(name, {}))
+
+    async def set_container_image(
+        self, namespace: str, name: str, *, container: str, image: str, resource_version: str,
+        annotations: Mapping[str, str] | None = None, allow_unpinned: bool = False,
+    ) -> dict[str, Any]:
+        self._enter("set_container_image")
+        dep = self.deployments[(namespace, name)]
+        if dep["metadata"]["resourceVersion"] != resource_version:
+            raise ConflictError(f"Deployment {namespace}/{name} changed", reason="Conflict")
+        if not allow_unpinned and "@sha256:" not in image:
+            raise ConfigurationError(f"unpinned {image}", reason="UnpinnedImage")
+        dep["metadata"].setdefault("annotations", {}).update(annotations or {})
+        for c in dep["spec"]["template"]["spec"]["containers"]:
+            if c["name"] == container:
+                c["image"] = image
+        dep["metadata"]["generation"] += 1
+        self._stamp(dep)
+        return copy.deepcopy(dep)
+
+    # -- leases --------------------------------------------------------------------
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self._enter("get_lease")
+        return copy.deepcopy(self.leases.get((namespace, name)))
+
+    async def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        self._enter("create_lease")
+        key = (namespace, body["metadata"]["name"])
+        if key in self.leases:
+            raise ConflictError("exists", reason="Conflict")
+        self.leases[key] = self._stamp(copy.deepcopy(dict(body)))
+        return copy.deepcopy(self.leases[key])
+
+    async def replace_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        self._enter("replace_lease")
+        key = (namespace, body["metadata"]["name"])
+        current = self.leases.get(key)
+        if current is None or current["metadata"]["resourceVersion"] != \
+                body["metadata"].get("resourceVersion"):
+            raise ConflictError("changed", reason="Conflict")
+        self.leases[key] = self._stamp(copy.deepcopy(dict(body)))
+        return copy.deepcopy(self.leases[key])
+
+    # -- events --------------------------------------------------------------------
+
+    async def emit_event(
+        self, *, involved: Mapping[str, Any], type: str, reason: str, message: str
+    ) -> None:
+        self._enter("emit_event")
+        self.events.append({"involved": dict(involved), "type": type, "reason": reason,
+                            "message": message})
+
+
+def unavailable(what: str = "API") -> TransientError:
+    return TransientError(f"{what}: HTTP 503", reason="APIUnavailable")

@@ -1,0 +1,161 @@
+"""kopf wiring (handlers.py): what each handler does with its event, without kopf running.
+
+The handlers are called as kopf calls them (keyword arguments, a memo), with
+the in-memory ``Kube`` from tests/support/memkube.py behind the detector.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+
+import kopf
+import pytest
+
+from imagepatch import handlers
+from imagepatch.reconcile.detection import Detector
+from imagepatch.reconcile.loops import PatchLoops
+from tests.support.memkube import MemoryKube, unavailable
+
+
+def deployment(i: int, policy: str = "pol") -> dict:
+    return {"metadata": {"uid": f"u{i}", "name": f"web{i}", "namespace": "shop",
+                         "annotations": {"imagepatch.dev/policy": policy}},
+            "spec": {"template": {"spec": {"containers": []}}}}
+
+
+class YieldingKube(MemoryKube):
+    """Its list calls yield to the event loop, as a real API call does."""
+
+    async def list_policies(self):
+        await asyncio.sleep(0)
+        return await super().list_policies()
+
+    async def write_policy_status(self, name, status):
+        await asyncio.sleep(0)
+        return await super().write_policy_status(name, status)
+
+
+def memo_with(kube: MemoryKube) -> kopf.Memo:
+    memo = kopf.Memo()
+    memo.kube = kube
+    memo.heartbeat = handlers.Heartbeat()
+    memo.stale_after = 300.0
+    memo.detector = Detector(kube=kube, registry=None, findings=None, secrets=None,
+                             securityhub=None, tick=5.0)
+    return memo
+
+
+def test_deployment_events_run_on_the_event_loop_not_in_a_thread() -> None:
+    # kopf runs plain functions in a worker thread: they would mutate the
+    # detector's cache while a pass iterates it on the loop.
+    assert inspect.iscoroutinefunction(handlers.deployment_event)
+    assert inspect.iscoroutinefunction(handlers.imagepatch_event)
+
+
+def test_deployment_events_interleave_safely_with_a_detection_pass() -> None:
+    async def scenario() -> tuple[int, int]:
+        kube = YieldingKube()
+        kube.add_policy("pol", {"namespaceSelector": {}})
+        memo = memo_with(kube)
+        for i in range(50):
+            await handlers.deployment_event(event={"type": None, "object": deployment(i)},
+                                            memo=memo)
+        detection = asyncio.create_task(memo.detector.evaluate_all())
+        for i in range(50, 300):  # a burst of watch events while the pass runs
+            await handlers.deployment_event(event={"type": "ADDED", "object": deployment(i)},
+                                            memo=memo)
+            await asyncio.sleep(0)
+        await detection  # raises if the cache changed size under the pass
+        return len(memo.detector.workloads), memo.detector.passes
+
+    assert asyncio.run(scenario()) == (300, 1)
+
+
+def test_a_deployment_event_is_a_heartbeat_and_feeds_the_detector() -> None:
+    async def scenario() -> tuple[float | None, set]:
+        memo = memo_with(MemoryKube())
+        await handlers.deployment_event(event={"type": "ADDED", "object": deployment(1)},
+                                        memo=memo)
+        await handlers.deployment_event(
+            event={"type": "DELETED", "object": deployment(1)}, memo=memo)
+        await handlers.deployment_event(event={"type": "ADDED", "object": deployment(2)},
+                                        memo=memo)
+        return memo.heartbeat.last_event, set(memo.detector.workloads)
+
+    last_event, uids = asyncio.run(scenario())
+    assert last_event is not None
+    assert uids == {"u2"}
+
+
+def test_imagepatch_events_drive_the_loops() -> None:
+    async def scenario() -> tuple[list[str], list[str]]:
+        calls: list[str] = []
+
+        async def reconcile(name: str) -> float | None:
+            calls.append(name)
+            return None
+
+        memo = memo_with(MemoryKube())
+        memo.loops = PatchLoops(reconcile, resync=60)
+        obj = {"metadata": {"name": "p1", "generation": 1}}
+        await handlers.imagepatch_event(event={"type": None, "object": obj}, memo=memo)
+        await asyncio.sleep(0.02)
+        await handlers.imagepatch_event(
+            event={"type": "MODIFIED", "object": {**obj, "status": {"phase": "AwaitingApproval"}}},
+            memo=memo)
+        await asyncio.sleep(0.02)
+        await handlers.policy_event(event={"type": None, "object": {"metadata": {
+            "name": "pol", "generation": 1}}}, memo=memo)
+        running = sorted(memo.loops.running())
+        await memo.loops.aclose()
+        return calls, running
+
+    calls, running = asyncio.run(scenario())
+    assert calls == ["p1"]  # its own status write did not wake it
+    assert running == ["p1"]
+
+
+def test_liveness_answers_while_the_api_answers_and_fails_when_it_goes_quiet() -> None:
+    kube = MemoryKube()
+    memo = memo_with(kube)
+    kube.last_answer = time.monotonic()
+    assert "ago" in handlers.liveness(memo=memo)
+
+    memo.heartbeat.started = time.monotonic() - 1000
+    kube.last_answer = time.monotonic() - 900
+    memo.heartbeat.last_event = time.monotonic() - 800
+    with pytest.raises(kopf.PermanentError, match="no watch event and no API answer"):
+        handlers.liveness(memo=memo)
+
+
+def test_policy_handler_records_conditions_in_the_patch() -> None:
+    body = kopf.Body({"metadata": {"name": "pol", "generation": 2},
+                      "spec": {"namespaceSelector": {}}})
+    patch = kopf.Patch()
+    handlers.policy(body=body, patch=patch)
+    assert patch["status"]["conditions"][0]["type"] == "Ready"
+    assert patch["status"]["observedGeneration"] == 2
+
+
+def test_the_v0_1_finalizer_is_removed_so_pruned_patches_can_go() -> None:
+    async def scenario() -> tuple[list, int]:
+        kube = MemoryKube()
+        body = kube.add_patch("old", {"image": "x", "policy": "pol"})
+        body["metadata"]["finalizers"] = ["imagepatch.dev/finalizer", "other/keep"]
+        memo = memo_with(kube)
+        memo.loops = PatchLoops(lambda name: asyncio.sleep(0), resync=60)
+        finished = {**body, "status": {"phase": "Succeeded"}}
+        await handlers.imagepatch_event(event={"type": None, "object": finished}, memo=memo)
+        # A conflicting edit meanwhile: logged, and the next event tries again.
+        kube.fail["remove_imagepatch_finalizer"] = unavailable()
+        await handlers.imagepatch_event(
+            event={"type": "MODIFIED", "object": {**finished, "metadata": {
+                **body["metadata"], "finalizers": ["imagepatch.dev/finalizer"]}}}, memo=memo)
+        return kube.patches["old"]["metadata"]["finalizers"], kube.calls[
+            "remove_imagepatch_finalizer"]
+
+    finalizers, calls = asyncio.run(scenario())
+    assert finalizers == ["other/keep"]
+    assert calls == 2

@@ -1,0 +1,94 @@
+"""The ImagePatch reconcile path (reconcile/rollouts.py) on the in-memory Kube.
+
+observe → plan → record → act, against tests/support/memkube.py: intent is
+recorded before the Deployment is patched, a second pass never patches
+again, a stale read patches nothing, and a patch that waits asks to be woken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+from imagepatch.core.rollout import GATE_POLL
+from imagepatch.reconcile.rollouts import reconcile_imagepatch
+from tests.support.memkube import MemoryKube
+
+T0 = dt.datetime(2026, 11, 27, 9, 0, tzinfo=dt.UTC)
+APP = "registry.local/app"
+DIGEST = "sha256:" + "a" * 64
+GATE = {"progressDeadlineSeconds": 600, "healthyFor": "30s", "maxRestarts": 0}
+
+
+def reconcile(kube: MemoryKube, name: str = "p1"):
+    return asyncio.run(reconcile_imagepatch(name=name, kube=kube, clock=lambda: T0))
+
+
+def given_a_pinned_patch() -> MemoryKube:
+    kube = MemoryKube()
+    kube.add_policy("pol", {"namespaceSelector": {}, "rollout": GATE})
+    kube.add_deployment("shop", "web", image=f"{APP}:1.4", policy="pol")
+    kube.add_patch("p1", {"image": APP, "policy": "pol", "reason": "Manual", "targetDigest": DIGEST})
+    return kube
+
+
+def test_intent_is_recorded_before_the_one_patch_and_a_second_pass_does_not_patch() -> None:
+    kube = given_a_pinned_patch()
+    writes: list[str] = []
+    record, patch_image = kube.write_imagepatch_status, kube.set_container_image
+
+    async def recording(name, status, *, resource_version):
+        phases = [r.get("phase") for r in status.get("rollouts") or []]
+        writes.append(f"status {phases}")
+        return await record(name, status, resource_version=resource_version)
+
+    async def patching(*args, **kwargs):
+        writes.append("patch")
+        return await patch_image(*args, **kwargs)
+
+    kube.write_imagepatch_status, kube.set_container_image = recording, patching
+    assert reconcile(kube) == GATE_POLL
+    assert writes.index("status ['Patching']") < writes.index("patch")
+    image = kube.deployments[("shop", "web")]["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == f"{APP}:1.4@{DIGEST}"
+    assert kube.patches["p1"]["status"]["rollouts"][0]["phase"] == "Gating"
+
+    reconcile(kube)
+    assert writes.count("patch") == 1
+
+
+def test_a_deployment_changed_since_it_was_read_is_re_read_and_re_planned() -> None:
+    kube = given_a_pinned_patch()
+    patch_image = kube.set_container_image
+    versions: list[str] = []
+
+    async def someone_writes_first_once(namespace, name, **kwargs):
+        versions.append(kwargs["resource_version"])
+        if len(versions) == 1:  # a label change lands between our read and our patch
+            kube.deployments[(namespace, name)]["metadata"]["resourceVersion"] = "elsewhere"
+        return await patch_image(namespace, name, **kwargs)
+
+    kube.set_container_image = someone_writes_first_once
+    reconcile(kube)
+    # The stale write was refused; the retry carried the version it had just read.
+    assert len(versions) == 2 and versions[1] == "elsewhere"
+    image = kube.deployments[("shop", "web")]["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == f"{APP}:1.4@{DIGEST}"
+
+
+def test_a_finished_or_missing_patch_asks_for_nothing() -> None:
+    kube = given_a_pinned_patch()
+    kube.patches["p1"]["status"] = {"phase": "Succeeded"}
+    assert reconcile(kube) is None
+    assert reconcile(kube, "missing") is None
+    assert kube.calls["set_container_image"] == 0
+
+
+def test_a_missing_policy_waits_and_says_so() -> None:
+    kube = given_a_pinned_patch()
+    del kube.policies["pol"]
+    after = reconcile(kube)
+    assert after is not None and after > 0  # it looks again (a policy may be created)
+    assert kube.patches["p1"]["status"]["phase"] == "Pending"
+    stalled = {c["type"]: c for c in kube.patches["p1"]["status"]["conditions"]}["Stalled"]
+    assert stalled["reason"] == "PolicyNotFound"
