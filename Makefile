@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 CHECKOV := .venv-checkov/bin/checkov --skip-download --compact --quiet
 HELM = $(shell bash tests/cluster/build-helm.sh --print)
 
-.PHONY: setup test coverage demo unit lint checkov checkov-only pin-image bench cluster-up cluster-down clean
+.PHONY: setup test coverage demo unit lint checkov checkov-only pin-image bench bench-chart cluster-up cluster-down clean
 
 ## setup: install Debian packages, the virtualenv and build the test control plane
 setup:
@@ -33,9 +33,16 @@ demo: setup
 unit: setup
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-## bench: measured figures (printed, never asserted), e.g. broken pod -> rollback latency
+## bench: measured figures (printed, never asserted): the fleet at 100 and 1,000 workloads
+## (BENCH_LARGE=1 adds 3,000; writes bench-results.json, see docs/benchmarks.md), and
+## broken pod -> rollback latency
 bench: setup
 	$(PY) -m pytest tests/bench -s -q $(PYTEST_ARGS)
+
+## bench-chart: docs/benchmarks-scaling.png from bench-results.json (installs the bench extra, matplotlib)
+bench-chart: setup
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m tests.bench.chart
 
 ## lint: ruff, import-linter (core/ and model/ stay free of I/O) and checkov
 lint: setup

@@ -61,6 +61,8 @@ class OperatorProcess:
     log_path: Path
     extra_args: list[str] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Debug logging costs CPU at a thousand workloads: benchmarks turn it off.
+    verbose: bool = True
     health_port: int = 0
     proc: subprocess.Popen | None = None
 
@@ -75,7 +77,7 @@ class OperatorProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "imagepatch", "run", "--verbose",
+                sys.executable, "-m", "imagepatch", "run", *(["--verbose"] if self.verbose else []),
                 "--liveness-endpoint", f"http://127.0.0.1:{self.health_port}/healthz",
                 *self.extra_args,
             ],

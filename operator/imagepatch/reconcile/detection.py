@@ -57,7 +57,7 @@ from imagepatch.adapters.registry import (
 from imagepatch.core import compliance, reasons
 from imagepatch.core.compliance import Assessment, ContainerFacts, KnownPatch, State
 from imagepatch.core.events import ImageSignal
-from imagepatch.core.images import ImageRef, is_ecr_host, parse_image
+from imagepatch.core.images import ImageRef, is_digest, is_ecr_host, parse_image
 from imagepatch.core.policy import REQUESTED_AT_ANNOTATION
 from imagepatch.core.reasons import (
     EVALUATION_FAILED,
@@ -636,8 +636,12 @@ class Detector:
                 facts = replace(facts, base_current=base.digest, base_platforms=base.platforms)
                 if not base_digest and override:
                     # The image records no base digest: the annotation names the base,
-                    # so what runs is taken to be built on the base as it is now.
-                    facts = replace(facts, base_digest=base.digest)
+                    # so what runs is taken to be built on the base as it was when this
+                    # digest was first seen (remembered in our state annotation), else
+                    # on the base as it is now. Without the memory a base push could
+                    # never make such a workload outdated.
+                    remembered = _remembered_base_digest(dep, name, digest, base_name)
+                    facts = replace(facts, base_digest=remembered or base.digest)
         except AdapterError as exc:
             return replace(facts, error_reason=exc.reason, error=str(exc))
         return await self._with_findings(facts, ref, spec)
@@ -948,6 +952,28 @@ def _base_to_follow(base_name: str, override: str) -> ImageRef | None:
         if not ref.digest:
             return ImageRef(host=ref.host, repository=ref.repository, tag="latest")
     return None
+
+
+def _remembered_base_digest(
+    dep: Mapping[str, Any], container: str, digest: str, base_name: str
+) -> str:
+    """The base digest our state annotation recorded for this container at this digest.
+
+    Only for lineage taken from the workload annotation, the same image digest and
+    the same base name; anything else (or a value that is not a digest) is "".
+    """
+    for record in _previous_state(dep.get("metadata") or {}).get("containers") or ():
+        if not isinstance(record, Mapping):
+            continue
+        if (
+            record.get("name") == container
+            and record.get("digest") == digest
+            and record.get("base") == base_name
+            and record.get("lineage") == "workload-annotation"
+        ):
+            value = record.get("baseDigest")
+            return value if isinstance(value, str) and is_digest(value) else ""
+    return ""
 
 
 def _previous_state(meta: Mapping[str, Any]) -> dict[str, Any]:
