@@ -73,6 +73,7 @@ from imagepatch.model.names import (
     BASE_ANNOTATION,
     POLICY_ANNOTATION,
     POLICY_LABEL,
+    PREFIX,
     REBUILD_ANNOTATION,
     STATE_ANNOTATION,
 )
@@ -230,7 +231,7 @@ class Detector:
                 self.orphans[uid] = (meta.get("namespace", ""), meta.get("name", ""))
             return
         self.orphans.pop(uid, None)
-        self.workloads[uid] = dict(body)
+        self.workloads[uid] = _slim(body)
 
     async def on_signals(self, signals: Sequence[ImageSignal]) -> None:
         """Queue events: re-evaluate the named images now, not at the next interval."""
@@ -903,6 +904,37 @@ def _annotation_problem(dep: Mapping[str, Any]) -> str:
         except ValueError as exc:
             return f"annotation {BASE_ANNOTATION}: {_clip(str(exc), 300)}"
     return ""
+
+
+_KEPT_METADATA = ("name", "namespace", "uid", "resourceVersion", "generation")
+
+
+def _slim(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What detection reads of a Deployment, and nothing else.
+
+    The cache holds every opted-in Deployment; a whole body (managedFields,
+    status, the full pod template) costs ~50 KiB, so 1,000 workloads cost
+    ~50 MiB of RSS for fields nothing reads. Kept: identity, our own
+    ``imagepatch.dev/*`` annotations, the selector, and each container's name
+    and image.
+    """
+    meta = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    pod = (spec.get("template") or {}).get("spec") or {}
+    kept = {k: meta[k] for k in _KEPT_METADATA if k in meta}
+    kept["annotations"] = {
+        k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith(PREFIX)
+    }
+    return {
+        "metadata": kept,
+        "spec": {
+            "selector": spec.get("selector") or {},
+            "template": {"spec": {"containers": [
+                {"name": c.get("name"), "image": c.get("image")}
+                for c in pod.get("containers") or []
+            ]}},
+        },
+    }
 
 
 def _containers(dep: Mapping[str, Any]) -> list[Mapping[str, Any]]:
