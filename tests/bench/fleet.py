@@ -83,6 +83,9 @@ class FleetSpec:
     bases: int = 5
     vulnerable_every: int = 10
     idle_seconds: float = 60.0
+    # Watch only the fleet's namespaces (--namespace PREFIX-*): for a run that shares its
+    # cluster with other tests, whose leftover opted-in workloads would be counted too.
+    own_namespaces_only: bool = False
 
     @property
     def apps_on_first_base(self) -> int:
@@ -393,7 +396,8 @@ def run_fleet(kube, audit_log: Path | None, registry, moto_server, workdir: Path
         kubeconfig=service_account_kubeconfig(kube, workdir / "operator.kubeconfig"),
         log_path=workdir / "operator.log", verbose=False,
         extra_args=["--registry-endpoint", f"{ECR}=http://{reg_proxy.host}", "--aws-region", REGION,
-                    "--events-queue-url", queue],
+                    "--events-queue-url", queue, "--lease-name", f"{prefix}-leader",
+                    *(["--namespace", f"{prefix}-*"] if spec.own_namespaces_only else [])],
         extra_env={**moto_server.env(), "AWS_ENDPOINT_URL": aws_proxy.url},
     )
     operator.start()
