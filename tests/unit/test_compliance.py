@@ -575,3 +575,9 @@ def test_a_patch_asked_to_close_no_longer_makes_its_image_patching():
                          phase="RollingOut", started=True, close_requested=True)
     assert not started.closing
     assert overlay(S.COMPLIANT, REPO, RUNNING, [started]) == S.PATCHING
+
+
+def test_image_tag_of_an_invalid_reference_is_empty():
+    from imagepatch.core.compliance import image_tag
+
+    assert (image_tag(f"{REPO}:1.4"), image_tag(f"{REPO}@{RUNNING}"), image_tag("Not A Ref")) == ("1.4", "", "")

@@ -92,3 +92,42 @@ def test_a_missing_policy_waits_and_says_so() -> None:
     assert kube.patches["p1"]["status"]["phase"] == "Pending"
     stalled = {c["type"]: c for c in kube.patches["p1"]["status"]["conditions"]}["Stalled"]
     assert stalled["reason"] == "PolicyNotFound"
+
+
+# --- exact targets and holders, through the reconcile path ---------------------------------
+
+
+def test_a_patch_without_targets_discovers_them_at_its_tag_and_digest() -> None:
+    kube = MemoryKube()
+    kube.add_policy("pol", {"namespaceSelector": {}, "rollout": GATE})
+    kube.add_deployment("shop", "web", image=f"{APP}:1.4", policy="pol")
+    kube.add_deployment("shop", "next", image=f"{APP}:1.5", policy="pol")
+    running = "sha256:" + "0" * 64
+    # The pods of the 1.4 template report the digest the patch was opened for.
+    kube.pods["shop"] = [
+        {"metadata": {"labels": {"app": "web"}},
+         "spec": {"containers": [{"name": "app", "image": f"{APP}:1.4"}]},
+         "status": {"containerStatuses": [{"name": "app", "imageID": f"{APP}@{running}"}]}},
+    ]
+    kube.add_patch("p1", {"image": APP, "tag": "1.4", "currentDigest": running, "policy": "pol",
+                          "reason": "Manual", "targetDigest": DIGEST})
+    reconcile(kube)
+    rollouts = kube.patches["p1"]["status"]["rollouts"]
+    assert [r["name"] for r in rollouts] == ["web"]  # 1.5 is another tag: never a target
+    assert rollouts[0]["rollbackImage"] == f"{APP}:1.4@{running}"
+
+
+def test_a_container_another_patch_is_changing_waits_with_conflict() -> None:
+    kube = given_a_pinned_patch()
+    kube.add_patch("holder", {"image": APP, "policy": "pol", "reason": "Manual",
+                              "targetDigest": "sha256:" + "b" * 64})
+    kube.patches["holder"]["status"] = {"phase": "RollingOut", "rollouts": [
+        {"namespace": "shop", "name": "web", "container": "app", "kind": "Deployment",
+         "phase": "Gating"}]}
+    wait = reconcile(kube)
+    status = kube.patches["p1"]["status"]
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["reason"], status["rollouts"][0]["phase"]) == ("Conflict", "Pending")
+    assert "holder" in ready["message"] and wait and wait > 0
+    assert kube.deployments[("shop", "web")]["spec"]["template"]["spec"]["containers"][0][
+        "image"] == f"{APP}:1.4"

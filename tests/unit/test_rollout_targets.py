@@ -396,3 +396,20 @@ def test_the_forward_write_is_pinned() -> None:
     step = step_for(imagepatch(status), dep=dep)
     assert step.action == PatchImage(target=WEB, image=NEW, resource_version="rv1")
     assert is_pinned(step.action.image)
+
+
+def test_suspending_mid_rollout_starts_no_new_target() -> None:
+    status = {"phase": "RollingOut", "rollouts": [
+        entry("Healthy", previousImage=OLD, targetImage=NEW), entry("Pending", target=API)]}
+    step = step_for(imagepatch(status), pol=policy(suspend=True), dep=deployment(OLD), target=API)
+    assert step.status["rollouts"][1]["phase"] == "Pending" and step.action is None
+    ready = next(c for c in step.status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "Suspended" and step.requeue_after and step.requeue_after > 0
+
+
+def test_a_container_whose_image_is_no_valid_reference_is_never_patched() -> None:
+    # The API server accepts image strings the reference grammar refuses: not ours to rewrite.
+    step = step_for(imagepatch({"phase": "RollingOut", "rollouts": [entry("Pending")]}),
+                    dep=deployment("registry.local/app:1.4 "))
+    [rec] = step.status["rollouts"]
+    assert (rec["phase"], rec["reason"]) == ("Skipped", "ImageChanged") and step.action is None

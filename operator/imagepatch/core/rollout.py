@@ -717,11 +717,8 @@ def _rollback_image(current: str, patch: ImagePatch, workload: Workload, contain
     container runs exactly the patch's image. Restoring a bare tag would hand
     the rebuild (pushed under that very tag) to any pod that pulls again.
     """
-    try:
-        ref = parse_image(current)
-    except ValueError:
-        return current
-    if ref.digest:
+    # ``current`` parses: only a container that runs the patch's image gets here.
+    if parse_image(current).digest:
         return current
     digest = running_digest(workload.pods, container, current)
     if not digest and runs_patch_image(patch, current):
