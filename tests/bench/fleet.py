@@ -534,7 +534,25 @@ def run_fleet(kube, audit_log: Path | None, registry, moto_server, workdir: Path
         operator.stop()
         reg_proxy.stop()
         aws_proxy.stop()
+        _remove_fleet(kube, prefix, policy, spec)
     return out
+
+
+def _remove_fleet(kube, prefix: str, policy: str, spec: FleetSpec) -> None:
+    """Leave nothing for the next test in a shared cluster: its images are behind proxies now gone.
+
+    The policy and its ImagePatches go first (an operator that sees an opted-in
+    workload of an unknown policy only reports it), then the namespaces, in the
+    background like every scenario's.
+    """
+    kube.kubectl("delete", "imagepatchpolicy", policy, "--ignore-not-found", "--wait=false",
+                 check=False)
+    kube.kubectl("delete", "imagepatches", "-l", f"imagepatch.dev/policy={policy}",
+                 "--ignore-not-found", "--wait=false", check=False)
+    for name in (f"{prefix}-rollback", f"{prefix}-rollout"):
+        kube.kubectl("delete", "imagepatch", name, "--ignore-not-found", "--wait=false", check=False)
+    for j in range(spec.namespaces):
+        kube.kubectl("delete", "namespace", f"{prefix}-{j}", "--wait=false", check=False)
 
 
 def _rollback_latency(kube, custom, prefix: str, policy: str, app: App, bad: str) -> float | None:
