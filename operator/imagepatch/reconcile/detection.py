@@ -38,16 +38,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from imagepatch.adapters import metrics
 from imagepatch.adapters.errors import AdapterError, ConflictError, TransientError
-from imagepatch.adapters.kube import GROUP, VERSION, Kube
+from imagepatch.adapters.kube import Kube
 from imagepatch.adapters.registry import (
     INDEX_TYPES,
     Credentials,
@@ -67,15 +68,18 @@ from imagepatch.core.reasons import (
 )
 from imagepatch.core.report import retention
 from imagepatch.core.rollout import failed_memory, running_digest, wave_for
+from imagepatch.core.scans import FindingsSource
 from imagepatch.model.errors import SpecError
 from imagepatch.model.imagepatch import CLOSE_ANNOTATION, KEY_ANNOTATION, Target, TargetPhase
 from imagepatch.model.names import (
     BASE_ANNOTATION,
+    GROUP,
     POLICY_ANNOTATION,
     POLICY_LABEL,
     PREFIX,
     REBUILD_ANNOTATION,
     STATE_ANNOTATION,
+    VERSION,
 )
 from imagepatch.model.policy import (
     LabelSelector,
@@ -135,7 +139,19 @@ class WorkloadResult:
     uid: str
     state: str
     message: str
-    containers: list[dict[str, Any]]
+    containers: Sequence[Mapping[str, Any]]
+
+
+class FindingsExporter(Protocol):
+    """Where each evaluated policy's results go as findings (Security Hub).
+
+    ``adapters.securityhub.SecurityHubExporter`` implements it; it raises a
+    classified ``AdapterError`` when the hub cannot be reached.
+    """
+
+    async def export(
+        self, results_by_policy: Mapping[str, Iterable[WorkloadResult]], *, now: dt.datetime
+    ) -> object: ...
 
 
 class PolicySecrets:
@@ -188,9 +204,9 @@ class Detector:
         *,
         kube: Kube,
         registry: RegistryClient,
-        findings: Any | None = None,  # adapters.findings.FindingsReader
+        findings: FindingsSource | None = None,
         secrets: PolicySecrets | None = None,
-        securityhub: Any | None = None,  # adapters.securityhub.SecurityHubExporter
+        securityhub: FindingsExporter | None = None,
         clock: Clock = utcnow,
         monotonic: Callable[[], float] = time.monotonic,
         tick: float = 5.0,
@@ -375,10 +391,9 @@ class Detector:
                     findings[severity] = findings.get(severity, 0) + n
             since = _previous_state(self.workloads.get(r.uid, {}).get("metadata", {})).get("since")
             if r.state != str(State.COMPLIANT) and since:
-                age = (
-                    now - parse_time_strict(since)
-                ).total_seconds()
-                oldest = max(oldest or 0.0, age)
+                at = parse_time_strict(since)
+                if at is not None:  # always, for a non-empty ``since``
+                    oldest = max(oldest or 0.0, (now - at).total_seconds())
         metrics.record_policy(policy, counts, findings, oldest)
 
     async def _prune(
@@ -1101,7 +1116,7 @@ def _targets_field(
 def _container_record(
     facts: ContainerFacts, assessment: Assessment, state: State
 ) -> dict[str, Any]:
-    record = {
+    record: dict[str, Any] = {
         "name": facts.container,
         "image": facts.image,
         "digest": facts.digest,
