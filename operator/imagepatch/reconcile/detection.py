@@ -313,6 +313,7 @@ class Detector:
                     if v
                 ),
             )
+        metrics.record_detection_pass()
 
     def _record_metrics(self, policy: str, results: Sequence[WorkloadResult]) -> None:
         counts = compliance.counts(
