@@ -19,12 +19,12 @@ import pytest
 
 from imagepatch.adapters.errors import ConfigurationError, TransientError
 from imagepatch.adapters.registry import Lineage, ManifestInfo
+from imagepatch.core.oci import OCI_MANIFEST
 from imagepatch.reconcile.detection import Detector
 
 ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
 D_APP = "sha256:" + "a" * 64
 D_BASE = "sha256:" + "b" * 64
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
 class MemoryKube:
