@@ -52,7 +52,9 @@ class MemoryKube:
     async def list_namespace_pods(self, ns: str) -> list[dict]:
         return []
 
-    async def annotate_deployment(self, ns: str, name: str, annotations: Mapping[str, Any]) -> None:
+    async def annotate_workload(
+        self, kind: str, ns: str, name: str, annotations: Mapping[str, Any]
+    ) -> None:
         self.annotations.setdefault((ns, name), {}).update(annotations)
 
     async def emit_event(self, *, involved: Mapping[str, Any], type: str, reason: str, message: str) -> None:
