@@ -81,7 +81,7 @@ class Scenario:
         partition: int = 0, strategy: str = "RollingUpdate", schedule: str = "*/1 * * * *",
         suspend: bool = False,
     ) -> dict:
-        """An opted-in StatefulSet, DaemonSet or CronJob, as a team would write it.
+        """An opted-in workload of any kind, as a team would write it.
 
         ``init_containers`` go into the pod template as given (a native
         sidecar has ``restartPolicy: Always``). The kwok stages turn pods bad
@@ -107,6 +107,10 @@ class Scenario:
             self.apply({"apiVersion": "batch/v1", "kind": kind, "metadata": meta, "spec": spec})
             return self.get("cronjob", name, namespace)
         spec = {"selector": {"matchLabels": {"app": name}}, "template": template}
+        if kind == "Deployment":
+            spec["replicas"] = replicas
+            self.apply({"apiVersion": "apps/v1", "kind": kind, "metadata": meta, "spec": spec})
+            return self.wait_available(namespace, name, replicas)
         update: dict[str, Any] = {"type": strategy}
         if kind == "StatefulSet":
             spec |= {"replicas": replicas, "serviceName": name, "podManagementPolicy": "Parallel"}
