@@ -53,6 +53,18 @@ NOT_REACHED: dict[Grant, str] = {
         "restricts what it watches; e2e runs the operator cluster-wide")
     for verb in ("list", "watch")
 } | {
+    **{
+        Grant(group, resource, verb, None): (
+            f"rollouts of {resource} (get, patch; Jobs list and create for a CronJob's gate and "
+            "trial run): reached by test_kinds.py, not by these Deployment scenarios")
+        for group, resource, verbs in (
+            ("apps", "statefulsets", ("get", "patch")),
+            ("apps", "daemonsets", ("get", "patch")),
+            ("batch", "cronjobs", ("get", "patch")),
+            ("batch", "jobs", ("list", "create")),
+        )
+        for verb in verbs
+    },
     Grant("imagepatch.dev", "imagepatches", "patch", None): (
         "metadata writes only: detection's close request and retargeting of an unstarted patch, "
         "and removing a v0.1 finalizer; reached by test_detection.py::"
