@@ -376,3 +376,20 @@ def test_deployment_goes_through_the_deployment_gate() -> None:
            "spec": {"replicas": 1, "paused": True}, "status": {}}
     verdict = gate("Deployment", dep, [])
     assert verdict.reason is HealthReason.DEPLOYMENT_PAUSED
+
+
+def test_trial_job_names_are_deterministic_bounded_and_new_per_rollout() -> None:
+    name = kinds.trial_job_name("report", patch="p1", started_at="2026-03-10T12:00:00Z")
+    assert name == kinds.trial_job_name("report", patch="p1", started_at="2026-03-10T12:00:00Z")
+    assert name.startswith("report-imagepatch-") and len(name) == len("report-imagepatch-") + 10
+    assert name != kinds.trial_job_name("report", patch="p1", started_at="2026-03-10T12:05:00Z")
+    long = kinds.trial_job_name("x" * 52, patch="p", started_at="t")
+    assert len(long) <= 63
+
+
+def test_a_trial_run_only_for_a_cronjob_that_asks_and_is_not_suspended() -> None:
+    trial = Rollout(cron_job_trial_run=True)
+    assert kinds.trial_run_wanted("CronJob", cronjob(), trial)
+    assert not kinds.trial_run_wanted("CronJob", cronjob(suspend=True), trial)
+    assert not kinds.trial_run_wanted("CronJob", cronjob(), GATE)
+    assert not kinds.trial_run_wanted("StatefulSet", statefulset(), trial)

@@ -48,6 +48,7 @@ Pure: plain dicts as the API serves them, the clock passed in.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -125,6 +126,24 @@ def not_patchable(kind: str, workload: Mapping[str, Any]) -> tuple[str, str] | N
         " someone deletes them, so imagepatch does not patch it; set"
         " spec.updateStrategy.type to RollingUpdate to have it patched",
     )
+
+
+def trial_job_name(cronjob: str, *, patch: str, started_at: str) -> str:
+    """The name of a CronJob's trial run: deterministic, so a retry creates nothing twice.
+
+    ``<cronjob>-imagepatch-<10 hex>``, the hash over the patch and the
+    recorded start of this target, so a later rollout (another patch, or
+    the same one after a restart of the target) gets a Job of its own. At
+    most 63 characters: a Job's name is also its pods' ``job-name`` label.
+    """
+    suffix = hashlib.sha256(f"{patch}/{started_at}".encode()).hexdigest()[:10]
+    return f"{cronjob[:41].rstrip('-.')}-imagepatch-{suffix}"
+
+
+def trial_run_wanted(kind: str, workload: Mapping[str, Any], gate: Rollout) -> bool:
+    """Whether the gate starts a trial run: a CronJob, asked for, and not suspended."""
+    suspended = _mapping(workload.get("spec")).get("suspend") is True
+    return kind == CRONJOB and gate.cron_job_trial_run and not suspended
 
 
 # --- gates -------------------------------------------------------------------------
