@@ -144,7 +144,8 @@ async def observe_workload(kube: Kube, target: Target) -> Workload:
     if obj is None:
         return Workload(target=target, deployment=None)
     pods = await kube.workload_pods(target.kind, obj)
-    return Workload(target=target, deployment=obj, pods=tuple(pods))
+    jobs = await kube.cronjob_jobs(obj) if target.kind == kinds.CRONJOB else []
+    return Workload(target=target, deployment=obj, pods=tuple(pods), jobs=tuple(jobs))
 
 
 def _involved(target: Target, workload: Workload | None) -> dict[str, Any]:
@@ -298,6 +299,11 @@ async def reconcile_imagepatch(
                 seen["build"] = await rebuilds.start(
                     tools.builders, rebuilds.build_request(patch, policy)
                 )
+            continue
+        if step.trial_job and workload is not None and workload.deployment is not None:
+            # Its name was recorded first: a Job of that name existing is fine.
+            logger.info("ImagePatch %s: starting trial run %s", name, step.trial_job)
+            await kube.create_trial_job(workload.deployment, step.trial_job)
             continue
         if step.action is not None:
             act = step.action
