@@ -83,6 +83,27 @@ class MemoryKube:
         self.deployments[(namespace, name)] = self._stamp(dep)
         return dep
 
+    def add_workload(self, kind: str, namespace: str, name: str, *, image: str, policy: str,
+                     spec: Mapping[str, Any] | None = None,
+                     init_containers: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """A StatefulSet, DaemonSet or CronJob (``spec`` merged over a minimal one)."""
+        self.namespaces.setdefault(namespace, {})
+        pod: dict[str, Any] = {"containers": [{"name": "app", "image": image}]}
+        if init_containers:
+            pod["initContainers"] = copy.deepcopy(init_containers)
+        template = {"metadata": {"labels": {"app": name}}, "spec": pod}
+        base: dict[str, Any] = (
+            {"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": template}}}
+            if kind == "CronJob"
+            else {"selector": {"matchLabels": {"app": name}}, "template": template}
+        )
+        obj = {"kind": kind,
+               "metadata": {"name": name, "namespace": namespace,
+                            "annotations": {POLICY_ANNOTATION: policy}},
+               "spec": {**base, **(spec or {})}, "status": {}}
+        self.store(kind)[(namespace, name)] = self._stamp(obj)
+        return obj
+
     # -- imagepatch resources ------------------------------------------------------
 
     async def get_policy(self, name: str) -> dict[str, Any] | None:
@@ -191,6 +212,19 @@ class MemoryKube:
     async def workload_pods(self, kind: str, workload: Mapping[str, Any]) -> list[dict[str, Any]]:
         self._enter("workload_pods")
         return copy.deepcopy(self.pods.get(workload["metadata"]["namespace"], []))
+
+    async def create_trial_job(self, cronjob: Mapping[str, Any], name: str) -> bool:
+        self._enter("create_trial_job")
+        ns = cronjob["metadata"]["namespace"]
+        if any(j["metadata"]["name"] == name for j in self.jobs.get(ns, [])):
+            return False
+        job = {"metadata": {"name": name, "namespace": ns,
+                            "annotations": {"cronjob.kubernetes.io/instantiate": "manual"},
+                            "ownerReferences": [{"kind": "CronJob",
+                                                 "uid": cronjob["metadata"]["uid"]}]},
+               "spec": copy.deepcopy(cronjob["spec"]["jobTemplate"]["spec"]), "status": {}}
+        self.jobs.setdefault(ns, []).append(job)
+        return True
 
     async def cronjob_jobs(self, cronjob: Mapping[str, Any]) -> list[dict[str, Any]]:
         self._enter("cronjob_jobs")
