@@ -48,6 +48,11 @@ How the gate decides, in order:
    compares against the current ``spec.replicas``, the soak is not restarted,
    but ``Healthy`` waits until the new replicas are available too.
 
+Steps 1, 2, 4 and 6 are what a Deployment's controller reports
+(:func:`deployment_progress`); StatefulSets and DaemonSets report their own
+(``core.kinds``), and :func:`assess_progress` applies steps 3 and 5 and the
+soak to every kind alike.
+
 Also here: :func:`pod_template_fingerprint` and :func:`changed_images`, with
 which the caller notices a human changing the template during a rollout
 (drift) and stops instead of overwriting it, and :func:`restart_counts` to
