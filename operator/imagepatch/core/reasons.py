@@ -141,7 +141,7 @@ REBUILD_STRATEGY_UNAVAILABLE = "RebuildStrategyUnavailable"
 REBUILD_UNAVAILABLE = "RebuildUnavailable"
 VERIFICATION_FAILED = "VerificationFailed"
 
-# The rollout planner (core/rollout.py): why a patch stalls, and why a target
+# The rollout planner (core/rollout/): why a patch stalls, and why a target
 # was skipped, stopped, rolled back or failed.
 NO_LONGER_NEEDED = "NoLongerNeeded"
 POLICY_DELETED = "PolicyDeleted"

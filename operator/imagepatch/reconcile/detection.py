@@ -48,7 +48,7 @@ from imagepatch.adapters import metrics
 from imagepatch.adapters.errors import AdapterError, ConflictError, TransientError
 from imagepatch.adapters.kube import GROUP, VERSION, Kube
 from imagepatch.adapters.registry import PolicySecrets, RegistryClient
-from imagepatch.core import compliance, reasons
+from imagepatch.core import compliance, reasons, rebuild
 from imagepatch.core.compliance import Assessment, ContainerFacts, KnownPatch, State
 from imagepatch.core.events import ImageSignal
 from imagepatch.core.images import ImageRef, is_digest, is_ecr_host, parse_image
@@ -315,6 +315,7 @@ class Detector:
                     if v
                 ),
             )
+        metrics.record_detection_pass()
 
     def _record_metrics(self, policy: str, results: Sequence[WorkloadResult]) -> None:
         counts = compliance.counts(
@@ -728,8 +729,7 @@ class Detector:
         intent: compliance.PatchIntent,
         results: Iterable[tuple[Mapping[str, Any], Any]],
     ) -> dict[str, Any]:
-        strategy = str(spec.rebuild.strategy)
-        rebuild: dict[str, Any] = {"strategy": strategy}
+        requested: dict[str, str] = {}
         tag = intent.tag
         judged = {(t.namespace, t.name) for t in intent.targets}
         # A workload's own annotation overrides the policy's default strategy.
@@ -737,21 +737,9 @@ class Detector:
             if (dep["metadata"]["namespace"], dep["metadata"]["name"]) in judged:
                 chosen = (dep["metadata"].get("annotations") or {}).get(REBUILD_ANNOTATION)
                 if chosen:
-                    kind, _, arg = chosen.partition(":")
-                    rebuild = {"strategy": kind}
-                    if kind == "codebuild":
-                        rebuild["codebuildProject"] = arg
-                    elif kind == "job":
-                        rebuild["jobTemplate"] = arg
+                    requested = rebuild.requested_rebuild(chosen)
                 break
-        if (
-            rebuild["strategy"] == "codebuild"
-            and "codebuildProject" not in rebuild
-            and spec.rebuild.codebuild
-        ):
-            rebuild["codebuildProject"] = spec.rebuild.codebuild.project
-        if rebuild["strategy"] == "job" and "jobTemplate" not in rebuild and spec.rebuild.job:
-            rebuild["jobTemplate"] = spec.rebuild.job.template
+        choice = rebuild.choose_rebuild(spec.rebuild, **requested)
         return {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "ImagePatch",
@@ -768,7 +756,7 @@ class Detector:
                 "targets": _targets_field(intent.targets, []),
                 "reason": intent.reason,
                 "evidence": dict(intent.evidence),
-                "rebuild": rebuild,
+                "rebuild": choice.as_spec(),
             },
         }
 
