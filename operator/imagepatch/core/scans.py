@@ -227,4 +227,5 @@ class FindingsSource(Protocol):
         digest: str,
         source: VulnerabilitySource,
         registry_id: str | None = None,
+        region: str | None = None,
     ) -> ScanReport: ...
