@@ -206,7 +206,8 @@ class _Auth(_Transport):
                 "credentials (list it in insecure hosts if that is intended)",
                 reason=REGISTRY_AUTH_FAILED,
             )
-        params: list[tuple[str, str]] = []
+        # httpx's query-parameter type: a list is invariant, so say it once here.
+        params: list[tuple[str, str | int | float | bool | None]] = []
         if challenge.params.get("service"):
             params.append(("service", challenge.params["service"]))
         # The challenge names the scope it wants; several are space-separated.

@@ -18,15 +18,15 @@ class _LRU:
 
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
-        self._data: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
+        self._data: collections.OrderedDict[tuple[str, ...], Any] = collections.OrderedDict()
 
-    def get(self, key: tuple) -> Any:
+    def get(self, key: tuple[str, ...]) -> Any:
         value = self._data.get(key)
         if value is not None:
             self._data.move_to_end(key)
         return value
 
-    def put(self, key: tuple, value: Any) -> None:
+    def put(self, key: tuple[str, ...], value: Any) -> None:
         if self.max_entries <= 0:
             return
         self._data[key] = value

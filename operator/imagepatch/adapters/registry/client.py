@@ -85,7 +85,9 @@ class Manifest(NamedTuple):
     digest: str
 
     def json(self) -> dict[str, Any]:
-        return json.loads(self.body)
+        # get_manifest refused anything but a JSON object (parse_document).
+        doc: dict[str, Any] = json.loads(self.body)
+        return doc
 
 
 @dataclass(frozen=True)
@@ -165,10 +167,12 @@ class RegistryClient(_Writes, _Auth):
                 self.stats.cache_hits[(image.host, "head_manifest")] += 1
                 body, media_type = cached
                 return ManifestInfo(ref, media_type, len(body))
-            info = self._cache.get(("head", image.api_host, image.repository, ref))
-            if info is not None:
+            known: ManifestInfo | None = self._cache.get(
+                ("head", image.api_host, image.repository, ref)
+            )
+            if known is not None:
                 self.stats.cache_hits[(image.host, "head_manifest")] += 1
-                return info
+                return known
 
         async def once(budget: _Budget) -> ManifestInfo | None:
             resp = await self._send(
@@ -248,7 +252,7 @@ class RegistryClient(_Writes, _Auth):
                 f"blob reference {digest!r} is not a digest", reason=INVALID_IMAGE_REFERENCE
             )
         key = ("blob", image.api_host, image.repository, digest)
-        cached = self._cache.get(key)
+        cached: bytes | None = self._cache.get(key)
         if cached is not None:
             self.stats.cache_hits[(image.host, "get_blob")] += 1
             return cached
@@ -438,7 +442,7 @@ def _verify_body(body: bytes, *, expected: str, what: str) -> None:
 
 
 def _media_type(resp: httpx.Response, body: bytes | None = None) -> str:
-    media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
+    media_type: str = resp.headers.get("Content-Type", "").split(";")[0].strip()
     if (not media_type or media_type == "application/json") and body:
         # Some registries answer a generic type; the document names its own.
         try:
@@ -448,7 +452,7 @@ def _media_type(resp: httpx.Response, body: bytes | None = None) -> str:
     return media_type
 
 
-def _platform_entries(index: Mapping[str, Any], *, what: str) -> list[tuple[str, dict]]:
+def _platform_entries(index: Mapping[str, Any], *, what: str) -> list[tuple[str, dict[str, Any]]]:
     """(``os/arch[/variant]``, descriptor) for each image in an index, in order."""
     entries = []
     for entry in index.get("manifests") or []:

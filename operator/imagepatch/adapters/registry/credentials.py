@@ -117,7 +117,11 @@ class StaticCredentials:
             doc = json.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
             # exc's text can quote the document; say only where it broke.
-            where = f" at line {exc.lineno} column {exc.colno}" if hasattr(exc, "lineno") else ""
+            where = (
+                f" at line {exc.lineno} column {exc.colno}"
+                if isinstance(exc, json.JSONDecodeError)
+                else ""
+            )
             raise DockerConfigError(f"dockerconfigjson is not valid JSON{where}") from None
         if not isinstance(doc, dict):
             raise DockerConfigError("dockerconfigjson must be a JSON object")

@@ -41,7 +41,7 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import stamina
@@ -70,6 +70,8 @@ from imagepatch.core.images import ImageRef, InvalidImageReference, is_digest, p
 __all__ = ["MAX_CONFIG_BYTES", "MAX_MANIFEST_BYTES", "MAX_REDIRECTS", "RetryPolicy"]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")  # what one attempt of a retried operation returns
 
 # containerd refuses manifests and indexes over 4 MiB (remotes/docker,
 # MaxManifestSize); configs are far smaller, and get the same fixed cap. A
@@ -139,7 +141,7 @@ class _Backoff:
         # number replaces stamina's backoff, and the wait must be known to
         # check it against the budget. The exponent is capped against overflow.
         jitter = random.uniform(0, p.wait_jitter) if p.wait_jitter else 0.0  # noqa: S311
-        wait = min(p.wait_max, p.wait_initial * 2 ** min(self.failures - 1, 60) + jitter)
+        wait = min(p.wait_max, p.wait_initial * 2.0 ** min(self.failures - 1, 60) + jitter)
         if exc.retry_after is not None:
             wait = max(wait, exc.retry_after)
         if self.failures >= p.attempts or wait >= self.deadline - self.clock():
@@ -337,8 +339,8 @@ class _Transport:
         return f"{scheme}://{host}"
 
     async def _with_retries(
-        self, what: str, host: str, once: Callable[[_Budget], Awaitable[Any]]
-    ) -> Any:
+        self, what: str, host: str, once: Callable[[_Budget], Awaitable[_T]]
+    ) -> _T:
         """Run ``once`` under the retry policy; count each failed attempt by reason."""
         policy = self.retry
         started = self._clock()
