@@ -16,8 +16,8 @@ import fnmatch
 import json
 import time
 import uuid
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, overload
 
 import urllib3
 from kubernetes import client, config
@@ -82,7 +82,9 @@ def classify(exc: Exception, what: str) -> AdapterError:
 
 
 def _json(resp: Any) -> dict[str, Any]:
-    return json.loads(resp.data)
+    # Every call imagepatch makes answers a JSON object (a resource, a list, a Status).
+    doc: dict[str, Any] = json.loads(resp.data)
+    return doc
 
 
 class Kube:
@@ -103,7 +105,22 @@ class Kube:
         # the liveness probe reads it (handlers.liveness).
         self.last_answer: float | None = None
 
-    async def _call(self, what: str, fn, *args: Any, missing_ok: bool = False, **kwargs: Any):
+    @overload
+    async def _call(
+        self, what: str, fn: Callable[..., Any], *args: Any,
+        missing_ok: Literal[False] = False, **kwargs: Any,
+    ) -> dict[str, Any]: ...
+
+    @overload
+    async def _call(
+        self, what: str, fn: Callable[..., Any], *args: Any,
+        missing_ok: Literal[True], **kwargs: Any,
+    ) -> dict[str, Any] | None: ...
+
+    async def _call(
+        self, what: str, fn: Callable[..., Any], *args: Any,
+        missing_ok: bool = False, **kwargs: Any,
+    ) -> dict[str, Any] | None:
         try:
             data = _json(await asyncio.to_thread(fn, *args, _preload_content=False, **kwargs))
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:

@@ -373,16 +373,16 @@ def assess_progress(
             continue
         since = max(since, started_at)
         if now - since > deadline:
-            culprit = _first_unready([pod])
+            unready = _first_unready([pod])
             return verdict(
                 HealthState.FAILED,
                 HealthReason.PROGRESS_DEADLINE_EXCEEDED,
                 _blame(
-                    culprit,
+                    unready,
                     f"not ready for more than {format_duration(deadline)}; {counts}",
                     progress.no_pod_note,
                 ),
-                culprit=culprit,
+                culprit=unready,
             )
         recheck.append(since + deadline - now + _TICK)
 
@@ -590,11 +590,13 @@ def _broken_pod(
         # pods come sorted by name).
         pod = max(pods, key=lambda p: counted.get(_pod_name(p), 0))
         statuses = _container_statuses(pod)
-        cs = max(statuses, key=lambda c: _int(c.get("restartCount"), default=0), default=None)
+        busiest: Mapping[str, Any] | None = max(
+            statuses, key=lambda c: _int(c.get("restartCount"), default=0), default=None
+        )
         culprit = _Culprit(
             _pod_name(pod),
-            _str(cs.get("name")) if cs else None,
-            _describe(cs) if cs else _pod_phase_text(pod),
+            _str(busiest.get("name")) if busiest else None,
+            _describe(busiest) if busiest else _pod_phase_text(pod),
         )
         return HealthReason.TOO_MANY_RESTARTS, culprit, f"{culprit.text}; {limit_text}"
     return None
