@@ -50,7 +50,7 @@ from typing import Any, Protocol
 from imagepatch.adapters import metrics
 from imagepatch.adapters.errors import AdapterError, ConflictError, TransientError
 from imagepatch.adapters.kube import Kube
-from imagepatch.adapters.registry import PolicySecrets, RegistryClient
+from imagepatch.adapters.registry import PolicySecrets, PullThroughRules, RegistryClient
 from imagepatch.core import compliance, kinds, reasons, rebuild
 from imagepatch.core.compliance import Assessment, ContainerFacts, KnownPatch, State
 from imagepatch.core.events import ImageSignal
@@ -65,7 +65,7 @@ from imagepatch.core.reasons import (
 )
 from imagepatch.core.report import retention
 from imagepatch.core.rollout import failed_memory, running_digest, wave_for
-from imagepatch.core.scans import FindingsSource
+from imagepatch.core.scans import FindingsSource, ScanReport
 from imagepatch.model.errors import SpecError
 from imagepatch.model.imagepatch import CLOSE_ANNOTATION, KEY_ANNOTATION, Target, TargetPhase
 from imagepatch.model.names import (
@@ -162,7 +162,7 @@ class Detector:
         findings: FindingsSource | None = None,
         secrets: PolicySecrets | None = None,
         securityhub: FindingsExporter | None = None,
-        upstreams: Any | None = None,  # adapters.registry.pullthrough.PullThroughRules
+        upstreams: PullThroughRules | None = None,
         clock: Clock = utcnow,
         monotonic: Callable[[], float] = time.monotonic,
         tick: float = 5.0,
@@ -183,7 +183,8 @@ class Detector:
         self.forced: set[str] = set()  # image names (host/repo) a queue event named
         self.last_evaluated: dict[str, float] = {}  # policy -> monotonic time
         self._bases: dict[str, tuple[float, _BaseFacts]] = {}  # base tag ref -> (at, facts)
-        self._scans: dict[tuple[str, str, str], tuple[float, Any]] = {}  # (repo, digest, source)
+        # (repo, digest, source) -> (monotonic time read, report)
+        self._scans: dict[tuple[str, str, str], tuple[float, ScanReport]] = {}
         self.bases_of: dict[str, set[str]] = {}  # policy -> base names its workloads follow
         self.handled_request: dict[str, str] = {}  # policy -> requestedAt value handled
         self.evaluated: dict[str, str] = {}  # workload uid -> the inputs last evaluated
