@@ -132,9 +132,21 @@ BASE_ARGS = dict(target_base_digest=NEW_BASE, target_base_platforms=frozenset(),
     ({"comparison_accepted": False, "comparison_reason": "2 over the baseline before, 2 after"},
      "Failed", "2 after"),
     ({"comparison_accepted": True, "findings_before": 3, "findings_after": 0}, "Passed", "findings"),
+    ({"comparison_accepted": True, "comparison_reason": "fixed CVE-B1; still present: CVE-APP"},
+     "Passed", "(fixed CVE-B1; still present: CVE-APP)"),
+    ({"recorded_base_digest": "", "base_told": "r.example/base@" + NEW_BASE}, "Failed",
+     "layers do not start with those of r.example/base@" + NEW_BASE),
 ], ids=["same-base", "old-base", "index-platform", "no-base", "platforms", "scan-pending",
-        "scan-timeout", "no-better", "better"])
+        "scan-timeout", "no-better", "better", "better-says-why", "no-base-nor-its-layers"])
 def test_verification(overrides, result, words) -> None:
     verdict = verify(**{**BASE_ARGS, **overrides})
     assert verdict.result == result
     assert words in verdict.message
+
+
+def test_the_findings_that_made_the_patch_are_read_from_its_evidence() -> None:
+    recorded = imagepatch(evidence={"findings": [{"id": "CVE-APP", "severity": "HIGH"},
+                                                 {"id": "CVE-B1"}, {"severity": "LOW"}]})
+    assert recorded.evidence_findings == ("CVE-APP", "CVE-B1")
+    # No record (a human's patch, an older operator's): verification falls back to the scan.
+    assert imagepatch().evidence_findings is None

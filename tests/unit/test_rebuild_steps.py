@@ -57,6 +57,14 @@ def test_a_started_build_records_its_id_and_logs() -> None:
     assert s.fields["rebuild"]["buildStatus"] == "Started"
 
 
+def test_a_started_build_records_the_base_it_was_told_to_use() -> None:
+    told = "r.example/base@sha256:" + "c" * 64
+    s = step(STARTED, build=BuildObservation(state="Started", build_id="b-1", base_image=told))
+    assert s.fields["rebuild"]["baseImage"] == told
+    assert "baseImage" not in step(STARTED, build=BuildObservation(
+        state="Started", build_id="b-1")).fields["rebuild"]
+
+
 def test_a_build_that_fails_to_start_fails_the_patch() -> None:
     s = step(STARTED, build=BuildObservation(state="Failed", reason="BuildRejected",
                                              message="no such project", build_id="b-0",

@@ -64,6 +64,7 @@ BUILD_FAILED = "BuildFailed"
 BUILD_TIMED_OUT = "BuildTimedOut"
 BUILD_LOST = "BuildLost"  # the builder no longer knows the build
 NOTHING_PUSHED = "NothingPushed"  # the build finished but the tag did not move
+NO_FREE_TAG = "NoFreeTag"  # every tag spec.rebuild.tagTemplate makes today exists already
 
 # Builds: the CodeBuild builder.
 CODEBUILD_PROJECT_NOT_FOUND = "CodeBuildProjectNotFound"

@@ -294,7 +294,10 @@ async def reconcile_imagepatch(
                 )
             else:
                 seen["build"] = await rebuilds.start(
-                    tools.builders, rebuilds.build_request(patch, policy)
+                    tools.builders,
+                    rebuilds.build_request(patch, policy),
+                    registry=tools.registry,
+                    policy=policy,
                 )
             continue
         if step.action is not None:

@@ -1,0 +1,70 @@
+"""Was an image built on a given base, when the image itself does not say?
+
+An image whose lineage is known only from the workload's
+``imagepatch.dev/base-image`` annotation records no base digest (no OCI
+``org.opencontainers.image.base.*`` annotations, no labels), and neither does
+its rebuild from the same Dockerfile. What the build was told to use is known
+(``status.rebuild.baseImage``, the ``BASE_IMAGE`` build argument), and what an
+image was built ``FROM`` leaves a mark that no label can fake away: the
+base's layers are the first layers of the image. :func:`base_by_layers`
+checks exactly that, per platform, through the registry client's reads (all
+by digest, so cached for good).
+
+Neighbours: the external builder (``external.py``) uses it to accept CI's
+push, and verification (``reconcile/rebuilds.py``) to check the rebuilt
+image against the base the build was told to use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from imagepatch.adapters.registry import IMAGE_MANIFEST_TYPES, RegistryClient, parse_document
+from imagepatch.core.images import ImageRef
+
+__all__ = ["LAYERS_LINEAGE", "base_by_layers"]
+
+# The Lineage.source / verification word for a base shown by its layers.
+LAYERS_LINEAGE = "layers"
+
+
+async def base_by_layers(registry: RegistryClient, image: ImageRef, base: ImageRef) -> str:
+    """The base manifest digest whose layers start ``image``'s layers, or "".
+
+    ``image`` and ``base`` are pinned by digest. For an index, each of the
+    image's platform manifests is compared with the base's manifest for the
+    same platform (a single-platform base matches any). The digest returned
+    is what buildah would have recorded: the base's platform manifest digest
+    for a multi-arch base, else the base's own digest.
+    """
+    base_platforms = await registry.platform_digests(base)
+    image_platforms = await registry.platform_digests(image)
+    image_manifests = image_platforms or {"": image.digest or ""}
+    for platform, digest in image_manifests.items():
+        layers = await _layers(registry, image, digest)
+        if base_platforms:
+            # A single-platform image on a multi-arch base: any of its platforms.
+            candidates = (
+                [base_platforms[platform]]
+                if platform in base_platforms
+                else list(base_platforms.values())
+            )
+        else:
+            candidates = [base.digest or ""]
+        for candidate in candidates:
+            base_layers = await _layers(registry, base, candidate)
+            if base_layers and layers[: len(base_layers)] == base_layers:
+                return candidate
+    return ""
+
+
+async def _layers(registry: RegistryClient, image: ImageRef, digest: str) -> tuple[str, ...]:
+    manifest = await registry.get_manifest(image, digest)
+    if manifest.media_type not in IMAGE_MANIFEST_TYPES:
+        return ()
+    doc: dict[str, Any] = parse_document(manifest.body, what=f"{image.name}@{digest}")
+    return tuple(
+        str(layer.get("digest"))
+        for layer in doc.get("layers") or ()
+        if isinstance(layer, dict)
+    )
