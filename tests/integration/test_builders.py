@@ -51,6 +51,7 @@ from imagepatch.adapters.errors import ConfigurationError, NotFoundError, Transi
 from imagepatch.adapters.kube import Kube
 from imagepatch.adapters.registry import RegistryClient, RetryPolicy
 from imagepatch.core.images import parse_image
+from imagepatch.reconcile.rebuilds import with_source_revision
 from tests.support.images import (
     ImageRef,
     make_base_image,
@@ -222,6 +223,24 @@ def test_base_by_layers_names_the_platform_manifest_of_a_multi_arch_base(registr
     on_base, on_other = with_registry(scenario)
     assert on_base == platform_digest(registry, base)
     assert on_other == ""
+
+
+def test_the_source_revision_is_read_from_the_running_images_label(registry, buildah):
+    base = make_base_image(registry, unique_repo("base"), "1", marker="base")
+    labelled = buildah.build_app(base, unique_repo("app"), "1", revision="9f1c2e7d4b5a")
+    hostile = buildah.build_app(base, unique_repo("app"), "1", revision="--upload-pack=touch /x")
+    unlabelled = make_base_image(registry, unique_repo("app"), "1", marker="no-label")
+
+    async def scenario(reg: RegistryClient) -> list[tuple[BuildRequest, str]]:
+        return [await with_source_revision(reg, request_for(image, base, strategy="job"))
+                for image in (labelled, hostile, unlabelled)]
+
+    (pinned, why_pinned), (refused, why_refused), (absent, why_absent) = with_registry(scenario)
+    assert (pinned.revision, why_pinned) == ("9f1c2e7d4b5a", "")
+    assert refused.revision == "" and "'--upload-pack=touch /x' is not a revision" in why_refused
+    assert absent.revision == ""
+    assert why_absent == f"{unlabelled.repository}@{unlabelled.digest} has no " \
+        "org.opencontainers.image.revision label"
 
 
 def test_external_wait_times_out(registry):
@@ -553,6 +572,7 @@ def test_codebuild_start_sends_the_pinned_base_target_key_and_revision(aws, proj
     assert body["environmentVariablesOverride"] == [
         {"name": "BASE_IMAGE", "value": f"{base.repository}@{base.digest}", "type": "PLAINTEXT"},
         {"name": "TARGET_IMAGE", "value": f"{app.repository}:1.4", "type": "PLAINTEXT"},
+        {"name": "IMAGE_TAG", "value": "1.4", "type": "PLAINTEXT"},
         {"name": "IMAGEPATCH_KEY", "value": request.key, "type": "PLAINTEXT"},
         {"name": "SOURCE_REVISION", "value": "9f8e7d6c", "type": "PLAINTEXT"},
     ]

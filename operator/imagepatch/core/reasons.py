@@ -140,6 +140,7 @@ NO_CRDS = "NoCRDs"
 REBUILD_NOT_CONFIGURED = "RebuildNotConfigured"
 REBUILD_STRATEGY_UNAVAILABLE = "RebuildStrategyUnavailable"
 REBUILD_UNAVAILABLE = "RebuildUnavailable"
+SOURCE_NOT_PINNED = "SourceNotPinned"  # Event: a build of the branch, not of the running revision
 VERIFICATION_FAILED = "VerificationFailed"
 
 # The rollout planner (core/rollout.py): why a patch stalls, and why a target

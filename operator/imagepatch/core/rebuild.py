@@ -45,6 +45,10 @@ class BuildObservation:
     # the rebuild is pushed under (core.tags).
     base_image: str = ""
     tag: str = ""
+    # The source revision the build checks out (the running image's label), or
+    # why there is none: the build then builds its configured branch.
+    revision: str = ""
+    source_not_pinned: str = ""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -214,6 +218,10 @@ def plan_rebuild(
             rebuild["baseImage"] = build.base_image
         if build.tag:
             rebuild["tag"] = build.tag
+        if build.revision:
+            rebuild.update({"revision": build.revision, "sourcePinned": True})
+        elif build.source_not_pinned:
+            rebuild.update({"sourcePinned": False, "sourceMessage": build.source_not_pinned[:1024]})
         if build.logs_url:
             rebuild["logsUrl"] = build.logs_url
         return RebuildStep(

@@ -16,11 +16,16 @@ from dataclasses import replace
 from typing import Any
 
 from imagepatch.adapters.builders import Builder, BuildRequest, BuildState, BuildStatus
-from imagepatch.adapters.builders.lineage import base_by_layers
+from imagepatch.adapters.builders.lineage import (
+    REVISION_LABEL,
+    base_by_layers,
+    image_revision,
+    is_revision,
+)
 from imagepatch.adapters.errors import AdapterError, ConfigurationError, NotFoundError
 from imagepatch.adapters.registry import RegistryClient
 from imagepatch.core import baseline, reasons, rebuild, tags
-from imagepatch.core.images import ImageRef, is_ecr_host, parse_image
+from imagepatch.core.images import ImageRef, InvalidImageReference, is_ecr_host, parse_image
 from imagepatch.model.imagepatch import ImagePatch
 from imagepatch.model.policy import PolicySpec, TagPolicy, VulnerabilitySource
 from imagepatch.model.times import parse_time_strict
@@ -48,6 +53,7 @@ def build_request(patch: ImagePatch, policy: PolicySpec | None) -> BuildRequest:
         started_at=parse_time_strict(started),
         timeout=policy.rebuild.timeout if policy else dt.timedelta(hours=1),
         push_tag=raw.get("tag") or "",
+        revision=raw.get("revision") or "",
     )
 
 
@@ -84,6 +90,9 @@ async def start(
         )
     try:
         request = await with_push_tag(registry, request, policy)
+        unpinned = ""
+        if request.strategy != "rebase":  # a rebase builds no source: it moves layers
+            request, unpinned = await with_source_revision(registry, request)
         build_id = await builder.start(request)
     except ConfigurationError as exc:
         return rebuild.BuildObservation(state="Failed", reason=exc.reason, message=str(exc))
@@ -93,8 +102,38 @@ async def start(
     )  # fmt: skip
     # What the build was told is recorded with its id: where it pushes, which base.
     return rebuild.BuildObservation(
-        state="Started", build_id=build_id, base_image=request.base_image, tag=request.push_to
+        state="Started",
+        build_id=build_id,
+        base_image=request.base_image,
+        tag=request.push_to,
+        revision=request.revision,
+        source_not_pinned=unpinned,
     )
+
+
+async def with_source_revision(
+    registry: RegistryClient | None, request: BuildRequest
+) -> tuple[BuildRequest, str]:
+    """The request with the running image's source revision, and why it has none ("" if it has).
+
+    Read from the current image's ``org.opencontainers.image.revision``
+    label. Without one the build builds its configured branch, and the
+    returned sentence says so (recorded in status and posted as an Event).
+    """
+    if request.revision:
+        return request, ""
+    if registry is None or not request.current_digest:
+        return request, "the running image's digest is not known, so its revision cannot be read"
+    try:
+        image = parse_image(request.image).with_digest(request.current_digest)
+        revision = await image_revision(registry, image)
+    except (NotFoundError, InvalidImageReference) as exc:
+        return request, f"the running image's revision could not be read: {exc}"
+    if not revision:
+        return request, f"{request.image}@{request.current_digest} has no {REVISION_LABEL} label"
+    if not is_revision(revision):
+        return request, f"its {REVISION_LABEL} label {revision[:64]!r} is not a revision"
+    return replace(request, revision=revision), ""
 
 
 async def with_push_tag(
