@@ -143,7 +143,7 @@ REBUILD_UNAVAILABLE = "RebuildUnavailable"
 SOURCE_NOT_PINNED = "SourceNotPinned"  # Event: a build of the branch, not of the running revision
 VERIFICATION_FAILED = "VerificationFailed"
 
-# The rollout planner (core/rollout.py): why a patch stalls, and why a target
+# The rollout planner (core/rollout/): why a patch stalls, and why a target
 # was skipped, stopped, rolled back or failed.
 NO_LONGER_NEEDED = "NoLongerNeeded"
 POLICY_DELETED = "PolicyDeleted"
