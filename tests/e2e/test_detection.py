@@ -106,6 +106,11 @@ def build_app_on(buildah, base, repo: str):
     return buildah.build_app(base, repo, "1", pinned=False)
 
 
+def ci_push(buildah, base, repo: str, tag: str):
+    """External CI: rebuild the app on ``base`` and push it under the tag the patch names."""
+    return buildah.build_app(base, repo, tag, pinned=False)
+
+
 def test_base_update_creates_one_patch_with_the_digests(given, registry, buildah) -> None:
     base_repo, app_repo = unique("base"), unique("app")
     base_v1 = make_base_image(registry, base_repo, "3.12", marker="v1")
@@ -444,8 +449,10 @@ def test_full_loop_external_rebuild_is_verified_and_rolled_out(given, registry, 
     building = given.wait_phase(name, "Building")
     assert building["status"]["idempotencyKey"] == f"{ECR}/{app_repo}|{base_v2.digest}"
 
-    # CI rebuilds the app on the new base and pushes the same tag.
-    new_app = build_app_on(buildah, base_v2, app_repo)
+    # CI rebuilds the app on the new base and pushes it under the tag the patch names.
+    tag = given.pushed_tag(name)
+    assert re.fullmatch(r"1-patch\.\d{8}\.1", tag), tag
+    new_app = ci_push(buildah, base_v2, app_repo, tag)
     assert new_app.digest != old_app.digest
     done = given.wait_phase(name, "Succeeded", "RolledBack", "Failed", "Closed", timeout=180)
     assert done["status"]["phase"] == "Succeeded", done["status"]
@@ -453,7 +460,7 @@ def test_full_loop_external_rebuild_is_verified_and_rolled_out(given, registry, 
     assert done["status"]["verification"]["result"] == "Passed"
     assert done["status"]["verification"]["baseDigest"] == base_v2.digest
     assert [h["phase"] for h in done["status"]["history"]][:3] == ["Building", "Verifying", "RollingOut"]
-    assert given.image_of(ns, "web") == f"{ECR}/{app_repo}:1@{new_app.digest}"
+    assert given.image_of(ns, "web") == f"{ECR}/{app_repo}:{tag}@{new_app.digest}"
     assert wait_state(given, ns, "Compliant")["containers"][0]["digest"] == new_app.digest
 
 
@@ -584,7 +591,7 @@ def test_a_rebuild_no_better_by_its_findings_is_refused(given, registry, buildah
     given.wait_phase(name, "Building")
 
     # CI rebuilds, but the rebuild still carries the same critical finding.
-    new = build_app_on(buildah, base, repo)
+    new = ci_push(buildah, base, repo, given.pushed_tag(name))
     scanned(new, critical)
     done = given.wait_phase(name, "Failed", "Succeeded", "RolledBack", timeout=120)
     assert done["status"]["phase"] == "Failed", done["status"]
@@ -638,7 +645,7 @@ def vulnerable_app_on_an_outdated_base(given, registry, buildah, moto_server):
     assert patch["spec"]["evidence"]["baseImage"]["newDigest"] == base_v2.digest
     name = patch["metadata"]["name"]
     given.wait_phase(name, "Building")
-    return name, ns, repo, build_app_on(buildah, base_v2, repo)
+    return name, ns, repo, ci_push(buildah, base_v2, repo, given.pushed_tag(name))
 
 
 def test_a_base_update_that_fixes_the_base_cves_is_rolled_out_though_the_app_keeps_its_own(
@@ -654,7 +661,7 @@ def test_a_base_update_that_fixes_the_base_cves_is_rolled_out_though_the_app_kee
     assert (verification["findingsBefore"], verification["findingsAfter"]) == (3, 1)
     assert "fixed CVE-2026-0302, CVE-2026-0303" in verification["message"]
     assert "still present (not fixed by the base): CVE-2026-0301" in verification["message"]
-    assert given.image_of(ns, "web") == f"{ECR}/{repo}:1@{new.digest}"
+    assert given.image_of(ns, "web") == f"{ECR}/{repo}:{new.tag}@{new.digest}"
 
 
 def test_a_rebuild_that_adds_a_finding_at_the_baseline_is_refused_and_names_it(
@@ -698,13 +705,13 @@ def test_an_image_known_only_by_the_base_image_annotation_is_verified_by_its_lay
     [patch] = patches_for(given, policy)
     name = patch["metadata"]["name"]
     building = given.wait_phase(name, "Building")
-    new_app = strip_lineage(registry, build_app_on(buildah, base_v2, app_repo))
+    new_app = strip_lineage(registry, ci_push(buildah, base_v2, app_repo, given.pushed_tag(name)))
     done = given.wait_phase(name, "Succeeded", "RolledBack", "Failed", "Closed", timeout=180)
     assert done["status"]["phase"] == "Succeeded", done["status"]
     assert done["status"]["rebuild"]["baseImage"] == f"{registry.host}/{base_repo}@{base_v2.digest}"
     assert building["status"]["rebuild"]["strategy"] == "external"
     assert done["status"]["verification"]["baseDigest"] == base_v2.digest
-    assert given.image_of(ns, "web") == f"{ECR}/{app_repo}:1@{new_app.digest}"
+    assert given.image_of(ns, "web") == f"{ECR}/{app_repo}:{new_app.tag}@{new_app.digest}"
 
 
 def test_a_rolled_back_rebuild_is_never_rolled_out_again_after_its_patch_is_pruned(
@@ -717,7 +724,9 @@ def test_a_rolled_back_rebuild_is_never_rolled_out_again_after_its_patch_is_prun
     base_v1 = make_base_image(registry, base_repo, "1", marker="v1")
     old_app = build_app_on(buildah, base_v1, app_repo)
     policy = unique("pol")
-    given.policy(policy, baseImages={"checkInterval": "1h"}, rebuild={"strategy": "external"},
+    # CI overwrites the running tag (a mutable repository): tagPolicy Overwrite.
+    given.policy(policy, baseImages={"checkInterval": "1h"},
+                 rebuild={"strategy": "external", "tagPolicy": "Overwrite"},
                  approval="Manual", history={"keepCount": 0, "maxAge": "2160h"},
                  rollout={"progressDeadlineSeconds": 90, "healthyFor": "3s", "maxRestarts": 0})
     ns = given.namespace()
