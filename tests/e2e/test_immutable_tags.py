@@ -19,6 +19,7 @@ the manifest is PUT through the proxy under the tag the patch names, as a
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import uuid
@@ -92,7 +93,7 @@ def a_patch_for_a_moved_base(given: Scenario, registry, buildah, rebuild: dict) 
     """
     base_repo, repo = unique("ibase"), unique("iapp")
     base_v1 = make_base_image(registry, base_repo, "1", marker="v1")
-    running = buildah.build_app(base_v1, repo, "1")
+    running = buildah.build_app(base_v1, repo, "1", pinned=False)  # FROM base:1, followed by tag
     policy = unique("pol")
     given.policy(policy, baseImages={"checkInterval": "1h"}, rebuild=rebuild,
                  rollout={"progressDeadlineSeconds": 90, "healthyFor": "2s", "maxRestarts": 0})
@@ -100,7 +101,7 @@ def a_patch_for_a_moved_base(given: Scenario, registry, buildah, rebuild: dict) 
     given.deployment(ns, "web", image=f"{ECR}/{repo}:1", policy=policy, replicas=1)
     base_v2 = make_base_image(registry, base_repo, "1", marker="v2")
     given.kube.kubectl("annotate", "imagepatchpolicy", policy, "--overwrite",
-                       f"imagepatch.dev/requestedAt={uuid.uuid4().hex}")
+                       f"imagepatch.dev/requestedAt={dt.datetime.now(dt.UTC).isoformat()}")
 
     def the_patch():
         items = json.loads(given.kube.kubectl(
