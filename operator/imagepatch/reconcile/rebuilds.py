@@ -144,6 +144,14 @@ async def with_push_tag(
     ``tagPolicy: Overwrite`` (or no policy, or no registry to ask) keeps the
     running tag. One HEAD per candidate; a tag that exists is never reused,
     whatever it points to, since an immutable repository would refuse the push.
+
+    The tag is recorded with the build id, in the same status write. An
+    operator killed between starting the build and that write chooses again
+    when it restarts, and gets the same tag unless the build has pushed in
+    the meantime (it was down for the whole build); then the build of the key
+    that the builder hands back pushed to the first choice, its poll finds
+    nothing under the second, and the patch fails ``NothingPushed``, which is
+    visible and safe (nothing is rolled out).
     """
     if request.push_tag or registry is None or policy is None:
         return request
