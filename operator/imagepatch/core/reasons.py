@@ -22,7 +22,7 @@ PROGRESSING = "Progressing"
 FINDINGS_READ = "FindingsRead"
 FINDINGS_UNAVAILABLE = "FindingsUnavailable"
 
-# Registry reads and writes (adapters/registry.py classifies them).
+# Registry reads and writes (adapters/registry/ classifies them).
 REGISTRY_UNAVAILABLE = "RegistryUnavailable"  # 5xx, connection errors, retries exhausted
 REGISTRY_RATE_LIMITED = "RegistryRateLimited"  # 429
 REGISTRY_TIMEOUT = "RegistryTimeout"  # connect/read timeout

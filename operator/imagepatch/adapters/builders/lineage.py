@@ -30,13 +30,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from imagepatch.adapters.registry import (
-    IMAGE_MANIFEST_TYPES,
-    MAX_CONFIG_BYTES,
-    RegistryClient,
-    parse_document,
-)
+from imagepatch.adapters.registry import MAX_CONFIG_BYTES, RegistryClient, parse_document
 from imagepatch.core.images import ImageRef
+from imagepatch.core.oci import IMAGE_MANIFEST_TYPES
 
 __all__ = ["REVISION_LABEL", "base_by_layers", "image_revision", "is_revision"]
 

@@ -230,9 +230,9 @@ class Context:
         discover: bool = False,
     ) -> Step:
         """The step: the status to record (only if it changed), the action, what next."""
-        recorded = self.patch.status
+        recorded = self.patch.status.to_dict()
         status = {**self.status(), **self.extra}
-        changed = any(recorded.raw.get(k) != v for k, v in status.items())
+        changed = any(recorded.get(k) != v for k, v in status.items())
         return Step(
             status=status if changed else {},
             action=action,

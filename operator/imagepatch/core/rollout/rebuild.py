@@ -12,6 +12,7 @@ from __future__ import annotations
 from imagepatch.core import rebuild as rebuilds
 from imagepatch.core.rollout.context import Context, Step
 from imagepatch.model.imagepatch import Phase
+from imagepatch.model.rebuild_status import RebuildStage
 
 # How soon a patch whose policy is missing looks again before its build starts.
 MISSING_POLICY_POLL = 30.0
@@ -24,18 +25,21 @@ def rebuild_step(
     verification: rebuilds.Verification | None,
 ) -> Step:
     """No target digest yet: approval first (a build costs), then build and verify."""
-    patch, policy = ctx.patch, ctx.policy
-    raw = dict(patch.status.raw)
-    if not raw.get("rebuild"):
+    patch, recorded = ctx.patch, ctx.patch.status
+    if recorded.rebuild.stage == RebuildStage.NOT_STARTED:
         blocked = ctx.before_start(policy_poll=MISSING_POLICY_POLL)
         if blocked is not None:
             return blocked
-    strategy = patch.rebuild_strategy or (str(policy.rebuild.strategy) if policy else "")
-    key = rebuilds.idempotency_key(patch.image, patch.new_base_digest, patch.current_digest)
-    step = rebuilds.plan_rebuild(
-        recorded=raw,
+    # The key is computed here, once, for the intent; later steps read it from status.
+    key = (
+        rebuilds.idempotency_key(patch.image, patch.new_base_digest, patch.current_digest)
+        if recorded.rebuild.stage == RebuildStage.NOT_STARTED
+        else recorded.idempotency_key
+    )
+    step = rebuilds.decide_rebuild(
+        rebuild=recorded.rebuild,
         key=key,
-        strategy=strategy,
+        strategy=rebuilds.choice_for(patch, ctx.policy).strategy,
         build=build,
         verification=verification,
         now=ctx.now,

@@ -66,7 +66,7 @@ def pushed_tag(patch: ImagePatch, digest: str) -> str:
     """The tag the verified rebuild was pushed under, when ``digest`` is that rebuild's."""
     if patch.target_digest or digest != patch.status.verified_digest:
         return ""  # a human's pinned digest: the current tag stays
-    return str((patch.status.raw.get("rebuild") or {}).get("tag") or "")
+    return patch.status.rebuild.tag
 
 
 def wave_for(namespace_labels: Mapping[str, str], waves: Sequence[Any]) -> int:
