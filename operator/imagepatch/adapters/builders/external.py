@@ -1,8 +1,11 @@
 """The ``external`` rebuild strategy: wait for someone else's CI to push.
 
-The operator starts nothing. It watches the workload's tag (``image:tag``) in
-the registry until it points to a new digest that was built on the target
-base, and takes that digest. Neighbours: the reconciler calls ``start`` and
+The operator starts nothing. It watches the rebuild's tag
+(``request.target``: a new tag from the policy's template, which CI reads
+from ``status.rebuild.tag`` with the base in ``status.rebuild.baseImage`` and
+the revision in ``status.rebuild.revision``; the workload's own tag with
+``tagPolicy: Overwrite``) in the registry until it points to a new digest
+that was built on the target base, and takes that digest. Neighbours: the reconciler calls ``start`` and
 ``poll`` like any other builder (``adapters.builders``); the registry client
 (``adapters.registry``) answers every question here.
 
