@@ -24,7 +24,12 @@ from imagepatch.adapters.errors import AdapterError
 from imagepatch.adapters.events import SqsEventSource
 from imagepatch.adapters.findings import FindingsReader
 from imagepatch.adapters.kube import Kube
-from imagepatch.adapters.registry import EcrCredentials, PolicySecrets, RegistryClient
+from imagepatch.adapters.registry import (
+    EcrCredentials,
+    PolicySecrets,
+    PullThroughRules,
+    RegistryClient,
+)
 from imagepatch.adapters.securityhub import SecurityHubExporter
 from imagepatch.core.liveness import watch_liveness
 from imagepatch.model import names
@@ -105,7 +110,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.rebuild_tools = RebuildTools(registry=memo.registry, builders=builders,
                                       findings=findings)
     memo.detector = Detector(kube=memo.kube, registry=memo.registry, findings=findings,
-                             secrets=secrets, securityhub=securityhub, tick=options.detect_tick)
+                             secrets=secrets, securityhub=securityhub, tick=options.detect_tick,
+                             upstreams=PullThroughRules())
     memo.heartbeat = Heartbeat()
     memo.stale_after = options.liveness_stale_after
     memo.backoff = Backoff()
@@ -162,7 +168,28 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
 async def deployment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """Keep the detector's set of opted-in Deployments current (no API calls here)."""
     memo.heartbeat.saw_event()
-    memo.detector.observe(event.get("type"), event.get("object") or {})
+    memo.detector.observe(event.get("type"), event.get("object") or {}, kind="Deployment")
+
+
+@kopf.on.event("apps", "v1", "statefulsets", id="seen-statefulsets")
+async def statefulset_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """The same for StatefulSets."""
+    memo.heartbeat.saw_event()
+    memo.detector.observe(event.get("type"), event.get("object") or {}, kind="StatefulSet")
+
+
+@kopf.on.event("apps", "v1", "daemonsets", id="seen-daemonsets")
+async def daemonset_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """The same for DaemonSets."""
+    memo.heartbeat.saw_event()
+    memo.detector.observe(event.get("type"), event.get("object") or {}, kind="DaemonSet")
+
+
+@kopf.on.event("batch", "v1", "cronjobs", id="seen-cronjobs")
+async def cronjob_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """The same for CronJobs."""
+    memo.heartbeat.saw_event()
+    memo.detector.observe(event.get("type"), event.get("object") or {}, kind="CronJob")
 
 
 @kopf.on.probe(id="watch")

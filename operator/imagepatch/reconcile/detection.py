@@ -1,7 +1,9 @@
 """Detection: which running images need a patch, and why.
 
-The ``Detector`` keeps an in-memory set of opted-in Deployments (fed by a kopf
-watch) and evaluates each policy's workloads every ``checkInterval``, or at
+The ``Detector`` keeps an in-memory set of opted-in workloads (Deployments,
+StatefulSets, DaemonSets and CronJobs, fed by kopf watches; every container of
+the pod template counts, init containers and native sidecars included, never
+ephemeral containers) and evaluates each policy's workloads every ``checkInterval``, or at
 once when a queue event names one of their images:
 
 1. **observe**: the running digest of each container (pinned in the spec,
@@ -48,7 +50,7 @@ from imagepatch.adapters import metrics
 from imagepatch.adapters.errors import AdapterError, ConflictError, TransientError
 from imagepatch.adapters.kube import GROUP, VERSION, Kube
 from imagepatch.adapters.registry import PolicySecrets, RegistryClient
-from imagepatch.core import compliance, reasons, rebuild
+from imagepatch.core import compliance, kinds, reasons, rebuild
 from imagepatch.core.compliance import Assessment, ContainerFacts, KnownPatch, State
 from imagepatch.core.events import ImageSignal
 from imagepatch.core.images import ImageRef, is_digest, is_ecr_host, parse_image
@@ -144,6 +146,7 @@ class Detector:
         findings: Any | None = None,  # adapters.findings.FindingsReader
         secrets: PolicySecrets | None = None,
         securityhub: Any | None = None,  # adapters.securityhub.SecurityHubExporter
+        upstreams: Any | None = None,  # adapters.registry.pullthrough.PullThroughRules
         clock: Clock = utcnow,
         monotonic: Callable[[], float] = time.monotonic,
         tick: float = 5.0,
@@ -153,11 +156,13 @@ class Detector:
         self.findings = findings
         self.secrets = secrets
         self.securityhub = securityhub
+        self.upstreams = upstreams
         self.clock = clock
         self.monotonic = monotonic
         self.tick = tick
-        self.workloads: dict[str, dict[str, Any]] = {}  # uid -> Deployment
-        self.orphans: dict[str, tuple[str, str]] = {}  # uid -> (ns, name): our annotation left
+        self.workloads: dict[str, dict[str, Any]] = {}  # uid -> workload (slim, with its kind)
+        # uid -> (kind, ns, name): a workload that opted out with our annotation left on it
+        self.orphans: dict[str, tuple[str, str, str]] = {}
         self.wake = asyncio.Event()
         self.forced: set[str] = set()  # image names (host/repo) a queue event named
         self.last_evaluated: dict[str, float] = {}  # policy -> monotonic time
@@ -171,8 +176,12 @@ class Detector:
 
     # -- inputs ------------------------------------------------------------------------
 
-    def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        """A watch event on a Deployment (from kopf)."""
+    def observe(
+        self, event_type: str | None, body: Mapping[str, Any], *, kind: str = ""
+    ) -> None:
+        """A watch event on a workload of any kind (from kopf, which names the kind)."""
+        if kind and body.get("kind") != kind:
+            body = {**body, "kind": kind}
         meta = body.get("metadata") or {}
         uid = meta.get("uid")
         if not uid:
@@ -181,7 +190,9 @@ class Detector:
         if event_type == "DELETED" or POLICY_ANNOTATION not in annotations:
             self.workloads.pop(uid, None)
             if event_type != "DELETED" and STATE_ANNOTATION in annotations:
-                self.orphans[uid] = (meta.get("namespace", ""), meta.get("name", ""))
+                self.orphans[uid] = (
+                    _kind(body), meta.get("namespace", ""), meta.get("name", "")
+                )
             return
         self.orphans.pop(uid, None)
         self.workloads[uid] = _slim(body)
@@ -244,8 +255,8 @@ class Detector:
             by_policy.setdefault(name, []).append(dep)
         memo = _Pass()
         forced, self.forced = self.forced, set()
-        for uid, (ns, name) in list(self.orphans.items()):
-            await self.kube.annotate_deployment(ns, name, {STATE_ANNOTATION: None})
+        for uid, (kind, ns, name) in list(self.orphans.items()):
+            await self.kube.annotate_workload(kind, ns, name, {STATE_ANNOTATION: None})
             self.orphans.pop(uid, None)
         for name, workloads in sorted(by_policy.items()):
             if name not in policies:
@@ -416,6 +427,7 @@ class Detector:
                 if intent.key in remembered:
                     failed_keys.add(intent.key)
                 target = Target(
+                    kind=_kind(dep),
                     namespace=meta["namespace"],
                     name=meta["name"],
                     container=facts.container,
@@ -626,6 +638,10 @@ class Detector:
         self, dep: Mapping[str, Any], container: str, image: str, memo: _Pass
     ) -> str:
         """The digest every current pod reports for the container, if they agree."""
+        if _kind(dep) == kinds.CRONJOB:
+            # Its Jobs' pods come and go with each run and may run an older
+            # template; the tag is resolved instead.
+            return ""
         ns = dep["metadata"]["namespace"]
         if ns not in memo.namespace_pods:
             memo.namespace_pods[ns] = await self.kube.list_namespace_pods(ns)
@@ -654,11 +670,15 @@ class Detector:
             memo.bases[key] = cached[1]
             return cached[1]
         try:
-            info = await self.registry.head_manifest(ref)
+            # A base in an ECR pull-through cache is watched upstream: the cache
+            # only fetches a moved tag when someone pulls it (core/pullthrough.py).
+            upstream = await self.upstreams.upstream_of(ref) if self.upstreams else None
+            target = upstream or ref
+            info = await self.registry.head_manifest(target)
             platforms: Mapping[str, str] = {}
             if info.media_type in INDEX_TYPES:
                 # By digest: read once, then cached for good by the client.
-                platforms = await self.registry.platform_digests(ref.with_digest(info.digest))
+                platforms = await self.registry.platform_digests(target.with_digest(info.digest))
             facts = _BaseFacts(digest=info.digest, platforms=platforms)
             self._bases[key] = (self.monotonic(), facts)
         except AdapterError as exc:
@@ -697,6 +717,7 @@ class Detector:
                     digest=facts.digest,
                     source=source,
                     registry_id=ecr.account,
+                    region=ecr.region,
                 )
             except AdapterError as exc:
                 # No credentials, AccessDenied, a throttled API: Unknown, and the
@@ -774,8 +795,9 @@ class Detector:
             return
         since = previous.get("since") if previous.get("state") == state else None
         record["since"] = since or format_time(self.clock())
-        await self.kube.annotate_deployment(
-            meta["namespace"], meta["name"], {STATE_ANNOTATION: json.dumps(record, sort_keys=True)}
+        await self.kube.annotate_workload(
+            _kind(dep), meta["namespace"], meta["name"],
+            {STATE_ANNOTATION: json.dumps(record, sort_keys=True)},
         )
         if previous.get("state") != state:
             await self._event(dep, state, message)
@@ -787,8 +809,8 @@ class Detector:
         try:
             await self.kube.emit_event(
                 involved={
-                    "apiVersion": "apps/v1",
-                    "kind": "Deployment",
+                    "apiVersion": kinds.api_version(_kind(dep)),
+                    "kind": _kind(dep),
                     "namespace": meta["namespace"],
                     "name": meta["name"],
                     "uid": meta.get("uid", ""),
@@ -851,37 +873,40 @@ _KEPT_METADATA = ("name", "namespace", "uid", "resourceVersion", "generation")
 
 
 def _slim(body: Mapping[str, Any]) -> dict[str, Any]:
-    """What detection reads of a Deployment, and nothing else.
+    """What detection reads of a workload, and nothing else.
 
-    The cache holds every opted-in Deployment; a whole body (managedFields,
+    The cache holds every opted-in workload; a whole body (managedFields,
     status, the full pod template) costs ~50 KiB, so 1,000 workloads cost
-    ~50 MiB of RSS for fields nothing reads. Kept: identity, our own
-    ``imagepatch.dev/*`` annotations, the selector, and each container's name
-    and image.
+    ~50 MiB of RSS for fields nothing reads. Kept: the kind, identity, our own
+    ``imagepatch.dev/*`` annotations, the selector, and the name and image of
+    each container and init container (a CronJob's job template is kept in
+    the same place, ``spec.template``: detection reads only the images).
     """
     meta = body.get("metadata") or {}
     spec = body.get("spec") or {}
-    pod = (spec.get("template") or {}).get("spec") or {}
     kept = {k: meta[k] for k in _KEPT_METADATA if k in meta}
     kept["annotations"] = {
         k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith(PREFIX)
     }
+    lists: dict[str, list[dict[str, Any]]] = {}
+    for key, c in kinds.containers(body):
+        lists.setdefault(key, []).append({"name": c.get("name"), "image": c.get("image")})
     return {
+        "kind": _kind(body),
         "metadata": kept,
-        "spec": {
-            "selector": spec.get("selector") or {},
-            "template": {"spec": {"containers": [
-                {"name": c.get("name"), "image": c.get("image")}
-                for c in pod.get("containers") or []
-            ]}},
-        },
+        "spec": {"selector": spec.get("selector") or {}, "template": {"spec": lists}},
     }
 
 
+def _kind(body: Mapping[str, Any]) -> str:
+    """The workload's kind (watch events carry it; a body without one is a Deployment's)."""
+    kind = body.get("kind")
+    return kind if kind in kinds.KINDS else kinds.DEPLOYMENT
+
+
 def _containers(dep: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    return list(
-        ((dep.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or []
-    )
+    """Every container detection judges: ``containers`` and ``initContainers``."""
+    return [c for _, c in kinds.containers(dep)]
 
 
 def _image_name(image: str) -> str:
