@@ -6,8 +6,9 @@ from ``status.rebuild.tag`` with the base in ``status.rebuild.baseImage`` and
 the revision in ``status.rebuild.revision``; the workload's own tag with
 ``tagPolicy: Overwrite``) in the registry until it points to a new digest
 that was built on the target base, and takes that digest. Neighbours: the
-reconciler calls ``start`` and ``poll`` like any other builder (``adapters.builders``); the registry client
-(``adapters.registry``) answers every question here.
+reconciler calls ``start`` and ``poll`` like any other builder
+(``adapters.builders``); the registry client (``adapters.registry``) answers
+every question here.
 
 An image counts as the rebuild when all of these hold:
 
