@@ -13,7 +13,6 @@ import datetime as dt
 import logging
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
 
 from imagepatch.adapters.builders import Builder, BuildRequest, BuildState, BuildStatus
 from imagepatch.adapters.builders.lineage import (
@@ -26,6 +25,7 @@ from imagepatch.adapters.errors import AdapterError, ConfigurationError, NotFoun
 from imagepatch.adapters.registry import RegistryClient
 from imagepatch.core import baseline, reasons, rebuild, tags
 from imagepatch.core.images import ImageRef, InvalidImageReference, is_ecr_host, parse_image
+from imagepatch.core.scans import FindingsSource
 from imagepatch.model.imagepatch import ImagePatch
 from imagepatch.model.policy import PolicySpec, TagPolicy, VulnerabilitySource
 from imagepatch.model.times import parse_time_strict
@@ -199,7 +199,7 @@ async def poll(
 async def verify(
     *,
     registry: RegistryClient,
-    findings: Any | None,
+    findings: FindingsSource | None,
     patch: ImagePatch,
     policy: PolicySpec | None,
     now: dt.datetime,
@@ -244,7 +244,13 @@ async def verify(
     pending = False
     source = policy.vulnerabilities.source if policy else VulnerabilitySource.NONE
     ecr = is_ecr_host(image.host)
-    if source != VulnerabilitySource.NONE and findings is not None and ecr is not None:
+    # (policy is never None here when source is not NONE; the check says so to mypy.)
+    if (
+        policy is not None
+        and source != VulnerabilitySource.NONE
+        and findings is not None
+        and ecr is not None
+    ):
         try:
             after = await findings.read_async(
                 repository=image.repository, digest=digest, source=source,

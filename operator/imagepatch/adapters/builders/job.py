@@ -184,7 +184,7 @@ def render_job(
         if placeholder not in template_text:
             raise invalid(f"it never uses {placeholder}, so it cannot build the new image")
 
-    job = _substitute(doc, placeholders(request))
+    job: dict[str, Any] = _substitute(doc, placeholders(request))
     name = job_name(request.key)
     old_meta = job.get("metadata") or {}
     labels = {**(old_meta.get("labels") or {}), KEY_HASH_LABEL: key_hash(request.key), **MANAGED_BY}
@@ -421,7 +421,8 @@ class JobBuilder:
                 f"{request.key!r}; delete it to let the rebuild start",
                 reason=JOB_NAME_TAKEN,
             )
-        return meta["name"]
+        name: str = meta["name"]
+        return name
 
     def _where(self, request: BuildRequest) -> str:
         return f"{self._namespace}/{request.job_template}"
@@ -442,7 +443,8 @@ class JobBuilder:
         # the blocking client runs in a thread so the event loop never waits.
         try:
             resp = await asyncio.to_thread(fn, *args, _preload_content=False, **kwargs)
-            return json.loads(resp.data)
+            doc: dict[str, Any] = json.loads(resp.data)
+            return doc
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
             error = classify(exc, what)
             if missing_ok and isinstance(error, NotFoundError):

@@ -62,6 +62,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from imagepatch.adapters.builders import (
     BuildRequest,
@@ -80,16 +81,16 @@ from imagepatch.core.oci import ANNOTATION_BASE_DIGEST
 from imagepatch.core.reasons import (
     BASE_UNKNOWN,
     BUILD_TIMED_OUT,
+    INCONSISTENT_IMAGE,
+    INDEX_MISMATCH,
     LAYER_NOT_FOUND,
     NEW_BASE_NOT_FOUND,
     OLD_BASE_NOT_FOUND,
+    PLATFORM_MISMATCH,
     REBASE_REFUSED,
     TAG_MOVED,
 )
 from imagepatch.core.rebase import (
-    INCONSISTENT_IMAGE,
-    INDEX_MISMATCH,
-    PLATFORM_MISMATCH,
     Image,
     Layer,
     LayerDigester,
@@ -430,7 +431,7 @@ class RebaseBuilder:
             dropped=dropped,
         )
 
-    async def _recorded_bases(self, app: ImageRef, app_top: Manifest) -> dict:
+    async def _recorded_bases(self, app: ImageRef, app_top: Manifest) -> dict[str, Any]:
         """An "old base index" of what each platform manifest of the app records."""
         entries = []
         for platform, entry in index_platforms(app_top.json(), what="app index").items():
