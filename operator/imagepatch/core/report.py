@@ -45,7 +45,6 @@ Where each value comes from (nothing is guessed):
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +58,7 @@ from imagepatch.core.reasons import (
 from imagepatch.model.imagepatch import TERMINAL_PHASES, Phase
 from imagepatch.model.names import POLICY_ANNOTATION, STATE_ANNOTATION
 from imagepatch.model.times import format_time, parse_time
+from imagepatch.model.workload_state import ContainerState, WorkloadState, from_annotation
 
 # Workload states detection records besides the compliance states.
 NOT_ADMITTED = reasons.NOT_ADMITTED
@@ -186,17 +186,6 @@ def _parse_patch(body: Mapping[str, Any]) -> _Patch:
         last_activity=timeline[-1][0] if timeline else created,
         body=body,
     )
-
-
-def _state_record(annotations: Mapping[str, str]) -> dict[str, Any] | None:
-    raw = annotations.get(STATE_ANNOTATION)
-    if not raw:
-        return None
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 # --- the report ---------------------------------------------------------------------------
@@ -370,65 +359,63 @@ def _workload_row(
     namespace, name = meta.get("namespace", ""), meta.get("name", "")
     annotations = meta.get("annotations") or {}
     policy = annotations.get(POLICY_ANNOTATION, "")
-    record = _state_record(annotations)
-    if record is None or record.get("policy", policy) != policy:
+    record = from_annotation(annotations.get(STATE_ANNOTATION))
+    reason = ""
+    if record is None or (record.policy is not None and record.policy != policy):
         # Opted in (or moved to another policy) since detection last looked.
-        record = {
-            "state": str(State.UNKNOWN),
-            "message": "not evaluated yet under this policy",
-            "containers": [],
-            "reason": NOT_EVALUATED,
-        }
-    state = str(record.get("state") or State.UNKNOWN)
-    since = parse_time(record.get("since"))
-    raw_containers = [c for c in record.get("containers") or [] if isinstance(c, dict)]
+        record = WorkloadState(
+            policy=policy, state=str(State.UNKNOWN), message="not evaluated yet under this policy"
+        )
+        reason = NOT_EVALUATED
+    state = record.state or str(State.UNKNOWN)
+    since = record.since
+    raw_containers = record.containers
 
-    def runs(p: _Patch, c: Mapping[str, Any]) -> bool:
+    def runs(p: _Patch, c: ContainerState) -> bool:
         # "For exactly the digest it runs": a Closed patch means compliant in between.
         return (
             p.phase != str(Phase.CLOSED)
-            and p.image == _repository(c.get("image", ""))
-            and bool(c.get("digest"))
-            and p.current_digest == c.get("digest")
+            and p.image == _repository(c.image)
+            and bool(c.digest)
+            and p.current_digest == c.digest
         )
 
     containers = []
     for c in raw_containers:
         # Outdated is what detection recorded now (the reason survives the Patching
         # and Failed overlays); patches only tell since when.
-        outdated = c.get("reason") == str(State.BASE_IMAGE_OUTDATED)
+        outdated = c.reason == str(State.BASE_IMAGE_OUTDATED)
         starts = [
             p.created
             for p in patches
             if runs(p, c) and p.created and p.reason == str(State.BASE_IMAGE_OUTDATED)
             and p.phase != str(Phase.SUCCEEDED)
         ]
-        if since and c.get("state") == state:
+        if since and c.state == state:
             starts.append(since)
         base_since = min(starts) if outdated and starts else None
-        findings = c.get("findingsOverBaseline")
         containers.append(
             ContainerRow(
-                name=c.get("name", ""),
-                image=c.get("image", ""),
-                repository=_repository(c.get("image", "")),
-                digest=c.get("digest", ""),
-                digest_source=c.get("digestSource", ""),
-                base=c.get("base", ""),
-                base_digest=c.get("baseDigest", ""),
-                base_current=c.get("baseCurrent", ""),
+                name=c.name,
+                image=c.image,
+                repository=_repository(c.image),
+                digest=c.digest,
+                digest_source=c.digest_source,
+                base=c.base,
+                base_digest=c.base_digest,
+                base_current=c.base_current,
                 base_outdated=outdated,
                 base_outdated_since=base_since,
                 base_outdated_seconds=_seconds(base_since, now),
-                state=c.get("state", ""),
-                reason=c.get("reason", ""),
-                message=c.get("message", ""),
-                findings_over_baseline=findings if isinstance(findings, int) else None,
+                state=c.state,
+                reason=c.reason,
+                message=c.message,
+                findings_over_baseline=c.findings_over_baseline,
             )
         )
 
-    reason = str(
-        record.get("reason")
+    reason = (
+        reason
         or next((c.reason for c in containers if c.state == state and c.reason), "")
         or state
     )
@@ -468,7 +455,7 @@ def _workload_row(
         policy=policy,
         state=state,
         reason=reason,
-        message=str(record.get("message") or ""),
+        message=record.message,
         since=since,
         out_of_compliance_since=out_since,
         out_of_compliance_seconds=_seconds(out_since, now),
