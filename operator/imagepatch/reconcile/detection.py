@@ -65,7 +65,7 @@ from imagepatch.core.reasons import (
     INVALID_ANNOTATION,
     PATCH_REJECTED,
 )
-from imagepatch.core.report import retention
+from imagepatch.core.retention import retention
 from imagepatch.core.rollout import failed_memory, running_digest, wave_for
 from imagepatch.model.errors import SpecError
 from imagepatch.model.imagepatch import CLOSE_ANNOTATION, KEY_ANNOTATION, Target, TargetPhase
