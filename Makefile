@@ -35,7 +35,7 @@ unit: setup
 
 ## bench: measured figures (printed, never asserted): the fleet at 100 and 1,000 workloads
 ## (BENCH_LARGE=1 adds 3,000; writes bench-results.json, see docs/benchmarks.md), and
-## broken pod -> rollback latency
+## broken pod -> rollback latency, and put_events -> SQS consumer latency
 bench: setup
 	$(PY) -m pytest tests/bench -s -q $(PYTEST_ARGS)
 

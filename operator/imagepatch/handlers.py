@@ -24,11 +24,11 @@ from imagepatch.adapters.errors import AdapterError
 from imagepatch.adapters.events import SqsEventSource
 from imagepatch.adapters.findings import FindingsReader
 from imagepatch.adapters.kube import Kube
-from imagepatch.adapters.registry import EcrCredentials, RegistryClient
+from imagepatch.adapters.registry import EcrCredentials, PolicySecrets, RegistryClient
 from imagepatch.adapters.securityhub import SecurityHubExporter
 from imagepatch.core.liveness import watch_liveness
 from imagepatch.model import names
-from imagepatch.reconcile.detection import Detector, PolicySecrets
+from imagepatch.reconcile.detection import Detector
 from imagepatch.reconcile.loops import PatchLoops
 from imagepatch.reconcile.outcomes import Backoff
 from imagepatch.reconcile.rollouts import RebuildTools

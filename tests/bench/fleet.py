@@ -54,7 +54,13 @@ from kubernetes import client, watch
 
 from tests.support.audit import OPERATOR_USER
 from tests.support.faultproxy import FaultProxy
-from tests.support.images import ANNOTATION_BASE_DIGEST, ANNOTATION_BASE_NAME, make_base_image
+from tests.support.images import (
+    ANNOTATION_BASE_DIGEST,
+    ANNOTATION_BASE_NAME,
+    OCI_CONFIG,
+    OCI_LAYER_GZIP,
+    make_base_image,
+)
 from tests.support.operator import OperatorProcess, install_rbac, service_account_kubeconfig
 from tests.support.registry import OCI_MANIFEST, sha256_digest
 from tests.support.scenario import fake_digest
@@ -65,8 +71,6 @@ ECR = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
 GROUP, VERSION = "imagepatch.dev", "v1alpha1"
 BENCH_LABEL = "imagepatch-bench"
 LINEAGES = ("manifest-annotations", "config-labels", "workload-annotation", "workload-annotation")
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 EVALUATED_LINE = re.compile(
     r"policy (?P<policy>\S+): (?P<n>\d+) workloads evaluated in (?P<secs>[\d.]+)s in pass (?P<pass>\d+)"
 )

@@ -40,7 +40,7 @@ def operator_factory(kube, crds, tmp_path: Path) -> Iterator[Callable[[], Operat
     started: list[OperatorProcess] = []
 
     def start() -> OperatorProcess:
-        proc = OperatorProcess(kubeconfig=kubeconfig, log_path=tmp_path / "operator.log")
+        proc = OperatorProcess(kubeconfig=kubeconfig, log_path=tmp_path / "operator.log", metrics=True)
         proc.start()
         started.append(proc)
         return proc

@@ -21,7 +21,6 @@ import pytest
 from tests.support.faultproxy import FaultProxy
 from tests.support.images import make_base_image, make_base_index
 from tests.support.operator import OperatorProcess, install_rbac, service_account_kubeconfig
-from tests.support.ports import free_port
 from tests.support.registry import start_htpasswd_registry
 from tests.support.scenario import Scenario, unique
 from tests.support.wait import wait_for
@@ -48,18 +47,16 @@ def queue(moto_server):
 def detector(kube, crds, registry, moto_server, queue, tmp_path_factory) -> Iterator[OperatorProcess]:
     install_rbac(kube)
     work = tmp_path_factory.mktemp("detector")
-    metrics_port = free_port()
     proc = OperatorProcess(
         kubeconfig=service_account_kubeconfig(kube, work / "operator.kubeconfig"),
         log_path=work / "operator.log",
         extra_args=["--registry-endpoint", f"{ECR}=http://{registry.host}",
                     "--aws-region", REGION, "--events-queue-url", queue, "--detect-tick", "1",
-                    "--metrics-port", str(metrics_port),
                     "--securityhub", "--cluster-name", "e2e"],
         extra_env={**moto_server.env(), "AWS_ENDPOINT_URL": moto_server.endpoint_url},
+        metrics=True,
     )
     proc.start()
-    proc.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     yield proc
     proc.stop()
     forbidden = proc.forbidden_lines()
@@ -106,7 +103,7 @@ def build_app_on(buildah, base, repo: str):
     return buildah.build_app(base, repo, "1", pinned=False)
 
 
-def test_base_update_creates_one_patch_with_the_digests(given, registry, buildah) -> None:
+def test_base_update_creates_one_patch_with_the_digests(given, registry, buildah, detector) -> None:
     base_repo, app_repo = unique("base"), unique("app")
     base_v1 = make_base_image(registry, base_repo, "3.12", marker="v1")
     app = build_app_on(buildah, base_v1, app_repo)
@@ -136,8 +133,9 @@ def test_base_update_creates_one_patch_with_the_digests(given, registry, buildah
     assert state["state"] == "Patching"
 
     # Re-evaluation never duplicates it.
+    passes = detector.metric("imagepatch_detection_passes_total")
     retrigger(given, policy)
-    time.sleep(3)
+    detector.wait_passes(after=passes)
     assert [p["metadata"]["name"] for p in patches_for(given, policy)] == [patch["metadata"]["name"]]
     reasons = [e["reason"] for e in given.events(ns, "web")]
     assert "Compliant" in reasons and "Patching" in reasons
@@ -383,8 +381,9 @@ def test_private_registry_credentials_come_from_the_policy_secret(given, private
         given.kube.kubectl("apply", "-f", "-", input=manifest)
 
     make_secret("wrong-password")
+    passes = detector.metric("imagepatch_detection_passes_total")
     retrigger(given, policy)
-    time.sleep(3)
+    detector.wait_passes(after=passes)
     assert wait_state(given, ns, "Unknown")["containers"][0]["reason"] == "RegistryAuthFailed"
 
     make_secret("s3cret-Pa55")
@@ -483,10 +482,14 @@ def test_metrics_count_workloads_patches_and_registry_requests(given, registry, 
     last_pass = re.search(rf'imagepatch_last_pass_timestamp_seconds{{policy="{policy}"}} (\S+)', text)
     assert last_pass and abs(float(last_pass.group(1)) - time.time()) < 120, "a recent pass time"
     assert "# TYPE imagepatch_patches gauge" in text
+    # The detection loop counts its passes (every --detect-tick, 1 s here).
+    passes = detector.metric("imagepatch_detection_passes_total")
+    assert passes >= 1
+    assert detector.wait_passes(2, after=passes, timeout=30) >= passes + 2
 
 
 def test_vulnerable_workloads_become_security_hub_findings_and_are_archived(
-        given, registry, buildah, moto_server) -> None:
+        given, registry, buildah, moto_server, detector) -> None:
     base = make_base_image(registry, unique("hbase"), "1", marker="v1")
     repo = unique("hub")
     app = build_app_on(buildah, base, repo)
@@ -522,8 +525,9 @@ def test_vulnerable_workloads_become_security_hub_findings_and_are_archived(
     # The id is stable per workload, container and repository: re-evaluation updates
     # the same finding and never makes a second one (archiving is covered by
     # tests/integration/test_securityhub.py).
+    passes = detector.metric("imagepatch_detection_passes_total")
     retrigger(given, policy)
-    time.sleep(3)
+    detector.wait_passes(after=passes)
     assert len(ours()) == 1
 
 
@@ -655,7 +659,9 @@ def annotate_rebuild(given: Scenario, ns: str, name: str, value: str) -> None:
                        f"imagepatch.dev/rebuild={value}")
 
 
-def test_codebuild_project_outside_allowed_gets_no_build_and_shows_why(given, registry, buildah) -> None:
+def test_codebuild_project_outside_allowed_gets_no_build_and_shows_why(
+    given, registry, buildah, detector
+) -> None:
     # Given a policy that lets workloads ask only for team A's CodeBuild projects
     base_repo, app_repo = unique("gbase"), unique("gapp")
     base_v1 = make_base_image(registry, base_repo, "1", marker="v1")
@@ -681,8 +687,9 @@ def test_codebuild_project_outside_allowed_gets_no_build_and_shows_why(given, re
     warnings = [e for e in given.events(ns, "web") if e["reason"] == "RebuildNotAllowed"]
     assert warnings and warnings[0]["type"] == "Warning"
     assert "spec.rebuild.allowed.codebuildProjects" in warnings[0]["message"]
+    passes = detector.metric("imagepatch_detection_passes_total")
     retrigger(given, policy)
-    time.sleep(3)
+    detector.wait_passes(after=passes)
     assert patches_for(given, policy) == [], "no ImagePatch, so no build, for a refused rebuild"
     # The policy still counts it by what it is: outdated.
     status = given.get("imagepatchpolicy", policy)["status"]
@@ -697,7 +704,9 @@ def test_codebuild_project_outside_allowed_gets_no_build_and_shows_why(given, re
     assert patch["spec"]["rebuild"] == {"strategy": "codebuild", "codebuildProject": "platform-admin-deploy"}
 
 
-def test_team_a_override_patch_never_targets_team_b_on_the_same_repository(given, registry, buildah) -> None:
+def test_team_a_override_patch_never_targets_team_b_on_the_same_repository(
+    given, registry, buildah, detector
+) -> None:
     # Given two teams running the same image under one policy; team A asks for a rebase.
     # Approval is manual so that only team A's patch runs (team B's own patch waits:
     # with a shared tag, a later build of B's could otherwise pick up what A pushed).
@@ -741,8 +750,9 @@ def test_team_a_override_patch_never_targets_team_b_on_the_same_repository(given
     assert rolled.startswith(image + "@sha256:")
 
     # ... and team B's Deployment is never touched.
+    passes = detector.metric("imagepatch_detection_passes_total")
     retrigger(given, policy)
-    time.sleep(5)
+    detector.wait_passes(after=passes)
     b = given.get("deployment", "web", team_b)
     assert b["spec"]["template"]["spec"]["containers"][0]["image"] == image
     b_patch = given.get("imagepatch", by_strategy["external"]["metadata"]["name"])

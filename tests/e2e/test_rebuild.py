@@ -10,7 +10,6 @@ one build.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 from tests.support.images import make_base_image
@@ -85,8 +84,9 @@ def test_sigkill_while_a_build_is_in_flight_leaves_exactly_one_build(kube, regis
     # It stands by until the killed leader's Lease expires, then leads.
     wait_for(lambda: second.log().count("became the leader") >= 2, timeout=90,
              what="the restarted operator to take the Lease")
-    # Give it time for several passes (5 s build polls).
-    time.sleep(12)
+    # Let it reconcile the patch several times (5 s build polls): the new
+    # process counts from zero, and this patch is the only unfinished one.
+    second.wait_passes(3, counter="imagepatch_patch_reconciles_total", after=0, timeout=60)
     status = given.get("imagepatch", patch)["status"]
     assert status["phase"] == "Building"
     assert status["rebuild"]["buildId"] == recorded["buildId"]

@@ -25,8 +25,8 @@ What came from where:
   enforcement) cannot produce.
 * **a closed port:** an unreachable endpoint.
 
-``test_push_to_callback_latency`` prints the latency from ``put_events`` to
-the callback (visible without ``-s``); nothing asserts on timing.
+The latency from ``put_events`` to the callback is a benchmark:
+``tests/bench/test_event_latency.py`` (``make bench``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -244,34 +243,6 @@ def test_ecr_and_inspector_events_reach_the_callback_and_the_queue_ends_empty(aw
     }
     assert (source.received, source.handled, source.ignored, source.dropped_malformed, source.errors) == (5, 4, 1, 0, 0)
     assert bus.counts() == (0, 0)
-
-
-def test_push_to_callback_latency(aws, capsys):
-    bus = Bus(aws)
-    source = make_source(aws, bus.queue_url, wait_seconds=5)
-    recorder = Recorder()
-    sent: list[float] = []
-    rounds = 10
-
-    def push_one_at_a_time() -> None:
-        time.sleep(0.5)  # let the consumer settle into its long poll
-        for i in range(rounds):
-            sent.append(time.monotonic())
-            bus.put(push_entry("team/web", digest_of(f"web {i}"), f"build-{i}"))
-            deadline = time.monotonic() + 10
-            while len(recorder.arrivals) <= i and time.monotonic() < deadline:
-                time.sleep(0.005)
-
-    asyncio.run(run_until(source, recorder, lambda: len(recorder.arrivals) == rounds, during=push_one_at_a_time))
-
-    latencies = [(arrived - sent[i]) * 1000 for i, (arrived, _) in enumerate(recorder.arrivals)]
-    assert [s.tag for _, s in recorder.arrivals] == [f"build-{i}" for i in range(rounds)]
-    with capsys.disabled():
-        print(
-            f"\nput_events -> on_signals latency over {rounds} pushes (moto server, long poll): "
-            f"median {statistics.median(latencies):.0f} ms, min {min(latencies):.0f} ms, "
-            f"max {max(latencies):.0f} ms"
-        )
 
 
 # -- malformed messages --------------------------------------------------------------------

@@ -42,7 +42,7 @@ POLICY = REPO / "docs" / "iam-policy.json"
 # Feature -> the statements' Sid prefix and the modules whose boto3 calls it makes.
 # Detection is always on; every other feature is added to it.
 FEATURES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "detection": ("Detection", ("adapters/registry.py",)),
+    "detection": ("Detection", ("adapters/registry/credentials.py",)),
     "findings": ("Findings", ("adapters/findings.py",)),
     "codebuild": ("CodeBuild", ("adapters/builders/codebuild.py",)),
     "sqs": ("Sqs", ("adapters/events.py",)),
@@ -56,7 +56,7 @@ ALWAYS_ON = "detection"
 # authorises each request as an IAM action (ECR's "Amazon ECR registry
 # permissions" for docker/OCI clients):
 REGISTRY_API_ACTIONS: dict[str, set[str]] = {
-    # adapters/registry.py reads: the login token (boto3, found by the scan too),
+    # adapters/registry/ reads: the login token (boto3, found by the scan too),
     # HEAD/GET manifests -> BatchGetImage, GET blobs (image configs: base-image
     # lineage) -> GetDownloadUrlForLayer.
     "detection": {"ecr:GetAuthorizationToken", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"},

@@ -55,8 +55,9 @@ from pathlib import Path
 
 import yaml
 
+from imagepatch.core.oci import OCI_MANIFEST
+
 DATA = Path(__file__).resolve().parent.parent / "data"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 HUGE_BYTES = 1024**3
 BOMB_BYTES = 256 * 1024**2
 OK_TOKEN = "hostile-ok-token"

@@ -54,6 +54,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+from imagepatch.core.oci import (  # noqa: F401 - the base annotations are re-exported
+    ANNOTATION_BASE_DIGEST,
+    ANNOTATION_BASE_NAME,
+    DOCKER_CONFIG,
+    DOCKER_LAYER_GZIP,
+    OCI_CONFIG,
+    OCI_LAYER_GZIP,
+)
 from tests.support.registry import (
     DOCKER_LIST,
     DOCKER_V2,
@@ -70,13 +78,6 @@ EPOCH = 1704067200  # 2024-01-01T00:00:00Z
 CREATED = "2024-01-01T00:00:00Z"
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-
-ANNOTATION_BASE_NAME = "org.opencontainers.image.base.name"
-ANNOTATION_BASE_DIGEST = "org.opencontainers.image.base.digest"
 LABEL_REVISION = "org.opencontainers.image.revision"
 
 Media = Literal["oci", "docker"]

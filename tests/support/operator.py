@@ -23,8 +23,11 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.cluster.harness import kubeconfig_yaml
 from tests.support.ports import free_port
+from tests.support.wait import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "imagepatch-system"
@@ -63,11 +66,15 @@ class OperatorProcess:
     extra_env: dict[str, str] = field(default_factory=dict)
     # Debug logging costs CPU at a thousand workloads: benchmarks turn it off.
     verbose: bool = True
+    # Serve /metrics (--metrics-port): tests wait on its pass counters, not on sleeps.
+    metrics: bool = False
     health_port: int = 0
+    metrics_port: int = 0
     proc: subprocess.Popen | None = None
 
     def start(self, *, timeout: float = 60.0) -> None:
         self.health_port = free_port()
+        self.metrics_port = free_port() if self.metrics else 0
         env = {
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
@@ -79,6 +86,7 @@ class OperatorProcess:
             [
                 sys.executable, "-m", "imagepatch", "run", *(["--verbose"] if self.verbose else []),
                 "--liveness-endpoint", f"http://127.0.0.1:{self.health_port}/healthz",
+                *(["--metrics-port", str(self.metrics_port)] if self.metrics else []),
                 *self.extra_args,
             ],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
@@ -104,6 +112,42 @@ class OperatorProcess:
             return int(exc.code)
         except OSError:
             return None
+
+    @property
+    def metrics_url(self) -> str:
+        if not self.metrics_port:
+            raise RuntimeError("this operator was started without metrics=True")
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of the samples of ``name`` whose labels include ``labels`` (0 if none)."""
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as resp:
+            text = resp.read().decode()
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name and labels.items() <= sample.labels.items()
+        )
+
+    def wait_passes(self, passes: int = 2, *, counter: str = "imagepatch_detection_passes_total",
+                    after: float | None = None, timeout: float = 60.0) -> float:
+        """Wait until ``counter`` has advanced by ``passes`` from ``after`` (default: now).
+
+        Call it after the action, before asserting that nothing happened: with
+        the default of two, at least one whole pass began after the action (the
+        one in flight when it was taken may have read the cluster before it).
+        """
+        start = self.metric(counter) if after is None else after
+
+        def advanced() -> float | None:
+            try:
+                value = self.metric(counter)
+            except OSError:  # a new leader serves /metrics once its startup handler ran
+                return None
+            return value if value >= start + passes else None
+        return wait_for(advanced, timeout=timeout, interval=0.2,
+                        what=f"{passes} more of {counter} (from {start:.0f})")
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

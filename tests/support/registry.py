@@ -22,13 +22,14 @@ from pathlib import Path
 
 import httpx
 
+from imagepatch.core.oci import (  # noqa: F401 - re-exported to the tests
+    DOCKER_LIST,
+    DOCKER_V2,
+    MANIFEST_ACCEPT,
+    OCI_INDEX,
+    OCI_MANIFEST,
+)
 from tests.support.ports import ServerProcess, http_ok
-
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_V2 = "application/vnd.docker.distribution.manifest.v2+json"
-MANIFEST_ACCEPT = ", ".join([OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_V2])
 
 REGISTRY_BINARY = "/usr/bin/docker-registry"
 ENV_VAR = "IMAGEPATCH_TEST_REGISTRY"

@@ -19,12 +19,12 @@ import pytest
 
 from imagepatch.adapters.errors import ConfigurationError, TransientError
 from imagepatch.adapters.registry import Lineage, ManifestInfo
+from imagepatch.core.oci import OCI_MANIFEST
 from imagepatch.reconcile.detection import Detector
 
 ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
 D_APP = "sha256:" + "a" * 64
 D_BASE = "sha256:" + "b" * 64
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
 class MemoryKube:
@@ -156,6 +156,36 @@ def test_a_policy_whose_evaluation_fails_does_not_stop_the_next_and_is_not_retri
     kube.statuses.clear()
     asyncio.run(detector.evaluate_all())
     assert kube.statuses == {}
+
+
+def detection_passes() -> float:
+    from imagepatch.adapters.metrics import REGISTRY
+
+    return REGISTRY.get_sample_value("imagepatch_detection_passes_total") or 0.0
+
+
+def test_each_completed_pass_is_counted_once_whether_or_not_a_policy_was_due():
+    kube = MemoryKube([policy("a"), policy("b")])
+    detector = Detector(kube=kube, registry=MemoryRegistry())
+    before = detection_passes()
+    run_pass(detector, deployment("one", f"{ECR}/app:1", "a"), deployment("two", f"{ECR}/app:1", "b"))
+    assert detection_passes() - before == 1  # one pass over two policies
+    kube.statuses.clear()
+    asyncio.run(detector.evaluate_all())  # nothing due: still a pass that looked
+    assert kube.statuses == {}
+    assert detection_passes() - before == 2
+
+
+def test_a_pass_that_fails_is_not_counted():
+    class Unreachable(MemoryKube):
+        async def list_policies(self) -> list[dict]:
+            raise TransientError("the API server is unavailable", reason="APIUnavailable")
+
+    detector = Detector(kube=Unreachable([]), registry=MemoryRegistry())
+    before = detection_passes()
+    with pytest.raises(TransientError):
+        asyncio.run(detector.evaluate_all())
+    assert detection_passes() == before
 
 
 @pytest.mark.parametrize(

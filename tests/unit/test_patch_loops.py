@@ -221,3 +221,32 @@ def test_a_policy_spec_change_wakes_its_patches_and_its_status_writes_do_not() -
         return sorted(script.calls)
 
     assert asyncio.run(scenario()) == ["p1", "p1", "p2", "p2"]
+
+
+def reconciles_counted() -> float:
+    from imagepatch.adapters.metrics import REGISTRY
+
+    return REGISTRY.get_sample_value("imagepatch_patch_reconciles_total") or 0.0
+
+
+def test_every_reconcile_is_counted_in_metrics_including_one_that_raised() -> None:
+    async def scenario() -> tuple[int, float]:
+        calls = 0
+
+        async def flaky(name: str) -> float | None:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("boom")
+            return None  # then it waits for a person: no more reconciles
+
+        loops = PatchLoops(flaky, resync=0.02)
+        before = reconciles_counted()
+        loops.observe(None, body())
+        await settle(0.1)
+        await loops.aclose()
+        return calls, reconciles_counted() - before
+
+    calls, counted = asyncio.run(scenario())
+    assert calls >= 2
+    assert counted == calls

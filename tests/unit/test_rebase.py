@@ -18,9 +18,20 @@ from typing import Any
 
 import pytest
 
-from imagepatch.core.rebase import (
+from imagepatch.core.oci import (
     ANNOTATION_BASE_DIGEST,
     ANNOTATION_BASE_NAME,
+    DOCKER_CONFIG,
+    DOCKER_LIST,
+    DOCKER_V2,
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_MANIFEST,
+)
+from imagepatch.core.oci import DOCKER_LAYER_GZIP as DOCKER_GZIP
+from imagepatch.core.oci import OCI_LAYER as OCI_TAR
+from imagepatch.core.oci import OCI_LAYER_GZIP as OCI_GZIP
+from imagepatch.core.rebase import (
     Image,
     Layer,
     LayerDigester,
@@ -35,16 +46,7 @@ from imagepatch.core.rebase import (
     select_platform,
 )
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_V2 = "application/vnd.docker.distribution.manifest.v2+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-OCI_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-OCI_TAR = "application/vnd.oci.image.layer.v1.tar"
-OCI_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
-DOCKER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+OCI_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"  # a type the rebase refuses
 
 PATH = "PATH=/usr/local/bin:/usr/bin:/bin"
 

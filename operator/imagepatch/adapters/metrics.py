@@ -44,6 +44,19 @@ LAST_PASS = Gauge(
     ["policy"],
     registry=REGISTRY,
 )
+# Completed passes of the detection loop and reconciles of ImagePatches: how
+# much work the operator does (a rate), and the signal tests wait on instead
+# of a fixed sleep before asserting that nothing happened.
+DETECTION_PASSES = Counter(
+    "imagepatch_detection_passes_total",
+    "Completed passes of the detection loop (each looks at every policy that is due).",
+    registry=REGISTRY,
+)
+PATCH_RECONCILES = Counter(
+    "imagepatch_patch_reconciles_total",
+    "Reconciles of ImagePatches by their loops.",
+    registry=REGISTRY,
+)
 PATCHES = Gauge(
     "imagepatch_patches",
     "ImagePatches by policy and phase.",
@@ -133,6 +146,14 @@ def record_patches(patches: Iterable[Mapping[str, Any]]) -> None:
         for phase in phases:
             if (policy, phase) not in counts:
                 PATCHES.labels(policy=policy, phase=phase).set(0)
+
+
+def record_detection_pass() -> None:
+    DETECTION_PASSES.inc()
+
+
+def record_patch_reconcile() -> None:
+    PATCH_RECONCILES.inc()
 
 
 def record_result(result: str) -> None:

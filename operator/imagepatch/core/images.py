@@ -17,7 +17,7 @@ is hex and colons in brackets, and a digest must be a registered algorithm
 (sha256, sha384, sha512) with exactly its length of lower-case hex.
 ``tests/unit/test_images.py`` checks this against the package's own tables.
 
-The registry adapter (``adapters/registry.py``) turns an ``ImageRef`` into
+The registry adapter (``adapters/registry/``) turns an ``ImageRef`` into
 HTTP requests; ``api_host`` is where it sends them (Docker Hub's API is not
 served on ``docker.io``). Neighbours: ``core/policy.py`` and the planner use
 ``matches_glob`` for trusted bases; ``is_ecr_host`` routes ECR hosts to ECR

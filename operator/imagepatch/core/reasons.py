@@ -22,7 +22,7 @@ PROGRESSING = "Progressing"
 FINDINGS_READ = "FindingsRead"
 FINDINGS_UNAVAILABLE = "FindingsUnavailable"
 
-# Registry reads and writes (adapters/registry.py classifies them).
+# Registry reads and writes (adapters/registry/ classifies them).
 REGISTRY_UNAVAILABLE = "RegistryUnavailable"  # 5xx, connection errors, retries exhausted
 REGISTRY_RATE_LIMITED = "RegistryRateLimited"  # 429
 REGISTRY_TIMEOUT = "RegistryTimeout"  # connect/read timeout
@@ -141,7 +141,7 @@ REBUILD_STRATEGY_UNAVAILABLE = "RebuildStrategyUnavailable"
 REBUILD_UNAVAILABLE = "RebuildUnavailable"
 VERIFICATION_FAILED = "VerificationFailed"
 
-# The rollout planner (core/rollout.py): why a patch stalls, and why a target
+# The rollout planner (core/rollout/): why a patch stalls, and why a target
 # was skipped, stopped, rolled back or failed.
 NO_LONGER_NEEDED = "NoLongerNeeded"
 POLICY_DELETED = "PolicyDeleted"

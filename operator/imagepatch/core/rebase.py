@@ -74,6 +74,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from imagepatch.core.images import InvalidImageReference, is_digest, parse_image
+from imagepatch.core.oci import (
+    ANNOTATION_BASE_DIGEST,
+    ANNOTATION_BASE_NAME,
+    DOCKER_CONFIG,
+    DOCKER_LAYER_GZIP,
+    DOCKER_LIST,
+    DOCKER_V2,
+    INDEX_TYPES,
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_LAYER,
+    OCI_LAYER_GZIP,
+    OCI_MANIFEST,
+)
 from imagepatch.core.reasons import (
     BASE_LAYERS_MISMATCH,
     HISTORY_MISMATCH,
@@ -86,8 +100,6 @@ from imagepatch.core.reasons import (
 )
 
 __all__ = [
-    "ANNOTATION_BASE_DIGEST",
-    "ANNOTATION_BASE_NAME",
     "Image",
     "Layer",
     "LayerDigester",
@@ -106,24 +118,13 @@ __all__ = [
     "select_platform",
 ]
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_V2 = "application/vnd.docker.distribution.manifest.v2+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
-
-ANNOTATION_BASE_NAME = "org.opencontainers.image.base.name"
-ANNOTATION_BASE_DIGEST = "org.opencontainers.image.base.digest"
-
 # Layer media types this module can verify (diff_id from the bytes) and carry.
 # zstd needs a decompressor the standard library lacks before Python 3.14;
 # foreign and non-distributable layers may not be in the registry at all.
 _LAYER_COMPRESSION = {
-    "application/vnd.oci.image.layer.v1.tar": "none",
-    "application/vnd.oci.image.layer.v1.tar+gzip": "gzip",
-    "application/vnd.docker.image.rootfs.diff.tar.gzip": "gzip",
+    OCI_LAYER: "none",
+    OCI_LAYER_GZIP: "gzip",
+    DOCKER_LAYER_GZIP: "gzip",
 }
 # (manifest type, config type, layer media type prefix) of the two families.
 _FAMILY = {

@@ -19,10 +19,14 @@ A failed or timed-out build, or a refused verification, ends the patch as
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from imagepatch.core import reasons
+from imagepatch.model.imagepatch import ImagePatch
+from imagepatch.model.policy import PolicySpec, Rebuild
+from imagepatch.model.rebuild_status import RebuildStage, RebuildStatus, VerificationStatus
 from imagepatch.model.times import format_time
 
 BUILD_POLL = 5.0  # seconds between polls of a running build
@@ -66,6 +70,63 @@ class RebuildStep:
     requeue_after: float | None = None
     stalled: str = ""  # a CamelCase reason when the patch ends Failed
     failed_digest: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RebuildChoice:
+    """How an image is rebuilt: the strategy, and its CodeBuild project or Job template."""
+
+    strategy: str = ""  # '' when neither the request nor a policy names one
+    codebuild_project: str = ""
+    job_template: str = ""
+
+    def as_spec(self) -> dict[str, Any]:
+        """``spec.rebuild`` of an ImagePatch: the strategy and the setting it needs."""
+        spec: dict[str, Any] = {"strategy": self.strategy}
+        if self.strategy == "codebuild":
+            spec["codebuildProject"] = self.codebuild_project
+        elif self.strategy == "job":
+            spec["jobTemplate"] = self.job_template
+        return spec
+
+
+def choose_rebuild(
+    policy: Rebuild | None,
+    *,
+    strategy: str = "",
+    codebuild_project: str = "",
+    job_template: str = "",
+) -> RebuildChoice:
+    """The rebuild asked for (a patch's ``spec.rebuild``, a workload's annotation) over the
+    policy's default; a project or template the request leaves empty is the policy's own.
+    """
+    return RebuildChoice(
+        strategy=strategy or (str(policy.strategy) if policy else ""),
+        codebuild_project=codebuild_project
+        or (policy.codebuild.project if policy and policy.codebuild else ""),
+        job_template=job_template or (policy.job.template if policy and policy.job else ""),
+    )
+
+
+def choice_for(patch: ImagePatch, policy: PolicySpec | None) -> RebuildChoice:
+    """How ``patch`` is rebuilt: its ``spec.rebuild`` over its policy's default."""
+    return choose_rebuild(
+        policy.rebuild if policy else None,
+        strategy=patch.rebuild_strategy,
+        codebuild_project=patch.codebuild_project,
+        job_template=patch.job_template,
+    )
+
+
+def requested_rebuild(annotation: str) -> dict[str, str]:
+    """A workload's ``imagepatch.dev/rebuild: <strategy>[:<project or template>]`` as the
+    keyword arguments of ``choose_rebuild``."""
+    kind, _, arg = annotation.partition(":")
+    if kind == "codebuild":
+        return {"strategy": kind, "codebuild_project": arg}
+    if kind == "job":
+        return {"strategy": kind, "job_template": arg}
+    return {"strategy": kind}
 
 
 def idempotency_key(image: str, new_base_digest: str, current_digest: str) -> str:
@@ -158,14 +219,38 @@ def verify(
 
 def plan_rebuild(
     *,
-    recorded: dict[str, Any],  # the raw status
+    recorded: Mapping[str, Any],  # a raw status
     key: str,
     strategy: str,
     build: BuildObservation | None,
     verification: Verification | None,
     now: dt.datetime,
 ) -> RebuildStep:
-    rebuild = dict(recorded.get("rebuild") or {})
+    """``decide_rebuild`` on a raw status document's ``rebuild``."""
+    return decide_rebuild(
+        rebuild=RebuildStatus.parse(recorded.get("rebuild")),
+        key=key,
+        strategy=strategy,
+        build=build,
+        verification=verification,
+        now=now,
+    )
+
+
+def decide_rebuild(
+    *,
+    rebuild: RebuildStatus,
+    key: str,
+    strategy: str,
+    build: BuildObservation | None,
+    verification: Verification | None,
+    now: dt.datetime,
+) -> RebuildStep:
+    """The next rebuild step from what is recorded (``rebuild.stage``) and observed.
+
+    ``key`` is recorded with the intent (the first step) and read back from
+    status after that; the other steps do not use it.
+    """
     if not strategy:
         return RebuildStep(
             phase="Failed",
@@ -175,15 +260,16 @@ def plan_rebuild(
             "or the imagepatch.dev/rebuild annotation, or pin "
             "spec.targetDigest",
         )
-    if not rebuild.get("startedAt"):
-        rebuild = {"strategy": strategy, "startedAt": format_time(now)}
+    stage = rebuild.stage
+    if stage == RebuildStage.NOT_STARTED:
+        intent = RebuildStatus(strategy=strategy, started_at=format_time(now))
         return RebuildStep(
             phase="Building",
-            fields={"rebuild": rebuild, "idempotencyKey": key},
+            fields={"rebuild": intent.to_dict(), "idempotencyKey": key},
             message=f"starting the {strategy} rebuild",
             again=True,
         )
-    if not rebuild.get("buildId"):
+    if stage == RebuildStage.STARTING:
         if build is None or build.state not in ("Started", "Failed"):
             return RebuildStep(
                 phase="Building",
@@ -193,67 +279,63 @@ def plan_rebuild(
             )
         if build.state == "Failed":
             return _build_failed(rebuild, build, now)
-        rebuild.update(
-            {"buildId": build.build_id, "buildStatus": build.builder_status or "Started"}
+        rebuild = replace(
+            rebuild,
+            build_id=build.build_id,
+            build_status=build.builder_status or "Started",
+            logs_url=build.logs_url or rebuild.logs_url,
         )
-        if build.logs_url:
-            rebuild["logsUrl"] = build.logs_url
         return RebuildStep(
             phase="Building",
-            fields={"rebuild": rebuild},
+            fields={"rebuild": rebuild.to_dict()},
             message=f"{strategy} build {build.build_id} started",
             again=True,
         )
-    if not rebuild.get("finishedAt"):
+    if stage == RebuildStage.RUNNING:
         if build is None or build.state in ("Started", "Running"):
             if build is not None and build.builder_status:
-                rebuild["buildStatus"] = build.builder_status
-                if build.logs_url:
-                    rebuild["logsUrl"] = build.logs_url
-                if build.message:
-                    rebuild["message"] = build.message
+                rebuild = replace(
+                    rebuild,
+                    build_status=build.builder_status,
+                    logs_url=build.logs_url or rebuild.logs_url,
+                    message=build.message or rebuild.message,
+                )
             return RebuildStep(
                 phase="Building",
-                fields={"rebuild": rebuild},
-                message=f"waiting for build {rebuild['buildId']}",
+                fields={"rebuild": rebuild.to_dict()},
+                message=f"waiting for build {rebuild.build_id}",
                 requeue_after=BUILD_POLL,
             )
         if build.state == "Failed":
             return _build_failed(rebuild, build, now)
-        rebuild.update(
-            {
-                "finishedAt": format_time(now),
-                "digest": build.digest,
-                "buildStatus": build.builder_status or "Succeeded",
-                "message": build.message or "built",
-            }
+        rebuild = replace(
+            rebuild,
+            finished_at=format_time(now),
+            digest=build.digest,
+            build_status=build.builder_status or "Succeeded",
+            message=build.message or "built",
+            logs_url=build.logs_url or rebuild.logs_url,
         )
-        if build.logs_url:
-            rebuild["logsUrl"] = build.logs_url
         return RebuildStep(
             phase="Verifying",
-            fields={"rebuild": rebuild},
+            fields={"rebuild": rebuild.to_dict()},
             message=f"verifying {build.digest}",
             again=True,
         )
-    digest = rebuild.get("digest", "")
+    digest = rebuild.digest
     if verification is None:
         return RebuildStep(
             phase="Verifying", fields={}, message=f"verifying {digest}", requeue_after=VERIFY_POLL
         )
-    checked = {
-        k: v
-        for k, v in {
-            "result": verification.result,
-            "message": verification.message,
-            "baseDigest": verification.base_digest,
-            "platforms": list(verification.platforms),
-            "findingsBefore": verification.findings_before,
-            "findingsAfter": verification.findings_after,
-            "checkedAt": format_time(now),
-        }.items()
-        if v not in (None, "")
-    }
+    checked = VerificationStatus(
+        result=verification.result,
+        message=verification.message,
+        base_digest=verification.base_digest,
+        platforms=verification.platforms,
+        findings_before=verification.findings_before,
+        findings_after=verification.findings_after,
+        checked_at=format_time(now),
+    ).to_dict()
     if verification.result == "Pending":
         return RebuildStep(
             phase="Verifying",
@@ -277,24 +359,19 @@ def plan_rebuild(
     )
 
 
-def _build_failed(
-    rebuild: dict[str, Any], build: BuildObservation, now: dt.datetime
-) -> RebuildStep:
-    rebuild.update(
-        {
-            "finishedAt": format_time(now),
-            "buildStatus": build.builder_status or "Failed",
-            "message": build.message or build.reason,
-        }
+def _build_failed(rebuild: RebuildStatus, build: BuildObservation, now: dt.datetime) -> RebuildStep:
+    rebuild = replace(
+        rebuild,
+        finished_at=format_time(now),
+        build_status=build.builder_status or "Failed",
+        message=build.message or build.reason,
+        build_id=build.build_id or rebuild.build_id,
+        logs_url=build.logs_url or rebuild.logs_url,
     )
-    if build.build_id:
-        rebuild["buildId"] = build.build_id
-    if build.logs_url:
-        rebuild["logsUrl"] = build.logs_url
     reason = build.reason or reasons.BUILD_FAILED
     return RebuildStep(
         phase="Failed",
-        fields={"rebuild": rebuild},
+        fields={"rebuild": rebuild.to_dict()},
         stalled=reason,
         message=f"{reason}: {build.message or build.builder_status}",
     )

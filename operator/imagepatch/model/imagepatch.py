@@ -4,7 +4,10 @@ The status is the operator's memory: intent is written there before each
 side effect, so the parsed ``RolloutEntry`` list is what the planner resumes
 from after a restart. Parsing is lenient about status (an older operator may
 have written fewer fields) and strict about the spec fields it needs, raising
-``SpecError`` with the field's path.
+``SpecError`` with the field's path. The rebuild's and the verification's
+records are typed in ``model.rebuild_status``; ``ImagePatchStatus.to_dict``
+gives the recorded status back in its wire form, so the planner can tell what
+a step changes.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 from imagepatch.model import names
 from imagepatch.model.errors import SpecError
+from imagepatch.model.rebuild_status import RebuildStatus, VerificationStatus
 
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
 
@@ -150,13 +154,39 @@ class RolloutEntry:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ImagePatchStatus:
     phase: Phase = Phase.PENDING
+    observed_generation: int = 0
     target_digest: str = ""
+    progress: str = ""
+    next_window_start: str = ""
     rollouts: tuple[RolloutEntry, ...] = ()
     failed_digests: tuple[str, ...] = ()
     history: tuple[Mapping[str, Any], ...] = ()
     conditions: tuple[Mapping[str, Any], ...] = ()
-    verified_digest: str = ""  # status.rebuild.digest once verification passed
-    raw: Mapping[str, Any] = field(default_factory=dict)  # as recorded, to tell what changed
+    idempotency_key: str = ""  # recorded once, with the rebuild's intent
+    rebuild: RebuildStatus = field(default_factory=RebuildStatus)
+    verification: VerificationStatus = field(default_factory=VerificationStatus)
+
+    @property
+    def verified_digest(self) -> str:
+        """``status.rebuild.digest`` once verification passed, else ''."""
+        return self.rebuild.digest if self.verification.passed else ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The recorded status in its wire form (to tell what a new step changes)."""
+        return {
+            "phase": str(self.phase),
+            "observedGeneration": self.observed_generation,
+            "targetDigest": self.target_digest,
+            "progress": self.progress,
+            "nextWindowStart": self.next_window_start or None,
+            "rollouts": [e.as_dict() for e in self.rollouts],
+            "failedDigests": list(self.failed_digests),
+            "history": [dict(h) for h in self.history],
+            "conditions": [dict(c) for c in self.conditions],
+            "idempotencyKey": self.idempotency_key,
+            "rebuild": self.rebuild.to_dict() or None,
+            "verification": self.verification.to_dict() or None,
+        }
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -239,18 +269,19 @@ def parse_status(raw: Mapping[str, Any] | None) -> ImagePatchStatus:
         phase = Phase(raw.get("phase") or "Pending")
     except ValueError as exc:
         raise SpecError("status.phase", f"unknown phase {raw.get('phase')!r}") from exc
-    verification = raw.get("verification") or {}
-    rebuild = raw.get("rebuild") or {}
-    verified = rebuild.get("digest", "") if verification.get("result") == "Passed" else ""
     return ImagePatchStatus(
         phase=phase,
+        observed_generation=int(raw.get("observedGeneration") or 0),
         target_digest=raw.get("targetDigest") or "",
+        progress=raw.get("progress") or "",
+        next_window_start=raw.get("nextWindowStart") or "",
         rollouts=tuple(_entry(e, i) for i, e in enumerate(raw.get("rollouts") or [])),
         failed_digests=tuple(raw.get("failedDigests") or ()),
         history=tuple(raw.get("history") or ()),
         conditions=tuple(raw.get("conditions") or ()),
-        verified_digest=verified,
-        raw=dict(raw),
+        idempotency_key=raw.get("idempotencyKey") or "",
+        rebuild=RebuildStatus.parse(raw.get("rebuild")),
+        verification=VerificationStatus.parse(raw.get("verification")),
     )
 
 

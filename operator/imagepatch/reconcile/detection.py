@@ -37,7 +37,6 @@ sorted after it are evaluated in the same pass.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import time
@@ -48,16 +47,12 @@ from typing import Any
 from imagepatch.adapters import metrics
 from imagepatch.adapters.errors import AdapterError, ConflictError, TransientError
 from imagepatch.adapters.kube import GROUP, VERSION, Kube
-from imagepatch.adapters.registry import (
-    INDEX_TYPES,
-    Credentials,
-    RegistryClient,
-    StaticCredentials,
-)
-from imagepatch.core import compliance, reasons
+from imagepatch.adapters.registry import PolicySecrets, RegistryClient
+from imagepatch.core import compliance, reasons, rebuild
 from imagepatch.core.compliance import Assessment, ContainerFacts, KnownPatch, State
 from imagepatch.core.events import ImageSignal
 from imagepatch.core.images import ImageRef, is_digest, is_ecr_host, parse_image
+from imagepatch.core.oci import INDEX_TYPES
 from imagepatch.core.policy import REQUESTED_AT_ANNOTATION
 from imagepatch.core.reasons import (
     EVALUATION_FAILED,
@@ -137,48 +132,6 @@ class WorkloadResult:
     state: str
     message: str
     containers: list[dict[str, Any]]
-
-
-class PolicySecrets:
-    """Registry credentials from the dockerconfigjson Secrets that policies name.
-
-    Read only from the operator's own namespace (the only Secrets its RBAC can
-    get), reloaded every pass so a rotated Secret is picked up; a missing or
-    malformed Secret is logged, and the registry's 401 then makes the affected
-    workloads ``Unknown`` with reason ``RegistryAuthFailed``.
-    """
-
-    def __init__(self, namespace: str) -> None:
-        self.namespace = namespace
-        self.current = StaticCredentials({})
-        self._problems: set[str] = set()
-
-    async def get(self, host: str) -> Credentials | None:
-        return await self.current.get(host)
-
-    async def load(self, kube: Kube, names: Iterable[str]) -> None:
-        merged: dict[str, Credentials] = {}
-        for name in sorted(set(names)):
-            secret = await kube.get_secret(self.namespace, name)
-            data = (secret or {}).get("data") or {}
-            raw = data.get(".dockerconfigjson") or data.get(".dockercfg")
-            try:
-                if raw is None:
-                    raise ValueError("no .dockerconfigjson key" if secret else "not found")
-                parsed = StaticCredentials.from_dockerconfigjson(base64.b64decode(raw))
-            except ValueError as exc:
-                if name not in self._problems:
-                    log.warning(
-                        "registry credentials Secret %s/%s unusable: %s", self.namespace, name, exc
-                    )
-                self._problems.add(name)
-                continue
-            self._problems.discard(name)
-            for host in parsed.hosts:
-                creds = await parsed.get(host)
-                if creds is not None:
-                    merged[host] = creds
-        self.current = StaticCredentials(merged)
 
 
 class Detector:
@@ -361,6 +314,7 @@ class Detector:
                     if v
                 ),
             )
+        metrics.record_detection_pass()
 
     def _record_metrics(self, policy: str, results: Sequence[WorkloadResult]) -> None:
         counts = compliance.counts(
@@ -769,8 +723,7 @@ class Detector:
         intent: compliance.PatchIntent,
         results: Iterable[tuple[Mapping[str, Any], Any]],
     ) -> dict[str, Any]:
-        strategy = str(spec.rebuild.strategy)
-        rebuild: dict[str, Any] = {"strategy": strategy}
+        requested: dict[str, str] = {}
         tag = intent.tag
         judged = {(t.namespace, t.name) for t in intent.targets}
         # A workload's own annotation overrides the policy's default strategy.
@@ -778,21 +731,9 @@ class Detector:
             if (dep["metadata"]["namespace"], dep["metadata"]["name"]) in judged:
                 chosen = (dep["metadata"].get("annotations") or {}).get(REBUILD_ANNOTATION)
                 if chosen:
-                    kind, _, arg = chosen.partition(":")
-                    rebuild = {"strategy": kind}
-                    if kind == "codebuild":
-                        rebuild["codebuildProject"] = arg
-                    elif kind == "job":
-                        rebuild["jobTemplate"] = arg
+                    requested = rebuild.requested_rebuild(chosen)
                 break
-        if (
-            rebuild["strategy"] == "codebuild"
-            and "codebuildProject" not in rebuild
-            and spec.rebuild.codebuild
-        ):
-            rebuild["codebuildProject"] = spec.rebuild.codebuild.project
-        if rebuild["strategy"] == "job" and "jobTemplate" not in rebuild and spec.rebuild.job:
-            rebuild["jobTemplate"] = spec.rebuild.job.template
+        choice = rebuild.choose_rebuild(spec.rebuild, **requested)
         return {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "ImagePatch",
@@ -809,7 +750,7 @@ class Detector:
                 "targets": _targets_field(intent.targets, []),
                 "reason": intent.reason,
                 "evidence": dict(intent.evidence),
-                "rebuild": rebuild,
+                "rebuild": choice.as_spec(),
             },
         }
 

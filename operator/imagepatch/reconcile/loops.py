@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from imagepatch.adapters import metrics
 from imagepatch.model.imagepatch import TERMINAL_PHASES
 from imagepatch.model.names import LAST_HANDLED_ANNOTATION
 
@@ -128,6 +129,7 @@ class PatchLoops:
             except Exception:  # the reconcile maps its errors; this is a last resort
                 log.exception("ImagePatch %s: reconcile raised; retrying after the resync", name)
                 after = self.resync
+            metrics.record_patch_reconcile()
             if loop.stop:
                 break
             timeout = self.resync if after is None else max(0.0, min(after, self.resync))

@@ -27,23 +27,21 @@ log = logging.getLogger("imagepatch.rebuilds")
 
 
 def build_request(patch: ImagePatch, policy: PolicySpec | None) -> BuildRequest:
-    raw = patch.status.raw.get("rebuild") or {}
-    strategy = patch.rebuild_strategy or (str(policy.rebuild.strategy) if policy else "")
-    started = raw.get("startedAt")
+    """The build the planner asked for: its key and start time as recorded in status."""
+    recorded = patch.status
+    choice = rebuild.choice_for(patch, policy)
     return BuildRequest(
-        key=rebuild.idempotency_key(patch.image, patch.new_base_digest, patch.current_digest),
-        strategy=strategy,
+        key=recorded.idempotency_key,
+        strategy=choice.strategy,
         image=patch.image,
         tag=patch.tag or "latest",
         current_digest=patch.current_digest,
         base_name=patch.base_name,
         base_digest=patch.new_base_digest,
         old_base_digest=patch.old_base_digest,
-        codebuild_project=patch.codebuild_project
-        or (policy.rebuild.codebuild.project if policy and policy.rebuild.codebuild else ""),
-        job_template=patch.job_template
-        or (policy.rebuild.job.template if policy and policy.rebuild.job else ""),
-        started_at=parse_time_strict(started),
+        codebuild_project=choice.codebuild_project,
+        job_template=choice.job_template,
+        started_at=parse_time_strict(recorded.rebuild.started_at),
         timeout=policy.rebuild.timeout if policy else dt.timedelta(hours=1),
     )
 
@@ -113,9 +111,9 @@ async def verify(
     now: dt.datetime,
 ) -> rebuild.Verification | None:
     """Check the rebuilt image; None when the registry could not answer this time."""
-    raw = patch.status.raw.get("rebuild") or {}
-    digest = raw.get("digest", "")
-    finished = raw.get("finishedAt")
+    recorded = patch.status.rebuild
+    digest = recorded.digest
+    finished = recorded.finished_at
     waited = now - (parse_time_strict(finished) or now)
     image = parse_image(patch.image)
     new = ImageRef(host=image.host, repository=image.repository, digest=digest)

@@ -47,6 +47,7 @@ from imagepatch.model.imagepatch import (
     parse_imagepatch,
 )
 from imagepatch.model.policy import PolicySpec, parse_policy
+from imagepatch.model.rebuild_status import RebuildStage
 from imagepatch.model.times import Clock, parse_time_strict, utcnow
 from imagepatch.reconcile import rebuilds
 
@@ -175,12 +176,12 @@ async def _observe_rebuild(
     """Poll a running build or verify a finished one, once per pass, into ``seen``."""
     if tools is None or target_digest(patch):
         return
-    raw = patch.status.raw.get("rebuild") or {}
-    if raw.get("buildId") and not raw.get("finishedAt") and "build" not in seen:
+    recorded = patch.status.rebuild
+    if recorded.stage == RebuildStage.RUNNING and "build" not in seen:
         seen["build"] = await rebuilds.poll(
-            tools.builders, raw["buildId"], rebuilds.build_request(patch, policy)
+            tools.builders, recorded.build_id, rebuilds.build_request(patch, policy)
         )
-    elif raw.get("digest") and "verification" not in seen:
+    elif recorded.stage == RebuildStage.FINISHED and recorded.digest and "verification" not in seen:
         seen["verification"] = await rebuilds.verify(
             registry=tools.registry, findings=tools.findings, patch=patch, policy=policy, now=now
         )
@@ -267,7 +268,7 @@ async def reconcile_imagepatch(
                 held_by=held,
             )
             if step.status:
-                _record_metrics(patch.status.raw, step.status)
+                _record_metrics(patch.status.to_dict(), step.status)
                 # Intent first: if this write fails, nothing below happens.
                 body = await kube.write_imagepatch_status(
                     name, step.status, resource_version=body["metadata"]["resourceVersion"]

@@ -5,8 +5,8 @@ not depend on the base's contents. ``core.rebase`` decides and computes the
 new config and manifest; this module reads the inputs, checks the bytes,
 moves blobs and pushes. Neighbours: the reconciler calls ``start`` and
 ``poll`` like any other builder (``adapters.builders``); every registry call
-goes through ``adapters.registry.RegistryClient`` (its "writes" section was
-added for this module).
+goes through ``adapters.registry.RegistryClient`` (its writes,
+``adapters/registry/writes.py``, were added for this module).
 
 **Idempotency.** ``start`` does no I/O: it returns ``rebase:<hash>`` of the
 idempotency key, the current digest and the old base digest, so a restart
@@ -74,6 +74,7 @@ from imagepatch.adapters.errors import (
 )
 from imagepatch.adapters.registry import Manifest, RegistryClient
 from imagepatch.core.images import ImageRef, InvalidImageReference, is_digest, parse_image
+from imagepatch.core.oci import ANNOTATION_BASE_DIGEST
 from imagepatch.core.reasons import (
     BASE_UNKNOWN,
     BUILD_TIMED_OUT,
@@ -84,7 +85,6 @@ from imagepatch.core.reasons import (
     TAG_MOVED,
 )
 from imagepatch.core.rebase import (
-    ANNOTATION_BASE_DIGEST,
     INCONSISTENT_IMAGE,
     INDEX_MISMATCH,
     PLATFORM_MISMATCH,

@@ -1,0 +1,370 @@
+"""The planner's vocabulary and its one context object.
+
+``Context`` is what every phase module works on: the inputs of one planner
+call (the patch, its policy, the clock, the target digest) and the status
+being built for this step (phase, rollout entries, failed digests, message,
+conditions' reasons, events). A phase helper changes the context and ends with
+``ctx.finish(...)``, which turns it into the ``Step``: the status to record
+(only when something changed), at most one action, and when to look again.
+
+The step's types (``Step``, ``PatchImage``, ``WorkloadEvent``) and the
+observations the reconcile loop hands in (``Workload``, ``Candidate``,
+``Window``) live here too, with the planner's timing constants.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from imagepatch.core import reasons
+from imagepatch.core.conditions import Condition, merge
+from imagepatch.core.images import parse_image
+from imagepatch.model.imagepatch import (
+    ApprovalDecision,
+    ImagePatch,
+    Phase,
+    RolloutEntry,
+    Target,
+    TargetPhase,
+)
+from imagepatch.model.names import FAILED_DIGESTS_ANNOTATION
+from imagepatch.model.policy import ApprovalMode, PolicySpec, Rollout
+from imagepatch.model.times import format_time
+
+HISTORY_LIMIT = 50
+# How soon to look again while waiting on a gate, a soak or a window.
+GATE_POLL = 2.0
+# How soon a patch waiting for another patch's hold on a container looks again.
+CONFLICT_POLL = 10.0
+# How soon a patch of a suspended or missing policy looks again (a policy
+# change does not wake an ImagePatch, so this is the resync).
+POLICY_POLL = 60.0
+# On the workload: the digests that failed there (bounded), newest last.
+FAILED_ANNOTATION = FAILED_DIGESTS_ANNOTATION
+FAILED_MEMORY = 10
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Workload:
+    """One observed target workload: the object and its pods, or absent."""
+
+    target: Target
+    deployment: Mapping[str, Any] | None
+    pods: Sequence[Mapping[str, Any]] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Candidate:
+    """A workload container found running the image, before it is pinned as a target."""
+
+    namespace: str
+    name: str
+    container: str
+    namespace_labels: Mapping[str, str] = field(default_factory=dict)
+    kind: str = "Deployment"
+    image: str = ""  # as written in the pod template
+    digest: str = ""  # the running digest when known (the reference's, or the pods' imageID)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PatchImage:
+    """Set one container's image, only if the workload is still at ``resource_version``."""
+
+    target: Target
+    image: str
+    resource_version: str
+    # Set together with the image, in the same write (the failed-digest memory).
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    # False only for the documented rollback of a workload whose digest was never known.
+    pinned: bool = True
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WorkloadEvent:
+    target: Target
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Step:
+    status: dict[str, Any]
+    action: PatchImage | None = None
+    events: tuple[WorkloadEvent, ...] = ()
+    again: bool = False  # plan again at once (after writing status / acting)
+    requeue_after: float | None = None  # look again later
+    start_build: bool = False  # start (idempotently) the rebuild, then plan again
+    discover: bool = False  # find the candidate targets, then plan again
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Window:
+    """What the maintenance window allows now (from ``core.window``)."""
+
+    can_start: bool = True
+    next_start: dt.datetime | None = None
+
+
+def target_digest(patch: ImagePatch) -> str:
+    """A human's pinned digest wins; otherwise the verified rebuild's digest."""
+    return patch.target_digest or patch.status.verified_digest
+
+
+def describe(target: Target) -> str:
+    return f"{target.namespace}/{target.name}/{target.container}"
+
+
+def container_of(deployment: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
+    """The pod template's container called ``name``, or None."""
+    containers = (
+        deployment.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
+    )
+    return next((c for c in containers if c.get("name") == name), None)
+
+
+def is_pinned(image: str) -> bool:
+    """Whether ``image`` is a valid reference with a digest."""
+    try:
+        return bool(parse_image(image).digest)
+    except ValueError:
+        return False
+
+
+# --- approval -------------------------------------------------------------------
+
+
+def approved_by(patch: ImagePatch) -> str | None:
+    """Who approved the patch ('' when unnamed), or None when it is not approved."""
+    if patch.approval and patch.approval.decision == ApprovalDecision.APPROVED:
+        return patch.approval.by
+    return None
+
+
+def approval_wanted(patch: ImagePatch, policy: PolicySpec | None) -> bool:
+    return bool(policy and policy.approval == ApprovalMode.MANUAL and approved_by(patch) is None)
+
+
+def approval_hint(patch: ImagePatch) -> str:
+    body = {"spec": {"approval": {"decision": str(ApprovalDecision.APPROVED), "by": "<you>"}}}
+    return (
+        f"approve with: kubectl patch imagepatch {patch.name} --type merge "
+        f"-p '{json.dumps(body, separators=(',', ':'))}'"
+    )
+
+
+# --- the context ------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class Context:
+    """One planner call: its inputs, and the status being built for this step."""
+
+    patch: ImagePatch
+    policy: PolicySpec | None
+    now: dt.datetime
+    digest: str  # the rollout's target digest; '' while a rebuild is needed
+    phase: Phase
+    entries: list[RolloutEntry]
+    failed_digests: list[str]
+    message: str = ""
+    next_window: dt.datetime | None = None
+    stalled: str = ""  # a reason when a human must act
+    waiting: str = ""  # a reason for Ready/Reconciling while waiting (e.g. Conflict)
+    events: list[WorkloadEvent] = field(default_factory=list)
+    by: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # rebuild/verification fields
+
+    @classmethod
+    def begin(cls, *, patch: ImagePatch, policy: PolicySpec | None, now: dt.datetime) -> Context:
+        """The context for planning ``patch``, starting from its recorded status."""
+        recorded = patch.status
+        return cls(
+            patch=patch,
+            policy=policy,
+            now=now,
+            digest=target_digest(patch),
+            phase=recorded.phase,
+            entries=list(recorded.rollouts),
+            failed_digests=list(recorded.failed_digests),
+        )
+
+    @property
+    def gate(self) -> Rollout:
+        """The policy's health gate (the default one once the policy is gone)."""
+        return self.policy.rollout if self.policy else Rollout()
+
+    @property
+    def started(self) -> bool:
+        """Whether any target left Pending: from then on the rollout runs to its end."""
+        return any(e.phase != TargetPhase.PENDING for e in self.entries)
+
+    def next_index(self) -> int | None:
+        """The index of the first target not done, or None when all are."""
+        return next((i for i, e in enumerate(self.entries) if not e.phase.done), None)
+
+    def before_start(self, *, policy_poll: float) -> Step | None:
+        """Before anything starts, the policy must exist, and approve when it wants to."""
+        if self.policy is None:
+            self.phase = Phase.PENDING
+            self.message = f"ImagePatchPolicy {self.patch.policy!r} not found"
+            self.stalled = reasons.POLICY_NOT_FOUND
+            return self.finish(requeue_after=policy_poll)
+        if approval_wanted(self.patch, self.policy):
+            self.phase = Phase.AWAITING_APPROVAL
+            self.message = approval_hint(self.patch)
+            return self.finish(requeue_after=None)
+        return None
+
+    def finish(
+        self,
+        *,
+        again: bool = False,
+        requeue_after: float | None = None,
+        action: PatchImage | None = None,
+        start_build: bool = False,
+        discover: bool = False,
+    ) -> Step:
+        """The step: the status to record (only if it changed), the action, what next."""
+        recorded = self.patch.status.to_dict()
+        status = {**self.status(), **self.extra}
+        changed = any(recorded.get(k) != v for k, v in status.items())
+        return Step(
+            status=status if changed else {},
+            action=action,
+            events=tuple(self.events),
+            again=again or (changed and action is None and not self.phase.terminal),
+            requeue_after=requeue_after,
+            start_build=start_build,
+            discover=discover,
+        )
+
+    def skip(self, index: int, *, reason: str, message: str) -> None:
+        """This target needs nothing (more): record why, and move on."""
+        self.entries[index] = replace(
+            self.entries[index],
+            phase=TargetPhase.SKIPPED,
+            reason=reason,
+            message=message,
+            finished_at=format_time(self.now),
+        )
+
+    def stop_later(self, index: int, *, reason: str) -> None:
+        """Skip every target after ``index`` that has not started (an earlier one failed)."""
+        for i in range(index + 1, len(self.entries)):
+            e = self.entries[i]
+            if e.phase == TargetPhase.PENDING:
+                self.entries[i] = replace(
+                    e,
+                    phase=TargetPhase.SKIPPED,
+                    reason=reason,
+                    message="stopped: an earlier target failed",
+                )
+
+    def warn(self, target: Target, *, reason: str, message: str) -> None:
+        """A Warning event on the target's workload."""
+        self.events.append(
+            WorkloadEvent(target=target, type="Warning", reason=reason, message=message)
+        )
+
+    def conclude(self) -> Step:
+        """Every target is done: the patch ends Failed, RolledBack or Succeeded."""
+        entries = self.entries
+        failed = next((e for e in entries if e.phase == TargetPhase.FAILED), None)
+        rolled = next((e for e in entries if e.phase == TargetPhase.ROLLED_BACK), None)
+        if failed is not None:
+            self.phase = Phase.FAILED
+            self.stalled = self.stalled or failed.reason
+            self.message = self.message or f"{describe(failed.target)}: {failed.message}"
+        elif rolled is not None:
+            self.phase = Phase.ROLLED_BACK
+            self.message = (
+                f"{describe(rolled.target)} rolled back to {rolled.restore_image}: {rolled.message}"
+            )
+        else:
+            self.phase = Phase.SUCCEEDED
+            healthy = sum(1 for e in entries if e.phase == TargetPhase.HEALTHY)
+            self.message = f"{healthy} of {len(entries)} targets patched and healthy"
+        return self.finish()
+
+    # --- the status document ------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        old = self.patch.status
+        history = [dict(h) for h in old.history]
+        if not history or history[-1].get("phase") != str(self.phase):
+            entry = {"phase": str(self.phase), "at": format_time(self.now)}
+            if self.message:
+                entry["message"] = self.message
+            if self.by:
+                entry["by"] = self.by
+            history.append(entry)
+        history = history[-HISTORY_LIMIT:]
+        done = sum(1 for e in self.entries if e.phase in (TargetPhase.HEALTHY, TargetPhase.SKIPPED))
+        gen = self.patch.generation
+        desired = [self._ready(gen)]
+        drop = [reasons.STALLED, reasons.RECONCILING]
+        if self.stalled:
+            desired.append(
+                Condition(
+                    type=reasons.STALLED,
+                    status="True",
+                    reason=self.stalled,
+                    message=self.message,
+                    observed_generation=gen,
+                )
+            )
+            drop.remove(reasons.STALLED)
+        if not self.phase.terminal and self.phase != Phase.PENDING:
+            desired.append(
+                Condition(
+                    type=reasons.RECONCILING,
+                    status="True",
+                    reason=self.waiting or str(self.phase),
+                    message=self.message,
+                    observed_generation=gen,
+                )
+            )
+            drop.remove(reasons.RECONCILING)
+        status: dict[str, Any] = {
+            "phase": str(self.phase),
+            "observedGeneration": gen,
+            "targetDigest": self.digest,
+            "progress": f"{done}/{len(self.entries)}",
+            "rollouts": [e.as_dict() for e in self.entries],
+            "failedDigests": self.failed_digests[-100:],
+            "history": history,
+            "conditions": merge(old.conditions, desired, now=self.now, drop=drop),
+        }
+        # None clears the field in the merge patch once the wait is over.
+        status["nextWindowStart"] = format_time(self.next_window) if self.next_window else None
+        return status
+
+    def _ready(self, gen: int) -> Condition:
+        if self.phase == Phase.SUCCEEDED:
+            return Condition(
+                type=reasons.READY,
+                status="True",
+                reason="Succeeded",
+                message=self.message or "all targets patched and healthy",
+                observed_generation=gen,
+            )
+        if self.phase == Phase.CLOSED:
+            return Condition(
+                type=reasons.READY,
+                status="True",
+                reason=reasons.NO_LONGER_NEEDED,
+                message=self.message,
+                observed_generation=gen,
+            )
+        return Condition(
+            type=reasons.READY,
+            status="False",
+            reason=self.waiting or str(self.phase),
+            message=self.message,
+            observed_generation=gen,
+        )
