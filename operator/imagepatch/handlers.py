@@ -24,7 +24,12 @@ from imagepatch.adapters.errors import AdapterError
 from imagepatch.adapters.events import SqsEventSource
 from imagepatch.adapters.findings import FindingsReader
 from imagepatch.adapters.kube import Kube
-from imagepatch.adapters.registry import EcrCredentials, PolicySecrets, RegistryClient
+from imagepatch.adapters.registry import (
+    EcrCredentials,
+    PolicySecrets,
+    PullThroughRules,
+    RegistryClient,
+)
 from imagepatch.adapters.securityhub import SecurityHubExporter
 from imagepatch.core.liveness import watch_liveness
 from imagepatch.model import names
@@ -105,7 +110,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.rebuild_tools = RebuildTools(registry=memo.registry, builders=builders,
                                       findings=findings)
     memo.detector = Detector(kube=memo.kube, registry=memo.registry, findings=findings,
-                             secrets=secrets, securityhub=securityhub, tick=options.detect_tick)
+                             secrets=secrets, securityhub=securityhub, tick=options.detect_tick,
+                             upstreams=PullThroughRules())
     memo.heartbeat = Heartbeat()
     memo.stale_after = options.liveness_stale_after
     memo.backoff = Backoff()

@@ -42,7 +42,7 @@ POLICY = REPO / "docs" / "iam-policy.json"
 # Feature -> the statements' Sid prefix and the modules whose boto3 calls it makes.
 # Detection is always on; every other feature is added to it.
 FEATURES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "detection": ("Detection", ("adapters/registry/credentials.py",)),
+    "detection": ("Detection", ("adapters/registry/credentials.py", "adapters/registry/pullthrough.py")),
     "findings": ("Findings", ("adapters/findings.py",)),
     "codebuild": ("CodeBuild", ("adapters/builders/codebuild.py",)),
     "sqs": ("Sqs", ("adapters/events.py",)),
@@ -88,7 +88,7 @@ AUTHORISED_AS = {
 NEEDS_NO_PERMISSION = {"sts:GetCallerIdentity"}
 
 # Actions AWS cannot scope to a resource ("*" is the only valid Resource).
-UNSCOPABLE = {"ecr:GetAuthorizationToken", "inspector2:ListFindings"}
+UNSCOPABLE = {"ecr:GetAuthorizationToken", "ecr:DescribePullThroughCacheRules", "inspector2:ListFindings"}
 # Where the scopable ones must point.
 RESOURCE_SHAPES = {
     "ecr": ":repository/",

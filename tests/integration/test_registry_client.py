@@ -931,5 +931,7 @@ def test_a_thousand_heads_over_keep_alive(registry, capsys):
     (sequential, concurrent), client = with_client(fn, stats=RequestStats())
     with capsys.disabled():
         print(f"\n1000 HEADs: {sequential:.2f}s sequential, {concurrent:.2f}s with 10 in flight")
+    # The figure is printed, not asserted: what must hold is that 2,000 resolves
+    # cost 2,000 HEADs and nothing else (no token round-trips, no GETs).
     assert client.stats.count(registry.host, "head_manifest") == 2000
-    assert sequential < 30 and concurrent < 30
+    assert client.stats.count(registry.host, "get_manifest") == 0

@@ -95,7 +95,7 @@ _NO_FIX = {"", "NotAvailable"}
 
 
 class FindingsReader:
-    """Reads scan findings for ECR images, in one AWS region.
+    """Reads scan findings for ECR images, in its region or the image's own.
 
     ``session`` defaults to a new ``boto3.Session`` (the default credential
     chain: EKS Pod Identity or IRSA in a cluster). ``endpoint_url`` points the
@@ -103,6 +103,11 @@ class FindingsReader:
     ``max_attempts`` counts every attempt, the first included. Clients are
     made on first use and shared: boto3 clients are thread-safe, sessions are
     not, so making them is serialised.
+
+    An image in another region's registry (``<acct>.dkr.ecr.<region>…``) is
+    read there: ``region=`` on ``read``/``read_async``/``start_scan`` picks a
+    reader for that region (``for_region``), made once and kept, sharing the
+    session. ``registry_id`` names another account's registry.
     """
 
     def __init__(
@@ -116,9 +121,31 @@ class FindingsReader:
         self._session = session
         self._region = region
         self._endpoint_url = endpoint_url
+        self._max_attempts = max_attempts
         self._config = client_config(max_attempts)
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._regional: dict[str, FindingsReader] = {}
+
+    def for_region(self, region: str | None) -> FindingsReader:
+        """The reader for ``region``: this one for None or its own region."""
+        if region is None or region == self._region:
+            return self
+        with self._lock:
+            reader = self._regional.get(region)
+            if reader is None:
+                if self._session is None:
+                    self._session = boto3.Session()
+                reader = FindingsReader(
+                    region=region,
+                    endpoint_url=self._endpoint_url,
+                    session=self._session,
+                    max_attempts=self._max_attempts,
+                )
+                # One session, so one lock around making its clients.
+                reader._lock = self._lock
+                self._regional[region] = reader
+            return reader
 
     # -- clients -------------------------------------------------------------------
 
@@ -163,6 +190,7 @@ class FindingsReader:
         digest: str,
         source: VulnerabilitySource,
         registry_id: str | None = None,
+        region: str | None = None,
     ) -> ScanReport:
         """Read the scan of ``repository@digest`` from ``source`` (ecr or inspector).
 
@@ -170,12 +198,13 @@ class FindingsReader:
         :class:`ConfigurationError` for credentials, permissions or a bad
         request, and :class:`TransientError` once throttling or AWS errors
         outlast the retries. A missing scan is not an error: it is a report
-        whose outcome is ``NoScan``.
+        whose outcome is ``NoScan``. ``region`` is the registry's (default: the reader's).
         """
+        reader = self.for_region(region)
         if source is VulnerabilitySource.ECR:
-            return self.read_ecr(repository=repository, digest=digest, registry_id=registry_id)
+            return reader.read_ecr(repository=repository, digest=digest, registry_id=registry_id)
         if source is VulnerabilitySource.INSPECTOR:
-            return self.read_inspector(
+            return reader.read_inspector(
                 repository=repository, digest=digest, registry_id=registry_id
             )
         raise ValueError(f"vulnerabilities.source {source.value!r} reads no findings")
@@ -187,6 +216,7 @@ class FindingsReader:
         digest: str,
         source: VulnerabilitySource,
         registry_id: str | None = None,
+        region: str | None = None,
     ) -> ScanReport:
         """:meth:`read` in a worker thread, so boto3's blocking I/O (and its
         retry sleeps) never stall the operator's event loop."""
@@ -196,6 +226,7 @@ class FindingsReader:
             digest=digest,
             source=source,
             registry_id=registry_id,
+            region=region,
         )
 
     def read_ecr(

@@ -145,6 +145,7 @@ class Detector:
         findings: Any | None = None,  # adapters.findings.FindingsReader
         secrets: PolicySecrets | None = None,
         securityhub: Any | None = None,  # adapters.securityhub.SecurityHubExporter
+        upstreams: Any | None = None,  # adapters.registry.pullthrough.PullThroughRules
         clock: Clock = utcnow,
         monotonic: Callable[[], float] = time.monotonic,
         tick: float = 5.0,
@@ -154,6 +155,7 @@ class Detector:
         self.findings = findings
         self.secrets = secrets
         self.securityhub = securityhub
+        self.upstreams = upstreams
         self.clock = clock
         self.monotonic = monotonic
         self.tick = tick
@@ -655,11 +657,15 @@ class Detector:
             memo.bases[key] = cached[1]
             return cached[1]
         try:
-            info = await self.registry.head_manifest(ref)
+            # A base in an ECR pull-through cache is watched upstream: the cache
+            # only fetches a moved tag when someone pulls it (core/pullthrough.py).
+            upstream = await self.upstreams.upstream_of(ref) if self.upstreams else None
+            target = upstream or ref
+            info = await self.registry.head_manifest(target)
             platforms: Mapping[str, str] = {}
             if info.media_type in INDEX_TYPES:
                 # By digest: read once, then cached for good by the client.
-                platforms = await self.registry.platform_digests(ref.with_digest(info.digest))
+                platforms = await self.registry.platform_digests(target.with_digest(info.digest))
             facts = _BaseFacts(digest=info.digest, platforms=platforms)
             self._bases[key] = (self.monotonic(), facts)
         except AdapterError as exc:
@@ -698,6 +704,7 @@ class Detector:
                     digest=facts.digest,
                     source=source,
                     registry_id=ecr.account,
+                    region=ecr.region,
                 )
             except AdapterError as exc:
                 # No credentials, AccessDenied, a throttled API: Unknown, and the

@@ -147,13 +147,15 @@ async def verify(
     if source != VulnerabilitySource.NONE and findings is not None and ecr is not None:
         try:
             after = await findings.read_async(
-                repository=image.repository, digest=digest, source=source, registry_id=ecr.account
-            )
+                repository=image.repository, digest=digest, source=source,
+                registry_id=ecr.account, region=ecr.region,
+            )  # fmt: skip
             before = await findings.read_async(
                 repository=image.repository,
                 digest=patch.current_digest,
                 source=source,
                 registry_id=ecr.account,
+                region=ecr.region,
             )
         except AdapterError as exc:
             log.warning("findings for %s: %s: %s", digest, exc.reason, exc)

@@ -13,6 +13,8 @@ Callers import from here; the modules behind it each hold one concern:
   credentials a host gets;
 * ``credentials.py``: ``Credentials``, ``StaticCredentials``
   (dockerconfigjson), ``PolicySecrets`` and ``EcrCredentials``;
+* ``pullthrough.py``: ``PullThroughRules``, the upstream an ECR pull-through
+  cache repository mirrors (``DescribePullThroughCacheRules``);
 * ``cache.py``: the LRU of digest-addressed reads;
 * ``stats.py``: ``RequestStats``, requests, errors and cache hits per host.
 
@@ -39,6 +41,7 @@ from imagepatch.adapters.registry.credentials import (
     StaticCredentials,
     normalize_registry_key,
 )
+from imagepatch.adapters.registry.pullthrough import PullThroughRules
 from imagepatch.adapters.registry.stats import RequestStats
 from imagepatch.adapters.registry.transport import (
     MAX_CONFIG_BYTES,
@@ -61,6 +64,7 @@ __all__ = [
     "Manifest",
     "ManifestInfo",
     "PolicySecrets",
+    "PullThroughRules",
     "RegistryClient",
     "RequestStats",
     "RetryPolicy",

@@ -170,8 +170,11 @@ class EcrCredentials:
     """ECR registry credentials from ``GetAuthorizationToken``, refreshed early.
 
     ECR's token is ``base64("AWS:<password>")`` and lasts 12 hours. One token
-    is valid for every registry the IAM principal may pull from in a region,
-    so there is one per region, fetched once and reused until less than
+    is valid for every registry the IAM principal may pull from in a region
+    (ECR documents ``registryIds`` as kept only for compatibility), so there is
+    one per region, asked of that region's ECR for the registry of the first
+    host that needed it (another account's, for a cross-account image),
+    fetched once and reused until less than
     ``max(refresh_margin, refresh_fraction × lifetime)`` remains (5 minutes or
     10 %: 72 minutes for a 12-hour token), then fetched again before it
     lapses. boto3 runs in a thread (``asyncio.to_thread``), with its standard
@@ -230,7 +233,7 @@ class EcrCredentials:
             token = self._tokens.get(region)
             if token is not None and self._clock() < token.refresh_at:
                 return token.credentials
-            token = await asyncio.to_thread(self._fetch, region, host)
+            token = await asyncio.to_thread(self._fetch, region, host, ecr.account)
             self._tokens[region] = token
             return token.credentials
 
@@ -239,7 +242,7 @@ class EcrCredentials:
         if ecr is not None:
             self._tokens.pop(ecr.region, None)
 
-    def _fetch(self, region: str, host: str) -> _EcrToken:
+    def _fetch(self, region: str, host: str, registry_id: str) -> _EcrToken:
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
         with self._clients_lock:
@@ -250,7 +253,7 @@ class EcrCredentials:
         self.calls += 1
         fetched_at = self._clock()
         try:
-            response = client.get_authorization_token()
+            response = client.get_authorization_token(registryIds=[registry_id])
         except NoCredentialsError:
             raise ConfigurationError(
                 f"ECR credentials for {host}: no AWS credentials found "
