@@ -168,7 +168,28 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
 async def deployment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """Keep the detector's set of opted-in Deployments current (no API calls here)."""
     memo.heartbeat.saw_event()
-    memo.detector.observe(event.get("type"), event.get("object") or {})
+    memo.detector.observe(event.get("type"), event.get("object") or {}, kind="Deployment")
+
+
+@kopf.on.event("apps", "v1", "statefulsets", id="seen-statefulsets")
+async def statefulset_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """The same for StatefulSets."""
+    memo.heartbeat.saw_event()
+    memo.detector.observe(event.get("type"), event.get("object") or {}, kind="StatefulSet")
+
+
+@kopf.on.event("apps", "v1", "daemonsets", id="seen-daemonsets")
+async def daemonset_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """The same for DaemonSets."""
+    memo.heartbeat.saw_event()
+    memo.detector.observe(event.get("type"), event.get("object") or {}, kind="DaemonSet")
+
+
+@kopf.on.event("batch", "v1", "cronjobs", id="seen-cronjobs")
+async def cronjob_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """The same for CronJobs."""
+    memo.heartbeat.saw_event()
+    memo.detector.observe(event.get("type"), event.get("object") or {}, kind="CronJob")
 
 
 @kopf.on.probe(id="watch")

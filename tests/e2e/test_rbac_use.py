@@ -53,6 +53,19 @@ NOT_REACHED: dict[Grant, str] = {
         "restricts what it watches; e2e runs the operator cluster-wide")
     for verb in ("list", "watch")
 } | {
+    **{
+        Grant(group, resource, verb, None): (
+            f"rollouts of {resource} (get, patch; Jobs list for a CronJob's gate): reached by "
+            "test_kinds.py, not by these Deployment scenarios (the cluster-wide Jobs create of a "
+            "CronJob's trial run is covered here by the build Job's create)")
+        for group, resource, verbs in (
+            ("apps", "statefulsets", ("get", "patch")),
+            ("apps", "daemonsets", ("get", "patch")),
+            ("batch", "cronjobs", ("get", "patch")),
+            ("batch", "jobs", ("list",)),
+        )
+        for verb in verbs
+    },
     Grant("imagepatch.dev", "imagepatches", "patch", None): (
         "metadata writes only: detection's close request and retargeting of an unstarted patch, "
         "and removing a v0.1 finalizer; reached by test_detection.py::"

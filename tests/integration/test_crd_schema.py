@@ -100,6 +100,7 @@ MINIMAL_POLICY_DEFAULTED: dict[str, Any] = {
         "healthyFor": "5m",
         "maxRestarts": 0,
         "rollback": True,
+        "cronJobTrialRun": False,
     },
     "history": {"keepCount": 100, "maxAge": "2160h"},
     "approval": "Automatic",
@@ -405,9 +406,9 @@ BAD_PATCHES = [
     pytest.param(
         with_fields(
             OPERATOR_PATCH_SPEC,
-            targets=[{"namespace": "prod", "kind": "CronJob", "name": "web", "container": "app"}],
+            targets=[{"namespace": "prod", "kind": "ReplicaSet", "name": "web", "container": "app"}],
         ),
-        'spec.targets[0].kind: Unsupported value: "CronJob"',
+        'spec.targets[0].kind: Unsupported value: "ReplicaSet"',
         id="target-kind-enum",
     ),
     pytest.param(

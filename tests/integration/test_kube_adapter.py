@@ -118,3 +118,115 @@ def test_the_v0_1_finalizer_is_removed_and_others_are_kept(kube, crds) -> None:
         kube.kubectl("patch", "imagepatch", name, "--type", "merge",
                      "-p", '{"metadata":{"finalizers":null}}', check=False)
         kube.kubectl("delete", "imagepatch", name, "--wait=false", check=False)
+
+
+# --- every kind, every container list ----------------------------------------------------
+
+DIGEST = "sha256:" + "c" * 64
+
+
+def kinds_namespace(kube) -> str:
+    ns = f"kinds-{uuid.uuid4().hex[:6]}"
+    kube.kubectl("create", "namespace", ns)
+    return ns
+
+
+def workloads(ns: str, policy: str) -> list[dict]:
+    pod = {"metadata": {"labels": {"app": "w"}},
+           "spec": {"containers": [{"name": "app", "image": "x:1"}],
+                    "initContainers": [{"name": "proxy", "image": "p:1",
+                                        "restartPolicy": "Always"}]}}
+    meta = {"namespace": ns, "annotations": {"imagepatch.dev/policy": policy}}
+    selector = {"matchLabels": {"app": "w"}}
+    job_pod = {**pod, "spec": {**pod["spec"], "restartPolicy": "Never"}}
+    return [
+        {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {**meta, "name": "sts"},
+         "spec": {"replicas": 0, "serviceName": "sts", "selector": selector, "template": pod}},
+        {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {**meta, "name": "ds"},
+         "spec": {"selector": selector, "template": {
+             **pod, "spec": {**pod["spec"], "nodeSelector": {"none": "none"}}}}},
+        {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {**meta, "name": "cj"},
+         "spec": {"schedule": "0 3 1 1 *", "suspend": True,
+                  "jobTemplate": {"spec": {"template": job_pod}}}},
+    ]
+
+
+@pytest.mark.parametrize("container_list", ["containers", "initContainers"])
+def test_every_kind_is_listed_and_one_container_of_either_list_is_patched(
+    kube, container_list: str
+) -> None:
+    ns, policy = kinds_namespace(kube), f"pol-{uuid.uuid4().hex[:6]}"
+    try:
+        for doc in workloads(ns, policy):
+            kube.kubectl("apply", "-f", "-", input=json.dumps(doc))
+        adapter = Kube(kube.api_client, namespaces=[ns])
+        found = asyncio.run(adapter.list_opted_in_workloads(policy))
+        assert sorted((k, o["metadata"]["name"]) for k, o in found) == [
+            ("CronJob", "cj"), ("DaemonSet", "ds"), ("StatefulSet", "sts")]
+        name = "proxy" if container_list == "initContainers" else "app"
+        for kind, obj in found:
+            image = f"{name}:1@{DIGEST}"
+            asyncio.run(adapter.set_container_image(
+                ns, obj["metadata"]["name"], container=name, image=image,
+                resource_version=obj["metadata"]["resourceVersion"], kind=kind,
+                container_list=container_list, annotations={"imagepatch.dev/x": "1"}))
+            after = asyncio.run(adapter.get_workload(kind, ns, obj["metadata"]["name"]))
+            spec = after["spec"]
+            template = spec["jobTemplate"]["spec"]["template"] if kind == "CronJob" \
+                else spec["template"]
+            pod = template["spec"]
+            changed = {c["name"]: c["image"] for key in ("containers", "initContainers")
+                       for c in pod[key]}
+            # That one container, nothing beside it; the sidecar keeps its restartPolicy.
+            assert changed == {"app": "x:1", "proxy": "p:1", name: image}, kind
+            assert pod["initContainers"][0]["restartPolicy"] == "Always"
+            assert after["metadata"]["annotations"]["imagepatch.dev/x"] == "1"
+            # A stale resourceVersion is refused, for every kind.
+            with pytest.raises(ConflictError):
+                asyncio.run(adapter.set_container_image(
+                    ns, obj["metadata"]["name"], container=name, image=image,
+                    resource_version=obj["metadata"]["resourceVersion"], kind=kind,
+                    container_list=container_list))
+            asyncio.run(adapter.annotate_workload(kind, ns, obj["metadata"]["name"],
+                                                  {"imagepatch.dev/x": None}))
+            again = asyncio.run(adapter.get_workload(kind, ns, obj["metadata"]["name"]))
+            assert "imagepatch.dev/x" not in (again["metadata"].get("annotations") or {})
+    finally:
+        kube.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def test_ephemeral_containers_and_unknown_kinds_are_refused(kube) -> None:
+    from imagepatch.adapters.errors import ConfigurationError
+
+    adapter = Kube(kube.api_client)
+    with pytest.raises(ConfigurationError):
+        asyncio.run(adapter.set_container_image(
+            "default", "x", container="debug", image=f"d:1@{DIGEST}", resource_version="1",
+            container_list="ephemeralContainers"))
+    with pytest.raises(ConfigurationError):
+        asyncio.run(adapter.get_workload("ReplicaSet", "default", "x"))
+
+
+def test_trial_job_is_created_once_from_the_cronjob_template(kube) -> None:
+    ns, policy = kinds_namespace(kube), "pol"
+    try:
+        cronjob = workloads(ns, policy)[2]
+        kube.kubectl("apply", "-f", "-", input=json.dumps(cronjob))
+        adapter = Kube(kube.api_client)
+        obj = asyncio.run(adapter.get_workload("CronJob", ns, "cj"))
+        assert asyncio.run(adapter.create_trial_job(obj, "cj-trial")) is True
+        assert asyncio.run(adapter.create_trial_job(obj, "cj-trial")) is False  # never twice
+        [job] = asyncio.run(adapter.cronjob_jobs(obj))
+        assert job["metadata"]["name"] == "cj-trial"
+        assert job["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"] == "manual"
+        assert job["metadata"]["ownerReferences"][0]["uid"] == obj["metadata"]["uid"]
+        assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "x:1"
+        # The Job controller creates its pod; the CronJob's pods are its Jobs' pods.
+        from tests.support.wait import wait_for
+
+        pods = wait_for(lambda: asyncio.run(adapter.workload_pods("CronJob", obj)),
+                        timeout=30, what="the trial Job's pod")
+        assert {p["metadata"]["labels"]["batch.kubernetes.io/job-name"] for p in pods} == {
+            "cj-trial"}
+    finally:
+        kube.kubectl("delete", "namespace", ns, "--wait=false", check=False)

@@ -102,10 +102,15 @@ def load_grants(path: Path, *, service_account: tuple[str, str]) -> set[Grant]:
 def uncovered(used: Iterable[Call], granted: Iterable[Grant]) -> list[Call]:
     """Calls no grant allows: a permission the operator needs but RBAC lacks."""
     granted = list(granted)
-    return sorted(c for c in used if not any(g.covers(c) for g in granted))
+    return sorted((c for c in used if not any(g.covers(c) for g in granted)), key=_order)
 
 
 def unused(granted: Iterable[Grant], used: Iterable[Call]) -> list[Grant]:
     """Grants no call needed: a permission to remove (or to explain)."""
     used = list(used)
-    return sorted(g for g in granted if not any(g.covers(c) for c in used))
+    return sorted((g for g in granted if not any(g.covers(c) for c in used)), key=_order)
+
+
+def _order(item: Grant | Call) -> tuple[str, str, str, str]:
+    # A cluster-wide entry has no namespace (None), which does not sort with names.
+    return (item.group, item.resource, item.verb, item.namespace or "")

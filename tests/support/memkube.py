@@ -25,6 +25,11 @@ class MemoryKube:
         self.policies: dict[str, dict[str, Any]] = {}
         self.patches: dict[str, dict[str, Any]] = {}
         self.deployments: dict[tuple[str, str], dict[str, Any]] = {}
+        # The other kinds, by (namespace, name), as for Deployments.
+        self.statefulsets: dict[tuple[str, str], dict[str, Any]] = {}
+        self.daemonsets: dict[tuple[str, str], dict[str, Any]] = {}
+        self.cronjobs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.jobs: dict[str, list[dict[str, Any]]] = {}  # namespace -> Jobs
         self.pods: dict[str, list[dict[str, Any]]] = {}
         self.namespaces: dict[str, dict[str, str]] = {}
         self.leases: dict[tuple[str, str], dict[str, Any]] = {}
@@ -77,6 +82,27 @@ class MemoryKube:
         }
         self.deployments[(namespace, name)] = self._stamp(dep)
         return dep
+
+    def add_workload(self, kind: str, namespace: str, name: str, *, image: str, policy: str,
+                     spec: Mapping[str, Any] | None = None,
+                     init_containers: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """A StatefulSet, DaemonSet or CronJob (``spec`` merged over a minimal one)."""
+        self.namespaces.setdefault(namespace, {})
+        pod: dict[str, Any] = {"containers": [{"name": "app", "image": image}]}
+        if init_containers:
+            pod["initContainers"] = copy.deepcopy(init_containers)
+        template = {"metadata": {"labels": {"app": name}}, "spec": pod}
+        base: dict[str, Any] = (
+            {"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": template}}}
+            if kind == "CronJob"
+            else {"selector": {"matchLabels": {"app": name}}, "template": template}
+        )
+        obj = {"kind": kind,
+               "metadata": {"name": name, "namespace": namespace,
+                            "annotations": {POLICY_ANNOTATION: policy}},
+               "spec": {**base, **(spec or {})}, "status": {}}
+        self.store(kind)[(namespace, name)] = self._stamp(obj)
+        return obj
 
     # -- imagepatch resources ------------------------------------------------------
 
@@ -171,9 +197,40 @@ class MemoryKube:
 
     # -- workloads -----------------------------------------------------------------
 
+    def store(self, kind: str) -> dict[tuple[str, str], dict[str, Any]]:
+        return {"Deployment": self.deployments, "StatefulSet": self.statefulsets,
+                "DaemonSet": self.daemonsets, "CronJob": self.cronjobs}[kind]
+
     async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         self._enter("get_deployment")
         return copy.deepcopy(self.deployments.get((namespace, name)))
+
+    async def get_workload(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        self._enter("get_workload")
+        return copy.deepcopy(self.store(kind).get((namespace, name)))
+
+    async def workload_pods(self, kind: str, workload: Mapping[str, Any]) -> list[dict[str, Any]]:
+        self._enter("workload_pods")
+        return copy.deepcopy(self.pods.get(workload["metadata"]["namespace"], []))
+
+    async def create_trial_job(self, cronjob: Mapping[str, Any], name: str) -> bool:
+        self._enter("create_trial_job")
+        ns = cronjob["metadata"]["namespace"]
+        if any(j["metadata"]["name"] == name for j in self.jobs.get(ns, [])):
+            return False
+        job = {"metadata": {"name": name, "namespace": ns,
+                            "annotations": {"cronjob.kubernetes.io/instantiate": "manual"},
+                            "ownerReferences": [{"kind": "CronJob",
+                                                 "uid": cronjob["metadata"]["uid"]}]},
+               "spec": copy.deepcopy(cronjob["spec"]["jobTemplate"]["spec"]), "status": {}}
+        self.jobs.setdefault(ns, []).append(job)
+        return True
+
+    async def cronjob_jobs(self, cronjob: Mapping[str, Any]) -> list[dict[str, Any]]:
+        self._enter("cronjob_jobs")
+        uid = cronjob["metadata"].get("uid")
+        return [copy.deepcopy(j) for j in self.jobs.get(cronjob["metadata"]["namespace"], [])
+                if any(r.get("uid") == uid for r in j["metadata"].get("ownerReferences") or ())]
 
     async def list_pods(self, namespace: str, selector: Mapping[str, Any]) -> list[dict[str, Any]]:
         self._enter("list_pods")
@@ -186,8 +243,13 @@ class MemoryKube:
     async def annotate_deployment(
         self, namespace: str, name: str, annotations: Mapping[str, str | None]
     ) -> None:
-        self._enter("annotate_deployment")
-        dep = self.deployments.get((namespace, name))
+        await self.annotate_workload("Deployment", namespace, name, annotations)
+
+    async def annotate_workload(
+        self, kind: str, namespace: str, name: str, annotations: Mapping[str, str | None]
+    ) -> None:
+        self._enter("annotate_workload")
+        dep = self.store(kind).get((namespace, name))
         if dep is None:
             return
         current = dep["metadata"].setdefault("annotations", {})
@@ -203,6 +265,13 @@ class MemoryKube:
         return [copy.deepcopy(d) for d in self.deployments.values()
                 if (d["metadata"].get("annotations") or {}).get(POLICY_ANNOTATION) == policy]
 
+    async def list_opted_in_workloads(self, policy: str) -> list[tuple[str, dict[str, Any]]]:
+        self._enter("list_opted_in_workloads")
+        return [(kind, copy.deepcopy(d))
+                for kind in ("Deployment", "StatefulSet", "DaemonSet", "CronJob")
+                for d in self.store(kind).values()
+                if (d["metadata"].get("annotations") or {}).get(POLICY_ANNOTATION) == policy]
+
     async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         self._enter("get_secret")
         return None
@@ -214,15 +283,18 @@ class MemoryKube:
     async def set_container_image(
         self, namespace: str, name: str, *, container: str, image: str, resource_version: str,
         annotations: Mapping[str, str] | None = None, allow_unpinned: bool = False,
+        kind: str = "Deployment", container_list: str = "containers",
     ) -> dict[str, Any]:
         self._enter("set_container_image")
-        dep = self.deployments[(namespace, name)]
+        dep = self.store(kind)[(namespace, name)]
         if dep["metadata"]["resourceVersion"] != resource_version:
-            raise ConflictError(f"Deployment {namespace}/{name} changed", reason="Conflict")
+            raise ConflictError(f"{kind} {namespace}/{name} changed", reason="Conflict")
         if not allow_unpinned and "@sha256:" not in image:
             raise ConfigurationError(f"unpinned {image}", reason="UnpinnedImage")
         dep["metadata"].setdefault("annotations", {}).update(annotations or {})
-        for c in dep["spec"]["template"]["spec"]["containers"]:
+        spec = dep["spec"]
+        template = spec["jobTemplate"]["spec"]["template"] if kind == "CronJob" else spec["template"]
+        for c in template["spec"].get(container_list) or []:
             if c["name"] == container:
                 c["image"] = image
         dep["metadata"]["generation"] += 1

@@ -74,6 +74,52 @@ class Scenario:
         self.apply(doc)
         return self.wait_available(namespace, name, replicas)
 
+    def workload(
+        self, kind: str, namespace: str, name: str, *, image: str, policy: str, replicas: int = 2,
+        crashloop_on: str | None = None, never_ready_on: str | None = None,
+        job_fail_on: str | None = None, init_containers: list[dict] | None = None,
+        partition: int = 0, strategy: str = "RollingUpdate", schedule: str = "*/1 * * * *",
+        suspend: bool = False,
+    ) -> dict:
+        """An opted-in workload of any kind, as a team would write it.
+
+        ``init_containers`` go into the pod template as given (a native
+        sidecar has ``restartPolicy: Always``). The kwok stages turn pods bad
+        only once a container runs the named digest, as for Deployments.
+        """
+        labels = {"app": name}
+        for key, digest in (("crashloop", crashloop_on), ("never-ready", never_ready_on),
+                            ("job-fail", job_fail_on)):
+            if digest:
+                labels[f"sim.imagepatch.dev/{key}-digest"] = digest.split(":")[1][:16]
+        pod_spec: dict[str, Any] = {"containers": [{"name": "app", "image": image}]}
+        if init_containers:
+            pod_spec["initContainers"] = init_containers
+        template = {"metadata": {"labels": labels}, "spec": pod_spec}
+        meta = {"name": name, "namespace": namespace,
+                "annotations": {"imagepatch.dev/policy": policy}}
+        if kind == "CronJob":
+            pod_spec["restartPolicy"] = "Never"
+            spec: dict[str, Any] = {
+                "schedule": schedule, "suspend": suspend,
+                "jobTemplate": {"spec": {"backoffLimit": 0, "template": template}},
+            }
+            self.apply({"apiVersion": "batch/v1", "kind": kind, "metadata": meta, "spec": spec})
+            return self.get("cronjob", name, namespace)
+        spec = {"selector": {"matchLabels": {"app": name}}, "template": template}
+        if kind == "Deployment":
+            spec["replicas"] = replicas
+            self.apply({"apiVersion": "apps/v1", "kind": kind, "metadata": meta, "spec": spec})
+            return self.wait_available(namespace, name, replicas)
+        update: dict[str, Any] = {"type": strategy}
+        if kind == "StatefulSet":
+            spec |= {"replicas": replicas, "serviceName": name, "podManagementPolicy": "Parallel"}
+            if strategy == "RollingUpdate":
+                update["rollingUpdate"] = {"partition": partition}
+        spec["updateStrategy"] = update
+        self.apply({"apiVersion": "apps/v1", "kind": kind, "metadata": meta, "spec": spec})
+        return self.wait_rolled_out(kind, namespace, name)
+
     def policy(self, name: str, **spec: Any) -> None:
         spec.setdefault("namespaceSelector", {"matchLabels": {"imagepatch-test": "true"}})
         self.apply({"apiVersion": GROUP_VERSION, "kind": "ImagePatchPolicy",
@@ -103,6 +149,33 @@ class Scenario:
         dep = self.get("deployment", name, namespace)
         return next(c["image"] for c in dep["spec"]["template"]["spec"]["containers"]
                     if c["name"] == container)
+
+    def template_image(self, kind: str, namespace: str, name: str, container: str = "app") -> str:
+        """The image of ``container`` (in containers or initContainers) in the pod template."""
+        obj = self.get(kind.lower(), name, namespace)
+        spec = obj["spec"]
+        template = spec["jobTemplate"]["spec"]["template"] if kind == "CronJob" else spec["template"]
+        pod = template["spec"]
+        return next(c["image"] for key in ("containers", "initContainers")
+                    for c in pod.get(key) or [] if c["name"] == container)
+
+    def wait_rolled_out(self, kind: str, namespace: str, name: str, *, timeout: float = 90) -> dict:
+        """A StatefulSet or DaemonSet whose controller reports every pod updated and ready."""
+        def probe():
+            obj = self.get(kind.lower(), name, namespace)
+            st, gen = obj.get("status", {}), obj["metadata"]["generation"]
+            if st.get("observedGeneration") != gen:
+                return None
+            if kind == "StatefulSet":
+                want = obj["spec"].get("replicas", 1)
+                done = st.get("readyReplicas") == want and st.get("updatedReplicas") == want
+            else:
+                want = st.get("desiredNumberScheduled", 0)
+                done = want > 0 and st.get("numberAvailable") == want == st.get(
+                    "updatedNumberScheduled")
+            return obj if done else None
+
+        return wait_for(probe, timeout=timeout, what=f"{kind} {namespace}/{name} rolled out")
 
     def wait_available(self, namespace: str, name: str, replicas: int, *, timeout: float = 60) -> dict:
         def probe():

@@ -36,6 +36,7 @@ class MemoryKube:
         self.patches: dict[str, dict] = {}
         self.annotations: dict[tuple[str, str], dict[str, Any]] = {}
         self.events: list[dict] = []
+        self.kinds: dict[tuple[str, str], str] = {}  # the kind each annotation went to
         self.statuses: dict[str, dict] = {}
         self.refuse_create = refuse_create
         self.failing_status = failing_status
@@ -52,11 +53,15 @@ class MemoryKube:
     async def list_namespace_pods(self, ns: str) -> list[dict]:
         return []
 
-    async def annotate_deployment(self, ns: str, name: str, annotations: Mapping[str, Any]) -> None:
+    async def annotate_workload(
+        self, kind: str, ns: str, name: str, annotations: Mapping[str, Any]
+    ) -> None:
         self.annotations.setdefault((ns, name), {}).update(annotations)
+        self.kinds[(ns, name)] = kind
 
     async def emit_event(self, *, involved: Mapping[str, Any], type: str, reason: str, message: str) -> None:
-        self.events.append({"name": involved["name"], "type": type, "reason": reason, "message": message})
+        self.events.append({"name": involved["name"], "type": type, "reason": reason, "message": message,
+                            "kind": involved["kind"], "apiVersion": involved["apiVersion"]})
 
     async def create_imagepatch(self, body: Mapping[str, Any]) -> dict | None:
         if self.refuse_create is not None:
@@ -262,3 +267,43 @@ def test_findings_status_is_readable_when_nothing_failed_and_absent_without_a_so
     run_pass(detector, deployment("web", "ghcr.io/o/app:1", "a"), deployment("x", "ghcr.io/o/app:1", "b"))
     assert kube.statuses["a"]["findings"]["readable"] is True  # not an ECR image: nothing to read
     assert "findings" not in kube.statuses["b"]
+
+
+def test_every_kind_and_init_container_is_judged_and_patched_with_its_kind():
+    outdated = MemoryRegistry()
+
+    async def moved(image: Any, ref: str | None = None) -> ManifestInfo:
+        return ManifestInfo("sha256:" + "c" * 64, OCI_MANIFEST, 100)  # the base tag moved
+
+    outdated.head_manifest = moved  # type: ignore[method-assign]
+    kube = MemoryKube([policy("a")])
+    detector = Detector(kube=kube, registry=outdated)
+    sidecar = {"name": "proxy", "image": f"{ECR}/proxy:1", "restartPolicy": "Always"}
+    sts = deployment("db", f"{ECR}/app:1", "a")
+    sts["spec"]["template"]["spec"]["initContainers"] = [sidecar]
+    sts["spec"]["template"]["spec"]["ephemeralContainers"] = [
+        {"name": "debug", "image": f"{ECR}/debug:1"}]
+    cron = deployment("nightly", f"{ECR}/app:1", "a")
+    cron["spec"] = {"jobTemplate": {"spec": cron["spec"]}}
+    detector.observe("ADDED", sts, kind="StatefulSet")
+    detector.observe("ADDED", cron, kind="CronJob")
+    asyncio.run(detector.evaluate_all())
+
+    targets = sorted((t["kind"], t["name"], t["container"])
+                     for p in kube.patches.values() for t in p["spec"]["targets"])
+    assert targets == [("CronJob", "nightly", "app"), ("StatefulSet", "db", "app"),
+                       ("StatefulSet", "db", "proxy")]
+    assert kube.kinds == {("ns", "db"): "StatefulSet", ("ns", "nightly"): "CronJob"}
+    assert {(e["kind"], e["apiVersion"]) for e in kube.events} == {
+        ("StatefulSet", "apps/v1"), ("CronJob", "batch/v1")}
+    # The state lists every judged container, never the ephemeral one.
+    assert [c["name"] for c in kube.state("db")["containers"]] == ["app", "proxy"]
+
+    # Opting out removes our state annotation from the workload of that kind.
+    del cron["metadata"]["annotations"]["imagepatch.dev/policy"]
+    cron["metadata"]["annotations"]["imagepatch.dev/state"] = "{}"
+    detector.observe("MODIFIED", cron, kind="CronJob")
+    kube.kinds.clear()
+    asyncio.run(detector.evaluate_all())
+    assert kube.kinds[("ns", "nightly")] == "CronJob"
+    assert kube.annotations[("ns", "nightly")]["imagepatch.dev/state"] is None

@@ -89,6 +89,25 @@ def test_a_deployment_event_is_a_heartbeat_and_feeds_the_detector() -> None:
     assert uids == {"u2"}
 
 
+@pytest.mark.parametrize(("handler", "kind"), [
+    ("deployment_event", "Deployment"),
+    ("statefulset_event", "StatefulSet"),
+    ("daemonset_event", "DaemonSet"),
+    ("cronjob_event", "CronJob"),
+])
+def test_each_kinds_events_feed_the_detector_with_their_kind(handler: str, kind: str) -> None:
+    async def scenario() -> tuple[float | None, dict]:
+        memo = memo_with(MemoryKube())
+        await getattr(handlers, handler)(event={"type": "ADDED", "object": deployment(1)},
+                                         memo=memo)
+        return memo.heartbeat.last_event, memo.detector.workloads["u1"]
+
+    assert inspect.iscoroutinefunction(getattr(handlers, handler))
+    last_event, cached = asyncio.run(scenario())
+    assert last_event is not None
+    assert cached["kind"] == kind  # list items carry no kind; the handler names it
+
+
 def test_imagepatch_events_drive_the_loops() -> None:
     async def scenario() -> tuple[list[str], list[str]]:
         calls: list[str] = []

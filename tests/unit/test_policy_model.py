@@ -517,3 +517,12 @@ def test_model_imports_only_the_standard_library(path):
         and not name.startswith("imagepatch.model")
     }
     assert not foreign, f"{path.name} imports {foreign}"
+
+
+def test_cronjob_trial_run_is_off_unless_the_policy_asks_for_it() -> None:
+    assert parse_policy_spec({"namespaceSelector": {}}).rollout.cron_job_trial_run is False
+    spec = parse_policy_spec({"namespaceSelector": {}, "rollout": {"cronJobTrialRun": True}})
+    assert spec.rollout.cron_job_trial_run is True
+    with pytest.raises(SpecError) as err:
+        parse_policy_spec({"namespaceSelector": {}, "rollout": {"cronJobTrialRun": "yes"}})
+    assert "cronJobTrialRun" in str(err.value)

@@ -132,7 +132,7 @@ def test_a_timezone_failing_at_run_time_stalls_the_patch(kube: MemoryKube) -> No
 def test_transient_errors_show_ready_false_and_back_off_growing(kube: MemoryKube) -> None:
     kube.add_policy("pol", {"namespaceSelector": {}})
     kube.add_patch("p1", {"image": APP, "policy": "pol", "reason": "Manual", "targetDigest": DIGEST})
-    kube.fail["list_opted_in_deployments"] = unavailable("list Deployments")
+    kube.fail["list_opted_in_workloads"] = unavailable("list Deployments")
     backoff = Backoff(rng=lambda: 0.0)
     assert reconcile(kube, backoff=backoff) == 10
     assert reconcile(kube, backoff=backoff) == 20
@@ -140,7 +140,7 @@ def test_transient_errors_show_ready_false_and_back_off_growing(kube: MemoryKube
     assert (ready["status"], ready["reason"]) == ("False", "APIUnavailable")
     assert "Stalled" not in conditions(kube, "p1")
 
-    del kube.fail["list_opted_in_deployments"]
+    del kube.fail["list_opted_in_workloads"]
     assert reconcile(kube, backoff=backoff) is not None  # rolling out: polls the gate
     assert conditions(kube, "p1")["Ready"]["reason"] != "APIUnavailable"
     assert backoff.failures == {}  # a success resets the back-off

@@ -131,3 +131,85 @@ def test_a_container_another_patch_is_changing_waits_with_conflict() -> None:
     assert "holder" in ready["message"] and wait and wait > 0
     assert kube.deployments[("shop", "web")]["spec"]["template"]["spec"]["containers"][0][
         "image"] == f"{APP}:1.4"
+
+
+# --- other kinds and init containers ----------------------------------------------------
+
+
+def kind_patch(kube: MemoryKube, image: str = APP, **rollout) -> None:
+    kube.add_policy("pol", {"namespaceSelector": {}, "rollout": {**GATE, **rollout}})
+    kube.add_patch("p1", {"image": image, "policy": "pol", "reason": "Manual",
+                          "targetDigest": DIGEST})
+
+
+def test_a_statefulset_sidecar_is_patched_in_init_containers() -> None:
+    kube = MemoryKube()
+    sidecar = {"name": "proxy", "image": "registry.local/proxy:2", "restartPolicy": "Always"}
+    kube.add_workload("StatefulSet", "data", "db", image=f"{APP}:1.4", policy="pol",
+                      init_containers=[sidecar], spec={"replicas": 1})
+    kind_patch(kube, image="registry.local/proxy")
+    reconcile(kube)
+    sts = kube.statefulsets[("data", "db")]
+    pod = sts["spec"]["template"]["spec"]
+    assert pod["initContainers"][0]["image"] == f"registry.local/proxy:2@{DIGEST}"
+    assert pod["initContainers"][0]["restartPolicy"] == "Always"
+    assert pod["containers"][0]["image"] == f"{APP}:1.4"
+    [entry] = kube.patches["p1"]["status"]["rollouts"]
+    assert (entry["kind"], entry["container"], entry["phase"]) == ("StatefulSet", "proxy",
+                                                                   "Gating")
+
+
+def test_an_on_delete_daemonset_is_skipped_with_a_warning_and_not_patched() -> None:
+    kube = MemoryKube()
+    kube.add_workload("DaemonSet", "nodes", "agent", image=f"{APP}:1.4", policy="pol",
+                      spec={"updateStrategy": {"type": "OnDelete"}})
+    kind_patch(kube)
+    reconcile(kube)
+    assert kube.daemonsets[("nodes", "agent")]["spec"]["template"]["spec"]["containers"][0][
+        "image"] == f"{APP}:1.4"
+    body = kube.patches["p1"]
+    [entry] = body["status"]["rollouts"]
+    assert (entry["phase"], entry["reason"]) == ("Skipped", "OnDeleteStrategy")
+    [event] = [e for e in kube.events if e["reason"] == "OnDeleteStrategy"]
+    assert event["type"] == "Warning" and event["involved"]["kind"] == "DaemonSet"
+    assert event["involved"]["apiVersion"] == "apps/v1"
+    assert kube.calls["set_container_image"] == 0
+
+
+def test_a_cronjob_trial_run_is_named_first_then_created_once_and_judged() -> None:
+    kube = MemoryKube()
+    kube.add_workload("CronJob", "batch", "report", image=f"{APP}:1.4", policy="pol")
+    kind_patch(kube, cronJobTrialRun=True)
+    order: list[str] = []
+    record, create = kube.write_imagepatch_status, kube.create_trial_job
+
+    async def recording(name, status, *, resource_version):
+        if any(r.get("trialJob") for r in status.get("rollouts") or []):
+            order.append("recorded")
+        return await record(name, status, resource_version=resource_version)
+
+    async def creating(cronjob, name):
+        order.append("create")
+        return await create(cronjob, name)
+
+    kube.write_imagepatch_status, kube.create_trial_job = recording, creating
+    assert reconcile(kube) == GATE_POLL
+    template = kube.cronjobs[("batch", "report")]["spec"]["jobTemplate"]["spec"]["template"]
+    assert template["spec"]["containers"][0]["image"] == f"{APP}:1.4@{DIGEST}"
+    assert order.index("recorded") < order.index("create")
+    [job] = kube.jobs["batch"]
+    [entry] = kube.patches["p1"]["status"]["rollouts"]
+    assert entry["trialJob"] == job["metadata"]["name"]
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == f"{APP}:1.4@{DIGEST}"
+
+    reconcile(kube)  # the Job runs: nothing new is created
+    assert order.count("create") == 1
+    job["metadata"]["creationTimestamp"] = "2026-11-27T09:00:00Z"
+    job["status"] = {"conditions": [{"type": "Failed", "status": "True",
+                                     "reason": "BackoffLimitExceeded"}]}
+    reconcile(kube)
+    [entry] = kube.patches["p1"]["status"]["rollouts"]
+    assert (entry["phase"], entry["reason"]) == ("RolledBack", "JobFailed")
+    assert template["spec"]["containers"][0]["image"] == f"{APP}:1.4"
+    restored = kube.cronjobs[("batch", "report")]["spec"]["jobTemplate"]["spec"]["template"]
+    assert restored["spec"]["containers"][0]["image"] == f"{APP}:1.4"

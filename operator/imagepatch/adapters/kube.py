@@ -31,6 +31,7 @@ from imagepatch.adapters.errors import (
     TransientError,
 )
 from imagepatch.core import reasons
+from imagepatch.core.kinds import CONTAINER_LISTS, CRONJOB, JOB_NAME_LABELS, KINDS
 from imagepatch.core.reasons import (
     UNPINNED_IMAGE,
 )
@@ -95,6 +96,7 @@ class Kube:
         self.namespaces = tuple(namespaces)
         self.core = client.CoreV1Api(self.api)
         self.apps = client.AppsV1Api(self.api)
+        self.batch = client.BatchV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
         self.coordination = client.CoordinationV1Api(self.api)
         # When a request last got an answer from the API server (monotonic):
@@ -221,14 +223,80 @@ class Kube:
 
     # -- workloads ------------------------------------------------------------------
 
+    def _workload_calls(self, kind: str) -> dict[str, Any]:
+        """The client calls for ``kind`` (one of ``core.kinds.KINDS``)."""
+        if kind not in KINDS:
+            raise ConfigurationError(f"imagepatch does not patch {kind!r} workloads",
+                                     reason="Invalid")
+        api = self.batch if kind == CRONJOB else self.apps
+        plural = {"Deployment": "deployment", "StatefulSet": "stateful_set",
+                  "DaemonSet": "daemon_set", "CronJob": "cron_job"}[kind]
+        return {
+            "read": getattr(api, f"read_namespaced_{plural}"),
+            "patch": getattr(api, f"patch_namespaced_{plural}"),
+            "list": getattr(api, f"list_namespaced_{plural}"),
+            "list_all": getattr(api, f"list_{plural}_for_all_namespaces"),
+        }
+
+    async def get_workload(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """A Deployment, StatefulSet, DaemonSet or CronJob; None if it is gone."""
+        return await self._call(f"get {kind} {namespace}/{name}",
+                                self._workload_calls(kind)["read"], name, namespace,
+                                missing_ok=True)
+
     async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self._call(
-            f"get Deployment {namespace}/{name}",
-            self.apps.read_namespaced_deployment,
-            name,
-            namespace,
-            missing_ok=True,
-        )
+        return await self.get_workload("Deployment", namespace, name)
+
+    async def workload_pods(self, kind: str, workload: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The pods of a workload: its selector's, or for a CronJob its Jobs' pods."""
+        namespace = workload["metadata"]["namespace"]
+        if kind != CRONJOB:
+            return await self.list_pods(namespace, workload["spec"].get("selector") or {})
+        names = {j["metadata"]["name"] for j in await self.cronjob_jobs(workload)}
+        pods = await self.list_namespace_pods(namespace) if names else []
+        return [p for p in pods
+                if any((p["metadata"].get("labels") or {}).get(k) in names
+                       for k in JOB_NAME_LABELS)]
+
+    async def cronjob_jobs(self, cronjob: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The Jobs a CronJob owns (ownerReferences; Jobs carry no selector for their CronJob)."""
+        namespace, uid = cronjob["metadata"]["namespace"], cronjob["metadata"].get("uid")
+        data = await self._call(f"list Jobs in {namespace}", self.batch.list_namespaced_job,
+                                namespace)
+        return [j for j in data.get("items", [])
+                if any(r.get("uid") == uid
+                       for r in j["metadata"].get("ownerReferences") or ())]
+
+    async def create_trial_job(self, cronjob: Mapping[str, Any], name: str) -> bool:
+        """``kubectl create job --from=cronjob/X``: a Job from the job template, owned by it.
+
+        False if a Job of that name exists already (the name is recorded
+        before this call, so a retry after a restart creates nothing twice).
+        """
+        meta, spec = cronjob["metadata"], cronjob["spec"]["jobTemplate"]
+        body = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {
+                "name": name,
+                "namespace": meta["namespace"],
+                # As kubectl sets it: the CronJob controller ignores such a Job.
+                "annotations": {**(spec.get("metadata") or {}).get("annotations", {}),
+                                "cronjob.kubernetes.io/instantiate": "manual"},
+                "labels": dict((spec.get("metadata") or {}).get("labels") or {}),
+                "ownerReferences": [{
+                    "apiVersion": "batch/v1", "kind": "CronJob", "name": meta["name"],
+                    "uid": meta["uid"], "controller": True,
+                }],
+            },
+            "spec": spec["spec"],
+        }
+        try:
+            await self._call(f"create Job {meta['namespace']}/{name}",
+                             self.batch.create_namespaced_job, meta["namespace"], body)
+        except ConflictError:
+            return False
+        return True
 
     async def list_pods(self, namespace: str, selector: Mapping[str, Any]) -> list[dict[str, Any]]:
         labels = ",".join(f"{k}={v}" for k, v in (selector.get("matchLabels") or {}).items())
@@ -257,34 +325,45 @@ class Kube:
                                 namespace)
         return list(data.get("items", []))
 
-    async def annotate_deployment(
-        self, namespace: str, name: str, annotations: Mapping[str, str | None]
+    async def annotate_workload(
+        self, kind: str, namespace: str, name: str, annotations: Mapping[str, str | None]
     ) -> None:
         """Set (or, with None, remove) metadata annotations; never touches the pod template."""
         body = {"metadata": {"annotations": dict(annotations)}}
-        await self._call(f"annotate Deployment {namespace}/{name}",
-                         self.apps.patch_namespaced_deployment, name, namespace, body,
+        await self._call(f"annotate {kind} {namespace}/{name}",
+                         self._workload_calls(kind)["patch"], name, namespace, body,
                          _content_type="application/merge-patch+json", missing_ok=True)
 
+    async def annotate_deployment(
+        self, namespace: str, name: str, annotations: Mapping[str, str | None]
+    ) -> None:
+        await self.annotate_workload("Deployment", namespace, name, annotations)
+
     async def list_opted_in_deployments(self, policy: str) -> list[dict[str, Any]]:
-        """Deployments in the watched namespaces whose annotation names ``policy``.
+        return await self.list_opted_in("Deployment", policy)
+
+    async def list_opted_in_workloads(self, policy: str) -> list[tuple[str, dict[str, Any]]]:
+        """(kind, object) of every kind imagepatch patches whose annotation names ``policy``."""
+        return [(kind, obj) for kind in KINDS for obj in await self.list_opted_in(kind, policy)]
+
+    async def list_opted_in(self, kind: str, policy: str) -> list[dict[str, Any]]:
+        """Workloads of ``kind`` in the watched namespaces whose annotation names ``policy``.
 
         Annotations cannot be selected server-side, so this lists and filters.
         With ``--namespace`` it lists only those namespaces (a glob pattern
         lists all and keeps the matching ones, as kopf's watch does).
         """
-        everywhere = self.apps.list_deployment_for_all_namespaces
+        calls = self._workload_calls(kind)
         if not self.namespaces:
-            data = await self._call("list Deployments", everywhere)
+            data = await self._call(f"list {kind}s", calls["list_all"])
             items = list(data.get("items", []))
         elif any(ch in ns for ns in self.namespaces for ch in "*?[!"):
-            data = await self._call("list Deployments", everywhere)
+            data = await self._call(f"list {kind}s", calls["list_all"])
             items = [d for d in data.get("items", []) if self.watches(d["metadata"]["namespace"])]
         else:
             items = []
             for ns in self.namespaces:
-                data = await self._call(f"list Deployments in {ns}",
-                                        self.apps.list_namespaced_deployment, ns)
+                data = await self._call(f"list {kind}s in {ns}", calls["list"], ns)
                 items.extend(data.get("items", []))
         return [
             d
@@ -322,8 +401,15 @@ class Kube:
         resource_version: str,
         annotations: Mapping[str, str] | None = None,
         allow_unpinned: bool = False,
+        kind: str = "Deployment",
+        container_list: str = "containers",
     ) -> dict[str, Any]:
-        """Change only one container's image, if the Deployment is unchanged since read.
+        """Change only one container's image, if the workload is unchanged since read.
+
+        ``kind`` is any of ``core.kinds.KINDS``; ``container_list`` is the
+        list the container is in (``containers`` or ``initContainers``; see
+        ``core.kinds.find_container``). A strategic merge patch keyed by the
+        container's name changes that one entry and nothing beside it.
 
         Only digest-pinned references are written (``repo:tag@sha256:…``); the
         one exception, ``allow_unpinned``, is the documented rollback of a
@@ -339,13 +425,16 @@ class Kube:
         metadata: dict[str, Any] = {"resourceVersion": resource_version}
         if annotations:
             metadata["annotations"] = dict(annotations)
-        body = {
-            "metadata": metadata,
-            "spec": {"template": {"spec": {"containers": [{"name": container, "image": image}]}}},
-        }
+        if container_list not in CONTAINER_LISTS:
+            raise ConfigurationError(f"imagepatch never changes {container_list}",
+                                     reason="Invalid")
+        template = {"spec": {container_list: [{"name": container, "image": image}]}}
+        spec = {"jobTemplate": {"spec": {"template": template}}} if kind == CRONJOB else {
+            "template": template}
+        body = {"metadata": metadata, "spec": spec}
         return await self._call(
-            f"patch Deployment {namespace}/{name}",
-            self.apps.patch_namespaced_deployment,
+            f"patch {kind} {namespace}/{name}",
+            self._workload_calls(kind)["patch"],
             name,
             namespace,
             body,

@@ -48,6 +48,11 @@ How the gate decides, in order:
    compares against the current ``spec.replicas``, the soak is not restarted,
    but ``Healthy`` waits until the new replicas are available too.
 
+Steps 1, 2, 4 and 6 are what a Deployment's controller reports
+(:func:`deployment_progress`); StatefulSets and DaemonSets report their own
+(``core.kinds``), and :func:`assess_progress` applies steps 3 and 5 and the
+soak to every kind alike.
+
 Also here: :func:`pod_template_fingerprint` and :func:`changed_images`, with
 which the caller notices a human changing the template during a rollout
 (drift) and stops instead of overwriting it, and :func:`restart_counts` to
@@ -73,10 +78,14 @@ __all__ = [
     "HealthReason",
     "HealthState",
     "HealthVerdict",
+    "Progress",
     "assess",
+    "assess_progress",
     "changed_images",
+    "deployment_progress",
     "pod_template_fingerprint",
     "restart_counts",
+    "workload_template",
 ]
 
 
@@ -111,6 +120,11 @@ class HealthReason(enum.StrEnum):
     CREATE_CONTAINER_CONFIG_ERROR = "CreateContainerConfigError"
     TOO_MANY_RESTARTS = "TooManyRestarts"
     POD_FAILED = "PodFailed"
+    # Other kinds (core.kinds): nothing to verify, or a Job's own verdict.
+    PARTITIONED = "Partitioned"
+    NO_PODS_SCHEDULED = "NoPodsScheduled"
+    CRONJOB_SUSPENDED = "CronJobSuspended"
+    JOB_FAILED = "JobFailed"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -191,34 +205,115 @@ def assess(
     template) is checked by the caller with :func:`pod_template_fingerprint`
     before acting on a verdict.
     """
+    return assess_progress(
+        progress=deployment_progress(deployment),
+        pods=pods,
+        target_images=target_images,
+        gate=gate,
+        started_at=started_at,
+        healthy_since=healthy_since,
+        baseline_restarts=baseline_restarts,
+        now=now,
+    )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Progress:
+    """What a workload's controller reports of a rollout, in the gate's terms.
+
+    Each kind reads its own status fields into this (``deployment_progress``
+    here; StatefulSets and DaemonSets in ``core.kinds``), and
+    :func:`assess_progress` applies the same pod rules, deadlines and soak to
+    all of them. ``want`` is the number of pods that must run the new
+    template; ``complete`` is the kind's own "rolled out" test; ``stop``
+    ends the gate at once without judging pods (paused, nothing to verify);
+    ``gave_up`` is the controller's own failure verdict (a Deployment's
+    ``ProgressDeadlineExceeded``); ``no_pod_note`` explains why no new pod
+    exists when none can be blamed.
+    """
+
+    want: int
+    complete: bool
+    counts: str
+    done_text: str = ""
+    stop: tuple[HealthState, HealthReason, str] | None = None
+    gave_up: str = ""
+    no_pod_note: str = ""
+
+
+def deployment_progress(deployment: Mapping[str, Any]) -> Progress:
+    """A Deployment's rollout: ``updated == available == replicas == spec.replicas``."""
+    metadata = _mapping(deployment.get("metadata"))
+    spec = _mapping(deployment.get("spec"))
+    status = _mapping(deployment.get("status"))
+    # The API server defaults spec.replicas to 1; an HPA keeps it set.
+    want = _int(spec.get("replicas"), default=1)
+    stop = None
+    if spec.get("paused") is True:
+        stop = (
+            HealthState.PAUSED,
+            HealthReason.DEPLOYMENT_PAUSED,
+            f"Deployment {_name(deployment)} is paused (spec.paused); the gate"
+            " stops without a rollback until someone resumes it",
+        )
+    elif want == 0:
+        stop = (
+            HealthState.SCALED_TO_ZERO,
+            HealthReason.SCALED_TO_ZERO,
+            f"Deployment {_name(deployment)} is scaled to 0 replicas: the new"
+            " image is set but no pod runs it, so it is not verified",
+        )
+    observed = _int(status.get("observedGeneration"), default=0) >= _int(
+        metadata.get("generation"), default=0
+    )
+    updated = _int(status.get("updatedReplicas"), default=0)
+    available = _int(status.get("availableReplicas"), default=0)
+    replicas = _int(status.get("replicas"), default=0)
+    progressing = _condition(status, "Progressing")
+    gave_up = ""
+    if observed and progressing.get("reason") == "ProgressDeadlineExceeded":
+        gave_up = _short(str(progressing.get("message") or "progress deadline exceeded"))
+    # No new pod to blame: maybe the ReplicaSet cannot create any (quota,
+    # admission), which the Deployment reports as ReplicaFailure.
+    failure = _condition(status, "ReplicaFailure")
+    note = ""
+    if failure.get("status") == "True":
+        note = f"ReplicaFailure: {_short(str(failure.get('message') or failure.get('reason')))}"
+    return Progress(
+        want=want,
+        complete=observed and updated == want and available == want and replicas == want,
+        counts=_counts_text(
+            want=want, updated=updated, available=available, replicas=replicas, observed=observed
+        ),
+        done_text=f"{want}/{want} replicas updated and available",
+        stop=stop,
+        gave_up=gave_up,
+        no_pod_note=note,
+    )
+
+
+def assess_progress(
+    *,
+    progress: Progress,
+    pods: Sequence[Mapping[str, Any]],
+    target_images: Mapping[str, str],
+    gate: Rollout,
+    started_at: dt.datetime,
+    healthy_since: dt.datetime | None,
+    baseline_restarts: Mapping[str, int] | None,
+    now: dt.datetime,
+) -> HealthVerdict:
+    """The verdict for any kind whose controller's report is ``progress`` (see :func:`assess`)."""
     for name, value in (("now", now), ("started_at", started_at)):
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError(f"{name} must be an aware datetime")
     if not target_images:
         raise ValueError("target_images must name at least one container")
-    metadata = _mapping(deployment.get("metadata"))
-    spec = _mapping(deployment.get("spec"))
-    status = _mapping(deployment.get("status"))
     deadline = dt.timedelta(seconds=gate.progress_deadline_seconds)
 
-    if spec.get("paused") is True:
-        return HealthVerdict(
-            state=HealthState.PAUSED,
-            reason=HealthReason.DEPLOYMENT_PAUSED,
-            message=f"Deployment {_name(deployment)} is paused (spec.paused); the gate"
-            " stops without a rollback until someone resumes it",
-            healthy_since=healthy_since,
-        )
-    # The API server defaults spec.replicas to 1; an HPA keeps it set.
-    want = _int(spec.get("replicas"), default=1)
-    if want == 0:
-        return HealthVerdict(
-            state=HealthState.SCALED_TO_ZERO,
-            reason=HealthReason.SCALED_TO_ZERO,
-            message=f"Deployment {_name(deployment)} is scaled to 0 replicas: the new"
-            " image is set but no pod runs it, so it is not verified",
-            healthy_since=healthy_since,
-        )
+    if progress.stop is not None:
+        state, reason, text = progress.stop
+        return HealthVerdict(state=state, reason=reason, message=text, healthy_since=healthy_since)
 
     new_pods = sorted(
         (p for p in pods if _runs_images(p, target_images)), key=lambda p: _pod_name(p)
@@ -256,25 +351,16 @@ def assess(
         reason, culprit, message = broken
         return verdict(HealthState.FAILED, reason, message, culprit=culprit)
 
-    observed = _int(status.get("observedGeneration"), default=0) >= _int(
-        metadata.get("generation"), default=0
-    )
-    updated = _int(status.get("updatedReplicas"), default=0)
-    available = _int(status.get("availableReplicas"), default=0)
-    replicas = _int(status.get("replicas"), default=0)
-    counts = _counts_text(
-        want=want, updated=updated, available=available, replicas=replicas, observed=observed
-    )
+    want = progress.want
+    counts = progress.counts
     waiting_for = _first_unready(new_pods)
 
-    # 4. Kubernetes gave up on the rollout itself.
-    progressing = _condition(status, "Progressing")
-    if observed and progressing.get("reason") == "ProgressDeadlineExceeded":
-        detail = _short(str(progressing.get("message") or "progress deadline exceeded"))
+    # 4. The workload's controller gave up on the rollout itself.
+    if progress.gave_up:
         return verdict(
             HealthState.FAILED,
             HealthReason.PROGRESS_DEADLINE_EXCEEDED,
-            _blame(waiting_for, f"{counts}; {detail}", status),
+            _blame(waiting_for, f"{counts}; {progress.gave_up}", progress.no_pod_note),
             culprit=waiting_for,
         )
 
@@ -294,13 +380,13 @@ def assess(
                 _blame(
                     culprit,
                     f"not ready for more than {format_duration(deadline)}; {counts}",
-                    status,
+                    progress.no_pod_note,
                 ),
                 culprit=culprit,
             )
         recheck.append(since + deadline - now + _TICK)
 
-    complete = observed and updated == want and available == want and replicas == want
+    complete = progress.complete
     restarts_text = f"{restarts} restart{'' if restarts == 1 else 's'} (limit {gate.max_restarts})"
     crash_note = _tolerated_crash(new_pods)
 
@@ -314,7 +400,7 @@ def assess(
                     _blame(
                         waiting_for,
                         f"not rolled out within {format_duration(deadline)}; {counts}",
-                        status,
+                        progress.no_pod_note,
                     ),
                     culprit=waiting_for,
                 )
@@ -347,16 +433,17 @@ def assess(
 
     since = healthy_since or now
     soaked = now - since
+    done_text = progress.done_text or f"{want}/{want} pods updated and available"
     if soaked >= gate.healthy_for:
         return verdict(
             HealthState.HEALTHY,
             HealthReason.HEALTHY,
-            f"{want}/{want} replicas updated and available for {format_duration(soaked)}"
+            f"{done_text} for {format_duration(soaked)}"
             f" (healthyFor {format_duration(gate.healthy_for)}), {restarts_text}",
             since=since,
         )
     message = (
-        f"{want}/{want} replicas updated and available; soaking for"
+        f"{done_text}; soaking for"
         f" {format_duration(gate.healthy_for - soaked)} more, {restarts_text}"
     )
     if crash_note:
@@ -397,7 +484,7 @@ def pod_template_fingerprint(
     fingerprint does not depend on the order the API server returned them in;
     list order (e.g. of containers) is kept because it is meaningful.
     """
-    template = _mapping(_mapping(deployment.get("spec")).get("template"))
+    template = workload_template(deployment)
     managed = None if managed_containers is None else set(managed_containers)
     masked = json.loads(json.dumps(template))  # a deep copy of plain JSON
     spec = masked.get("spec")
@@ -427,8 +514,20 @@ def changed_images(
     Maps container name to the image found, or ``None`` when the container is
     gone from the template. Empty means the images are as the operator left them.
     """
-    found = _template_images(_mapping(_mapping(deployment.get("spec")).get("template")))
+    found = _template_images(workload_template(deployment))
     return {name: found.get(name) for name, image in expected.items() if found.get(name) != image}
+
+
+def workload_template(workload: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The pod template of any workload kind.
+
+    ``spec.template`` (Deployment, StatefulSet, DaemonSet, Job), or a
+    CronJob's ``spec.jobTemplate.spec.template``.
+    """
+    spec = _mapping(workload.get("spec"))
+    if "jobTemplate" in spec:
+        return _mapping(_mapping(_mapping(spec.get("jobTemplate")).get("spec")).get("template"))
+    return _mapping(spec.get("template"))
 
 
 # --- pods ------------------------------------------------------------------------
@@ -537,16 +636,11 @@ def _first_unready(pods: Sequence[Mapping[str, Any]]) -> _Culprit | None:
     return None
 
 
-def _blame(culprit: _Culprit | None, detail: str, status: Mapping[str, Any]) -> str:
+def _blame(culprit: _Culprit | None, detail: str, no_pod_note: str) -> str:
     if culprit is not None:
         return f"{culprit.text}; {detail}"
-    # No new pod to blame: maybe the ReplicaSet cannot create any (quota,
-    # admission), which the Deployment reports as ReplicaFailure.
-    failure = _condition(status, "ReplicaFailure")
-    if failure.get("status") == "True":
-        detail += (
-            f"; ReplicaFailure: {_short(str(failure.get('message') or failure.get('reason')))}"
-        )
+    if no_pod_note:
+        detail += f"; {no_pod_note}"
     return f"no pod runs the new image; {detail}"
 
 

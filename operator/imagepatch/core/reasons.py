@@ -151,6 +151,8 @@ CONTAINER_NOT_FOUND = "ContainerNotFound"
 ALREADY_UP_TO_DATE = "AlreadyUpToDate"
 IMAGE_CHANGED = "ImageChanged"
 DIGEST_FAILED_BEFORE = "DigestFailedBefore"
+# A StatefulSet or DaemonSet with updateStrategy OnDelete (core/kinds.py).
+ON_DELETE_STRATEGY = "OnDeleteStrategy"
 EXTERNAL_CHANGE = "ExternalChange"
 EARLIER_TARGET_FAILED = "EarlierTargetFailed"
 ROLLBACK_DISABLED = "RollbackDisabled"

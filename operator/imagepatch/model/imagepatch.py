@@ -120,6 +120,9 @@ class RolloutEntry:
     # What rollback writes: the previous image pinned to the digest that ran
     # (``repo:tag@sha256:…``), or previous_image itself when no digest was known.
     rollback_image: str = ""
+    # A CronJob's trial run (policy rollout.cronJobTrialRun): the Job's name,
+    # recorded before it is created.
+    trial_job: str = ""
 
     @property
     def restore_image(self) -> str:
@@ -146,6 +149,7 @@ class RolloutEntry:
             "patchedGeneration": self.patched_generation,
             "rollbackStartedAt": self.rollback_started_at,
             "rollbackImage": self.rollback_image,
+            "trialJob": self.trial_job,
         }
         out.update({k: v for k, v in optional.items() if v})
         return out
@@ -260,6 +264,7 @@ def _entry(raw: Mapping[str, Any], index: int) -> RolloutEntry:
         patched_generation=int(raw.get("patchedGeneration") or 0),
         rollback_started_at=raw.get("rollbackStartedAt") or "",
         rollback_image=raw.get("rollbackImage") or "",
+        trial_job=raw.get("trialJob") or "",
     )
 
 

@@ -239,6 +239,8 @@ class Rollout:
     max_restarts: int = 0
     rollback: bool = True
     waves: tuple[Wave, ...] = ()
+    # CronJobs: gate on a Job started at once from the patched template.
+    cron_job_trial_run: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -663,6 +665,9 @@ def _parse_rollout(raw: Any, path: str) -> Rollout:
         ),
         rollback=_boolean(raw, path, "rollback", default=defaults.rollback),
         waves=tuple(waves),
+        cron_job_trial_run=_boolean(
+            raw, path, "cronJobTrialRun", default=defaults.cron_job_trial_run
+        ),
     )
 
 

@@ -1,7 +1,9 @@
 """Detection: which running images need a patch, and why.
 
-The ``Detector`` keeps an in-memory set of opted-in Deployments (fed by a kopf
-watch) and evaluates each policy's workloads every ``checkInterval``, or at
+The ``Detector`` keeps an in-memory set of opted-in workloads (Deployments,
+StatefulSets, DaemonSets and CronJobs, fed by kopf watches; every container of
+the pod template counts, init containers and native sidecars included, never
+ephemeral containers) and evaluates each policy's workloads every ``checkInterval``, or at
 once when a queue event names one of their images:
 
 1. **observe**: the running digest of each container (pinned in the spec,
@@ -48,7 +50,7 @@ from imagepatch.adapters import metrics
 from imagepatch.adapters.errors import AdapterError, ConflictError, TransientError
 from imagepatch.adapters.kube import GROUP, VERSION, Kube
 from imagepatch.adapters.registry import PolicySecrets, RegistryClient
-from imagepatch.core import compliance, reasons, rebuild
+from imagepatch.core import compliance, kinds, reasons, rebuild
 from imagepatch.core.compliance import Assessment, ContainerFacts, KnownPatch, State
 from imagepatch.core.events import ImageSignal
 from imagepatch.core.images import ImageRef, is_digest, is_ecr_host, parse_image
@@ -159,8 +161,9 @@ class Detector:
         self.clock = clock
         self.monotonic = monotonic
         self.tick = tick
-        self.workloads: dict[str, dict[str, Any]] = {}  # uid -> Deployment
-        self.orphans: dict[str, tuple[str, str]] = {}  # uid -> (ns, name): our annotation left
+        self.workloads: dict[str, dict[str, Any]] = {}  # uid -> workload (slim, with its kind)
+        # uid -> (kind, ns, name): a workload that opted out with our annotation left on it
+        self.orphans: dict[str, tuple[str, str, str]] = {}
         self.wake = asyncio.Event()
         self.forced: set[str] = set()  # image names (host/repo) a queue event named
         self.last_evaluated: dict[str, float] = {}  # policy -> monotonic time
@@ -174,8 +177,12 @@ class Detector:
 
     # -- inputs ------------------------------------------------------------------------
 
-    def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        """A watch event on a Deployment (from kopf)."""
+    def observe(
+        self, event_type: str | None, body: Mapping[str, Any], *, kind: str = ""
+    ) -> None:
+        """A watch event on a workload of any kind (from kopf, which names the kind)."""
+        if kind and body.get("kind") != kind:
+            body = {**body, "kind": kind}
         meta = body.get("metadata") or {}
         uid = meta.get("uid")
         if not uid:
@@ -184,7 +191,9 @@ class Detector:
         if event_type == "DELETED" or POLICY_ANNOTATION not in annotations:
             self.workloads.pop(uid, None)
             if event_type != "DELETED" and STATE_ANNOTATION in annotations:
-                self.orphans[uid] = (meta.get("namespace", ""), meta.get("name", ""))
+                self.orphans[uid] = (
+                    _kind(body), meta.get("namespace", ""), meta.get("name", "")
+                )
             return
         self.orphans.pop(uid, None)
         self.workloads[uid] = _slim(body)
@@ -247,8 +256,8 @@ class Detector:
             by_policy.setdefault(name, []).append(dep)
         memo = _Pass()
         forced, self.forced = self.forced, set()
-        for uid, (ns, name) in list(self.orphans.items()):
-            await self.kube.annotate_deployment(ns, name, {STATE_ANNOTATION: None})
+        for uid, (kind, ns, name) in list(self.orphans.items()):
+            await self.kube.annotate_workload(kind, ns, name, {STATE_ANNOTATION: None})
             self.orphans.pop(uid, None)
         for name, workloads in sorted(by_policy.items()):
             if name not in policies:
@@ -418,6 +427,7 @@ class Detector:
                 if intent.key in remembered:
                     failed_keys.add(intent.key)
                 target = Target(
+                    kind=_kind(dep),
                     namespace=meta["namespace"],
                     name=meta["name"],
                     container=facts.container,
@@ -629,6 +639,10 @@ class Detector:
         self, dep: Mapping[str, Any], container: str, image: str, memo: _Pass
     ) -> str:
         """The digest every current pod reports for the container, if they agree."""
+        if _kind(dep) == kinds.CRONJOB:
+            # Its Jobs' pods come and go with each run and may run an older
+            # template; the tag is resolved instead.
+            return ""
         ns = dep["metadata"]["namespace"]
         if ns not in memo.namespace_pods:
             memo.namespace_pods[ns] = await self.kube.list_namespace_pods(ns)
@@ -781,8 +795,8 @@ class Detector:
         since = None if changed or previous is None else previous.since
         record = replace(record, since=since or self.clock())
         value = record.to_annotation()
-        await self.kube.annotate_deployment(
-            meta["namespace"], meta["name"], {STATE_ANNOTATION: value}
+        await self.kube.annotate_workload(
+            _kind(dep), meta["namespace"], meta["name"], {STATE_ANNOTATION: value}
         )
         if changed:
             await self._event(dep, state, message)
@@ -794,8 +808,8 @@ class Detector:
         try:
             await self.kube.emit_event(
                 involved={
-                    "apiVersion": "apps/v1",
-                    "kind": "Deployment",
+                    "apiVersion": kinds.api_version(_kind(dep)),
+                    "kind": _kind(dep),
                     "namespace": meta["namespace"],
                     "name": meta["name"],
                     "uid": meta.get("uid", ""),
@@ -858,37 +872,40 @@ _KEPT_METADATA = ("name", "namespace", "uid", "resourceVersion", "generation")
 
 
 def _slim(body: Mapping[str, Any]) -> dict[str, Any]:
-    """What detection reads of a Deployment, and nothing else.
+    """What detection reads of a workload, and nothing else.
 
-    The cache holds every opted-in Deployment; a whole body (managedFields,
+    The cache holds every opted-in workload; a whole body (managedFields,
     status, the full pod template) costs ~50 KiB, so 1,000 workloads cost
-    ~50 MiB of RSS for fields nothing reads. Kept: identity, our own
-    ``imagepatch.dev/*`` annotations, the selector, and each container's name
-    and image.
+    ~50 MiB of RSS for fields nothing reads. Kept: the kind, identity, our own
+    ``imagepatch.dev/*`` annotations, the selector, and the name and image of
+    each container and init container (a CronJob's job template is kept in
+    the same place, ``spec.template``: detection reads only the images).
     """
     meta = body.get("metadata") or {}
     spec = body.get("spec") or {}
-    pod = (spec.get("template") or {}).get("spec") or {}
     kept = {k: meta[k] for k in _KEPT_METADATA if k in meta}
     kept["annotations"] = {
         k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith(PREFIX)
     }
+    lists: dict[str, list[dict[str, Any]]] = {}
+    for key, c in kinds.containers(body):
+        lists.setdefault(key, []).append({"name": c.get("name"), "image": c.get("image")})
     return {
+        "kind": _kind(body),
         "metadata": kept,
-        "spec": {
-            "selector": spec.get("selector") or {},
-            "template": {"spec": {"containers": [
-                {"name": c.get("name"), "image": c.get("image")}
-                for c in pod.get("containers") or []
-            ]}},
-        },
+        "spec": {"selector": spec.get("selector") or {}, "template": {"spec": lists}},
     }
 
 
+def _kind(body: Mapping[str, Any]) -> str:
+    """The workload's kind (watch events carry it; a body without one is a Deployment's)."""
+    kind = body.get("kind")
+    return kind if kind in kinds.KINDS else kinds.DEPLOYMENT
+
+
 def _containers(dep: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    return list(
-        ((dep.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or []
-    )
+    """Every container detection judges: ``containers`` and ``initContainers``."""
+    return [c for _, c in kinds.containers(dep)]
 
 
 def _image_name(image: str) -> str:

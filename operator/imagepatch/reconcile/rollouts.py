@@ -24,7 +24,7 @@ from imagepatch.adapters.builders import Builder
 from imagepatch.adapters.errors import AdapterError, ConflictError
 from imagepatch.adapters.kube import Kube
 from imagepatch.adapters.registry import RegistryClient
-from imagepatch.core import reasons
+from imagepatch.core import kinds, reasons
 from imagepatch.core.images import parse_image
 from imagepatch.core.rebuild import BuildObservation
 from imagepatch.core.rollout import (
@@ -75,14 +75,14 @@ async def discover_targets(kube: Kube, patch: ImagePatch, policy: PolicySpec) ->
     wanted = parse_image(patch.image).name
     candidates: list[Candidate] = []
     labels_cache: dict[str, dict[str, str]] = {}
-    for dep in await kube.list_opted_in_deployments(patch.policy):
-        ns = dep["metadata"]["namespace"]
+    for kind, obj in await kube.list_opted_in_workloads(patch.policy):
+        ns = obj["metadata"]["namespace"]
         if ns not in labels_cache:
             labels_cache[ns] = await kube.namespace_labels(ns)
         if not policy.namespace_selector.matches(labels_cache[ns]):
             continue
         pods: list[dict[str, Any]] | None = None
-        for container in dep["spec"]["template"]["spec"].get("containers", []):
+        for _, container in kinds.containers(obj):
             image = container.get("image", "")
             try:
                 ref = parse_image(image)
@@ -93,13 +93,14 @@ async def discover_targets(kube: Kube, patch: ImagePatch, policy: PolicySpec) ->
             digest = ref.digest or ""
             if not digest and patch.current_digest:
                 if pods is None:
-                    pods = await kube.list_pods(ns, dep["spec"].get("selector") or {})
+                    pods = await kube.workload_pods(kind, obj)
                 digest = running_digest(pods, container["name"], image)
             candidates.append(
                 Candidate(
                     namespace=ns,
-                    name=dep["metadata"]["name"],
+                    name=obj["metadata"]["name"],
                     container=container["name"],
+                    kind=kind,
                     namespace_labels=labels_cache[ns],
                     image=image,
                     digest=digest,
@@ -139,17 +140,19 @@ def _claiming(patch: ImagePatch) -> bool:
 
 
 async def observe_workload(kube: Kube, target: Target) -> Workload:
-    dep = await kube.get_deployment(target.namespace, target.name)
-    if dep is None:
+    """The target's workload (of its kind), its pods and, for a CronJob, its Jobs."""
+    obj = await kube.get_workload(target.kind, target.namespace, target.name)
+    if obj is None:
         return Workload(target=target, deployment=None)
-    pods = await kube.list_pods(target.namespace, dep["spec"].get("selector") or {})
-    return Workload(target=target, deployment=dep, pods=tuple(pods))
+    pods = await kube.workload_pods(target.kind, obj)
+    jobs = await kube.cronjob_jobs(obj) if target.kind == kinds.CRONJOB else []
+    return Workload(target=target, deployment=obj, pods=tuple(pods), jobs=tuple(jobs))
 
 
 def _involved(target: Target, workload: Workload | None) -> dict[str, Any]:
     meta = (workload.deployment or {}).get("metadata", {}) if workload else {}
     return {
-        "apiVersion": "apps/v1",
+        "apiVersion": kinds.api_version(target.kind),
         "kind": target.kind,
         "namespace": target.namespace,
         "name": target.name,
@@ -298,6 +301,11 @@ async def reconcile_imagepatch(
                     tools.builders, rebuilds.build_request(patch, policy)
                 )
             continue
+        if step.trial_job and workload is not None and workload.deployment is not None:
+            # Its name was recorded first: a Job of that name existing is fine.
+            logger.info("ImagePatch %s: starting trial run %s", name, step.trial_job)
+            await kube.create_trial_job(workload.deployment, step.trial_job)
+            continue
         if step.action is not None:
             act = step.action
             logger.info(
@@ -308,6 +316,10 @@ async def reconcile_imagepatch(
                 act.target.container,
                 act.image,
             )
+            # The planner saw the container in this workload; which list holds
+            # it (containers or initContainers) is the adapter's business.
+            found = kinds.find_container(workload.deployment if workload else None,
+                                         act.target.container)
             try:
                 await kube.set_container_image(
                     act.target.namespace,
@@ -317,9 +329,11 @@ async def reconcile_imagepatch(
                     resource_version=act.resource_version,
                     annotations=act.annotations,
                     allow_unpinned=not act.pinned,
+                    kind=act.target.kind,
+                    container_list=found[0] if found else "containers",
                 )
             except ConflictError:
-                logger.info("Deployment changed since it was read; planning again")
+                logger.info("%s changed since it was read; planning again", act.target.kind)
             continue
         if not step.again:
             return step.requeue_after

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from imagepatch.core import reasons
+from imagepatch.core import kinds, reasons
 from imagepatch.core.conditions import Condition, merge
 from imagepatch.core.images import parse_image
 from imagepatch.model.imagepatch import (
@@ -50,11 +50,16 @@ FAILED_MEMORY = 10
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Workload:
-    """One observed target workload: the object and its pods, or absent."""
+    """One observed target workload (of ``target.kind``): the object and its pods, or absent.
+
+    ``deployment`` is the workload object of any kind (the name stayed from
+    when only Deployments were patched); ``jobs`` are a CronJob's Jobs.
+    """
 
     target: Target
     deployment: Mapping[str, Any] | None
     pods: Sequence[Mapping[str, Any]] = ()
+    jobs: Sequence[Mapping[str, Any]] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -100,6 +105,9 @@ class Step:
     requeue_after: float | None = None  # look again later
     start_build: bool = False  # start (idempotently) the rebuild, then plan again
     discover: bool = False  # find the candidate targets, then plan again
+    # Create this Job from the target CronJob's template (a trial run; a Job of
+    # that name existing already is fine), then plan again.
+    trial_job: str = ""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -120,11 +128,9 @@ def describe(target: Target) -> str:
 
 
 def container_of(deployment: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
-    """The pod template's container called ``name``, or None."""
-    containers = (
-        deployment.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
-    )
-    return next((c for c in containers if c.get("name") == name), None)
+    """The pod template's container or init container called ``name``, or None (any kind)."""
+    found = kinds.find_container(deployment, name)
+    return found[1] if found else None
 
 
 def is_pinned(image: str) -> bool:
@@ -228,6 +234,7 @@ class Context:
         action: PatchImage | None = None,
         start_build: bool = False,
         discover: bool = False,
+        trial_job: str = "",
     ) -> Step:
         """The step: the status to record (only if it changed), the action, what next."""
         recorded = self.patch.status.to_dict()
@@ -241,6 +248,7 @@ class Context:
             requeue_after=requeue_after,
             start_build=start_build,
             discover=discover,
+            trial_job=trial_job,
         )
 
     def skip(self, index: int, *, reason: str, message: str) -> None:

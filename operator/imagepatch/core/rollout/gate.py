@@ -1,9 +1,15 @@
 """The health gate: one seam that judges a workload, and what its verdict does to a target.
 
 ``assess`` is the seam: it takes the observed workload and returns the
-verdict (``core.health``) for one container at one image. Gating a new image
-and checking a restored one both go through it, so a kind with its own notion
-of health plugs in here, once.
+verdict for one container at one image, by the gate of the workload's kind
+(``core.kinds``: a Deployment's is ``core.health``; StatefulSets, DaemonSets
+and CronJobs have their own). Gating a new image and checking a restored one
+both go through it.
+
+A CronJob whose policy asks for a trial run (``rollout.cronJobTrialRun``)
+gets one when its gate starts: the Job's name is recorded in the entry
+(``trialJob``) first, then the step asks for the Job, as ``kubectl create
+job --from=cronjob/NAME`` would make it, until it is observed.
 
 ``gating`` is the ``Gating`` phase: a healthy target is done (a ``Patched``
 event), an unhealthy one is still waited for, and a failed one either starts
@@ -20,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from imagepatch.core import health, reasons
+from imagepatch.core import health, kinds, reasons
 from imagepatch.core.rollout.context import (
     GATE_POLL,
     Context,
@@ -48,18 +54,24 @@ def assess(
     started_at: str,
     healthy_since: dt.datetime | None,
     now: dt.datetime,
+    rollback: bool = False,
 ) -> health.HealthVerdict:
-    """The gate's verdict on ``container`` running ``image`` since ``started_at`` (recorded)."""
+    """The gate's verdict on ``container`` running ``image`` since ``started_at`` (recorded).
+
+    ``rollback``: ``image`` is the restored one (a CronJob then waits for no run).
+    """
     started = parse_time_strict(started_at)
-    return health.assess(
-        deployment=since(workload.deployment or {}, started),
+    return kinds.assess(
+        kind=workload.target.kind,
+        workload=since(workload.deployment or {}, started),
         pods=workload.pods,
+        jobs=workload.jobs,
         target_images={container: image},
         gate=gate,
         started_at=started or now,
         healthy_since=healthy_since,
-        baseline_restarts=None,
         now=now,
+        rollback=rollback,
     )
 
 
@@ -97,6 +109,9 @@ def gating(ctx: Context, *, index: int, workload: Workload) -> Step:
     if why:
         return external_change(ctx, index=index, why=why)
     now = ctx.now
+    trial = _trial_run(ctx, index=index, workload=workload)
+    if trial is not None:
+        return trial
     verdict = assess(
         workload,
         container=entry.target.container,
@@ -137,6 +152,25 @@ def gating(ctx: Context, *, index: int, workload: Workload) -> Step:
     )
     ctx.message = f"{describe(entry.target)}: {verdict.message or state}"
     return ctx.finish(requeue_after=GATE_POLL)
+
+
+def _trial_run(ctx: Context, *, index: int, workload: Workload) -> Step | None:
+    """A CronJob's trial run: record its name, then ask for it until it is observed."""
+    entry = ctx.entries[index]
+    cronjob = workload.deployment or {}
+    if not kinds.trial_run_wanted(entry.target.kind, cronjob, ctx.gate):
+        return None
+    if not entry.trial_job:
+        name = kinds.trial_job_name(
+            entry.target.name, patch=ctx.patch.name, started_at=entry.started_at
+        )
+        ctx.entries[index] = replace(
+            entry, trial_job=name, message=f"starting trial run {name} of the patched template"
+        )
+        return ctx.finish(again=True)  # the name is recorded before the Job exists
+    if any((j.get("metadata") or {}).get("name") == entry.trial_job for j in workload.jobs):
+        return None
+    return ctx.finish(trial_job=entry.trial_job, again=True)
 
 
 def _failed(ctx: Context, *, index: int, verdict: health.HealthVerdict) -> Step:

@@ -90,6 +90,7 @@ def rolling_back(ctx: Context, *, index: int, workload: Workload) -> Step:
         started_at=entry.rollback_started_at,
         healthy_since=None,
         now=ctx.now,
+        rollback=True,
     )
     if verdict.state in PASSED:
         ctx.entries[index] = replace(

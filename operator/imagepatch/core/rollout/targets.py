@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from imagepatch.core import health, reasons
+from imagepatch.core import health, kinds, reasons
 from imagepatch.core.images import parse_image
 from imagepatch.core.rollout.context import (
     CONFLICT_POLL,
@@ -117,16 +117,25 @@ def running_digest(pods: Sequence[Mapping[str, Any]], container: str, image: str
     """The digest every pod of the current template reports for ``container``, if they agree.
 
     Only pods whose spec names exactly ``image`` count (older ReplicaSets'
-    pods run something else); the digest is the one in ``imageID``.
+    pods run something else); the digest is the one in ``imageID``. Init
+    containers (native sidecars among them) count like containers.
     """
     digests = set()
     for pod in pods:
+        spec = pod.get("spec") or {}
         spec_images = {
-            c.get("name"): c.get("image") for c in (pod.get("spec") or {}).get("containers") or []
+            c.get("name"): c.get("image")
+            for key in kinds.CONTAINER_LISTS
+            for c in spec.get(key) or []
         }
         if spec_images.get(container) != image:
             continue
-        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        pod_status = pod.get("status") or {}
+        statuses = [
+            *(pod_status.get("containerStatuses") or []),
+            *(pod_status.get("initContainerStatuses") or []),
+        ]
+        for status in statuses:
             image_id = status.get("imageID") or ""
             if status.get("name") == container and "sha256:" in image_id:
                 digests.add("sha256:" + image_id.rsplit("sha256:", 1)[1])
@@ -306,6 +315,13 @@ def start_target(ctx: Context, *, index: int, workload: Workload) -> Step:
             message=f"{digest} already failed on {describe(target)}; "
             "it is not rolled out there again",
         )
+        return ctx.finish(again=True)
+    blocked = kinds.not_patchable(target.kind, dep)
+    if blocked is not None:
+        # Patching would change no pod (OnDelete): say what to change instead.
+        reason, why = blocked
+        ctx.skip(index, reason=reason, message=why)
+        ctx.warn(target, reason=reason, message=why)
         return ctx.finish(again=True)
     target_image = pinned_image(current, patch.image, digest)
     ctx.entries[index] = replace(

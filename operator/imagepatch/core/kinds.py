@@ -1,0 +1,439 @@
+"""Workload kinds: where each keeps its pod template and containers, and its health gate.
+
+imagepatch patches four kinds (DESIGN.md, "Decisions for v0.2"): Deployment,
+StatefulSet, DaemonSet and CronJob. They differ in three things only, and
+this module is where each difference lives, so the planner stays
+kind-agnostic:
+
+* **Where the pod template is.** ``spec.template``, or a CronJob's
+  ``spec.jobTemplate.spec.template`` (:func:`pod_template`).
+* **Which containers count.** Every container of the template:
+  ``containers`` and ``initContainers``, native sidecars
+  (``restartPolicy: Always``) included. ``ephemeralContainers`` never: they
+  are added to running pods by ``kubectl debug``, are not part of any
+  template, and are not the workload's software. Kubernetes requires
+  container names to be unique across all of a pod's lists, so a target
+  names its container only; :func:`find_container` says which list it is in.
+* **When a rollout is complete** (:func:`assess`). A Deployment's gate is
+  ``core.health``. The others:
+
+  - **StatefulSet**, ``RollingUpdate``: the gate waits for the ordinals the
+    controller updates, those at or above ``rollingUpdate.partition``, and
+    never fights the partition: ordinals below it keep the current revision
+    (that is what a partition is for: a staged or canary rollout the owner
+    advances by hand). Complete means the controller observed the
+    generation, ``updatedReplicas`` reached ``replicas - partition``, every
+    updated ordinal is Ready, no ordinal at or above the partition runs an
+    old revision, and, without a partition, ``currentRevision ==
+    updateRevision``. A partition at or above ``replicas`` updates nothing:
+    the image is set but unverified (``Partitioned``), as with a Deployment
+    scaled to zero.
+  - **DaemonSet**, ``RollingUpdate``: ``updatedNumberScheduled`` and
+    ``numberAvailable`` equal ``desiredNumberScheduled`` once the controller
+    observed the generation. The controller itself keeps no more than
+    ``maxUnavailable`` nodes unavailable, so a broken image stalls the
+    rollout at that budget: the gate says so in its message and fails on the
+    first broken new pod or at the deadline, whichever comes first. No node
+    to run on (``desiredNumberScheduled`` 0): unverified (``NoPodsScheduled``).
+  - **OnDelete** (StatefulSet or DaemonSet): not patched. Its pods change only
+    when someone deletes them, so a gate could never pass and a "patched"
+    template would claim a fix no pod runs. The target is skipped with
+    ``OnDeleteStrategy`` and an Event that says to switch to
+    ``RollingUpdate`` (:func:`not_patchable`).
+  - **CronJob**: see :func:`assess_cronjob`.
+
+Pure: plain dicts as the API serves them, the clock passed in.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from imagepatch.core import health, reasons
+from imagepatch.core.health import HealthReason, HealthState, HealthVerdict, Progress
+from imagepatch.model.durations import format_duration
+from imagepatch.model.policy import Rollout
+from imagepatch.model.times import format_time, parse_time
+
+DEPLOYMENT = "Deployment"
+STATEFULSET = "StatefulSet"
+DAEMONSET = "DaemonSet"
+CRONJOB = "CronJob"
+KINDS = (DEPLOYMENT, STATEFULSET, DAEMONSET, CRONJOB)
+
+# The container lists of a pod template that imagepatch changes, in the order
+# it looks (ephemeralContainers never: see the module docstring).
+CONTAINER_LISTS = ("containers", "initContainers")
+
+_API_VERSIONS = {
+    DEPLOYMENT: "apps/v1",
+    STATEFULSET: "apps/v1",
+    DAEMONSET: "apps/v1",
+    CRONJOB: "batch/v1",
+}
+# The label the Job controller puts on a Job's pods (1.27+), and the older one.
+JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
+_ORDINAL = re.compile(r"-(\d+)$")
+
+
+def api_version(kind: str) -> str:
+    """The apiVersion of ``kind`` (for Events' involvedObject)."""
+    return _API_VERSIONS.get(kind, "apps/v1")
+
+
+def pod_template(workload: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The pod template of any kind (``spec.template`` or the CronJob's job template's)."""
+    return health.workload_template(workload)
+
+
+def containers(workload: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """Every (list, container) of the template: ``containers``, then ``initContainers``."""
+    spec = _mapping(pod_template(workload).get("spec"))
+    return [
+        (key, c)
+        for key in CONTAINER_LISTS
+        for c in spec.get(key) or ()
+        if isinstance(c, Mapping) and isinstance(c.get("name"), str)
+    ]
+
+
+def find_container(
+    workload: Mapping[str, Any] | None, name: str
+) -> tuple[str, Mapping[str, Any]] | None:
+    """The list (``containers`` or ``initContainers``) holding ``name``, and the container."""
+    return next(((k, c) for k, c in containers(workload or {}) if c["name"] == name), None)
+
+
+def is_native_sidecar(container: Mapping[str, Any]) -> bool:
+    """An init container that keeps running beside the app (``restartPolicy: Always``)."""
+    return container.get("restartPolicy") == "Always"
+
+
+def not_patchable(kind: str, workload: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(reason, message) when patching the template would change no pod, else ``None``."""
+    if kind not in (STATEFULSET, DAEMONSET):
+        return None
+    strategy = _mapping(_mapping(workload.get("spec")).get("updateStrategy"))
+    if strategy.get("type") != "OnDelete":
+        return None
+    return (
+        reasons.ON_DELETE_STRATEGY,
+        f"{kind} {_name(workload)} uses updateStrategy OnDelete: its pods change only when"
+        " someone deletes them, so imagepatch does not patch it; set"
+        " spec.updateStrategy.type to RollingUpdate to have it patched",
+    )
+
+
+def trial_job_name(cronjob: str, *, patch: str, started_at: str) -> str:
+    """The name of a CronJob's trial run: deterministic, so a retry creates nothing twice.
+
+    ``<cronjob>-imagepatch-<10 hex>``, the hash over the patch and the
+    recorded start of this target, so a later rollout (another patch, or
+    the same one after a restart of the target) gets a Job of its own. At
+    most 63 characters: a Job's name is also its pods' ``job-name`` label.
+    """
+    suffix = hashlib.sha256(f"{patch}/{started_at}".encode()).hexdigest()[:10]
+    return f"{cronjob[:41].rstrip('-.')}-imagepatch-{suffix}"
+
+
+def trial_run_wanted(kind: str, workload: Mapping[str, Any], gate: Rollout) -> bool:
+    """Whether the gate starts a trial run: a CronJob, asked for, and not suspended."""
+    suspended = _mapping(workload.get("spec")).get("suspend") is True
+    return kind == CRONJOB and gate.cron_job_trial_run and not suspended
+
+
+# --- gates -------------------------------------------------------------------------
+
+
+def assess(
+    *,
+    kind: str,
+    workload: Mapping[str, Any],
+    pods: Sequence[Mapping[str, Any]],
+    target_images: Mapping[str, str],
+    gate: Rollout,
+    started_at: dt.datetime,
+    healthy_since: dt.datetime | None,
+    now: dt.datetime,
+    jobs: Sequence[Mapping[str, Any]] = (),
+    rollback: bool = False,
+) -> HealthVerdict:
+    """The health verdict of ``workload`` (of ``kind``) rolled onto ``target_images``.
+
+    ``pods`` are the workload's pods (its selector's; for a CronJob, its
+    Jobs' pods), ``jobs`` a CronJob's Jobs. ``rollback`` gates the previous
+    images coming back (a CronJob has nothing to wait for then: its next
+    run uses the restored template). See the module docstring.
+    """
+    if kind == CRONJOB:
+        return assess_cronjob(
+            cronjob=workload,
+            jobs=jobs,
+            target_images=target_images,
+            gate=gate,
+            started_at=started_at,
+            now=now,
+            rollback=rollback,
+        )
+    if kind == STATEFULSET:
+        progress = statefulset_progress(workload, pods)
+    elif kind == DAEMONSET:
+        progress = daemonset_progress(workload)
+    else:
+        progress = health.deployment_progress(workload)
+    return health.assess_progress(
+        progress=progress,
+        pods=pods,
+        target_images=target_images,
+        gate=gate,
+        started_at=started_at,
+        healthy_since=healthy_since,
+        baseline_restarts=None,
+        now=now,
+    )
+
+
+def statefulset_progress(
+    statefulset: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]
+) -> Progress:
+    """A StatefulSet's RollingUpdate, gated on the ordinals at or above the partition."""
+    meta = _mapping(statefulset.get("metadata"))
+    spec = _mapping(statefulset.get("spec"))
+    status = _mapping(statefulset.get("status"))
+    replicas = _int(spec.get("replicas"), 1)
+    rolling = _mapping(_mapping(spec.get("updateStrategy")).get("rollingUpdate"))
+    partition = min(max(_int(rolling.get("partition"), 0), 0), replicas)
+    want = replicas - partition
+    name = _name(statefulset)
+    if replicas == 0:
+        return Progress(want=0, complete=False, counts="", stop=(
+            HealthState.SCALED_TO_ZERO, HealthReason.SCALED_TO_ZERO,
+            f"StatefulSet {name} is scaled to 0 replicas: the new image is set but no pod"
+            " runs it, so it is not verified"))
+    if want == 0:
+        return Progress(want=0, complete=False, counts="", stop=(
+            HealthState.SCALED_TO_ZERO, HealthReason.PARTITIONED,
+            f"StatefulSet {name} has rollingUpdate.partition {partition} with {replicas}"
+            " replicas: no ordinal is updated, so the new image is set but not verified;"
+            " lower the partition to roll it out"))
+    observed = _int(status.get("observedGeneration"), 0) >= _int(meta.get("generation"), 0)
+    update_revision = _str(status.get("updateRevision"))
+    current_revision = _str(status.get("currentRevision"))
+    updated = _int(status.get("updatedReplicas"), 0)
+    gated = [
+        p for p in pods
+        if not _mapping(p.get("metadata")).get("deletionTimestamp")
+        and (_ordinal(p) or 0) >= partition
+    ]
+    on_update = [p for p in gated if _revision(p) == update_revision]
+    ready = sum(1 for p in on_update if _pod_ready(p))
+    old = len(gated) - len(on_update)
+    counts = f"{updated}/{want} updated, {ready}/{want} ready"
+    if partition:
+        counts += (
+            f" (ordinals {partition}..{replicas - 1}; partition {partition} keeps"
+            f" 0..{partition - 1} on the current revision)"
+        )
+    if observed and old > 0:
+        counts += f", {old} old pod{'' if old == 1 else 's'} left"
+    if not observed:
+        counts += ", the StatefulSet controller has not observed the latest generation yet"
+    complete = (
+        observed
+        and bool(update_revision)
+        and updated >= want
+        and ready >= want
+        and old == 0
+        and (partition > 0 or current_revision == update_revision)
+    )
+    what = f"{want}/{want} ordinal{'' if want == 1 else 's'}"
+    if partition:
+        what += f" at or above partition {partition}"
+    return Progress(want=want, complete=complete, counts=counts,
+                    done_text=f"{what} updated and ready")
+
+
+def daemonset_progress(daemonset: Mapping[str, Any]) -> Progress:
+    """A DaemonSet's RollingUpdate: every scheduled node updated and available."""
+    meta = _mapping(daemonset.get("metadata"))
+    spec = _mapping(daemonset.get("spec"))
+    status = _mapping(daemonset.get("status"))
+    observed = _int(status.get("observedGeneration"), 0) >= _int(meta.get("generation"), 0)
+    want = _int(status.get("desiredNumberScheduled"), 0)
+    if observed and want == 0:
+        return Progress(want=0, complete=False, counts="", stop=(
+            HealthState.SCALED_TO_ZERO, HealthReason.NO_PODS_SCHEDULED,
+            f"DaemonSet {_name(daemonset)} runs on no node (desiredNumberScheduled 0):"
+            " the new image is set but no pod runs it, so it is not verified"))
+    updated = _int(status.get("updatedNumberScheduled"), 0)
+    available = _int(status.get("numberAvailable"), 0)
+    unavailable = _int(status.get("numberUnavailable"), 0)
+    rolling = _mapping(_mapping(spec.get("updateStrategy")).get("rollingUpdate"))
+    budget = rolling.get("maxUnavailable", 1)
+    counts = f"{updated}/{want} nodes updated, {available}/{want} available"
+    if unavailable:
+        counts += f", {unavailable} unavailable (maxUnavailable {budget})"
+        if _budget_used(unavailable, budget, want):
+            counts += ": the controller waits for these before updating more nodes"
+    if not observed:
+        counts += ", the DaemonSet controller has not observed the latest generation yet"
+    complete = observed and updated == want and available == want
+    return Progress(want=want, complete=complete, counts=counts,
+                    done_text=f"{want}/{want} nodes updated and available")
+
+
+def assess_cronjob(
+    *,
+    cronjob: Mapping[str, Any],
+    jobs: Sequence[Mapping[str, Any]],
+    target_images: Mapping[str, str],
+    gate: Rollout,
+    started_at: dt.datetime,
+    now: dt.datetime,
+    rollback: bool = False,
+) -> HealthVerdict:
+    """A CronJob's gate: the first Job it runs from the patched template.
+
+    The Jobs judged are the CronJob's own (ownerReferences), created at or
+    after ``started_at`` (the patch), from a template that runs
+    ``target_images``: a scheduled run, or the trial run the policy asked for
+    (``rollout.cronJobTrialRun``). ``Complete`` passes the gate (a Job is
+    its own soak: it ran to its end); ``Failed`` (``BackoffLimitExceeded``,
+    ``DeadlineExceeded``...) fails it with the Job's reason; a Job that does
+    not finish within ``progressDeadlineSeconds`` of its start fails it too.
+    While no run has started the gate waits with no deadline, since a
+    schedule may be a day away: ask for a trial run to get a verdict at once.
+    A suspended CronJob starts no run: the image is set but unverified
+    (``CronJobSuspended``). A rollback needs no run: the next one uses the
+    restored template.
+    """
+    name = _name(cronjob)
+    if rollback:
+        return HealthVerdict(state=HealthState.HEALTHY, reason=HealthReason.HEALTHY,
+                             message=f"CronJob {name}: its next run uses the restored template",
+                             healthy_since=now)
+    uid = _mapping(cronjob.get("metadata")).get("uid")
+    since = started_at.replace(microsecond=0)
+    runs = sorted(
+        (
+            j for j in jobs
+            if _owned_by(j, uid)
+            and (parse_time(_mapping(j.get("metadata")).get("creationTimestamp")) or since) >= since
+            and not health.changed_images(j, target_images)
+        ),
+        key=lambda j: (_mapping(j.get("metadata")).get("creationTimestamp") or "",
+                       _mapping(j.get("metadata")).get("name") or ""),
+    )
+    deadline = dt.timedelta(seconds=gate.progress_deadline_seconds)
+    for job in runs:
+        job_name = _mapping(job.get("metadata")).get("name")
+        failed = _job_condition(job, "Failed")
+        if failed:
+            detail = failed.get("reason") or "Failed"
+            if failed.get("message"):
+                detail += f": {failed['message']}"
+            return HealthVerdict(state=HealthState.FAILED, reason=HealthReason.JOB_FAILED,
+                                 message=f"Job {job_name} of CronJob {name} failed ({detail})",
+                                 healthy_since=None, pod=None, container=None)
+    for job in runs:
+        job_name = _mapping(job.get("metadata")).get("name")
+        if _job_condition(job, "Complete"):
+            return HealthVerdict(state=HealthState.HEALTHY, reason=HealthReason.HEALTHY,
+                                 message=f"Job {job_name} of CronJob {name} completed on the"
+                                 " new image", healthy_since=now)
+    if runs:
+        job = runs[0]
+        job_name = _mapping(job.get("metadata")).get("name")
+        begun = parse_time(_mapping(job.get("status")).get("startTime")) or parse_time(
+            _mapping(job.get("metadata")).get("creationTimestamp")) or now
+        if now - begun > deadline:
+            return HealthVerdict(
+                state=HealthState.FAILED, reason=HealthReason.PROGRESS_DEADLINE_EXCEEDED,
+                message=f"Job {job_name} of CronJob {name} did not complete within"
+                f" {format_duration(deadline)} (progressDeadlineSeconds)",
+                healthy_since=None)
+        return HealthVerdict(state=HealthState.PROGRESSING, reason=HealthReason.ROLLING_OUT,
+                             message=f"waiting for Job {job_name} of CronJob {name} to complete",
+                             healthy_since=None,
+                             recheck_after=begun + deadline - now + dt.timedelta(seconds=1))
+    if _mapping(cronjob.get("spec")).get("suspend") is True:
+        return HealthVerdict(
+            state=HealthState.SCALED_TO_ZERO, reason=HealthReason.CRONJOB_SUSPENDED,
+            message=f"CronJob {name} is suspended (spec.suspend): the new image is set but no"
+            " Job runs it, so it is not verified", healthy_since=None)
+    last = _mapping(cronjob.get("status")).get("lastScheduleTime")
+    return HealthVerdict(
+        state=HealthState.PROGRESSING, reason=HealthReason.ROLLING_OUT,
+        message=f"waiting for the next run of CronJob {name}"
+        f" (schedule {_mapping(cronjob.get('spec')).get('schedule')!s}"
+        + (f", last run {last}" if last else "") + f", patched {format_time(started_at)})",
+        healthy_since=None)
+
+
+# --- small readers -------------------------------------------------------------------
+
+
+def _owned_by(obj: Mapping[str, Any], uid: Any) -> bool:
+    refs = _mapping(obj.get("metadata")).get("ownerReferences") or ()
+    return bool(uid) and any(_mapping(r).get("uid") == uid for r in refs)
+
+
+def _job_condition(job: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
+    for cond in _mapping(job.get("status")).get("conditions") or ():
+        if _mapping(cond).get("type") == kind and cond.get("status") == "True":
+            return cond
+    return {}
+
+
+def _budget_used(unavailable: int, budget: Any, want: int) -> bool:
+    if isinstance(budget, int) and not isinstance(budget, bool):
+        return unavailable >= budget
+    if isinstance(budget, str) and budget.endswith("%") and budget[:-1].isdigit():
+        # Kubernetes rounds a percentage of maxUnavailable up (at least 1).
+        allowed = max(1, -(-want * int(budget[:-1]) // 100))
+        return unavailable >= allowed
+    return False
+
+
+def _ordinal(pod: Mapping[str, Any]) -> int | None:
+    meta = _mapping(pod.get("metadata"))
+    label = _mapping(meta.get("labels")).get("apps.kubernetes.io/pod-index")
+    if isinstance(label, str) and label.isdigit():
+        return int(label)
+    match = _ORDINAL.search(_str(meta.get("name")) or "")
+    return int(match.group(1)) if match else None
+
+
+def _revision(pod: Mapping[str, Any]) -> str | None:
+    return _str(_mapping(_mapping(pod.get("metadata")).get("labels")).get(
+        "controller-revision-hash"))
+
+
+def _pod_ready(pod: Mapping[str, Any]) -> bool:
+    return any(
+        _mapping(c).get("type") == "Ready" and c.get("status") == "True"
+        for c in _mapping(pod.get("status")).get("conditions") or ()
+    )
+
+
+def _name(obj: Mapping[str, Any]) -> str:
+    meta = _mapping(obj.get("metadata"))
+    name = _str(meta.get("name")) or "<unnamed>"
+    namespace = _str(meta.get("namespace"))
+    return f"{namespace}/{name}" if namespace else name
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _int(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
