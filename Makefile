@@ -44,10 +44,11 @@ bench-chart: setup
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m tests.bench.chart
 
-## lint: ruff, import-linter (core/ and model/ stay free of I/O) and checkov
+## lint: ruff, import-linter (core/ and model/ stay free of I/O), mypy --strict over operator/ and checkov
 lint: setup
 	$(VENV)/bin/ruff check operator tests
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 	@$(MAKE) --no-print-directory checkov-only
 
 ## checkov: the policy scanner over deploy/, the rendered chart (default values,

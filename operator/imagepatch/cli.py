@@ -11,7 +11,7 @@ import logging
 import os
 import socket
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from imagepatch import __version__, cli_report
 
@@ -45,7 +45,7 @@ def _run(args: argparse.Namespace) -> int:
     return asyncio.run(_lead_then_run(args, run))
 
 
-async def _lead_then_run(args: argparse.Namespace, run: dict) -> int:
+async def _lead_then_run(args: argparse.Namespace, run: dict[str, Any]) -> int:
     """Hold the Lease, then run kopf; exit non-zero the moment the Lease is lost."""
     import kopf
 

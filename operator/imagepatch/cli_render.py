@@ -319,9 +319,10 @@ def render_table(report: Report) -> str:
     now = report.generated_at
     parts = []
     if report.policies:
-        headers = ("POLICY", "READY", "WORKLOADS", "COMPLIANT", "OUTDATED", "VULNERABLE",
-                   "UNTRUSTED", "PATCHING", "FAILED", "OPEN PATCHES")
-        rows = []
+        headers: tuple[str, ...] = ("POLICY", "READY", "WORKLOADS", "COMPLIANT", "OUTDATED",
+                                     "VULNERABLE", "UNTRUSTED", "PATCHING", "FAILED",
+                                     "OPEN PATCHES")
+        rows: list[tuple[str, ...]] = []
         for s in report.policies:
             c = s.report_counts
             rows.append((

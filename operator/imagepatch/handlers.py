@@ -16,6 +16,7 @@ import kopf
 
 from imagepatch import reconcile
 from imagepatch.adapters import metrics
+from imagepatch.adapters.builders import Builder
 from imagepatch.adapters.builders.codebuild import CodeBuildBuilder
 from imagepatch.adapters.builders.external import ExternalBuilder
 from imagepatch.adapters.builders.job import DEFAULT_BUILD_NAMESPACE, JobBuilder
@@ -96,7 +97,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         endpoints=options.registry_endpoints,
     )
     findings = FindingsReader(region=options.aws_region) if options.aws_region else None
-    builders = {
+    builders: dict[str, Builder] = {
         "external": ExternalBuilder(memo.registry),
         "job": JobBuilder(memo.kube, memo.registry, options.build_namespace),
         "codebuild": CodeBuildBuilder(memo.registry, options.aws_region),

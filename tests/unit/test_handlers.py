@@ -212,19 +212,25 @@ def test_the_policy_resync_writes_only_changed_status_and_stops_when_asked() -> 
 def test_a_failing_resync_is_logged_and_the_loop_goes_on(caplog) -> None:
     from imagepatch.reconcile import outcomes
 
+    second_call = asyncio.Event()
+
     class Down(MemoryKube):
         calls = 0
 
         async def list_policies(self):
             Down.calls += 1
+            if Down.calls >= 2:
+                second_call.set()  # the loop survived the first failure
             raise unavailable()
 
     async def scenario() -> None:
         stop = asyncio.Event()
         task = asyncio.create_task(outcomes.resync_policies(Down(), stop, every=0.01))
-        await asyncio.sleep(0.05)
+        # Wait on the signal, not a fixed sleep: a loaded machine may not fit
+        # two 10 ms periods into 50 ms.
+        await asyncio.wait_for(second_call.wait(), timeout=30)
         stop.set()
-        await asyncio.wait_for(task, timeout=1)
+        await asyncio.wait_for(task, timeout=30)
 
     asyncio.run(scenario())
     assert Down.calls >= 2 and "policy resync failed" in caplog.text

@@ -26,6 +26,8 @@ never copy an auth server's response body or a request header into one.
 
 from __future__ import annotations
 
+from typing import Any
+
 from imagepatch.core.reasons import (
     BLOB_NOT_FOUND,
     DIGEST_MISMATCH,
@@ -90,11 +92,12 @@ class AdapterError(Exception):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(reason={self.reason!r}, message={self.message!r})"
 
-    def __reduce__(self):  # keep reason (and subclass fields) across pickling/copying
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keep reason (and subclass fields) across pickling/copying.
         return (_rebuild, (type(self), self.__dict__))
 
 
-def _rebuild(cls: type[AdapterError], state: dict) -> AdapterError:
+def _rebuild(cls: type[AdapterError], state: dict[str, Any]) -> AdapterError:
     error = cls.__new__(cls)
     Exception.__init__(error, state.get("message", ""))
     error.__dict__.update(state)

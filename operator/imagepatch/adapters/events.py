@@ -336,7 +336,9 @@ class SqsEventSource:
 
     def _backoff(self, error: AdapterError, failures: int) -> float:
         if isinstance(error, TransientError):
-            ceiling = min(self._transient_backoff_max, _TRANSIENT_BASE * 2 ** (failures - 1))
+            ceiling: float = min(
+                self._transient_backoff_max, _TRANSIENT_BASE * 2 ** (failures - 1)
+            )
             delay = ceiling / 2 + self._rng.uniform(0, ceiling / 2)
             return max(delay, error.retry_after or 0.0)
         return self._configuration_backoff * self._rng.uniform(0.9, 1.1)
@@ -431,7 +433,7 @@ def _entries(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _receive_count(message: dict[str, Any]) -> str:
-    return (message.get("Attributes") or {}).get("ApproximateReceiveCount", "?")
+    return str((message.get("Attributes") or {}).get("ApproximateReceiveCount", "?"))
 
 
 def _preview(body: Any) -> str:

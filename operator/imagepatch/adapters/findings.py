@@ -37,7 +37,7 @@ import logging
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, Literal
 
 import boto3
 from botocore.config import Config
@@ -149,7 +149,13 @@ class FindingsReader:
 
     # -- clients -------------------------------------------------------------------
 
-    def _client(self, service: str, *, key: str | None = None, config: Config | None = None) -> Any:
+    def _client(
+        self,
+        service: Literal["ecr", "inspector2"],
+        *,
+        key: str | None = None,
+        config: Config | None = None,
+    ) -> Any:
         key = key or service
         with self._lock:
             client = self._clients.get(key)

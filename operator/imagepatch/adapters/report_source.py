@@ -50,7 +50,10 @@ def api_client(kubeconfig: str | None = None, context: str | None = None) -> cli
     Inside a pod with no kubeconfig at all, the pod's ServiceAccount is used.
     """
     try:
-        return config.new_client_from_config(config_file=kubeconfig, context=context)
+        api: client.ApiClient = config.new_client_from_config(
+            config_file=kubeconfig, context=context
+        )
+        return api
     except config.ConfigException:
         if kubeconfig:
             raise

@@ -55,8 +55,11 @@ def merge(
     for cond in desired:
         prev = old.get(cond.type)
         entry = cond.as_dict(last_transition_time=now)
-        unchanged = prev is not None and prev.get("status") == cond.status
-        if unchanged and prev.get("lastTransitionTime"):
+        if (
+            prev is not None
+            and prev.get("status") == cond.status
+            and prev.get("lastTransitionTime")
+        ):
             entry["lastTransitionTime"] = prev["lastTransitionTime"]
         result.append(entry)
         seen.add(cond.type)

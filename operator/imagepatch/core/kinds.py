@@ -385,7 +385,8 @@ def _owned_by(obj: Mapping[str, Any], uid: Any) -> bool:
 def _job_condition(job: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
     for cond in _mapping(job.get("status")).get("conditions") or ():
         if _mapping(cond).get("type") == kind and cond.get("status") == "True":
-            return cond
+            found: Mapping[str, Any] = cond
+            return found
     return {}
 
 

@@ -191,10 +191,12 @@ class RebasedImage:
     notes: tuple[str, ...]  # config values that followed the new base
 
     def manifest(self) -> dict[str, Any]:
-        return json.loads(self.manifest_bytes)
+        manifest: dict[str, Any] = json.loads(self.manifest_bytes)
+        return manifest
 
     def config(self) -> dict[str, Any]:
-        return json.loads(self.config_bytes)
+        config: dict[str, Any] = json.loads(self.config_bytes)
+        return config
 
 
 @dataclass(frozen=True)

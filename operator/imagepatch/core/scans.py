@@ -11,12 +11,15 @@ An image whose findings are not usable is *not compliant-proven*: the
 reconciler reports it, and never treats it as compliant nor as vulnerable.
 :class:`ScanReport` is what the findings adapter returns for one image; it
 lives here, not in the adapter, so the planner can take it as an input.
+:class:`FindingsSource` is the port detection and verification read it
+through (``adapters.findings.FindingsReader`` implements it).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Protocol
 
 from imagepatch.core.baseline import BaselineVerdict, Finding, evaluate
 from imagepatch.core.reasons import (
@@ -209,3 +212,20 @@ class ScanReport:
         if not self.status_outcome.findings_usable:
             return None
         return evaluate(self.findings, baseline, now=now)
+
+
+class FindingsSource(Protocol):
+    """Reads one image's scan report (``adapters.findings.FindingsReader``).
+
+    Raises a classified ``AdapterError`` when the findings cannot be read.
+    """
+
+    async def read_async(
+        self,
+        *,
+        repository: str,
+        digest: str,
+        source: VulnerabilitySource,
+        registry_id: str | None = None,
+        region: str | None = None,
+    ) -> ScanReport: ...

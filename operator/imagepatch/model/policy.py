@@ -25,7 +25,7 @@ import fnmatch
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from imagepatch.model.durations import parse_duration
 from imagepatch.model.errors import SpecError
@@ -405,7 +405,7 @@ def _enum(
     field = f"{path}.{name}"
     value = _get(raw, path, name, required=default is _MISSING)
     if value is None:
-        return default
+        return cast(_E, default)
     try:
         return cls(value)
     except ValueError:

@@ -39,16 +39,17 @@ sorted after it are evaluated in the same pass.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from imagepatch.adapters import metrics
 from imagepatch.adapters.errors import AdapterError, ConflictError, TransientError
-from imagepatch.adapters.kube import GROUP, VERSION, Kube
+from imagepatch.adapters.kube import Kube
 from imagepatch.adapters.registry import PolicySecrets, RegistryClient
 from imagepatch.core import compliance, kinds, reasons, rebuild
 from imagepatch.core.compliance import Assessment, ContainerFacts, KnownPatch, State
@@ -64,15 +65,18 @@ from imagepatch.core.reasons import (
 )
 from imagepatch.core.retention import retention
 from imagepatch.core.rollout import failed_memory, running_digest, wave_for
+from imagepatch.core.scans import FindingsSource
 from imagepatch.model.errors import SpecError
 from imagepatch.model.imagepatch import CLOSE_ANNOTATION, KEY_ANNOTATION, Target, TargetPhase
 from imagepatch.model.names import (
     BASE_ANNOTATION,
+    GROUP,
     POLICY_ANNOTATION,
     POLICY_LABEL,
     PREFIX,
     REBUILD_ANNOTATION,
     STATE_ANNOTATION,
+    VERSION,
 )
 from imagepatch.model.policy import (
     LabelSelector,
@@ -133,7 +137,19 @@ class WorkloadResult:
     uid: str
     state: str
     message: str
-    containers: list[dict[str, Any]]
+    containers: Sequence[Mapping[str, Any]]
+
+
+class FindingsExporter(Protocol):
+    """Where each evaluated policy's results go as findings (Security Hub).
+
+    ``adapters.securityhub.SecurityHubExporter`` implements it; it raises a
+    classified ``AdapterError`` when the hub cannot be reached.
+    """
+
+    async def export(
+        self, results_by_policy: Mapping[str, Iterable[WorkloadResult]], *, now: dt.datetime
+    ) -> object: ...
 
 
 class Detector:
@@ -144,9 +160,9 @@ class Detector:
         *,
         kube: Kube,
         registry: RegistryClient,
-        findings: Any | None = None,  # adapters.findings.FindingsReader
+        findings: FindingsSource | None = None,
         secrets: PolicySecrets | None = None,
-        securityhub: Any | None = None,  # adapters.securityhub.SecurityHubExporter
+        securityhub: FindingsExporter | None = None,
         upstreams: Any | None = None,  # adapters.registry.pullthrough.PullThroughRules
         clock: Clock = utcnow,
         monotonic: Callable[[], float] = time.monotonic,

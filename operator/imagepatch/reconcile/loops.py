@@ -78,13 +78,13 @@ class PatchLoops:
         loop = self.loops.get(name)
         alive = loop is not None and loop.task is not None and not loop.task.done()
         if event_type == "DELETED" or is_finished(body):
-            if alive:
+            if loop is not None and alive:
                 loop.stop = True
                 loop.wake.set()
             return
         key = wake_key(body)
         policy = str((body.get("spec") or {}).get("policy") or "")
-        if not alive:
+        if loop is None or not alive:
             loop = _Loop(key=key, policy=policy)
             self.loops[name] = loop
             loop.task = asyncio.create_task(self._run(name, loop), name=f"imagepatch/{name}")

@@ -21,6 +21,7 @@ the loop looks again (as Flux does):
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import random
 from collections.abc import Callable, Mapping, MutableMapping
@@ -72,7 +73,7 @@ class Backoff:
     def next_delay(self, key: str) -> float:
         attempt = self.failures.get(key, 0)
         self.failures[key] = attempt + 1
-        delay = min(self.cap, self.base * 2 ** min(attempt, 32))
+        delay: float = min(self.cap, self.base * 2 ** min(attempt, 32))
         return delay * (1.0 - self.jitter * self.rng())
 
     def reset(self, key: str) -> None:
@@ -122,7 +123,7 @@ def classify(exc: Exception, *, policy: str = "") -> Failure | None:
 
 
 def failure_conditions(
-    recorded: Mapping[str, Any] | None, failure: Failure, *, generation: int, now
+    recorded: Mapping[str, Any] | None, failure: Failure, *, generation: int, now: dt.datetime
 ) -> list[dict[str, Any]]:
     """Conditions for ``failure``, merged into the recorded ones (transition times kept)."""
     message = failure.message[:MESSAGE_LIMIT]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from imagepatch.core.rollout import (
     running_digest,
     target_digest,
 )
+from imagepatch.core.scans import FindingsSource
 from imagepatch.core.window import window_state
 from imagepatch.model.errors import SpecError
 from imagepatch.model.imagepatch import (
@@ -166,14 +168,14 @@ class RebuildTools:
 
     registry: RegistryClient
     builders: Mapping[str, Builder]
-    findings: Any | None = None
+    findings: FindingsSource | None = None
 
 
 async def _observe_rebuild(
     tools: RebuildTools | None,
     patch: ImagePatch,
     policy: PolicySpec | None,
-    now,
+    now: dt.datetime,
     seen: dict[str, Any],
 ) -> None:
     """Poll a running build or verify a finished one, once per pass, into ``seen``."""
