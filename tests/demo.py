@@ -123,7 +123,7 @@ class Demo:
                            else ""))
             if phase == "Building" and on_building and not built:
                 built = True
-                on_building()
+                on_building(name)
             if phase in until:
                 return obj
             time.sleep(0.3)
@@ -197,9 +197,11 @@ class Demo:
         base_v2 = make_base_image(self.registry, "base", "1", marker="v2")
         self.push_event("base", base_v2.digest)
 
-        def ci_rebuild() -> None:
-            say("  CI rebuilds payments-api on the new base and pushes payments-api:1")
-            self.buildah.build_app(base_v2, "payments-api", "1", pinned=False)
+        def ci_rebuild(patch: str) -> None:
+            tag = self.pushed_tag(patch)
+            say(f"  CI rebuilds payments-api on the new base and pushes payments-api:{tag}")
+            say("  (a new tag: ECR's immutable tags refuse a push over payments-api:1)")
+            self.buildah.build_app(base_v2, "payments-api", tag, pinned=False)
 
         good = self.follow(exclude=set(), until=("Succeeded", "RolledBack", "Failed"),
                            on_building=ci_rebuild)
@@ -207,7 +209,8 @@ class Demo:
         verification = good["status"].get("verification", {})
         say(f"verification {verification.get('result')}: {verification.get('message')} "
             f"(built on {verification.get('baseDigest', '')[:19]}…, base v2)")
-        say(f"staging and prod now run payments-api:1@{new_digest[:19]}…")
+        say(f"staging and prod now run payments-api:{good['status']['rebuild']['tag']}"
+            f"@{new_digest[:19]}…")
 
         step("Base v3 is pushed; this time the rebuilt app crashes on start")
         base_v3 = make_base_image(self.registry, "base", "1", marker="v3")
@@ -221,10 +224,11 @@ class Demo:
             self.wait(lambda s=stage: self.rolled(f"demo-{s}"), f"{stage} to settle")
         self.push_event("base", base_v3.digest)
 
-        def ci_publishes_the_broken_build() -> None:
-            say("  CI publishes the new build as payments-api:1")
+        def ci_publishes_the_broken_build(patch: str) -> None:
+            tag = self.pushed_tag(patch)
+            say(f"  CI publishes the new build as payments-api:{tag}")
             body, media_type, _ = self.registry.get_manifest("payments-api", bad.digest)
-            self.registry.put_manifest("payments-api", "1", body, media_type)
+            self.registry.put_manifest("payments-api", tag, body, media_type)
 
         bad_patch = self.follow(exclude={good["metadata"]["name"]},
                                 until=("Succeeded", "RolledBack", "Failed"),
@@ -252,6 +256,12 @@ class Demo:
             capture_output=True, text=True, timeout=60)
         print(report.stdout or report.stderr)
         say("demo complete")
+
+    def pushed_tag(self, patch: str) -> str:
+        """The tag the patch's rebuild goes to (status.rebuild.tag): what CI reads."""
+        return self.wait(
+            lambda: self.get("imagepatch", patch).get("status", {}).get("rebuild", {}).get("tag"),
+            f"{patch}'s rebuild tag")
 
     def rolled(self, ns: str) -> bool:
         d = self.get("deployment", "payments-api", "-n", ns)

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.faultproxy import FaultProxy
-from tests.support.images import make_base_image, make_base_index
+from tests.support.images import make_base_image, make_base_index, strip_lineage
 from tests.support.operator import OperatorProcess, install_rbac, service_account_kubeconfig
 from tests.support.registry import start_htpasswd_registry
 from tests.support.scenario import Scenario, unique
@@ -101,6 +101,11 @@ def retrigger(given: Scenario, policy: str) -> None:
 
 def build_app_on(buildah, base, repo: str):
     return buildah.build_app(base, repo, "1", pinned=False)
+
+
+def ci_push(buildah, base, repo: str, tag: str):
+    """External CI: rebuild the app on ``base`` and push it under the tag the patch names."""
+    return buildah.build_app(base, repo, tag, pinned=False)
 
 
 def test_base_update_creates_one_patch_with_the_digests(given, registry, buildah, detector) -> None:
@@ -443,8 +448,10 @@ def test_full_loop_external_rebuild_is_verified_and_rolled_out(given, registry, 
     building = given.wait_phase(name, "Building")
     assert building["status"]["idempotencyKey"] == f"{ECR}/{app_repo}|{base_v2.digest}"
 
-    # CI rebuilds the app on the new base and pushes the same tag.
-    new_app = build_app_on(buildah, base_v2, app_repo)
+    # CI rebuilds the app on the new base and pushes it under the tag the patch names.
+    tag = given.pushed_tag(name)
+    assert re.fullmatch(r"1-patch\.\d{8}\.1", tag), tag
+    new_app = ci_push(buildah, base_v2, app_repo, tag)
     assert new_app.digest != old_app.digest
     done = given.wait_phase(name, "Succeeded", "RolledBack", "Failed", "Closed", timeout=180)
     assert done["status"]["phase"] == "Succeeded", done["status"]
@@ -452,7 +459,7 @@ def test_full_loop_external_rebuild_is_verified_and_rolled_out(given, registry, 
     assert done["status"]["verification"]["result"] == "Passed"
     assert done["status"]["verification"]["baseDigest"] == base_v2.digest
     assert [h["phase"] for h in done["status"]["history"]][:3] == ["Building", "Verifying", "RollingOut"]
-    assert given.image_of(ns, "web") == f"{ECR}/{app_repo}:1@{new_app.digest}"
+    assert given.image_of(ns, "web") == f"{ECR}/{app_repo}:{tag}@{new_app.digest}"
     assert wait_state(given, ns, "Compliant")["containers"][0]["digest"] == new_app.digest
 
 
@@ -588,7 +595,7 @@ def test_a_rebuild_no_better_by_its_findings_is_refused(given, registry, buildah
     given.wait_phase(name, "Building")
 
     # CI rebuilds, but the rebuild still carries the same critical finding.
-    new = build_app_on(buildah, base, repo)
+    new = ci_push(buildah, base, repo, given.pushed_tag(name))
     scanned(new, critical)
     done = given.wait_phase(name, "Failed", "Succeeded", "RolledBack", timeout=120)
     assert done["status"]["phase"] == "Failed", done["status"]
@@ -601,6 +608,116 @@ def test_a_rebuild_no_better_by_its_findings_is_refused(given, registry, buildah
     assert given.image_of(ns, "web") == f"{ECR}/{repo}:1"  # nothing was rolled out
 
 
+def scan_in_ecr(registry, moto_server, repo: str, image, cves: dict[str, str]) -> None:
+    """Put ``image`` into moto's ECR repository ``repo`` with a finished scan of ``cves``."""
+    ecr = moto_server.client("ecr")
+    manifest, media_type, _ = registry.get_manifest(repo, image.digest)
+    ecr.put_image(repositoryName=repo, imageManifest=manifest.decode(),
+                  imageManifestMediaType=media_type, imageDigest=image.digest)
+    ecr.start_image_scan(repositoryName=repo, imageId={"imageDigest": image.digest})
+    moto_server.inject_ecr_scan_findings({
+        "imageScanStatus": {"status": "COMPLETE", "description": "done"},
+        "imageScanFindings": {"findingSeverityCounts": {}, "findings": [
+            {"name": cve, "severity": severity, "attributes": [{"key": "package_name", "value": "pkg"}]}
+            for cve, severity in cves.items()]},
+        "registryId": ACCOUNT, "repositoryName": repo, "imageId": {"imageDigest": image.digest},
+    })
+
+
+APP_CVE = {"CVE-2026-0301": "HIGH"}  # in the application's own dependencies: no base fixes it
+BASE_CVES = {"CVE-2026-0302": "CRITICAL", "CVE-2026-0303": "HIGH"}
+
+
+def vulnerable_app_on_an_outdated_base(given, registry, buildah, moto_server):
+    """Given an app (with its own CVE) on base v1, whose CVEs v2 fixes, when detection
+    opens the patch and CI rebuilds the app on v2: (patch name, namespace, repo, new base)."""
+    base_repo, repo = unique("cbase"), unique("capp")
+    base_v1 = make_base_image(registry, base_repo, "1", marker="v1")
+    old = build_app_on(buildah, base_v1, repo)
+    base_v2 = make_base_image(registry, base_repo, "1", marker="v2")
+    moto_server.client("ecr").create_repository(repositoryName=repo)
+    scan_in_ecr(registry, moto_server, repo, old, {**APP_CVE, **BASE_CVES})
+    policy = unique("pol")
+    given.policy(policy, vulnerabilities={"source": "ecr", "minSeverity": "HIGH"},
+                 rebuild={"strategy": "external"},
+                 rollout={"progressDeadlineSeconds": 90, "healthyFor": "2s", "maxRestarts": 0})
+    ns = given.namespace()
+    given.deployment(ns, "web", image=f"{ECR}/{repo}:1", policy=policy, replicas=1)
+    wait_state(given, ns, "Patching", "Vulnerable")
+    [patch] = patches_for(given, policy)
+    assert sorted(f["id"] for f in patch["spec"]["evidence"]["findings"]) == sorted({**APP_CVE, **BASE_CVES})
+    assert patch["spec"]["evidence"]["baseImage"]["newDigest"] == base_v2.digest
+    name = patch["metadata"]["name"]
+    given.wait_phase(name, "Building")
+    return name, ns, repo, ci_push(buildah, base_v2, repo, given.pushed_tag(name))
+
+
+def test_a_base_update_that_fixes_the_base_cves_is_rolled_out_though_the_app_keeps_its_own(
+    given, registry, buildah, moto_server
+) -> None:
+    name, ns, repo, new = vulnerable_app_on_an_outdated_base(given, registry, buildah, moto_server)
+    # Then the rebuild's scan: the base's CVEs are gone, the app's own is still there.
+    scan_in_ecr(registry, moto_server, repo, new, APP_CVE)
+    done = given.wait_phase(name, "Succeeded", "Failed", "RolledBack", timeout=180)
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    verification = done["status"]["verification"]
+    assert verification["result"] == "Passed"
+    assert (verification["findingsBefore"], verification["findingsAfter"]) == (3, 1)
+    assert "fixed CVE-2026-0302, CVE-2026-0303" in verification["message"]
+    assert "still present (not fixed by the base): CVE-2026-0301" in verification["message"]
+    assert given.image_of(ns, "web") == f"{ECR}/{repo}:{new.tag}@{new.digest}"
+
+
+def test_a_rebuild_that_adds_a_finding_at_the_baseline_is_refused_and_names_it(
+    given, registry, buildah, moto_server
+) -> None:
+    name, ns, repo, new = vulnerable_app_on_an_outdated_base(given, registry, buildah, moto_server)
+    # The base's CVEs are fixed, but the new base brings one at the baseline (HIGH).
+    scan_in_ecr(registry, moto_server, repo, new, {**APP_CVE, "CVE-2026-0399": "HIGH"})
+    done = given.wait_phase(name, "Succeeded", "Failed", "RolledBack", timeout=180)
+    assert done["status"]["phase"] == "Failed", done["status"]
+    assert done["status"]["verification"]["result"] == "Failed"
+    assert "new findings at or over the baseline: CVE-2026-0399" in done["status"]["verification"]["message"]
+    assert new.digest in done["status"]["failedDigests"]
+    assert given.image_of(ns, "web") == f"{ECR}/{repo}:1"  # nothing was rolled out
+
+
+def test_an_image_known_only_by_the_base_image_annotation_is_verified_by_its_layers(
+    given, registry, buildah
+) -> None:
+    """Given an app whose image records no base (the workload's imagepatch.dev/base-image
+    annotation names it), when the base moves and CI pushes a rebuild that records none
+    either, then the rebuild is accepted and verified because its layers start with the
+    new base's, and the status says which base the build was told to use."""
+    base_repo, app_repo = unique("abase"), unique("aapp")
+    base_v1 = make_base_image(registry, base_repo, "1", marker="v1")
+    strip_lineage(registry, build_app_on(buildah, base_v1, app_repo))
+    policy = unique("pol")
+    given.policy(policy, baseImages={"checkInterval": "1h"}, rebuild={"strategy": "external"},
+                 rollout={"progressDeadlineSeconds": 90, "healthyFor": "2s", "maxRestarts": 0})
+    ns = given.namespace()
+    given.deployment(ns, "web", image=f"{ECR}/{app_repo}:1", policy=policy, replicas=1)
+    given.kube.kubectl("annotate", "deployment", "web", "-n", ns,
+                       f"imagepatch.dev/base-image={registry.host}/{base_repo}:1")
+    retrigger(given, policy)
+    wait_for(lambda: (state_of(given, ns).get("containers") or [{}])[0].get("lineage")
+             == "workload-annotation", timeout=60, what="the base to be known from the annotation")
+
+    base_v2 = make_base_image(registry, base_repo, "1", marker="v2")
+    retrigger(given, policy)
+    wait_state(given, ns, "Patching")
+    [patch] = patches_for(given, policy)
+    name = patch["metadata"]["name"]
+    building = given.wait_phase(name, "Building")
+    new_app = strip_lineage(registry, ci_push(buildah, base_v2, app_repo, given.pushed_tag(name)))
+    done = given.wait_phase(name, "Succeeded", "RolledBack", "Failed", "Closed", timeout=180)
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert done["status"]["rebuild"]["baseImage"] == f"{registry.host}/{base_repo}@{base_v2.digest}"
+    assert building["status"]["rebuild"]["strategy"] == "external"
+    assert done["status"]["verification"]["baseDigest"] == base_v2.digest
+    assert given.image_of(ns, "web") == f"{ECR}/{app_repo}:{new_app.tag}@{new_app.digest}"
+
+
 def test_a_rolled_back_rebuild_is_never_rolled_out_again_after_its_patch_is_pruned(
     given, registry, buildah
 ) -> None:
@@ -611,7 +728,9 @@ def test_a_rolled_back_rebuild_is_never_rolled_out_again_after_its_patch_is_prun
     base_v1 = make_base_image(registry, base_repo, "1", marker="v1")
     old_app = build_app_on(buildah, base_v1, app_repo)
     policy = unique("pol")
-    given.policy(policy, baseImages={"checkInterval": "1h"}, rebuild={"strategy": "external"},
+    # CI overwrites the running tag (a mutable repository): tagPolicy Overwrite.
+    given.policy(policy, baseImages={"checkInterval": "1h"},
+                 rebuild={"strategy": "external", "tagPolicy": "Overwrite"},
                  approval="Manual", history={"keepCount": 0, "maxAge": "2160h"},
                  rollout={"progressDeadlineSeconds": 90, "healthyFor": "3s", "maxRestarts": 0})
     ns = given.namespace()

@@ -10,6 +10,7 @@ one build.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 from tests.support.images import make_base_image
@@ -77,7 +78,15 @@ def test_sigkill_while_a_build_is_in_flight_leaves_exactly_one_build(kube, regis
     [job] = jobs_for_this_build()
     env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["BASE_IMAGE"] == f"{registry.host}/{base_repo}@{new_base.digest}"
-    assert env["TARGET_IMAGE"] == f"{registry.host}/{app_repo}:1"
+    # A new tag (the policy's default tagPolicy New), and the source is not pinned:
+    # the running image records no revision, so the build builds its branch, and says so.
+    assert re.fullmatch(r"1-patch\.\d{8}\.1", recorded["tag"]), recorded
+    assert env["TARGET_IMAGE"] == f"{registry.host}/{app_repo}:{recorded['tag']}"
+    assert recorded["sourcePinned"] is False
+    assert "has no org.opencontainers.image.revision label" in recorded["sourceMessage"]
+    [event] = [e for e in given.events("default", patch) if e["reason"] == "SourceNotPinned"]
+    assert event["type"] == "Warning" and event["involvedObject"]["kind"] == "ImagePatch"
+    assert "builds its configured branch, not the revision that runs" in event["message"]
 
     first.kill()
     second = operator_factory()

@@ -46,14 +46,18 @@ from imagepatch.adapters.builders.job import (
     key_hash,
     render_job,
 )
+from imagepatch.adapters.builders.lineage import base_by_layers
 from imagepatch.adapters.errors import ConfigurationError, NotFoundError, TransientError
 from imagepatch.adapters.kube import Kube
 from imagepatch.adapters.registry import RegistryClient, RetryPolicy
+from imagepatch.core.images import parse_image
+from imagepatch.reconcile.rebuilds import with_source_revision
 from tests.support.images import (
     ImageRef,
     make_base_image,
     make_base_index,
     platform_digest,
+    strip_lineage,
     unique_repo,
 )
 from tests.support.moto import DUMMY_CREDENTIALS
@@ -170,6 +174,73 @@ def test_external_accepts_an_image_recording_a_platform_digest_of_a_multi_arch_b
     assert looked_up.digest == rebuilt.digest
     assert platform_digest(registry, new_base) in looked_up.message
     assert told_otherwise.state is BuildState.RUNNING
+
+
+def test_external_takes_a_push_that_records_no_base_by_its_layers(registry, buildah):
+    """Lineage known only from the imagepatch.dev/base-image annotation: the image and
+    its rebuild record no base, so the rebuild is the push whose layers start with the
+    target base's layers."""
+    base_repo, app_repo = unique_repo("base"), unique_repo("app")
+    old_base = make_base_image(registry, base_repo, "1", marker="base-v1")
+    app = strip_lineage(registry, buildah.build_app(old_base, app_repo, "1.0"))
+    new_base = make_base_image(registry, base_repo, "1", marker="base-v2")
+    request = request_for(app, new_base, strategy="external")
+
+    async def scenario(reg: RegistryClient) -> tuple[BuildStatus, BuildStatus]:
+        builder = ExternalBuilder(reg)
+        build_id = await builder.start(request)
+        # CI rebuilds from a stale cache on the old base: not it.
+        await asyncio.to_thread(
+            lambda: strip_lineage(registry, buildah.build_app(old_base, app_repo, "1.0"))
+        )
+        stale = await builder.poll(build_id, request)
+        await asyncio.to_thread(
+            lambda: strip_lineage(registry, buildah.build_app(new_base, app_repo, "1.0"))
+        )
+        return stale, await builder.poll(build_id, request)
+
+    stale, done = with_registry(scenario)
+    assert stale.state is BuildState.RUNNING
+    assert "a base it does not record" in stale.message
+    assert done.state is BuildState.SUCCEEDED, done
+    assert done.digest == registry.head_digest(app_repo, "1.0")
+    assert done.message.endswith(f"built on {new_base.digest}")
+
+
+def test_base_by_layers_names_the_platform_manifest_of_a_multi_arch_base(registry, buildah):
+    base_repo, app_repo, other_repo = unique_repo("base"), unique_repo("app"), unique_repo("other")
+    base = make_base_index(registry, base_repo, "3", marker="index-v1")
+    app = strip_lineage(registry, buildah.build_app(base, app_repo, "1"))
+    other = make_base_image(registry, other_repo, "1", marker="elsewhere")
+
+    async def scenario(reg: RegistryClient) -> tuple[str, str]:
+        image = parse_image(app.pinned)
+        return (
+            await base_by_layers(reg, image, parse_image(base.pinned)),
+            await base_by_layers(reg, image, parse_image(other.pinned)),
+        )
+
+    on_base, on_other = with_registry(scenario)
+    assert on_base == platform_digest(registry, base)
+    assert on_other == ""
+
+
+def test_the_source_revision_is_read_from_the_running_images_label(registry, buildah):
+    base = make_base_image(registry, unique_repo("base"), "1", marker="base")
+    labelled = buildah.build_app(base, unique_repo("app"), "1", revision="9f1c2e7d4b5a")
+    hostile = buildah.build_app(base, unique_repo("app"), "1", revision="--upload-pack=touch /x")
+    unlabelled = make_base_image(registry, unique_repo("app"), "1", marker="no-label")
+
+    async def scenario(reg: RegistryClient) -> list[tuple[BuildRequest, str]]:
+        return [await with_source_revision(reg, request_for(image, base, strategy="job"))
+                for image in (labelled, hostile, unlabelled)]
+
+    (pinned, why_pinned), (refused, why_refused), (absent, why_absent) = with_registry(scenario)
+    assert (pinned.revision, why_pinned) == ("9f1c2e7d4b5a", "")
+    assert refused.revision == "" and "'--upload-pack=touch /x' is not a revision" in why_refused
+    assert absent.revision == ""
+    assert why_absent == f"{unlabelled.repository}@{unlabelled.digest} has no " \
+        "org.opencontainers.image.revision label"
 
 
 def test_external_wait_times_out(registry):
@@ -501,6 +572,7 @@ def test_codebuild_start_sends_the_pinned_base_target_key_and_revision(aws, proj
     assert body["environmentVariablesOverride"] == [
         {"name": "BASE_IMAGE", "value": f"{base.repository}@{base.digest}", "type": "PLAINTEXT"},
         {"name": "TARGET_IMAGE", "value": f"{app.repository}:1.4", "type": "PLAINTEXT"},
+        {"name": "IMAGE_TAG", "value": "1.4", "type": "PLAINTEXT"},
         {"name": "IMAGEPATCH_KEY", "value": request.key, "type": "PLAINTEXT"},
         {"name": "SOURCE_REVISION", "value": "9f8e7d6c", "type": "PLAINTEXT"},
     ]

@@ -94,7 +94,8 @@ MINIMAL_POLICY_DEFAULTED: dict[str, Any] = {
         "fixAvailableOnly": True,
         "approveAfterDays": 0,
     },
-    "rebuild": {"strategy": "external", "timeout": "1h"},
+    "rebuild": {"strategy": "external", "timeout": "1h", "tagPolicy": "New",
+                "tagTemplate": "{tag}-patch.{yyyymmdd}.{n}"},
     "rollout": {
         "progressDeadlineSeconds": 600,
         "healthyFor": "5m",
@@ -318,6 +319,8 @@ GOOD_POLICIES = [
         id="codebuild-project-arn",
     ),
     pytest.param(minimal(rebuild={"strategy": "rebase", "timeout": "20m"}), id="rebase-strategy"),
+    pytest.param(minimal(rebuild={"tagPolicy": "Overwrite"}), id="tag-overwrite"),
+    pytest.param(minimal(rebuild={"tagTemplate": "{tag}_p{yyyymmdd}.{n}"}), id="tag-template"),
     pytest.param(
         minimal(rebuild={"strategy": "codebuild", "codebuild": {"project": "payments"},
                          "allowed": {"strategies": ["codebuild", "job"],
@@ -533,6 +536,8 @@ FULL_PATCH_STATUS = {
         "logsUrl": "https://console.aws.amazon.com/codesuite/codebuild/projects/payments-api",
         "buildStatus": "SUCCEEDED",
         "message": "built on the new base",
+        "tag": "1.4-patch.20260101.1",
+        "baseImage": f"public.ecr.aws/docker/library/python@{DIGEST_C}",
     },
     "verification": {
         "result": "Passed",

@@ -44,6 +44,7 @@ from imagepatch.adapters.registry import (
 )
 from imagepatch.core.rebase import RebaseRefused
 from tests.integration.test_registry_client import PASSWORD, USER, TokenServer
+from tests.support.faultproxy import FaultProxy
 from tests.support.images import (
     ANNOTATION_BASE_DIGEST,
     ANNOTATION_BASE_NAME,
@@ -446,6 +447,39 @@ def test_a_tag_someone_moved_on_is_not_overwritten(registry, buildah):
 
     assert_refused(status, "RebaseRefused", "TagMoved", f"now points to {newer.digest}")
     assert registry.head_digest(app_repo, "1") == newer.digest
+
+
+def test_with_immutable_tags_the_rebase_goes_to_a_new_tag_and_a_rerun_does_not_push_it_again(
+    registry, buildah
+):
+    """ECR with immutable tags (emulated by the fault proxy): overwriting the running
+    tag is refused with TAG_INVALID; the new tag from the policy's template is pushed
+    once, and a second poll (a restarted operator) finds it there and pushes nothing."""
+    base_repo, app_repo = unique_repo("rb-imm"), unique_repo("rb-imm-app")
+    v1 = make_base_image(registry, base_repo, "1", marker="v1")
+    built = buildah.build_app(v1, app_repo, "1.0", pinned=False)
+    v2 = make_base_image(registry, base_repo, "1", marker="v2")
+    with FaultProxy.start(registry.host) as proxy:
+        proxy.immutable_tags()
+        app = ImageRef(f"{proxy.host}/{app_repo}", "1.0", built.digest)
+        old_base = ImageRef(f"{proxy.host}/{base_repo}", "1", v1.digest)
+
+        with pytest.raises(ConfigurationError) as refused:
+            rebase(request_for(app, old_base, v2.digest))  # tagPolicy Overwrite
+        assert "cannot be overwritten because the repository is immutable" in str(refused.value)
+        assert proxy.count("PUT", path_contains=f"/{app_repo}/manifests/1.0") == 1
+
+        new_tag = "1.0-patch.20261129.1"
+        _, status, _ = rebase(request_for(app, old_base, v2.digest, push_tag=new_tag))
+        _, again, _ = rebase(request_for(app, old_base, v2.digest, push_tag=new_tag))
+        immutable = [r for r in proxy.requests if r.outcome == "immutable"]
+
+    assert status.state == BuildState.SUCCEEDED, status
+    assert f"{app.repository}:{new_tag} is now {status.digest}" in status.message
+    assert registry.head_digest(app_repo, new_tag) == status.digest
+    assert registry.head_digest(app_repo, "1.0") == built.digest  # the running tag is untouched
+    assert again.state == BuildState.SUCCEEDED and again.digest == status.digest
+    assert [r.path for r in immutable] == [f"/v2/{app_repo}/manifests/1.0"]  # only the overwrite
 
 
 # -- the registry client's writes, and auth ------------------------------------------------

@@ -14,7 +14,15 @@ requests and then checks what the client did:
 * ``reject_auth_next(n)``: answer 401 with the Basic challenge even when the
   request carries credentials (a revoked or expired password);
 * ``require_basic()``: answer 401 ``WWW-Authenticate: Basic`` to any request
-  without an ``Authorization`` header, as ECR does, and forward the rest.
+  without an ``Authorization`` header, as ECR does, and forward the rest;
+* ``immutable_tags()``: refuse a manifest PUT to a tag that exists already,
+  as an ECR repository with ``imageTagMutability: IMMUTABLE`` does (Security
+  Hub control ECR.2): 400 with the registry error ``TAG_INVALID`` and ECR's
+  message (the registry-API face of the ECR API's
+  ``ImageTagAlreadyExistsException``; Docker and kaniko show it as "tag
+  invalid: The image tag '1.4' already exists in the 'app' repository and
+  cannot be overwritten because the repository is immutable."). Even the
+  same digest is refused. A PUT by digest, or to a new tag, is forwarded.
 
 Faults are consumed in order, one per request. Every request is recorded
 (``requests``: method, path, headers, and what was done with it), so a test
@@ -26,6 +34,7 @@ client's connection pool behaves as it would against the real registry.
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 import struct
 import threading
@@ -40,6 +49,15 @@ _HOP_BY_HOP = frozenset(
         "te", "trailers", "transfer-encoding", "upgrade", "host", "content-length",
     }
 )  # fmt: skip
+
+
+# What a HEAD for a tag accepts, so the registry finds a tag of any manifest type.
+_MANIFEST_TYPES = (
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+)
 
 
 @dataclass(frozen=True)
@@ -71,6 +89,7 @@ class FaultProxy:
         self.upstream = upstream
         self.requests: list[Recorded] = []
         self.basic_realm: str | None = None
+        self.tags_immutable = False
         self._faults: deque[Fault] = deque()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -127,6 +146,9 @@ class FaultProxy:
 
     def require_basic(self, realm: str = "https://proxy.test/") -> None:
         self.basic_realm = realm
+
+    def immutable_tags(self, on: bool = True) -> None:
+        self.tags_immutable = on
 
     def clear(self) -> None:
         with self._lock:
@@ -199,8 +221,39 @@ class FaultProxy:
                     realm = proxy.basic_realm or "https://proxy.test/"
                     self._answer(401, {"WWW-Authenticate": f'Basic realm="{realm}"'})
                     return
+                if fault is None and proxy.tags_immutable and self._overwrites_a_tag():
+                    proxy._record(self, "immutable")
+                    repo, tag = self._manifest_target()
+                    message = (
+                        f"The image tag '{tag}' already exists in the '{repo}' repository and "
+                        "cannot be overwritten because the repository is immutable."
+                    )
+                    self._answer(400, {}, json.dumps(
+                        {"errors": [{"code": "TAG_INVALID", "message": message}]}).encode())
+                    return
                 proxy._record(self, "forwarded" if fault is None else fault.kind)
                 self._forward(body, corrupt=fault is not None and fault.kind == "corrupt")
+
+            def _manifest_target(self) -> tuple[str, str]:
+                path = self.path.split("?", 1)[0]
+                repo, _, ref = path.removeprefix("/v2/").rpartition("/manifests/")
+                return repo, ref
+
+            def _overwrites_a_tag(self) -> bool:
+                if self.command != "PUT" or "/manifests/" not in self.path:
+                    return False
+                repo, ref = self._manifest_target()
+                if ":" in ref:  # a digest: content-addressed, never "overwritten"
+                    return False
+                conn = http.client.HTTPConnection(self.upstream_host, timeout=30)
+                try:
+                    conn.request("HEAD", f"/v2/{repo}/manifests/{ref}", headers={
+                        "Accept": ", ".join(_MANIFEST_TYPES),
+                        **({"Authorization": self.headers["Authorization"]}
+                           if self.headers.get("Authorization") else {})})
+                    return conn.getresponse().status == 200
+                finally:
+                    conn.close()
 
             def _answer(self, status: int, headers: dict[str, str], body: bytes = b"") -> None:
                 self.send_response(status)

@@ -453,3 +453,18 @@ class Buildah:
             )  # fmt: skip
         shutil.rmtree(self.root, ignore_errors=True)
         shutil.rmtree(self.runroot, ignore_errors=True)
+
+
+def strip_lineage(registry: LocalRegistry, image: ImageRef) -> ImageRef:
+    """Re-push ``image`` under its tag without the base it records: what a build
+    that writes no ``org.opencontainers.image.base.*`` annotations (or labels) pushes.
+
+    The layers and config are unchanged, so the image is still built on its base;
+    only its manifest no longer says so. Returns the new digest.
+    """
+    repo = image.name
+    body, media_type, _ = registry.get_manifest(repo, image.digest)
+    manifest = json.loads(body)
+    manifest.pop("annotations", None)
+    digest = registry.put_manifest(repo, image.tag or image.digest, _json_bytes(manifest), media_type)
+    return ImageRef(image.repository, image.tag, digest)

@@ -209,6 +209,16 @@ class Scenario:
             obj = self.get("imagepatch", patch)
             raise TimeoutError(f"{exc}\nstatus: {json.dumps(obj.get('status'), indent=1)}") from None
 
+    def pushed_tag(self, patch: str, timeout: float = 60) -> str:
+        """The tag the patch's rebuild is to be pushed under (``status.rebuild.tag``), once chosen.
+
+        What CI reads for the ``external`` strategy; with the default
+        ``tagPolicy: New`` it is a new tag, e.g. ``1-patch.20261129.1``.
+        """
+        def probe():
+            return (self.get("imagepatch", patch).get("status") or {}).get("rebuild", {}).get("tag")
+        return wait_for(probe, timeout=timeout, interval=0.5, what=f"{patch}'s rebuild tag")
+
     def events(self, namespace: str, name: str) -> list[dict]:
         items = json.loads(self.kube.kubectl(
             "get", "events", "-n", namespace, "-o", "json",

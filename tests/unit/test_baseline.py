@@ -273,7 +273,77 @@ def test_compare_names_what_was_fixed_and_what_is_new():
     )
     assert result.fixed == ("CVE-1",)
     assert result.introduced == ("CVE-3",)
-    assert result.reason == "2 findings over the baseline before, 2 after (1 new: CVE-3)"
+    assert result.reason == "new findings at or over the baseline: CVE-3"
     assert compare(verdict_of(), verdict_of()).reason == (
         "no findings over the baseline before or after"
+    )
+
+
+# The application's own CVE-APP is over the baseline before and after; the base's
+# CVE-B1 and CVE-B2 made the patch with it (spec.evidence.findings).
+APP, B1, B2 = finding("CVE-APP"), finding("CVE-B1", C), finding("CVE-B2")
+MADE_THE_PATCH = ["CVE-APP", "CVE-B1", "CVE-B2"]
+
+
+def test_a_base_update_that_fixes_the_base_findings_passes_though_the_app_keeps_its_cve():
+    result = compare(
+        verdict_of(APP, B1, B2), verdict_of(APP), required=MADE_THE_PATCH, base_moved=True
+    )
+    assert result.accepted
+    assert result.fixed == ("CVE-B1", "CVE-B2")
+    assert result.still_present == ("CVE-APP",)
+    assert result.reason == (
+        "3 findings over the baseline before, 1 after; fixed CVE-B1, CVE-B2; "
+        "still present (not fixed by the base): CVE-APP"
+    )
+
+
+def test_a_base_update_is_not_refused_because_the_app_carries_a_cve():
+    # The base had nothing over the baseline; before and after count the same.
+    result = compare(verdict_of(APP), verdict_of(APP), required=["CVE-APP"], base_moved=True)
+    assert result.accepted
+    assert (result.before, result.after) == (1, 1)
+
+
+def test_a_new_finding_at_the_baseline_is_refused_and_named_even_when_the_base_fixed_its_own():
+    new = finding("CVE-NEW", H)  # HIGH: exactly at the baseline below
+    result = compare(
+        verdict_of(APP, B1, min_severity=H),
+        verdict_of(APP, new, min_severity=H),
+        required=["CVE-APP", "CVE-B1"],
+        base_moved=True,
+    )
+    assert not result.accepted
+    assert result.introduced == ("CVE-NEW",)
+    assert result.reason == "new findings at or over the baseline: CVE-NEW"
+
+
+def test_a_new_finding_below_the_baseline_does_not_count():
+    result = compare(
+        verdict_of(APP, B1, min_severity=H),
+        verdict_of(APP, finding("CVE-LOW", L), min_severity=H),
+        required=["CVE-APP", "CVE-B1"],
+        base_moved=True,
+    )
+    assert result.accepted
+
+
+def test_a_rebuild_on_the_same_base_must_fix_at_least_one_finding_that_made_the_patch():
+    refused = compare(verdict_of(APP, B1), verdict_of(APP, B1), required=["CVE-APP", "CVE-B1"])
+    assert not refused.accepted
+    assert refused.reason == (
+        "2 findings over the baseline before, 2 after; fixed none of the findings that made "
+        "the patch: CVE-APP, CVE-B1"
+    )
+    fixed_one = compare(verdict_of(APP, B1), verdict_of(APP), required=["CVE-APP", "CVE-B1"])
+    assert fixed_one.accepted
+
+
+def test_without_recorded_evidence_the_findings_before_are_what_must_be_fixed():
+    result = compare(verdict_of(APP, B1), verdict_of(APP, B1), required=None)
+    assert result.required == ("CVE-APP", "CVE-B1")
+    assert not result.accepted
+    many = [finding(f"CVE-{i}") for i in range(7)]
+    assert compare(verdict_of(*many), verdict_of(*many)).reason.endswith(
+        "CVE-0, CVE-1, CVE-2, CVE-3, CVE-4 and 2 more"
     )

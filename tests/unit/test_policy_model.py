@@ -168,7 +168,8 @@ def test_the_api_servers_defaulted_form_parses_to_the_same_spec():
             "fixAvailableOnly": True,
             "approveAfterDays": 0,
         },
-        "rebuild": {"strategy": "external", "timeout": "1h"},
+        "rebuild": {"strategy": "external", "timeout": "1h", "tagPolicy": "New",
+                "tagTemplate": "{tag}-patch.{yyyymmdd}.{n}"},
         "rollout": {
             "progressDeadlineSeconds": 600,
             "healthyFor": "5m",

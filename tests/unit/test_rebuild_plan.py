@@ -132,9 +132,40 @@ BASE_ARGS = dict(target_base_digest=NEW_BASE, target_base_platforms=frozenset(),
     ({"comparison_accepted": False, "comparison_reason": "2 over the baseline before, 2 after"},
      "Failed", "2 after"),
     ({"comparison_accepted": True, "findings_before": 3, "findings_after": 0}, "Passed", "findings"),
+    ({"comparison_accepted": True, "comparison_reason": "fixed CVE-B1; still present: CVE-APP"},
+     "Passed", "(fixed CVE-B1; still present: CVE-APP)"),
+    ({"recorded_base_digest": "", "base_told": "r.example/base@" + NEW_BASE}, "Failed",
+     "layers do not start with those of r.example/base@" + NEW_BASE),
 ], ids=["same-base", "old-base", "index-platform", "no-base", "platforms", "scan-pending",
-        "scan-timeout", "no-better", "better"])
+        "scan-timeout", "no-better", "better", "better-says-why", "no-base-nor-its-layers"])
 def test_verification(overrides, result, words) -> None:
     verdict = verify(**{**BASE_ARGS, **overrides})
     assert verdict.result == result
     assert words in verdict.message
+
+
+def test_the_findings_that_made_the_patch_are_read_from_its_evidence() -> None:
+    recorded = imagepatch(evidence={"findings": [{"id": "CVE-APP", "severity": "HIGH"},
+                                                 {"id": "CVE-B1"}, {"severity": "LOW"}]})
+    assert recorded.evidence_findings == ("CVE-APP", "CVE-B1")
+    # No record (a human's patch, an older operator's): verification falls back to the scan.
+    assert imagepatch().evidence_findings is None
+
+
+def test_the_rollout_writes_the_tag_the_rebuild_was_pushed_under_with_its_digest() -> None:
+    from imagepatch.core.rollout.targets import pinned_image, pushed_tag
+
+    verified = {"rebuild": {"digest": BUILT, "tag": "1.4-patch.20261127.1"},
+                "verification": {"result": "Passed"}}
+    patch = imagepatch(verified)
+    assert pushed_tag(patch, BUILT) == "1.4-patch.20261127.1"
+    assert pinned_image(f"{REPO}:1.4", REPO, BUILT, pushed_tag(patch, BUILT)) == (
+        f"{REPO}:1.4-patch.20261127.1@{BUILT}")
+    # tagPolicy Overwrite (the tag recorded is the running one), or an older record: as it was.
+    assert pinned_image(f"{REPO}:1.4", REPO, BUILT, pushed_tag(imagepatch(
+        {"rebuild": {"digest": BUILT}, "verification": {"result": "Passed"}}), BUILT)) == (
+        f"{REPO}:1.4@{BUILT}")
+    # A human's pinned digest is not the rebuild: the running tag stays readable.
+    pinned = imagepatch(verified, targetDigest="sha256:" + "d" * 64)
+    assert pushed_tag(pinned, "sha256:" + "d" * 64) == ""
+    assert pinned_image(f"{REPO}@{CURRENT}", REPO, BUILT) == f"{REPO}@{BUILT}"

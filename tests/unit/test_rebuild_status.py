@@ -52,6 +52,17 @@ def test_a_recorded_rebuild_and_verification_round_trip_to_the_same_wire_format(
     assert VerificationStatus.parse({"result": "Passed", "findingsAfter": 0}).findings_after == 0
 
 
+def test_what_the_build_was_told_round_trips_too() -> None:
+    told = {**FULL_REBUILD, "baseImage": f"registry.local/base@{NEW_BASE}",
+            "tag": "1.4-patch.20261127.1", "revision": "9f1c2e7", "sourcePinned": True}
+    assert RebuildStatus.parse(told).to_dict() == told
+    branch = {**FULL_REBUILD, "sourcePinned": False, "sourceMessage": "no revision label"}
+    parsed = RebuildStatus.parse(branch)
+    assert (parsed.source_pinned, parsed.source_message) == (False, "no revision label")
+    assert parsed.to_dict() == branch
+    assert RebuildStatus.parse({**FULL_REBUILD, "sourcePinned": "yes"}).source_pinned is None
+
+
 def test_fields_of_the_wrong_type_read_as_absent() -> None:
     rebuild = RebuildStatus.parse({"startedAt": 5, "buildId": ["b"], "digest": BUILT})
     assert (rebuild.started_at, rebuild.build_id, rebuild.digest) == ("", "", BUILT)

@@ -57,6 +57,27 @@ def test_a_started_build_records_its_id_and_logs() -> None:
     assert s.fields["rebuild"]["buildStatus"] == "Started"
 
 
+def test_a_started_build_records_the_base_it_was_told_to_use() -> None:
+    told = "r.example/base@sha256:" + "c" * 64
+    s = step(STARTED, build=BuildObservation(state="Started", build_id="b-1", base_image=told))
+    assert s.fields["rebuild"]["baseImage"] == told
+    assert "baseImage" not in step(STARTED, build=BuildObservation(
+        state="Started", build_id="b-1")).fields["rebuild"]
+
+
+def test_a_started_build_records_the_source_revision_or_that_it_builds_its_branch() -> None:
+    pinned = step(STARTED, build=BuildObservation(state="Started", build_id="b-1",
+                                                  revision="9f1c2e7", tag="1.4-patch.20261129.1"))
+    assert pinned.fields["rebuild"]["revision"] == "9f1c2e7"
+    assert pinned.fields["rebuild"]["sourcePinned"] is True
+    assert pinned.fields["rebuild"]["tag"] == "1.4-patch.20261129.1"
+    branch = step(STARTED, build=BuildObservation(state="Started", build_id="b-1",
+                                                  source_not_pinned="app@sha256:… has no label"))
+    assert branch.fields["rebuild"]["sourcePinned"] is False
+    assert branch.fields["rebuild"]["sourceMessage"] == "app@sha256:… has no label"
+    assert "revision" not in branch.fields["rebuild"]
+
+
 def test_a_build_that_fails_to_start_fails_the_patch() -> None:
     s = step(STARTED, build=BuildObservation(state="Failed", reason="BuildRejected",
                                              message="no such project", build_id="b-0",

@@ -225,43 +225,85 @@ class BaselineComparison:
     Counted over :attr:`BaselineVerdict.over_baseline`, not just violations:
     every finding of a freshly scanned image is freshly observed, so with
     ``approveAfterDays`` the new image would otherwise always look clean.
+
+    The rule (issue #14, "verification that fits real builds"): the rebuild
+    must fix what made the patch and add nothing at or over the baseline.
+    ``required`` are the finding IDs that made the patch (the ImagePatch's
+    ``spec.evidence.findings``, recorded by detection). A finding the rebuild
+    still carries is the application's own, or one its base has not fixed
+    yet: no rebuild on the base can remove it, so it does not block a base
+    update (``base_moved``). A rebuild on the *same* base must fix at least
+    one of them, or it is no better and is not rolled out for vulnerability
+    reasons.
     """
 
     before: int  # findings over the baseline before
     after: int
     fixed: tuple[str, ...]  # IDs over the baseline before and not after
     introduced: tuple[str, ...]  # IDs over the baseline after and not before
+    required: tuple[str, ...] = ()  # the IDs that made the patch
+    still_present: tuple[str, ...] = ()  # required IDs the rebuild still carries
+    base_moved: bool = False  # the rebuild is on a newer base than the running image
 
     @property
     def accepted(self) -> bool:
-        """Roll the new image out? Only if it has fewer findings over the baseline.
+        """Roll the new image out? Nothing new over the baseline, and no worse.
 
-        "Not fewer than before" is refused, so a rebuild that fixed nothing is
-        not rolled out for vulnerability reasons. The one exception is a clean
-        image that stays clean: a rebuild for an outdated base must not be
-        refused because there was nothing to fix.
+        A clean image that stays clean is accepted: a rebuild for an outdated
+        base must not be refused because there was nothing to fix; neither is
+        a base update refused because the application itself carries a finding.
         """
-        return self.after < self.before or self.before == self.after == 0
+        if self.introduced:
+            return False
+        if self.base_moved or not self.required:
+            return True
+        return len(self.still_present) < len(self.required)
 
     @property
     def reason(self) -> str:
-        """A human sentence for the verification message."""
+        """A human sentence for the verification message, naming the findings."""
+        if self.introduced:
+            return f"new findings at or over the baseline: {_names(self.introduced)}"
         if self.before == self.after == 0:
             return "no findings over the baseline before or after"
         text = f"{self.before} findings over the baseline before, {self.after} after"
-        if self.introduced:
-            text += f" ({len(self.introduced)} new: {', '.join(self.introduced[:5])}"
-            text += ", …)" if len(self.introduced) > 5 else ")"
+        if not self.accepted:
+            return f"{text}; fixed none of the findings that made the patch: " + _names(
+                self.required
+            )
+        if self.fixed:
+            text += f"; fixed {_names(self.fixed)}"
+        if self.still_present:
+            text += f"; still present (not fixed by the base): {_names(self.still_present)}"
         return text
 
 
-def compare(before: BaselineVerdict, after: BaselineVerdict) -> BaselineComparison:
-    """Compare the verdicts of the running image and its rebuild (same baseline)."""
+def _names(ids: tuple[str, ...], limit: int = 5) -> str:
+    return ", ".join(ids[:limit]) + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+def compare(
+    before: BaselineVerdict,
+    after: BaselineVerdict,
+    *,
+    required: Iterable[str] | None = None,
+    base_moved: bool = False,
+) -> BaselineComparison:
+    """Compare the verdicts of the running image and its rebuild (same baseline).
+
+    ``required``: the finding IDs that made the patch; None when the patch
+    recorded none (made by hand, or by an older operator), and then the
+    findings over the baseline before are what must be fixed.
+    """
     before_ids = {f.id for f in before.over_baseline}
     after_ids = {f.id for f in after.over_baseline}
+    needed = sorted(set(required) if required is not None else before_ids)
     return BaselineComparison(
         before=len(before.over_baseline),
         after=len(after.over_baseline),
         fixed=tuple(sorted(before_ids - after_ids)),
         introduced=tuple(sorted(after_ids - before_ids)),
+        required=tuple(needed),
+        still_present=tuple(i for i in needed if i in after_ids),
+        base_moved=base_moved,
     )

@@ -64,6 +64,7 @@ BUILD_FAILED = "BuildFailed"
 BUILD_TIMED_OUT = "BuildTimedOut"
 BUILD_LOST = "BuildLost"  # the builder no longer knows the build
 NOTHING_PUSHED = "NothingPushed"  # the build finished but the tag did not move
+NO_FREE_TAG = "NoFreeTag"  # every tag spec.rebuild.tagTemplate makes today exists already
 
 # Builds: the CodeBuild builder.
 CODEBUILD_PROJECT_NOT_FOUND = "CodeBuildProjectNotFound"
@@ -139,6 +140,7 @@ NO_CRDS = "NoCRDs"
 REBUILD_NOT_CONFIGURED = "RebuildNotConfigured"
 REBUILD_STRATEGY_UNAVAILABLE = "RebuildStrategyUnavailable"
 REBUILD_UNAVAILABLE = "RebuildUnavailable"
+SOURCE_NOT_PINNED = "SourceNotPinned"  # Event: a build of the branch, not of the running revision
 VERIFICATION_FAILED = "VerificationFailed"
 
 # The rollout planner (core/rollout/): why a patch stalls, and why a target

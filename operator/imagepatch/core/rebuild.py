@@ -44,6 +44,15 @@ class BuildObservation:
     reason: str = ""
     message: str = ""
     logs_url: str = ""
+    # What the build was told, recorded with its id (``status.rebuild``):
+    # the base pinned by digest (the BASE_IMAGE build argument), and the tag
+    # the rebuild is pushed under (core.tags).
+    base_image: str = ""
+    tag: str = ""
+    # The source revision the build checks out (the running image's label), or
+    # why there is none: the build then builds its configured branch.
+    revision: str = ""
+    source_not_pinned: str = ""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -145,6 +154,7 @@ def verify(
     comparison_reason: str = "",
     findings_before: int | None = None,
     findings_after: int | None = None,
+    base_told: str = "",
     scan_pending: bool = False,
     waited: dt.timedelta = dt.timedelta(0),
     max_wait: dt.timedelta = dt.timedelta(minutes=30),
@@ -152,16 +162,23 @@ def verify(
     """Is the rebuilt image what was asked for, and no worse?
 
     * it records the target base (or one of the target index's platforms);
+      an image that records none (its lineage was known only from the
+      ``imagepatch.dev/base-image`` annotation) is shown built on
+      ``base_told``, the base the build was told to use, by its layers, and
+      the caller passes the base digest found that way;
     * it is built for the same platforms as the image it replaces;
-    * when a scanner is configured, its findings over the baseline are fewer
-      than before (``comparison_accepted``); a scan that is not done yet is
-      waited for, up to ``max_wait``.
+    * when a scanner is configured, it fixes the findings that made the patch
+      and adds none at or over the baseline (``comparison_accepted``, from
+      ``core.baseline.compare``); a scan that is not done yet is waited for,
+      up to ``max_wait``.
     """
     platforms = tuple(sorted(new_platforms))
     if not recorded_base_digest:
-        return Verification(
-            result="Failed", message="the new image records no base digest", platforms=platforms
-        )
+        message = "the new image records no base digest"
+        if base_told:
+            message += f" and its layers do not start with those of {base_told}, the base the "
+            message += "build was told to use"
+        return Verification(result="Failed", message=message, platforms=platforms)
     if (
         target_base_digest
         and recorded_base_digest != target_base_digest
@@ -213,7 +230,8 @@ def verify(
         findings_after=findings_after,
         message="base digest, platforms"
         + (" and findings" if comparison_accepted else "")
-        + " verified",
+        + " verified"
+        + (f" ({comparison_reason})" if comparison_accepted and comparison_reason else ""),
     )
 
 
@@ -284,6 +302,13 @@ def decide_rebuild(
             build_id=build.build_id,
             build_status=build.builder_status or "Started",
             logs_url=build.logs_url or rebuild.logs_url,
+            base_image=build.base_image,
+            tag=build.tag,
+            revision=build.revision,
+            source_pinned=(
+                True if build.revision else False if build.source_not_pinned else None
+            ),
+            source_message="" if build.revision else build.source_not_pinned[:1024],
         )
         return RebuildStep(
             phase="Building",

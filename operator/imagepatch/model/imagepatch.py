@@ -206,6 +206,9 @@ class ImagePatch:
     base_name: str = ""  # spec.evidence.baseImage.name
     old_base_digest: str = ""
     new_base_digest: str = ""
+    # spec.evidence.findings[].id: the findings that made the patch; None when
+    # it records none (a human's patch), "must fix" then falls back to the scan.
+    evidence_findings: tuple[str, ...] | None = None
     rebuild_strategy: str = ""  # spec.rebuild.strategy; "" means the policy's default
     codebuild_project: str = ""
     job_template: str = ""
@@ -304,7 +307,15 @@ def parse_imagepatch(body: Mapping[str, Any]) -> ImagePatch:
         )
     base = (spec.get("evidence") or {}).get("baseImage") or {}
     rebuild = spec.get("rebuild") or {}
+    recorded_findings = (spec.get("evidence") or {}).get("findings")
     return ImagePatch(
+        evidence_findings=(
+            tuple(
+                str(f["id"]) for f in recorded_findings if isinstance(f, Mapping) and f.get("id")
+            )
+            if isinstance(recorded_findings, list)
+            else None
+        ),
         tag=_str(spec, "tag", "spec"),
         base_name=base.get("name") or "",
         old_base_digest=base.get("oldDigest") or "",

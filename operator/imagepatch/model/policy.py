@@ -68,6 +68,32 @@ class RebuildStrategy(enum.StrEnum):
     REBASE = "rebase"
 
 
+class TagPolicy(enum.StrEnum):
+    """``spec.rebuild.tagPolicy``: where a rebuild is pushed (see ``core.tags``)."""
+
+    NEW = "New"  # a new tag from spec.rebuild.tagTemplate: works with immutable tags
+    OVERWRITE = "Overwrite"  # over the running tag: only a mutable repository accepts it
+
+
+DEFAULT_TAG_TEMPLATE = "{tag}-patch.{yyyymmdd}.{n}"
+_TAG_PLACEHOLDER = re.compile(r"\{(tag|yyyymmdd|n)\}")
+_TAG_LITERAL = re.compile(r"[A-Za-z0-9_.-]*")
+
+
+def tag_template_error(template: str) -> str | None:
+    """Why ``template`` cannot make tags, or None (the CRD's CEL rules say the same)."""
+    if "{n}" not in template:
+        return "must contain {n}, so that a tag that exists already is never reused"
+    if not _TAG_LITERAL.fullmatch(_TAG_PLACEHOLDER.sub("", template)):
+        return (
+            "may hold only letters, digits, '_', '.', '-' and the placeholders "
+            "{tag}, {yyyymmdd} and {n}"
+        )
+    if template[0] in ".-":
+        return "must not start with '.' or '-'"
+    return None
+
+
 class ApprovalMode(enum.StrEnum):
     AUTOMATIC = "Automatic"
     MANUAL = "Manual"
@@ -178,6 +204,8 @@ class Rebuild:
     codebuild: CodeBuildSettings | None = None
     job: JobSettings | None = None
     timeout: dt.timedelta = dt.timedelta(hours=1)
+    tag_policy: TagPolicy = TagPolicy.NEW
+    tag_template: str = DEFAULT_TAG_TEMPLATE
     # None: only this policy's own strategy, project and template are allowed.
     allowed: AllowedRebuilds | None = None
 
@@ -594,7 +622,20 @@ def _parse_rebuild(raw: Any, path: str) -> Rebuild:
     if raw.get("allowed") is not None:
         allowed = _parse_allowed(raw["allowed"], f"{path}.allowed")
     return Rebuild(
-        strategy=strategy, codebuild=codebuild, job=job, timeout=timeout, allowed=allowed
+        strategy=strategy,
+        codebuild=codebuild,
+        job=job,
+        timeout=timeout,
+        allowed=allowed,
+        tag_policy=_enum(raw, path, "tagPolicy", TagPolicy, default=TagPolicy.NEW),
+        tag_template=_string(
+            raw,
+            path,
+            "tagTemplate",
+            default=DEFAULT_TAG_TEMPLATE,
+            max_length=128,
+            check=tag_template_error,
+        ),
     )
 
 

@@ -37,6 +37,14 @@ class RebuildStatus:
     message: str = ""
     finished_at: str = ""
     digest: str = ""  # what the build produced
+    # What the build was told, recorded with its id (issue #14): the base
+    # pinned by digest, the tag it pushes under, the source revision it checks
+    # out, or whether the source is not pinned (it builds its branch) and why.
+    base_image: str = ""
+    tag: str = ""
+    revision: str = ""
+    source_pinned: bool | None = None  # None: not recorded (a rebase builds no source)
+    source_message: str = ""
 
     @property
     def stage(self) -> RebuildStage:
@@ -51,12 +59,19 @@ class RebuildStatus:
     @classmethod
     def parse(cls, raw: Mapping[str, Any] | None) -> RebuildStatus:
         raw = raw or {}
-        return cls(**{name: _text(raw, key) for name, key in _REBUILD_FIELDS.items()})
+        pinned = raw.get("sourcePinned")
+        return cls(
+            **{name: _text(raw, key) for name, key in _REBUILD_FIELDS.items()},
+            source_pinned=pinned if isinstance(pinned, bool) else None,
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             key: getattr(self, name) for name, key in _REBUILD_FIELDS.items() if getattr(self, name)
         }
+        if self.source_pinned is not None:
+            out["sourcePinned"] = self.source_pinned
+        return out
 
 
 _REBUILD_FIELDS = {
@@ -68,6 +83,10 @@ _REBUILD_FIELDS = {
     "message": "message",
     "finished_at": "finishedAt",
     "digest": "digest",
+    "base_image": "baseImage",
+    "tag": "tag",
+    "revision": "revision",
+    "source_message": "sourceMessage",
 }
 
 

@@ -12,15 +12,22 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from imagepatch.adapters.builders import Builder, BuildRequest, BuildState, BuildStatus
-from imagepatch.adapters.errors import AdapterError, ConfigurationError
+from imagepatch.adapters.builders.lineage import (
+    REVISION_LABEL,
+    base_by_layers,
+    image_revision,
+    is_revision,
+)
+from imagepatch.adapters.errors import AdapterError, ConfigurationError, NotFoundError
 from imagepatch.adapters.registry import RegistryClient
-from imagepatch.core import baseline, reasons, rebuild
-from imagepatch.core.images import ImageRef, is_ecr_host, parse_image
+from imagepatch.core import baseline, reasons, rebuild, tags
+from imagepatch.core.images import ImageRef, InvalidImageReference, is_ecr_host, parse_image
 from imagepatch.model.imagepatch import ImagePatch
-from imagepatch.model.policy import PolicySpec, VulnerabilitySource
+from imagepatch.model.policy import PolicySpec, TagPolicy, VulnerabilitySource
 from imagepatch.model.times import parse_time_strict
 
 log = logging.getLogger("imagepatch.rebuilds")
@@ -43,6 +50,8 @@ def build_request(patch: ImagePatch, policy: PolicySpec | None) -> BuildRequest:
         job_template=choice.job_template,
         started_at=parse_time_strict(recorded.rebuild.started_at),
         timeout=policy.rebuild.timeout if policy else dt.timedelta(hours=1),
+        push_tag=recorded.rebuild.tag,
+        revision=recorded.rebuild.revision,
     )
 
 
@@ -63,7 +72,13 @@ def _observation(status: BuildStatus) -> rebuild.BuildObservation:
     )
 
 
-async def start(builders: Mapping[str, Builder], request: BuildRequest) -> rebuild.BuildObservation:
+async def start(
+    builders: Mapping[str, Builder],
+    request: BuildRequest,
+    *,
+    registry: RegistryClient | None = None,
+    policy: PolicySpec | None = None,
+) -> rebuild.BuildObservation:
     builder = builders.get(request.strategy)
     if builder is None:
         return rebuild.BuildObservation(
@@ -72,11 +87,90 @@ async def start(builders: Mapping[str, Builder], request: BuildRequest) -> rebui
             message=f"the {request.strategy!r} rebuild strategy is not available in this operator",
         )
     try:
+        request = await with_push_tag(registry, request, policy)
+        unpinned = ""
+        if request.strategy != "rebase":  # a rebase builds no source: it moves layers
+            request, unpinned = await with_source_revision(registry, request)
         build_id = await builder.start(request)
     except ConfigurationError as exc:
         return rebuild.BuildObservation(state="Failed", reason=exc.reason, message=str(exc))
-    log.info("rebuild of %s started: %s %s", request.image, request.strategy, build_id)
-    return rebuild.BuildObservation(state="Started", build_id=build_id)
+    log.info(
+        "rebuild of %s started: %s %s, pushing %s", request.image, request.strategy, build_id,
+        request.target,
+    )  # fmt: skip
+    # What the build was told is recorded with its id: where it pushes, which base.
+    return rebuild.BuildObservation(
+        state="Started",
+        build_id=build_id,
+        base_image=request.base_image,
+        tag=request.push_to,
+        revision=request.revision,
+        source_not_pinned=unpinned,
+    )
+
+
+async def with_source_revision(
+    registry: RegistryClient | None, request: BuildRequest
+) -> tuple[BuildRequest, str]:
+    """The request with the running image's source revision, and why it has none ("" if it has).
+
+    Read from the current image's ``org.opencontainers.image.revision``
+    label. Without one the build builds its configured branch, and the
+    returned sentence says so (recorded in status and posted as an Event).
+    """
+    if request.revision:
+        return request, ""
+    if registry is None or not request.current_digest:
+        return request, "the running image's digest is not known, so its revision cannot be read"
+    try:
+        image = parse_image(request.image).with_digest(request.current_digest)
+        revision = await image_revision(registry, image)
+    except (NotFoundError, InvalidImageReference) as exc:
+        return request, f"the running image's revision could not be read: {exc}"
+    if not revision:
+        return request, f"{request.image}@{request.current_digest} has no {REVISION_LABEL} label"
+    if not is_revision(revision):
+        return request, f"its {REVISION_LABEL} label {revision[:64]!r} is not a revision"
+    return replace(request, revision=revision), ""
+
+
+async def with_push_tag(
+    registry: RegistryClient | None, request: BuildRequest, policy: PolicySpec | None
+) -> BuildRequest:
+    """The request with the tag to push under: the first free one from the policy's template.
+
+    ``tagPolicy: Overwrite`` (or no policy, or no registry to ask) keeps the
+    running tag. One HEAD per candidate; a tag that exists is never reused,
+    whatever it points to, since an immutable repository would refuse the push.
+
+    The tag is recorded with the build id, in the same status write. An
+    operator killed between starting the build and that write chooses again
+    when it restarts, and gets the same tag unless the build has pushed in
+    the meantime (it was down for the whole build); then the build of the key
+    that the builder hands back pushed to the first choice, its poll finds
+    nothing under the second, and the patch fails ``NothingPushed``, which is
+    visible and safe (nothing is rolled out).
+    """
+    if request.push_tag or registry is None or policy is None:
+        return request
+    if policy.rebuild.tag_policy is TagPolicy.OVERWRITE:
+        return request
+    day = (request.started_at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).date()
+    try:
+        for candidate in tags.candidates(policy.rebuild.tag_template, tag=request.tag, day=day):
+            try:
+                await registry.head_manifest(f"{request.image}:{candidate}")
+            except NotFoundError:
+                return replace(request, push_tag=candidate)
+    except ValueError as exc:  # the template makes no valid tag of this one
+        raise ConfigurationError(
+            f"spec.rebuild.tagTemplate: {exc}", reason=reasons.INVALID_SPEC
+        ) from None
+    raise ConfigurationError(
+        f"every tag spec.rebuild.tagTemplate {policy.rebuild.tag_template!r} makes for "
+        f"{request.image}:{request.tag} on {day} exists already ({tags.MAX_CANDIDATES})",
+        reason=reasons.NO_FREE_TAG,
+    )
 
 
 async def poll(
@@ -118,8 +212,14 @@ async def verify(
     image = parse_image(patch.image)
     new = ImageRef(host=image.host, repository=image.repository, digest=digest)
     old = ImageRef(host=image.host, repository=image.repository, digest=patch.current_digest)
+    # The base the build was told to use (recorded when it started; a patch
+    # from an older operator has only its evidence).
+    base_told = recorded.base_image or build_request(patch, policy).base_image
     try:
         lineage = await registry.image_lineage(new)
+        recorded_base = lineage.base_digest or ""
+        if not recorded_base and base_told:
+            recorded_base = await base_by_layers(registry, new, parse_image(base_told))
         new_platforms = frozenset(await registry.platform_digests(new))
         old_platforms = (
             frozenset(await registry.platform_digests(old))
@@ -165,13 +265,20 @@ async def verify(
         if after_verdict is None:
             pending = True
         elif before_verdict is not None:
-            comparison = baseline.compare(before_verdict, after_verdict)
+            comparison = baseline.compare(
+                before_verdict,
+                after_verdict,
+                required=patch.evidence_findings,
+                base_moved=bool(patch.new_base_digest)
+                and patch.new_base_digest != patch.old_base_digest,
+            )
             accepted, reason = comparison.accepted, comparison.reason
             before_n, after_n = comparison.before, comparison.after
     return rebuild.verify(
         target_base_digest=patch.new_base_digest,
         target_base_platforms=target_platforms,
-        recorded_base_digest=lineage.base_digest or "",
+        recorded_base_digest=recorded_base,
+        base_told=base_told if not lineage.base_digest else "",
         old_platforms=old_platforms,
         new_platforms=new_platforms,
         comparison_accepted=accepted,

@@ -40,6 +40,7 @@ from imagepatch.core.rollout import (
 )
 from imagepatch.core.scans import FindingsSource
 from imagepatch.core.window import window_state
+from imagepatch.model import names
 from imagepatch.model.errors import SpecError
 from imagepatch.model.imagepatch import (
     ImagePatch,
@@ -160,6 +161,28 @@ def _involved(target: Target, workload: Workload | None) -> dict[str, Any]:
         "name": target.name,
         "uid": meta.get("uid", ""),
     }
+
+
+async def _post_source_not_pinned(
+    kube: Kube, body: Mapping[str, Any], build: BuildObservation
+) -> None:
+    """A Warning Event on the ImagePatch: this build builds its branch, not the running code."""
+    meta = body.get("metadata") or {}
+    try:
+        await kube.emit_event(
+            involved={
+                "apiVersion": names.API_VERSION,
+                "kind": "ImagePatch",
+                "name": meta.get("name", ""),
+                "uid": meta.get("uid", ""),
+            },
+            type="Warning",
+            reason=reasons.SOURCE_NOT_PINNED,
+            message=f"build {build.build_id} builds its configured branch, not the revision "
+            f"that runs: {build.source_not_pinned}",
+        )
+    except AdapterError as exc:  # an Event is a report, not a reason to stop
+        log.warning("could not post event %s: %s", reasons.SOURCE_NOT_PINNED, exc)
 
 
 @dataclass
@@ -300,8 +323,13 @@ async def reconcile_imagepatch(
                 )
             else:
                 seen["build"] = await rebuilds.start(
-                    tools.builders, rebuilds.build_request(patch, policy)
+                    tools.builders,
+                    rebuilds.build_request(patch, policy),
+                    registry=tools.registry,
+                    policy=policy,
                 )
+                if seen["build"].source_not_pinned:
+                    await _post_source_not_pinned(kube, body, seen["build"])
             continue
         if step.trial_job and workload is not None and workload.deployment is not None:
             # Its name was recorded first: a Job of that name existing is fine.

@@ -26,6 +26,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from imagepatch.core.images import InvalidImageReference, parse_image
+
 
 class BuildState(enum.StrEnum):
     RUNNING = "Running"
@@ -40,7 +42,7 @@ class BuildRequest:
     key: str  # idempotency key: "<image>|<target base digest or current digest>"
     strategy: str  # codebuild | job | external | rebase
     image: str  # repository, host/repo, no tag
-    tag: str  # the tag the workloads run, e.g. "1.4"; the rebuild pushes it again
+    tag: str  # the tag the workloads run, e.g. "1.4"
     current_digest: str  # the image being replaced
     base_name: str  # the base the image was built on, as recorded (host/repo:tag)
     base_digest: str  # the base digest to build on now (the new one)
@@ -51,6 +53,29 @@ class BuildRequest:
     started_at: dt.datetime | None = None
     timeout: dt.timedelta = dt.timedelta(hours=1)
     extra: dict[str, str] = field(default_factory=dict)
+    # The tag to push the rebuild under (spec.rebuild.tagPolicy New: a new one
+    # from the template, chosen by the reconciler); "" pushes over ``tag``.
+    push_tag: str = ""
+
+    @property
+    def push_to(self) -> str:
+        """The tag the rebuild is pushed under."""
+        return self.push_tag or self.tag
+
+    @property
+    def target(self) -> str:
+        """Where the rebuild is pushed: ``image:tag`` (the TARGET_IMAGE argument)."""
+        return f"{self.image}:{self.push_to}"
+
+    @property
+    def base_image(self) -> str:
+        """The base to build on, pinned: ``host/repo@sha256:…`` (the BASE_IMAGE argument), or ""."""
+        if not (self.base_name and self.base_digest):
+            return ""
+        try:
+            return parse_image(self.base_name).pinned(self.base_digest)
+        except InvalidImageReference:
+            return ""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -1,7 +1,7 @@
 """The ``codebuild:<project>`` rebuild strategy: AWS CodeBuild ``StartBuild``.
 
 The project (its source, buildspec, role and registry login) is the team's;
-the operator only starts a build of it with four environment overrides, and
+the operator only starts a build of it with five environment overrides, and
 reads the outcome. Neighbours: the reconciler calls ``start`` and ``poll``
 (``adapters.builders``); ``adapters.registry`` confirms the pushed digest;
 the AWS reasons, the error classification and the client conventions
@@ -12,7 +12,9 @@ What the build receives (``environmentVariablesOverride``, PLAINTEXT):
 
 * ``BASE_IMAGE``: the base pinned to the target digest, ``host/repo@sha256:…``
   (for ``docker build --build-arg BASE_IMAGE=$BASE_IMAGE``);
-* ``TARGET_IMAGE``: where to push, ``image:tag``;
+* ``TARGET_IMAGE``: where to push, ``image:tag``, and ``IMAGE_TAG``, its tag:
+  a new tag from the policy's ``tagTemplate`` unless ``tagPolicy`` is
+  ``Overwrite`` (``core.tags``);
 * ``IMAGEPATCH_KEY``: the idempotency key;
 * ``SOURCE_REVISION``: the revision the current image records (may be
   empty); it is also passed as ``sourceVersion`` when set, so the build
@@ -269,7 +271,7 @@ class CodeBuildBuilder:
     async def _succeeded(
         self, build_id: str, build: Mapping[str, Any], request: BuildRequest, logs_url: str
     ) -> BuildStatus:
-        target = f"{request.image}:{request.tag}"
+        target = request.target
         exported = {
             v.get("name"): v.get("value") for v in build.get("exportedEnvironmentVariables") or ()
         }
@@ -324,7 +326,8 @@ def start_build_params(request: BuildRequest) -> dict[str, Any]:
         ) from None
     variables = {
         "BASE_IMAGE": base,
-        "TARGET_IMAGE": f"{request.image}:{request.tag}",
+        "TARGET_IMAGE": request.target,
+        "IMAGE_TAG": request.push_to,
         KEY_VARIABLE: request.key,
         "SOURCE_REVISION": request.revision,
     }

@@ -1,10 +1,14 @@
 """The ``external`` rebuild strategy: wait for someone else's CI to push.
 
-The operator starts nothing. It watches the workload's tag (``image:tag``) in
-the registry until it points to a new digest that was built on the target
-base, and takes that digest. Neighbours: the reconciler calls ``start`` and
-``poll`` like any other builder (``adapters.builders``); the registry client
-(``adapters.registry``) answers every question here.
+The operator starts nothing. It watches the rebuild's tag
+(``request.target``: a new tag from the policy's template, which CI reads
+from ``status.rebuild.tag`` with the base in ``status.rebuild.baseImage`` and
+the revision in ``status.rebuild.revision``; the workload's own tag with
+``tagPolicy: Overwrite``) in the registry until it points to a new digest
+that was built on the target base, and takes that digest. Neighbours: the
+reconciler calls ``start`` and ``poll`` like any other builder
+(``adapters.builders``); the registry client (``adapters.registry``) answers
+every question here.
 
 An image counts as the rebuild when all of these hold:
 
@@ -19,6 +23,10 @@ The platform digests are read from the registry (by digest, so cached for
 good) from ``request.base_name`` pinned to ``request.base_digest``. A caller
 that already knows them may pass them instead, as comma-separated digests in
 ``request.extra["base_platforms"]``; then no lookup is made.
+
+An image that records no base at all (its lineage is known only from the
+workload's ``imagepatch.dev/base-image`` annotation) counts when its layers
+start with the target base's layers (``lineage.base_by_layers``).
 
 A push built on another base (say CI rebuilt from a stale cache on the old
 base) is not accepted: the build stays ``Running`` and says why, until the
@@ -38,6 +46,7 @@ from imagepatch.adapters.builders import (
     BuildState,
     BuildStatus,
 )
+from imagepatch.adapters.builders.lineage import base_by_layers
 from imagepatch.adapters.errors import NotFoundError
 from imagepatch.adapters.registry import Lineage, RegistryClient
 from imagepatch.core.images import InvalidImageReference, is_digest, parse_image
@@ -68,7 +77,7 @@ class ExternalBuilder:
         return external_build_id(request.key)
 
     async def poll(self, build_id: str, request: BuildRequest) -> BuildStatus:
-        target = f"{request.image}:{request.tag}"
+        target = request.target
         try:
             digest = await self._registry.resolve_digest(target)
         except NotFoundError:
@@ -84,13 +93,14 @@ class ExternalBuilder:
             except NotFoundError:
                 # The tag moved on between the HEAD and this read; look again next poll.
                 lineage = Lineage(None, None, None)
-            if await self._built_on_target(lineage, request):
+            built_on = await self._built_on_target(lineage, request, digest)
+            if built_on:
                 return BuildStatus(
                     state=BuildState.SUCCEEDED,
                     build_id=build_id,
                     digest=digest,
                     builder_status="Pushed",
-                    message=f"{target} is now {digest}, built on {lineage.base_digest}",
+                    message=f"{target} is now {digest}, built on {built_on}",
                 )
             recorded = lineage.base_digest or "a base it does not record"
             waiting = (
@@ -113,16 +123,34 @@ class ExternalBuilder:
             message=f"waiting for CI: {waiting}",
         )
 
-    async def _built_on_target(self, lineage: Lineage, request: BuildRequest) -> bool:
+    async def _built_on_target(self, lineage: Lineage, request: BuildRequest, digest: str) -> str:
+        """The target base digest the push is built on (as recorded or by its layers), or ""."""
         recorded = lineage.base_digest
-        if not recorded or not request.base_digest:
-            return False
+        if not request.base_digest:
+            return ""
+        if not recorded:
+            return await self._built_on_by_layers(request, digest)
         if recorded == request.base_digest:
-            return True
+            return recorded
         given = request.extra.get(BASE_PLATFORMS_EXTRA)
         if given is not None:
-            return recorded in {d.strip() for d in given.split(",") if is_digest(d.strip())}
-        return recorded in await self._platform_digests(request, lineage)
+            platforms = {d.strip() for d in given.split(",") if is_digest(d.strip())}
+        else:
+            platforms = await self._platform_digests(request, lineage)
+        return recorded if recorded in platforms else ""
+
+    async def _built_on_by_layers(self, request: BuildRequest, digest: str) -> str:
+        # Lineage known only from the imagepatch.dev/base-image annotation: the
+        # push records no base, so its layers must start with the target base's.
+        try:
+            base = parse_image(request.base_name).with_digest(request.base_digest)
+            image = parse_image(request.image).with_digest(digest)
+        except InvalidImageReference:
+            return ""
+        try:
+            return await base_by_layers(self._registry, image, base)
+        except NotFoundError:
+            return ""
 
     async def _platform_digests(self, request: BuildRequest, lineage: Lineage) -> set[str]:
         # The recorded base name may be missing from the request (a human

@@ -14,7 +14,8 @@ Placeholders, replaced in every string *value* of the parsed manifest:
 
 * ``${BASE_IMAGE}``: the base pinned to the target digest,
   ``host/repo@sha256:…``, so the build cannot pick up a later base by tag;
-* ``${TARGET_IMAGE}``: where to push, ``image:tag``;
+* ``${TARGET_IMAGE}``: where to push, ``image:tag``: a new tag from the
+  policy's ``tagTemplate`` unless ``tagPolicy`` is ``Overwrite``;
 * ``${REVISION}``: the source revision the current image records (may be
   empty);
 * ``${KEY}``: the build's idempotency key.
@@ -140,7 +141,7 @@ def placeholders(request: BuildRequest) -> dict[str, str]:
         ) from None
     return {
         "${BASE_IMAGE}": base,
-        "${TARGET_IMAGE}": f"{request.image}:{request.tag}",
+        "${TARGET_IMAGE}": request.target,
         "${REVISION}": request.revision,
         "${KEY}": request.key,
     }
@@ -314,7 +315,7 @@ class JobBuilder:
     # -- helpers ---------------------------------------------------------------------
 
     async def _pushed(self, build_id: str, request: BuildRequest) -> BuildStatus:
-        target = f"{request.image}:{request.tag}"
+        target = request.target
         try:
             digest = await self._registry.resolve_digest(target)
         except NotFoundError:

@@ -40,11 +40,13 @@ What ``poll`` does:
    size against its descriptor, the gunzipped tar's sha256 against its
    diff_id. Checked (digest, diff_id) pairs are remembered, since blobs are
    immutable. The config blob is pushed.
-5. The tag must still point to the current image (or already to the result):
-   a tag someone moved on is not overwritten (``TagMoved``). Then the
-   manifest (for an index: each platform manifest by digest, then the index)
-   is pushed under ``request.tag``, and the build has ``Succeeded`` with the
-   new digest.
+5. The push tag (``request.push_to``: a new tag unless the policy says
+   ``tagPolicy: Overwrite``) must not exist yet, or already point to the
+   result (then it is not PUT again: immutable tags refuse even that), or,
+   with ``Overwrite``, still point to the current image: a tag someone moved
+   on is not overwritten (``TagMoved``). Then the manifest (for an index:
+   each platform manifest by digest, then the index) is pushed under it, and
+   the build has ``Succeeded`` with the new digest.
 
 Refusals end the build ``Failed`` with reason ``RebaseRefused`` (the precise
 refusal in ``builder_status``), except a missing old base: ``OldBaseNotFound``.
@@ -292,7 +294,7 @@ class RebaseBuilder:
             raise
         moved = ", ".join(f"{n} {how}" for how, n in sorted(outcome.blobs.items()) if n)
         message = (
-            f"{request.image}:{request.tag} is now {outcome.digest}, rebased onto "
+            f"{request.target} is now {outcome.digest}, rebased onto "
             f"{request.base_digest} ({', '.join(outcome.platforms)}; layers: {moved or 'none'})"
         )
         if outcome.notes:
@@ -404,16 +406,20 @@ class RebaseBuilder:
                 (),
             )
 
-        await self._check_tag(app, request, digest)
+        already_there = await self._check_tag(app, request, digest)
         if is_index(media_type):
             for result in results.values():
                 await registry.put_manifest(
                     app, result.digest, result.manifest_bytes, result.media_type
                 )
-        await registry.put_manifest(app, request.tag, body, media_type)
+        if not already_there:
+            # Never PUT a tag again, even to the same digest: an immutable ECR
+            # repository refuses that (ImageTagAlreadyExistsException).
+            await registry.put_manifest(app, request.push_to, body, media_type)
         log.info(
             "rebased %s@%s onto %s: %s:%s is now %s",
-            app.name, request.current_digest, request.base_digest, app.name, request.tag, digest,
+            app.name, request.current_digest, request.base_digest, app.name, request.push_to,
+            digest,
         )  # fmt: skip
         return RebaseOutcome(
             digest=digest,
@@ -457,17 +463,21 @@ class RebaseBuilder:
         manifest = await _read_base(self._registry, base, digest, f"{what} ({platform})", reason)
         return await _read_image(self._registry, base, manifest, f"{what} ({platform})")
 
-    async def _check_tag(self, app: ImageRef, request: BuildRequest, digest: str) -> None:
+    async def _check_tag(self, app: ImageRef, request: BuildRequest, digest: str) -> bool:
+        """Whether the push tag already points to ``digest``; refused if to another image."""
         try:
-            info = await self._registry.head_manifest(app, request.tag)
+            info = await self._registry.head_manifest(app, request.push_to)
         except NotFoundError:
-            return
-        if info.digest not in {request.current_digest, digest}:
+            return False
+        if info.digest == digest:
+            return True
+        if info.digest != request.current_digest or request.push_to != request.tag:
             raise RebaseRefused(
                 TAG_MOVED,
-                f"{app.name}:{request.tag} now points to {info.digest}, not to the image being "
-                f"rebased ({request.current_digest}); it is not overwritten",
+                f"{app.name}:{request.push_to} now points to {info.digest}, not to the image "
+                f"being rebased ({request.current_digest}); it is not overwritten",
             )
+        return False
 
 
 def _parse(name: str, what: str) -> ImageRef:

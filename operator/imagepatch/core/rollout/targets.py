@@ -46,18 +46,27 @@ from imagepatch.model.policy import LabelSelector, PolicySpec
 from imagepatch.model.times import format_time, parse_time_strict
 
 
-def pinned_image(current_image: str, repository: str, digest: str) -> str:
-    """``repo:tag@sha256:…`` when the current image has a tag (kept readable), else ``repo@…``.
+def pinned_image(current_image: str, repository: str, digest: str, pushed_tag: str = "") -> str:
+    """``repo:tag@sha256:…`` when there is a tag (kept readable), else ``repo@…``.
 
-    The kubelet pulls by the digest either way; the tag is for humans.
+    The tag is the one the rebuild was pushed under (``pushed_tag``: a new
+    tag with the policy's ``tagPolicy: New``), else the current image's. The
+    kubelet pulls by the digest either way; the tag is for humans.
     """
-    tag = ""
-    try:
-        ref = parse_image(current_image)
-        tag = ref.tag or ""
-    except ValueError:
-        pass
+    tag = pushed_tag
+    if not tag:
+        try:
+            tag = parse_image(current_image).tag or ""
+        except ValueError:
+            pass
     return f"{repository}:{tag}@{digest}" if tag else f"{repository}@{digest}"
+
+
+def pushed_tag(patch: ImagePatch, digest: str) -> str:
+    """The tag the verified rebuild was pushed under, when ``digest`` is that rebuild's."""
+    if patch.target_digest or digest != patch.status.verified_digest:
+        return ""  # a human's pinned digest: the current tag stays
+    return patch.status.rebuild.tag
 
 
 def wave_for(namespace_labels: Mapping[str, str], waves: Sequence[Any]) -> int:
@@ -323,7 +332,7 @@ def start_target(ctx: Context, *, index: int, workload: Workload) -> Step:
         ctx.skip(index, reason=reason, message=why)
         ctx.warn(target, reason=reason, message=why)
         return ctx.finish(again=True)
-    target_image = pinned_image(current, patch.image, digest)
+    target_image = pinned_image(current, patch.image, digest, pushed_tag(patch, digest))
     ctx.entries[index] = replace(
         entry,
         phase=TargetPhase.PATCHING,
