@@ -592,7 +592,7 @@ def test_html_renders_the_table_and_chart_in_headless_chromium(scene: Scene, vie
 
 def test_retention_deletes_what_it_chose_and_never_an_active_patch(kube, crds) -> None:
     from imagepatch.adapters.report_source import delete_imagepatches
-    from imagepatch.core.report import retention
+    from imagepatch.core.retention import retention
 
     s = Scene(kube)
     names = {"old": ("Succeeded", 30), "new": ("Succeeded", 10), "changed": ("Failed", 20),

@@ -41,8 +41,8 @@ import pytest
 from botocore.awsrequest import AWSResponse
 
 from imagepatch.adapters.errors import ConfigurationError, TransientError
-from imagepatch.adapters.securityhub import SecurityHubExporter
-from imagepatch.core.securityhub import FindingContext, to_finding
+from imagepatch.adapters.securityhub import SecurityHubExporter, to_finding
+from imagepatch.core.securityhub import FindingContext
 from imagepatch.reconcile.detection import WorkloadResult
 from tests.support.moto import DUMMY_CREDENTIALS
 

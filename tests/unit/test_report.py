@@ -20,15 +20,17 @@ from typing import Any
 
 import pytest
 
-from imagepatch.cli_report import history_svg, render_csv, render_html, render_json, render_table
-from imagepatch.core.report import (
-    Filters,
-    build_report,
+from imagepatch.cli_render import (
     format_age,
-    history_series,
+    history_svg,
+    render_csv,
+    render_html,
+    render_json,
+    render_table,
     report_as_dict,
-    retention,
 )
+from imagepatch.core.report import Filters, build_report, history_series
+from imagepatch.core.retention import retention
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 REPO = "registry.example.com/team/web"

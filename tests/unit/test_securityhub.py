@@ -18,19 +18,16 @@ from typing import Any
 
 import pytest
 
-from imagepatch.core.securityhub import (
+from imagepatch.adapters.securityhub import (
     MAX_BATCH_FINDINGS,
     MAX_FINDING_BYTES,
-    TYPE_CVE,
-    TYPE_STANDARDS,
     Exported,
-    FindingContext,
     batches,
-    finding_id,
     fingerprint,
-    plan_findings,
     to_finding,
 )
+from imagepatch.adapters.securityhub import plan_asff_findings as plan_findings
+from imagepatch.core.securityhub import TYPE_CVE, TYPE_STANDARDS, FindingContext, finding_id
 from imagepatch.reconcile.detection import WorkloadResult
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
@@ -501,3 +498,16 @@ def test_a_finding_over_240_kb_is_a_bug_not_a_batch():
         list(batches([{"Id": "x", "Description": "x" * MAX_FINDING_BYTES}]))
     with pytest.raises(ValueError, match="batch size"):
         list(batches([], size=MAX_BATCH_FINDINGS + 1))
+
+
+def test_vulnerabilities_without_an_id_are_left_out_and_a_known_fix_is_yes_or_no():
+    c = container(findings=[{"severity": "HIGH"}, {"id": "CVE-1", "fixAvailable": False},
+                            {"id": "CVE-2", "package": " , "}])
+    f = to_finding(workload(c), c, policy="p", context=CTX, now=NOW)
+    assert f["Vulnerabilities"] == [{"Id": "CVE-1", "FixAvailable": "NO"}, {"Id": "CVE-2"}]
+
+
+def test_an_unparsable_image_still_names_a_stable_repository():
+    c = container(image="Registry.Example.com/Team/App:1.4@sha256:bad")
+    f = to_finding(workload(c), c, policy="p", context=CTX, now=NOW)
+    assert f["ProductFields"]["imagepatch/Repository"] == "Registry.Example.com/Team/App"

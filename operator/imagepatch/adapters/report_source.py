@@ -11,7 +11,7 @@ cluster-scoped ImagePatchPolicies and ImagePatches: the report then goes on
 with the workloads alone and says so in a warning, instead of failing.
 
 ``delete_imagepatches`` is the one write here, for history retention: the
-operator deletes the ImagePatches ``core.report.retention`` chose (it needs
+operator deletes the ImagePatches ``core.retention.retention`` chose (it needs
 ``delete``, which the operator's role has and the view role has not).
 
 Errors are classified by ``adapters.kube.classify``, as everywhere else.

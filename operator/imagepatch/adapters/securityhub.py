@@ -1,8 +1,9 @@
 """Export detection's results to AWS Security Hub as ASFF findings.
 
 :class:`SecurityHubExporter` keeps one finding per non-compliant workload,
-container and image repository in the account's Security Hub (the mapping,
-the Id scheme and the plan are ``core/securityhub.py``'s): created when
+container and image repository in the account's Security Hub (what each
+finding says, the Id scheme and the plan are ``core/securityhub.py``'s; their
+ASFF layout, fingerprint and batches are here): created when
 detection first sees it break its policy, updated when its state changes,
 archived when it complies again or, after ``gone_after``, is no longer
 evaluated. Neighbours: detection calls :meth:`SecurityHubExporter.export` after each policy's pass;
@@ -46,12 +47,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
+import json
 import logging
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import boto3
 
@@ -67,19 +70,360 @@ from imagepatch.core.reasons import (
     SECURITY_HUB_NOT_ENABLED,
 )
 from imagepatch.core.securityhub import (
+    ACTIVE,
     DEFAULT_GONE_AFTER,
     DEFAULT_REFRESH,
+    KIND,
+    KIND_PATH,
+    MAX_ID,
     PREFIX,
-    Exported,
+    ContainerRecord,
+    Finding,
     FindingContext,
+    FindingPlan,
     WorkloadLike,
-    batches,
+    decide_finding,
     plan_findings,
 )
+from imagepatch.model.times import format_milli_time as _time
+from imagepatch.model.times import parse_time
+from imagepatch.model.times import utc as _utc
 
-__all__ = ["SECURITY_HUB_NOT_ENABLED", "ExportResult", "SecurityHubExporter"]
+__all__ = [
+    "ASFF",
+    "MAX_BATCH_BYTES",
+    "MAX_BATCH_FINDINGS",
+    "MAX_FINDING_BYTES",
+    "SECURITY_HUB_NOT_ENABLED",
+    "AsffFormat",
+    "ExportResult",
+    "Exported",
+    "SecurityHubExporter",
+    "batches",
+    "fingerprint",
+    "plan_asff_findings",
+    "to_finding",
+]
 
 log = logging.getLogger("imagepatch.securityhub")
+
+
+# -- ASFF: the wire format ---------------------------------------------------------------------
+#
+# Limits (Security Hub's BatchImportFindings guidelines): at most 100 findings
+# and 6 MB a call, at most 240 KB a finding; Title 256 and Description 1024
+# characters. Severity and Types go both at the top level (required when a
+# finding is created) and in FindingProviderFields (how a provider updates them
+# afterwards; Security Hub keeps a customer's own changes).
+
+SCHEMA_VERSION = "2018-10-08"
+PRODUCT_NAME = "imagepatch"
+
+MAX_BATCH_FINDINGS = 100
+MAX_FINDING_BYTES = 240 * 1024
+# 6 MB a call, less room for the request's envelope.
+MAX_BATCH_BYTES = 6 * 1000 * 1000 - 64 * 1024
+MAX_TITLE = 256
+MAX_DESCRIPTION = 1024
+
+# ProductFields keys (all under imagepatch/).
+F_CLUSTER = PREFIX + "Cluster"
+F_NAMESPACE = PREFIX + "Namespace"
+F_WORKLOAD = PREFIX + "Workload"
+F_KIND = PREFIX + "Kind"
+F_CONTAINER = PREFIX + "Container"
+F_REPOSITORY = PREFIX + "Repository"
+F_IMAGE = PREFIX + "Image"
+F_DIGEST = PREFIX + "Digest"
+F_POLICY = PREFIX + "Policy"
+F_STATE = PREFIX + "State"
+F_REASON = PREFIX + "Reason"
+F_FINGERPRINT = PREFIX + "Fingerprint"
+
+# Not part of the fingerprint: they change on every send.
+_VOLATILE = ("CreatedAt", "UpdatedAt", "FirstObservedAt", "LastObservedAt")
+
+
+def fingerprint(finding: Mapping[str, Any]) -> str:
+    """A hash of everything in the finding but its timestamps and the fingerprint itself."""
+    material = {k: v for k, v in finding.items() if k not in _VOLATILE}
+    fields = dict(material.get("ProductFields") or {})
+    fields.pop(F_FINGERPRINT, None)
+    material["ProductFields"] = fields
+    text = json.dumps(material, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def asff(finding: Finding, context: FindingContext) -> dict[str, Any]:
+    """``finding`` as an ASFF document, its fingerprint in ``ProductFields``."""
+    subject = finding.subject
+    container_details = {
+        "Name": subject.container,
+        "ImageId": subject.digest,
+        "ImageName": subject.image,
+    }
+    workload_id = f"k8s://{context.cluster}/{subject.namespace}/{KIND_PATH}/{subject.workload}"
+    other = {
+        "kubernetes/cluster": context.cluster,
+        "kubernetes/namespace": subject.namespace,
+        "kubernetes/kind": KIND,
+        "kubernetes/name": subject.workload,
+        "kubernetes/uid": subject.uid,
+    }
+    fields = {
+        F_CLUSTER: context.cluster,
+        F_NAMESPACE: subject.namespace,
+        F_WORKLOAD: subject.workload,
+        F_KIND: KIND,
+        F_CONTAINER: subject.container,
+        F_REPOSITORY: subject.repository,
+        F_IMAGE: subject.image,
+        F_DIGEST: subject.digest,
+        F_POLICY: subject.policy,
+        F_STATE: finding.state,
+        F_REASON: finding.reason,
+    }
+    severity = {"Label": finding.severity, "Original": finding.state}
+    types = list(finding.types)
+    document: dict[str, Any] = {
+        "SchemaVersion": SCHEMA_VERSION,
+        "Id": subject.id,
+        "ProductArn": context.product_arn,
+        "ProductName": PRODUCT_NAME,
+        "CompanyName": PRODUCT_NAME,
+        "GeneratorId": f"{PREFIX}{subject.policy}",
+        "AwsAccountId": context.account_id,
+        "Types": types,
+        "CreatedAt": _time(finding.created_at),
+        "UpdatedAt": _time(finding.observed_at),
+        "FirstObservedAt": _time(finding.first_observed_at),
+        "LastObservedAt": _time(finding.observed_at),
+        "Severity": severity,
+        "FindingProviderFields": {"Severity": dict(severity), "Types": list(types)},
+        "Title": _cap(finding.title, MAX_TITLE),
+        "Description": _cap(finding.description, MAX_DESCRIPTION),
+        "Resources": [
+            {
+                "Type": "Container",
+                "Id": _cap(
+                    f"{subject.repository}@{subject.digest}" if subject.digest else subject.image,
+                    MAX_ID,
+                ),
+                "Partition": context.partition,
+                "Region": context.region,
+                "Details": {"Container": {k: v for k, v in container_details.items() if v}},
+            },
+            {
+                "Type": "Other",
+                "Id": _cap(workload_id, MAX_ID),
+                "Partition": context.partition,
+                "Region": context.region,
+                "Details": {"Other": {k: v for k, v in other.items() if v}},
+            },
+        ],
+        "Compliance": {"Status": finding.compliance_status},
+        "RecordState": finding.record_state,
+        "Workflow": {"Status": finding.workflow},
+        "ProductFields": {k: _cap(v, 2048) for k, v in fields.items() if v},
+    }
+    vulnerabilities = []
+    for v in finding.vulnerabilities:
+        item: dict[str, Any] = {"Id": _cap(v.id, 256)}
+        if v.packages:
+            item["VulnerablePackages"] = [{"Name": _cap(p, 256)} for p in v.packages]
+        if v.fix_available is not None:
+            item["FixAvailable"] = "YES" if v.fix_available else "NO"
+        vulnerabilities.append(item)
+    if vulnerabilities:
+        document["Vulnerabilities"] = vulnerabilities
+    document["ProductFields"][F_FINGERPRINT] = fingerprint(document)
+    return document
+
+
+class AsffFormat:
+    """The :class:`~imagepatch.core.securityhub.FindingFormat` of Security Hub: ASFF."""
+
+    def render(self, finding: Finding, context: FindingContext) -> dict[str, Any]:
+        return asff(finding, context)
+
+    def fingerprint(self, document: dict[str, Any]) -> str:
+        return str(document["ProductFields"][F_FINGERPRINT])
+
+
+ASFF = AsffFormat()
+
+
+def to_finding(
+    result: WorkloadLike,
+    container: ContainerRecord,
+    *,
+    policy: str,
+    context: FindingContext,
+    now: dt.datetime,
+    created_at: dt.datetime | None = None,
+    first_observed_at: dt.datetime | None = None,
+) -> dict[str, Any] | None:
+    """The ASFF finding for one container of a workload result, or None (Unknown).
+
+    The decision is ``core.securityhub.decide_finding``'s; see it for the
+    arguments.
+    """
+    finding = decide_finding(
+        result, container, policy=policy, context=context, now=now, created_at=created_at,
+        first_observed_at=first_observed_at,
+    )  # fmt: skip
+    return None if finding is None else asff(finding, context)
+
+
+def plan_asff_findings(
+    previous: Mapping[str, Exported],
+    results_by_policy: Mapping[str, Iterable[WorkloadLike]],
+    *,
+    context: FindingContext,
+    now: dt.datetime,
+    refresh_after: dt.timedelta | None = DEFAULT_REFRESH,
+    absent_since: Mapping[str, dt.datetime] | None = None,
+    gone_after: dt.timedelta = DEFAULT_GONE_AFTER,
+) -> FindingPlan[dict[str, Any]]:
+    """``core.securityhub.plan_findings`` with the findings laid out as ASFF."""
+    return plan_findings(
+        previous, results_by_policy, context=context, now=now, form=ASFF,
+        refresh_after=refresh_after, absent_since=absent_since, gone_after=gone_after,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Exported:
+    """What is remembered of one finding that Security Hub holds.
+
+    Built by :meth:`from_finding` from a finding just sent, or read back with
+    ``GetFindings`` after a restart: the same parser either way, so a
+    restarted exporter sees exactly what a running one would.
+    """
+
+    id: str
+    fingerprint: str
+    record_state: str
+    policy: str
+    namespace: str
+    workload: str
+    container: str
+    repository: str
+    image: str
+    digest: str
+    created_at: dt.datetime
+    first_observed_at: dt.datetime
+    updated_at: dt.datetime
+
+    @property
+    def active(self) -> bool:
+        return self.record_state == ACTIVE
+
+    @classmethod
+    def from_finding(
+        cls, finding: Mapping[str, Any], *, context: FindingContext | None = None
+    ) -> Exported | None:
+        """The finding as remembered, or None when it is not one of ours.
+
+        With ``context``, a finding must also be of this account's default
+        product and of this cluster (``GetFindings`` filters are a request,
+        and moto ignores them).
+        """
+        fields = finding.get("ProductFields") or {}
+        finding_id = finding.get("Id") or ""
+        if not (
+            finding_id.startswith(PREFIX) and (finding.get("GeneratorId") or "").startswith(PREFIX)
+        ):
+            return None
+        if context is not None and (
+            finding.get("ProductArn") != context.product_arn
+            or fields.get(F_CLUSTER) != context.cluster
+        ):
+            return None
+        created = _parse_time(finding.get("CreatedAt"))
+        updated = _parse_time(finding.get("UpdatedAt"))
+        if created is None or updated is None:
+            return None
+        return cls(
+            id=finding_id,
+            # A finding without one is sent again on the next export: harmless.
+            fingerprint=fields.get(F_FINGERPRINT, ""),
+            record_state=finding.get("RecordState") or ACTIVE,
+            policy=fields.get(F_POLICY) or finding["GeneratorId"][len(PREFIX) :],
+            namespace=fields.get(F_NAMESPACE, ""),
+            workload=fields.get(F_WORKLOAD, ""),
+            container=fields.get(F_CONTAINER, ""),
+            repository=fields.get(F_REPOSITORY, ""),
+            image=fields.get(F_IMAGE, ""),
+            digest=fields.get(F_DIGEST, ""),
+            created_at=created,
+            first_observed_at=_parse_time(finding.get("FirstObservedAt")) or created,
+            updated_at=updated,
+        )
+
+
+def batches(
+    findings: Iterable[Mapping[str, Any]],
+    size: int = MAX_BATCH_FINDINGS,
+    *,
+    max_bytes: int = MAX_BATCH_BYTES,
+) -> Iterator[list[Mapping[str, Any]]]:
+    """Findings in order, in lists of at most ``size`` and ``max_bytes`` of JSON.
+
+    Raises ValueError for a finding over 240 KB, which Security Hub would
+    reject (the mapping caps every free text, so this is a bug, not data).
+    """
+    if not 1 <= size <= MAX_BATCH_FINDINGS:
+        raise ValueError(f"batch size {size} is not within 1..{MAX_BATCH_FINDINGS}")
+    batch: list[Mapping[str, Any]] = []
+    total = 0
+    for finding in findings:
+        n = len(json.dumps(finding, separators=(",", ":"), default=str).encode())
+        if n > MAX_FINDING_BYTES:
+            raise ValueError(f"finding {finding.get('Id')!r} is {n} bytes, over 240 KB")
+        if batch and (len(batch) >= size or total + n > max_bytes):
+            yield batch
+            batch, total = [], 0
+        batch.append(finding)
+        total += n
+    if batch:
+        yield batch
+
+
+def _parse_time(value: Any) -> dt.datetime | None:
+    """A time Security Hub returned (text, or a datetime from boto3), in UTC."""
+    if isinstance(value, dt.datetime):
+        return _utc(value)
+    parsed = parse_time(value)
+    return None if parsed is None else _utc(parsed)
+
+
+def _cap(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# -- the exporter ----------------------------------------------------------------------------
+
+
+class SecurityHubClient(Protocol):
+    """The calls made of boto3's ``securityhub`` client (boto3 itself is untyped)."""
+
+    @property
+    def meta(self) -> Any: ...
+
+    def get_paginator(self, operation_name: str) -> Any: ...
+
+    def batch_import_findings(self, *, Findings: list[Mapping[str, Any]]) -> Mapping[str, Any]: ...
+
+    def batch_update_findings(
+        self, *, FindingIdentifiers: list[Mapping[str, str]], Workflow: Mapping[str, str]
+    ) -> Mapping[str, Any]: ...
+
+
+class StsClient(Protocol):
+    """The call made of boto3's ``sts`` client."""
+
+    def get_caller_identity(self) -> Mapping[str, Any]: ...
 
 
 _PAGE_SIZE = 100  # GetFindings' maximum
@@ -176,12 +520,12 @@ class SecurityHubExporter:
             return client
 
     @property
-    def securityhub(self) -> Any:
+    def securityhub(self) -> SecurityHubClient:
         """The Security Hub client (exposed so tests can attach a Stubber or event hooks)."""
         return self._client("securityhub")
 
     @property
-    def sts(self) -> Any:
+    def sts(self) -> StsClient:
         return self._client("sts")
 
     def context_sync(self) -> FindingContext:
@@ -275,7 +619,7 @@ class SecurityHubExporter:
             if not self.loaded:
                 await self.load_previous()
             context = await self.context()
-            plan = plan_findings(
+            plan = plan_asff_findings(
                 self.previous, results, context=context, now=now,
                 refresh_after=self.refresh_after, absent_since=self.absent,
                 gone_after=self.gone_after,

@@ -8,7 +8,8 @@ import-linter, see pyproject.toml), and everything above it (``core/``,
 Modules: ``names`` (the API group, version and every ``imagepatch.dev/*``
 key), ``times`` (the clock, RFC 3339 formatting and parsing), ``errors``
 (SpecError), ``durations`` (Go-style duration strings), ``policy``
-(ImagePatchPolicy), ``imagepatch`` (ImagePatch spec and recorded status).
+(ImagePatchPolicy), ``imagepatch`` (ImagePatch spec and recorded status),
+``workload_state`` (the ``imagepatch.dev/state`` annotation on workloads).
 The package re-exports the policy names; import the others from their module.
 """
 

@@ -63,7 +63,7 @@ from imagepatch.core.reasons import (
     INVALID_ANNOTATION,
     PATCH_REJECTED,
 )
-from imagepatch.core.report import retention
+from imagepatch.core.retention import retention
 from imagepatch.core.rollout import failed_memory, running_digest, wave_for
 from imagepatch.core.scans import FindingsSource, ScanReport
 from imagepatch.model.errors import SpecError
@@ -85,7 +85,8 @@ from imagepatch.model.policy import (
     parse_label_selector,
     parse_policy,
 )
-from imagepatch.model.times import Clock, format_time, parse_time_strict, utcnow
+from imagepatch.model.times import Clock, utcnow
+from imagepatch.model.workload_state import ContainerState, WorkloadState, from_annotation
 
 log = logging.getLogger("imagepatch.detection")
 
@@ -354,11 +355,11 @@ class Detector:
             for c in r.containers:
                 for severity, n in (c.get("findingsBySeverity") or {}).items():
                     findings[severity] = findings.get(severity, 0) + n
-            since = _previous_state(self.workloads.get(r.uid, {}).get("metadata", {})).get("since")
+            previous = _previous_state(self.workloads.get(r.uid, {}).get("metadata", {}))
+            since = previous.since if previous is not None else None
             if r.state != str(State.COMPLIANT) and since:
-                at = parse_time_strict(since)
-                if at is not None:  # always, for a non-empty ``since``
-                    oldest = max(oldest or 0.0, (now - at).total_seconds())
+                age = (now - since).total_seconds()
+                oldest = max(oldest or 0.0, age)
         metrics.record_policy(policy, counts, findings, oldest)
 
     async def _prune(
@@ -538,9 +539,10 @@ class Detector:
                 for f, a in assessed
             ]
             state = compliance.worst(states)
-            containers = [
-                _container_record(f, a, s) for (f, a), s in zip(assessed, states, strict=True)
+            container_states = [
+                _container_state(f, a, s) for (f, a), s in zip(assessed, states, strict=True)
             ]
+            containers = [c.to_record() for c in container_states]
             message = "; ".join(
                 f"{c['name']}: {c['message']}" for c in containers if c["state"] == str(state)
             ) or str(state)
@@ -550,7 +552,7 @@ class Detector:
                 reported = reasons.REBUILD_NOT_ALLOWED
                 message = f"{state}, but no rebuild is started: {refusal}"
             try:
-                await self._report(dep, reported, message, containers, policy)
+                await self._report(dep, reported, message, container_states, policy)
             except AdapterError as exc:  # one workload's write must not stop the others
                 log.warning(
                     "could not record state of %s/%s: %s: %s",
@@ -795,30 +797,28 @@ class Detector:
         dep: Mapping[str, Any],
         state: str,
         message: str,
-        containers: list[dict[str, Any]],
+        containers: Sequence[ContainerState],
         policy: str,
     ) -> None:
         """Record the workload's state on it; post an Event when the state changed."""
         meta = dep["metadata"]
         previous = _previous_state(meta)
-        record = {
-            "policy": policy,
-            "state": state,
-            "message": message[:1000],
-            "containers": containers,
-        }
-        if previous.get("state") == state and {k: previous.get(k) for k in record} == record:
-            return
-        since = previous.get("since") if previous.get("state") == state else None
-        record["since"] = since or format_time(self.clock())
-        await self.kube.annotate_workload(
-            _kind(dep), meta["namespace"], meta["name"],
-            {STATE_ANNOTATION: json.dumps(record, sort_keys=True)},
+        record = WorkloadState(
+            policy=policy, state=state, message=message[:1000], containers=tuple(containers)
         )
-        if previous.get("state") != state:
+        if previous is not None and previous.same_as(record):
+            return
+        changed = previous is None or previous.state != state
+        since = None if changed or previous is None else previous.since
+        record = replace(record, since=since or self.clock())
+        value = record.to_annotation()
+        await self.kube.annotate_workload(
+            _kind(dep), meta["namespace"], meta["name"], {STATE_ANNOTATION: value}
+        )
+        if changed:
             await self._event(dep, state, message)
         # Keep our copy in step, so the next pass compares with what we wrote.
-        meta.setdefault("annotations", {})[STATE_ANNOTATION] = json.dumps(record, sort_keys=True)
+        meta.setdefault("annotations", {})[STATE_ANNOTATION] = value
 
     async def _event(self, dep: Mapping[str, Any], state: str, message: str) -> None:
         meta = dep["metadata"]
@@ -976,29 +976,21 @@ def _remembered_base_digest(
     Only for lineage taken from the workload annotation, the same image digest and
     the same base name; anything else (or a value that is not a digest) is "".
     """
-    for record in _previous_state(dep.get("metadata") or {}).get("containers") or ():
-        if not isinstance(record, Mapping):
-            continue
+    previous = _previous_state(dep.get("metadata") or {})
+    for record in previous.containers if previous is not None else ():
         if (
-            record.get("name") == container
-            and record.get("digest") == digest
-            and record.get("base") == base_name
-            and record.get("lineage") == "workload-annotation"
+            record.name == container
+            and record.digest == digest
+            and record.base == base_name
+            and record.lineage == "workload-annotation"
         ):
-            value = record.get("baseDigest")
-            return value if isinstance(value, str) and is_digest(value) else ""
+            return record.base_digest if is_digest(record.base_digest) else ""
     return ""
 
 
-def _previous_state(meta: Mapping[str, Any]) -> dict[str, Any]:
-    raw = (meta.get("annotations") or {}).get(STATE_ANNOTATION)
-    if not raw:
-        return {}
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
+def _previous_state(meta: Mapping[str, Any]) -> WorkloadState | None:
+    """The state detection recorded on the workload; None if none (or unreadable)."""
+    return from_annotation((meta.get("annotations") or {}).get(STATE_ANNOTATION))
 
 
 def _with_failed_memory(
@@ -1079,26 +1071,28 @@ def _targets_field(
     return list(out.values())
 
 
-def _container_record(
+def _container_state(
     facts: ContainerFacts, assessment: Assessment, state: State
-) -> dict[str, Any]:
-    record: dict[str, Any] = {
-        "name": facts.container,
-        "image": facts.image,
-        "digest": facts.digest,
-        "digestSource": facts.digest_source,
-        "base": facts.base_name,
-        "baseDigest": facts.base_digest,
-        "baseCurrent": facts.base_current,
-        "lineage": facts.lineage_source,
-        "state": str(state),
-        "reason": assessment.reason,
-        "message": assessment.message,
-    }
-    if facts.findings is not None:
-        record["findingsOverBaseline"] = len(facts.findings.violations)
-        by_severity = {k.upper(): v for k, v in facts.findings.violation_counts.as_dict().items()
-                       if v and k != "total"}
-        if by_severity:
-            record["findingsBySeverity"] = by_severity
-    return {k: v for k, v in record.items() if v != ""}
+) -> ContainerState:
+    findings = facts.findings
+    return ContainerState(
+        name=facts.container,
+        image=facts.image,
+        digest=facts.digest,
+        digest_source=facts.digest_source,
+        base=facts.base_name,
+        base_digest=facts.base_digest,
+        base_current=facts.base_current,
+        lineage=facts.lineage_source,
+        state=str(state),
+        reason=assessment.reason,
+        message=assessment.message,
+        findings_over_baseline=None if findings is None else len(findings.violations),
+        findings_by_severity={}
+        if findings is None
+        else {
+            k.upper(): v
+            for k, v in findings.violation_counts.as_dict().items()
+            if v and k != "total"
+        },
+    )
