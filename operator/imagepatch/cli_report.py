@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
-from typing import Any
 
 from imagepatch.cli_render import FORMATS, render
 from imagepatch.core.report import STATES, Filters, build_report
@@ -49,7 +48,9 @@ def _state(value: str) -> list[str]:
     return out
 
 
-def add_parser(sub: Any) -> argparse.ArgumentParser:
+def add_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
     """Add ``report`` to the ``imagepatch`` subcommands."""
     report = sub.add_parser(
         "report",

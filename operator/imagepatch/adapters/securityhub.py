@@ -54,7 +54,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import boto3
 
@@ -501,7 +501,7 @@ class SecurityHubExporter:
 
     # -- clients and context -------------------------------------------------------------
 
-    def _client(self, service: str) -> Any:
+    def _client(self, service: Literal["securityhub", "sts"]) -> Any:
         with self._lock:
             client = self._clients.get(service)
             if client is None:
@@ -522,11 +522,13 @@ class SecurityHubExporter:
     @property
     def securityhub(self) -> SecurityHubClient:
         """The Security Hub client (exposed so tests can attach a Stubber or event hooks)."""
-        return self._client("securityhub")
+        client: SecurityHubClient = self._client("securityhub")
+        return client
 
     @property
     def sts(self) -> StsClient:
-        return self._client("sts")
+        client: StsClient = self._client("sts")
+        return client
 
     def context_sync(self) -> FindingContext:
         """The account, region and cluster of the findings (STS is asked once, if needed)."""

@@ -414,8 +414,8 @@ def history_series(
     Returns the unit (``"hour"`` or ``"day"``) and the buckets, oldest first,
     the last one holding ``now``. No patches, no buckets.
     """
-    parsed = [p if isinstance(p, PatchTimeline) else read_patch(p) for p in patches]
-    parsed = [p for p in parsed if p is not None and p.created is not None]
+    timelines = [p if isinstance(p, PatchTimeline) else read_patch(p) for p in patches]
+    parsed = [p for p in timelines if p is not None and p.created is not None]
     if not parsed:
         return "day", ()
     first = min(p.created for p in parsed if p.created)

@@ -75,7 +75,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypedDict, TypeVar
 
 from imagepatch.core import reasons
 from imagepatch.core.compliance import State
@@ -327,6 +327,14 @@ def _subject(
     )
 
 
+class _Times(TypedDict):
+    """The three times every finding carries (``Finding``'s fields of those names)."""
+
+    observed_at: dt.datetime
+    created_at: dt.datetime
+    first_observed_at: dt.datetime
+
+
 def decide_finding(
     result: WorkloadLike,
     container: ContainerRecord,
@@ -349,7 +357,7 @@ def decide_finding(
     reason = str(container.get("reason") or state)
     message = str(container.get("message") or "")
     facts = _facts(subject, container, context)
-    times = {
+    times: _Times = {
         "observed_at": now,
         "created_at": created_at or now,
         "first_observed_at": first_observed_at or now,
