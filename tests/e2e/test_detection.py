@@ -866,7 +866,11 @@ def test_team_a_override_patch_never_targets_team_b_on_the_same_repository(
         ref = a["spec"]["template"]["spec"]["containers"][0]["image"]
         return ref if "@sha256:" in ref else None
     rolled = wait_for(a_patched, timeout=120, what="team A's Deployment rolled to the rebased digest")
-    assert rolled.startswith(image + "@sha256:")
+    # The rebuild went to a new tag (tagPolicy New, the default) and the rollout
+    # wrote that tag with the rebuilt digest.
+    built = given.get("imagepatch", by_strategy["rebase"]["metadata"]["name"])["status"]["rebuild"]
+    assert built["tag"].startswith("1-patch.")
+    assert rolled == f"{ECR}/{app_repo}:{built['tag']}@{built['digest']}"
 
     # ... and team B's Deployment is never touched.
     passes = detector.metric("imagepatch_detection_passes_total")
@@ -875,7 +879,7 @@ def test_team_a_override_patch_never_targets_team_b_on_the_same_repository(
     b = given.get("deployment", "web", team_b)
     assert b["spec"]["template"]["spec"]["containers"][0]["image"] == image
     b_patch = given.get("imagepatch", by_strategy["external"]["metadata"]["name"])
-    # B's own patch never ran: it waited for approval (and is closed once detection sees
-    # B's tag resolve to the rebuilt digest: with a shared tag that is what B now pulls).
+    # B's own patch never ran: it waits for approval (B's tag 1 still names the old
+    # digest, as the rebuild went to a new tag; "Closed" would be the Overwrite case).
     assert (b_patch.get("status") or {}).get("phase") in {"AwaitingApproval", "Closed"}
     assert not (b_patch.get("status") or {}).get("rebuild"), "nothing was built for team B"

@@ -146,6 +146,10 @@ def test_an_overlong_id_is_cut_to_512_characters_and_stays_unique_and_stable():
         ("Vulnerable", {"findings": [{"id": "CVE-1", "severity": "MEDIUM"}, {"id": "CVE-2", "severity": "UNDEFINED"}]},
          "MEDIUM", [TYPE_CVE], "ACTIVE", "FAILED", "NEW"),
         ("Vulnerable", {"findings": [{"id": "CVE-1", "severity": "UNTRIAGED"}]}, "HIGH", [TYPE_CVE], "ACTIVE", "FAILED", "NEW"),
+        # What detection writes: violating findings counted per severity.
+        ("Vulnerable", {"findingsBySeverity": {"MEDIUM": 3, "CRITICAL": 1}}, "CRITICAL", [TYPE_CVE], "ACTIVE", "FAILED", "NEW"),
+        ("Vulnerable", {"findingsBySeverity": {"LOW": 2, "CRITICAL": 0}}, "LOW", [TYPE_CVE], "ACTIVE", "FAILED", "NEW"),
+        ("Vulnerable", {"findingsBySeverity": ["CRITICAL"]}, "HIGH", [TYPE_CVE], "ACTIVE", "FAILED", "NEW"),
         ("BaseImageOutdated", {"baseCurrent": B_NEW}, "MEDIUM", [TYPE_STANDARDS], "ACTIVE", "FAILED", "NEW"),
         ("UntrustedBase", {}, "HIGH", [TYPE_STANDARDS], "ACTIVE", "FAILED", "NEW"),
         ("UntrustedBase", {"reason": "BaseUnknown"}, "HIGH", [TYPE_STANDARDS], "ACTIVE", "FAILED", "NEW"),

@@ -423,11 +423,15 @@ def _severity_and_types(cause: str, container: ContainerRecord) -> tuple[str, tu
 def _vulnerable_severity(container: ContainerRecord) -> str:
     """The worst violating finding's label when detection passed it on, else HIGH.
 
-    Detection's container record carries a count (``findingsOverBaseline``);
-    a ``maxSeverity`` or a ``findings`` list (the ImagePatch evidence shape)
-    makes the label exact. UNDEFINED and UNTRIAGED count as unknown.
+    Detection's container record carries the violating findings counted per
+    severity (``findingsBySeverity``); a ``maxSeverity`` or a ``findings``
+    list (the ImagePatch evidence shape) makes the label exact too. UNDEFINED
+    and UNTRIAGED count as unknown.
     """
     labels = [str(container.get("maxSeverity") or "").upper()]
+    by_severity = container.get("findingsBySeverity")
+    if isinstance(by_severity, Mapping):
+        labels += [str(k).upper() for k, n in by_severity.items() if isinstance(n, int) and n > 0]
     labels += [str(f.get("severity") or "").upper() for f in container.get("findings") or ()]
     ranked = [_SEVERITY_ORDER.index(label) for label in labels if label in _SEVERITY_ORDER]
     return _SEVERITY_ORDER[max(ranked)] if ranked else "HIGH"
