@@ -140,3 +140,47 @@ def test_an_image_changed_by_a_human_before_the_patch_is_reported_not_overwritte
     assert step.status["rollouts"][0]["reason"] == "ExternalChange"
     assert "image changed to registry.local/app:1.5 by someone else" in (
         step.status["rollouts"][0]["message"])
+
+
+# -- corners the moved modules kept: a removed container, an empty pin, soak edges --------
+
+
+def test_drift_names_a_container_that_was_removed() -> None:
+    from imagepatch.core.rollout.drift import drift
+
+    gating = imagepatch({"phase": "RollingOut", "rollouts": [entry("Gating", targetImage=NEW)]})
+    renamed = deployment(NEW)
+    renamed["spec"]["template"]["spec"]["containers"][0]["name"] = "other"
+    assert drift(gating.status.rollouts[0], renamed, expected_image=NEW) == (
+        "container app was removed")
+    assert drift(gating.status.rollouts[0], deployment(NEW), expected_image=NEW) == ""
+
+
+def test_a_patch_that_finds_no_workload_to_pin_succeeds_with_nothing_to_do() -> None:
+    step = step_for(imagepatch({}), candidates=())
+    assert step.status["phase"] == "Succeeded"
+    assert step.status["rollouts"] == [] or "rollouts" not in step.status
+    assert step.action is None
+
+
+def _waves(*waves: dict):
+    from tests.unit.test_rollout_plan import GATE, policy
+
+    return policy(rollout={**GATE, "waves": list(waves)})
+
+
+def test_the_soak_is_not_waited_for_a_wave_the_policy_no_longer_has_or_one_without_soak() -> None:
+    from imagepatch.core.rollout.targets import soak_remaining
+
+    prod = Target(namespace="prod", name="web", container="app", wave=1)
+    done = imagepatch({"phase": "RollingOut", "rollouts": [
+        entry("Healthy", finishedAt=format_time(T0)), entry("Pending", target=prod, wave=1)]})
+    entries = done.status.rollouts
+    staging = {"name": "staging", "namespaceSelector": {"matchLabels": {"stage": "staging"}}}
+    soon = T0 + dt.timedelta(minutes=1)
+    # The previous wave (index 0) is gone from the policy: nothing to wait for.
+    assert soak_remaining(entries, 1, _waves(), soon) is None
+    # The wave has no soak: nothing to wait for.
+    assert soak_remaining(entries, 1, _waves(staging), soon) is None
+    # With a soak it waits, which shows the two answers above are the edges, not the rule.
+    assert soak_remaining(entries, 1, _waves({**staging, "soak": "10m"}), soon) == 540.0
