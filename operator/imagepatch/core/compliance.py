@@ -177,6 +177,9 @@ class PatchIntent:
     evidence: Mapping[str, Any]
     tag: str = ""  # the tag the judged containers run (a patch never crosses tags)
     targets: tuple[Target, ...] = ()  # exactly the containers judged to need it
+    # The imagepatch.dev/rebuild its targets asked for, normalised ("": the
+    # policy's default). Part of the key, so every target asked for this one.
+    rebuild: str = ""
 
 
 _NAME_SAFE = re.compile(r"[^a-z0-9-]+")
@@ -207,11 +210,13 @@ def with_rebuild_override(intent: PatchIntent, requested: str) -> PatchIntent:
     An override is part of the patch's identity: a rebuild a team asked for goes
     only to the workloads that asked for the same one, and the others running
     the same image get their own patch (the policy's default has no suffix).
+    The intent carries the request: the patch's ``spec.rebuild`` is made from
+    it alone, never from another workload that shares a namespace and name.
     """
     if not requested:
         return intent
     key = f"{intent.key}|rebuild={requested}"
-    return replace(intent, key=key, name=patch_name(intent.image, key))
+    return replace(intent, key=key, name=patch_name(intent.image, key), rebuild=requested)
 
 
 def intent_for(facts: ContainerFacts, assessment: Assessment) -> PatchIntent | None:
