@@ -365,13 +365,26 @@ def plan_patches(
 
 
 def overlay(
-    state: State, repository: str, digest: str, known: Sequence[KnownPatch], tag: str = ""
+    state: State,
+    repository: str,
+    digest: str,
+    known: Sequence[KnownPatch],
+    tag: str = "",
+    target: tuple[str, str, str, str] | None = None,
 ) -> State:
-    """Patching while a patch for this image+tag+digest is open; Failed if the last one failed."""
+    """Patching while a patch for this image+tag+digest is open; Failed if the last one failed.
+
+    With ``target`` (kind, namespace, name, container), a patch that lists
+    its targets counts only for those: a workload running the same image that
+    is not one of them (its rebuild was refused, say) is not being patched.
+    """
     mine = [
         p
         for p in known
-        if p.image == repository and p.current_digest == digest and (not p.tag or p.tag == tag)
+        if p.image == repository
+        and p.current_digest == digest
+        and (not p.tag or p.tag == tag)
+        and (target is None or not p.targets or target in p.targets)
     ]
     if any(p.open and not p.closing for p in mine):
         return State.PATCHING

@@ -531,6 +531,10 @@ class Detector:
                 # It changed since this pass read it (perhaps it started): next pass decides.
                 log.info("ImagePatch %s changed while retargeting; left for the next pass",
                          existing.name)
+                continue
+            added = frozenset(t.key for t in intent.targets)
+            known = [replace(k, targets=k.targets | added) if k.name == existing.name else k
+                     for k in known]
 
         out: list[WorkloadResult] = []
         for dep, assessed in results:
@@ -539,7 +543,9 @@ class Detector:
                 a.state
                 if a.state == State.FAILED
                 else compliance.overlay(
-                    a.state, f.repository, f.digest, known, compliance.image_tag(f.image)
+                    a.state, f.repository, f.digest, known, compliance.image_tag(f.image),
+                    target=(_kind(dep), dep["metadata"]["namespace"], dep["metadata"]["name"],
+                            f.container),
                 )
                 for f, a in assessed
             ]
