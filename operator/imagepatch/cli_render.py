@@ -6,7 +6,9 @@ here is a pure function of a ``core.report.Report``, with no dependency
 beyond the standard library; the JSON document (:func:`report_as_dict`) is
 the one every other format is rendered from:
 
-* ``table`` (default): policy summaries, then one aligned line per workload;
+* ``table`` (default): policy summaries, then one aligned line per workload
+  (its namespace, kind and name: a StatefulSet and a Deployment of one name
+  are two lines);
 * ``json``: the document below;
 * ``csv``: one line per workload container (a workload with no recorded
   container, e.g. ``NotAdmitted``, gets one line with the container columns
@@ -29,8 +31,9 @@ UTC strings or null, durations are whole seconds or null)::
                      patching, failed}|null,            # status.workloads, as recorded
       reportCounts: {same keys},           # counted over this report's workloads
       openPatches: int, patchesByPhase: {phase: int}}]
-    workloads: [{                          # sorted by policy, namespace, name
-      namespace, name, kind: "Deployment", policy,
+    workloads: [{                          # sorted by policy, namespace, name, kind
+      namespace, name, kind,               # Deployment|StatefulSet|DaemonSet|CronJob
+      policy,
       state, reason, message,              # from the imagepatch.dev/state annotation
       since: time|null,                    # when that state was first recorded
       outOfComplianceSince: time|null, outOfComplianceSeconds: int|null,
@@ -46,7 +49,7 @@ UTC strings or null, durations are whole seconds or null)::
       name, policy, image, currentDigest, targetDigest, reason, phase,
       createdAt: time|null, endedAt: time|null,
       approval: {decision, by, reason}|null,
-      rollouts: [{namespace, name, container, phase, reason?, message?,
+      rollouts: [{kind, namespace, name, container, phase, reason?, message?,
                   startedAt?, finishedAt?}],
       history: [{phase, at, message?, by?}]}]
     history: {unit: "hour"|"day",
@@ -150,7 +153,7 @@ def report_as_dict(report: Report) -> dict[str, Any]:
         return {
             "namespace": r.namespace,
             "name": r.name,
-            "kind": "Deployment",
+            "kind": r.kind,
             "policy": r.policy,
             "state": r.state,
             "reason": r.reason,
@@ -228,7 +231,7 @@ def render_json(report: Report) -> str:
 
 
 CSV_COLUMNS = (
-    "namespace", "name", "policy", "state", "reason", "since", "outOfComplianceSince",
+    "namespace", "kind", "name", "policy", "state", "reason", "since", "outOfComplianceSince",
     "outOfComplianceSeconds", "findingsOverBaseline", "findingIds", "container", "image",
     "digest", "base", "baseDigest", "baseCurrent", "baseOutdated", "baseOutdatedSince",
     "baseOutdatedSeconds", "containerState", "containerReason", "containerFindingsOverBaseline",
@@ -253,7 +256,8 @@ def render_csv(report: Report) -> str:
         last = w["lastPatch"] or {}
         approval = last.get("approval") or {}
         common = {
-            "namespace": w["namespace"], "name": w["name"], "policy": w["policy"],
+            "namespace": w["namespace"], "kind": w["kind"], "name": w["name"],
+            "policy": w["policy"],
             "state": w["state"], "reason": w["reason"], "since": w["since"],
             "outOfComplianceSince": w["outOfComplianceSince"],
             "outOfComplianceSeconds": w["outOfComplianceSeconds"],
@@ -333,13 +337,13 @@ def render_table(report: Report) -> str:
                 str(c["failed"]), str(s.open_patches),
             ))
         parts.append(_aligned(headers, rows))
-    headers = ("NAMESPACE", "NAME", "POLICY", "STATE", "REASON", "DIGEST", "BASE",
+    headers = ("NAMESPACE", "KIND", "NAME", "POLICY", "STATE", "REASON", "DIGEST", "BASE",
                "BASE OUTDATED", "FINDINGS", "OUT OF COMPLIANCE", "LAST PATCH", "RESULT")
     rows = []
     for r in report.workloads:
         outdated = [c.base_outdated_seconds for c in r.containers if c.base_outdated]
         rows.append((
-            r.namespace, r.name, r.policy, r.state, r.reason,
+            r.namespace, r.kind, r.name, r.policy, r.state, r.reason,
             ",".join(_short(d) for d in r.digests) or "-",
             ",".join(sorted({c.base for c in r.containers if c.base})) or "-",
             ("yes " + _age(max((s for s in outdated if s is not None), default=None))).strip()
@@ -503,8 +507,8 @@ def render_html(report: Report) -> str:
     ) + '<span><i style="background:#0969da"></i>open at end</span></p>')
     h.append(history_svg(report))
 
-    h.append('<h2>Workloads</h2><table id="workloads"><thead><tr><th>Namespace</th><th>Name</th>'
-             "<th>Policy</th><th>State</th><th>Digest</th><th>Base</th>"
+    h.append('<h2>Workloads</h2><table id="workloads"><thead><tr><th>Namespace</th><th>Kind</th>'
+             "<th>Name</th><th>Policy</th><th>State</th><th>Digest</th><th>Base</th>"
              "<th>Base outdated for</th><th>Findings</th><th>Out of compliance for</th>"
              "<th>Last patch</th><th>Result</th></tr></thead><tbody>")
     for w in doc["workloads"]:
@@ -537,15 +541,16 @@ def render_html(report: Report) -> str:
         )
         h.append(
             f'<tr class="workload" data-namespace="{_e(w["namespace"])}" '
-            f'data-name="{_e(w["name"])}" data-state="{_e(w["state"])}">'
-            f'<td>{_e(w["namespace"])}</td><td>{_e(w["name"])}</td><td>{_e(w["policy"])}</td>'
+            f'data-kind="{_e(w["kind"])}" data-name="{_e(w["name"])}" '
+            f'data-state="{_e(w["state"])}"><td>{_e(w["namespace"])}</td><td>{_e(w["kind"])}</td>'
+            f'<td>{_e(w["name"])}</td><td>{_e(w["policy"])}</td>'
             f'<td class="state" title="{_e(w["message"])}">{_badge(w["state"], "s")}{reason}</td>'
             f"<td><code>{digests}</code></td><td>{bases}</td><td>{_e(outdated_for)}</td>"
             f'<td class="num">{findings}</td><td>{_e(_age(w["outOfComplianceSeconds"]))}</td>'
             f"{patch_cells}</tr>"
         )
     if not doc["workloads"]:
-        h.append('<tr><td colspan="11">No opted-in workloads match.</td></tr>')
+        h.append('<tr><td colspan="12">No opted-in workloads match.</td></tr>')
     h.append("</tbody></table>")
 
     h.append('<h2>ImagePatches (audit trail)</h2><table id="patches"><thead><tr><th>Name</th>'

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     report = build_report(
         policies=inputs.policies,
-        deployments=inputs.deployments,
+        workloads=inputs.workloads,
         imagepatches=inputs.imagepatches,
         now=dt.datetime.now(dt.UTC),
         filters=filters,

@@ -453,7 +453,7 @@ def test_csv_and_table_say_the_same(scene: Scene, view_kubeconfig: Path) -> None
     body = lines[lines.index(header) + 1:]
     assert len(body) == len(doc["workloads"])
     for w, line in zip(doc["workloads"], body, strict=True):
-        assert line.split()[:4] == [w["namespace"], w["name"], w["policy"], w["state"]]
+        assert line.split()[:5] == [w["namespace"], w["kind"], w["name"], w["policy"], w["state"]]
         assert line[header.index("STATE"):].startswith(w["state"])  # columns aligned
     assert any(ln.startswith(scene.critical) for ln in lines)
 
@@ -475,6 +475,77 @@ def test_a_namespace_viewer_gets_its_workloads_and_a_warning(scene: Scene, kube,
     denied = run_report(config, "-o", "json", check=False)
     assert denied.returncode == 1 and "Traceback" not in denied.stderr
     assert "HTTP 403" in denied.stderr
+
+
+def workload_of(kind: str, namespace: str, name: str, policy: str, record: dict) -> dict:
+    """An opted-in workload of ``kind`` that runs no pod (the report reads only the object)."""
+    pod = {"containers": [{"name": "app", "image": record["containers"][0]["image"]}]}
+    meta = {"name": name, "namespace": namespace, "annotations": {
+        "imagepatch.dev/policy": policy, "imagepatch.dev/state": json.dumps(record, sort_keys=True)}}
+    template = {"metadata": {"labels": {"app": name}}, "spec": pod}
+    selector = {"matchLabels": {"app": name}}
+    if kind == "CronJob":
+        pod["restartPolicy"] = "Never"
+        spec: dict[str, Any] = {"schedule": "0 3 1 1 *", "suspend": True,
+                                "jobTemplate": {"spec": {"template": template}}}
+        return {"apiVersion": "batch/v1", "kind": kind, "metadata": meta, "spec": spec}
+    spec = {"selector": selector, "template": template}
+    if kind == "DaemonSet":
+        pod["nodeSelector"] = {"imagepatch.dev/no-such-node": "true"}
+    else:
+        spec["replicas"] = 0
+    if kind == "StatefulSet":
+        spec["serviceName"] = name
+    return {"apiVersion": "apps/v1", "kind": kind, "metadata": meta, "spec": spec}
+
+
+def test_every_kind_is_reported_keyed_by_kind_namespace_and_name(kube, crds,
+                                                                 view_kubeconfig: Path) -> None:
+    # Given a StatefulSet and a Deployment of one name, a DaemonSet and a CronJob, opted in,
+    s = Scene(kube)
+    ns, policy = f"{s.tag}-kinds", f"{s.tag}-kinds"
+    kube.kubectl("create", "namespace", ns)
+    s.apply({"apiVersion": "imagepatch.dev/v1alpha1", "kind": "ImagePatchPolicy",
+             "metadata": {"name": policy}, "spec": {"namespaceSelector": {}}})
+    states = {("Deployment", "web"): ("team/web", "Compliant"),
+              ("StatefulSet", "web"): ("team/db", "Failed"),
+              ("DaemonSet", "agent"): ("team/agent", "Compliant"),
+              ("CronJob", "nightly"): ("team/batch", "BaseImageOutdated")}
+    for (kind, name), (repo, state) in states.items():
+        record = {"policy": policy, "state": state, "message": f"{kind} {name}: {state}",
+                  "since": s.ago(hours=1),
+                  "containers": [container_record("app", repo, dg("d"), state, state, state)]}
+        s.apply(workload_of(kind, ns, name, policy, record))
+    # and a rolled-back patch that targeted the StatefulSet `web` only
+    patch = f"{s.tag}-db"
+    s.apply(imagepatch(patch, policy, "team/db", dg("d"), "BaseImageOutdated",
+                       targets=[{"kind": "StatefulSet", "namespace": ns, "name": "web",
+                                 "container": "app"}]))
+    s.status("imagepatch", patch, {
+        "phase": "RolledBack",
+        "history": [{"phase": "RolledBack", "at": s.ago(minutes=30)}],
+        "rollouts": [{"kind": "StatefulSet", "namespace": ns, "name": "web", "container": "app",
+                      "phase": "RolledBack", "reason": "CrashLoopBackOff", "message": "web-0/app"}]})
+
+    # When the report runs under the built-in view role
+    doc = json.loads(run_report(view_kubeconfig, "-o", "json", "--policy", policy).stdout)
+
+    # Then it has one row per kind, namespace and name, each with its own state and patch
+    rows = {(w["kind"], w["name"]): w for w in doc["workloads"]}
+    assert set(rows) == set(states) and len(doc["workloads"]) == 4
+    for key, (_, state) in states.items():
+        assert rows[key]["state"] == state and rows[key]["namespace"] == ns
+    assert rows[("StatefulSet", "web")]["lastPatch"]["result"] == "CrashLoopBackOff: web-0/app"
+    assert rows[("Deployment", "web")]["lastPatch"] is None  # the same name, another workload
+    assert doc["warnings"] == []
+    # and the table and CSV show the kind beside the name
+    table = run_report(view_kubeconfig, "--policy", policy).stdout.splitlines()
+    header = next(ln for ln in table if ln.startswith("NAMESPACE"))
+    body = [ln.split()[:3] for ln in table[table.index(header) + 1:]]
+    assert sorted(body) == sorted([ns, kind, name] for kind, name in states)
+    csv_rows = list(csv.DictReader(io.StringIO(
+        run_report(view_kubeconfig, "-o", "csv", "--policy", policy).stdout)))
+    assert sorted((r["kind"], r["name"]) for r in csv_rows) == sorted(states)
 
 
 def test_view_role_is_shipped_in_deploy_and_the_chart_with_the_same_rules() -> None:
@@ -550,7 +621,8 @@ def test_html_renders_the_table_and_chart_in_headless_chromium(scene: Scene, vie
     # The page itself: a row per workload, one bar group and one point per bucket.
     assert page.count('<tr class="workload"') == len(doc["workloads"]) == 5
     for w in doc["workloads"]:
-        assert f'data-namespace="{w["namespace"]}" data-name="{w["name"]}" data-state="{w["state"]}"' in page
+        assert (f'data-namespace="{w["namespace"]}" data-kind="{w["kind"]}" data-name="{w["name"]}" '
+                f'data-state="{w["state"]}"') in page
     starts = re.findall(r'<g class="bucket" data-start="([^"]+)"', page)
     assert len(starts) in (len(doc["history"]["buckets"]), len(doc["history"]["buckets"]) + 1)  # an hour may turn
     assert page.count("<svg") == 1

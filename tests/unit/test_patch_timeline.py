@@ -40,7 +40,7 @@ def test_a_well_formed_patch_is_read_with_its_model_and_timeline():
     assert (patch.name, patch.policy, patch.image) == ("p1", "critical", "registry.example.com/team/web")
     assert (patch.phase, patch.result, patch.active) == ("Succeeded", "Succeeded", False)
     assert patch.target_digest == DIGEST and patch.finding_ids == ("CVE-1",)
-    assert patch.targets() == {("shop", "web")}
+    assert patch.targets() == {("Deployment", "shop", "web")}  # kind, namespace, name
     assert [p for _, p in patch.timeline] == ["Pending", "Succeeded"]
     assert patch.ended == dt.datetime(2026, 11, 27, 11, 0, tzinfo=dt.UTC) == patch.last_activity
 
@@ -64,7 +64,7 @@ def test_a_malformed_patch_reads_as_none(malformed):
 def test_the_report_leaves_a_malformed_patch_out_with_a_warning_and_retention_keeps_it():
     bad = {"metadata": {"name": "bad", "creationTimestamp": "2026-11-27T10:00:00Z"},
            "spec": {"policy": "critical"}, "status": {"phase": "Succeeded"}}
-    report = build_report(policies=[], deployments=[], imagepatches=[body(), bad], now=NOW,
+    report = build_report(policies=[], workloads=[], imagepatches=[body(), bad], now=NOW,
                           warnings=["listed"])
     assert [p.name for p in report.patches] == ["p1"]
     assert report.warnings == ("listed", "ImagePatch 'bad' is malformed and left out")

@@ -100,7 +100,7 @@ def policy(name: str = "critical", *, workloads: dict | None = None, ready: str 
 
 
 def report(deployments, patches=(), pols=None, **filters):
-    return build_report(policies=(policy(),) if pols is None else pols, deployments=deployments, imagepatches=patches,
+    return build_report(policies=(policy(),) if pols is None else pols, workloads=deployments, imagepatches=patches,
                         now=NOW, filters=Filters(**filters))
 
 

@@ -1,14 +1,18 @@
 """Read what ``imagepatch report`` needs from the cluster, with read-only RBAC.
 
 ``read_inputs`` lists ImagePatchPolicies, ImagePatches and the opted-in
-Deployments (in all namespaces, or in one) as plain dicts, exactly as the API
-serves them, for ``core.report``. It only ever uses ``list``, so the
+workloads of the four kinds imagepatch patches (Deployments, StatefulSets,
+DaemonSets, CronJobs; in all namespaces, or in one) as plain dicts, exactly
+as the API serves them but for ``kind``, which a list's items lack and which
+is set on each, for ``core.report``. It only ever uses ``list``, so the
 ``imagepatch-view`` ClusterRole (``deploy/view-role.yaml``, aggregated into
-the built-in ``view``) is enough.
+the built-in ``view``, which already lists all four kinds) is enough.
 
 A namespace user bound to ``view`` by a RoleBinding may not list the
 cluster-scoped ImagePatchPolicies and ImagePatches: the report then goes on
-with the workloads alone and says so in a warning, instead of failing.
+with the workloads alone and says so in a warning, instead of failing. The
+same for a workload kind a narrower role may not list, as long as one kind
+can be listed; when none can, the report fails with the error.
 
 ``delete_imagepatches`` is the one write here, for history retention: the
 operator deletes the ImagePatches ``core.retention.retention`` chose (it needs
@@ -30,7 +34,7 @@ from kubernetes.client.exceptions import ApiException
 
 from imagepatch.adapters.errors import AdapterError, ConfigurationError, NotFoundError
 from imagepatch.adapters.kube import classify
-from imagepatch.core import reasons
+from imagepatch.core import kinds, reasons
 from imagepatch.model.names import GROUP, IMAGEPATCHES, POLICIES, POLICY_ANNOTATION, VERSION
 
 PAGE_SIZE = 500  # list in chunks: a large cluster's Deployments do not fit one response
@@ -39,7 +43,7 @@ PAGE_SIZE = 500  # list in chunks: a large cluster's Deployments do not fit one 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ReportInputs:
     policies: list[dict[str, Any]] = field(default_factory=list)
-    deployments: list[dict[str, Any]] = field(default_factory=list)
+    workloads: list[dict[str, Any]] = field(default_factory=list)  # every kind, each with its kind
     imagepatches: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -79,23 +83,54 @@ def _list_all(what: str, fn: Callable[..., Any], *args: Any) -> list[dict[str, A
             return items
 
 
+def _opted_in_workloads(
+    api: client.ApiClient, namespace: str | None, warnings: list[str]
+) -> list[dict[str, Any]]:
+    """Opted-in workloads of every kind, each with its ``kind`` (list items carry none)."""
+    apps, batch = client.AppsV1Api(api), client.BatchV1Api(api)
+    # Each kind, its plural, and its list calls: in one namespace, in all.
+    lists: tuple[tuple[str, str, Callable[..., Any], Callable[..., Any]], ...] = (
+        (kinds.DEPLOYMENT, "Deployments", apps.list_namespaced_deployment,
+         apps.list_deployment_for_all_namespaces),
+        (kinds.STATEFULSET, "StatefulSets", apps.list_namespaced_stateful_set,
+         apps.list_stateful_set_for_all_namespaces),
+        (kinds.DAEMONSET, "DaemonSets", apps.list_namespaced_daemon_set,
+         apps.list_daemon_set_for_all_namespaces),
+        (kinds.CRONJOB, "CronJobs", batch.list_namespaced_cron_job,
+         batch.list_cron_job_for_all_namespaces),
+    )
+    where = f"in {namespace}" if namespace else "in all namespaces"
+    out: list[dict[str, Any]] = []
+    refused: list[ConfigurationError] = []
+    for kind, plural, in_namespace, everywhere in lists:
+        what = f"list {plural} {where}"
+        try:
+            items = (
+                _list_all(what, in_namespace, namespace) if namespace
+                else _list_all(what, everywhere)
+            )
+        except ConfigurationError as exc:
+            if exc.reason != reasons.FORBIDDEN:
+                raise
+            refused.append(exc)
+            warnings.append(f"cannot {what} (forbidden): the report shows none of them")
+            continue
+        # Opting in is an annotation, and annotations cannot be selected server-side.
+        out += [
+            {**item, "kind": kind}
+            for item in items
+            if POLICY_ANNOTATION in ((item.get("metadata") or {}).get("annotations") or {})
+        ]
+    if len(refused) == len(lists):
+        raise refused[0]  # nothing can be listed here: an error, not an empty report
+    return out
+
+
 def read_inputs(api: client.ApiClient, *, namespace: str | None = None) -> ReportInputs:
-    """Policies, ImagePatches and opted-in Deployments (of ``namespace``, or all)."""
-    custom, apps = client.CustomObjectsApi(api), client.AppsV1Api(api)
-    if namespace:
-        deployments = _list_all(
-            f"list Deployments in {namespace}", apps.list_namespaced_deployment, namespace
-        )
-    else:
-        deployments = _list_all(
-            "list Deployments in all namespaces", apps.list_deployment_for_all_namespaces
-        )
-    # Opting in is an annotation, and annotations cannot be selected server-side.
-    opted_in = [
-        d for d in deployments
-        if POLICY_ANNOTATION in ((d.get("metadata") or {}).get("annotations") or {})
-    ]
+    """Policies, ImagePatches and opted-in workloads of every kind (of ``namespace``, or all)."""
+    custom = client.CustomObjectsApi(api)
     warnings: list[str] = []
+    opted_in = _opted_in_workloads(api, namespace, warnings)
     lists: dict[str, list[dict[str, Any]]] = {}
     for plural, kind in ((POLICIES, "ImagePatchPolicies"),
                          (IMAGEPATCHES, "ImagePatches")):
@@ -119,7 +154,7 @@ def read_inputs(api: client.ApiClient, *, namespace: str | None = None) -> Repor
             )
     return ReportInputs(
         policies=lists[POLICIES],
-        deployments=opted_in,
+        workloads=opted_in,
         imagepatches=lists[IMAGEPATCHES],
         warnings=warnings,
     )

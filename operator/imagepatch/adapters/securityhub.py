@@ -74,7 +74,6 @@ from imagepatch.core.securityhub import (
     DEFAULT_GONE_AFTER,
     DEFAULT_REFRESH,
     KIND,
-    KIND_PATH,
     MAX_ID,
     PREFIX,
     ContainerRecord,
@@ -83,6 +82,7 @@ from imagepatch.core.securityhub import (
     FindingPlan,
     WorkloadLike,
     decide_finding,
+    kind_path,
     plan_findings,
 )
 from imagepatch.model.times import format_milli_time as _time
@@ -162,11 +162,13 @@ def asff(finding: Finding, context: FindingContext) -> dict[str, Any]:
         "ImageId": subject.digest,
         "ImageName": subject.image,
     }
-    workload_id = f"k8s://{context.cluster}/{subject.namespace}/{KIND_PATH}/{subject.workload}"
+    workload_id = (
+        f"k8s://{context.cluster}/{subject.namespace}/{kind_path(subject.kind)}/{subject.workload}"
+    )
     other = {
         "kubernetes/cluster": context.cluster,
         "kubernetes/namespace": subject.namespace,
-        "kubernetes/kind": KIND,
+        "kubernetes/kind": subject.kind,
         "kubernetes/name": subject.workload,
         "kubernetes/uid": subject.uid,
     }
@@ -174,7 +176,7 @@ def asff(finding: Finding, context: FindingContext) -> dict[str, Any]:
         F_CLUSTER: context.cluster,
         F_NAMESPACE: subject.namespace,
         F_WORKLOAD: subject.workload,
-        F_KIND: KIND,
+        F_KIND: subject.kind,
         F_CONTAINER: subject.container,
         F_REPOSITORY: subject.repository,
         F_IMAGE: subject.image,
@@ -314,6 +316,7 @@ class Exported:
     created_at: dt.datetime
     first_observed_at: dt.datetime
     updated_at: dt.datetime
+    kind: str = KIND  # findings exported before kinds were told apart are Deployments
 
     @property
     def active(self) -> bool:
@@ -350,6 +353,7 @@ class Exported:
             fingerprint=fields.get(F_FINGERPRINT, ""),
             record_state=finding.get("RecordState") or ACTIVE,
             policy=fields.get(F_POLICY) or finding["GeneratorId"][len(PREFIX) :],
+            kind=fields.get(F_KIND) or KIND,
             namespace=fields.get(F_NAMESPACE, ""),
             workload=fields.get(F_WORKLOAD, ""),
             container=fields.get(F_CONTAINER, ""),

@@ -177,6 +177,9 @@ class PatchIntent:
     evidence: Mapping[str, Any]
     tag: str = ""  # the tag the judged containers run (a patch never crosses tags)
     targets: tuple[Target, ...] = ()  # exactly the containers judged to need it
+    # The imagepatch.dev/rebuild its targets asked for, normalised ("": the
+    # policy's default). Part of the key, so every target asked for this one.
+    rebuild: str = ""
 
 
 _NAME_SAFE = re.compile(r"[^a-z0-9-]+")
@@ -207,11 +210,13 @@ def with_rebuild_override(intent: PatchIntent, requested: str) -> PatchIntent:
     An override is part of the patch's identity: a rebuild a team asked for goes
     only to the workloads that asked for the same one, and the others running
     the same image get their own patch (the policy's default has no suffix).
+    The intent carries the request: the patch's ``spec.rebuild`` is made from
+    it alone, never from another workload that shares a namespace and name.
     """
     if not requested:
         return intent
     key = f"{intent.key}|rebuild={requested}"
-    return replace(intent, key=key, name=patch_name(intent.image, key))
+    return replace(intent, key=key, name=patch_name(intent.image, key), rebuild=requested)
 
 
 def intent_for(facts: ContainerFacts, assessment: Assessment) -> PatchIntent | None:
@@ -360,13 +365,26 @@ def plan_patches(
 
 
 def overlay(
-    state: State, repository: str, digest: str, known: Sequence[KnownPatch], tag: str = ""
+    state: State,
+    repository: str,
+    digest: str,
+    known: Sequence[KnownPatch],
+    tag: str = "",
+    target: tuple[str, str, str, str] | None = None,
 ) -> State:
-    """Patching while a patch for this image+tag+digest is open; Failed if the last one failed."""
+    """Patching while a patch for this image+tag+digest is open; Failed if the last one failed.
+
+    With ``target`` (kind, namespace, name, container), a patch that lists
+    its targets counts only for those: a workload running the same image that
+    is not one of them (its rebuild was refused, say) is not being patched.
+    """
     mine = [
         p
         for p in known
-        if p.image == repository and p.current_digest == digest and (not p.tag or p.tag == tag)
+        if p.image == repository
+        and p.current_digest == digest
+        and (not p.tag or p.tag == tag)
+        and (target is None or not p.targets or target in p.targets)
     ]
     if any(p.open and not p.closing for p in mine):
         return State.PATCHING

@@ -92,10 +92,10 @@ class PatchTimeline:
     def last_activity(self) -> dt.datetime | None:
         return self.timeline[-1][0] if self.timeline else self.created
 
-    def targets(self) -> set[tuple[str, str]]:
-        """(namespace, name) of every workload it targets or rolled out to."""
-        return {(t.namespace, t.name) for t in self.patch.targets} | {
-            (e.target.namespace, e.target.name) for e in self.patch.status.rollouts
+    def targets(self) -> set[tuple[str, str, str]]:
+        """(kind, namespace, name) of every workload it targets or rolled out to."""
+        return {(t.kind, t.namespace, t.name) for t in self.patch.targets} | {
+            (e.target.kind, e.target.namespace, e.target.name) for e in self.patch.status.rollouts
         }
 
 

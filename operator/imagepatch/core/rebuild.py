@@ -19,6 +19,7 @@ A failed or timed-out build, or a refused verification, ends the patch as
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -125,6 +126,57 @@ def choice_for(patch: ImagePatch, policy: PolicySpec | None) -> RebuildChoice:
         codebuild_project=patch.codebuild_project,
         job_template=patch.job_template,
     )
+
+
+def refusal_at_start(choice: RebuildChoice, policy: PolicySpec | None) -> str:
+    """Why the rebuild a patch carries may not start now, or "" when it may.
+
+    ``spec.rebuild.allowed`` is checked again when the build starts: the
+    policy may have changed since detection opened the patch (an admin took a
+    template back), and ``spec.rebuild`` is written once, when the patch is
+    made. The policy's own strategy, CodeBuild project and Job template are
+    always allowed, as they are for workloads that ask for nothing; with no
+    (valid) policy nothing allows a build. The message names the strategy,
+    project or template and the field an admin changes to allow it.
+    """
+    what = " ".join(p for p in (choice.strategy, _setting(choice)) if p)
+    if policy is None:
+        return (
+            f"the {what} rebuild is not started: its ImagePatchPolicy is missing or invalid, "
+            "so nothing allows it (spec.rebuild.allowed)"
+        )
+    if choice.as_spec() == choose_rebuild(policy.rebuild).as_spec():
+        return ""
+    allowed = policy.rebuild.effective_allowed()
+    field = "spec.rebuild.allowed"
+    unset = (
+        ""
+        if policy.rebuild.allowed is not None
+        else f" ({field} is not set: only the policy's own strategy, project and template)"
+    )
+    why = ""
+    if choice.strategy not in {s.value for s in allowed.strategies}:
+        why = f"strategy {choice.strategy!r} is not in {field}.strategies"
+    elif choice.strategy == "codebuild" and not any(
+        fnmatch.fnmatchcase(choice.codebuild_project, g) for g in allowed.codebuild_projects
+    ):
+        why = f"CodeBuild project {choice.codebuild_project!r} is not in {field}.codebuildProjects"
+    elif choice.strategy == "job" and choice.job_template not in allowed.job_templates:
+        why = f"Job template {choice.job_template!r} is not in {field}.jobTemplates"
+    if not why:
+        return ""
+    return (
+        f"the {what} rebuild is no longer allowed by its ImagePatchPolicy: {why}{unset}; "
+        "nothing was built or rolled out"
+    )
+
+
+def _setting(choice: RebuildChoice) -> str:
+    if choice.strategy == "codebuild":
+        return f"(CodeBuild project {choice.codebuild_project!r})"
+    if choice.strategy == "job":
+        return f"(Job template {choice.job_template!r})"
+    return ""
 
 
 def requested_rebuild(annotation: str) -> dict[str, str]:

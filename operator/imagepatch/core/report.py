@@ -1,8 +1,11 @@
 """The compliance report, as a pure function of what the API serves.
 
 ``build_report`` turns what ``adapters.report_source`` read from the cluster
-(ImagePatchPolicies, opted-in Deployments, ImagePatches, as the API serves
-them) and an injected ``now`` into typed rows; ``imagepatch.cli_render``
+(ImagePatchPolicies, opted-in workloads of every kind imagepatch patches:
+Deployments, StatefulSets, DaemonSets and CronJobs, and ImagePatches, as the
+API serves them) and an injected ``now`` into typed rows, one per workload,
+keyed by kind, namespace and name (a StatefulSet and a Deployment of one name
+are two rows); ``imagepatch.cli_render``
 renders them as a table, JSON, CSV or HTML. It reads no clock and does no
 I/O. Each ImagePatch is read once with ``model.imagepatch.parse_imagepatch``
 and placed in time by ``core.patch_timeline`` (as history retention,
@@ -37,9 +40,9 @@ Where each value comes from (nothing is guessed):
   and the finding ids from the ``evidence.findings`` of the ImagePatches for
   the running digest;
 * **last patch**: the most recently active ImagePatch that targets the
-  workload or is for one of its images; its result message is the
-  workload's own rollout entry's (``reason: message``), else the last
-  history entry's, else the Ready condition's;
+  workload (same kind, namespace and name) or is for one of its images; its
+  result message is the workload's own rollout entry's (``reason:
+  message``), else the last history entry's, else the Ready condition's;
 * the **history series**: ImagePatches per time bucket (an hour when all of
   them fit in two days, else a day; at most ``max_buckets``, newest last):
   how many reached each terminal phase in the bucket, and how many were open
@@ -53,7 +56,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from imagepatch.core import compliance, reasons
+from imagepatch.core import compliance, kinds, reasons
 from imagepatch.core.compliance import State
 from imagepatch.core.patch_timeline import PatchTimeline, read_patch, ready_condition, repository
 from imagepatch.core.reasons import (
@@ -166,6 +169,12 @@ class WorkloadRow:
     finding_ids: tuple[str, ...]
     containers: tuple[ContainerRow, ...]
     last_patch: PatchRef | None
+    kind: str = kinds.DEPLOYMENT
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """The workload's identity: kind, namespace, name."""
+        return (self.kind, self.namespace, self.name)
 
     @property
     def digests(self) -> tuple[str, ...]:
@@ -232,10 +241,17 @@ def _approval(patch: PatchTimeline) -> Mapping[str, str] | None:
     return {"decision": str(approval.decision), "by": approval.by, "reason": approval.reason}
 
 
-def _result(patch: PatchTimeline, namespace: str, name: str) -> str:
+def _kind(body: Mapping[str, Any]) -> str:
+    """The workload's kind (``report_source`` sets it on each item; none: a Deployment)."""
+    kind = body.get("kind")
+    return kind if kind in kinds.KINDS else kinds.DEPLOYMENT
+
+
+def _result(patch: PatchTimeline, key: tuple[str, str, str]) -> str:
     status = patch.patch.status
     for entry in status.rollouts:
-        if (entry.target.namespace, entry.target.name) == (namespace, name) and (
+        target = entry.target
+        if (target.kind, target.namespace, target.name) == key and (
             entry.message or entry.reason
         ):
             return ": ".join(p for p in (entry.reason, entry.message) if p)
@@ -262,6 +278,7 @@ def _workload_row(
 ) -> WorkloadRow:
     meta = _meta(dep)
     namespace, name = meta.get("namespace", ""), meta.get("name", "")
+    kind = _kind(dep)
     annotations = meta.get("annotations") or {}
     policy = annotations.get(POLICY_ANNOTATION, "")
     record = from_annotation(annotations.get(STATE_ANNOTATION))
@@ -340,7 +357,7 @@ def _workload_row(
 
     repositories = {c.repository for c in containers}
     related = [
-        p for p in patches if p.image in repositories or (namespace, name) in p.targets()
+        p for p in patches if p.image in repositories or (kind, namespace, name) in p.targets()
     ]
     last = _newest(related)
     last_patch = None
@@ -350,10 +367,11 @@ def _workload_row(
             phase=last.phase,
             reason=last.reason,
             at=_phase_since(last),
-            result=_result(last, namespace, name),
+            result=_result(last, (kind, namespace, name)),
             approval=_approval(last),
         )
     return WorkloadRow(
+        kind=kind,
         namespace=namespace,
         name=name,
         policy=policy,
@@ -371,7 +389,7 @@ def _workload_row(
 
 
 def _audit(patch: PatchTimeline) -> PatchAudit:
-    keep_rollout = ("namespace", "name", "container", "phase", "reason", "message",
+    keep_rollout = ("kind", "namespace", "name", "container", "phase", "reason", "message",
                     "startedAt", "finishedAt")
     keep_history = ("phase", "at", "message", "by")
     return PatchAudit(
@@ -440,16 +458,16 @@ def history_series(
 def build_report(
     *,
     policies: Iterable[Mapping[str, Any]],
-    deployments: Iterable[Mapping[str, Any]],
+    workloads: Iterable[Mapping[str, Any]],
     imagepatches: Iterable[Mapping[str, Any]],
     now: dt.datetime,
     filters: Filters = Filters(),
     warnings: Sequence[str] = (),
     max_buckets: int = 60,
 ) -> Report:
-    """The report over the opted-in ``deployments`` that pass ``filters``.
+    """The report over the opted-in ``workloads`` (of any kind) that pass ``filters``.
 
-    Deployments without the opt-in annotation are ignored. ImagePatches are
+    Workloads without the opt-in annotation are ignored. ImagePatches are
     narrowed to the filtered policies and, when a workload filter is set, to
     those that concern a shown workload (its image or a rollout target).
     """
@@ -469,16 +487,16 @@ def build_report(
     rows = sorted(
         (
             row
-            for dep in deployments
+            for dep in workloads
             if POLICY_ANNOTATION in (_meta(dep).get("annotations") or {})
             for row in [_workload_row(dep, all_patches, now)]
             if filters.keeps(row)
         ),
-        key=lambda r: (r.policy, r.namespace, r.name),
+        key=lambda r: (r.policy, r.namespace, r.name, r.kind),
     )
     patches = all_patches
     if filters.namespace or filters.states:
-        shown = {(r.namespace, r.name) for r in rows}
+        shown = {r.key for r in rows}
         repositories = {c.repository for r in rows for c in r.containers}
         patches = [p for p in patches if p.image in repositories or p.targets() & shown]
 

@@ -13,7 +13,14 @@ sends with ``BatchImportFindings`` and remembers what was sent.
 
 **One finding per workload, container and image repository.** The Id is::
 
-    imagepatch/<cluster>/<namespace>/deployments/<workload>/<container>/<host/repository>
+    imagepatch/<cluster>/<namespace>/<kinds>/<workload>/<container>/<host/repository>
+
+where ``<kinds>`` is the workload kind's resource plural (``deployments``,
+``statefulsets``, ``daemonsets``, ``cronjobs``): a StatefulSet and a
+Deployment of one name are two findings. Deployments kept the Id they had
+when only Deployments were exported; a finding that an older version
+exported for another kind under ``deployments`` is no longer produced, so it
+is archived as gone (below) and the right Id replaces it.
 
 It carries no digest, tag, state or time. A new digest of the same image
 (a patch landed, or a rebuild) and a change of state (BaseImageOutdated to
@@ -77,7 +84,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypedDict, TypeVar
 
-from imagepatch.core import reasons
+from imagepatch.core import kinds, reasons
 from imagepatch.core.compliance import State
 from imagepatch.core.images import InvalidImageReference, parse_image
 from imagepatch.model.times import utc as _utc
@@ -93,18 +100,26 @@ __all__ = [
     "FindingFormat",
     "FindingPlan",
     "FindingSubject",
+    "KIND_PATHS",
     "Vulnerability",
     "WorkloadLike",
     "decide_finding",
     "finding_id",
     "gone_finding",
+    "kind_path",
     "plan_findings",
     "repository_of",
 ]
 
 PREFIX = "imagepatch/"  # of Ids, GeneratorIds and ProductFields keys
-KIND_PATH = "deployments"  # the workload kind in Ids and resource ids (only Deployments so far)
-KIND = "Deployment"
+KIND = kinds.DEPLOYMENT  # of a result or an exported finding that names no kind (older versions)
+# The workload kind in Ids and resource ids: its resource plural, as in API paths.
+KIND_PATHS: Mapping[str, str] = {
+    kinds.DEPLOYMENT: "deployments",
+    kinds.STATEFULSET: "statefulsets",
+    kinds.DAEMONSET: "daemonsets",
+    kinds.CRONJOB: "cronjobs",
+}
 
 MAX_ID = 512  # ASFF's limit on an Id
 MAX_VULNERABILITIES = 25
@@ -138,6 +153,9 @@ class WorkloadLike(Protocol):
     """What is read of a detection result (``reconcile.detection.WorkloadResult``)."""
 
     @property
+    def kind(self) -> str: ...
+
+    @property
     def namespace(self) -> str: ...
 
     @property
@@ -164,6 +182,9 @@ class ExportedLike(Protocol):
 
     @property
     def policy(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
 
     @property
     def namespace(self) -> str: ...
@@ -237,9 +258,18 @@ class FindingContext:
 # -- ids ------------------------------------------------------------------------------------
 
 
-def finding_id(cluster: str, namespace: str, workload: str, container: str, repository: str) -> str:
+def kind_path(kind: str) -> str:
+    """The kind's segment of Ids and resource ids: its resource plural (``deployments``)."""
+    return KIND_PATHS.get(kind) or kind.lower() + "s"
+
+
+def finding_id(
+    cluster: str, namespace: str, workload: str, container: str, repository: str,
+    *, kind: str = KIND,
+) -> str:
     """The stable Id of the finding for one container's image (see the module doc)."""
-    raw = f"{PREFIX}{cluster}/{namespace}/{KIND_PATH}/{workload}/{container}/{repository}"
+    path = kind_path(kind)
+    raw = f"{PREFIX}{cluster}/{namespace}/{path}/{workload}/{container}/{repository}"
     if len(raw) <= MAX_ID:
         return raw
     tail = hashlib.sha256(raw.encode()).hexdigest()[:32]
@@ -273,10 +303,11 @@ class FindingSubject:
     repository: str
     image: str
     digest: str
+    kind: str = KIND
 
     @property
     def where(self) -> str:
-        return f"{KIND} {self.namespace}/{self.workload}, container {self.container}"
+        return f"{self.kind} {self.namespace}/{self.workload}, container {self.container}"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -314,8 +345,10 @@ def _subject(
     name = str(container.get("name") or "")
     image = str(container.get("image") or "")
     repository = repository_of(image)
+    kind = result.kind or KIND
     return FindingSubject(
-        id=finding_id(context.cluster, result.namespace, result.name, name, repository),
+        id=finding_id(context.cluster, result.namespace, result.name, name, repository, kind=kind),
+        kind=kind,
         policy=policy,
         namespace=result.namespace,
         workload=result.name,
@@ -388,10 +421,10 @@ def decide_finding(
 def gone_finding(previous: ExportedLike, *, context: FindingContext, now: dt.datetime) -> Finding:
     """The archiving update of a finding whose container the policy no longer evaluates."""
     subject = FindingSubject(
-        id=previous.id, policy=previous.policy, namespace=previous.namespace,
-        workload=previous.workload, uid="", container=previous.container,
-        repository=previous.repository, image=previous.image or previous.repository,
-        digest=previous.digest,
+        id=previous.id, kind=previous.kind or KIND, policy=previous.policy,
+        namespace=previous.namespace, workload=previous.workload, uid="",
+        container=previous.container, repository=previous.repository,
+        image=previous.image or previous.repository, digest=previous.digest,
     )  # fmt: skip
     return Finding(
         subject=subject, state=reasons.NOT_EVALUATED, reason=reasons.NO_LONGER_EVALUATED,

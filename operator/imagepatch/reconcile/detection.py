@@ -15,7 +15,11 @@ once when a queue event names one of their images:
 2. **assess**: ``core.compliance`` gives each container and workload a state;
 3. **act**: create the ImagePatches that are needed (deterministic names, so
    never twice), each with ``spec.targets`` set to exactly the containers
-   judged to need it (same repository, tag and digest); ask the planner to
+   judged to need it (same repository, tag and digest) and ``spec.rebuild``
+   from what exactly those targets asked for (a workload whose rebuild is
+   refused is never a target; targets asking for different rebuilds get
+   different patches, since the rebuilt image goes only to the workloads that
+   asked for that rebuild); ask the planner to
    close open ones that no longer are (it is the one writer of ImagePatch
    status); open none for a container another open patch is changing, nor for
    a rebuild that already failed on the workload; post an Event when a
@@ -138,6 +142,7 @@ class WorkloadResult:
     state: str
     message: str
     containers: Sequence[Mapping[str, Any]]
+    kind: str = kinds.DEPLOYMENT  # with namespace and name, the workload's identity
 
 
 class FindingsExporter(Protocol):
@@ -471,7 +476,7 @@ class Detector:
         for intent in plan.create:
             try:
                 created = await self.kube.create_imagepatch(
-                    self._patch_body(policy, spec, intent, results)
+                    self._patch_body(policy, spec, intent)
                 )
             except AdapterError as exc:
                 if isinstance(exc, TransientError):
@@ -526,6 +531,10 @@ class Detector:
                 # It changed since this pass read it (perhaps it started): next pass decides.
                 log.info("ImagePatch %s changed while retargeting; left for the next pass",
                          existing.name)
+                continue
+            added = frozenset(t.key for t in intent.targets)
+            known = [replace(k, targets=k.targets | added) if k.name == existing.name else k
+                     for k in known]
 
         out: list[WorkloadResult] = []
         for dep, assessed in results:
@@ -534,7 +543,9 @@ class Detector:
                 a.state
                 if a.state == State.FAILED
                 else compliance.overlay(
-                    a.state, f.repository, f.digest, known, compliance.image_tag(f.image)
+                    a.state, f.repository, f.digest, known, compliance.image_tag(f.image),
+                    target=(_kind(dep), dep["metadata"]["namespace"], dep["metadata"]["name"],
+                            f.container),
                 )
                 for f, a in assessed
             ]
@@ -560,6 +571,7 @@ class Detector:
                 )  # fmt: skip
             out.append(
                 WorkloadResult(
+                    kind=_kind(dep),
                     namespace=dep["metadata"]["namespace"],
                     name=dep["metadata"]["name"],
                     uid=dep["metadata"]["uid"],
@@ -755,22 +767,18 @@ class Detector:
     # -- outputs -------------------------------------------------------------------------
 
     def _patch_body(
-        self,
-        policy: str,
-        spec: PolicySpec,
-        intent: compliance.PatchIntent,
-        results: Iterable[tuple[Mapping[str, Any], Any]],
+        self, policy: str, spec: PolicySpec, intent: compliance.PatchIntent
     ) -> dict[str, Any]:
-        requested: dict[str, str] = {}
+        """The ImagePatch for ``intent``; its ``spec.rebuild`` is decided here, once.
+
+        It comes from the intent alone: the normalised ``imagepatch.dev/rebuild``
+        that its targets (kind, namespace, name) asked for, which is part of
+        its key, over the policy's default. A workload whose request is refused
+        is never a target, so its request reaches no patch, including a patch
+        for another kind of workload with the same namespace and name.
+        """
         tag = intent.tag
-        judged = {(t.namespace, t.name) for t in intent.targets}
-        # A workload's own annotation overrides the policy's default strategy.
-        for dep, _ in results:
-            if (dep["metadata"]["namespace"], dep["metadata"]["name"]) in judged:
-                chosen = (dep["metadata"].get("annotations") or {}).get(REBUILD_ANNOTATION)
-                if chosen:
-                    requested = rebuild.requested_rebuild(chosen)
-                break
+        requested = rebuild.requested_rebuild(intent.rebuild) if intent.rebuild else {}
         choice = rebuild.choose_rebuild(spec.rebuild, **requested)
         return {
             "apiVersion": f"{GROUP}/{VERSION}",

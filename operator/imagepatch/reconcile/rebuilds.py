@@ -79,6 +79,24 @@ async def start(
     registry: RegistryClient | None = None,
     policy: PolicySpec | None = None,
 ) -> rebuild.BuildObservation:
+    """Start the build ``request`` names, if its policy still allows it.
+
+    ``spec.rebuild.allowed`` is checked again here, as the build starts
+    (``core.rebuild.refusal_at_start``): the policy may have changed since
+    the patch was opened. A refused build is never asked of a builder; the
+    patch ends ``Failed`` with ``RebuildNotAllowed`` and nothing rolls out.
+    """
+    choice = rebuild.RebuildChoice(
+        strategy=request.strategy,
+        codebuild_project=request.codebuild_project,
+        job_template=request.job_template,
+    )
+    refusal = rebuild.refusal_at_start(choice, policy)
+    if refusal:
+        log.warning("rebuild of %s refused at start: %s", request.image, refusal)
+        return rebuild.BuildObservation(
+            state="Failed", reason=reasons.REBUILD_NOT_ALLOWED, message=refusal
+        )
     builder = builders.get(request.strategy)
     if builder is None:
         return rebuild.BuildObservation(
