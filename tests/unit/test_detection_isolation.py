@@ -355,9 +355,21 @@ def test_refused_writes_for_an_orphan_and_a_missing_policy_do_not_stop_the_pass(
     assert sorted(kube.refused) == ["flaky-orphan", "lost", "orphan"]
     # A refused clean-up waits for the workload's next watch event; a transient one is retried.
     assert set(detector.orphans.values()) == {("Deployment", "ns", "flaky-orphan")}
+    # The refused PolicyNotFound record is not asked for again on every tick, but later.
+    kube.refused.clear()
+    asyncio.run(detector.evaluate_all())
+    assert kube.refused == ["flaky-orphan"]
+    later = detector.monotonic() + 301
+    detector.monotonic = lambda: later
     kube.refused.clear()
     asyncio.run(detector.evaluate_all())
     assert sorted(kube.refused) == ["flaky-orphan", "lost"]
+    # Once the write goes through, nothing about the refusal is kept.
+    del kube.refuse["lost"]
+    detector.monotonic = lambda: later + 301
+    asyncio.run(detector.evaluate_all())
+    assert kube.state("lost")["state"] == "PolicyNotFound"
+    assert detector.refused_writes == {}
 
 
 def test_a_refused_history_prune_does_not_stop_the_other_deletes():

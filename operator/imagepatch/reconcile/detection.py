@@ -96,6 +96,9 @@ log = logging.getLogger("imagepatch.detection")
 # parsed or copied into an ImagePatch.
 MAX_ANNOTATION_LENGTH = 1024
 MANAGED_BY = ("app.kubernetes.io/managed-by", "imagepatch")
+# A workload's state write the API server refused (an admission webhook) is
+# tried again after this long, or at once when the workload changes.
+REFUSED_WRITE_RETRY = 300.0
 
 # Workload states that are not compliance states: reported, never counted.
 NOT_ADMITTED = reasons.NOT_ADMITTED
@@ -189,6 +192,8 @@ class Detector:
         self.bases_of: dict[str, set[str]] = {}  # policy -> base names its workloads follow
         self.handled_request: dict[str, str] = {}  # policy -> requestedAt value handled
         self.evaluated: dict[str, str] = {}  # workload uid -> the inputs last evaluated
+        # uid -> (inputs, monotonic time) of a PolicyNotFound record the API server refused
+        self.refused_writes: dict[str, tuple[str, float]] = {}
         self._findings_errors: list[tuple[str, str]] = []  # this policy's, this pass
         self.passes = 0
 
@@ -291,6 +296,10 @@ class Detector:
         for name, workloads in sorted(by_policy.items()):
             if name not in policies:
                 for dep in workloads:
+                    uid, now = dep["metadata"]["uid"], self.monotonic()
+                    inputs, at = self.refused_writes.get(uid, ("", -1e18))
+                    if inputs == _inputs(dep) and now - at < REFUSED_WRITE_RETRY:
+                        continue  # refused before, unchanged since: not asked again every tick
                     try:
                         await self._report(
                             dep,
@@ -302,10 +311,14 @@ class Detector:
                         )
                     except Exception as exc:  # noqa: BLE001 - isolation: one workload's write
                         log.warning(
-                            "could not record state of %s/%s: %s",
-                            dep["metadata"]["namespace"], dep["metadata"]["name"], exc,
-                            exc_info=not isinstance(exc, AdapterError),
+                            "could not record state of %s/%s (retried in %.0fs or when it "
+                            "changes): %s",
+                            dep["metadata"]["namespace"], dep["metadata"]["name"],
+                            REFUSED_WRITE_RETRY, exc, exc_info=not isinstance(exc, AdapterError),
                         )  # fmt: skip
+                        self.refused_writes[uid] = (_inputs(dep), now)
+                    else:
+                        self.refused_writes.pop(uid, None)
                 continue
         for name, body in sorted(policies.items()):
             try:
@@ -369,9 +382,13 @@ class Detector:
         So memory is bounded by the fleet as it is, not by every object ever
         seen. ``self.workloads`` itself follows the watch (deleted: dropped).
         """
-        for uid in self.evaluated.keys() - self.workloads.keys():
-            del self.evaluated[uid]
-        for table in (self.last_evaluated, self.bases_of, self.handled_request):
+        by_workload: tuple[dict[str, Any], ...] = (self.evaluated, self.refused_writes)
+        for table in by_workload:
+            for uid in table.keys() - self.workloads.keys():
+                del table[uid]
+        by_policy: tuple[dict[str, Any], ...] = (
+            self.last_evaluated, self.bases_of, self.handled_request)
+        for table in by_policy:
             for name in table.keys() - policies.keys():
                 del table[name]
         metrics.keep_policies(policies.keys())
