@@ -54,7 +54,8 @@ async def _lead_then_run(args: argparse.Namespace, run: dict[str, Any]) -> int:
 
     identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}_{os.getpid()}"
     elector = LeaderElector(
-        Kube(), namespace=args.operator_namespace, name=args.lease_name, identity=identity,
+        Kube(request_timeout=args.kube_request_timeout), namespace=args.operator_namespace,
+        name=args.lease_name, identity=identity,
         lease_duration=args.lease_duration,
         renew_deadline=args.lease_duration * 2 / 3, renew_period=args.lease_duration / 3,
     )
