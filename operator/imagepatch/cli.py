@@ -54,7 +54,8 @@ async def _lead_then_run(args: argparse.Namespace, run: dict[str, Any]) -> int:
 
     identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}_{os.getpid()}"
     elector = LeaderElector(
-        Kube(), namespace=args.operator_namespace, name=args.lease_name, identity=identity,
+        Kube(request_timeout=args.kube_request_timeout), namespace=args.operator_namespace,
+        name=args.lease_name, identity=identity,
         lease_duration=args.lease_duration,
         renew_deadline=args.lease_duration * 2 / 3, renew_period=args.lease_duration / 3,
     )
@@ -86,6 +87,8 @@ def options_from_args(args: argparse.Namespace) -> Options:
         cluster_name=args.cluster_name,
         liveness_stale_after=args.liveness_stale_seconds,
         namespaces=tuple(args.namespace),
+        kube_request_timeout=args.kube_request_timeout,
+        registry_cache_bytes=args.registry_cache_size,
     )
     if options.build_namespace == options.operator_namespace:
         log.warning(
@@ -94,6 +97,31 @@ def options_from_args(args: argparse.Namespace) -> Options:
             options.build_namespace,
         )
     return options
+
+
+_UNITS = {"": 1, "k": 1000, "M": 1000**2, "G": 1000**3,
+          "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
+
+
+def byte_size(text: str) -> int:
+    """``64Mi``, ``500k``, ``1048576``: a size as Kubernetes quantities write it."""
+    value = text.strip()
+    number, unit = value.rstrip("kKMGi"), value[len(value.rstrip("kKMGi")):]
+    if unit == "K":
+        unit = "k"
+    if unit not in _UNITS or not number.isdigit():
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 64Mi, 500k, 1048576)")
+    return int(number) * _UNITS[unit]
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,6 +179,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--liveness-stale-seconds", type=float, default=300.0,
                      help="the liveness probe fails after this long without a watch event or "
                           "an API server answer (default: %(default)s)")
+    run.add_argument("--kube-request-timeout", type=_positive_seconds,
+                     default=os.environ.get("IMAGEPATCH_KUBE_REQUEST_TIMEOUT", "60"),
+                     help="seconds any one Kubernetes API call may take, the operator's and "
+                          "kopf's (default: $IMAGEPATCH_KUBE_REQUEST_TIMEOUT or %(default)s)")
+    run.add_argument("--registry-cache-size", type=byte_size,
+                     default=os.environ.get("IMAGEPATCH_REGISTRY_CACHE_SIZE", "64Mi"),
+                     help="memory budget of the cache of immutable registry reads, in bytes "
+                          "or with a Ki/Mi/Gi suffix; 0 turns it off "
+                          "(default: $IMAGEPATCH_REGISTRY_CACHE_SIZE or %(default)s)")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.set_defaults(func=_run)
     cli_report.add_parser(sub)

@@ -38,6 +38,7 @@ from imagepatch.reconcile.detection import Detector
 from imagepatch.reconcile.loops import PatchLoops
 from imagepatch.reconcile.outcomes import Backoff
 from imagepatch.reconcile.rollouts import RebuildTools
+from imagepatch.reconcile.supervisor import Supervisor
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,14 @@ class Options:
     namespaces: tuple[str, ...] = ()
     # The liveness probe fails after this long without a watch event or an API answer.
     liveness_stale_after: float = 300.0
+    # ... and while a background task died more than this many times in the window.
+    task_restart_limit: int = 5
+    task_restart_window: float = 600.0
+    # Seconds any one Kubernetes API call may take (ours and kopf's): a hung
+    # call must not hold a worker thread, and the pass waiting on it, forever.
+    kube_request_timeout: float = 60.0
+    # Bytes of immutable registry reads (manifests, configs) kept in memory.
+    registry_cache_bytes: int = 64 * 1024 * 1024
 
 POLICIES = (names.GROUP, names.VERSION, names.POLICIES)
 IMAGEPATCHES = (names.GROUP, names.VERSION, names.IMAGEPATCHES)
@@ -88,13 +97,14 @@ class Heartbeat:
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     options: Options = memo.get("options") or Options()
     # --namespace scopes every list the operator makes, as it scopes kopf's watches.
-    memo.kube = Kube(namespaces=options.namespaces)
+    memo.kube = Kube(namespaces=options.namespaces, request_timeout=options.kube_request_timeout)
     secrets = PolicySecrets(options.operator_namespace)
     memo.registry = RegistryClient(
         credentials=secrets,
         ecr=EcrCredentials(),
         insecure_hosts=options.insecure_registries,
         endpoints=options.registry_endpoints,
+        cache_bytes=options.registry_cache_bytes,
     )
     findings = FindingsReader(region=options.aws_region) if options.aws_region else None
     builders: dict[str, Builder] = {
@@ -123,19 +133,24 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
             logger=logging.getLogger("imagepatch.rollouts"),
         )
 
-    memo.loops = PatchLoops(reconcile_one, resync=RESYNC_SECONDS)
+    # Every background task is supervised: restarted with back-off when it
+    # raises, counted, and the liveness probe fails if it keeps dying.
+    memo.supervisor = Supervisor(
+        window=options.task_restart_window, max_restarts=options.task_restart_limit
+    )
+    memo.loops = PatchLoops(reconcile_one, resync=RESYNC_SECONDS, supervisor=memo.supervisor)
     memo.stop = asyncio.Event()
     memo.tasks = [
-        asyncio.create_task(memo.detector.run(memo.stop), name="detection"),
-        asyncio.create_task(
-            reconcile.resync_policies(memo.kube, memo.stop, every=RESYNC_SECONDS),
-            name="policy-resync",
+        memo.supervisor.spawn("detection", lambda: memo.detector.run(memo.stop)),
+        memo.supervisor.spawn(
+            "policy-resync",
+            lambda: reconcile.resync_policies(memo.kube, memo.stop, every=RESYNC_SECONDS),
         ),
     ]
     if options.events_queue_url:
         source = SqsEventSource(options.events_queue_url, region=options.aws_region or "us-east-1")
-        memo.tasks.append(asyncio.create_task(
-            source.run(memo.detector.on_signals, stop=memo.stop), name="events"))
+        memo.tasks.append(memo.supervisor.spawn(
+            "events", lambda: source.run(memo.detector.on_signals, stop=memo.stop)))
     # Progress lives in annotations under our own prefix, not in status.kopf:
     # our CRDs declare a structural status schema, which would prune it (kopf#527).
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
@@ -148,7 +163,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # Re-establish watches periodically, so a silently dead stream heals.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    settings.networking.request_timeout = 60
+    settings.networking.request_timeout = options.kube_request_timeout
 
 
 @kopf.on.cleanup()
@@ -195,7 +210,8 @@ async def cronjob_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None
 
 @kopf.on.probe(id="watch")
 def liveness(memo: kopf.Memo, **_: Any) -> str:
-    """Fail (HTTP 500) when the operator has heard nothing from the API server for too long."""
+    """Fail (HTTP 500) when the operator has heard nothing from the API server for too long,
+    or a background task keeps dying."""
     state = watch_liveness(
         now=time.monotonic(), started=memo.heartbeat.started,
         last_event=memo.heartbeat.last_event, last_answer=memo.kube.last_answer,
@@ -203,7 +219,10 @@ def liveness(memo: kopf.Memo, **_: Any) -> str:
     )
     if not state.alive:
         raise kopf.PermanentError(state.message)
-    return state.message
+    tasks = memo.supervisor.liveness()
+    if not tasks.alive:
+        raise kopf.PermanentError(tasks.message)
+    return f"{state.message}; {tasks.message}"
 
 
 # No kopf timer here: a timer makes kopf put its finalizer on every policy
@@ -234,6 +253,9 @@ async def imagepatch_event(
     memo.heartbeat.saw_event()
     body = event.get("object") or {}
     memo.loops.observe(event.get("type"), body)
+    if event.get("type") == "DELETED":
+        # Its back-off is not needed any more: per-object memory goes with the object.
+        memo.backoff.reset(str((body.get("metadata") or {}).get("name") or ""))
     # Until v0.1 a kopf timer drove ImagePatches, and kopf gave each one its
     # finalizer. Nothing removes it now (kopf does so only for resources with
     # changing or spawning handlers), so a pruned patch would never go away.

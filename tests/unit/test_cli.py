@@ -41,3 +41,34 @@ def test_registry_endpoints_are_host_equals_url() -> None:
     assert opts.registry_endpoints == {"registry.example.com": "https://mirror.example.com"}
     with pytest.raises(SystemExit, match="HOST=URL"):
         options("--registry-endpoint", "registry.example.com")
+
+
+def test_kube_timeout_and_registry_cache_budget_default_and_can_be_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("IMAGEPATCH_KUBE_REQUEST_TIMEOUT", raising=False)
+    monkeypatch.delenv("IMAGEPATCH_REGISTRY_CACHE_SIZE", raising=False)
+    opts = options()
+    assert (opts.kube_request_timeout, opts.registry_cache_bytes) == (60.0, 64 * 2**20)
+    opts = options("--kube-request-timeout", "7.5", "--registry-cache-size", "512Ki")
+    assert (opts.kube_request_timeout, opts.registry_cache_bytes) == (7.5, 512 * 1024)
+    monkeypatch.setenv("IMAGEPATCH_REGISTRY_CACHE_SIZE", "0")
+    monkeypatch.setenv("IMAGEPATCH_KUBE_REQUEST_TIMEOUT", "12")
+    opts = options()
+    assert (opts.kube_request_timeout, opts.registry_cache_bytes) == (12.0, 0)
+
+
+@pytest.mark.parametrize(("text", "size"), [("1048576", 2**20), ("500k", 500_000), ("500K", 500_000),
+                                            ("64Mi", 64 * 2**20), ("1Gi", 2**30), ("2M", 2_000_000)])
+def test_sizes_are_written_as_kubernetes_quantities(text: str, size: int) -> None:
+    from imagepatch.cli import byte_size
+
+    assert byte_size(text) == size
+
+
+@pytest.mark.parametrize("argv", [("--registry-cache-size", "lots"), ("--registry-cache-size", "-1Mi"),
+                                  ("--registry-cache-size", "1.5Gi"), ("--kube-request-timeout", "0"),
+                                  ("--kube-request-timeout", "soon")])
+def test_a_bad_size_or_timeout_is_refused(argv: tuple[str, str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", *argv])

@@ -307,3 +307,116 @@ def test_every_kind_and_init_container_is_judged_and_patched_with_its_kind():
     asyncio.run(detector.evaluate_all())
     assert kube.kinds[("ns", "nightly")] == "CronJob"
     assert kube.annotations[("ns", "nightly")]["imagepatch.dev/state"] is None
+
+
+class RefusingKube(MemoryKube):
+    """The API server refuses annotation writes on some workloads (an admission webhook)."""
+
+    def __init__(self, policies: list[dict], refuse: Mapping[str, Exception]) -> None:
+        super().__init__(policies)
+        self.refuse = dict(refuse)
+        self.refused: list[str] = []
+
+    async def annotate_workload(self, kind: str, ns: str, name: str,
+                                annotations: Mapping[str, Any]) -> None:
+        if name in self.refuse:
+            self.refused.append(name)
+            raise self.refuse[name]
+        await super().annotate_workload(kind, ns, name, annotations)
+
+
+def outdated_registry() -> MemoryRegistry:
+    registry = MemoryRegistry()
+
+    async def moved(image: Any, ref: str | None = None) -> ManifestInfo:
+        return ManifestInfo("sha256:" + "c" * 64, OCI_MANIFEST, 100)  # the base tag moved
+
+    registry.head_manifest = moved  # type: ignore[method-assign]
+    return registry
+
+
+def test_refused_writes_for_an_orphan_and_a_missing_policy_do_not_stop_the_pass():
+    denied = ConfigurationError("annotate Deployment: HTTP 403: denied by admission policy",
+                                reason="Forbidden")
+    kube = RefusingKube([policy("a")], {
+        "orphan": denied, "lost": denied,
+        "flaky-orphan": TransientError("annotate: HTTP 503", reason="APIUnavailable")})
+    detector = Detector(kube=kube, registry=outdated_registry())
+    for name in ("orphan", "flaky-orphan"):  # opted out, our state annotation left on them
+        gone = deployment(name, f"{ECR}/app:1", "a", **{"imagepatch.dev/state": "{}"})
+        del gone["metadata"]["annotations"]["imagepatch.dev/policy"]
+        detector.observe("MODIFIED", gone)
+    run_pass(detector, deployment("lost", f"{ECR}/app:1", "no-such-policy"),
+             deployment("web", f"{ECR}/app:1", "a"))
+
+    # Then: the other workload was evaluated and its patch created in the same pass.
+    assert kube.state("web")["state"] == "Patching"
+    assert [p["spec"]["targets"][0]["name"] for p in kube.patches.values()] == ["web"]
+    assert sorted(kube.refused) == ["flaky-orphan", "lost", "orphan"]
+    # A refused clean-up waits for the workload's next watch event; a transient one is retried.
+    assert set(detector.orphans.values()) == {("Deployment", "ns", "flaky-orphan")}
+    # The refused PolicyNotFound record is not asked for again on every tick, but later.
+    kube.refused.clear()
+    asyncio.run(detector.evaluate_all())
+    assert kube.refused == ["flaky-orphan"]
+    later = detector.monotonic() + 301
+    detector.monotonic = lambda: later
+    kube.refused.clear()
+    asyncio.run(detector.evaluate_all())
+    assert sorted(kube.refused) == ["flaky-orphan", "lost"]
+    # Once the write goes through, nothing about the refusal is kept.
+    del kube.refuse["lost"]
+    detector.monotonic = lambda: later + 301
+    asyncio.run(detector.evaluate_all())
+    assert kube.state("lost")["state"] == "PolicyNotFound"
+    assert detector.refused_writes == {}
+
+
+def test_a_refused_history_prune_does_not_stop_the_other_deletes():
+    class PruneKube(MemoryKube):
+        deleted: list[str] = []
+
+        async def delete_imagepatch(self, name: str, *, resource_version: str) -> bool:
+            if name == "old-0":
+                raise ConfigurationError("delete ImagePatch old-0: HTTP 403", reason="Forbidden")
+            self.deleted.append(name)
+            return True
+
+    kube = PruneKube([policy("a", history={"keepCount": 0})])
+    for i in range(3):
+        kube.patches[f"old-{i}"] = {
+            "metadata": {"name": f"old-{i}", "resourceVersion": "1",
+                         "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"policy": "a", "image": f"{ECR}/app"},
+            "status": {"phase": "Succeeded", "completedAt": f"2026-01-0{i + 1}T00:00:00Z"}}
+    detector = Detector(kube=kube, registry=MemoryRegistry())
+    run_pass(detector, deployment("web", f"{ECR}/app:1", "a"))
+    assert sorted(kube.deleted) == ["old-1", "old-2"]
+    assert "a" in kube.statuses
+
+
+def test_what_is_kept_per_workload_and_policy_goes_when_they_do():
+    from imagepatch.adapters.metrics import REGISTRY
+
+    kube = MemoryKube([policy("a"), policy("b")])
+    detector = Detector(kube=kube, registry=MemoryRegistry())
+    one, two = deployment("one", f"{ECR}/app:1", "a"), deployment("two", f"{ECR}/app:1", "b")
+    run_pass(detector, one, two)
+    assert set(detector.evaluated) == {"uid-one", "uid-two"}
+    assert set(detector.last_evaluated) == set(detector.bases_of) == {"a", "b"}
+    assert detector._bases  # the base digest is cached for the checkInterval
+    assert REGISTRY.get_sample_value("imagepatch_workloads", {"policy": "b", "state": "compliant"}) == 1
+
+    # When: workload "one" is deleted, policy "b" is deleted, and time passes the checkInterval.
+    detector.observe("DELETED", one)
+    kube.policies = [policy("a")]
+    later = detector.monotonic() + 25 * 3600
+    detector.monotonic = lambda: later
+    asyncio.run(detector.evaluate_all())
+
+    assert set(detector.evaluated) == {"uid-two"}  # still opted in, to a policy now missing
+    assert set(detector.last_evaluated) == set(detector.bases_of) == set(detector.handled_request) == {"a"}
+    assert detector._bases == {} and detector._scans == {}
+    assert REGISTRY.get_sample_value("imagepatch_workloads", {"policy": "b", "state": "compliant"}) is None
+    assert REGISTRY.get_sample_value("imagepatch_last_pass_timestamp_seconds", {"policy": "b"}) is None
+    assert REGISTRY.get_sample_value("imagepatch_last_pass_timestamp_seconds", {"policy": "a"}) is not None

@@ -7,6 +7,7 @@ the in-memory ``Kube`` from tests/support/memkube.py behind the detector.
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import time
 
@@ -16,6 +17,8 @@ import pytest
 from imagepatch import handlers
 from imagepatch.reconcile.detection import Detector
 from imagepatch.reconcile.loops import PatchLoops
+from imagepatch.reconcile.outcomes import Backoff
+from imagepatch.reconcile.supervisor import Supervisor
 from tests.support.memkube import MemoryKube, unavailable
 
 
@@ -42,6 +45,8 @@ def memo_with(kube: MemoryKube) -> kopf.Memo:
     memo.kube = kube
     memo.heartbeat = handlers.Heartbeat()
     memo.stale_after = 300.0
+    memo.supervisor = Supervisor()
+    memo.backoff = Backoff()
     memo.detector = Detector(kube=kube, registry=None, findings=None, secrets=None,
                              securityhub=None, tick=5.0)
     return memo
@@ -234,3 +239,32 @@ def test_a_failing_resync_is_logged_and_the_loop_goes_on(caplog) -> None:
 
     asyncio.run(scenario())
     assert Down.calls >= 2 and "policy resync failed" in caplog.text
+
+
+def test_liveness_fails_while_a_background_task_keeps_dying() -> None:
+    kube = MemoryKube()
+    memo = memo_with(kube)
+    kube.last_answer = time.monotonic()
+    memo.supervisor = Supervisor(max_restarts=2, window=600)
+    assert "background tasks running" in handlers.liveness(memo=memo)
+    now = time.monotonic()
+    memo.supervisor.deaths["detection"] = collections.deque([now - 2, now - 1, now])
+    with pytest.raises(kopf.PermanentError, match=r"detection \(3 times\)"):
+        handlers.liveness(memo=memo)
+
+
+def test_a_deleted_imagepatch_leaves_no_back_off_or_pass_count_behind() -> None:
+    async def scenario() -> tuple[dict, dict]:
+        memo = memo_with(MemoryKube())
+        memo.loops = PatchLoops(lambda name: asyncio.sleep(0, result=None), resync=60)
+        obj = {"metadata": {"name": "p1", "generation": 1}}
+        memo.backoff.next_delay("p1")  # its reconcile failed once
+        await handlers.imagepatch_event(event={"type": None, "object": obj}, memo=memo)
+        await asyncio.sleep(0.02)
+        await handlers.imagepatch_event(event={"type": "DELETED", "object": obj}, memo=memo)
+        await asyncio.sleep(0.02)
+        await memo.loops.aclose()
+        return memo.backoff.failures, memo.loops.passes
+
+    failures, passes = asyncio.run(scenario())
+    assert failures == {} and passes == {}

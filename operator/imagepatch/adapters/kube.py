@@ -5,7 +5,9 @@ keys), because ``core`` reads the API's own shapes. Every write that acts on
 a decision carries a ``resourceVersion`` precondition, so a decision made on a
 stale read fails with ``ConflictError`` instead of overwriting someone's
 change. Calls are synchronous ``kubernetes`` client calls run in a thread, so
-the kopf event loop never blocks.
+the kopf event loop never blocks; each one, body read included, is bounded by
+``request_timeout`` (a hung API server or proxy ends as a ``TransientError``,
+never a worker thread held for good).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from imagepatch.core.rollout import is_pinned
 from imagepatch.model.names import GROUP, IMAGEPATCHES, POLICIES, POLICY_ANNOTATION, VERSION
 
 COMPONENT = "imagepatch"
+# Seconds one API call may take, connect and read (``--kube-request-timeout``).
+DEFAULT_REQUEST_TIMEOUT = 60.0
 
 
 def load_api_client() -> client.ApiClient:
@@ -91,11 +95,16 @@ class Kube:
     """The operations imagepatch performs on the API server."""
 
     def __init__(
-        self, api_client: client.ApiClient | None = None, *, namespaces: Sequence[str] = ()
+        self, api_client: client.ApiClient | None = None, *, namespaces: Sequence[str] = (),
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
     ) -> None:
-        """``namespaces``: the ``--namespace`` scope (names or kopf's glob patterns); empty: all."""
+        """``namespaces``: the ``--namespace`` scope (names or kopf's glob patterns); empty: all.
+
+        ``request_timeout``: seconds any one call may take (a call may ask for less).
+        """
         self.api = api_client or load_api_client()
         self.namespaces = tuple(namespaces)
+        self.request_timeout = request_timeout
         self.core = client.CoreV1Api(self.api)
         self.apps = client.AppsV1Api(self.api)
         self.batch = client.BatchV1Api(self.api)
@@ -121,8 +130,14 @@ class Kube:
         self, what: str, fn: Callable[..., Any], *args: Any,
         missing_ok: bool = False, **kwargs: Any,
     ) -> dict[str, Any] | None:
+        # One timeout for every call, here rather than at each call site. The
+        # body is read in the worker thread too, under the same timeout: a
+        # slow read must neither hang for good nor block the event loop.
+        kwargs.setdefault("_request_timeout", self.request_timeout)
         try:
-            data = _json(await asyncio.to_thread(fn, *args, _preload_content=False, **kwargs))
+            data = await asyncio.to_thread(
+                lambda: _json(fn(*args, _preload_content=False, **kwargs))
+            )
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
             error = classify(exc, what)
             if isinstance(exc, ApiException) and (exc.status or 0) < 500:

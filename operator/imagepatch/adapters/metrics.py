@@ -9,7 +9,7 @@ counters through a collector, read at scrape time.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -82,6 +82,14 @@ AWS_ERRORS = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+# Background tasks (detection, policy resync, queue consumer, patch loops)
+# restarted by the supervisor after an unexpected exception.
+TASK_RESTARTS = Counter(
+    "imagepatch_task_restarts_total",
+    "Background tasks restarted after an unexpected exception, by task.",
+    ["task"],
+    registry=REGISTRY,
+)
 
 _SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFORMATIONAL", "UNDEFINED")
 _phase_seen: dict[str, set[str]] = {}
@@ -142,10 +150,33 @@ def record_patches(patches: Iterable[Mapping[str, Any]]) -> None:
     for (policy, phase), n in counts.items():
         PATCHES.labels(policy=policy, phase=phase).set(n)
         _phase_seen.setdefault(policy, set()).add(phase)
-    for policy, phases in _phase_seen.items():
+    with_patches = {policy for policy, _ in counts}
+    for policy, phases in list(_phase_seen.items()):
+        if policy not in with_patches:
+            # No ImagePatch names it any more: its series go, not stay at 0 for good.
+            for phase in phases:
+                _remove(PATCHES, policy, phase)
+            del _phase_seen[policy]
+            continue
         for phase in phases:
             if (policy, phase) not in counts:
                 PATCHES.labels(policy=policy, phase=phase).set(0)
+
+
+def keep_policies(policies: Collection[str]) -> None:
+    """Remove the detection series of every policy not in ``policies`` (it was deleted)."""
+    for metric in (WORKLOADS, FINDINGS, EXPOSURE, LAST_PASS):
+        for family in metric.collect():
+            for sample in family.samples:
+                if sample.labels.get("policy", "") not in policies:
+                    _remove(metric, *sample.labels.values())
+
+
+def _remove(metric: Gauge, *labels: str) -> None:
+    try:
+        metric.remove(*labels)
+    except KeyError:  # already gone
+        pass
 
 
 def record_detection_pass() -> None:
@@ -154,6 +185,10 @@ def record_detection_pass() -> None:
 
 def record_patch_reconcile() -> None:
     PATCH_RECONCILES.inc()
+
+
+def record_task_restart(task: str) -> None:
+    TASK_RESTARTS.labels(task=task).inc()
 
 
 def record_result(result: str) -> None:

@@ -33,11 +33,13 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from imagepatch.adapters.errors import AdapterError, ConfigurationError, NotFoundError
-from imagepatch.adapters.kube import classify
+from imagepatch.adapters.kube import DEFAULT_REQUEST_TIMEOUT, classify
 from imagepatch.core import kinds, reasons
 from imagepatch.model.names import GROUP, IMAGEPATCHES, POLICIES, POLICY_ANNOTATION, VERSION
 
 PAGE_SIZE = 500  # list in chunks: a large cluster's Deployments do not fit one response
+# Each call is bounded as the operator's are: a hung API server ends the report with an error.
+REQUEST_TIMEOUT = DEFAULT_REQUEST_TIMEOUT
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -70,7 +72,8 @@ def _list_all(what: str, fn: Callable[..., Any], *args: Any) -> list[dict[str, A
     items: list[dict[str, Any]] = []
     token = None
     while True:
-        kwargs: dict[str, Any] = {"limit": PAGE_SIZE, "_preload_content": False}
+        kwargs: dict[str, Any] = {"limit": PAGE_SIZE, "_preload_content": False,
+                                  "_request_timeout": REQUEST_TIMEOUT}
         if token:
             kwargs["_continue"] = token
         try:
@@ -175,7 +178,8 @@ def delete_imagepatches(
         body = client.V1DeleteOptions(preconditions=client.V1Preconditions(
             resource_version=version))
         try:
-            custom.delete_cluster_custom_object(GROUP, VERSION, IMAGEPATCHES, name, body=body)
+            custom.delete_cluster_custom_object(GROUP, VERSION, IMAGEPATCHES, name, body=body,
+                                                _request_timeout=REQUEST_TIMEOUT)
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
             error: AdapterError = classify(exc, f"delete ImagePatch {name}")
             if error.reason in ("NotFound", "Conflict"):

@@ -10,10 +10,15 @@ happened, the pod is reported dead and the kubelet restarts it; a fresh
 process re-lists and re-watches everything.
 
 Times are monotonic seconds; ``started`` gives a fresh process its grace.
+
+A process whose watches are fine can still be broken: a background task
+(detection, the policy resync, the queue consumer) that raises again each
+time it is restarted. ``tasks_liveness`` reports such a process dead too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -41,3 +46,28 @@ def watch_liveness(
     if not seen:
         return Liveness(alive=False, message=f"{what} since start {quiet:.0f}s ago")
     return Liveness(alive=False, message=f"{what} for {quiet:.0f}s (limit {stale_after:.0f}s)")
+
+
+def tasks_liveness(
+    *,
+    now: float,
+    deaths: Mapping[str, Sequence[float]],
+    window: float,
+    max_restarts: int,
+) -> Liveness:
+    """Alive unless a background task died more than ``max_restarts`` times in ``window`` s.
+
+    A supervisor restarts a task that raised (``reconcile.supervisor``); a
+    task that keeps dying is a process the kubelet should replace, and
+    until it is, the probe says which task and how often.
+    """
+    recent = {
+        task: sum(1 for t in times if now - t <= window) for task, times in deaths.items()
+    }
+    dying = sorted(task for task, n in recent.items() if n > max_restarts)
+    if dying:
+        what = ", ".join(f"{task} ({recent[task]} times)" for task in dying)
+        return Liveness(
+            alive=False, message=f"background task died in the last {window:.0f}s: {what}"
+        )
+    return Liveness(alive=True, message="background tasks running")

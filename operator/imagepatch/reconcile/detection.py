@@ -100,6 +100,9 @@ log = logging.getLogger("imagepatch.detection")
 # parsed or copied into an ImagePatch.
 MAX_ANNOTATION_LENGTH = 1024
 MANAGED_BY = ("app.kubernetes.io/managed-by", "imagepatch")
+# A workload's state write the API server refused (an admission webhook) is
+# tried again after this long, or at once when the workload changes.
+REFUSED_WRITE_RETRY = 300.0
 
 # Workload states that are not compliance states: reported, never counted.
 NOT_ADMITTED = reasons.NOT_ADMITTED
@@ -194,6 +197,8 @@ class Detector:
         self.bases_of: dict[str, set[str]] = {}  # policy -> base names its workloads follow
         self.handled_request: dict[str, str] = {}  # policy -> requestedAt value handled
         self.evaluated: dict[str, str] = {}  # workload uid -> the inputs last evaluated
+        # uid -> (inputs, monotonic time) of a PolicyNotFound record the API server refused
+        self.refused_writes: dict[str, tuple[str, float]] = {}
         self._findings_errors: list[tuple[str, str]] = []  # this policy's, this pass
         self.passes = 0
 
@@ -244,8 +249,8 @@ class Detector:
                 await self.evaluate_all()
             except AdapterError as exc:
                 log.warning("detection pass failed: %s: %s", exc.reason, exc)
-            except Exception:  # keep detecting: one bad pass must not stop the loop
-                log.exception("detection pass crashed")
+            # Anything else is a bug: it ends this run, and the supervisor
+            # (reconcile.supervisor) logs it, counts it and restarts the loop.
             try:
                 await asyncio.wait_for(self.wake.wait(), timeout=self.tick)
             except TimeoutError:
@@ -276,22 +281,49 @@ class Detector:
         for dep in self.workloads.values():
             name = dep["metadata"]["annotations"][POLICY_ANNOTATION]
             by_policy.setdefault(name, []).append(dep)
+        self._forget_gone(policies)
         memo = _Pass()
         forced, self.forced = self.forced, set()
+        # Each write below is one workload's: one the API server refuses (an
+        # admission webhook, a 4xx) is logged and the others, and the pass, go on.
         for uid, (kind, ns, name) in list(self.orphans.items()):
-            await self.kube.annotate_workload(kind, ns, name, {STATE_ANNOTATION: None})
+            try:
+                await self.kube.annotate_workload(kind, ns, name, {STATE_ANNOTATION: None})
+            except TransientError as exc:  # kept: the next pass tries again
+                log.warning("could not clear the state of %s %s/%s (opted out): %s: %s",
+                            kind, ns, name, exc.reason, exc)
+                continue
+            except Exception as exc:  # noqa: BLE001 - isolation: one workload's write
+                # Refused: forgotten until its next watch event, not retried every tick.
+                log.warning("could not clear the state of %s %s/%s (opted out): %s", kind, ns,
+                            name, exc, exc_info=not isinstance(exc, AdapterError))
             self.orphans.pop(uid, None)
         for name, workloads in sorted(by_policy.items()):
             if name not in policies:
                 for dep in workloads:
-                    await self._report(
-                        dep,
-                        POLICY_NOT_FOUND,
-                        f"ImagePatchPolicy {_clip(name)!r} does not exist; "
-                        "this workload is left alone",
-                        [],
-                        name,
-                    )
+                    uid, now = dep["metadata"]["uid"], self.monotonic()
+                    inputs, at = self.refused_writes.get(uid, ("", -1e18))
+                    if inputs == _inputs(dep) and now - at < REFUSED_WRITE_RETRY:
+                        continue  # refused before, unchanged since: not asked again every tick
+                    try:
+                        await self._report(
+                            dep,
+                            POLICY_NOT_FOUND,
+                            f"ImagePatchPolicy {_clip(name)!r} does not exist; "
+                            "this workload is left alone",
+                            [],
+                            name,
+                        )
+                    except Exception as exc:  # noqa: BLE001 - isolation: one workload's write
+                        log.warning(
+                            "could not record state of %s/%s (retried in %.0fs or when it "
+                            "changes): %s",
+                            dep["metadata"]["namespace"], dep["metadata"]["name"],
+                            REFUSED_WRITE_RETRY, exc, exc_info=not isinstance(exc, AdapterError),
+                        )  # fmt: skip
+                        self.refused_writes[uid] = (_inputs(dep), now)
+                    else:
+                        self.refused_writes.pop(uid, None)
                 continue
         for name, body in sorted(policies.items()):
             try:
@@ -349,6 +381,37 @@ class Detector:
             )
         metrics.record_detection_pass()
 
+    def _forget_gone(self, policies: Mapping[str, Mapping[str, Any]]) -> None:
+        """Drop what is kept per workload or policy once it is gone, and stale cache entries.
+
+        So memory is bounded by the fleet as it is, not by every object ever
+        seen. ``self.workloads`` itself follows the watch (deleted: dropped).
+        """
+        by_workload: tuple[dict[str, Any], ...] = (self.evaluated, self.refused_writes)
+        for table in by_workload:
+            for uid in table.keys() - self.workloads.keys():
+                del table[uid]
+        by_policy: tuple[dict[str, Any], ...] = (
+            self.last_evaluated, self.bases_of, self.handled_request)
+        for table in by_policy:
+            for name in table.keys() - policies.keys():
+                del table[name]
+        metrics.keep_policies(policies.keys())
+        # A cached base digest or scan report is read only within the
+        # checkInterval of the policy reading it: older than the longest
+        # interval of any policy, it would never be read again.
+        intervals = []
+        for body in policies.values():
+            try:
+                intervals.append(parse_policy(body).spec.base_images.check_interval.total_seconds())
+            except SpecError:
+                continue
+        longest, now = max(intervals, default=0.0), self.monotonic()
+        for ref in [r for r, (at, _) in self._bases.items() if now - at >= longest]:
+            del self._bases[ref]
+        for key in [k for k, (at, _) in self._scans.items() if now - at >= longest]:
+            del self._scans[key]
+
     def _record_metrics(self, policy: str, results: Sequence[WorkloadResult]) -> None:
         counts = compliance.counts(
             State(r.state) for r in results if r.state in {str(x) for x in State}
@@ -377,7 +440,12 @@ class Detector:
         )
         versions = {p["metadata"]["name"]: p["metadata"]["resourceVersion"] for p in mine}
         for name in names:
-            if await self.kube.delete_imagepatch(name, resource_version=versions[name]):
+            try:
+                deleted = await self.kube.delete_imagepatch(name, resource_version=versions[name])
+            except AdapterError as exc:  # one refused delete must not stop the others
+                log.warning("could not prune ImagePatch %s: %s: %s", name, exc.reason, exc)
+                continue
+            if deleted:
                 log.info("ImagePatch %s pruned (policy %s history retention)", name, policy)
 
     # -- one policy ----------------------------------------------------------------------

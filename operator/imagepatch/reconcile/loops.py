@@ -10,13 +10,17 @@ costs no API calls between its due times, and there is exactly one actor per
 ImagePatch: a name never has two tasks.
 
 The loop ends when a watch event shows the patch finished (a terminal
-phase) or deleted. This module knows asyncio and the object's shape; what a
-reconcile does is the ``reconcile`` callable's business.
+phase) or deleted. A loop that raises outside its reconcile is restarted by
+the supervisor (``reconcile.supervisor``) under the kind ``patch-loop``; what
+is kept per patch name is dropped when its patch is deleted. This module
+knows asyncio and the object's shape; what a reconcile does is the
+``reconcile`` callable's business.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +29,7 @@ from typing import Any
 from imagepatch.adapters import metrics
 from imagepatch.model.imagepatch import TERMINAL_PHASES
 from imagepatch.model.names import LAST_HANDLED_ANNOTATION
+from imagepatch.reconcile.supervisor import Supervisor
 
 log = logging.getLogger("imagepatch.loops")
 
@@ -60,9 +65,12 @@ class _Loop:
 class PatchLoops:
     """The set of per-ImagePatch loops, fed by watch events (``observe``)."""
 
-    def __init__(self, reconcile: Reconcile, *, resync: float = 300.0) -> None:
+    def __init__(
+        self, reconcile: Reconcile, *, resync: float = 300.0, supervisor: Supervisor | None = None
+    ) -> None:
         self.reconcile = reconcile
         self.resync = resync
+        self.supervisor = supervisor or Supervisor()
         self.loops: dict[str, _Loop] = {}
         self.passes: dict[str, int] = {}  # name -> reconciles run (for tests and logs)
         self.policy_generations: dict[str, Any] = {}  # policy -> the generation last seen
@@ -81,13 +89,18 @@ class PatchLoops:
             if loop is not None and alive:
                 loop.stop = True
                 loop.wake.set()
+            if event_type == "DELETED":
+                self.passes.pop(name, None)
+                self.supervisor.forget(f"imagepatch/{name}")
             return
         key = wake_key(body)
         policy = str((body.get("spec") or {}).get("policy") or "")
         if loop is None or not alive:
             loop = _Loop(key=key, policy=policy)
             self.loops[name] = loop
-            loop.task = asyncio.create_task(self._run(name, loop), name=f"imagepatch/{name}")
+            loop.task = self.supervisor.spawn(
+                "patch-loop", functools.partial(self._run, name, loop), name=f"imagepatch/{name}"
+            )
             return
         loop.stop = False  # unfinished again (a finished event was stale)
         loop.policy = policy

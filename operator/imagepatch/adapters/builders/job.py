@@ -220,6 +220,7 @@ class JobBuilder:
     ) -> None:
         self._batch = client.BatchV1Api(kube.api)
         self._core = client.CoreV1Api(kube.api)
+        self._request_timeout = kube.request_timeout  # as every call of adapters.kube
         self._registry = registry
         self._namespace = namespace
         self._clock = clock
@@ -441,6 +442,7 @@ class JobBuilder:
     ) -> dict[str, Any] | None:
         # The raw JSON, as the API serves it (camelCase), like adapters.kube;
         # the blocking client runs in a thread so the event loop never waits.
+        kwargs.setdefault("_request_timeout", self._request_timeout)
         try:
             resp = await asyncio.to_thread(fn, *args, _preload_content=False, **kwargs)
             doc: dict[str, Any] = json.loads(resp.data)

@@ -41,7 +41,7 @@ from imagepatch.adapters.errors import (
     TransientError,
 )
 from imagepatch.adapters.registry.auth import _Auth
-from imagepatch.adapters.registry.cache import _LRU
+from imagepatch.adapters.registry.cache import _LRU, DEFAULT_CACHE_BYTES
 from imagepatch.adapters.registry.credentials import CredentialProvider
 from imagepatch.adapters.registry.stats import RequestStats
 from imagepatch.adapters.registry.transport import (
@@ -120,7 +120,7 @@ class RegistryClient(_Writes, _Auth):
     * ``retry``: a ``RetryPolicy`` (``RetryPolicy.disabled()`` for one try);
       ``stamina.set_testing(True)`` also turns waits off.
     * ``timeout``: per request (httpx), clipped to the retry budget.
-    * ``cache_entries``: size of the digest cache (0 turns it off).
+    * ``cache_bytes``: budget of the digest cache in bytes (0 turns it off).
     * ``clock``: monotonic seconds, for token expiry and budgets.
     """
 
@@ -133,7 +133,7 @@ class RegistryClient(_Writes, _Auth):
         endpoints: Mapping[str, str] | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
-        cache_entries: int = 2048,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
         max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
         clock: Callable[[], float] = time.monotonic,
         stats: RequestStats | None = None,
@@ -144,7 +144,7 @@ class RegistryClient(_Writes, _Auth):
             clock=clock, stats=stats, transport=transport,
         )  # fmt: skip
         self._init_auth(credentials, ecr)
-        self._cache = _LRU(cache_entries)
+        self._cache = _LRU(cache_bytes)
         self._max_blob_bytes = max_blob_bytes
 
     async def __aenter__(self) -> RegistryClient:
