@@ -105,8 +105,10 @@ def names(found: tuple[kinds.StuckPod, ...]) -> list[str]:
      sts(), [good(0), broken(1, phase="Pending")], ["db-1"]),
     ("Ready but not Running does not count as Ready",
      sts(), [good(0), broken(1, ready=True, phase="Pending")], ["db-1"]),
-    ("Parallel: its controller replaces old-revision pods itself",
-     sts(management="Parallel"), [good(0), broken(1)], []),
+    ("Parallel: its controller may wait on it too (MaxUnavailableStatefulSet)",
+     sts(management="Parallel"), [good(0), broken(1)], ["db-1"]),
+    ("Parallel, the controller deleting it already",
+     sts(management="Parallel"), [good(0), broken(1, deleting=True)], []),
     ("OnDelete is never patched", sts(strategy="OnDelete"), [good(0), broken(1)], []),
     ("the controller has not observed the restored template yet",
      sts(observed=2), [good(0), broken(1)], []),
@@ -279,8 +281,9 @@ def test_a_learned_revision_is_recorded_even_with_nothing_to_delete_yet() -> Non
     assert step.delete_pods is None and step.requeue_after == GATE_POLL
 
 
-def test_a_parallel_statefulset_waits_for_its_controller() -> None:
-    step = step_for(entry(badRevision="db-bad"), sts(management="Parallel"), [good(0), broken(1)])
+def test_a_pod_the_controller_is_deleting_already_is_waited_for() -> None:
+    step = step_for(entry(badRevision="db-bad"), sts(management="Parallel"),
+                    [good(0), broken(1, deleting=True)])
     assert step.delete_pods is None and step.requeue_after == GATE_POLL
     assert "deletedPods" not in (step.status.get("rollouts") or [{}])[0]
 

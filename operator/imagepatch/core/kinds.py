@@ -35,7 +35,8 @@ kind-agnostic:
     any, so a pod of the bad revision that never gets Ready blocks it for
     ever. Kubernetes documents the cure as the "forced rollback": delete the
     pods of the bad revision once the template is reverted
-    (:func:`bad_revision`, :func:`forced_rollback`).
+    (:func:`bad_revision`, :func:`forced_rollback`; ``Parallel`` ones too,
+    see there).
   - **DaemonSet**, ``RollingUpdate``: ``updatedNumberScheduled`` and
     ``numberAvailable`` equal ``desiredNumberScheduled`` once the controller
     observed the generation. The controller itself keeps no more than
@@ -441,11 +442,12 @@ def forced_rollback(
     """The pods of ``bad_revision`` that the reverted StatefulSet's controller never replaces.
 
     Kubernetes' "forced rollback" (concepts/workloads/controllers/statefulset):
-    with ``podManagementPolicy: OrderedReady`` the controller stops at the
-    first pod that is not Running and Ready, before it replaces any pod of an
-    old revision, so a broken pod of the bad revision stays for ever after
-    the template is reverted. These are the pods to delete; the controller
-    then recreates them from the restored template. Only pods that block:
+    with ``podManagementPolicy: OrderedReady`` (the default) the controller
+    stops at the first pod that is not Running and Ready, before it replaces
+    any pod of an old revision, so a broken pod of the bad revision stays for
+    ever after the template is reverted. These are the pods to delete; the
+    controller then recreates them from the restored template. Only pods that
+    block:
 
     * of the bad revision (``controller-revision-hash``), owned by this
       StatefulSet (ownerReferences uid), at or above the partition (the
@@ -456,17 +458,23 @@ def forced_rollback(
       update promises; a forced delete of it would only cost a serving pod.
       A ``Failed`` or ``Succeeded`` pod the controller deletes itself.
 
+    ``Parallel`` StatefulSets too. Their controller's default update loop
+    deletes a pod of an old revision before it waits for readiness, so the
+    pod is usually terminating already when this looks, and nothing is left
+    to do. But behind the ``MaxUnavailableStatefulSet`` feature gate (alpha
+    in 1.34, beta from 1.35) the loop first counts unavailable pods against
+    ``maxUnavailable`` (1 by default) and stops when they reach it (read in
+    the 1.34 source), so the broken pod blocks it as well. Deleting a pod
+    that serves nothing costs nothing, and the preconditions make a race
+    with the controller harmless.
+
     Empty until the controller has observed the restored template
     (``observedGeneration``, and an ``updateRevision`` that is not the bad
-    one; a pod deleted before that would be recreated on the bad revision).
-    Empty for ``Parallel`` too: its controller deletes a pod of an old
-    revision before it waits for readiness, so it needs no help (and an
-    ``OnDelete`` StatefulSet is never patched). Sorted by ordinal.
+    one; a pod deleted before that would be recreated on the bad revision);
+    empty for ``OnDelete`` (never patched). Sorted by ordinal.
     """
     spec = _mapping(statefulset.get("spec"))
     status = _mapping(statefulset.get("status"))
-    if (spec.get("podManagementPolicy") or "OrderedReady") != "OrderedReady":
-        return ()
     strategy = _mapping(spec.get("updateStrategy"))
     if (strategy.get("type") or "RollingUpdate") != "RollingUpdate":
         return ()

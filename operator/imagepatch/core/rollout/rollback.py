@@ -9,10 +9,11 @@ it), so the same bad rebuild is never rolled out there again. The restored
 image only needs to be available again (no soak); if it is unhealthy too,
 the patch fails with ``RollbackFailed`` for a human to look at.
 
-A StatefulSet with ``podManagementPolicy: OrderedReady`` (the default) needs
-Kubernetes' "forced rollback" as well: its controller waits for a broken pod
-of the bad revision to get Ready before it replaces anything, so the
-reverted template alone never reaches it. The revision that ran the bad
+A StatefulSet needs Kubernetes' "forced rollback" as well: with
+``podManagementPolicy: OrderedReady`` (the default) its controller waits for
+a broken pod of the bad revision to get Ready before it replaces anything, so
+the reverted template alone never reaches it (``Parallel``: see
+``core.kinds.forced_rollback``). The revision that ran the bad
 image is recorded in the entry (``badRevision``) with the rollback write;
 once the controller has observed the restored template, the pods of that
 revision that block it are named in the entry (``deletedPods``, and its
@@ -183,9 +184,9 @@ def _forced_rollback(ctx: Context, *, index: int, workload: Workload) -> Step | 
     it = "it" if one else "them"
     note = (
         f"{_FORCED_NOTE}deleted pod{'' if one else 's'} {', '.join(named)} of the bad revision"
-        f" {entry.bad_revision} (not Running and Ready: the OrderedReady StatefulSet controller"
-        f" waited on {it} and would never replace {it}); the controller recreates {it} from"
-        " the restored template"
+        f" {entry.bad_revision} (not Running and Ready: the StatefulSet controller waits on"
+        f" {it} and would never replace {it}); the controller recreates {it} from the restored"
+        " template"
     )
     if left:
         note += (
