@@ -66,6 +66,9 @@ NOT_REACHED: dict[Grant, str] = {
         )
         for verb in verbs
     },
+    Grant("", "pods", "delete", None): (
+        "the forced rollback of an OrderedReady StatefulSet whose new pod never gets Ready: "
+        "reached by test_statefulset_rollback.py, not by these Deployment scenarios"),
     Grant("imagepatch.dev", "imagepatches", "patch", None): (
         "metadata writes only: detection's close request and retargeting of an unstarted patch, "
         "and removing a v0.1 finalizer; reached by test_detection.py::"

@@ -6,6 +6,8 @@
 * Leader election's Lease calls: create, a stale ``resourceVersion`` refused
   with ``ConflictError``, and a second elector standing by until the first
   releases the Lease.
+* A StatefulSet's forced rollback deletes a pod only while it is the very
+  pod observed (uid and resourceVersion preconditions).
 """
 
 from __future__ import annotations
@@ -228,5 +230,39 @@ def test_trial_job_is_created_once_from_the_cronjob_template(kube) -> None:
                         timeout=30, what="the trial Job's pod")
         assert {p["metadata"]["labels"]["batch.kubernetes.io/job-name"] for p in pods} == {
             "cj-trial"}
+    finally:
+        kube.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def test_a_stuck_pod_is_deleted_only_while_it_is_the_pod_observed(kube) -> None:
+    """The forced rollback's delete: uid and resourceVersion preconditions, a gone pod is fine."""
+    from imagepatch.core.kinds import StuckPod
+
+    ns = kinds_namespace(kube)
+    try:
+        # Never scheduled, so a delete removes it at once (no kubelet to wait for).
+        body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "db-1", "namespace": ns},
+                "spec": {"nodeSelector": {"imagepatch.dev/test": "never-scheduled"},
+                         "containers": [{"name": "app", "image": "x:1"}]}}
+        kube.kubectl("apply", "-f", "-", input=json.dumps(body))
+        adapter = Kube(kube.api_client)
+
+        def observed() -> StuckPod:
+            meta = json.loads(kube.kubectl("get", "pod", "db-1", "-n", ns, "-o", "json"))["metadata"]
+            return StuckPod(name="db-1", uid=meta["uid"], resource_version=meta["resourceVersion"])
+
+        seen = observed()
+        other = StuckPod(name="db-1", uid="another-pod-of-that-name",
+                         resource_version=seen.resource_version)
+        assert asyncio.run(adapter.delete_stuck_pods(ns, [other])) == []
+        kube.kubectl("annotate", "pod", "db-1", "-n", ns, "changed=since-read")
+        assert asyncio.run(adapter.delete_stuck_pods(ns, [seen])) == []  # stale resourceVersion
+        assert observed().uid == seen.uid  # still there
+
+        now = observed()
+        assert asyncio.run(adapter.delete_stuck_pods(ns, [now])) == ["db-1"]
+        assert asyncio.run(adapter.delete_stuck_pods(ns, [now])) == []  # gone already
+        assert not kube.kubectl("get", "pod", "db-1", "-n", ns, "--ignore-not-found", "-o",
+                                "name").strip()
     finally:
         kube.kubectl("delete", "namespace", ns, "--wait=false", check=False)

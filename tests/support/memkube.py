@@ -236,6 +236,21 @@ class MemoryKube:
         self._enter("list_pods")
         return copy.deepcopy(self.pods.get(namespace, []))
 
+    async def delete_stuck_pods(self, namespace: str, pods) -> list[str]:
+        """As the adapter: each only while its uid and resourceVersion are as observed."""
+        self._enter("delete_stuck_pods")
+        deleted = []
+        for pod in pods:
+            items = self.pods.get(namespace, [])
+            found = next((p for p in items if p["metadata"].get("name") == pod.name), None)
+            if found is None or found["metadata"].get("uid") != pod.uid or (
+                    pod.resource_version
+                    and found["metadata"].get("resourceVersion") != pod.resource_version):
+                continue
+            items.remove(found)
+            deleted.append(pod.name)
+        return deleted
+
     async def list_namespace_pods(self, namespace: str) -> list[dict[str, Any]]:
         self._enter("list_namespace_pods")
         return copy.deepcopy(self.pods.get(namespace, []))

@@ -79,13 +79,16 @@ class Scenario:
         crashloop_on: str | None = None, never_ready_on: str | None = None,
         job_fail_on: str | None = None, init_containers: list[dict] | None = None,
         partition: int = 0, strategy: str = "RollingUpdate", schedule: str = "*/1 * * * *",
-        suspend: bool = False,
+        suspend: bool = False, pod_management: str = "Parallel",
     ) -> dict:
         """An opted-in workload of any kind, as a team would write it.
 
         ``init_containers`` go into the pod template as given (a native
         sidecar has ``restartPolicy: Always``). The kwok stages turn pods bad
         only once a container runs the named digest, as for Deployments.
+        ``pod_management`` is a StatefulSet's ``podManagementPolicy``
+        (``Parallel`` starts its pods at once, so most tests use it; the
+        Kubernetes default is ``OrderedReady``).
         """
         labels = {"app": name}
         for key, digest in (("crashloop", crashloop_on), ("never-ready", never_ready_on),
@@ -113,7 +116,8 @@ class Scenario:
             return self.wait_available(namespace, name, replicas)
         update: dict[str, Any] = {"type": strategy}
         if kind == "StatefulSet":
-            spec |= {"replicas": replicas, "serviceName": name, "podManagementPolicy": "Parallel"}
+            spec |= {"replicas": replicas, "serviceName": name,
+                     "podManagementPolicy": pod_management}
             if strategy == "RollingUpdate":
                 update["rollingUpdate"] = {"partition": partition}
         spec["updateStrategy"] = update

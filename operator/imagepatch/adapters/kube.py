@@ -33,7 +33,7 @@ from imagepatch.adapters.errors import (
     TransientError,
 )
 from imagepatch.core import reasons
-from imagepatch.core.kinds import CONTAINER_LISTS, CRONJOB, JOB_NAME_LABELS, KINDS
+from imagepatch.core.kinds import CONTAINER_LISTS, CRONJOB, JOB_NAME_LABELS, KINDS, StuckPod
 from imagepatch.core.reasons import (
     UNPINNED_IMAGE,
 )
@@ -351,6 +351,31 @@ class Kube:
             label_selector=label_selector,
         )
         return list(data.get("items", []))
+
+    async def delete_stuck_pods(self, namespace: str, pods: Sequence[StuckPod]) -> list[str]:
+        """Delete each pod only while it is still the pod observed; return the names deleted.
+
+        Only for a StatefulSet's forced rollback: ``core.kinds.forced_rollback``
+        chose them from a read of the StatefulSet's pods (owned by it, of the
+        bad revision, not Ready). Each delete carries the pod's uid and
+        resourceVersion as preconditions, so it never hits a pod recreated
+        under the same name or changed since that read (409: it is judged
+        again on the next pass); a pod gone already (404) is fine. Pods are
+        deleted gracefully, with their own termination grace period.
+        """
+        deleted: list[str] = []
+        for pod in pods:
+            preconditions = {"uid": pod.uid}
+            if pod.resource_version:
+                preconditions["resourceVersion"] = pod.resource_version
+            try:
+                await self._call(f"delete Pod {namespace}/{pod.name}",
+                                 self.core.delete_namespaced_pod, pod.name, namespace,
+                                 body={"preconditions": preconditions})
+            except (NotFoundError, ConflictError):
+                continue
+            deleted.append(pod.name)
+        return deleted
 
     async def list_namespace_pods(self, namespace: str) -> list[dict[str, Any]]:
         data = await self._call(f"list pods in {namespace}", self.core.list_namespaced_pod,

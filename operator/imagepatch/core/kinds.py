@@ -28,6 +28,15 @@ kind-agnostic:
     updateRevision``. A partition at or above ``replicas`` updates nothing:
     the image is set but unverified (``Partitioned``), as with a Deployment
     scaled to zero.
+
+    A rollback of an ``OrderedReady`` StatefulSet (the default
+    ``podManagementPolicy``) needs more than the reverted template: the
+    controller waits for every pod to be Running and Ready before it replaces
+    any, so a pod of the bad revision that never gets Ready blocks it for
+    ever. Kubernetes documents the cure as the "forced rollback": delete the
+    pods of the bad revision once the template is reverted
+    (:func:`bad_revision`, :func:`forced_rollback`; ``Parallel`` ones too,
+    see there).
   - **DaemonSet**, ``RollingUpdate``: ``updatedNumberScheduled`` and
     ``numberAvailable`` equal ``desiredNumberScheduled`` once the controller
     observed the generation. The controller itself keeps no more than
@@ -51,6 +60,7 @@ import datetime as dt
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from imagepatch.core import health, reasons
@@ -374,7 +384,147 @@ def assess_cronjob(
         healthy_since=None)
 
 
+# --- forced rollback (StatefulSet) --------------------------------------------------
+
+# At most this many pods are deleted, and named in the rollout entry, by one
+# target's forced rollback (a StatefulSet's pod names are fixed, so one name
+# is deleted at most once in practice). Broken pods beyond it are left for a
+# human; the rollback gate then fails at its deadline.
+FORCED_ROLLBACK_LIMIT = 100
+
+
+@dataclass(frozen=True, slots=True)
+class StuckPod:
+    """A pod to delete, only while it is still the very pod observed (uid, resourceVersion)."""
+
+    name: str
+    uid: str
+    resource_version: str
+
+
+def bad_revision(
+    statefulset: Mapping[str, Any],
+    pods: Sequence[Mapping[str, Any]],
+    *,
+    container: str,
+    image: str,
+) -> str:
+    """The revision of ``statefulset`` whose ``container`` runs ``image`` (the bad one), or ''.
+
+    While the bad template is live and the controller has observed it, that is
+    the controller's own record, ``status.updateRevision`` (a status tenants
+    do not write). Otherwise (the template is restored already, or the
+    controller has not caught up) it is the ``controller-revision-hash`` of
+    the StatefulSet's own pods (ownerReferences) whose ``container`` runs
+    ``image``, when they all carry the same one; '' when no pod does.
+    """
+    found = find_container(statefulset, container)
+    update_revision = _str(_mapping(statefulset.get("status")).get("updateRevision"))
+    if found is not None and found[1].get("image") == image and _observed(statefulset) \
+            and update_revision:
+        return update_revision
+    uid = _mapping(statefulset.get("metadata")).get("uid")
+    revisions = {
+        _revision(p) or ""
+        for p in pods
+        if _owned_by(p, uid) and _pod_image(p, container) == image
+    }
+    revisions.discard("")
+    return revisions.pop() if len(revisions) == 1 else ""
+
+
+def forced_rollback(
+    statefulset: Mapping[str, Any],
+    pods: Sequence[Mapping[str, Any]],
+    *,
+    bad_revision: str,
+) -> tuple[StuckPod, ...]:
+    """The pods of ``bad_revision`` that the reverted StatefulSet's controller never replaces.
+
+    Kubernetes' "forced rollback" (concepts/workloads/controllers/statefulset):
+    with ``podManagementPolicy: OrderedReady`` (the default) the controller
+    stops at the first pod that is not Running and Ready, before it replaces
+    any pod of an old revision, so a broken pod of the bad revision stays for
+    ever after the template is reverted. These are the pods to delete; the
+    controller then recreates them from the restored template. Only pods that
+    block:
+
+    * of the bad revision (``controller-revision-hash``), owned by this
+      StatefulSet (ownerReferences uid), at or above the partition (the
+      ordinals its rollout changed), not already terminating;
+    * not Running and Ready. A Ready pod of the bad revision does not block:
+      the controller replaces it itself, one at a time in ordinal order, once
+      the blocking ones are back, which keeps the availability a rolling
+      update promises; a forced delete of it would only cost a serving pod.
+      A ``Failed`` or ``Succeeded`` pod the controller deletes itself.
+
+    ``Parallel`` StatefulSets too. Their controller's default update loop
+    deletes a pod of an old revision before it waits for readiness, so the
+    pod is usually terminating already when this looks, and nothing is left
+    to do. But behind the ``MaxUnavailableStatefulSet`` feature gate (alpha
+    in 1.34, beta from 1.35) the loop first counts unavailable pods against
+    ``maxUnavailable`` (1 by default) and stops when they reach it (read in
+    the 1.34 source), so the broken pod blocks it as well. Deleting a pod
+    that serves nothing costs nothing, and the preconditions make a race
+    with the controller harmless.
+
+    Empty until the controller has observed the restored template
+    (``observedGeneration``, and an ``updateRevision`` that is not the bad
+    one; a pod deleted before that would be recreated on the bad revision);
+    empty for ``OnDelete`` (never patched). Sorted by ordinal.
+    """
+    spec = _mapping(statefulset.get("spec"))
+    status = _mapping(statefulset.get("status"))
+    strategy = _mapping(spec.get("updateStrategy"))
+    if (strategy.get("type") or "RollingUpdate") != "RollingUpdate":
+        return ()
+    update_revision = _str(status.get("updateRevision"))
+    if not bad_revision or not _observed(statefulset) or not update_revision \
+            or update_revision == bad_revision:
+        return ()
+    uid = _mapping(statefulset.get("metadata")).get("uid")
+    replicas = _int(spec.get("replicas"), 1)
+    partition = min(max(_int(_mapping(strategy.get("rollingUpdate")).get("partition"), 0), 0),
+                    replicas)
+    stuck = [
+        p for p in pods
+        if _owned_by(p, uid)
+        and _revision(p) == bad_revision
+        and not _mapping(p.get("metadata")).get("deletionTimestamp")
+        and (_ordinal(p) or 0) >= partition
+        and _mapping(p.get("status")).get("phase") not in ("Failed", "Succeeded")
+        and not (_mapping(p.get("status")).get("phase") == "Running" and _pod_ready(p))
+    ]
+    stuck.sort(key=lambda p: (_ordinal(p) or 0, _str(_mapping(p.get("metadata")).get("name"))))
+    metas = [_mapping(p.get("metadata")) for p in stuck]
+    # Every pod the API serves has a name and a uid; without them no delete
+    # could carry its precondition.
+    return tuple(
+        StuckPod(name=meta["name"], uid=meta["uid"],
+                 resource_version=_str(meta.get("resourceVersion")) or "")
+        for meta in metas
+        if _str(meta.get("name")) and _str(meta.get("uid"))
+    )
+
+
 # --- small readers -------------------------------------------------------------------
+
+
+def _observed(workload: Mapping[str, Any]) -> bool:
+    """Whether the workload's controller has observed its latest generation."""
+    status = _mapping(workload.get("status"))
+    generation = _int(_mapping(workload.get("metadata")).get("generation"), 0)
+    return _int(status.get("observedGeneration"), 0) >= generation
+
+
+def _pod_image(pod: Mapping[str, Any], container: str) -> str | None:
+    """The image ``container`` of ``pod`` runs (its spec; init containers too)."""
+    spec = _mapping(pod.get("spec"))
+    for key in CONTAINER_LISTS:
+        for c in spec.get(key) or ():
+            if _mapping(c).get("name") == container:
+                return _str(c.get("image"))
+    return None
 
 
 def _owned_by(obj: Mapping[str, Any], uid: Any) -> bool:

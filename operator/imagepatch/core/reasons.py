@@ -162,3 +162,6 @@ HEALTH_GATE_FAILED = "HealthGateFailed"
 ROLLING_BACK = "RollingBack"
 ROLLED_BACK = "RolledBack"
 ROLLBACK_FAILED = "RollbackFailed"
+# An OrderedReady StatefulSet's pods of the bad revision deleted after the
+# revert (Kubernetes' "forced rollback"; core/kinds.py).
+FORCED_ROLLBACK = "ForcedRollback"

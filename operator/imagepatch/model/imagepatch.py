@@ -123,6 +123,11 @@ class RolloutEntry:
     # A CronJob's trial run (policy rollout.cronJobTrialRun): the Job's name,
     # recorded before it is created.
     trial_job: str = ""
+    # A StatefulSet's forced rollback: the controller revision that ran
+    # targetImage, recorded before any pod of it is deleted, and the pods
+    # deleted (or being deleted) so the restored template can replace them.
+    bad_revision: str = ""
+    deleted_pods: tuple[str, ...] = ()
 
     @property
     def restore_image(self) -> str:
@@ -150,6 +155,8 @@ class RolloutEntry:
             "rollbackStartedAt": self.rollback_started_at,
             "rollbackImage": self.rollback_image,
             "trialJob": self.trial_job,
+            "badRevision": self.bad_revision,
+            "deletedPods": list(self.deleted_pods),
         }
         out.update({k: v for k, v in optional.items() if v})
         return out
@@ -268,6 +275,8 @@ def _entry(raw: Mapping[str, Any], index: int) -> RolloutEntry:
         rollback_started_at=raw.get("rollbackStartedAt") or "",
         rollback_image=raw.get("rollbackImage") or "",
         trial_job=raw.get("trialJob") or "",
+        bad_revision=raw.get("badRevision") or "",
+        deleted_pods=tuple(str(n) for n in raw.get("deletedPods") or ()),
     )
 
 

@@ -336,6 +336,15 @@ async def reconcile_imagepatch(
             logger.info("ImagePatch %s: starting trial run %s", name, step.trial_job)
             await kube.create_trial_job(workload.deployment, step.trial_job)
             continue
+        if step.delete_pods is not None:
+            # A StatefulSet's forced rollback; the pods were named in the
+            # entry first. Each delete holds only if the pod is still the one
+            # observed; the next plan sees what is left.
+            target = step.delete_pods.target
+            deleted = await kube.delete_stuck_pods(target.namespace, step.delete_pods.pods)
+            logger.info("ImagePatch %s: forced rollback of %s %s/%s deleted %s", name,
+                        target.kind, target.namespace, target.name, deleted or "no pod")
+            continue
         if step.action is not None:
             act = step.action
             logger.info(

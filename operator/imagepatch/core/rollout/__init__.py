@@ -39,7 +39,9 @@ and the status being built):
 * ``rebuild``: no target digest yet: approval, build, verification;
 * ``targets``: exact targets, pinning, waves, window, conflicts, the first write;
 * ``gate``: the health gate's seam (``assess``) and the ``Gating`` phase;
-* ``rollback``: ``RollingBack`` and the failed-digest memory on the workload;
+* ``rollback``: ``RollingBack``, the failed-digest memory on the workload, and
+  a StatefulSet's forced rollback (its broken pods of the bad revision
+  deleted once the template is restored);
 * ``drift``: a target gone, or changed by someone else.
 
 This module re-exports the names the reconcile loop and the tests use.

@@ -89,6 +89,14 @@ class PatchImage:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class DeletePods:
+    """A StatefulSet's forced rollback: delete these pods, each only if still as observed."""
+
+    target: Target
+    pods: tuple[kinds.StuckPod, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class WorkloadEvent:
     target: Target
     type: str  # Normal | Warning
@@ -108,6 +116,8 @@ class Step:
     # Create this Job from the target CronJob's template (a trial run; a Job of
     # that name existing already is fine), then plan again.
     trial_job: str = ""
+    # Delete these pods (recorded in the rollout entry first), then plan again.
+    delete_pods: DeletePods | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -235,6 +245,7 @@ class Context:
         start_build: bool = False,
         discover: bool = False,
         trial_job: str = "",
+        delete_pods: DeletePods | None = None,
     ) -> Step:
         """The step: the status to record (only if it changed), the action, what next."""
         recorded = self.patch.status.to_dict()
@@ -249,6 +260,7 @@ class Context:
             start_build=start_build,
             discover=discover,
             trial_job=trial_job,
+            delete_pods=delete_pods,
         )
 
     def skip(self, index: int, *, reason: str, message: str) -> None:
