@@ -24,13 +24,16 @@ from imagepatch.adapters import metrics
 from imagepatch.adapters.builders import Builder
 from imagepatch.adapters.errors import AdapterError, ConflictError
 from imagepatch.adapters.kube import Kube
+from imagepatch.adapters.memory import OperatorMemory
 from imagepatch.adapters.registry import RegistryClient
 from imagepatch.core import kinds, reasons
 from imagepatch.core.images import parse_image
 from imagepatch.core.rebuild import BuildObservation
 from imagepatch.core.rollout import (
+    FAILED_ANNOTATION,
     GATE_POLL,
     Candidate,
+    PatchImage,
     Window,
     Workload,
     active_target,
@@ -40,6 +43,7 @@ from imagepatch.core.rollout import (
 )
 from imagepatch.core.scans import FindingsSource
 from imagepatch.core.window import window_state
+from imagepatch.model import memory as memory_model
 from imagepatch.model import names
 from imagepatch.model.errors import SpecError
 from imagepatch.model.imagepatch import (
@@ -251,6 +255,21 @@ def _record_metrics(old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
                 metrics.record_duration("rollback", took)
 
 
+async def _remember_failed(
+    memory: OperatorMemory, act: PatchImage, workload: Workload | None
+) -> str:
+    """Record the rollback's failed digest in the operator's memory; the annotation mirror."""
+    assert act.failed is not None
+    meta = ((workload.deployment if workload else None) or {}).get("metadata") or {}
+    target = act.target
+    record = memory_model.with_failed(
+        memory.get(target.kind, target.namespace, target.name, meta.get("uid", "")),
+        digest=act.failed.digest, key=act.failed.key, patch=act.failed.patch, now=act.failed.at,
+    )
+    await memory.put(record)
+    return memory_model.failed_mirror(record)
+
+
 async def reconcile_imagepatch(
     *,
     name: str,
@@ -258,8 +277,13 @@ async def reconcile_imagepatch(
     clock: Clock = utcnow,
     logger: logging.Logger = log,
     tools: RebuildTools | None = None,
+    memory: OperatorMemory | None = None,
 ) -> float | None:
-    """Advance one ImagePatch as far as it can go now; return when to look again."""
+    """Advance one ImagePatch as far as it can go now; return when to look again.
+
+    ``memory``: where a rollback records the failed digest before it writes
+    (``adapters.memory``); without it only the workload's annotation mirror is.
+    """
     body = await kube.get_imagepatch(name)
     seen: dict[str, Any] = {}  # rebuild observations of this pass
     candidates: list[Candidate] | None = None  # looked for once, when the planner asks
@@ -350,6 +374,12 @@ async def reconcile_imagepatch(
             # it (containers or initContainers) is the adapter's business.
             found = kinds.find_container(workload.deployment if workload else None,
                                          act.target.container)
+            annotations = dict(act.annotations)
+            if act.failed is not None and memory is not None:
+                # Intent before the side effect: the failed digest is in the operator's
+                # memory before the rollback is written (a failure here raises, and
+                # nothing is written); the annotation is the mirror of that record.
+                annotations[FAILED_ANNOTATION] = await _remember_failed(memory, act, workload)
             try:
                 await kube.set_container_image(
                     act.target.namespace,
@@ -357,7 +387,7 @@ async def reconcile_imagepatch(
                     container=act.target.container,
                     image=act.image,
                     resource_version=act.resource_version,
-                    annotations=act.annotations,
+                    annotations=annotations,
                     allow_unpinned=not act.pinned,
                     kind=act.target.kind,
                     container_list=found[0] if found else "containers",

@@ -21,9 +21,10 @@ writes them into ``spec.targets``; a human's patch without targets is matched
 by the same rule). Only digest-pinned references are written: forward
 ``repo:tag@<new digest>``, back ``repo:tag@<the digest that ran>``. A
 container that another open patch is changing is not started (``Conflict``,
-naming the holder). A digest that failed on a workload is remembered on the
-workload (``imagepatch.dev/failed-digests``), so history pruning cannot make
-the same bad rebuild be rolled out there again.
+naming the holder). A digest that failed on a workload is remembered in the
+operator's memory (``adapters.memory``; the workload's
+``imagepatch.dev/failed-digests`` is only its mirror), so history pruning
+cannot make the same bad rebuild be rolled out there again.
 
 Targets go one at a time, wave by wave; a wave's ``soak`` must pass after its
 last target turned healthy before the next wave starts. New targets start
@@ -54,6 +55,7 @@ from imagepatch.core.rollout.context import (
     POLICY_POLL,
     Candidate,
     Context,
+    FailedDigest,
     PatchImage,
     Step,
     Window,
@@ -82,6 +84,7 @@ __all__ = [
     "POLICY_POLL",
     "Candidate",
     "Context",
+    "FailedDigest",
     "PatchImage",
     "Step",
     "Window",

@@ -1,11 +1,15 @@
-"""Rolling a target back, and the failed-digest memory it leaves on the workload.
+"""Rolling a target back, and the failed-digest memory it leaves.
 
 ``RollingBack`` is recorded (by the gate) before anything is written, so a
 restart mid-rollback finishes the rollback and never rolls forward again.
-The rollback writes the image that ran, pinned to its digest, together with
-the failed digest added to the workload's ``imagepatch.dev/failed-digests``
-annotation: that memory outlives the ImagePatch (history retention may delete
-it), so the same bad rebuild is never rolled out there again. The restored
+The rollback action names the failed digest (``PatchImage.failed``): the
+reconciler records it in the operator's memory (``adapters.memory``, in the
+operator's namespace) *before* it writes the image that ran, pinned to its
+digest. That memory outlives the ImagePatch (history retention may delete
+it), so the same bad rebuild is never rolled out there again; a tenant cannot
+erase or forge it. The write also carries the workload's
+``imagepatch.dev/failed-digests`` annotation, a mirror for people that is
+never read back for a decision. The restored
 image only needs to be available again (no soak); if it is unhealthy too,
 the patch fails with ``RollbackFailed`` for a human to look at.
 """
@@ -25,6 +29,7 @@ from imagepatch.core.rollout.context import (
     FAILED_MEMORY,
     GATE_POLL,
     Context,
+    FailedDigest,
     PatchImage,
     Step,
     Workload,
@@ -145,4 +150,7 @@ def _restore(ctx: Context, *, index: int, deployment: Mapping[str, Any]) -> Patc
         resource_version=deployment["metadata"]["resourceVersion"],
         annotations=memory,
         pinned=is_pinned(entry.restore_image),
+        failed=FailedDigest(digest=failed, key=ctx.patch.key, patch=ctx.patch.name, at=ctx.now)
+        if failed
+        else None,
     )
