@@ -27,8 +27,10 @@ it lives under, and the bounded updates::
 
 Sharding: records are spread by a hash of (kind, namespace, name) over
 :data:`SHARDS` ConfigMaps, so no object nears etcd's 1.5 MiB limit at 10,000
-workloads (a full record is ~0.3 KiB; with ten failed rebuilds ~2.6 KiB; see
-``tests/unit/test_memory_model.py`` for the measured figures).
+workloads: a typical record is ~0.4 KiB, the largest (two containers, ten
+failed rebuilds) ~4.3 KiB, so the fullest of 128 shards (~100 records) holds
+~40 KiB, and ~430 KiB if every record were the largest (``tests/unit/test_memory_model.py``
+prints the measured figures).
 
 Reading is tolerant like every reader of stored JSON: a value that is not a
 record of this version reads as no record.
@@ -40,14 +42,14 @@ import datetime as dt
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from imagepatch.model.times import format_time, parse_time
 
 VERSION = 1
-SHARDS = 64
+SHARDS = 128
 FAILED_LIMIT = 10
 CONFIGMAP_PREFIX = "imagepatch-memory-"
 # On each memory ConfigMap: how the operator finds its own (one LIST at start).
@@ -219,17 +221,3 @@ def decode_shard(data: Mapping[str, Any] | None) -> dict[tuple[str, str, str], W
         if record is not None and data_key(*record.identity) == key:
             out[record.identity] = record
     return out
-
-
-def stale_keys(
-    records: Iterable[WorkloadMemory], live: Mapping[tuple[str, str, str], str]
-) -> list[tuple[str, str, str]]:
-    """Records to prune: their workload is gone, or is another object now (another uid).
-
-    ``live`` maps each existing workload's identity to its uid.
-    """
-    return [
-        r.identity
-        for r in records
-        if r.identity not in live or (r.uid and live[r.identity] and live[r.identity] != r.uid)
-    ]

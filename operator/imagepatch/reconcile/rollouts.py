@@ -146,14 +146,21 @@ def _claiming(patch: ImagePatch) -> bool:
     return nxt is not None and nxt.phase == TargetPhase.PENDING
 
 
-async def observe_workload(kube: Kube, target: Target) -> Workload:
-    """The target's workload (of its kind), its pods and, for a CronJob, its Jobs."""
+async def observe_workload(
+    kube: Kube, target: Target, memory: OperatorMemory | None = None
+) -> Workload:
+    """The target's workload (of its kind), its pods, for a CronJob its Jobs, and the
+    digests that failed on it before (the operator's memory, never its annotations)."""
     obj = await kube.get_workload(target.kind, target.namespace, target.name)
     if obj is None:
         return Workload(target=target, deployment=None)
     pods = await kube.workload_pods(target.kind, obj)
     jobs = await kube.cronjob_jobs(obj) if target.kind == kinds.CRONJOB else []
-    return Workload(target=target, deployment=obj, pods=tuple(pods), jobs=tuple(jobs))
+    record = (memory or OperatorMemory()).get(
+        target.kind, target.namespace, target.name, (obj.get("metadata") or {}).get("uid", "")
+    )
+    return Workload(target=target, deployment=obj, pods=tuple(pods), jobs=tuple(jobs),
+                    failed_digests=frozenset(e["digest"] for e in record.failed))
 
 
 def _involved(target: Target, workload: Workload | None) -> dict[str, Any]:
@@ -281,9 +288,11 @@ async def reconcile_imagepatch(
 ) -> float | None:
     """Advance one ImagePatch as far as it can go now; return when to look again.
 
-    ``memory``: where a rollback records the failed digest before it writes
-    (``adapters.memory``); without it only the workload's annotation mirror is.
+    ``memory``: the operator's memory (``adapters.memory``): the digests that
+    failed on a target before, and where a rollback records its failed digest
+    before it writes (an in-process one when not given: unit tests).
     """
+    memory = memory if memory is not None else OperatorMemory()
     body = await kube.get_imagepatch(name)
     seen: dict[str, Any] = {}  # rebuild observations of this pass
     candidates: list[Candidate] | None = None  # looked for once, when the planner asks
@@ -302,7 +311,7 @@ async def reconcile_imagepatch(
                 policy = None  # the policy's own status says what is wrong
         now = clock()
         target = active_target(patch)
-        workload = await observe_workload(kube, target) if target else None
+        workload = await observe_workload(kube, target, memory) if target else None
         state = window_state(policy.maintenance_window if policy else None, now)
         await _observe_rebuild(tools, patch, policy, now, seen)
         claiming = _claiming(patch)
@@ -375,7 +384,7 @@ async def reconcile_imagepatch(
             found = kinds.find_container(workload.deployment if workload else None,
                                          act.target.container)
             annotations = dict(act.annotations)
-            if act.failed is not None and memory is not None:
+            if act.failed is not None:
                 # Intent before the side effect: the failed digest is in the operator's
                 # memory before the rollback is written (a failure here raises, and
                 # nothing is written); the annotation is the mirror of that record.

@@ -65,7 +65,6 @@ from imagepatch.core.rollout.context import (
     target_digest,
 )
 from imagepatch.core.rollout.plan import plan
-from imagepatch.core.rollout.rollback import failed_memory, remember_failed
 from imagepatch.core.rollout.targets import (
     active_target,
     pin_targets,
@@ -91,12 +90,10 @@ __all__ = [
     "Workload",
     "WorkloadEvent",
     "active_target",
-    "failed_memory",
     "is_pinned",
     "pin_targets",
     "pinned_image",
     "plan",
-    "remember_failed",
     "running_digest",
     "runs_patch_image",
     "target_digest",

@@ -61,6 +61,9 @@ class Workload:
     deployment: Mapping[str, Any] | None
     pods: Sequence[Mapping[str, Any]] = ()
     jobs: Sequence[Mapping[str, Any]] = ()
+    # Digests that failed on this workload before, from the operator's memory
+    # (never from the workload's imagepatch.dev/failed-digests annotation, a mirror).
+    failed_digests: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
