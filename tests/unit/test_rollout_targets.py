@@ -7,7 +7,6 @@ Each case is one planner step (or a settle loop) with an injected clock, as in
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 
 import pytest
