@@ -43,7 +43,7 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -151,7 +151,11 @@ class FindingsExporter(Protocol):
     """
 
     async def export(
-        self, results_by_policy: Mapping[str, Iterable[WorkloadResult]], *, now: dt.datetime
+        self,
+        results_by_policy: Mapping[str, Iterable[WorkloadResult]],
+        *,
+        now: dt.datetime,
+        opted_out: Collection[tuple[str, str]] = (),
     ) -> object: ...
 
 
@@ -344,7 +348,10 @@ class Detector:
             self._record_metrics(name, results)
             if self.securityhub is not None:
                 try:
-                    await self.securityhub.export({name: results}, now=self.clock())
+                    await self.securityhub.export(
+                        {name: results}, now=self.clock(),
+                        opted_out={(ns, n) for _, ns, n in self.opted_out},
+                    )
                 except AdapterError as exc:
                     log.warning(
                         "Security Hub export for policy %s failed: %s: %s", name, exc.reason, exc
