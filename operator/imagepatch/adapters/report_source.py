@@ -10,6 +10,12 @@ A namespace user bound to ``view`` by a RoleBinding may not list the
 cluster-scoped ImagePatchPolicies and ImagePatches: the report then goes on
 with the workloads alone and says so in a warning, instead of failing.
 
+``read_memory`` lists the operator's memory (ConfigMaps in its namespace,
+``adapters.memory``) when the reader may: the state annotations on workloads
+are mirrors their owners can edit, so the report prefers the operator's
+record; a reader who may not list them (``view``) gets the mirrors and a
+warning that says so.
+
 ``delete_imagepatches`` is the one write here, for history retention: the
 operator deletes the ImagePatches ``core.retention.retention`` chose (it needs
 ``delete``, which the operator's role has and the view role has not).
@@ -31,6 +37,7 @@ from kubernetes.client.exceptions import ApiException
 from imagepatch.adapters.errors import AdapterError, ConfigurationError, NotFoundError
 from imagepatch.adapters.kube import classify
 from imagepatch.core import reasons
+from imagepatch.model.memory import MEMORY_LABEL, MEMORY_LABEL_VALUE
 from imagepatch.model.names import GROUP, IMAGEPATCHES, POLICIES, POLICY_ANNOTATION, VERSION
 
 PAGE_SIZE = 500  # list in chunks: a large cluster's Deployments do not fit one response
@@ -42,6 +49,8 @@ class ReportInputs:
     deployments: list[dict[str, Any]] = field(default_factory=list)
     imagepatches: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # The operator's memory records (data key -> JSON), or None when not readable.
+    memory: dict[str, str] | None = None
 
 
 def api_client(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
@@ -79,8 +88,37 @@ def _list_all(what: str, fn: Callable[..., Any], *args: Any) -> list[dict[str, A
             return items
 
 
-def read_inputs(api: client.ApiClient, *, namespace: str | None = None) -> ReportInputs:
-    """Policies, ImagePatches and opted-in Deployments (of ``namespace``, or all)."""
+def read_memory(api: client.ApiClient, operator_namespace: str) -> dict[str, str] | None:
+    """The operator's memory records; None when they cannot be listed (a view user) or
+    there are none in ``operator_namespace``.
+
+    They are ConfigMaps in the operator's namespace (``adapters.memory``); the
+    ``view`` role does not reach that namespace, an admin does.
+    """
+    try:
+        items = _list_all(
+            f"list ConfigMaps in {operator_namespace}",
+            client.CoreV1Api(api).list_namespaced_config_map, operator_namespace,
+        )
+    except ConfigurationError as exc:
+        if exc.reason != reasons.FORBIDDEN:
+            raise
+        return None
+    mine = [
+        cm for cm in items
+        if ((cm.get("metadata") or {}).get("labels") or {}).get(MEMORY_LABEL) == MEMORY_LABEL_VALUE
+    ]
+    if not mine:
+        return None  # no operator keeps its memory there (another --operator-namespace?)
+    return {key: value for cm in mine for key, value in (cm.get("data") or {}).items()}
+
+
+def read_inputs(
+    api: client.ApiClient, *, namespace: str | None = None,
+    operator_namespace: str = "imagepatch-system",
+) -> ReportInputs:
+    """Policies, ImagePatches and opted-in Deployments (of ``namespace``, or all), and the
+    operator's memory when readable."""
     custom, apps = client.CustomObjectsApi(api), client.AppsV1Api(api)
     if namespace:
         deployments = _list_all(
@@ -122,6 +160,7 @@ def read_inputs(api: client.ApiClient, *, namespace: str | None = None) -> Repor
         deployments=opted_in,
         imagepatches=lists[IMAGEPATCHES],
         warnings=warnings,
+        memory=read_memory(api, operator_namespace),
     )
 
 

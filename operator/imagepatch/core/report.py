@@ -13,7 +13,12 @@ Where each value comes from (nothing is guessed):
 
 * a workload's **state, reason, message and containers** are the
   ``imagepatch.dev/state`` annotation that detection writes
-  (``reconcile.detection``), read with ``model.workload_state``; the states
+  (``reconcile.detection``), read with ``model.workload_state``; that
+  annotation is a mirror the workload's owner can edit, so when the reader
+  can list the operator's memory (``model.memory``) the state and its
+  ``since`` are the operator's, and a disagreeing annotation is named as
+  such in the message (no record there: not evaluated); when it cannot, a
+  warning says the states shown are the mirrors; the states
   are those of ``core.compliance`` plus ``NotAdmitted`` and
   ``PolicyNotFound``. An opted-in workload with no record yet (or one
   recorded under another policy) is ``Unknown`` / ``NotEvaluated``; the
@@ -50,7 +55,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from imagepatch.core import compliance, reasons
@@ -59,6 +64,7 @@ from imagepatch.core.patch_timeline import PatchTimeline, read_patch, ready_cond
 from imagepatch.core.reasons import (
     NOT_EVALUATED,
 )
+from imagepatch.model import memory as memory_model
 from imagepatch.model.imagepatch import TERMINAL_PHASES, Phase
 from imagepatch.model.names import POLICY_ANNOTATION, STATE_ANNOTATION
 from imagepatch.model.times import parse_time
@@ -257,14 +263,44 @@ def _newest(patches: Iterable[PatchTimeline]) -> PatchTimeline | None:
     return max(patches, key=lambda p: (p.last_activity or epoch, p.name), default=None)
 
 
+def _verdict(
+    dep: Mapping[str, Any], record: WorkloadState | None, memory: Mapping[str, str]
+) -> WorkloadState | None:
+    """The annotation's record checked against the operator's memory (``model.memory``).
+
+    The annotation is a mirror the workload's owner can edit; the operator's
+    memory holds the state it decided and since when. Where they disagree the
+    memory wins and the message says the annotation was not the verdict.
+    """
+    meta = _meta(dep)
+    kind = dep.get("kind") or "Deployment"
+    key = memory_model.data_key(kind, meta.get("namespace", ""), meta.get("name", ""))
+    kept = memory_model.decode(memory.get(key))
+    if kept is None or not kept.state or (kept.uid and kept.uid != meta.get("uid", kept.uid)):
+        return None  # nothing the operator decided: the annotation alone proves nothing
+    if record is not None and record.state == kept.state:
+        return replace(record, since=kept.since or record.since)
+    said = f"the workload's state annotation says {record.state!r}; " if record else ""
+    return WorkloadState(
+        policy=record.policy if record else None, state=kept.state, since=kept.since,
+        message=f"{said}the operator recorded {kept.state} (the annotation is a mirror its "
+        "owner can edit)",
+    )
+
+
 def _workload_row(
-    dep: Mapping[str, Any], patches: Sequence[PatchTimeline], now: dt.datetime
+    dep: Mapping[str, Any],
+    patches: Sequence[PatchTimeline],
+    now: dt.datetime,
+    memory: Mapping[str, str] | None = None,
 ) -> WorkloadRow:
     meta = _meta(dep)
     namespace, name = meta.get("namespace", ""), meta.get("name", "")
     annotations = meta.get("annotations") or {}
     policy = annotations.get(POLICY_ANNOTATION, "")
     record = from_annotation(annotations.get(STATE_ANNOTATION))
+    if memory is not None:
+        record = _verdict(dep, record, memory)
     reason = ""
     if record is None or (record.policy is not None and record.policy != policy):
         # Opted in (or moved to another policy) since detection last looked.
@@ -446,8 +482,14 @@ def build_report(
     filters: Filters = Filters(),
     warnings: Sequence[str] = (),
     max_buckets: int = 60,
+    memory: Mapping[str, str] | None = None,
 ) -> Report:
     """The report over the opted-in ``deployments`` that pass ``filters``.
+
+    ``memory``: the operator's memory records (ConfigMap data, by key) when the
+    reader could list them; each workload's state is then the one the operator
+    decided, not the annotation (a mirror its owner can edit). None: unreadable,
+    and a warning says the states shown are the annotations.
 
     Deployments without the opt-in annotation are ignored. ImagePatches are
     narrowed to the filtered policies and, when a workload filter is set, to
@@ -471,11 +513,17 @@ def build_report(
             row
             for dep in deployments
             if POLICY_ANNOTATION in (_meta(dep).get("annotations") or {})
-            for row in [_workload_row(dep, all_patches, now)]
+            for row in [_workload_row(dep, all_patches, now, memory)]
             if filters.keeps(row)
         ),
         key=lambda r: (r.policy, r.namespace, r.name),
     )
+    if memory is None and rows:
+        warnings.append(
+            "workload states are shown from their imagepatch.dev/state annotations, a mirror "
+            "the workloads' owners can edit: the operator's memory was not found or could not be "
+            "read (imagepatch report --operator-namespace)"
+        )
     patches = all_patches
     if filters.namespace or filters.states:
         shown = {(r.namespace, r.name) for r in rows}
