@@ -93,3 +93,20 @@ def test_a_forgotten_workloads_record_is_removed(kube, namespace) -> None:
 
     asyncio.run(scenario())
     assert stored(kube, namespace) == {}
+
+
+def test_a_shard_deleted_by_an_admin_is_created_again_with_what_the_operator_holds(
+    kube, namespace
+) -> None:
+    async def scenario() -> None:
+        store = OperatorMemory(Kube(kube.api_client), namespace, shards=1)
+        await store.put(model.with_state(store.get("Deployment", "a", "x", "u1"), state="Failed",
+                                         now=T0))
+        kube.kubectl("delete", "configmap", "-n", namespace, model.shard_of("Deployment", "a", "x",
+                                                                            shards=1))
+        await store.put(model.with_state(store.get("Deployment", "a", "y", "u2"), state="Compliant",
+                                         now=T0))
+
+    asyncio.run(scenario())
+    assert {k: v["state"] for k, v in stored(kube, namespace).items()} == {
+        "Deployment.a.x": "Failed", "Deployment.a.y": "Compliant"}

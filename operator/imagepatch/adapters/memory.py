@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from imagepatch.adapters.errors import AdapterError, ConflictError
+from imagepatch.adapters.errors import AdapterError, ConflictError, NotFoundError
 from imagepatch.adapters.kube import Kube
 from imagepatch.model import memory as model
 from imagepatch.model.memory import WorkloadMemory
@@ -151,6 +151,12 @@ class OperatorMemory:
                     log.info("operator memory: %s changed since read (attempt %d); reading it "
                              "again", shard, attempt + 1)
                     await self._reread(shard)
+                    continue
+                except NotFoundError:
+                    # Deleted since read (by an admin): created again with what we hold.
+                    log.warning("operator memory: %s was deleted; creating it again", shard)
+                    self._versions[shard] = ""
+                    self._dirty[shard] = {i for i in self.records if self._shard(i) == shard}
                     continue
                 self._versions[shard] = (written.get("metadata") or {}).get(
                     "resourceVersion", "")
