@@ -518,14 +518,16 @@ def test_an_annotation_that_agrees_keeps_its_details_with_the_operators_since() 
     assert w.containers
 
 
-def test_a_state_the_operator_never_recorded_reads_as_not_evaluated() -> None:
+def test_a_state_the_operator_never_recorded_is_shown_as_its_annotation_and_named() -> None:
     mine = deployment("web", state="Compliant")
     other_uid = memory_of("web", "Compliant", t(hours=1), uid="old-uid")
     for memory in ({}, other_uid):
         mine["metadata"]["uid"] = "new-uid"
-        w = row(build_report(policies=(policy(),), deployments=[mine], imagepatches=(), now=NOW,
-                             memory=memory), "web")
-        assert (w.state, w.reason) == ("Unknown", "NotEvaluated")
+        rep = build_report(policies=(policy(),), deployments=[mine], imagepatches=(), now=NOW,
+                           memory=memory)
+        assert row(rep, "web").state == "Compliant"
+        [warning] = rep.warnings
+        assert "shop/web" in warning and "mirror" in warning and "holds none" in warning
 
 
 def test_a_forged_annotation_with_no_operator_record_of_its_own_is_named() -> None:
@@ -537,6 +539,8 @@ def test_a_forged_annotation_with_no_operator_record_of_its_own_is_named() -> No
 
 
 def test_without_the_operators_memory_the_report_warns_that_states_are_mirrors() -> None:
-    rep = report([deployment("web")])
-    assert any("mirror the workloads' owners can edit" in w for w in rep.warnings)
-    assert not any("mirror" in w for w in report([]).warnings)
+    rep = report([deployment(f"web-{i}") for i in range(7)] + [deployment("new", state=None)])
+    [warning] = rep.warnings
+    assert warning.startswith("7 workload state(s)") and "--operator-namespace" in warning
+    assert "shop/web-0" in warning and "and more" in warning and "shop/new" not in warning
+    assert report([]).warnings == ()

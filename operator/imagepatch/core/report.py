@@ -17,8 +17,8 @@ Where each value comes from (nothing is guessed):
   annotation is a mirror the workload's owner can edit, so when the reader
   can list the operator's memory (``model.memory``) the state and its
   ``since`` are the operator's, and a disagreeing annotation is named as
-  such in the message (no record there: not evaluated); when it cannot, a
-  warning says the states shown are the mirrors; the states
+  such in the message; a state shown from the annotation alone (the memory
+  unreadable, or no record in it) is named in a warning; the states
   are those of ``core.compliance`` plus ``NotAdmitted`` and
   ``PolicyNotFound``. An opted-in workload with no record yet (or one
   recorded under another policy) is ``Unknown`` / ``NotEvaluated``; the
@@ -263,21 +263,33 @@ def _newest(patches: Iterable[PatchTimeline]) -> PatchTimeline | None:
     return max(patches, key=lambda p: (p.last_activity or epoch, p.name), default=None)
 
 
+def _kept(
+    dep: Mapping[str, Any], memory: Mapping[str, str] | None
+) -> memory_model.WorkloadMemory | None:
+    """The operator's record of the workload's state, if the reader has one."""
+    meta = _meta(dep)
+    kind = dep.get("kind") or "Deployment"
+    key = memory_model.data_key(kind, meta.get("namespace", ""), meta.get("name", ""))
+    kept = memory_model.decode((memory or {}).get(key))
+    if kept is None or not kept.state or (kept.uid and kept.uid != meta.get("uid", kept.uid)):
+        return None
+    return kept
+
+
 def _verdict(
-    dep: Mapping[str, Any], record: WorkloadState | None, memory: Mapping[str, str]
+    dep: Mapping[str, Any], record: WorkloadState | None, memory: Mapping[str, str] | None
 ) -> WorkloadState | None:
     """The annotation's record checked against the operator's memory (``model.memory``).
 
     The annotation is a mirror the workload's owner can edit; the operator's
     memory holds the state it decided and since when. Where they disagree the
-    memory wins and the message says the annotation was not the verdict.
+    memory wins and the message says the annotation was not the verdict. With
+    no record of the operator's, the annotation is shown as it is (and
+    ``build_report`` warns that it is a mirror).
     """
-    meta = _meta(dep)
-    kind = dep.get("kind") or "Deployment"
-    key = memory_model.data_key(kind, meta.get("namespace", ""), meta.get("name", ""))
-    kept = memory_model.decode(memory.get(key))
-    if kept is None or not kept.state or (kept.uid and kept.uid != meta.get("uid", kept.uid)):
-        return None  # nothing the operator decided: the annotation alone proves nothing
+    kept = _kept(dep, memory)
+    if kept is None:
+        return record
     if record is not None and record.state == kept.state:
         return replace(record, since=kept.since or record.since)
     said = f"the workload's state annotation says {record.state!r}; " if record else ""
@@ -299,8 +311,7 @@ def _workload_row(
     annotations = meta.get("annotations") or {}
     policy = annotations.get(POLICY_ANNOTATION, "")
     record = from_annotation(annotations.get(STATE_ANNOTATION))
-    if memory is not None:
-        record = _verdict(dep, record, memory)
+    record = _verdict(dep, record, memory)
     reason = ""
     if record is None or (record.policy is not None and record.policy != policy):
         # Opted in (or moved to another policy) since detection last looked.
@@ -488,13 +499,15 @@ def build_report(
 
     ``memory``: the operator's memory records (ConfigMap data, by key) when the
     reader could list them; each workload's state is then the one the operator
-    decided, not the annotation (a mirror its owner can edit). None: unreadable,
-    and a warning says the states shown are the annotations.
+    decided, not the annotation (a mirror its owner can edit). A state shown
+    from an annotation alone (None: unreadable, or no record) is named in a
+    warning.
 
     Deployments without the opt-in annotation are ignored. ImagePatches are
     narrowed to the filtered policies and, when a workload filter is set, to
     those that concern a shown workload (its image or a rollout target).
     """
+    deployments = list(deployments)  # read twice: the rows, and which came from a mirror only
     policy_bodies = {_meta(p).get("name", ""): p for p in policies}
     read = [(body, read_patch(body)) for body in imagepatches]
     warnings = [
@@ -518,11 +531,21 @@ def build_report(
         ),
         key=lambda r: (r.policy, r.namespace, r.name),
     )
-    if memory is None and rows:
+    shown = {(r.namespace, r.name) for r in rows}
+    mirrors = sorted(
+        f"{_meta(dep).get('namespace', '')}/{_meta(dep).get('name', '')}"
+        for dep in deployments
+        if (_meta(dep).get("namespace", ""), _meta(dep).get("name", "")) in shown
+        and STATE_ANNOTATION in (_meta(dep).get("annotations") or {})
+        and _kept(dep, memory) is None
+    )
+    if mirrors:
         warnings.append(
-            "workload states are shown from their imagepatch.dev/state annotations, a mirror "
-            "the workloads' owners can edit: the operator's memory was not found or could not be "
-            "read (imagepatch report --operator-namespace)"
+            f"{len(mirrors)} workload state(s) are shown from their imagepatch.dev/state "
+            "annotations, a mirror the workloads' owners can edit, not the operator's record ("
+            + ("its memory could not be read: see --operator-namespace"
+               if memory is None else "it holds none for them")
+            + "): " + ", ".join(mirrors[:5]) + (" and more" if len(mirrors) > 5 else "")
         )
     patches = all_patches
     if filters.namespace or filters.states:
