@@ -19,8 +19,17 @@ once when a queue event names one of their images:
    close open ones that no longer are (it is the one writer of ImagePatch
    status); open none for a container another open patch is changing, nor for
    a rebuild that already failed on the workload; post an Event when a
-   workload's state changes, record the state on the workload in the
+   workload's state changes, mirror the state on the workload in the
    ``imagepatch.dev/state`` annotation, and count states in the policy status.
+
+Memory: what detection decides from (the base digest it saw for an image
+whose base is known only from the ``imagepatch.dev/base-image`` annotation,
+the rebuilds that failed on a workload, its last state and since when) is the
+operator's own (``adapters.memory``: ConfigMaps in its namespace). The
+workload's annotations are written by its owner: they are requests, and the
+state annotation a mirror for people, never read back for a decision. A base
+the image records itself always wins over the ``imagepatch.dev/base-image``
+annotation (the state says so when they differ).
 
 A registry or AWS failure makes the affected workloads ``Unknown`` with the
 error's reason; it never creates or closes an ImagePatch by mistake.
