@@ -95,11 +95,24 @@ def test_after_a_restart_the_operators_memory_tells_an_opt_out_from_a_stranger()
 def test_a_base_annotation_never_overrides_the_base_the_image_records(
     recorded, annotation, follow, noted
 ) -> None:
-    used, note = _override_use(recorded, annotation)
+    used, note = _override_use(recorded, annotation, same_registry=lambda a, b: False)
     assert used == follow
     assert bool(note) == noted
     if noted:
         assert "the image's base is followed" in note and annotation in note
+
+
+def test_the_recorded_base_under_another_name_of_the_same_registry_is_followed_by_that_name():
+    # The admin maps the ECR host to the registry the image was built against
+    # (--registry-endpoint): the same base, so events naming the ECR host match.
+    endpoints = {ECR: "http://127.0.0.1:5000", "127.0.0.1:5000": "http://127.0.0.1:5000"}
+    def same(a, b) -> bool:
+        return endpoints.get(a.host, a.host) == endpoints.get(b.host, b.host)
+    assert _override_use("127.0.0.1:5000/base:1", f"{ECR}/base:1", same_registry=same) == (
+        f"{ECR}/base:1", "")
+    # Another tag, or a registry the admin did not map there, is another base.
+    assert _override_use("127.0.0.1:5000/base:1", f"{ECR}/base:2", same_registry=same)[1]
+    assert _override_use("127.0.0.1:5000/base:1", "evil.example/base:1", same_registry=same)[1]
 
 
 class RecordingRegistry(MemoryRegistry):
@@ -111,6 +124,9 @@ class RecordingRegistry(MemoryRegistry):
 
     async def image_lineage(self, image: Any) -> Lineage:
         return Lineage(BASE, D_BASE, "manifest-annotations")
+
+    def endpoint(self, image: Any) -> str:
+        return f"https://{image.host}"
 
     async def head_manifest(self, image: Any, ref: str | None = None):
         self.heads.append(str(image))

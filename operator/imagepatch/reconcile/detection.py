@@ -653,7 +653,9 @@ class Detector:
                 base_name, lineage_source = override, "workload-annotation"
                 follow_override = override
             else:
-                follow_override, note = _override_use(base_name, override)
+                follow_override, note = _override_use(
+                    base_name, override, same_registry=self._same_registry
+                )
                 facts = replace(facts, note=note)
             facts = replace(
                 facts, base_name=base_name, base_digest=base_digest, lineage_source=lineage_source
@@ -802,6 +804,10 @@ class Detector:
         return memo.namespace_labels[ns]
 
     # -- outputs -------------------------------------------------------------------------
+
+    def _same_registry(self, a: ImageRef, b: ImageRef) -> bool:
+        """Two names served by one registry endpoint (the admin's --registry-endpoint)."""
+        return self.registry.endpoint(a) == self.registry.endpoint(b)
 
     def _remembered(self, dep: Mapping[str, Any]) -> WorkloadMemory:
         """The operator's memory of this workload (fresh for a new uid)."""
@@ -1005,13 +1011,21 @@ def _requested_rebuild(dep: Mapping[str, Any]) -> str:
     return ((dep["metadata"].get("annotations") or {}).get(REBUILD_ANNOTATION) or "").strip()
 
 
-def _override_use(base_name: str, override: str) -> tuple[str, str]:
+def _override_use(
+    base_name: str,
+    override: str,
+    *,
+    same_registry: Callable[[ImageRef, ImageRef], bool] = lambda a, b: a.host == b.host,
+) -> tuple[str, str]:
     """When the image records its base: what of the annotation is used, and a note if nothing.
 
     The image's own record wins: an annotation could otherwise pin a base tag
-    that never moves and keep the workload from ever being outdated. The one
-    use left is naming the tag to follow of a base the image records only by
-    digest (``FROM base@sha256:…``), in the same repository.
+    that never moves and keep the workload from ever being outdated. The uses
+    left: naming the tag to follow of a base the image records only by digest
+    (``FROM base@sha256:…``), in the same repository; and naming the recorded
+    base under another host that the operator's own configuration serves from
+    the same registry (``same_registry``: the ``--registry-endpoint`` mapping,
+    an admin's, never a tenant's), so events naming that host match.
     """
     if not (base_name and override):
         return "", ""
@@ -1019,8 +1033,11 @@ def _override_use(base_name: str, override: str) -> tuple[str, str]:
         recorded, asked = parse_image(base_name), parse_image(override)
     except ValueError:
         return "", ""
-    if recorded.name == asked.name and (not recorded.tag or recorded.tag == asked.tag):
-        return (override if not recorded.tag else ""), ""
+    same_base = recorded.repository == asked.repository and (
+        recorded.host == asked.host or same_registry(recorded, asked)
+    )
+    if same_base and (not recorded.tag or recorded.tag == asked.tag):
+        return (override if not recorded.tag or recorded.host != asked.host else ""), ""
     return "", (
         f"the {BASE_ANNOTATION} annotation names {_clip(override)}, but the image records its "
         f"base as {_clip(base_name)}: the image's base is followed"
