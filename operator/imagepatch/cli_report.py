@@ -70,6 +70,9 @@ def add_parser(
     report.add_argument("--kubeconfig", default=None,
                         help="kubeconfig to use (default: $KUBECONFIG or ~/.kube/config)")
     report.add_argument("--context", default=None, help="kubeconfig context to use")
+    report.add_argument("--operator-namespace", default="imagepatch-system",
+                        help="where the operator keeps its memory (default: %(default)s); "
+                        "without access to it, states are the workloads' annotations")
     report.set_defaults(func=run)
     return report
 
@@ -84,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         states=frozenset(s for group in args.state for s in group),
     )
     try:
-        inputs = read_inputs(api_client(args.kubeconfig, args.context), namespace=filters.namespace)
+        inputs = read_inputs(api_client(args.kubeconfig, args.context), namespace=filters.namespace,
+                             operator_namespace=args.operator_namespace)
     except AdapterError as exc:
         print(f"imagepatch report: {exc}", file=sys.stderr)
         return 1
@@ -100,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         now=dt.datetime.now(dt.UTC),
         filters=filters,
         warnings=inputs.warnings,
+        memory=inputs.memory,
     )
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)

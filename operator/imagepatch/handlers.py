@@ -25,6 +25,7 @@ from imagepatch.adapters.errors import AdapterError
 from imagepatch.adapters.events import SqsEventSource
 from imagepatch.adapters.findings import FindingsReader
 from imagepatch.adapters.kube import Kube
+from imagepatch.adapters.memory import OperatorMemory
 from imagepatch.adapters.registry import (
     EcrCredentials,
     PolicySecrets,
@@ -120,9 +121,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         metrics.serve(options.metrics_port, registry_stats=memo.registry.stats)
     memo.rebuild_tools = RebuildTools(registry=memo.registry, builders=builders,
                                       findings=findings)
+    # The operator's memory, in its own namespace (tenants cannot write it): read once here.
+    memo.memory = OperatorMemory(memo.kube, options.operator_namespace)
+    await memo.memory.load()
     memo.detector = Detector(kube=memo.kube, registry=memo.registry, findings=findings,
                              secrets=secrets, securityhub=securityhub, tick=options.detect_tick,
-                             upstreams=PullThroughRules())
+                             upstreams=PullThroughRules(), memory=memo.memory)
     memo.heartbeat = Heartbeat()
     memo.stale_after = options.liveness_stale_after
     memo.backoff = Backoff()
@@ -130,6 +134,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     async def reconcile_one(name: str) -> float | None:
         return await reconcile.reconcile_imagepatch_guarded(
             name=name, kube=memo.kube, backoff=memo.backoff, tools=memo.rebuild_tools,
+            memory=memo.memory,
             logger=logging.getLogger("imagepatch.rollouts"),
         )
 

@@ -86,6 +86,16 @@ def wait_state(given: Scenario, ns: str, *states: str, name: str = "web", timeou
         raise TimeoutError(f"{exc}\nlast state: {json.dumps(state_of(given, ns, name))}") from None
 
 
+def wait_annotation_lineage(given: Scenario, ns: str, name: str = "web") -> dict:
+    """Compliant, with the base known from the imagepatch.dev/base-image annotation."""
+    def probe():
+        st = state_of(given, ns, name)
+        containers = st.get("containers") or [{}]
+        return st if st.get("state") == "Compliant" and all(
+            c.get("lineage") == "workload-annotation" for c in containers) else None
+    return wait_for(probe, timeout=60, interval=0.5, what=f"{ns}/{name} on its annotated base")
+
+
 def patches_for(given: Scenario, policy: str) -> list[dict]:
     out = json.loads(given.kube.kubectl("get", "imagepatches", "-l", f"imagepatch.dev/policy={policy}",
                                         "-o", "json"))
@@ -172,7 +182,8 @@ def test_push_event_triggers_detection_within_seconds(given, registry, buildah, 
     policy = unique("pol")
     given.policy(policy, baseImages={"checkInterval": "1h"})
     ns = given.namespace()
-    # The annotation names the base tag to follow, under its ECR name.
+    # The annotation names the base tag to follow, under its ECR name: the base the image
+    # records, under another name of the same registry (--registry-endpoint), so followed.
     doc_base = f"{ECR}/{base_repo}:1"
     given.deployment(ns, "web", image=f"{ECR}/{app_repo}:1", policy=policy, replicas=1)
     given.kube.kubectl("annotate", "deployment", "web", "-n", ns, f"imagepatch.dev/base-image={doc_base}")
@@ -296,7 +307,9 @@ def base_proxy(registry) -> Iterator[FaultProxy]:
 def test_fifty_workloads_on_two_bases_cost_two_base_heads(given, registry, buildah, base_proxy, detector) -> None:
     base_a, base_b = unique("sa"), unique("sb")
     bases = [make_base_image(registry, base_a, "1", marker="a"), make_base_image(registry, base_b, "1", marker="b")]
-    apps = [build_app_on(buildah, bases[i % 2], unique(f"s{i}")) for i in range(5)]
+    # Images that record no base: the annotation (through the proxy) is their lineage.
+    apps = [strip_lineage(registry, build_app_on(buildah, bases[i % 2], unique(f"s{i}")))
+            for i in range(5)]
     policy = unique("pol")
     given.policy(policy, baseImages={"checkInterval": "1h"})
     ns = given.namespace()
@@ -333,14 +346,15 @@ def test_fifty_workloads_on_two_bases_cost_two_base_heads(given, registry, build
 def test_registry_faults_make_workloads_unknown_and_create_no_patch(given, registry, buildah, base_proxy) -> None:
     base_repo, app_repo = unique("fbase"), unique("fapp")
     base = make_base_image(registry, base_repo, "1", marker="v1")
-    build_app_on(buildah, base, app_repo)
+    # The image records no base: the annotation (through the proxy) is its lineage.
+    strip_lineage(registry, build_app_on(buildah, base, app_repo))
     policy = unique("pol")
     given.policy(policy, baseImages={"checkInterval": "1h"})
     ns = given.namespace()
     given.deployment(ns, "web", image=f"{ECR}/{app_repo}:1", policy=policy, replicas=1)
     given.kube.kubectl("annotate", "deployment", "web", "-n", ns,
                        f"imagepatch.dev/base-image={base_proxy.host}/{base_repo}:1")
-    wait_state(given, ns, "Compliant")
+    wait_annotation_lineage(given, ns)
 
     # The base registry fails every request for a while (more than the retry budget).
     make_base_image(registry, base_repo, "1", marker="v2")  # an update it cannot see

@@ -414,6 +414,19 @@ def test_archived_findings_are_resolved_with_batch_update_findings(aws, hub, exp
     assert (result.archived, result.resolved, result.resolve_failed) == (2, 1, 1)
 
 
+def test_an_opted_out_workloads_finding_is_archived_but_never_resolved(aws, hub, exporter):
+    export(exporter, {"p": [workload(n, container("Vulnerable")) for n in ("a", "b")]}, T0)
+    calls = Calls(exporter.securityhub, "BatchUpdateFindings")
+
+    result = asyncio.run(exporter.export({"p": [workload("b", container("Vulnerable"))]}, now=at(10),
+                                         opted_out={("shop", "a")}))
+
+    assert result.archived == 1 and calls.sends == 0
+    held = by_id(hub)[fid("a")]
+    assert held["RecordState"] == "ARCHIVED" and held["Workflow"]["Status"] != "RESOLVED"
+    assert "opted out" in held["Title"]
+
+
 def test_resolving_can_be_turned_off(aws, hub):
     exporter = make_exporter(aws, resolve_workflow=False)
     export(exporter, {"p": [workload("a", container("Vulnerable"))]}, T0)

@@ -483,3 +483,64 @@ def test_html_escapes_what_it_shows() -> None:
 
 def test_an_empty_history_still_draws_a_chart() -> None:
     assert "No ImagePatches yet." in history_svg(report([]))
+
+
+# --- the state annotation is a mirror; the operator's memory is the verdict (issue 20) --------
+
+
+def memory_of(name: str, state: str, since: str, *, uid: str = "") -> dict[str, str]:
+    from imagepatch.model import memory as memory_model
+    from imagepatch.model.times import parse_time
+
+    record = memory_model.WorkloadMemory(kind="Deployment", namespace="shop", name=name, uid=uid,
+                                         state=state, since=parse_time(since))
+    return {memory_model.data_key(*record.identity): memory_model.encode(record)}
+
+
+def test_a_state_annotation_the_owner_edited_is_not_shown_as_the_verdict() -> None:
+    edited = deployment("web", state="Compliant", since=t(minutes=1))
+    rep = build_report(policies=(policy(),), workloads=[edited], imagepatches=(), now=NOW,
+                       memory=memory_of("web", "BaseImageOutdated", t(days=2)))
+    w = row(rep, "web")
+    assert w.state == "BaseImageOutdated"
+    assert w.out_of_compliance_seconds == 2 * 86400
+    assert "state annotation says 'Compliant'" in w.message and "mirror" in w.message
+    assert not any("mirror" in warning for warning in rep.warnings)
+
+
+def test_an_annotation_that_agrees_keeps_its_details_with_the_operators_since() -> None:
+    rep = build_report(policies=(policy(),), workloads=[deployment("web", state="Vulnerable",
+                       since=t(minutes=1))], imagepatches=(), now=NOW,
+                       memory=memory_of("web", "Vulnerable", t(hours=5)))
+    w = row(rep, "web")
+    assert (w.state, w.message, w.out_of_compliance_seconds) == ("Vulnerable", "web: Vulnerable",
+                                                                 5 * 3600)
+    assert w.containers
+
+
+def test_a_state_the_operator_never_recorded_is_shown_as_its_annotation_and_named() -> None:
+    mine = deployment("web", state="Compliant")
+    other_uid = memory_of("web", "Compliant", t(hours=1), uid="old-uid")
+    for memory in ({}, other_uid):
+        mine["metadata"]["uid"] = "new-uid"
+        rep = build_report(policies=(policy(),), workloads=[mine], imagepatches=(), now=NOW,
+                           memory=memory)
+        assert row(rep, "web").state == "Compliant"
+        [warning] = rep.warnings
+        assert "shop/web" in warning and "mirror" in warning and "holds none" in warning
+
+
+def test_a_forged_annotation_with_no_operator_record_of_its_own_is_named() -> None:
+    bare = {"metadata": {"namespace": "shop", "name": "web",
+                         "annotations": {"imagepatch.dev/policy": "critical"}}}
+    w = row(build_report(policies=(policy(),), workloads=[bare], imagepatches=(), now=NOW,
+                         memory=memory_of("web", "Failed", t(hours=1))), "web")
+    assert w.state == "Failed" and "the operator recorded Failed" in w.message
+
+
+def test_without_the_operators_memory_the_report_warns_that_states_are_mirrors() -> None:
+    rep = report([deployment(f"web-{i}") for i in range(7)] + [deployment("new", state=None)])
+    [warning] = rep.warnings
+    assert warning.startswith("7 workload state(s)") and "--operator-namespace" in warning
+    assert "shop/web-0" in warning and "and more" in warning and "shop/new" not in warning
+    assert report([]).warnings == ()

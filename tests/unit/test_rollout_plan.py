@@ -104,8 +104,8 @@ WEB_CANDIDATE = Candidate(namespace="shop", name="web", container="app", image=O
 
 
 def step_for(patch, *, pol=None, dep: dict | None = None, pods=(), window=OPEN, now=T0,
-             candidates=(WEB_CANDIDATE,), target=WEB):
-    workload = Workload(target=target, deployment=dep, pods=tuple(pods))
+             candidates=(WEB_CANDIDATE,), target=WEB, failed=frozenset()):
+    workload = Workload(target=target, deployment=dep, pods=tuple(pods), failed_digests=failed)
     return plan(patch=patch, policy=pol if pol is not None else policy(rollout=GATE),
                 candidates=candidates, workload=workload, window=window, now=now)
 

@@ -7,7 +7,6 @@ Each case is one planner step (or a settle loop) with an injected clock, as in
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 
 import pytest
@@ -15,15 +14,13 @@ import pytest
 from imagepatch.core.conditions import format_time
 from imagepatch.core.rollout import (
     FAILED_ANNOTATION,
-    FAILED_MEMORY,
     Candidate,
+    FailedDigest,
     PatchImage,
     Workload,
-    failed_memory,
     is_pinned,
     pin_targets,
     plan,
-    remember_failed,
     running_digest,
     runs_patch_image,
 )
@@ -217,8 +214,10 @@ def test_rollback_writes_the_pinned_previous_image_and_remembers_the_failed_dige
     status, step, events = settle(gating, dep=dep, pods=[pod(NEW, crash_restarts=3)])
     act = step.action
     assert act is not None and (act.image, act.pinned) == (OLD_PINNED, True)
-    memory = json.loads(act.annotations[FAILED_ANNOTATION])
-    assert memory == [{"digest": DIGEST, "patch": "p1", "at": format_time(T0)}]
+    # Named for the operator's memory (the reconciler records it before it writes);
+    # the workload's annotation is not read to build it.
+    assert act.failed == FailedDigest(digest=DIGEST, key="", patch="p1", at=T0)
+    assert FAILED_ANNOTATION not in act.annotations
     assert "no digest was ever known" not in status["rollouts"][0]["message"]
     assert events == ["RollingBack"]
 
@@ -298,39 +297,41 @@ def test_a_close_request_never_interrupts_a_started_rollout() -> None:
 
 
 def test_a_digest_remembered_as_failed_on_the_workload_is_not_rolled_out_there_again() -> None:
-    dep = deployment(OLD)
-    dep["metadata"]["annotations"] = {FAILED_ANNOTATION: json.dumps(
-        [{"digest": DIGEST, "patch": "pruned-long-ago", "at": "2026-01-01T00:00:00Z"}])}
-    step = step_for(imagepatch({"phase": "RollingOut", "rollouts": [entry("Pending")]}), dep=dep)
+    step = step_for(imagepatch({"phase": "RollingOut", "rollouts": [entry("Pending")]}),
+                    dep=deployment(OLD), failed=frozenset({DIGEST}))
     [rec] = step.status["rollouts"]
     assert (rec["phase"], rec["reason"]) == ("Skipped", "DigestFailedBefore")
     assert step.action is None
 
 
-def test_the_failed_memory_is_bounded_and_keeps_the_newest() -> None:
+def test_the_failed_digests_annotation_a_tenant_edits_is_not_read() -> None:
     dep = deployment(OLD)
-    patch = imagepatch()
-    for i in range(FAILED_MEMORY + 5):
-        digest = "sha256:" + f"{i:064x}"
-        dep["metadata"]["annotations"] = {FAILED_ANNOTATION: remember_failed(
-            dep, digest=digest, patch=patch, now=T0 + dt.timedelta(minutes=i))}
-    memory = failed_memory(dep)
-    assert len(memory) == FAILED_MEMORY
-    assert memory[-1]["digest"] == "sha256:" + f"{FAILED_MEMORY + 4:064x}"
+    dep["metadata"]["annotations"] = {FAILED_ANNOTATION: json.dumps(
+        [{"digest": DIGEST, "patch": "forged", "at": "2026-01-01T00:00:00Z"}])}
+    step = step_for(imagepatch({"phase": "RollingOut", "rollouts": [entry("Pending")]}), dep=dep)
+    assert step.status["rollouts"][0]["phase"] == "Patching"
 
 
-@pytest.mark.parametrize("raw", ["not json", '{"a": 1}', '[1, {"digest": 2}]'])
-def test_a_mangled_failed_memory_reads_as_empty(raw) -> None:
-    dep = deployment(OLD)
-    dep["metadata"]["annotations"] = {FAILED_ANNOTATION: raw}
-    assert failed_memory(dep) == []
-
-
-def test_the_memory_records_detections_key_when_the_patch_has_one() -> None:
-    body = {"metadata": {"name": "p1", "annotations": {"imagepatch.dev/key": "k1"}},
-            "spec": {"image": REPO, "policy": "pol"}}
-    raw = remember_failed(deployment(OLD), digest=DIGEST, patch=parse_imagepatch(body), now=T0)
-    assert json.loads(raw)[0]["key"] == "k1"
+def test_a_rollback_names_detections_key_when_the_patch_has_one() -> None:
+    gating, dep = crash(OLD_PINNED)
+    gating_patch = imagepatch(gating)
+    body = {"metadata": {"name": "p1", "generation": 1, "annotations": {"imagepatch.dev/key": "k1"}},
+            "spec": {"image": REPO, "policy": "pol", "targetDigest": NEW.split("@")[-1],
+                     "tag": gating_patch.tag},
+            "status": gating}
+    step = plan(patch=parse_imagepatch(body), policy=policy(rollout=GATE), candidates=None,
+                workload=Workload(target=WEB, deployment=dep, pods=(pod(NEW, crash_restarts=3),)),
+                window=OPEN, now=T0)
+    for _ in range(5):
+        if step.action is not None:
+            break
+        body["status"] = {**body["status"], **step.status}
+        step = plan(patch=parse_imagepatch(body), policy=policy(rollout=GATE), candidates=None,
+                    workload=Workload(target=WEB, deployment=dep,
+                                      pods=(pod(NEW, crash_restarts=3),)),
+                    window=OPEN, now=T0)
+    assert step.action is not None and step.action.failed is not None
+    assert step.action.failed.key == "k1"
 
 
 # --- suspend, and a policy deleted mid-rollout -----------------------------------------------

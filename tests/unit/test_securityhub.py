@@ -474,6 +474,19 @@ def test_archived_findings_of_gone_workloads_are_not_archived_again():
     assert plan(remember(*archive), {"p": []}, now=LATER + dt.timedelta(days=3), gone_after=dt.timedelta(0)).empty
 
 
+def test_a_workload_that_opted_out_is_archived_at_once_saying_so_never_resolved():
+    previous = first_export(container("Vulnerable"))
+    upsert, archive = plan(previous, {"p": []}, now=LATER, opted_out={("shop", "web")})
+    f = only(archive)
+    assert upsert == [] and f["Id"] == next(iter(previous))
+    assert (f["RecordState"], f["Compliance"]["Status"], f["Workflow"]["Status"]) == (
+        "ARCHIVED", "NOT_AVAILABLE", "NEW")
+    assert "opted out" in f["Title"] and "not fixed" in f["Title"]
+    assert "Opting out is not a fix" in f["Description"]
+    # Another workload of the same namespace is not taken for it.
+    assert plan(previous, {"p": []}, now=LATER, opted_out={("shop", "api")}).to_archive == []
+
+
 # -- batches ------------------------------------------------------------------------------------
 
 

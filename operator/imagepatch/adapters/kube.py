@@ -547,3 +547,27 @@ class Kube:
         await self._call(
             f"create Event in {namespace}", self.core.create_namespaced_event, namespace, body
         )
+
+    # -- the operator's memory (ConfigMaps in its own namespace: adapters.memory) --------
+
+    async def list_configmaps(
+        self, namespace: str, *, label_selector: str = "", field_selector: str = ""
+    ) -> list[dict[str, Any]]:
+        data = await self._call(f"list ConfigMaps in {namespace}",
+                                self.core.list_namespaced_config_map, namespace,
+                                label_selector=label_selector, field_selector=field_selector)
+        return list(data.get("items", []))
+
+    async def create_configmap(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create it; ConflictError if it exists already."""
+        return await self._call(f"create ConfigMap {namespace}/{body['metadata']['name']}",
+                                self.core.create_namespaced_config_map, namespace, dict(body))
+
+    async def patch_configmap(
+        self, namespace: str, name: str, data: Mapping[str, str | None], *, resource_version: str
+    ) -> dict[str, Any]:
+        """Merge ``data`` (None removes a key), if unchanged since read (else ConflictError)."""
+        body = {"metadata": {"resourceVersion": resource_version}, "data": dict(data)}
+        return await self._call(f"patch ConfigMap {namespace}/{name}",
+                                self.core.patch_namespaced_config_map, name, namespace, body,
+                                _content_type="application/merge-patch+json")

@@ -14,6 +14,12 @@ with the workloads alone and says so in a warning, instead of failing. The
 same for a workload kind a narrower role may not list, as long as one kind
 can be listed; when none can, the report fails with the error.
 
+``read_memory`` lists the operator's memory (ConfigMaps in its namespace,
+``adapters.memory``) when the reader may: the state annotations on workloads
+are mirrors their owners can edit, so the report prefers the operator's
+record; a reader who may not list them (``view``) gets the mirrors and a
+warning that says so.
+
 ``delete_imagepatches`` is the one write here, for history retention: the
 operator deletes the ImagePatches ``core.retention.retention`` chose (it needs
 ``delete``, which the operator's role has and the view role has not).
@@ -35,6 +41,7 @@ from kubernetes.client.exceptions import ApiException
 from imagepatch.adapters.errors import AdapterError, ConfigurationError, NotFoundError
 from imagepatch.adapters.kube import DEFAULT_REQUEST_TIMEOUT, classify
 from imagepatch.core import kinds, reasons
+from imagepatch.model.memory import MEMORY_LABEL, MEMORY_LABEL_VALUE
 from imagepatch.model.names import GROUP, IMAGEPATCHES, POLICIES, POLICY_ANNOTATION, VERSION
 
 PAGE_SIZE = 500  # list in chunks: a large cluster's Deployments do not fit one response
@@ -48,6 +55,8 @@ class ReportInputs:
     workloads: list[dict[str, Any]] = field(default_factory=list)  # every kind, each with its kind
     imagepatches: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # The operator's memory records (data key -> JSON), or None when not readable.
+    memory: dict[str, str] | None = None
 
 
 def api_client(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
@@ -129,8 +138,37 @@ def _opted_in_workloads(
     return out
 
 
-def read_inputs(api: client.ApiClient, *, namespace: str | None = None) -> ReportInputs:
-    """Policies, ImagePatches and opted-in workloads of every kind (of ``namespace``, or all)."""
+def read_memory(api: client.ApiClient, operator_namespace: str) -> dict[str, str] | None:
+    """The operator's memory records; None when they cannot be listed (a view user) or
+    there are none in ``operator_namespace``.
+
+    They are ConfigMaps in the operator's namespace (``adapters.memory``); the
+    ``view`` role does not reach that namespace, an admin does.
+    """
+    try:
+        items = _list_all(
+            f"list ConfigMaps in {operator_namespace}",
+            client.CoreV1Api(api).list_namespaced_config_map, operator_namespace,
+        )
+    except ConfigurationError as exc:
+        if exc.reason != reasons.FORBIDDEN:
+            raise
+        return None
+    mine = [
+        cm for cm in items
+        if ((cm.get("metadata") or {}).get("labels") or {}).get(MEMORY_LABEL) == MEMORY_LABEL_VALUE
+    ]
+    if not mine:
+        return None  # no operator keeps its memory there (another --operator-namespace?)
+    return {key: value for cm in mine for key, value in (cm.get("data") or {}).items()}
+
+
+def read_inputs(
+    api: client.ApiClient, *, namespace: str | None = None,
+    operator_namespace: str = "imagepatch-system",
+) -> ReportInputs:
+    """Policies, ImagePatches and opted-in workloads of every kind (of ``namespace``, or
+    all), and the operator's memory when readable."""
     custom = client.CustomObjectsApi(api)
     warnings: list[str] = []
     opted_in = _opted_in_workloads(api, namespace, warnings)
@@ -160,6 +198,7 @@ def read_inputs(api: client.ApiClient, *, namespace: str | None = None) -> Repor
         workloads=opted_in,
         imagepatches=lists[IMAGEPATCHES],
         warnings=warnings,
+        memory=read_memory(api, operator_namespace),
     )
 
 

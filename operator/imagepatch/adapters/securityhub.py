@@ -51,7 +51,7 @@ import hashlib
 import json
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -286,11 +286,13 @@ def plan_asff_findings(
     refresh_after: dt.timedelta | None = DEFAULT_REFRESH,
     absent_since: Mapping[str, dt.datetime] | None = None,
     gone_after: dt.timedelta = DEFAULT_GONE_AFTER,
+    opted_out: Collection[tuple[str, str]] = (),
 ) -> FindingPlan[dict[str, Any]]:
     """``core.securityhub.plan_findings`` with the findings laid out as ASFF."""
     return plan_findings(
         previous, results_by_policy, context=context, now=now, form=ASFF,
         refresh_after=refresh_after, absent_since=absent_since, gone_after=gone_after,
+        opted_out=opted_out,
     )  # fmt: skip
 
 
@@ -614,6 +616,7 @@ class SecurityHubExporter:
         results_by_policy: Mapping[str, Iterable[WorkloadLike]],
         *,
         now: dt.datetime,
+        opted_out: Collection[tuple[str, str]] = (),
     ) -> ExportResult:
         """Send what changed in ``results_by_policy`` (all results of each policy given).
 
@@ -628,11 +631,16 @@ class SecurityHubExporter:
             plan = plan_asff_findings(
                 self.previous, results, context=context, now=now,
                 refresh_after=self.refresh_after, absent_since=self.absent,
-                gone_after=self.gone_after,
+                gone_after=self.gone_after, opted_out=opted_out,
             )  # fmt: skip
             self.absent = dict(plan.absent)
             outcome = ExportResult()
             archiving = {f["Id"] for f in plan.to_archive}
+            # An opted-out workload's finding is archived but never resolved.
+            resolving = {
+                f["Id"] for f in plan.to_archive
+                if (f.get("Workflow") or {}).get("Status") == "RESOLVED"
+            }  # fmt: skip
             resolved_ids: list[str] = []
             error: AdapterError | None = None
             for batch in batches([*plan.to_upsert, *plan.to_archive]):
@@ -653,7 +661,8 @@ class SecurityHubExporter:
                         self.previous[finding_id] = exported
                     if finding_id in archiving:
                         outcome.archived += 1
-                        resolved_ids.append(finding_id)
+                        if finding_id in resolving:
+                            resolved_ids.append(finding_id)
                     else:
                         outcome.upserted += 1
             if resolved_ids and self.resolve_workflow:

@@ -86,6 +86,7 @@ class ContainerFacts:
     scan: ScanOutcome | None = None
     error_reason: str = ""  # set when a fact could not be gathered
     error: str = ""
+    note: str = ""  # said with the assessment (e.g. a base annotation that was not used)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

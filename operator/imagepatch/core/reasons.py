@@ -121,6 +121,8 @@ NO_BASE_RECORDED = "NoBaseRecorded"
 # or any more).
 NOT_EVALUATED = "NotEvaluated"
 NO_LONGER_EVALUATED = "NoLongerEvaluated"
+# Security Hub: the workload's owner removed imagepatch.dev/policy (not a fix).
+OPTED_OUT = "OptedOut"
 
 # Detection.
 REBUILD_FAILED_BEFORE = "RebuildFailedBefore"

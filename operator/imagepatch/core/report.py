@@ -16,7 +16,12 @@ Where each value comes from (nothing is guessed):
 
 * a workload's **state, reason, message and containers** are the
   ``imagepatch.dev/state`` annotation that detection writes
-  (``reconcile.detection``), read with ``model.workload_state``; the states
+  (``reconcile.detection``), read with ``model.workload_state``; that
+  annotation is a mirror the workload's owner can edit, so when the reader
+  can list the operator's memory (``model.memory``) the state and its
+  ``since`` are the operator's, and a disagreeing annotation is named as
+  such in the message; a state shown from the annotation alone (the memory
+  unreadable, or no record in it) is named in a warning; the states
   are those of ``core.compliance`` plus ``NotAdmitted`` and
   ``PolicyNotFound``. An opted-in workload with no record yet (or one
   recorded under another policy) is ``Unknown`` / ``NotEvaluated``; the
@@ -53,7 +58,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from imagepatch.core import compliance, kinds, reasons
@@ -62,6 +67,7 @@ from imagepatch.core.patch_timeline import PatchTimeline, read_patch, ready_cond
 from imagepatch.core.reasons import (
     NOT_EVALUATED,
 )
+from imagepatch.model import memory as memory_model
 from imagepatch.model.imagepatch import TERMINAL_PHASES, Phase
 from imagepatch.model.names import POLICY_ANNOTATION, STATE_ANNOTATION
 from imagepatch.model.times import parse_time
@@ -273,8 +279,47 @@ def _newest(patches: Iterable[PatchTimeline]) -> PatchTimeline | None:
     return max(patches, key=lambda p: (p.last_activity or epoch, p.name), default=None)
 
 
+def _kept(
+    dep: Mapping[str, Any], memory: Mapping[str, str] | None
+) -> memory_model.WorkloadMemory | None:
+    """The operator's record of the workload's state, if the reader has one."""
+    meta = _meta(dep)
+    key = memory_model.data_key(_kind(dep), meta.get("namespace", ""), meta.get("name", ""))
+    kept = memory_model.decode((memory or {}).get(key))
+    if kept is None or not kept.state or (kept.uid and kept.uid != meta.get("uid", kept.uid)):
+        return None
+    return kept
+
+
+def _verdict(
+    dep: Mapping[str, Any], record: WorkloadState | None, memory: Mapping[str, str] | None
+) -> WorkloadState | None:
+    """The annotation's record checked against the operator's memory (``model.memory``).
+
+    The annotation is a mirror the workload's owner can edit; the operator's
+    memory holds the state it decided and since when. Where they disagree the
+    memory wins and the message says the annotation was not the verdict. With
+    no record of the operator's, the annotation is shown as it is (and
+    ``build_report`` warns that it is a mirror).
+    """
+    kept = _kept(dep, memory)
+    if kept is None:
+        return record
+    if record is not None and record.state == kept.state:
+        return replace(record, since=kept.since or record.since)
+    said = f"the workload's state annotation says {record.state!r}; " if record else ""
+    return WorkloadState(
+        policy=record.policy if record else None, state=kept.state, since=kept.since,
+        message=f"{said}the operator recorded {kept.state} (the annotation is a mirror its "
+        "owner can edit)",
+    )
+
+
 def _workload_row(
-    dep: Mapping[str, Any], patches: Sequence[PatchTimeline], now: dt.datetime
+    dep: Mapping[str, Any],
+    patches: Sequence[PatchTimeline],
+    now: dt.datetime,
+    memory: Mapping[str, str] | None = None,
 ) -> WorkloadRow:
     meta = _meta(dep)
     namespace, name = meta.get("namespace", ""), meta.get("name", "")
@@ -282,6 +327,7 @@ def _workload_row(
     annotations = meta.get("annotations") or {}
     policy = annotations.get(POLICY_ANNOTATION, "")
     record = from_annotation(annotations.get(STATE_ANNOTATION))
+    record = _verdict(dep, record, memory)
     reason = ""
     if record is None or (record.policy is not None and record.policy != policy):
         # Opted in (or moved to another policy) since detection last looked.
@@ -464,13 +510,21 @@ def build_report(
     filters: Filters = Filters(),
     warnings: Sequence[str] = (),
     max_buckets: int = 60,
+    memory: Mapping[str, str] | None = None,
 ) -> Report:
     """The report over the opted-in ``workloads`` (of any kind) that pass ``filters``.
+
+    ``memory``: the operator's memory records (ConfigMap data, by key) when the
+    reader could list them; each workload's state is then the one the operator
+    decided, not the annotation (a mirror its owner can edit). A state shown
+    from an annotation alone (None: unreadable, or no record) is named in a
+    warning.
 
     Workloads without the opt-in annotation are ignored. ImagePatches are
     narrowed to the filtered policies and, when a workload filter is set, to
     those that concern a shown workload (its image or a rollout target).
     """
+    workloads = list(workloads)  # read twice: the rows, and which came from a mirror only
     policy_bodies = {_meta(p).get("name", ""): p for p in policies}
     read = [(body, read_patch(body)) for body in imagepatches]
     warnings = [
@@ -489,11 +543,27 @@ def build_report(
             row
             for dep in workloads
             if POLICY_ANNOTATION in (_meta(dep).get("annotations") or {})
-            for row in [_workload_row(dep, all_patches, now)]
+            for row in [_workload_row(dep, all_patches, now, memory)]
             if filters.keeps(row)
         ),
         key=lambda r: (r.policy, r.namespace, r.name, r.kind),
     )
+    shown = {r.key for r in rows}
+    mirrors = sorted(
+        f"{_kind(dep)} {_meta(dep).get('namespace', '')}/{_meta(dep).get('name', '')}"
+        for dep in workloads
+        if (_kind(dep), _meta(dep).get("namespace", ""), _meta(dep).get("name", "")) in shown
+        and STATE_ANNOTATION in (_meta(dep).get("annotations") or {})
+        and _kept(dep, memory) is None
+    )
+    if mirrors:
+        warnings.append(
+            f"{len(mirrors)} workload state(s) are shown from their imagepatch.dev/state "
+            "annotations, a mirror the workloads' owners can edit, not the operator's record ("
+            + ("its memory could not be read: see --operator-namespace"
+               if memory is None else "it holds none for them")
+            + "): " + ", ".join(mirrors[:5]) + (" and more" if len(mirrors) > 5 else "")
+        )
     patches = all_patches
     if filters.namespace or filters.states:
         shown = {r.key for r in rows}

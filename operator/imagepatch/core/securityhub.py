@@ -46,7 +46,11 @@ worst of them). Every ACTIVE finding has Compliance FAILED and Workflow NEW:
 * ``Compliant``: ARCHIVED, Compliance PASSED, Workflow RESOLVED, INFORMATIONAL,
   sent only if an ACTIVE finding was exported before;
 * ``Unknown``: nothing. No facts prove anything; the finding stays as it is;
-* gone: ARCHIVED, Compliance NOT_AVAILABLE, Workflow RESOLVED, INFORMATIONAL.
+* gone: ARCHIVED, Compliance NOT_AVAILABLE, Workflow RESOLVED, INFORMATIONAL;
+* opted out (the workload's owner removed ``imagepatch.dev/policy``, as the
+  watch saw): ARCHIVED at once, Compliance NOT_AVAILABLE, reason ``OptedOut``,
+  a title saying it opted out and is not fixed, and never RESOLVED: opting
+  out is not a fix.
 
 "gone": an ACTIVE finding of a policy whose results are given, whose Id no
 result produced this time: the workload was deleted or opted out, its
@@ -80,8 +84,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Generic, Protocol, TypedDict, TypeVar
 
 from imagepatch.core import kinds, reasons
@@ -107,6 +111,7 @@ __all__ = [
     "finding_id",
     "gone_finding",
     "kind_path",
+    "opted_out_finding",
     "plan_findings",
     "repository_of",
 ]
@@ -445,6 +450,31 @@ def gone_finding(previous: ExportedLike, *, context: FindingContext, now: dt.dat
     )  # fmt: skip
 
 
+def opted_out_finding(
+    previous: ExportedLike, *, context: FindingContext, now: dt.datetime
+) -> Finding:
+    """The archiving update of a finding whose workload opted out: never RESOLVED.
+
+    Removing ``imagepatch.dev/policy`` stops the evaluation; it fixes nothing,
+    so the finding says so, and its workflow is left as it was (the exporter
+    resolves only findings whose workflow here is RESOLVED).
+    """
+    gone = gone_finding(previous, context=context, now=now)
+    return replace(
+        gone, reason=reasons.OPTED_OUT, workflow="NEW",
+        title=(
+            f"{gone.subject.where}: {gone.subject.repository} opted out of policy "
+            f"{previous.policy} (not fixed)"
+        ),
+        description=(
+            f"The workload's owner removed the imagepatch.dev/policy annotation, so policy "
+            f"{previous.policy} no longer evaluates this container's image "
+            f"{gone.subject.repository} in cluster {context.cluster}. Opting out is not a fix: "
+            "the finding is archived without being resolved."
+        ),
+    )  # fmt: skip
+
+
 def _severity_and_types(cause: str, container: ContainerRecord) -> tuple[str, tuple[str, ...]]:
     if cause == str(State.VULNERABLE):
         return _vulnerable_severity(container), (TYPE_CVE,)
@@ -566,6 +596,7 @@ def plan_findings(
     refresh_after: dt.timedelta | None = DEFAULT_REFRESH,
     absent_since: Mapping[str, dt.datetime] | None = None,
     gone_after: dt.timedelta = DEFAULT_GONE_AFTER,
+    opted_out: Collection[tuple[str, str]] = (),
 ) -> FindingPlan[Document]:
     """What to send to Security Hub, given what it holds (``previous``, by Id).
 
@@ -580,7 +611,9 @@ def plan_findings(
     * Unknown → nothing.
 
     Then an ACTIVE finding of a given policy that no result produced is
-    archived as gone once it has been missing for ``gone_after``
+    archived as gone once it has been missing for ``gone_after``; one of a
+    workload in ``opted_out`` ((namespace, name) seen to remove its policy
+    annotation) is archived at once as opted out, never resolved
     (``absent_since`` says since when; the plan's ``absent`` is the next
     one's). A single pass never archives: right after a restart, detection
     may run before the Deployment watch has listed every workload, and
@@ -630,6 +663,13 @@ def plan_findings(
     absent: dict[str, dt.datetime] = {}
     for finding_id_, before in sorted(previous.items()):
         if not before.active or finding_id_ in seen:
+            continue
+        if (before.namespace, before.workload) in opted_out:
+            # Known from the watch (its policy annotation was removed): archived at once,
+            # saying it opted out, never as resolved.
+            archive[finding_id_] = form.render(
+                opted_out_finding(before, context=context, now=now), context
+            )
             continue
         if before.policy not in results_by_policy:
             if finding_id_ in absent_since:  # not evaluated this time: the clock keeps running

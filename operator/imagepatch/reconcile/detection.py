@@ -23,8 +23,17 @@ once when a queue event names one of their images:
    close open ones that no longer are (it is the one writer of ImagePatch
    status); open none for a container another open patch is changing, nor for
    a rebuild that already failed on the workload; post an Event when a
-   workload's state changes, record the state on the workload in the
+   workload's state changes, mirror the state on the workload in the
    ``imagepatch.dev/state`` annotation, and count states in the policy status.
+
+Memory: what detection decides from (the base digest it saw for an image
+whose base is known only from the ``imagepatch.dev/base-image`` annotation,
+the rebuilds that failed on a workload, its last state and since when) is the
+operator's own (``adapters.memory``: ConfigMaps in its namespace). The
+workload's annotations are written by its owner: they are requests, and the
+state annotation a mirror for people, never read back for a decision. A base
+the image records itself always wins over the ``imagepatch.dev/base-image``
+annotation (the state says so when they differ).
 
 A registry or AWS failure makes the affected workloads ``Unknown`` with the
 error's reason; it never creates or closes an ImagePatch by mistake.
@@ -47,13 +56,14 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from imagepatch.adapters import metrics
 from imagepatch.adapters.errors import AdapterError, ConflictError, TransientError
 from imagepatch.adapters.kube import Kube
+from imagepatch.adapters.memory import OperatorMemory
 from imagepatch.adapters.registry import PolicySecrets, PullThroughRules, RegistryClient
 from imagepatch.core import compliance, kinds, reasons, rebuild
 from imagepatch.core.compliance import Assessment, ContainerFacts, KnownPatch, State
@@ -68,10 +78,12 @@ from imagepatch.core.reasons import (
     PATCH_REJECTED,
 )
 from imagepatch.core.retention import retention
-from imagepatch.core.rollout import failed_memory, running_digest, wave_for
+from imagepatch.core.rollout import running_digest, wave_for
 from imagepatch.core.scans import FindingsSource, ScanReport
+from imagepatch.model import memory as memory_model
 from imagepatch.model.errors import SpecError
 from imagepatch.model.imagepatch import CLOSE_ANNOTATION, KEY_ANNOTATION, Target, TargetPhase
+from imagepatch.model.memory import BaseMemory, WorkloadMemory
 from imagepatch.model.names import (
     BASE_ANNOTATION,
     GROUP,
@@ -90,7 +102,7 @@ from imagepatch.model.policy import (
     parse_policy,
 )
 from imagepatch.model.times import Clock, utcnow
-from imagepatch.model.workload_state import ContainerState, WorkloadState, from_annotation
+from imagepatch.model.workload_state import ContainerState, WorkloadState
 
 log = logging.getLogger("imagepatch.detection")
 
@@ -156,7 +168,11 @@ class FindingsExporter(Protocol):
     """
 
     async def export(
-        self, results_by_policy: Mapping[str, Iterable[WorkloadResult]], *, now: dt.datetime
+        self,
+        results_by_policy: Mapping[str, Iterable[WorkloadResult]],
+        *,
+        now: dt.datetime,
+        opted_out: Collection[tuple[str, str]] = (),
     ) -> object: ...
 
 
@@ -172,6 +188,7 @@ class Detector:
         secrets: PolicySecrets | None = None,
         securityhub: FindingsExporter | None = None,
         upstreams: PullThroughRules | None = None,
+        memory: OperatorMemory | None = None,
         clock: Clock = utcnow,
         monotonic: Callable[[], float] = time.monotonic,
         tick: float = 5.0,
@@ -182,6 +199,12 @@ class Detector:
         self.secrets = secrets
         self.securityhub = securityhub
         self.upstreams = upstreams
+        # What detection decides from (base digests it saw, failed rebuilds, states):
+        # kept in the operator's namespace, never read back from a workload's annotations.
+        self.memory = memory if memory is not None else OperatorMemory()
+        # (kind, ns, name) of workloads seen to opt out: Security Hub archives their
+        # findings saying so, never as resolved.
+        self.opted_out: set[tuple[str, str, str]] = set()
         self.clock = clock
         self.monotonic = monotonic
         self.tick = tick
@@ -215,6 +238,16 @@ class Detector:
         if not uid:
             return
         annotations = meta.get("annotations") or {}
+        identity = (_kind(body), meta.get("namespace", ""), meta.get("name", ""))
+        if event_type == "DELETED":
+            self.memory.forget(*identity)  # pruned at the next flush
+            self.opted_out.discard(identity)
+        elif POLICY_ANNOTATION not in annotations and (
+            uid in self.workloads or self.memory.get(*identity, uid).state
+        ):
+            self.opted_out.add(identity)
+        else:
+            self.opted_out.discard(identity)
         if event_type == "DELETED" or POLICY_ANNOTATION not in annotations:
             self.workloads.pop(uid, None)
             if event_type != "DELETED" and STATE_ANNOTATION in annotations:
@@ -361,7 +394,10 @@ class Detector:
             self._record_metrics(name, results)
             if self.securityhub is not None:
                 try:
-                    await self.securityhub.export({name: results}, now=self.clock())
+                    await self.securityhub.export(
+                        {name: results}, now=self.clock(),
+                        opted_out={(ns, n) for _, ns, n in self.opted_out},
+                    )
                 except AdapterError as exc:
                     log.warning(
                         "Security Hub export for policy %s failed: %s: %s", name, exc.reason, exc
@@ -379,6 +415,7 @@ class Detector:
                     if v
                 ),
             )
+        await self.memory.flush()  # states recorded in this pass; a record that fails is kept
         metrics.record_detection_pass()
 
     def _forget_gone(self, policies: Mapping[str, Mapping[str, Any]]) -> None:
@@ -423,8 +460,7 @@ class Detector:
             for c in r.containers:
                 for severity, n in (c.get("findingsBySeverity") or {}).items():
                     findings[severity] = findings.get(severity, 0) + n
-            previous = _previous_state(self.workloads.get(r.uid, {}).get("metadata", {}))
-            since = previous.since if previous is not None else None
+            since = self._remembered(self.workloads.get(r.uid, {})).since
             if r.state != str(State.COMPLIANT) and since:
                 age = (now - since).total_seconds()
                 oldest = max(oldest or 0.0, age)
@@ -493,8 +529,13 @@ class Detector:
                             f"image {_clip(container.get('image'))}: {type(exc).__name__}: "
                             f"{_clip(str(exc), 300)}",
                         )
-                assessed.append((facts, compliance.assess_container(facts, spec)))
+                assessment = compliance.assess_container(facts, spec)
+                if facts.note:
+                    assessment = replace(assessment, message=f"{assessment.message} ({facts.note})")
+                assessed.append((facts, assessment))
             results.append((dep, assessed))
+        # The base digests remembered above are written before any patch is opened or closed.
+        await self.memory.flush()
 
         intents: dict[str, compliance.PatchIntent] = {}
         failed_keys: set[str] = set()
@@ -503,7 +544,7 @@ class Detector:
         for dep, assessed in results:
             meta = dep["metadata"]
             labels = await self._namespace_labels(meta["namespace"], memo)
-            remembered = {m.get("key") for m in failed_memory(dep)}
+            remembered = {m.get("key") for m in self._remembered(dep).failed}
             requested = _requested_rebuild(dep)
             refusal = spec.rebuild.refusal(requested) if requested else None
             if refusal:
@@ -606,7 +647,7 @@ class Detector:
 
         out: list[WorkloadResult] = []
         for dep, assessed in results:
-            assessed = _with_failed_memory(assessed, dep)
+            assessed = _with_failed_memory(assessed, dep, self._remembered(dep))
             states = [
                 a.state
                 if a.state == State.FAILED
@@ -690,10 +731,16 @@ class Detector:
             ).strip()
             if not base_name and override:
                 base_name, lineage_source = override, "workload-annotation"
+                follow_override = override
+            else:
+                follow_override, note = _override_use(
+                    base_name, override, same_registry=self._same_registry
+                )
+                facts = replace(facts, note=note)
             facts = replace(
                 facts, base_name=base_name, base_digest=base_digest, lineage_source=lineage_source
             )
-            follow = _base_to_follow(base_name, override)
+            follow = _base_to_follow(base_name, follow_override)
             if follow is not None:
                 base = await self._base(follow, spec, memo)
                 if base.error_reason:
@@ -702,11 +749,15 @@ class Detector:
                 if not base_digest and override:
                     # The image records no base digest: the annotation names the base,
                     # so what runs is taken to be built on the base as it was when this
-                    # digest was first seen (remembered in our state annotation), else
-                    # on the base as it is now. Without the memory a base push could
-                    # never make such a workload outdated.
-                    remembered = _remembered_base_digest(dep, name, digest, base_name)
+                    # digest was first seen (the operator's memory, never the workload's
+                    # annotations), else on the base as it is now. Without the memory a
+                    # base push could never make such a workload outdated.
+                    record = self._remembered(dep)
+                    remembered = _remembered_base_digest(record, name, digest, base_name)
                     facts = replace(facts, base_digest=remembered or base.digest)
+                    if not remembered:
+                        self.memory.stage(memory_model.with_base(record, name, BaseMemory(
+                            digest=digest, base=base_name, base_digest=base.digest)))
         except AdapterError as exc:
             return replace(facts, error_reason=exc.reason, error=str(exc))
         return await self._with_findings(facts, ref, spec)
@@ -834,6 +885,17 @@ class Detector:
 
     # -- outputs -------------------------------------------------------------------------
 
+    def _same_registry(self, a: ImageRef, b: ImageRef) -> bool:
+        """Two names served by one registry endpoint (the admin's --registry-endpoint)."""
+        return self.registry.endpoint(a) == self.registry.endpoint(b)
+
+    def _remembered(self, dep: Mapping[str, Any]) -> WorkloadMemory:
+        """The operator's memory of this workload (fresh for a new uid)."""
+        meta = dep.get("metadata") or {}
+        return self.memory.get(
+            _kind(dep), meta.get("namespace", ""), meta.get("name", ""), meta.get("uid", "")
+        )
+
     def _patch_body(
         self, policy: str, spec: PolicySpec, intent: compliance.PatchIntent
     ) -> dict[str, Any]:
@@ -878,23 +940,24 @@ class Detector:
     ) -> None:
         """Record the workload's state on it; post an Event when the state changed."""
         meta = dep["metadata"]
-        previous = _previous_state(meta)
+        # The operator's memory says what changed; the annotation is only its mirror.
+        remembered = self._remembered(dep)
+        changed = remembered.state != state
+        kept = memory_model.with_state(remembered, state=state, now=self.clock())
         record = WorkloadState(
-            policy=policy, state=state, message=message[:1000], containers=tuple(containers)
+            policy=policy, state=state, message=message[:1000], containers=tuple(containers),
+            since=kept.since,
         )
-        if previous is not None and previous.same_as(record):
-            return
-        changed = previous is None or previous.state != state
-        since = None if changed or previous is None else previous.since
-        record = replace(record, since=since or self.clock())
         value = record.to_annotation()
-        await self.kube.annotate_workload(
-            _kind(dep), meta["namespace"], meta["name"], {STATE_ANNOTATION: value}
-        )
+        if _mirror(meta) != value:
+            await self.kube.annotate_workload(
+                _kind(dep), meta["namespace"], meta["name"], {STATE_ANNOTATION: value}
+            )
+            # Keep our copy in step, so the next pass compares with what we wrote.
+            meta.setdefault("annotations", {})[STATE_ANNOTATION] = value
         if changed:
             await self._event(dep, state, message)
-        # Keep our copy in step, so the next pass compares with what we wrote.
-        meta.setdefault("annotations", {})[STATE_ANNOTATION] = value
+        self.memory.stage(kept)  # written at the end of the pass
 
     async def _event(self, dep: Mapping[str, Any], state: str, message: str) -> None:
         meta = dep["metadata"]
@@ -1024,6 +1087,39 @@ def _requested_rebuild(dep: Mapping[str, Any]) -> str:
     return ((dep["metadata"].get("annotations") or {}).get(REBUILD_ANNOTATION) or "").strip()
 
 
+def _override_use(
+    base_name: str,
+    override: str,
+    *,
+    same_registry: Callable[[ImageRef, ImageRef], bool] = lambda a, b: a.host == b.host,
+) -> tuple[str, str]:
+    """When the image records its base: what of the annotation is used, and a note if nothing.
+
+    The image's own record wins: an annotation could otherwise pin a base tag
+    that never moves and keep the workload from ever being outdated. The uses
+    left: naming the tag to follow of a base the image records only by digest
+    (``FROM base@sha256:…``), in the same repository; and naming the recorded
+    base under another host that the operator's own configuration serves from
+    the same registry (``same_registry``: the ``--registry-endpoint`` mapping,
+    an admin's, never a tenant's), so events naming that host match.
+    """
+    if not (base_name and override):
+        return "", ""
+    try:
+        recorded, asked = parse_image(base_name), parse_image(override)
+    except ValueError:
+        return "", ""
+    same_base = recorded.repository == asked.repository and (
+        recorded.host == asked.host or same_registry(recorded, asked)
+    )
+    if same_base and (not recorded.tag or recorded.tag == asked.tag):
+        return (override if not recorded.tag or recorded.host != asked.host else ""), ""
+    return "", (
+        f"the {BASE_ANNOTATION} annotation names {_clip(override)}, but the image records its "
+        f"base as {_clip(base_name)}: the image's base is followed"
+    )
+
+
 def _base_to_follow(base_name: str, override: str) -> ImageRef | None:
     """The base tag to watch: the annotation's if given, else the recorded name if it has a tag.
 
@@ -1045,39 +1141,40 @@ def _base_to_follow(base_name: str, override: str) -> ImageRef | None:
 
 
 def _remembered_base_digest(
-    dep: Mapping[str, Any], container: str, digest: str, base_name: str
+    record: WorkloadMemory, container: str, digest: str, base_name: str
 ) -> str:
-    """The base digest our state annotation recorded for this container at this digest.
+    """The base digest the operator remembered for this container at this digest.
 
-    Only for lineage taken from the workload annotation, the same image digest and
-    the same base name; anything else (or a value that is not a digest) is "".
+    Only lineage taken from the workload annotation is remembered, for the same
+    image digest and base name; anything else (or a value that is not a digest)
+    is "". The memory is the operator's (``adapters.memory``), never the
+    workload's ``imagepatch.dev/state`` annotation, which its owner can edit.
     """
-    previous = _previous_state(dep.get("metadata") or {})
-    for record in previous.containers if previous is not None else ():
-        if (
-            record.name == container
-            and record.digest == digest
-            and record.base == base_name
-            and record.lineage == "workload-annotation"
-        ):
-            return record.base_digest if is_digest(record.base_digest) else ""
+    remembered = record.bases.get(container)
+    if remembered is not None and remembered.digest == digest and remembered.base == base_name:
+        return remembered.base_digest if is_digest(remembered.base_digest) else ""
     return ""
 
 
-def _previous_state(meta: Mapping[str, Any]) -> WorkloadState | None:
-    """The state detection recorded on the workload; None if none (or unreadable)."""
-    return from_annotation((meta.get("annotations") or {}).get(STATE_ANNOTATION))
+def _mirror(meta: Mapping[str, Any]) -> str:
+    """The state annotation's value as it stands: the mirror for people, never read back
+    for a decision (only to tell whether it needs writing again)."""
+    value = (meta.get("annotations") or {}).get(STATE_ANNOTATION)
+    return value if isinstance(value, str) else ""
 
 
 def _with_failed_memory(
-    assessed: Sequence[tuple[ContainerFacts, Assessment]], dep: Mapping[str, Any]
+    assessed: Sequence[tuple[ContainerFacts, Assessment]],
+    dep: Mapping[str, Any],
+    record: WorkloadMemory,
 ) -> list[tuple[ContainerFacts, Assessment]]:
     """Containers whose patch already failed here read ``Failed``, saying which rebuild.
 
-    The memory is on the workload (``imagepatch.dev/failed-digests``), so this
-    holds after history retention deleted the failed ImagePatch.
+    The memory is the operator's (``adapters.memory``: it outlives history
+    retention of the failed ImagePatch); the workload's
+    ``imagepatch.dev/failed-digests`` annotation is only its mirror.
     """
-    memory = {m.get("key"): m for m in failed_memory(dep) if m.get("key")}
+    memory = {m.get("key"): m for m in record.failed if m.get("key")}
     out = []
     for facts, assessment in assessed:
         intent = compliance.intent_for(facts, assessment)

@@ -35,6 +35,7 @@ from imagepatch.adapters.errors import (
     TransientError,
 )
 from imagepatch.adapters.kube import Kube
+from imagepatch.adapters.memory import OperatorMemory
 from imagepatch.core import reasons
 from imagepatch.core.conditions import Condition, merge
 from imagepatch.core.reasons import (
@@ -163,6 +164,7 @@ async def reconcile_imagepatch_guarded(
     clock: Clock = utcnow,
     logger: logging.Logger = log,
     tools: RebuildTools | None = None,
+    memory: OperatorMemory | None = None,
 ) -> float | None:
     """``reconcile_imagepatch``, with every error recorded as a condition.
 
@@ -171,7 +173,7 @@ async def reconcile_imagepatch_guarded(
     """
     try:
         after = await reconcile_imagepatch(
-            name=name, kube=kube, clock=clock, logger=logger, tools=tools
+            name=name, kube=kube, clock=clock, logger=logger, tools=tools, memory=memory
         )
     except Exception as exc:  # noqa: BLE001 - the one place every error is mapped
         policy = ""

@@ -24,13 +24,16 @@ from imagepatch.adapters import metrics
 from imagepatch.adapters.builders import Builder
 from imagepatch.adapters.errors import AdapterError, ConflictError
 from imagepatch.adapters.kube import Kube
+from imagepatch.adapters.memory import OperatorMemory
 from imagepatch.adapters.registry import RegistryClient
 from imagepatch.core import kinds, reasons
 from imagepatch.core.images import parse_image
 from imagepatch.core.rebuild import BuildObservation
 from imagepatch.core.rollout import (
+    FAILED_ANNOTATION,
     GATE_POLL,
     Candidate,
+    PatchImage,
     Window,
     Workload,
     active_target,
@@ -40,6 +43,7 @@ from imagepatch.core.rollout import (
 )
 from imagepatch.core.scans import FindingsSource
 from imagepatch.core.window import window_state
+from imagepatch.model import memory as memory_model
 from imagepatch.model import names
 from imagepatch.model.errors import SpecError
 from imagepatch.model.imagepatch import (
@@ -142,14 +146,21 @@ def _claiming(patch: ImagePatch) -> bool:
     return nxt is not None and nxt.phase == TargetPhase.PENDING
 
 
-async def observe_workload(kube: Kube, target: Target) -> Workload:
-    """The target's workload (of its kind), its pods and, for a CronJob, its Jobs."""
+async def observe_workload(
+    kube: Kube, target: Target, memory: OperatorMemory | None = None
+) -> Workload:
+    """The target's workload (of its kind), its pods, for a CronJob its Jobs, and the
+    digests that failed on it before (the operator's memory, never its annotations)."""
     obj = await kube.get_workload(target.kind, target.namespace, target.name)
     if obj is None:
         return Workload(target=target, deployment=None)
     pods = await kube.workload_pods(target.kind, obj)
     jobs = await kube.cronjob_jobs(obj) if target.kind == kinds.CRONJOB else []
-    return Workload(target=target, deployment=obj, pods=tuple(pods), jobs=tuple(jobs))
+    record = (memory or OperatorMemory()).get(
+        target.kind, target.namespace, target.name, (obj.get("metadata") or {}).get("uid", "")
+    )
+    return Workload(target=target, deployment=obj, pods=tuple(pods), jobs=tuple(jobs),
+                    failed_digests=frozenset(e["digest"] for e in record.failed))
 
 
 def _involved(target: Target, workload: Workload | None) -> dict[str, Any]:
@@ -251,6 +262,21 @@ def _record_metrics(old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
                 metrics.record_duration("rollback", took)
 
 
+async def _remember_failed(
+    memory: OperatorMemory, act: PatchImage, workload: Workload | None
+) -> str:
+    """Record the rollback's failed digest in the operator's memory; the annotation mirror."""
+    assert act.failed is not None
+    meta = ((workload.deployment if workload else None) or {}).get("metadata") or {}
+    target = act.target
+    record = memory_model.with_failed(
+        memory.get(target.kind, target.namespace, target.name, meta.get("uid", "")),
+        digest=act.failed.digest, key=act.failed.key, patch=act.failed.patch, now=act.failed.at,
+    )
+    await memory.put(record)
+    return memory_model.failed_mirror(record)
+
+
 async def reconcile_imagepatch(
     *,
     name: str,
@@ -258,8 +284,15 @@ async def reconcile_imagepatch(
     clock: Clock = utcnow,
     logger: logging.Logger = log,
     tools: RebuildTools | None = None,
+    memory: OperatorMemory | None = None,
 ) -> float | None:
-    """Advance one ImagePatch as far as it can go now; return when to look again."""
+    """Advance one ImagePatch as far as it can go now; return when to look again.
+
+    ``memory``: the operator's memory (``adapters.memory``): the digests that
+    failed on a target before, and where a rollback records its failed digest
+    before it writes (an in-process one when not given: unit tests).
+    """
+    memory = memory if memory is not None else OperatorMemory()
     body = await kube.get_imagepatch(name)
     seen: dict[str, Any] = {}  # rebuild observations of this pass
     candidates: list[Candidate] | None = None  # looked for once, when the planner asks
@@ -278,7 +311,7 @@ async def reconcile_imagepatch(
                 policy = None  # the policy's own status says what is wrong
         now = clock()
         target = active_target(patch)
-        workload = await observe_workload(kube, target) if target else None
+        workload = await observe_workload(kube, target, memory) if target else None
         state = window_state(policy.maintenance_window if policy else None, now)
         await _observe_rebuild(tools, patch, policy, now, seen)
         claiming = _claiming(patch)
@@ -359,6 +392,12 @@ async def reconcile_imagepatch(
             # it (containers or initContainers) is the adapter's business.
             found = kinds.find_container(workload.deployment if workload else None,
                                          act.target.container)
+            annotations = dict(act.annotations)
+            if act.failed is not None:
+                # Intent before the side effect: the failed digest is in the operator's
+                # memory before the rollback is written (a failure here raises, and
+                # nothing is written); the annotation is the mirror of that record.
+                annotations[FAILED_ANNOTATION] = await _remember_failed(memory, act, workload)
             try:
                 await kube.set_container_image(
                     act.target.namespace,
@@ -366,7 +405,7 @@ async def reconcile_imagepatch(
                     container=act.target.container,
                     image=act.image,
                     resource_version=act.resource_version,
-                    annotations=act.annotations,
+                    annotations=annotations,
                     allow_unpinned=not act.pinned,
                     kind=act.target.kind,
                     container_list=found[0] if found else "containers",

@@ -330,6 +330,12 @@ class _Transport:
         self._image(f"{image.name}@{ref}" if ":" in ref else f"{image.name}:{ref}")
         return image, ref
 
+    def endpoint(self, image: ImageRef) -> str:
+        """Where requests for ``image`` go: two names with one endpoint are one registry
+        (an admin's ``--registry-endpoint`` mapping; detection reads it to tell an alias
+        of a recorded base from another base)."""
+        return self._base_url(image)
+
     def _base_url(self, image: ImageRef) -> str:
         override = self._endpoints.get(image.host) or self._endpoints.get(image.api_host)
         if override:

@@ -21,9 +21,10 @@ writes them into ``spec.targets``; a human's patch without targets is matched
 by the same rule). Only digest-pinned references are written: forward
 ``repo:tag@<new digest>``, back ``repo:tag@<the digest that ran>``. A
 container that another open patch is changing is not started (``Conflict``,
-naming the holder). A digest that failed on a workload is remembered on the
-workload (``imagepatch.dev/failed-digests``), so history pruning cannot make
-the same bad rebuild be rolled out there again.
+naming the holder). A digest that failed on a workload is remembered in the
+operator's memory (``adapters.memory``; the workload's
+``imagepatch.dev/failed-digests`` is only its mirror), so history pruning
+cannot make the same bad rebuild be rolled out there again.
 
 Targets go one at a time, wave by wave; a wave's ``soak`` must pass after its
 last target turned healthy before the next wave starts. New targets start
@@ -56,6 +57,7 @@ from imagepatch.core.rollout.context import (
     POLICY_POLL,
     Candidate,
     Context,
+    FailedDigest,
     PatchImage,
     Step,
     Window,
@@ -65,7 +67,6 @@ from imagepatch.core.rollout.context import (
     target_digest,
 )
 from imagepatch.core.rollout.plan import plan
-from imagepatch.core.rollout.rollback import failed_memory, remember_failed
 from imagepatch.core.rollout.targets import (
     active_target,
     pin_targets,
@@ -84,18 +85,17 @@ __all__ = [
     "POLICY_POLL",
     "Candidate",
     "Context",
+    "FailedDigest",
     "PatchImage",
     "Step",
     "Window",
     "Workload",
     "WorkloadEvent",
     "active_target",
-    "failed_memory",
     "is_pinned",
     "pin_targets",
     "pinned_image",
     "plan",
-    "remember_failed",
     "running_digest",
     "runs_patch_image",
     "target_digest",

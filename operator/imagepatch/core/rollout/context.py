@@ -43,7 +43,8 @@ CONFLICT_POLL = 10.0
 # How soon a patch of a suspended or missing policy looks again (a policy
 # change does not wake an ImagePatch, so this is the resync).
 POLICY_POLL = 60.0
-# On the workload: the digests that failed there (bounded), newest last.
+# On the workload, a mirror for people (the operator's memory holds the real record,
+# adapters.memory): the digests that failed there (bounded), newest last.
 FAILED_ANNOTATION = FAILED_DIGESTS_ANNOTATION
 FAILED_MEMORY = 10
 
@@ -60,6 +61,9 @@ class Workload:
     deployment: Mapping[str, Any] | None
     pods: Sequence[Mapping[str, Any]] = ()
     jobs: Sequence[Mapping[str, Any]] = ()
+    # Digests that failed on this workload before, from the operator's memory
+    # (never from the workload's imagepatch.dev/failed-digests annotation, a mirror).
+    failed_digests: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -76,14 +80,26 @@ class Candidate:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class FailedDigest:
+    """A rebuild that failed its gate on a workload: remembered so it is never rolled out again."""
+
+    digest: str
+    key: str  # the patch's identity (core.compliance.patch_key); "" for a human's patch
+    patch: str
+    at: dt.datetime
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class PatchImage:
     """Set one container's image, only if the workload is still at ``resource_version``."""
 
     target: Target
     image: str
     resource_version: str
-    # Set together with the image, in the same write (the failed-digest memory).
+    # Set together with the image, in the same write (the failed-digest mirror for people).
     annotations: Mapping[str, str] = field(default_factory=dict)
+    # A rollback: the failed digest, recorded in the operator's memory before this write.
+    failed: FailedDigest | None = None
     # False only for the documented rollback of a workload whose digest was never known.
     pinned: bool = True
 

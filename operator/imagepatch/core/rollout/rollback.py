@@ -1,11 +1,15 @@
-"""Rolling a target back, and the failed-digest memory it leaves on the workload.
+"""Rolling a target back, and the failed-digest memory it leaves.
 
 ``RollingBack`` is recorded (by the gate) before anything is written, so a
 restart mid-rollback finishes the rollback and never rolls forward again.
-The rollback writes the image that ran, pinned to its digest, together with
-the failed digest added to the workload's ``imagepatch.dev/failed-digests``
-annotation: that memory outlives the ImagePatch (history retention may delete
-it), so the same bad rebuild is never rolled out there again. The restored
+The rollback action names the failed digest (``PatchImage.failed``): the
+reconciler records it in the operator's memory (``adapters.memory``, in the
+operator's namespace) *before* it writes the image that ran, pinned to its
+digest. That memory outlives the ImagePatch (history retention may delete
+it), so the same bad rebuild is never rolled out there again; a tenant cannot
+erase or forge it. The write also carries the workload's
+``imagepatch.dev/failed-digests`` annotation, a mirror for people that is
+never read back for a decision. The restored
 image only needs to be available again (no soak); if it is unhealthy too,
 the patch fails with ``RollbackFailed`` for a human to look at.
 
@@ -24,7 +28,6 @@ message) and then deleted, each only if still the pod observed
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -32,11 +35,10 @@ from typing import Any
 from imagepatch.core import health, kinds, reasons
 from imagepatch.core.images import parse_image
 from imagepatch.core.rollout.context import (
-    FAILED_ANNOTATION,
-    FAILED_MEMORY,
     GATE_POLL,
     Context,
     DeletePods,
+    FailedDigest,
     PatchImage,
     Step,
     Workload,
@@ -46,32 +48,8 @@ from imagepatch.core.rollout.context import (
 )
 from imagepatch.core.rollout.drift import drift, external_change, gone
 from imagepatch.core.rollout.gate import PASSED, assess
-from imagepatch.model.imagepatch import ImagePatch, Phase, TargetPhase
+from imagepatch.model.imagepatch import Phase, TargetPhase
 from imagepatch.model.times import format_time
-
-
-def failed_memory(deployment: Mapping[str, Any] | None) -> list[dict[str, str]]:
-    """The failed-digest memory recorded on a workload: ``[{digest, key, patch, at}]``."""
-    raw = ((deployment or {}).get("metadata") or {}).get("annotations", {}).get(FAILED_ANNOTATION)
-    try:
-        value = json.loads(raw) if raw else []
-    except ValueError:
-        return []
-    if not isinstance(value, list):
-        return []
-    return [e for e in value if isinstance(e, dict) and isinstance(e.get("digest"), str)]
-
-
-def remember_failed(
-    deployment: Mapping[str, Any], *, digest: str, patch: ImagePatch, now: dt.datetime
-) -> str:
-    """The memory with ``digest`` added (newest last, at most FAILED_MEMORY entries)."""
-    memory = [e for e in failed_memory(deployment) if e.get("digest") != digest]
-    entry = {"digest": digest, "patch": patch.name, "at": format_time(now)}
-    if patch.key:
-        entry["key"] = patch.key
-    memory.append(entry)
-    return json.dumps(memory[-FAILED_MEMORY:], sort_keys=True, separators=(",", ":"))
 
 
 def rolling_back(ctx: Context, *, index: int, workload: Workload) -> Step:
@@ -213,24 +191,20 @@ def _forced_rollback(ctx: Context, *, index: int, workload: Workload) -> Step | 
 
 
 def _restore(ctx: Context, *, index: int, deployment: Mapping[str, Any]) -> PatchImage:
-    """The rollback write: the image to restore, with the failed digest remembered."""
+    """The rollback write: the image to restore, naming the failed digest to remember.
+
+    The reconciler records ``failed`` in the operator's memory before it
+    writes, and sets the workload's annotation mirror from that record: the
+    annotation a tenant may have edited is never read here.
+    """
     entry = ctx.entries[index]
-    # The failed digest is remembered on the workload in the same write:
-    # it outlives this ImagePatch (history retention may delete it).
     failed = parse_image(entry.target_image).digest or ""
-    memory = (
-        {
-            FAILED_ANNOTATION: remember_failed(
-                deployment, digest=failed, patch=ctx.patch, now=ctx.now
-            )
-        }
-        if failed
-        else {}
-    )
     return PatchImage(
         target=entry.target,
         image=entry.restore_image,
         resource_version=deployment["metadata"]["resourceVersion"],
-        annotations=memory,
         pinned=is_pinned(entry.restore_image),
+        failed=FailedDigest(digest=failed, key=ctx.patch.key, patch=ctx.patch.name, at=ctx.now)
+        if failed
+        else None,
     )

@@ -40,7 +40,6 @@ from imagepatch.core.rollout.context import (
     describe,
 )
 from imagepatch.core.rollout.drift import drift, external_change, gone
-from imagepatch.core.rollout.rollback import failed_memory
 from imagepatch.model.imagepatch import ImagePatch, Phase, RolloutEntry, Target, TargetPhase
 from imagepatch.model.policy import LabelSelector, PolicySpec
 from imagepatch.model.times import format_time, parse_time_strict
@@ -317,7 +316,7 @@ def start_target(ctx: Context, *, index: int, workload: Workload) -> Step:
             + (f"@{patch.current_digest}" if patch.current_digest else ""),
         )
         return ctx.finish(again=True)
-    if any(m["digest"] == digest for m in failed_memory(dep)):
+    if digest in workload.failed_digests:
         ctx.skip(
             index,
             reason=reasons.DIGEST_FAILED_BEFORE,
