@@ -5,6 +5,22 @@ stages ``core.rebuild`` decides: start the build once per idempotency key,
 follow it, verify the result. This module only carries that decision into
 the step: its phase, message and status fields, a stall reason, and a
 refused digest added to ``failedDigests``.
+
+The key (``core.rebuild.idempotency_key``: repository, tag, source digest,
+target base digest) is computed once, with the intent, and read back from
+status after that. A patch recorded by v0.2 carries an older key,
+``<image>|<base digest>``, that two tags of one repository share:
+
+* still starting (no build id recorded): the key is replaced by the current
+  one before any build is started or looked for, so the patch can only find
+  or start a build of its own tag. A build v0.2 may have started under the
+  old key just before it stopped is left to finish on its own; this patch
+  starts its own (at worst one build too many, never another tag's);
+* a build id already recorded: the key is kept (it names that build), and
+  every builder checks, when it polls, that the build pushes where this
+  patch's rebuild goes (``TARGET_IMAGE``, the Job's recorded target), so a
+  build of another tag that v0.2 adopted ends the patch ``Failed``
+  (``BuildMismatch``) instead of being rolled out.
 """
 
 from __future__ import annotations
@@ -31,11 +47,20 @@ def rebuild_step(
         if blocked is not None:
             return blocked
     # The key is computed here, once, for the intent; later steps read it from status.
-    key = (
-        rebuilds.idempotency_key(patch.image, patch.new_base_digest, patch.current_digest)
-        if recorded.rebuild.stage == RebuildStage.NOT_STARTED
-        else recorded.idempotency_key
+    current_key = rebuilds.idempotency_key(
+        image=patch.image,
+        tag=patch.tag,
+        current_digest=patch.current_digest,
+        new_base_digest=patch.new_base_digest,
     )
+    stage = recorded.rebuild.stage
+    key = current_key if stage == RebuildStage.NOT_STARTED else recorded.idempotency_key
+    if stage == RebuildStage.STARTING and not rebuilds.is_current_key(key):
+        # A v0.2 key names no tag: re-key before the builder looks for a build of it.
+        ctx.phase = Phase.BUILDING
+        ctx.message = f"re-keying the rebuild as {current_key} before it starts"
+        ctx.extra["idempotencyKey"] = current_key
+        return ctx.finish(again=True)
     step = rebuilds.decide_rebuild(
         rebuild=recorded.rebuild,
         key=key,
