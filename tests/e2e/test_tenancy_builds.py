@@ -133,7 +133,8 @@ def test_two_tags_on_one_base_build_separately_and_each_workload_gets_its_own_re
             assert env["TARGET_IMAGE"] == target
             assert env["BASE_IMAGE"] == f"{base_v2.repository}@{base_v2.digest}"
             key = given.get("imagepatch", patches[tag])["status"]["idempotencyKey"]
-            assert key == f"v2|{ECR}/{repo}:{tag}|{running[tag].digest}|{base_v2.digest}"
+            assert key == (
+                f"v2|{ECR}/{repo}:{tag}|{running[tag].digest}|{base_v2.digest}|job:{template}")
             assert env["IMAGEPATCH_KEY"] == key
             annotations = job["metadata"]["annotations"]
             assert annotations["imagepatch.dev/build-key"] == key

@@ -9,6 +9,7 @@ import pytest
 
 from imagepatch.core.rebuild import (
     BuildObservation,
+    RebuildChoice,
     Verification,
     idempotency_key,
     is_current_key,
@@ -24,7 +25,8 @@ CURRENT = "sha256:" + "c" * 64
 OLD_BASE, NEW_BASE = "sha256:" + "1" * 64, "sha256:" + "2" * 64
 BUILT = "sha256:" + "b" * 64
 WEB = Target(namespace="shop", name="web", container="app")
-KEY = idempotency_key(image=REPO, tag="1.4", current_digest=CURRENT, new_base_digest=NEW_BASE)
+KEY = idempotency_key(image=REPO, tag="1.4", current_digest=CURRENT, new_base_digest=NEW_BASE,
+                      builder="external")  # the policy's default strategy
 
 
 def policy(**spec: Any):
@@ -116,8 +118,8 @@ def test_a_v02_key_of_a_build_already_recorded_is_kept_it_names_that_build() -> 
     assert "idempotencyKey" not in polled.status and not polled.start_build
 
 
-def test_the_key_names_repository_tag_source_digest_and_target_base_digest() -> None:
-    assert KEY == f"v2|{REPO}:1.4|{CURRENT}|{NEW_BASE}"
+def test_the_key_names_repository_tag_source_digest_target_base_digest_and_builder() -> None:
+    assert KEY == f"v2|{REPO}:1.4|{CURRENT}|{NEW_BASE}|external"
     assert is_current_key(KEY) and not is_current_key(f"{REPO}|{NEW_BASE}")
     keys = {
         idempotency_key(image=REPO, tag=tag, current_digest=current, new_base_digest=base)
@@ -128,7 +130,25 @@ def test_the_key_names_repository_tag_source_digest_and_target_base_digest() -> 
     assert len(keys) == 8  # two tags of one repository on one base are two builds
     # Unknown parts are spelled out, and no tag is the build request's "latest".
     assert idempotency_key(image=REPO, tag="", current_digest="", new_base_digest="") == (
-        f"v2|{REPO}:latest|-|-")
+        f"v2|{REPO}:latest|-|-|-")
+
+
+def test_two_rebuild_requests_for_one_image_are_two_builds() -> None:
+    # Two teams' patches of one image asking for two Job templates never share a build.
+    pol = policy(rebuild={"strategy": "codebuild", "codebuild": {"project": "platform"}})
+    keys = {
+        spec_rebuild.get("jobTemplate") or spec_rebuild.get("codebuildProject") or "default":
+            step(pol=pol, rebuild=spec_rebuild).status["idempotencyKey"]
+        for spec_rebuild in ({"strategy": "job", "jobTemplate": "team-a"},
+                             {"strategy": "job", "jobTemplate": "team-b"},
+                             {"strategy": "codebuild", "codebuildProject": "team-c"},
+                             {"strategy": "codebuild"})
+    }
+    assert {k: v.rsplit("|", 1)[1] for k, v in keys.items()} == {
+        "team-a": "job:team-a", "team-b": "job:team-b", "team-c": "codebuild:team-c",
+        "default": "codebuild:platform"}
+    assert RebuildChoice(strategy="rebase").builder == "rebase"
+    assert RebuildChoice(strategy="job").builder == "job"  # no template named anywhere
 
 
 def test_a_failed_build_fails_the_patch_with_the_builders_status() -> None:

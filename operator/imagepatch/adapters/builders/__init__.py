@@ -4,8 +4,8 @@ Every builder implements the same two calls, so the reconcile loop treats
 them alike and records intent before each one:
 
 * ``start(request) -> build_id``: begin the rebuild. It must be **idempotent
-  on** ``request.key`` (repository, tag, source digest and target base
-  digest: ``core.rebuild.idempotency_key``): calling it again with the same
+  on** ``request.key`` (repository, tag, source digest, target base
+  digest and builder: ``core.rebuild.idempotency_key``): calling it again with the same
   key, e.g. after the operator was killed between starting a build and
   recording its id, returns the same build and never starts a second one
   (CodeBuild: ``idempotencyToken``; Job: a name derived from the key;
@@ -44,7 +44,7 @@ class BuildState(enum.StrEnum):
 class BuildRequest:
     """What to build. ``image``/``tag`` name where the result is pushed."""
 
-    key: str  # idempotency key: "v2|<image>:<tag>|<current digest>|<target base digest>"
+    key: str  # "v2|<image>:<tag>|<current digest>|<target base digest>|<builder>"
     strategy: str  # codebuild | job | external | rebase
     image: str  # repository, host/repo, no tag
     tag: str  # the tag the workloads run, e.g. "1.4"

@@ -16,7 +16,7 @@ What the build receives (``environmentVariablesOverride``, PLAINTEXT):
   a new tag from the policy's ``tagTemplate`` unless ``tagPolicy`` is
   ``Overwrite`` (``core.tags``);
 * ``IMAGEPATCH_KEY``: the idempotency key (repository, tag, source digest,
-  target base digest);
+  target base digest, builder);
 * ``SOURCE_REVISION``: the revision the current image records (may be
   empty); it is also passed as ``sourceVersion`` when set, so the build
   checks out the code the running image was built from.
@@ -28,7 +28,7 @@ down longer between starting a build and recording its id would start a
 second one, so ``start`` first looks for a build of the request: the newest
 page (up to 100) of ``ListBuildsForProject``, read with ``BatchGetBuilds``,
 adopted only when the variables the build ran with match the request
-exactly: ``IMAGEPATCH_KEY`` (repository, tag, source and base digests),
+exactly: ``IMAGEPATCH_KEY`` (repository, tag, source and base digests, builder),
 ``TARGET_IMAGE`` and ``IMAGE_TAG``. A build of another tag of the same
 repository on the same base (which a v0.2 key, ``image|base digest``, did not
 tell apart) is never adopted, so its exported digest is never rolled out to

@@ -34,7 +34,7 @@ Idempotency: the Job's name is derived from the key
 the same key, e.g. after the operator was killed before recording the build
 id, finds the Job (or gets AlreadyExists) instead of creating another. The
 build id is the Job's name. The key (repository, tag, source and base
-digests) is too long for a label, so the label holds its hash
+digests, builder) is too long for a label, so the label holds its hash
 (``imagepatch.dev/build-key-hash``) and annotations hold the full key, the
 tag it rebuilds and the target it pushes to (``imagepatch.dev/build-key``,
 ``build-tag``, ``build-target``). A Job found by name is adopted only when

@@ -7,7 +7,7 @@ the step: its phase, message and status fields, a stall reason, and a
 refused digest added to ``failedDigests``.
 
 The key (``core.rebuild.idempotency_key``: repository, tag, source digest,
-target base digest) is computed once, with the intent, and read back from
+target base digest, builder) is computed once, with the intent, and read back from
 status after that. A patch recorded by v0.2 carries an older key,
 ``<image>|<base digest>``, that two tags of one repository share:
 
@@ -47,11 +47,13 @@ def rebuild_step(
         if blocked is not None:
             return blocked
     # The key is computed here, once, for the intent; later steps read it from status.
+    choice = rebuilds.choice_for(patch, ctx.policy)
     current_key = rebuilds.idempotency_key(
         image=patch.image,
         tag=patch.tag,
         current_digest=patch.current_digest,
         new_base_digest=patch.new_base_digest,
+        builder=choice.builder,
     )
     stage = recorded.rebuild.stage
     key = current_key if stage == RebuildStage.NOT_STARTED else recorded.idempotency_key
@@ -64,7 +66,7 @@ def rebuild_step(
     step = rebuilds.decide_rebuild(
         rebuild=recorded.rebuild,
         key=key,
-        strategy=rebuilds.choice_for(patch, ctx.policy).strategy,
+        strategy=choice.strategy,
         build=build,
         verification=verification,
         now=ctx.now,
