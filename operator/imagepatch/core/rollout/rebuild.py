@@ -16,11 +16,20 @@ status after that. A patch recorded by v0.2 carries an older key,
   or start a build of its own tag. A build v0.2 may have started under the
   old key just before it stopped is left to finish on its own; this patch
   starts its own (at worst one build too many, never another tag's);
-* a build id already recorded: the key is kept (it names that build), and
-  every builder checks, when it polls, that the build pushes where this
-  patch's rebuild goes (``TARGET_IMAGE``, the Job's recorded target), so a
-  build of another tag that v0.2 adopted ends the patch ``Failed``
-  (``BuildMismatch``) instead of being rolled out.
+* a build id already recorded: the key is kept (it names that build). The
+  CodeBuild and Job builders check, when they poll, that the build was made
+  for this key and pushes where this patch's rebuild goes (``TARGET_IMAGE``,
+  the Job's recorded target), so a build of another tag that v0.2 adopted
+  ends the patch ``Failed`` (``BuildMismatch``) instead of being rolled out;
+  a v0.2 Job, which records only its key, is followed, and its result is read
+  from this patch's own push tag (another tag's push is never found there:
+  the poll ends ``NothingPushed``). The external and rebase builders adopt
+  nothing: they read or compute only this patch's own target.
+* a build already finished (``Verifying`` or later): its digest is recorded
+  and is not looked at again here. A v0.2 CodeBuild patch that took another
+  tag's exported digest before the upgrade would still roll it out: the
+  v0.3 release notes say to let open CodeBuild patches of repositories with
+  several tags finish (or delete them) before upgrading.
 """
 
 from __future__ import annotations
