@@ -460,7 +460,9 @@ def test_full_loop_external_rebuild_is_verified_and_rolled_out(given, registry, 
     name = patch["metadata"]["name"]
     assert patch["spec"]["tag"] == "1"
     building = given.wait_phase(name, "Building")
-    assert building["status"]["idempotencyKey"] == f"{ECR}/{app_repo}|{base_v2.digest}"
+    # One build per repository, tag, source digest, target base digest and builder.
+    assert building["status"]["idempotencyKey"] == (
+        f"v2|{ECR}/{app_repo}:1|{old_app.digest}|{base_v2.digest}|external")
 
     # CI rebuilds the app on the new base and pushes it under the tag the patch names.
     tag = given.pushed_tag(name)

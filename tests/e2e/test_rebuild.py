@@ -73,8 +73,9 @@ def test_sigkill_while_a_build_is_in_flight_leaves_exactly_one_build(kube, regis
     def jobs_for_this_build():
         items = json.loads(kube.kubectl("get", "jobs", "-n", BUILD_NAMESPACE, "-o", "json"))["items"]
         return [j for j in items if j["metadata"]["name"] == recorded["buildId"]
-                or (j["metadata"].get("annotations") or {}).get("imagepatch.dev/build-key", "").startswith(
-                    f"{registry.host}/{app_repo}|")]
+                or (j["metadata"].get("annotations") or {}).get("imagepatch.dev/build-tag") == "1"
+                and f"|{registry.host}/{app_repo}:1|" in j["metadata"]["annotations"].get(
+                    "imagepatch.dev/build-key", "")]
     [job] = jobs_for_this_build()
     env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["BASE_IMAGE"] == f"{registry.host}/{base_repo}@{new_base.digest}"

@@ -51,6 +51,7 @@ from imagepatch.adapters.errors import ConfigurationError, NotFoundError, Transi
 from imagepatch.adapters.kube import Kube
 from imagepatch.adapters.registry import RegistryClient, RetryPolicy
 from imagepatch.core.images import parse_image
+from imagepatch.core.rebuild import idempotency_key
 from imagepatch.reconcile.rebuilds import with_source_revision
 from tests.support.images import (
     ImageRef,
@@ -98,7 +99,8 @@ def request_for(
     """What the reconciler would ask: rebuild ``app`` (running now) on ``base``'s digest."""
     digest = new_base_digest or base.digest
     return BuildRequest(
-        key=f"{app.repository}|{digest}",
+        key=idempotency_key(image=app.repository, tag=app.tag or "latest",
+                            current_digest=app.digest, new_base_digest=digest),
         strategy=strategy,
         image=app.repository,
         tag=app.tag or "latest",
@@ -383,8 +385,46 @@ def test_job_start_creates_one_job_from_the_template(kube, job_kube, registry, c
     assert meta["labels"]["app.kubernetes.io/managed-by"] == "imagepatch"
     assert meta["labels"]["app.kubernetes.io/component"] == "rebuild"  # the template's own label kept
     assert meta["annotations"]["imagepatch.dev/build-key"] == request.key
+    assert meta["annotations"]["imagepatch.dev/build-tag"] == "1.0"
+    assert meta["annotations"]["imagepatch.dev/build-target"] == target
     assert job["spec"]["template"]["metadata"]["labels"][KEY_HASH_LABEL] == key_hash(request.key)
     assert job["spec"]["activeDeadlineSeconds"] == 1200  # the request's timeout
+
+
+def test_a_job_made_for_another_tag_is_never_adopted_nor_its_result_used(
+    kube, job_kube, registry, cleanup_jobs
+):
+    # v0.2 keyed a build "<image>|<base digest>": app:1 and app:2 on one base shared
+    # it, so the second found the first's Job by name. The tag and target say no.
+    never = {"imagepatch.dev/test": "never-scheduled"}  # the build stays in flight
+    template = make_template(kube, NAMESPACE, job_template(node_selector=never), cleanup_jobs)
+    app = make_base_image(registry, unique_repo("app"), "1", marker="app")
+    base = make_base_image(registry, unique_repo("base"), "1", marker="base-v2")
+    shared = f"{app.repository}|{base.digest}"
+    one = dataclasses.replace(
+        request_for(app, base, strategy="job", job_template=template), key=shared)
+    two = dataclasses.replace(one, tag="2", current_digest="sha256:" + "2" * 64)
+    cleanup_jobs.append(job_name(shared))
+
+    async def scenario(reg: RegistryClient) -> tuple[str, ConfigurationError, BuildStatus]:
+        builder = JobBuilder(job_kube, reg, NAMESPACE)
+        first = await builder.start(one)
+        with pytest.raises(ConfigurationError) as refused:
+            await builder.start(two)
+        return first, refused.value, await builder.poll(first, two)
+
+    first, refused, polled = with_registry(scenario)
+    assert first == job_name(shared)
+    assert refused.reason == "JobNameTaken"
+    assert "imagepatch.dev/build-tag, imagepatch.dev/build-target differ" in str(refused)
+    assert polled.state is BuildState.FAILED and polled.reason == "BuildMismatch"
+    assert not polled.digest
+
+    # A v0.2 Job records only its key: its own patch still follows it.
+    kube.kubectl("annotate", "job", first, "-n", NAMESPACE,
+                 "imagepatch.dev/build-tag-", "imagepatch.dev/build-target-")
+    legacy = with_registry(lambda reg: JobBuilder(job_kube, reg, NAMESPACE).poll(first, one))
+    assert legacy.state is BuildState.RUNNING
 
 
 @pytest.mark.kwok
@@ -567,7 +607,8 @@ def test_codebuild_start_sends_the_pinned_base_target_key_and_revision(aws, proj
     assert first.startswith(f"{PROJECT}:")
     body = starts.bodies[0]
     assert body["projectName"] == PROJECT
-    assert body["idempotencyToken"] == hashlib.sha256(request.key.encode()).hexdigest()
+    assert body["idempotencyToken"] == hashlib.sha256(
+        f"{request.key}|{request.target}".encode()).hexdigest()
     assert body["sourceVersion"] == "9f8e7d6c"
     assert body["environmentVariablesOverride"] == [
         {"name": "BASE_IMAGE", "value": f"{base.repository}@{base.digest}", "type": "PLAINTEXT"},
@@ -580,7 +621,7 @@ def test_codebuild_start_sends_the_pinned_base_target_key_and_revision(aws, proj
     # token is what makes a real CodeBuild answer the same build within 5 minutes.
     assert [b["idempotencyToken"] for b in starts.bodies] == [body["idempotencyToken"]] * 2
     assert [b["projectName"] for b in lookups.bodies] == [PROJECT, PROJECT]
-    assert len(idempotency_token(request.key)) == 64
+    assert len(idempotency_token(request.key, request.target)) == 64
     no_revision = with_registry(lambda reg: _start_body(aws, reg, cb_request(app, base)))
     assert "sourceVersion" not in no_revision
 
@@ -608,7 +649,9 @@ def test_codebuild_start_finds_the_build_of_its_key_after_the_token_expired(aws,
                               {"projectName": PROJECT, "sortOrder": "DESCENDING"})
             stub.add_response("batch_get_builds", {"builds": [
                 _build(f"{PROJECT}:new", "IN_PROGRESS", env={"IMAGEPATCH_KEY": "someone|else"}),
-                _build(f"{PROJECT}:ours", "IN_PROGRESS", env={"IMAGEPATCH_KEY": request.key}),
+                _build(f"{PROJECT}:ours", "IN_PROGRESS", env={
+                    "IMAGEPATCH_KEY": request.key, "TARGET_IMAGE": request.target,
+                    "IMAGE_TAG": request.push_to}),
             ]}, {"ids": [f"{PROJECT}:new", f"{PROJECT}:ours"]})
             build_id = await builder.start(request)  # a start_build call would fail the Stubber
             stub.assert_no_pending_responses()

@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from imagepatch.core.rebuild import BuildObservation, Verification, verify
+from imagepatch.core.rebuild import (
+    BuildObservation,
+    RebuildChoice,
+    Verification,
+    idempotency_key,
+    is_current_key,
+    verify,
+)
 from imagepatch.core.rollout import Candidate, Window, plan
 from imagepatch.model.imagepatch import Target, parse_imagepatch
 from imagepatch.model.policy import parse_policy_spec
@@ -18,6 +25,8 @@ CURRENT = "sha256:" + "c" * 64
 OLD_BASE, NEW_BASE = "sha256:" + "1" * 64, "sha256:" + "2" * 64
 BUILT = "sha256:" + "b" * 64
 WEB = Target(namespace="shop", name="web", container="app")
+KEY = idempotency_key(image=REPO, tag="1.4", current_digest=CURRENT, new_base_digest=NEW_BASE,
+                      builder="external")  # the policy's default strategy
 
 
 def policy(**spec: Any):
@@ -49,7 +58,7 @@ def merged(status: dict, s) -> dict:
 def test_a_rebuild_goes_building_then_verifying_then_rolls_out_the_verified_digest() -> None:
     first = step()
     assert first.status["phase"] == "Building"
-    assert first.status["idempotencyKey"] == f"{REPO}|{NEW_BASE}"
+    assert first.status["idempotencyKey"] == KEY
     assert first.status["rebuild"] == {"strategy": "external", "startedAt": "2026-11-27T09:00:00Z"}
     status = merged({}, first)
 
@@ -83,10 +92,63 @@ def test_a_rebuild_goes_building_then_verifying_then_rolls_out_the_verified_dige
 
 
 def test_a_restart_between_starting_and_recording_starts_again_with_the_same_key() -> None:
-    status = {"phase": "Building", "idempotencyKey": f"{REPO}|{NEW_BASE}",
+    status = {"phase": "Building", "idempotencyKey": KEY,
               "rebuild": {"strategy": "job", "startedAt": "2026-11-27T08:59:00Z"}}
     again = step(status)
     assert again.start_build  # the builder is idempotent on the key: same build comes back
+    assert again.status.get("idempotencyKey", KEY) == KEY
+
+
+def test_a_v02_key_of_a_build_not_started_yet_is_replaced_before_the_builder_is_asked() -> None:
+    # v0.2 recorded "<image>|<base digest>": app:1 and app:2 on one base shared it.
+    status = {"phase": "Building", "idempotencyKey": f"{REPO}|{NEW_BASE}",
+              "rebuild": {"strategy": "job", "startedAt": "2026-11-27T08:59:00Z"}}
+    rekeyed = step(status)
+    assert not rekeyed.start_build  # the new key is recorded first
+    assert rekeyed.status["idempotencyKey"] == KEY and rekeyed.again
+    assert rekeyed.status["phase"] == "Building"
+    assert step(merged(status, rekeyed)).start_build
+
+
+def test_a_v02_key_of_a_build_already_recorded_is_kept_it_names_that_build() -> None:
+    status = {"phase": "Building", "idempotencyKey": f"{REPO}|{NEW_BASE}",
+              "rebuild": {"strategy": "job", "startedAt": "2026-11-27T08:59:00Z",
+                          "buildId": "imagepatch-build-0123456789"}}
+    polled = step(status, build=BuildObservation(state="Running", build_id="b-1"))
+    assert "idempotencyKey" not in polled.status and not polled.start_build
+
+
+def test_the_key_names_repository_tag_source_digest_target_base_digest_and_builder() -> None:
+    assert KEY == f"v2|{REPO}:1.4|{CURRENT}|{NEW_BASE}|external"
+    assert is_current_key(KEY) and not is_current_key(f"{REPO}|{NEW_BASE}")
+    keys = {
+        idempotency_key(image=REPO, tag=tag, current_digest=current, new_base_digest=base)
+        for tag in ("1", "2")
+        for current in (CURRENT, BUILT)
+        for base in (OLD_BASE, NEW_BASE)
+    }
+    assert len(keys) == 8  # two tags of one repository on one base are two builds
+    # Unknown parts are spelled out, and no tag is the build request's "latest".
+    assert idempotency_key(image=REPO, tag="", current_digest="", new_base_digest="") == (
+        f"v2|{REPO}:latest|-|-|-")
+
+
+def test_two_rebuild_requests_for_one_image_are_two_builds() -> None:
+    # Two teams' patches of one image asking for two Job templates never share a build.
+    pol = policy(rebuild={"strategy": "codebuild", "codebuild": {"project": "platform"}})
+    keys = {
+        spec_rebuild.get("jobTemplate") or spec_rebuild.get("codebuildProject") or "default":
+            step(pol=pol, rebuild=spec_rebuild).status["idempotencyKey"]
+        for spec_rebuild in ({"strategy": "job", "jobTemplate": "team-a"},
+                             {"strategy": "job", "jobTemplate": "team-b"},
+                             {"strategy": "codebuild", "codebuildProject": "team-c"},
+                             {"strategy": "codebuild"})
+    }
+    assert {k: v.rsplit("|", 1)[1] for k, v in keys.items()} == {
+        "team-a": "job:team-a", "team-b": "job:team-b", "team-c": "codebuild:team-c",
+        "default": "codebuild:platform"}
+    assert RebuildChoice(strategy="rebase").builder == "rebase"
+    assert RebuildChoice(strategy="job").builder == "job"  # no template named anywhere
 
 
 def test_a_failed_build_fails_the_patch_with_the_builders_status() -> None:

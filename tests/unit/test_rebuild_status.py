@@ -19,7 +19,7 @@ from imagepatch.model.imagepatch import parse_status
 from imagepatch.model.policy import parse_policy_spec
 from imagepatch.model.rebuild_status import RebuildStage, RebuildStatus, VerificationStatus
 from imagepatch.reconcile.rebuilds import build_request
-from tests.unit.test_rebuild_plan import BUILT, NEW_BASE, REPO, imagepatch, merged, step
+from tests.unit.test_rebuild_plan import BUILT, KEY, NEW_BASE, REPO, imagepatch, merged, step
 
 T0 = dt.datetime(2026, 11, 27, 9, 0, tzinfo=dt.UTC)
 
@@ -172,10 +172,10 @@ def test_a_patchs_spec_rebuild_wins_and_its_build_request_uses_the_same_choice()
 def test_the_idempotency_key_is_recorded_with_the_intent_and_never_recomputed() -> None:
     first = step()
     status = merged({}, first)
-    assert status["idempotencyKey"] == f"{REPO}|{NEW_BASE}"
+    assert status["idempotencyKey"] == KEY
     # A later step of the same rebuild keeps the recorded key, even were the inputs to change.
-    status["idempotencyKey"] = "as-recorded"
+    status["idempotencyKey"] = "v2|as-recorded"
     started = step(status, build=BuildObservation(state="Started", build_id="b-1"))
     assert started.status["rebuild"]["buildId"] == "b-1"
     assert "idempotencyKey" not in started.status
-    assert build_request(imagepatch(status), None).key == "as-recorded"
+    assert build_request(imagepatch(status), None).key == "v2|as-recorded"

@@ -116,7 +116,7 @@ def step_for(patch, *, pol=None, dep: dict | None = None, pods=(), window=OPEN, 
 def test_without_a_target_digest_it_starts_a_rebuild_first() -> None:
     step = step_for(imagepatch(targetDigest=None))
     assert step.status["phase"] == "Building"
-    assert step.status["idempotencyKey"] == f"{REPO}|"
+    assert step.status["idempotencyKey"] == f"v2|{REPO}:latest|-|-|external"  # nothing else known
     assert step.action is None and not step.start_build  # intent first
 
 

@@ -65,6 +65,9 @@ BUILD_TIMED_OUT = "BuildTimedOut"
 BUILD_LOST = "BuildLost"  # the builder no longer knows the build
 NOTHING_PUSHED = "NothingPushed"  # the build finished but the tag did not move
 NO_FREE_TAG = "NoFreeTag"  # every tag spec.rebuild.tagTemplate makes today exists already
+# The recorded build was made for another key or pushes elsewhere (a v0.2 patch
+# that adopted another tag's build): its result is never rolled out.
+BUILD_MISMATCH = "BuildMismatch"
 
 # Builds: the CodeBuild builder.
 CODEBUILD_PROJECT_NOT_FOUND = "CodeBuildProjectNotFound"

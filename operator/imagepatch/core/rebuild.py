@@ -4,8 +4,9 @@ Before any rollout, an ImagePatch without a pinned ``spec.targetDigest``
 needs a new image: ``Building`` starts (once) and follows a rebuild, and
 ``Verifying`` checks the result. Intent goes into ``status`` first:
 
-1. record ``rebuild.startedAt`` and the ``idempotencyKey`` (image + target
-   base digest), then ask for the build to start;
+1. record ``rebuild.startedAt`` and the ``idempotencyKey`` (repository, tag,
+   source digest, target base digest, builder: ``idempotency_key``), then ask for
+   the build to start;
 2. record the builder's id as soon as it is known (starting again with the
    same key returns the same build, so a restart in between is harmless);
 3. record each poll's outcome; on success the digest, then ``Verifying``;
@@ -89,6 +90,15 @@ class RebuildChoice:
     strategy: str = ""  # '' when neither the request nor a policy names one
     codebuild_project: str = ""
     job_template: str = ""
+
+    @property
+    def builder(self) -> str:
+        """The builder as a request names it: ``codebuild:<project>``, ``job:<template>``,
+        ``external``, ``rebase`` (the last part of a build's idempotency key)."""
+        setting = {"codebuild": self.codebuild_project, "job": self.job_template}.get(
+            self.strategy, ""
+        )
+        return f"{self.strategy}:{setting}" if setting else self.strategy
 
     def as_spec(self) -> dict[str, Any]:
         """``spec.rebuild`` of an ImagePatch: the strategy and the setting it needs."""
@@ -190,9 +200,39 @@ def requested_rebuild(annotation: str) -> dict[str, str]:
     return {"strategy": kind}
 
 
-def idempotency_key(image: str, new_base_digest: str, current_digest: str) -> str:
-    """A build is started at most once per image and target base digest."""
-    return f"{image}|{new_base_digest or current_digest}"
+KEY_FORMAT = "v2"  # the first field of every key this version records
+
+
+def idempotency_key(
+    *, image: str, tag: str, current_digest: str, new_base_digest: str, builder: str = ""
+) -> str:
+    """What one build makes, and with what:
+    ``v2|<repository>:<tag>|<source digest>|<target base digest>|<builder>``.
+
+    A build is started at most once per key, and a builder adopts an existing
+    build only when it was made for this key (and pushes where this one
+    would). Every part is needed: ``app:1`` and ``app:2`` on the same base
+    are two builds (a key without the tag let one tag's rebuild be rolled out
+    to the other's workloads), and so are two digests of one tag. The builder
+    (``RebuildChoice.builder``) is there because a team's rebuild request is
+    part of a patch's identity: two patches of one image that ask for two Job
+    templates never share a build. A part that is not known is ``-`` (no tag
+    means ``latest``, as the build request reads it).
+    """
+    return "|".join(
+        (
+            KEY_FORMAT,
+            f"{image}:{tag or 'latest'}",
+            current_digest or "-",
+            new_base_digest or "-",
+            builder or "-",
+        )
+    )
+
+
+def is_current_key(key: str) -> bool:
+    """Whether ``key`` has this version's format (v0.2 recorded ``<image>|<digest>``)."""
+    return key.startswith(KEY_FORMAT + "|")
 
 
 def verify(

@@ -48,3 +48,7 @@ CLOSE_ANNOTATION = f"{PREFIX}close"
 # (labels are limited to 63 characters; the key is not).
 BUILD_KEY_ANNOTATION = f"{PREFIX}build-key"
 BUILD_KEY_HASH_LABEL = f"{PREFIX}build-key-hash"
+# ...and what it was made for besides: the tag it rebuilds and where it pushes
+# (``image:tag``). A Job is adopted only when key, tag and target all match.
+BUILD_TAG_ANNOTATION = f"{PREFIX}build-tag"
+BUILD_TARGET_ANNOTATION = f"{PREFIX}build-target"

@@ -165,9 +165,10 @@ async def with_push_tag(
     operator killed between starting the build and that write chooses again
     when it restarts, and gets the same tag unless the build has pushed in
     the meantime (it was down for the whole build); then the build of the key
-    that the builder hands back pushed to the first choice, its poll finds
-    nothing under the second, and the patch fails ``NothingPushed``, which is
-    visible and safe (nothing is rolled out).
+    pushed to the first choice and is not adopted (builders adopt only a build
+    of the same key *and* target): CodeBuild starts a build for the second
+    choice, the Job builder refuses the Job of that name (``JobNameTaken``).
+    Either is visible and safe: another push target's result is never rolled out.
     """
     if request.push_tag or registry is None or policy is None:
         return request

@@ -4,11 +4,16 @@ Every builder implements the same two calls, so the reconcile loop treats
 them alike and records intent before each one:
 
 * ``start(request) -> build_id``: begin the rebuild. It must be **idempotent
-  on** ``request.key`` (image + target base digest): calling it again with
-  the same key, e.g. after the operator was killed between starting a build
-  and recording its id, returns the same build and never starts a second one
+  on** ``request.key`` (repository, tag, source digest, target base
+  digest and builder: ``core.rebuild.idempotency_key``): calling it again with the same
+  key, e.g. after the operator was killed between starting a build and
+  recording its id, returns the same build and never starts a second one
   (CodeBuild: ``idempotencyToken``; Job: a name derived from the key;
-  external: nothing to start; rebase: a deterministic result).
+  external: nothing to start; rebase: a deterministic result). A build that
+  exists already is **adopted only when its recorded key, tag and target**
+  (``request.target``, where it pushes) **all match**: a build of another
+  tag of the same repository is never this request's build, whatever its
+  key says (a v0.2 key named no tag).
 * ``poll(build_id, request) -> BuildStatus``: where it stands. ``Succeeded``
   carries the resulting image **digest** (resolved from the registry, never
   trusted from a log line); ``Failed`` carries the builder's own status and a
@@ -39,7 +44,7 @@ class BuildState(enum.StrEnum):
 class BuildRequest:
     """What to build. ``image``/``tag`` name where the result is pushed."""
 
-    key: str  # idempotency key: "<image>|<target base digest or current digest>"
+    key: str  # "v2|<image>:<tag>|<current digest>|<target base digest>|<builder>"
     strategy: str  # codebuild | job | external | rebase
     image: str  # repository, host/repo, no tag
     tag: str  # the tag the workloads run, e.g. "1.4"

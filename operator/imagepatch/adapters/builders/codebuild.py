@@ -15,18 +15,26 @@ What the build receives (``environmentVariablesOverride``, PLAINTEXT):
 * ``TARGET_IMAGE``: where to push, ``image:tag``, and ``IMAGE_TAG``, its tag:
   a new tag from the policy's ``tagTemplate`` unless ``tagPolicy`` is
   ``Overwrite`` (``core.tags``);
-* ``IMAGEPATCH_KEY``: the idempotency key;
+* ``IMAGEPATCH_KEY``: the idempotency key (repository, tag, source digest,
+  target base digest, builder);
 * ``SOURCE_REVISION``: the revision the current image records (may be
   empty); it is also passed as ``sourceVersion`` when set, so the build
   checks out the code the running image was built from.
 
-Idempotency. ``idempotencyToken`` is ``sha256(key)`` (64 hex, CodeBuild's
-maximum), so a repeated ``StartBuild`` returns the same build, but CodeBuild
-honours a token for five minutes only. An operator that was down longer
-between starting a build and recording its id would start a second one, so
-``start`` first looks for a build of the key: the newest page (up to 100) of
-``ListBuildsForProject``, read with ``BatchGetBuilds``, matched on the
-``IMAGEPATCH_KEY`` variable the build ran with. This needs
+Idempotency. ``idempotencyToken`` is ``sha256(key|target)`` (64 hex,
+CodeBuild's maximum), so a repeated ``StartBuild`` returns the same build,
+but CodeBuild honours a token for five minutes only. An operator that was
+down longer between starting a build and recording its id would start a
+second one, so ``start`` first looks for a build of the request: the newest
+page (up to 100) of ``ListBuildsForProject``, read with ``BatchGetBuilds``,
+adopted only when the variables the build ran with match the request
+exactly: ``IMAGEPATCH_KEY`` (repository, tag, source and base digests, builder),
+``TARGET_IMAGE`` and ``IMAGE_TAG``. A build of another tag of the same
+repository on the same base (which a v0.2 key, ``image|base digest``, did not
+tell apart) is never adopted, so its exported digest is never rolled out to
+this tag's workloads. ``poll`` checks the same of the build whose id is
+recorded: a build that ran for another key or pushed elsewhere (one a v0.2
+operator adopted) ends ``Failed``/``BuildMismatch``. This needs
 ``codebuild:ListBuildsForProject`` besides ``StartBuild`` and
 ``BatchGetBuilds``; ``StopBuild`` is used to stop a build past its deadline.
 
@@ -85,6 +93,7 @@ from imagepatch.core.images import InvalidImageReference, is_digest, parse_image
 from imagepatch.core.reasons import (
     BUILD_FAILED,
     BUILD_LOST,
+    BUILD_MISMATCH,
     BUILD_TIMED_OUT,
     CODEBUILD_PROJECT_NOT_FOUND,
     CODEBUILD_PROJECT_NOT_SET,
@@ -106,6 +115,9 @@ log = logging.getLogger(__name__)
 
 
 KEY_VARIABLE = "IMAGEPATCH_KEY"
+TARGET_VARIABLE = "TARGET_IMAGE"
+TAG_VARIABLE = "IMAGE_TAG"
+_IDENTITY = (KEY_VARIABLE, TARGET_VARIABLE, TAG_VARIABLE)
 DIGEST_VARIABLE = "IMAGE_DIGEST"  # exported by the buildspec, if it cares to
 _FAILED_STATUSES = {"FAILED", "FAULT", "STOPPED"}
 # A phase context message is the build's own words (a command line, an
@@ -115,9 +127,30 @@ _CONTEXT_LIMIT = 300
 _LOOKBACK = 100
 
 
-def idempotency_token(key: str) -> str:
-    """``StartBuild``'s idempotencyToken for ``key``: sha256 hex, 64 characters."""
-    return hashlib.sha256(key.encode()).hexdigest()[:64]
+def idempotency_token(key: str, target: str) -> str:
+    """``StartBuild``'s idempotencyToken for a build of ``key`` pushed to ``target``:
+    sha256 hex, 64 characters. The target is part of it because CodeBuild answers a
+    token it has seen with the build it started, whatever the other parameters say."""
+    return hashlib.sha256(f"{key}|{target}".encode()).hexdigest()[:64]
+
+
+def recorded_for(build: Mapping[str, Any]) -> dict[str, str]:
+    """The identifying variables a build ran with: key, target and tag (absent ones left out)."""
+    variables = (build.get("environment") or {}).get("environmentVariables") or ()
+    return {
+        str(v.get("name")): str(v.get("value"))
+        for v in variables
+        if v.get("name") in _IDENTITY and v.get("value") is not None
+    }
+
+
+def identity(request: BuildRequest) -> dict[str, str]:
+    """What a build of ``request`` records: its key, where it pushes, and the tag."""
+    return {
+        KEY_VARIABLE: request.key,
+        TARGET_VARIABLE: request.target,
+        TAG_VARIABLE: request.push_to,
+    }
 
 
 class CodeBuildBuilder:
@@ -174,20 +207,21 @@ class CodeBuildBuilder:
                 reason=CODEBUILD_PROJECT_NOT_SET,
             )
         params = start_build_params(request)
-        return await asyncio.to_thread(self._start, project, request.key, params)
+        return await asyncio.to_thread(self._start, project, request, params)
 
-    def _start(self, project: str, key: str, params: dict[str, Any]) -> str:
-        existing = self._find_build(project, key)
+    def _start(self, project: str, request: BuildRequest, params: dict[str, Any]) -> str:
+        existing = self._find_build(project, request)
         if existing:
-            log.info("CodeBuild build %s already runs for %s", existing, key)
+            log.info("CodeBuild build %s already runs for %s", existing, request.key)
             return existing
         with _classified("StartBuild", project, self._region):
             build = self.client.start_build(**params)["build"]
-        log.info("CodeBuild build %s started for %s", build["id"], key)
+        log.info("CodeBuild build %s started for %s", build["id"], request.key)
         return str(build["id"])
 
-    def _find_build(self, project: str, key: str) -> str | None:
-        """A recent build of ``project`` that ran for ``key``, newest first."""
+    def _find_build(self, project: str, request: BuildRequest) -> str | None:
+        """A recent build of ``project`` made for ``request`` (same key, target and tag),
+        newest first."""
         with _classified("ListBuildsForProject", project, self._region):
             ids = (
                 self.client.list_builds_for_project(
@@ -201,9 +235,9 @@ class CodeBuildBuilder:
         with _classified("BatchGetBuilds", project, self._region):
             builds = self.client.batch_get_builds(ids=ids).get("builds") or []
         order = {build_id: i for i, build_id in enumerate(ids)}
+        wanted = identity(request)
         for build in sorted(builds, key=lambda b: order.get(b.get("id"), len(order))):
-            variables = (build.get("environment") or {}).get("environmentVariables") or ()
-            if any(v.get("name") == KEY_VARIABLE and v.get("value") == key for v in variables):
+            if recorded_for(build) == wanted:
                 return str(build["id"])
         return None
 
@@ -222,6 +256,24 @@ class CodeBuildBuilder:
             )
         status = str(build.get("buildStatus") or "")
         logs_url = str((build.get("logs") or {}).get("deepLink") or "")
+        # A build that says it ran for something else is not this request's build.
+        # (One that records nothing is ours: its id was recorded when we started it;
+        # moto, for one, drops the overrides.)
+        differs = sorted(
+            name for name, value in recorded_for(build).items() if identity(request)[name] != value
+        )
+        if differs:
+            return BuildStatus(
+                state=BuildState.FAILED,
+                build_id=build_id,
+                builder_status=status or "IN_PROGRESS",
+                reason=BUILD_MISMATCH,
+                message=f"CodeBuild build {build_id} was not made for this rebuild: its "
+                + ", ".join(differs)
+                + f" differ from {request.key!r} pushed to {request.target}; its result is "
+                "not used",
+                logs_url=logs_url,
+            )
         if status == "SUCCEEDED":
             return await self._succeeded(build_id, build, request, logs_url)
         if status in _FAILED_STATUSES or status == "TIMED_OUT":
@@ -326,14 +378,14 @@ def start_build_params(request: BuildRequest) -> dict[str, Any]:
         ) from None
     variables = {
         "BASE_IMAGE": base,
-        "TARGET_IMAGE": request.target,
-        "IMAGE_TAG": request.push_to,
+        TARGET_VARIABLE: request.target,
+        TAG_VARIABLE: request.push_to,
         KEY_VARIABLE: request.key,
         "SOURCE_REVISION": request.revision,
     }
     params: dict[str, Any] = {
         "projectName": request.codebuild_project,
-        "idempotencyToken": idempotency_token(request.key),
+        "idempotencyToken": idempotency_token(request.key, request.target),
         "environmentVariablesOverride": [
             {"name": name, "value": value, "type": "PLAINTEXT"} for name, value in variables.items()
         ],

@@ -28,6 +28,12 @@ An image that records no base at all (its lineage is known only from the
 workload's ``imagepatch.dev/base-image`` annotation) counts when its layers
 start with the target base's layers (``lineage.base_by_layers``).
 
+Nothing is adopted: the only push that counts is one under this request's
+own target, ``image:<push tag>``, and the push tag is made from the running
+tag (``{tag}`` in the template, or the tag itself with ``Overwrite``), so
+CI's push of another tag of the repository (``app:2``'s rebuild, while this
+waits for ``app:1``'s) is never taken; the id names the key and the target.
+
 A push built on another base (say CI rebuilt from a stale cache on the old
 base) is not accepted: the build stays ``Running`` and says why, until the
 right image arrives or the deadline passes. The deadline is
@@ -60,9 +66,9 @@ log = logging.getLogger(__name__)
 BASE_PLATFORMS_EXTRA = "base_platforms"  # request.extra key: "sha256:…,sha256:…"
 
 
-def external_build_id(key: str) -> str:
-    """A stable id for the wait: the same key always gives the same id."""
-    return "external:" + hashlib.sha256(key.encode()).hexdigest()[:12]
+def external_build_id(key: str, target: str) -> str:
+    """A stable id for the wait: the same key and target always give the same id."""
+    return "external:" + hashlib.sha256(f"{key}|{target}".encode()).hexdigest()[:12]
 
 
 class ExternalBuilder:
@@ -74,7 +80,7 @@ class ExternalBuilder:
 
     async def start(self, request: BuildRequest) -> str:
         # Nothing to start: CI builds on its own trigger (e.g. the base's push).
-        return external_build_id(request.key)
+        return external_build_id(request.key, request.target)
 
     async def poll(self, build_id: str, request: BuildRequest) -> BuildStatus:
         target = request.target

@@ -33,7 +33,17 @@ Idempotency: the Job's name is derived from the key
 (``imagepatch-build-<10 hex of sha256(key)>``), so a second ``start`` with
 the same key, e.g. after the operator was killed before recording the build
 id, finds the Job (or gets AlreadyExists) instead of creating another. The
-build id is the Job's name.
+build id is the Job's name. The key (repository, tag, source and base
+digests, builder) is too long for a label, so the label holds its hash
+(``imagepatch.dev/build-key-hash``) and annotations hold the full key, the
+tag it rebuilds and the target it pushes to (``imagepatch.dev/build-key``,
+``build-tag``, ``build-target``). A Job found by name is adopted only when
+all three match the request: a Job made for another tag (a v0.2 Job, whose
+key named no tag), for another push target, or by someone else is refused
+(``JobNameTaken``), never taken for this build. ``poll`` checks the same of
+the recorded Job (what a Job records differently ends the build
+``BuildMismatch``; a v0.2 Job records no tag or target, and its poll reads
+this request's own target anyway).
 
 Outcome: ``Complete`` → the tag's digest, which must differ from the
 current one (a build that pushed nothing is ``Failed``/``NothingPushed``);
@@ -79,6 +89,7 @@ from imagepatch.core.images import InvalidImageReference, parse_image
 from imagepatch.core.reasons import (
     BUILD_FAILED,
     BUILD_LOST,
+    BUILD_MISMATCH,
     BUILD_TIMED_OUT,
     JOB_NAME_TAKEN,
     JOB_TEMPLATE_INVALID,
@@ -116,6 +127,8 @@ TEMPLATE_KEY = "job.yaml"
 NAME_PREFIX = "imagepatch-build-"
 KEY_HASH_LABEL = names.BUILD_KEY_HASH_LABEL
 KEY_ANNOTATION = names.BUILD_KEY_ANNOTATION
+TAG_ANNOTATION = names.BUILD_TAG_ANNOTATION
+TARGET_ANNOTATION = names.BUILD_TARGET_ANNOTATION
 MANAGED_BY = {"app.kubernetes.io/managed-by": "imagepatch"}
 REQUIRED_PLACEHOLDERS = ("${BASE_IMAGE}", "${TARGET_IMAGE}")
 DEFAULT_TTL_AFTER_FINISHED = 24 * 3600
@@ -129,6 +142,27 @@ def key_hash(key: str) -> str:
 
 def job_name(key: str) -> str:
     return NAME_PREFIX + key_hash(key)
+
+
+def identity(request: BuildRequest) -> dict[str, str]:
+    """The annotations that say what a build Job was made for: key, tag, target."""
+    return {
+        KEY_ANNOTATION: request.key,
+        TAG_ANNOTATION: request.tag,
+        TARGET_ANNOTATION: request.target,
+    }
+
+
+def differences(job: Mapping[str, Any], request: BuildRequest, *, legacy_ok: bool) -> list[str]:
+    """The annotations of ``job`` that do not match ``request`` (missing ones count
+    unless ``legacy_ok``: a v0.2 Job records only its key)."""
+    recorded = (job.get("metadata") or {}).get("annotations") or {}
+    optional = (TAG_ANNOTATION, TARGET_ANNOTATION) if legacy_ok else ()
+    return [
+        name
+        for name, value in identity(request).items()
+        if recorded.get(name) != value and not (name in optional and name not in recorded)
+    ]
 
 
 def placeholders(request: BuildRequest) -> dict[str, str]:
@@ -194,7 +228,7 @@ def render_job(
         "name": name,
         "namespace": namespace,
         "labels": labels,
-        "annotations": {**(old_meta.get("annotations") or {}), KEY_ANNOTATION: request.key},
+        "annotations": {**(old_meta.get("annotations") or {}), **identity(request)},
     }
     spec = job["spec"]
     spec.setdefault("activeDeadlineSeconds", max(int(request.timeout.total_seconds()), 1))
@@ -265,6 +299,17 @@ class JobBuilder:
                 reason=BUILD_LOST,
                 message=f"Job {self._namespace}/{build_id} no longer exists: it was deleted "
                 "before its outcome was read",
+            )
+        differs = differences(job, request, legacy_ok=True)
+        if differs:
+            return BuildStatus(
+                state=BuildState.FAILED,
+                build_id=build_id,
+                builder_status="Mismatch",
+                reason=BUILD_MISMATCH,
+                message=f"Job {self._namespace}/{build_id} was not made for this rebuild: "
+                f"its {', '.join(differs)} differ from {request.key!r} pushed to "
+                f"{request.target}; its result is not used",
             )
         status = job.get("status") or {}
         finished = {
@@ -413,13 +458,15 @@ class JobBuilder:
 
     def _same_build(self, job: Mapping[str, Any], request: BuildRequest) -> str:
         meta = job.get("metadata") or {}
-        recorded = (meta.get("annotations") or {}).get(KEY_ANNOTATION)
-        if recorded != request.key:
+        differs = differences(job, request, legacy_ok=False)
+        if differs:
             # A Job of that name made for another key (a 40-bit hash
-            # collision) or by someone else: never mistake it for ours.
+            # collision, a v0.2 key naming no tag), for another target, or by
+            # someone else: never mistake it for ours.
             raise ConfigurationError(
                 f"Job {self._namespace}/{meta.get('name')} exists but was not made for "
-                f"{request.key!r}; delete it to let the rebuild start",
+                f"{request.key!r} pushed to {request.target} (its {', '.join(differs)} "
+                "differ); delete it to let the rebuild start",
                 reason=JOB_NAME_TAKEN,
             )
         name: str = meta["name"]

@@ -9,14 +9,18 @@ goes through ``adapters.registry.RegistryClient`` (its writes,
 ``adapters/registry/writes.py``, were added for this module).
 
 **Idempotency.** ``start`` does no I/O: it returns ``rebase:<hash>`` of the
-idempotency key, the current digest and the old base digest, so a restart
+idempotency key, the current digest, the old base digest and the push
+target, so a restart
 between starting and recording the id gets the same id. ``poll`` does the
 work, in one call: the result is a pure function of three immutable inputs
 (app, old base and new base, all read by digest) and is serialized
 deterministically, so every poll, before or after a restart, computes the same
 bytes and the same digest; pushing them again is harmless (blobs are checked
 with a HEAD before any upload, the manifest PUT is of identical bytes). There
-is never a second, different result for one key.
+is never a second, different result for one key. Nothing is adopted: the
+result is computed from this request's own running image
+(``image@current_digest``), and a push tag that points to any other image
+(another tag's rebuild included) is refused (``TagMoved``, step 5).
 
 What ``poll`` does:
 
@@ -133,7 +137,7 @@ _DIGEST_STEP = 1024 * 1024  # bytes handed to the layer check per worker-thread 
 
 def rebase_build_id(request: BuildRequest) -> str:
     """The same inputs always give the same id (no I/O)."""
-    text = f"{request.key}|{request.current_digest}|{request.old_base_digest}"
+    text = f"{request.key}|{request.current_digest}|{request.old_base_digest}|{request.target}"
     return "rebase:" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
