@@ -19,7 +19,7 @@ with the reason.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -38,6 +38,8 @@ from imagepatch.core.rollout.context import (
     approved_by,
     container_of,
     describe,
+    next_in_line,
+    on_the_side,
 )
 from imagepatch.core.rollout.drift import drift, external_change, gone
 from imagepatch.core.rollout.rollback import failed_memory
@@ -170,12 +172,19 @@ def rollback_image_for(
     return f"{current}@{digest}" if digest else current
 
 
-def active_target(patch: ImagePatch) -> Target | None:
-    """The target the next step concerns: the first one not done, or None."""
-    for entry in patch.status.rollouts:
-        if not entry.phase.done:
-            return entry.target
-    return None
+def active_target(
+    patch: ImagePatch, *, skip: Collection[tuple[str, str, str, str]] = ()
+) -> Target | None:
+    """The target the next step concerns, or None.
+
+    The one in line (the first not done), then each CronJob awaited on the
+    side; ``skip`` holds the keys of those that already waited this pass, so
+    one pass looks at each of them once.
+    """
+    entries = patch.status.rollouts
+    first = next_in_line(entries)
+    order = ([] if first is None else [entries[first]]) + [e for e in entries if on_the_side(e)]
+    return next((e.target for e in order if e.target.key not in skip), None)
 
 
 def pin(ctx: Context, *, candidates: Sequence[Candidate] | None) -> Step:
@@ -222,7 +231,8 @@ def start_pending(
                     message=f"ImagePatchPolicy {ctx.patch.policy!r} was deleted; not started",
                     finished_at=format_time(ctx.now),
                 )
-        return ctx.conclude()
+        # A CronJob awaited on the side still gets its verdict.
+        return ctx.finish(again=True) if ctx.steppable() else ctx.conclude()
     # Wave boundary: the previous wave's soak must have passed.
     if index > 0:
         wait = soak_remaining(ctx.entries, index, policy, ctx.now)
@@ -325,9 +335,12 @@ def start_target(ctx: Context, *, index: int, workload: Workload) -> Step:
             "it is not rolled out there again",
         )
         return ctx.finish(again=True)
-    blocked = kinds.not_patchable(target.kind, dep)
+    blocked = kinds.not_patchable(target.kind, dep) or kinds.cronjob_run_too_far(
+        target.kind, dep, ctx.gate, ctx.now
+    )
     if blocked is not None:
-        # Patching would change no pod (OnDelete): say what to change instead.
+        # Patching would change no pod (OnDelete), or no run would verify it in
+        # time (a CronJob's far schedule): say what to change instead.
         reason, why = blocked
         ctx.skip(index, reason=reason, message=why)
         ctx.warn(target, reason=reason, message=why)
