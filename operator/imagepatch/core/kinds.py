@@ -455,7 +455,8 @@ def assess_cronjob(
     # The wait for a run is bounded too: the run due first after the patch
     # (at most cronJobRunWithin away), plus progressDeadlineSeconds for the
     # controller to start it. No run by then fails the gate, so it always ends.
-    nxt = next_cronjob_run(cronjob, since)
+    # A run in the very second of the patch may still be the old template's.
+    nxt = next_cronjob_run(cronjob, since + dt.timedelta(seconds=1))
     due = since + gate.cron_job_run_within
     if nxt.at is not None:
         due = min(due, nxt.at)
