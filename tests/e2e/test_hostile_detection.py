@@ -103,7 +103,7 @@ def test_a_hostile_image_and_bad_annotations_do_not_stop_the_pass(given, registr
     app_on(registry, refused_repo, base_v1)
     stem = unique("pol")
     first, second = f"{stem}-a", f"{stem}-b"  # evaluated in this order
-    # Any CodeBuild project is allowed, so the over-long one below reaches the API server.
+    # Any CodeBuild project is allowed, so only its length (over the CRD's 512) refuses the one below.
     given.policy(first, baseImages={"checkInterval": "1h"},
                  rebuild={"strategy": "external", "allowed": {
                      "strategies": ["external", "codebuild"], "codebuildProjects": ["*"]}})

@@ -385,4 +385,8 @@ async def reconcile_imagepatch(
                 return _sooner(requeue, step.requeue_after)
             waited.add(target.key)
             requeue = _sooner(requeue, step.requeue_after)
+            if body is None:
+                return None
+            if active_target(parse_imagepatch(body), skip=waited) is None:
+                return requeue  # nothing else to look at this pass: no further reads
     return GATE_POLL
