@@ -312,3 +312,28 @@ def test_a_patch_record_with_a_cronjob_on_the_side_parses_back() -> None:
                               "spec": {"image": "r/a", "policy": "pol", "reason": "Manual"},
                               "status": {"rollouts": [on(CRON, "Gating")]}})
     assert on_the_side(patch.status.rollouts[0])
+
+
+def test_a_container_held_by_another_patch_lets_the_free_targets_of_its_wave_go_first() -> None:
+    # Given: team A's CronJob is held by an older patch (its gate awaits a run for hours).
+    status = {"phase": "RollingOut", "rollouts": [
+        on(CRON, "Pending"), on(TEAM_B, "Pending"), on(TEAM_C_LATER, "Pending")]}
+    held = {CRON.key: "older-patch"}
+    step = plan(patch=imagepatch(status), policy=policy(rollout=GATE), candidates=(),
+                workload=Workload(target=CRON, deployment=cronjob("*/5 * * * *")),
+                window=Window(), now=T0, held_by=held)
+    # Then: it goes behind team B's Deployment (same wave), not behind the later wave.
+    order = [(r["namespace"], r["name"], r.get("reason", "")) for r in step.status["rollouts"]]
+    assert order == [("team-b", "web", ""), ("team-a", "report", "Conflict"),
+                     ("team-c", "web", "")]
+    assert step.again and step.action is None
+    nxt = imagepatch({**status, **step.status})
+    assert active_target(nxt) == TEAM_B
+    # Back in line with no free target left in its wave, it waits for the holder.
+    done_b = {**status, **step.status}
+    done_b["rollouts"][0] = on(TEAM_B, "Healthy", finishedAt=format_time(T0))
+    waits = plan(patch=imagepatch(done_b), policy=policy(rollout=GATE), candidates=(),
+                 workload=Workload(target=CRON, deployment=cronjob("*/5 * * * *")),
+                 window=Window(), now=T0, held_by=held)
+    assert waits.requeue_after == 10.0  # CONFLICT_POLL
+    assert [r["phase"] for r in waits.status["rollouts"]] == ["Healthy", "Pending", "Pending"]

@@ -8,7 +8,8 @@ time.
 
 A pending target starts only after the previous wave's ``soak``, while the
 policy is not suspended, while the maintenance window allows it, and when no
-other open patch holds the container (``Conflict``, naming the holder). It
+other open patch holds the container (``Conflict``, naming the holder; a
+held target first lets the free targets of its wave go ahead). It
 starts by recording ``Patching`` with the digest-pinned image to write and the
 image to restore; the write itself (``patching``) follows on the next step,
 after that intent is recorded. A target that has gone, moved to another
@@ -253,8 +254,34 @@ def start_pending(
         ctx.waiting = "Conflict"
         ctx.message = f"{describe(entry.target)} is being changed by ImagePatch {holder}; waiting"
         ctx.entries[index] = replace(entry, reason="Conflict", message=ctx.message)
+        if _let_others_pass(ctx, index=index, held_by=held_by):
+            return ctx.finish(again=True)
         return ctx.finish(requeue_after=CONFLICT_POLL)
     return start_target(ctx, index=index, workload=workload)
+
+
+def _let_others_pass(
+    ctx: Context, *, index: int, held_by: Mapping[tuple[str, str, str, str], str]
+) -> bool:
+    """Move a held target behind the free ones of its wave; whether there were any.
+
+    Another patch may hold a container for long (a CronJob's gate waits for
+    its run): the other targets of the wave, often other teams', must not wait
+    for it (DESIGN.md, "Blast radius is one team"). The held target comes back
+    in line after them, and only then waits.
+    """
+    wave = ctx.entries[index].target.wave
+    later = [
+        j
+        for j in range(index + 1, len(ctx.entries))
+        if ctx.entries[j].phase == TargetPhase.PENDING and ctx.entries[j].target.wave == wave
+    ]
+    free = [j for j in later if held_by.get(ctx.entries[j].target.key) in (None, ctx.patch.name)]
+    if not free:
+        return False
+    held = ctx.entries.pop(index)
+    ctx.entries.insert(later[-1], held)  # after the last pending target of its wave
+    return True
 
 
 def _await_window(ctx: Context, *, window: Window) -> Step:
