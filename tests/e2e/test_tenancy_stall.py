@@ -101,6 +101,8 @@ def test_a_cronjob_that_does_not_run_soon_never_holds_another_teams_deployment(g
 
     # When its owner deletes the daily CronJob, the patch ends and names what was not patched.
     given.kube.kubectl("delete", "cronjob", "-n", daily_ns, "report")
+    # (A person's annotation wakes the patch now; otherwise its next look is within 30 s.)
+    given.kube.kubectl("annotate", "imagepatch", patch, "--overwrite", "example.com/poke=1")
     done = given.wait_phase(patch, *TERMINAL, timeout=60)
     assert done["status"]["phase"] == "Succeeded", json.dumps(done["status"]["rollouts"])
     message = done["status"]["history"][-1]["message"]
