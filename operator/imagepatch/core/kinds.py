@@ -172,8 +172,6 @@ def next_cronjob_run(cronjob: Mapping[str, Any], after: dt.datetime) -> NextRun:
         # A well-formed expression that matches no date (30 February) never fires.
         never = "never matches" in str(exc)
         return NextRun(at=None, known=never, schedule=source)
-    except ValueError:
-        return NextRun(at=None, known=False, schedule=source)
     return NextRun(at=next_opening(parsed, after), known=True, schedule=source)
 
 
