@@ -3,10 +3,10 @@
 Given two policies (``…-a`` and ``…-b``, evaluated in that order), a hostile
 image (a gzip bomb from ``tests/support/hostile_registry.py``) among healthy
 workloads under the first, a workload whose annotation is too long, and one
-whose rebuild annotation makes the API server refuse its ImagePatch; when a
+whose rebuild annotation no ImagePatch would admit; when a
 pass evaluates them; then the healthy workloads of *both* policies are
 evaluated in that same pass, the hostile and refused ones are ``Unknown``
-with a reason naming the image, each got one Warning Event, and no
+with a reason naming the image or the annotation, each got one Warning Event, and no
 ImagePatch exists for them, while the healthy outdated one got its patch.
 """
 
@@ -103,7 +103,7 @@ def test_a_hostile_image_and_bad_annotations_do_not_stop_the_pass(given, registr
     app_on(registry, refused_repo, base_v1)
     stem = unique("pol")
     first, second = f"{stem}-a", f"{stem}-b"  # evaluated in this order
-    # Any CodeBuild project is allowed, so the over-long one below reaches the API server.
+    # Any CodeBuild project is allowed, so only its length (over the CRD's 512) refuses the one below.
     given.policy(first, baseImages={"checkInterval": "1h"},
                  rebuild={"strategy": "external", "allowed": {
                      "strategies": ["external", "codebuild"], "codebuildProjects": ["*"]}})
@@ -148,11 +148,12 @@ def test_a_hostile_image_and_bad_annotations_do_not_stop_the_pass(given, registr
     assert container["reason"] == "InvalidRegistryResponse"
     assert "gzip-bomb" in container["message"] and "limit" in container["message"]
 
-    # The refused ImagePatch makes its workload Unknown, naming the image.
+    # A rebuild annotation no ImagePatch admits (a project over the CRD's 512) is refused
+    # for its workload before any ImagePatch is written (issue 20, item 3).
     refused = state_of(given, ns, "refused")
     assert refused["state"] == "Unknown"
-    assert refused["containers"][0]["reason"] == "ImagePatchRejected"
-    assert refused_repo in refused["containers"][0]["message"]
+    assert refused["containers"][0]["reason"] == "InvalidAnnotation"
+    assert "imagepatch.dev/rebuild" in refused["containers"][0]["message"]
 
     # The over-long annotation is refused, never parsed.
     long = state_of(given, ns, "long")

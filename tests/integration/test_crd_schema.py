@@ -102,6 +102,8 @@ MINIMAL_POLICY_DEFAULTED: dict[str, Any] = {
         "maxRestarts": 0,
         "rollback": True,
         "cronJobTrialRun": False,
+        "cronJobRunWithin": "24h",
+        "onTargetFailure": "Continue",
     },
     "history": {"keepCount": 100, "maxAge": "2160h"},
     "approval": "Automatic",

@@ -200,6 +200,9 @@ def test_a_pass_that_fails_is_not_counted():
         ("imagepatch.dev/rebuild", "codebuild:" + "p" * 1100, "at most 1024 are read"),
         ("imagepatch.dev/base-image", "Not A Reference", "invalid image reference"),
         ("imagepatch.dev/base-image", "base:1\x00", "control characters"),
+        ("imagepatch.dev/rebuild", "   ", "is blank"),
+        ("imagepatch.dev/rebuild", "codebuild:my project", "whitespace inside a name"),
+        ("imagepatch.dev/rebuild", "codebuild:" + "p" * 600, "at most 512 are admitted"),
     ],
 )
 def test_bad_annotations_are_refused_with_one_warning(annotation, value, problem):
@@ -214,6 +217,42 @@ def test_bad_annotations_are_refused_with_one_warning(annotation, value, problem
     assert kube.state("good")["state"] == "Compliant"
     assert [(e["name"], e["reason"]) for e in kube.events if e["type"] == "Warning"] == [("bad", "Unknown")]
     assert all(len(e["message"]) <= 1024 for e in kube.events)
+
+
+def outdated_registry() -> MemoryRegistry:
+    registry = MemoryRegistry()
+
+    async def moved(image: Any, ref: str | None = None) -> ManifestInfo:
+        return ManifestInfo("sha256:" + "c" * 64, OCI_MANIFEST, 100)  # the base tag moved
+
+    registry.head_manifest = moved  # type: ignore[method-assign]
+    return registry
+
+
+def test_a_blank_rebuild_annotation_never_blocks_the_patch_of_its_siblings():
+    # Given two workloads of one outdated image, one with a rebuild annotation of spaces.
+    kube = MemoryKube([policy("a", rebuild={"strategy": "external"})])
+    detector = Detector(kube=kube, registry=outdated_registry())
+    run_pass(detector, deployment("bad", f"{ECR}/app:1", "a", **{"imagepatch.dev/rebuild": "   "}),
+             deployment("good", f"{ECR}/app:1", "a"))  # fmt: skip
+    # Then the sibling's patch is created with a rebuild the CRD admits, targeting it alone.
+    [patch] = kube.patches.values()
+    assert patch["spec"]["rebuild"] == {"strategy": "external"}
+    assert [t["name"] for t in patch["spec"]["targets"]] == ["good"]
+    assert kube.state("good")["state"] == "Patching"
+    bad = kube.state("bad")
+    assert (bad["state"], bad["containers"][0]["reason"]) == ("Unknown", "InvalidAnnotation")
+    assert "imagepatch.dev/rebuild is blank" in bad["containers"][0]["message"]
+
+
+def test_a_padded_rebuild_annotation_is_read_as_its_normal_form():
+    kube = MemoryKube([policy("a", rebuild={"strategy": "external",
+                                            "allowed": {"strategies": ["external", "rebase"]}})])
+    detector = Detector(kube=kube, registry=outdated_registry())
+    run_pass(detector, deployment("web", f"{ECR}/app:1", "a", **{"imagepatch.dev/rebuild": " rebase "}))
+    [patch] = kube.patches.values()
+    assert patch["spec"]["rebuild"] == {"strategy": "rebase"}
+    assert patch["metadata"]["annotations"]["imagepatch.dev/key"].endswith("|rebuild=rebase")
 
 
 def test_a_refused_imagepatch_marks_its_workloads_unknown_and_a_transient_error_is_not_swallowed():
@@ -323,16 +362,6 @@ class RefusingKube(MemoryKube):
             self.refused.append(name)
             raise self.refuse[name]
         await super().annotate_workload(kind, ns, name, annotations)
-
-
-def outdated_registry() -> MemoryRegistry:
-    registry = MemoryRegistry()
-
-    async def moved(image: Any, ref: str | None = None) -> ManifestInfo:
-        return ManifestInfo("sha256:" + "c" * 64, OCI_MANIFEST, 100)  # the base tag moved
-
-    registry.head_manifest = moved  # type: ignore[method-assign]
-    return registry
 
 
 def test_refused_writes_for_an_orphan_and_a_missing_policy_do_not_stop_the_pass():

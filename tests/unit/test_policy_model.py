@@ -27,6 +27,7 @@ from imagepatch.model import (
     LabelSelector,
     LabelSelectorRequirement,
     MaintenanceWindow,
+    OnTargetFailure,
     PolicySpec,
     Rebuild,
     RebuildStrategy,
@@ -527,3 +528,20 @@ def test_cronjob_trial_run_is_off_unless_the_policy_asks_for_it() -> None:
     with pytest.raises(SpecError) as err:
         parse_policy_spec({"namespaceSelector": {}, "rollout": {"cronJobTrialRun": "yes"}})
     assert "cronJobTrialRun" in str(err.value)
+
+
+def test_one_teams_failure_stops_only_that_team_unless_the_policy_says_stop_all() -> None:
+    rollout = parse_policy_spec({"namespaceSelector": {}}).rollout
+    assert rollout.on_target_failure == OnTargetFailure.CONTINUE
+    assert rollout.cron_job_run_within == dt.timedelta(hours=24)
+    spec = parse_policy_spec({"namespaceSelector": {}, "rollout": {
+        "onTargetFailure": "StopAll", "cronJobRunWithin": "168h"}})
+    assert spec.rollout.on_target_failure == OnTargetFailure.STOP_ALL
+    assert spec.rollout.cron_job_run_within == dt.timedelta(days=7)
+    with pytest.raises(SpecError) as err:
+        parse_policy_spec({"namespaceSelector": {}, "rollout": {"onTargetFailure": "stopall"}})
+    assert err.value.field == "spec.rollout.onTargetFailure"
+    assert "must be one of Continue, StopAll" in str(err.value)
+    with pytest.raises(SpecError) as err:
+        parse_policy_spec({"namespaceSelector": {}, "rollout": {"cronJobRunWithin": "745h"}})
+    assert err.value.field == "spec.rollout.cronJobRunWithin"

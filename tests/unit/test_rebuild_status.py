@@ -13,6 +13,8 @@ from imagepatch.core.rebuild import (
     RebuildChoice,
     choice_for,
     choose_rebuild,
+    normalise_rebuild_request,
+    rebuild_request_problem,
     requested_rebuild,
 )
 from imagepatch.model.imagepatch import parse_status
@@ -134,6 +136,11 @@ CODEBUILD_POLICY = parse_policy_spec(
         ("job:", {"strategy": "job", "jobTemplate": "build-template"}),
         ("job:team-template", {"strategy": "job", "jobTemplate": "team-template"}),
         ("external", {"strategy": "external"}),
+        # Normalised once: whitespace around the value and its parts is dropped.
+        ("  codebuild : team-build  ", {"strategy": "codebuild", "codebuildProject": "team-build"}),
+        (" external ", {"strategy": "external"}),
+        # Only spaces asks for nothing: the policy's own (detection reports it invalid).
+        ("   ", {"strategy": "codebuild", "codebuildProject": "platform-build"}),
     ],
 )
 def test_a_workloads_annotation_is_chosen_over_the_policys_default(
@@ -179,3 +186,27 @@ def test_the_idempotency_key_is_recorded_with_the_intent_and_never_recomputed() 
     assert started.status["rebuild"]["buildId"] == "b-1"
     assert "idempotencyKey" not in started.status
     assert build_request(imagepatch(status), None).key == "v2|as-recorded"
+
+
+@pytest.mark.parametrize(
+    ("annotation", "normalised", "problem"),
+    [
+        ("codebuild:team-build", "codebuild:team-build", ""),
+        (" codebuild : team-build ", "codebuild:team-build", ""),
+        ("codebuild:", "codebuild", ""),
+        ("external", "external", ""),
+        ("   ", "", "is blank"),
+        ("", "", "is blank"),
+        ("job:team template", "job:team template", "whitespace inside a name"),
+        ("codebuild:" + "p" * 600, "codebuild:" + "p" * 600, "at most 512 are admitted"),
+        ("job:" + "t" * 254, "job:" + "t" * 254, "at most 253 are admitted"),
+        # A strategy the policy does not know is a refusal (RebuildNotAllowed), not a problem.
+        ("make", "make", ""),
+    ],
+)
+def test_a_rebuild_request_is_normalised_once_and_a_value_no_patch_admits_is_a_problem(
+    annotation: str, normalised: str, problem: str
+) -> None:
+    assert normalise_rebuild_request(annotation) == normalised
+    found = rebuild_request_problem(annotation)
+    assert (problem in found) if problem else found == ""

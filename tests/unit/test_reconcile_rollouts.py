@@ -213,3 +213,23 @@ def test_a_cronjob_trial_run_is_named_first_then_created_once_and_judged() -> No
     assert template["spec"]["containers"][0]["image"] == f"{APP}:1.4"
     restored = kube.cronjobs[("batch", "report")]["spec"]["jobTemplate"]["spec"]["template"]
     assert restored["spec"]["containers"][0]["image"] == f"{APP}:1.4"
+
+
+def test_one_pass_patches_a_cronjob_then_moves_on_to_the_next_teams_deployment() -> None:
+    # Given: team A's CronJob (a run due at 09:05) sorts before team B's Deployment.
+    kube = MemoryKube()
+    kube.add_policy("pol", {"namespaceSelector": {}, "rollout": GATE})
+    kube.add_workload("CronJob", "a-team", "report", image=f"{APP}:1.4", policy="pol",
+                      spec={"schedule": "*/5 * * * *"})
+    kube.add_deployment("b-team", "web", image=f"{APP}:1.4", policy="pol")
+    kube.add_patch("p1", {"image": APP, "policy": "pol", "reason": "Manual", "targetDigest": DIGEST})
+    # When: one pass runs.
+    after = reconcile(kube)
+    # Then: both are patched; the CronJob's gate waits on the side, the Deployment's in line,
+    # and the pass asks to look again at the sooner of the two.
+    rollouts = {r["kind"]: r for r in kube.patches["p1"]["status"]["rollouts"]}
+    assert (rollouts["CronJob"]["phase"], rollouts["CronJob"]["reason"]) == ("Gating", "AwaitingRun")
+    assert rollouts["Deployment"]["phase"] == "Gating"
+    image = kube.deployments[("b-team", "web")]["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == f"{APP}:1.4@{DIGEST}"
+    assert after == GATE_POLL

@@ -55,7 +55,7 @@ def test_a_rollout_whose_targets_are_all_done_ends_with_the_failed_targets_reaso
     step = step_for(imagepatch(status))
     assert step.status["phase"] == "Failed"
     assert step.status["history"][-1]["message"] == (
-        "shop/web/app: image changed by someone else")
+        "shop/web/app: image changed by someone else; 1 of 2 targets patched and healthy")
     stalled = [c for c in step.status["conditions"] if c["type"] == "Stalled"]
     assert stalled[0]["reason"] == "ExternalChange"
 

@@ -125,6 +125,9 @@ class HealthReason(enum.StrEnum):
     NO_PODS_SCHEDULED = "NoPodsScheduled"
     CRONJOB_SUSPENDED = "CronJobSuspended"
     JOB_FAILED = "JobFailed"
+    # A CronJob's gate waiting for its next scheduled run, and the run that never came.
+    AWAITING_RUN = "AwaitingRun"
+    NO_RUN_WITHIN_BOUND = "NoRunWithinBound"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

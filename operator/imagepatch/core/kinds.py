@@ -49,7 +49,10 @@ kind-agnostic:
     template would claim a fix no pod runs. The target is skipped with
     ``OnDeleteStrategy`` and an Event that says to switch to
     ``RollingUpdate`` (:func:`not_patchable`).
-  - **CronJob**: see :func:`assess_cronjob`.
+  - **CronJob**: see :func:`assess_cronjob`. A CronJob without a trial run
+    is patched only when its schedule's next run is due within
+    ``rollout.cronJobRunWithin`` (:func:`cronjob_run_too_far`): otherwise no
+    run could verify the new image in time, so it is left as it is.
 
 Pure: plain dicts as the API serves them, the clock passed in.
 """
@@ -65,6 +68,8 @@ from typing import Any
 
 from imagepatch.core import health, reasons
 from imagepatch.core.health import HealthReason, HealthState, HealthVerdict, Progress
+from imagepatch.core.schedule import ScheduleError, parse_schedule, to_croniter
+from imagepatch.core.window import next_opening
 from imagepatch.model.durations import format_duration
 from imagepatch.model.policy import Rollout
 from imagepatch.model.times import format_time, parse_time
@@ -135,6 +140,81 @@ def not_patchable(kind: str, workload: Mapping[str, Any]) -> tuple[str, str] | N
         f"{kind} {_name(workload)} uses updateStrategy OnDelete: its pods change only when"
         " someone deletes them, so imagepatch does not patch it; set"
         " spec.updateStrategy.type to RollingUpdate to have it patched",
+    )
+
+
+# The CronJob controller's schedule macros (robfig/cron's descriptors).
+_CRON_MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NextRun:
+    """When a CronJob's schedule next fires: ``at``, or never (``known`` with no ``at``).
+
+    ``known`` is False when the schedule cannot be read here (a form the
+    controller accepts that this parser does not): nothing is promised then.
+    """
+
+    at: dt.datetime | None
+    known: bool
+    schedule: str
+
+
+def next_cronjob_run(cronjob: Mapping[str, Any], after: dt.datetime) -> NextRun:
+    """The first time at or after ``after`` the CronJob's schedule fires (its ``timeZone``)."""
+    spec = _mapping(cronjob.get("spec"))
+    source = _str(spec.get("schedule")) or ""
+    expression = _CRON_MACROS.get(source.strip(), source.strip())
+    timezone = _str(spec.get("timeZone")) or "UTC"
+    try:
+        to_croniter(expression)
+        parsed = parse_schedule(expression, timezone)
+    except ScheduleError as exc:
+        # A well-formed expression that matches no date (30 February) never fires.
+        never = "never matches" in str(exc)
+        return NextRun(at=None, known=never, schedule=source)
+    return NextRun(at=next_opening(parsed, after), known=True, schedule=source)
+
+
+def cronjob_run_too_far(
+    kind: str, cronjob: Mapping[str, Any], gate: Rollout, now: dt.datetime
+) -> tuple[str, str] | None:
+    """(reason, message) when a CronJob's gate could not get a run in time, else ``None``.
+
+    Only for a CronJob the gate waits on a scheduled run for (no trial run, not
+    suspended: a suspended one is patched and unverified, see
+    :func:`assess_cronjob`). Its next run must be due within
+    ``rollout.cronJobRunWithin``; a schedule that never fires, or fires later,
+    gets no patch: the image it runs stays the one it had, and the message
+    says when it would run and how to have it verified (a trial run).
+    """
+    if kind != CRONJOB or gate.cron_job_trial_run:
+        return None
+    if _mapping(cronjob.get("spec")).get("suspend") is True:
+        return None
+    nxt = next_cronjob_run(cronjob, now)
+    bound = gate.cron_job_run_within
+    if not nxt.known or (nxt.at is not None and nxt.at <= now + bound):
+        return None
+    when = (
+        f"its schedule {nxt.schedule!r} never fires"
+        if nxt.at is None
+        else f"its next run ({nxt.schedule!r}) is at {format_time(nxt.at)}"
+    )
+    return (
+        reasons.CRONJOB_RUN_TOO_FAR,
+        f"CronJob {_name(cronjob)} was not patched: {when}, not within"
+        f" {format_duration(bound)} (spec.rollout.cronJobRunWithin), so no run would verify"
+        " the new image in time; it keeps its image. Set spec.rollout.cronJobTrialRun: true"
+        " to verify it with a trial run, or raise cronJobRunWithin",
     )
 
 
@@ -315,8 +395,12 @@ def assess_cronjob(
     its own soak: it ran to its end); ``Failed`` (``BackoffLimitExceeded``,
     ``DeadlineExceeded``...) fails it with the Job's reason; a Job that does
     not finish within ``progressDeadlineSeconds`` of its start fails it too.
-    While no run has started the gate waits with no deadline, since a
-    schedule may be a day away: ask for a trial run to get a verdict at once.
+    While no run has started the gate waits (``AwaitingRun``) for the run
+    due first after the patch, at most ``rollout.cronJobRunWithin`` away, plus
+    ``progressDeadlineSeconds`` for the controller to start it; no run by then
+    fails the gate (``NoRunWithinBound``), so the gate always ends. The
+    planner awaits a CronJob's gate on the side, without holding its other
+    targets; ask for a trial run to get a verdict at once.
     A suspended CronJob starts no run: the image is set but unverified
     (``CronJobSuspended``). A rollback needs no run: the next one uses the
     restored template.
@@ -375,13 +459,32 @@ def assess_cronjob(
             state=HealthState.SCALED_TO_ZERO, reason=HealthReason.CRONJOB_SUSPENDED,
             message=f"CronJob {name} is suspended (spec.suspend): the new image is set but no"
             " Job runs it, so it is not verified", healthy_since=None)
+    # The wait for a run is bounded too: the run due first after the patch
+    # (at most cronJobRunWithin away), plus progressDeadlineSeconds for the
+    # controller to start it. No run by then fails the gate, so it always ends.
+    # A run in the very second of the patch may still be the old template's.
+    nxt = next_cronjob_run(cronjob, since + dt.timedelta(seconds=1))
+    due = since + gate.cron_job_run_within
+    if nxt.at is not None:
+        due = min(due, nxt.at)
+    limit = due + deadline
+    if now > limit:
+        return HealthVerdict(
+            state=HealthState.FAILED, reason=HealthReason.NO_RUN_WITHIN_BOUND,
+            message=f"CronJob {name} started no run from the patched template by"
+            f" {format_time(limit)} (schedule {nxt.schedule!r}, patched"
+            f" {format_time(started_at)}): the new image is not verified",
+            healthy_since=None)
     last = _mapping(cronjob.get("status")).get("lastScheduleTime")
     return HealthVerdict(
-        state=HealthState.PROGRESSING, reason=HealthReason.ROLLING_OUT,
+        state=HealthState.PROGRESSING, reason=HealthReason.AWAITING_RUN,
         message=f"waiting for the next run of CronJob {name}"
-        f" (schedule {_mapping(cronjob.get('spec')).get('schedule')!s}"
-        + (f", last run {last}" if last else "") + f", patched {format_time(started_at)})",
-        healthy_since=None)
+        f" (schedule {nxt.schedule!s}"
+        + (f", due {format_time(nxt.at)}" if nxt.at is not None else "")
+        + (f", last run {last}" if last else "") + f", patched {format_time(started_at)};"
+        f" no run by {format_time(limit)} fails the gate)",
+        healthy_since=None,
+        recheck_after=max(due - now, dt.timedelta(0)) if now < due else limit - now)
 
 
 # --- forced rollback (StatefulSet) --------------------------------------------------

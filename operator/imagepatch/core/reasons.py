@@ -162,6 +162,12 @@ DIGEST_FAILED_BEFORE = "DigestFailedBefore"
 ON_DELETE_STRATEGY = "OnDeleteStrategy"
 EXTERNAL_CHANGE = "ExternalChange"
 EARLIER_TARGET_FAILED = "EarlierTargetFailed"
+# The new image failed its health gate in an earlier wave (rollout.onTargetFailure
+# Continue): later waves do not start, whatever their namespace.
+EARLIER_WAVE_FAILED = "EarlierWaveFailed"
+# A CronJob (no trial run) whose next scheduled run is not due within
+# rollout.cronJobRunWithin: not patched, since no run would verify it in time.
+CRONJOB_RUN_TOO_FAR = "CronJobRunTooFar"
 ROLLBACK_DISABLED = "RollbackDisabled"
 HEALTH_GATE_FAILED = "HealthGateFailed"
 ROLLING_BACK = "RollingBack"

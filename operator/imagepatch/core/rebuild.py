@@ -189,10 +189,51 @@ def _setting(choice: RebuildChoice) -> str:
     return ""
 
 
+# What spec.rebuild of an ImagePatch admits (its CRD): longer names are refused.
+MAX_CODEBUILD_PROJECT = 512
+MAX_JOB_TEMPLATE = 253
+
+
+def normalise_rebuild_request(annotation: str) -> str:
+    """``imagepatch.dev/rebuild`` in its one canonical form: ``<strategy>[:<argument>]``.
+
+    Whitespace around the value and around each part is dropped, and an
+    empty argument (``codebuild:``, the policy's own project) is left out, so
+    every reader (the policy's ``allowed`` check, the patch's identity, its
+    ``spec.rebuild``) sees the same request. A value of only spaces is no
+    request: ``''`` (``rebuild_request_problem`` says it is invalid).
+    """
+    kind, sep, arg = annotation.strip().partition(":")
+    kind, arg = kind.strip(), arg.strip()
+    return f"{kind}:{arg}" if sep and arg else kind
+
+
+def rebuild_request_problem(annotation: str) -> str:
+    """Why an ``imagepatch.dev/rebuild`` value can never be a patch's rebuild, or ''.
+
+    Checked before anything is built from it, so the API server never
+    refuses the ImagePatch over it: blank, whitespace inside the argument, or
+    an argument longer than ``spec.rebuild`` admits. A strategy or project
+    the policy does not allow is a refusal instead (``Rebuild.refusal``).
+    """
+    request = normalise_rebuild_request(annotation)
+    if not request:
+        return "is blank: name a strategy (codebuild, job, external, rebase) or remove it"
+    kind, _, arg = request.partition(":")
+    if any(c.isspace() for c in request):
+        return f"{request!r} contains whitespace inside a name"
+    limit = {"codebuild": MAX_CODEBUILD_PROJECT, "job": MAX_JOB_TEMPLATE}.get(kind)
+    if limit is not None and len(arg) > limit:
+        return f"names a {kind} argument of {len(arg)} characters; at most {limit} are admitted"
+    return ""
+
+
 def requested_rebuild(annotation: str) -> dict[str, str]:
     """A workload's ``imagepatch.dev/rebuild: <strategy>[:<project or template>]`` as the
-    keyword arguments of ``choose_rebuild``."""
-    kind, _, arg = annotation.partition(":")
+    keyword arguments of ``choose_rebuild`` (normalised first; blank asks for nothing)."""
+    kind, _, arg = normalise_rebuild_request(annotation).partition(":")
+    if not kind:
+        return {}
     if kind == "codebuild":
         return {"strategy": kind, "codebuild_project": arg}
     if kind == "job":

@@ -24,6 +24,7 @@ from imagepatch.model.policy import (
     LabelSelector,
     LabelSelectorRequirement,
     MaintenanceWindow,
+    OnTargetFailure,
     PolicySpec,
     Rebuild,
     RebuildStrategy,
@@ -41,6 +42,7 @@ from imagepatch.model.policy import (
 
 __all__ = [
     "ApprovalMode",
+    "OnTargetFailure",
     "BaseImages",
     "CodeBuildSettings",
     "ImagePatchPolicy",

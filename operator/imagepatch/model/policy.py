@@ -99,6 +99,20 @@ class ApprovalMode(enum.StrEnum):
     MANUAL = "Manual"
 
 
+class OnTargetFailure(enum.StrEnum):
+    """What one target's failure stops (``spec.rollout.onTargetFailure``).
+
+    ``Continue`` (the default; blast radius is one team): a target's failure
+    or outside change stops only the remaining targets of its namespace; a
+    failed health gate of the new image also stops every later wave (waves
+    are the admin's staging order). ``StopAll`` (v0.2): every target not
+    started yet is stopped.
+    """
+
+    CONTINUE = "Continue"
+    STOP_ALL = "StopAll"
+
+
 class SelectorOperator(enum.StrEnum):
     IN = "In"
     NOT_IN = "NotIn"
@@ -269,6 +283,10 @@ class Rollout:
     waves: tuple[Wave, ...] = ()
     # CronJobs: gate on a Job started at once from the patched template.
     cron_job_trial_run: bool = False
+    # CronJobs without a trial run: patched only when the schedule's next run
+    # is due within this long; the gate waits that long for it (and no more).
+    cron_job_run_within: dt.timedelta = dt.timedelta(hours=24)
+    on_target_failure: OnTargetFailure = OnTargetFailure.CONTINUE
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -320,6 +338,8 @@ MIN_REBUILD_TIMEOUT = dt.timedelta(minutes=1)
 MIN_WINDOW_DURATION = dt.timedelta(minutes=1)
 MAX_WINDOW_DURATION = dt.timedelta(hours=168)
 MAX_WAVES = 10
+MIN_CRONJOB_RUN_WITHIN = dt.timedelta(minutes=1)
+MAX_CRONJOB_RUN_WITHIN = dt.timedelta(hours=744)  # 31 days: a monthly job
 MAX_POLICY_NAME = 63  # the name is used as a label value
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -708,6 +728,18 @@ def _parse_rollout(raw: Any, path: str) -> Rollout:
         waves=tuple(waves),
         cron_job_trial_run=_boolean(
             raw, path, "cronJobTrialRun", default=defaults.cron_job_trial_run
+        ),
+        cron_job_run_within=_duration(
+            raw,
+            path,
+            "cronJobRunWithin",
+            default=defaults.cron_job_run_within,
+            minimum=MIN_CRONJOB_RUN_WITHIN,
+            maximum=MAX_CRONJOB_RUN_WITHIN,
+            bounds_text="between 1m and 744h",
+        ),
+        on_target_failure=_enum(
+            raw, path, "onTargetFailure", OnTargetFailure, default=defaults.on_target_failure
         ),
     )
 

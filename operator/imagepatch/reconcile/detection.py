@@ -1015,6 +1015,11 @@ def _annotation_problem(dep: Mapping[str, Any]) -> str:
             )
         if any(ord(c) < 0x20 for c in value):
             return f"annotation {key} contains control characters"
+    requested = annotations.get(REBUILD_ANNOTATION)
+    if requested is not None and (why := rebuild.rebuild_request_problem(requested)):
+        # Refused here, for this workload only: never written into an
+        # ImagePatch that the API server would refuse for every workload.
+        return f"annotation {REBUILD_ANNOTATION} {why}"
     override = (annotations.get(BASE_ANNOTATION) or "").strip()
     if override:
         try:
@@ -1083,8 +1088,9 @@ def _inputs(dep: Mapping[str, Any]) -> str:
 
 
 def _requested_rebuild(dep: Mapping[str, Any]) -> str:
-    """The workload's imagepatch.dev/rebuild annotation ("" when it has none)."""
-    return ((dep["metadata"].get("annotations") or {}).get(REBUILD_ANNOTATION) or "").strip()
+    """The workload's imagepatch.dev/rebuild annotation, normalised ("" when it has none)."""
+    raw = (dep["metadata"].get("annotations") or {}).get(REBUILD_ANNOTATION) or ""
+    return rebuild.normalise_rebuild_request(raw) if isinstance(raw, str) else ""
 
 
 def _override_use(

@@ -37,6 +37,7 @@ from imagepatch.core.rollout import (
     Window,
     Workload,
     active_target,
+    next_in_line,
     plan,
     running_digest,
     target_digest,
@@ -142,8 +143,16 @@ def _claiming(patch: ImagePatch) -> bool:
     entries = patch.status.rollouts
     if not entries:
         return True
-    nxt = next((e for e in entries if not e.phase.done), None)
-    return nxt is not None and nxt.phase == TargetPhase.PENDING
+    # CronJobs awaited on the side hold their claim already; the one in line may start.
+    nxt = next_in_line(entries)
+    return nxt is not None and entries[nxt].phase == TargetPhase.PENDING
+
+
+def _sooner(a: float | None, b: float | None) -> float | None:
+    """The earlier of two requeue times (None: no timer, only a wake or the resync)."""
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
 
 
 async def observe_workload(
@@ -296,6 +305,10 @@ async def reconcile_imagepatch(
     body = await kube.get_imagepatch(name)
     seen: dict[str, Any] = {}  # rebuild observations of this pass
     candidates: list[Candidate] | None = None  # looked for once, when the planner asks
+    # Targets that waited this pass, and the soonest of their requeue times: the
+    # one in line and each CronJob awaited on the side get one look per pass.
+    waited: set[tuple[str, str, str, str]] = set()
+    requeue: float | None = None
     for _ in range(MAX_STEPS):
         if body is None:
             return None
@@ -310,7 +323,9 @@ async def reconcile_imagepatch(
             except SpecError:
                 policy = None  # the policy's own status says what is wrong
         now = clock()
-        target = active_target(patch)
+        target = active_target(patch, skip=waited)
+        if target is None and waited and active_target(patch) is not None:
+            return requeue  # every target this pass could look at is waiting
         workload = await observe_workload(kube, target, memory) if target else None
         state = window_state(policy.maintenance_window if policy else None, now)
         await _observe_rebuild(tools, patch, policy, now, seen)
@@ -414,5 +429,12 @@ async def reconcile_imagepatch(
                 logger.info("%s changed since it was read; planning again", act.target.kind)
             continue
         if not step.again:
-            return step.requeue_after
+            if target is None or not patch.status.rollouts:
+                return _sooner(requeue, step.requeue_after)
+            waited.add(target.key)
+            requeue = _sooner(requeue, step.requeue_after)
+            if body is None:
+                return None
+            if active_target(parse_imagepatch(body), skip=waited) is None:
+                return requeue  # nothing else to look at this pass: no further reads
     return GATE_POLL

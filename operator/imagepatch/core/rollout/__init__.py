@@ -29,8 +29,13 @@ cannot make the same bad rebuild be rolled out there again.
 Targets go one at a time, wave by wave; a wave's ``soak`` must pass after its
 last target turned healthy before the next wave starts. New targets start
 only while the maintenance window allows it (before its cutoff); a target
-already in its gate finishes the gate. A failure rolls that target back,
-records the digest as failed, and stops every later target and wave.
+already in its gate finishes the gate. A CronJob's gate, which waits for a
+scheduled run, is awaited on the side: the patch moves on meanwhile and ends
+only once every target has its verdict. A failure rolls that target back,
+records the digest as failed, and stops what ``rollout.onTargetFailure``
+says: with ``Continue`` (the default) the rest of its namespace, plus every
+later wave when the new image failed a health gate; with ``StopAll``,
+every target not started yet.
 
 The package, by phase, around one ``Context`` (the inputs of a planner call
 and the status being built):
@@ -64,6 +69,8 @@ from imagepatch.core.rollout.context import (
     Workload,
     WorkloadEvent,
     is_pinned,
+    next_in_line,
+    on_the_side,
     target_digest,
 )
 from imagepatch.core.rollout.plan import plan
@@ -93,6 +100,8 @@ __all__ = [
     "WorkloadEvent",
     "active_target",
     "is_pinned",
+    "next_in_line",
+    "on_the_side",
     "pin_targets",
     "pinned_image",
     "plan",

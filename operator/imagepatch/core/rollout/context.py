@@ -32,7 +32,7 @@ from imagepatch.model.imagepatch import (
     TargetPhase,
 )
 from imagepatch.model.names import FAILED_DIGESTS_ANNOTATION
-from imagepatch.model.policy import ApprovalMode, PolicySpec, Rollout
+from imagepatch.model.policy import ApprovalMode, OnTargetFailure, PolicySpec, Rollout
 from imagepatch.model.times import format_time
 
 HISTORY_LIMIT = 50
@@ -153,6 +153,62 @@ def describe(target: Target) -> str:
     return f"{target.namespace}/{target.name}/{target.container}"
 
 
+def on_the_side(entry: RolloutEntry) -> bool:
+    """A CronJob patched and awaiting its verdict: it holds its own container, not the rollout.
+
+    A CronJob's gate waits for a run that may be hours away (its schedule),
+    so the patch moves on to its other targets and waves meanwhile, and ends
+    only once this one has its verdict too (DESIGN.md, "Blast radius is one
+    team"). Its verdict is not evidence for a later wave.
+    """
+    return entry.target.kind == kinds.CRONJOB and entry.phase in (
+        TargetPhase.GATING,
+        TargetPhase.ROLLING_BACK,
+    )
+
+
+def next_in_line(entries: Sequence[RolloutEntry]) -> int | None:
+    """The first target not done and not awaited on the side (the one in line), or None."""
+    return next(
+        (i for i, e in enumerate(entries) if not e.phase.done and not on_the_side(e)), None
+    )
+
+
+def stall_reason(failed: RolloutEntry, gate: Rollout) -> str:
+    """Why a patch whose target failed needs a human (the Stalled condition's reason)."""
+    if failed.reason in (reasons.EXTERNAL_CHANGE, reasons.ROLLBACK_FAILED):
+        return failed.reason
+    # Otherwise the gate failed and nothing rolled it back.
+    return reasons.ROLLBACK_DISABLED if not gate.rollback else failed.reason
+
+
+# How many targets an outcome summary names per reason before it counts the rest.
+SUMMARY_NAMES = 5
+
+
+def outcome_summary(entries: Sequence[RolloutEntry], *, lead: bool) -> str:
+    """Which targets were not patched and healthy, and why, for the patch's final message.
+
+    ``lead``: the message leads with a failure, so say how many did pass too.
+    Empty when every target is healthy.
+    """
+    healthy = sum(1 for e in entries if e.phase == TargetPhase.HEALTHY)
+    groups: dict[tuple[str, str], list[str]] = {}
+    for e in entries:
+        if e.phase in (TargetPhase.HEALTHY, TargetPhase.FAILED, TargetPhase.ROLLED_BACK):
+            continue
+        groups.setdefault((str(e.phase), e.reason or str(e.phase)), []).append(describe(e.target))
+    if not groups and not lead:
+        return ""
+    parts = [f"{healthy} of {len(entries)} targets patched and healthy"] if lead else []
+    for (phase, reason), names in groups.items():
+        shown = ", ".join(names[:SUMMARY_NAMES])
+        more = len(names) - SUMMARY_NAMES
+        extra = f" and {more} more" if more > 0 else ""
+        parts.append(f"{phase.lower()} ({reason}): {shown}{extra}")
+    return "; " + "; ".join(parts)
+
+
 def container_of(deployment: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
     """The pod template's container or init container called ``name``, or None (any kind)."""
     found = kinds.find_container(deployment, name)
@@ -236,8 +292,19 @@ class Context:
         return any(e.phase != TargetPhase.PENDING for e in self.entries)
 
     def next_index(self) -> int | None:
-        """The index of the first target not done, or None when all are."""
-        return next((i for i, e in enumerate(self.entries) if not e.phase.done), None)
+        """The first target not done and not awaited on the side, or None."""
+        return next_in_line(self.entries)
+
+    def steppable(self) -> list[int]:
+        """The targets a step may concern: the one in line, then the CronJobs awaited."""
+        first = self.next_index()
+        return ([] if first is None else [first]) + [
+            i for i, e in enumerate(self.entries) if on_the_side(e)
+        ]
+
+    @property
+    def on_failure(self) -> OnTargetFailure:
+        return self.gate.on_target_failure
 
     def before_start(self, *, policy_poll: float) -> Step | None:
         """Before anything starts, the policy must exist, and approve when it wants to."""
@@ -289,17 +356,56 @@ class Context:
             finished_at=format_time(self.now),
         )
 
-    def stop_later(self, index: int, *, reason: str) -> None:
-        """Skip every target after ``index`` that has not started (an earlier one failed)."""
-        for i in range(index + 1, len(self.entries)):
-            e = self.entries[i]
-            if e.phase == TargetPhase.PENDING:
-                self.entries[i] = replace(
-                    e,
-                    phase=TargetPhase.SKIPPED,
-                    reason=reason,
-                    message="stopped: an earlier target failed",
+    def stop_after(self, index: int, *, reason: str, why: str, gate_failed: bool) -> int:
+        """Skip the targets not started yet that the failure of ``index`` stops; how many.
+
+        ``StopAll``: every one. ``Continue`` (blast radius is one team): those
+        of the failed target's namespace and, when the new image failed a
+        health gate (``gate_failed``), those of every later wave: waves are the
+        admin's staging order. An outside change says nothing about the image,
+        so it stops only its namespace.
+        """
+        failed = self.entries[index].target
+        stop_all = self.on_failure == OnTargetFailure.STOP_ALL
+        stopped = 0
+        for i, e in enumerate(self.entries):
+            if e.phase != TargetPhase.PENDING:
+                continue
+            t = e.target
+            if stop_all or t.namespace == failed.namespace:
+                cause, text = reason, f"stopped: {describe(failed)} failed ({why})"
+            elif gate_failed and t.wave > failed.wave:
+                cause = reasons.EARLIER_WAVE_FAILED
+                text = (
+                    f"stopped: the new image failed its health gate on {describe(failed)}"
+                    f" in wave {failed.wave} ({why}); later waves do not start"
                 )
+            else:
+                continue
+            self.entries[i] = replace(
+                e, phase=TargetPhase.SKIPPED, reason=cause, message=text,
+                finished_at=format_time(self.now),
+            )  # fmt: skip
+            stopped += 1
+        return stopped
+
+    def go_on(self) -> Step:
+        """A target is done: on to the next step, or the end when no target is left."""
+        return self.finish(again=True) if self.steppable() else self.conclude()
+
+    def end_or_go_on(self) -> Step:
+        """After a target failed: end the patch if nothing is left, else go on with the rest.
+
+        ``phase``, ``stalled`` and ``message`` set by the caller are what the
+        patch ends with when nothing is left; otherwise other targets (another
+        namespace's, or a CronJob awaited on the side) still get their verdict.
+        """
+        if not self.steppable():
+            return self.conclude()
+        self.phase = Phase.ROLLING_OUT
+        self.stalled = ""
+        self.message += "; other targets go on"
+        return self.finish(again=True)
 
     def warn(self, target: Target, *, reason: str, message: str) -> None:
         """A Warning event on the target's workload."""
@@ -314,7 +420,7 @@ class Context:
         rolled = next((e for e in entries if e.phase == TargetPhase.ROLLED_BACK), None)
         if failed is not None:
             self.phase = Phase.FAILED
-            self.stalled = self.stalled or failed.reason
+            self.stalled = self.stalled or stall_reason(failed, self.gate)
             self.message = self.message or f"{describe(failed.target)}: {failed.message}"
         elif rolled is not None:
             self.phase = Phase.ROLLED_BACK
@@ -325,6 +431,7 @@ class Context:
             self.phase = Phase.SUCCEEDED
             healthy = sum(1 for e in entries if e.phase == TargetPhase.HEALTHY)
             self.message = f"{healthy} of {len(entries)} targets patched and healthy"
+        self.message += outcome_summary(entries, lead=self.phase != Phase.SUCCEEDED)
         return self.finish()
 
     # --- the status document ------------------------------------------------------

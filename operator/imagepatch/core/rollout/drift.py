@@ -3,9 +3,12 @@
 The planner never overwrites a human's change. Before each write and while
 gating it compares the workload with what it left there: the container's
 image, and the pod template's fingerprint (recorded when the target started).
-A difference fails the target with ``ExternalChange``, stops every later
-target and stalls the patch. A workload deleted, or its container removed, is
-not a failure: the target is skipped with the reason and the patch moves on.
+A difference fails the target with ``ExternalChange`` and stops the targets
+not started yet of its namespace (``rollout.onTargetFailure: Continue``, the
+default: other teams' targets go on) or all of them (``StopAll``); the patch
+ends ``Failed``, stalled, once every other target has its verdict. A
+workload deleted, or its container removed, is not a failure: the target is
+skipped with the reason and the patch moves on.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 from imagepatch.core import health, reasons
 from imagepatch.core.rollout.context import Context, Step, Workload, container_of, describe
 from imagepatch.model.imagepatch import Phase, RolloutEntry, TargetPhase
+from imagepatch.model.policy import OnTargetFailure
 from imagepatch.model.times import format_time
 
 
@@ -70,11 +74,14 @@ def external_change(ctx: Context, *, index: int, why: str) -> Step:
         message=why + "; imagepatch stopped and did not overwrite it",
         finished_at=format_time(ctx.now),
     )
-    ctx.stop_later(index, reason=reasons.EXTERNAL_CHANGE)
+    ctx.stop_after(index, reason=reasons.EXTERNAL_CHANGE, why=why, gate_failed=False)
     ctx.phase = Phase.FAILED
     ctx.stalled = reasons.EXTERNAL_CHANGE
     ctx.message = f"{describe(entry.target)}: {why}"
-    ctx.warn(
-        entry.target, reason=reasons.EXTERNAL_CHANGE, message=ctx.message + "; rollout stopped"
+    stopped = (
+        "; rollout stopped"
+        if ctx.on_failure == OnTargetFailure.STOP_ALL
+        else f"; no other target in namespace {entry.target.namespace} is started"
     )
-    return ctx.finish()
+    ctx.warn(entry.target, reason=reasons.EXTERNAL_CHANGE, message=ctx.message + stopped)
+    return ctx.end_or_go_on()

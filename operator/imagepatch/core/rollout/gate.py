@@ -14,9 +14,16 @@ job --from=cronjob/NAME`` would make it, until it is observed.
 ``gating`` is the ``Gating`` phase: a healthy target is done (a ``Patched``
 event), an unhealthy one is still waited for, and a failed one either starts
 its rollback (``RollingBack`` recorded first, the write follows) or, when the
-policy disables rollback, fails the patch. Either way the digest is recorded
-as failed and every later target is stopped. The deadline runs from the
-recorded ``startedAt``, so a restart during the gate does not extend it.
+policy disables rollback, fails the target. Either way the digest is recorded
+as failed, and the targets not started yet that the failure stops are
+skipped (``Context.stop_after``: with ``rollout.onTargetFailure: Continue``,
+the default, those of its namespace and of every later wave; with
+``StopAll``, all). The deadline runs from the recorded ``startedAt``, so a
+restart during the gate does not extend it.
+
+A CronJob's gate is awaited on the side (``context.on_the_side``): the
+patch moves on to its other targets while it waits for the CronJob's run,
+which ``core.kinds`` bounds (``rollout.cronJobRunWithin``), so every gate ends.
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ from imagepatch.model.imagepatch import Phase, RolloutEntry, TargetPhase
 from imagepatch.model.policy import Rollout
 from imagepatch.model.times import format_time, parse_time_strict
 
+# How soon a CronJob's gate waiting for a scheduled run looks again, at most.
+CRONJOB_POLL = 30.0
 # The verdicts that pass a gate.
 PASSED = (health.HealthState.HEALTHY, health.HealthState.SCALED_TO_ZERO)
 
@@ -151,7 +160,14 @@ def gating(ctx: Context, *, index: int, workload: Workload) -> Step:
         message=verdict.message,
     )
     ctx.message = f"{describe(entry.target)}: {verdict.message or state}"
-    return ctx.finish(requeue_after=GATE_POLL)
+    return ctx.finish(requeue_after=_poll(verdict))
+
+
+def _poll(verdict: health.HealthVerdict) -> float:
+    """How soon to look again: soon while a rollout moves, at most CRONJOB_POLL for a schedule."""
+    if verdict.reason != health.HealthReason.AWAITING_RUN or verdict.recheck_after is None:
+        return GATE_POLL
+    return min(CRONJOB_POLL, max(GATE_POLL, verdict.recheck_after.total_seconds()))
 
 
 def _trial_run(ctx: Context, *, index: int, workload: Workload) -> Step | None:
@@ -181,7 +197,7 @@ def _failed(ctx: Context, *, index: int, verdict: health.HealthVerdict) -> Step:
     message = verdict.message if reason in verdict.message else f"{reason}: {verdict.message}"
     if ctx.digest not in ctx.failed_digests:
         ctx.failed_digests.append(ctx.digest)
-    ctx.stop_later(index, reason=reasons.EARLIER_TARGET_FAILED)
+    ctx.stop_after(index, reason=reasons.EARLIER_TARGET_FAILED, why=reason, gate_failed=True)
     if not ctx.gate.rollback:
         ctx.entries[index] = replace(
             entry,
@@ -194,7 +210,7 @@ def _failed(ctx: Context, *, index: int, verdict: health.HealthVerdict) -> Step:
         ctx.stalled = reasons.ROLLBACK_DISABLED
         ctx.message = f"{describe(entry.target)}: {message} (rollback disabled in policy)"
         ctx.warn(entry.target, reason=reasons.HEALTH_GATE_FAILED, message=ctx.message)
-        return ctx.finish()
+        return ctx.end_or_go_on()
     ctx.entries[index] = replace(
         entry,
         phase=TargetPhase.ROLLING_BACK,

@@ -44,6 +44,10 @@ def plan(
 ) -> Step:
     """The next step for ``patch``; ``workload`` is the observed ``active_target``.
 
+    The step concerns the target ``workload`` was observed for: the one in
+    line (targets go one at a time, wave by wave), or a CronJob whose gate is
+    awaited on the side (``context.on_the_side``).
+
     Without a target digest (pinned, or verified from a rebuild) the step is a
     rebuild step: ``build`` and ``verification`` are what the reconcile loop
     observed of the rebuild this pass.
@@ -67,13 +71,17 @@ def plan(
             return blocked
         if not ctx.entries:
             return pin(ctx, candidates=candidates)
-    index = ctx.next_index()
-    if index is None:
+    steppable = ctx.steppable()
+    if not steppable:
         return ctx.conclude()
-    entry = ctx.entries[index]
-    if workload is None or workload.target != entry.target:
-        # Observed for another target (the record moved on): observe again.
+    index = next(
+        (i for i in steppable if workload is not None and ctx.entries[i].target == workload.target),
+        None,
+    )
+    if index is None or workload is None:
+        # Observed for a target this step does not concern (the record moved on): observe again.
         return ctx.finish(again=True)
+    entry = ctx.entries[index]
     if entry.phase == TargetPhase.PENDING:
         return start_pending(
             ctx, index=index, workload=workload, window=window, held_by=held_by or {}

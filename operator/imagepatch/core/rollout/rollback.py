@@ -55,7 +55,7 @@ from imagepatch.model.times import format_time
 def rolling_back(ctx: Context, *, index: int, workload: Workload) -> Step:
     """``RollingBack``: write the image that ran, then wait until it is available again."""
     if gone(ctx, index=index, workload=workload, when=" mid-rollback"):
-        return ctx.conclude()
+        return ctx.go_on()
     entry = ctx.entries[index]
     dep = workload.deployment or {}
     image = (container_of(dep, entry.target.container) or {}).get("image", "")
@@ -94,7 +94,7 @@ def rolling_back(ctx: Context, *, index: int, workload: Workload) -> Step:
             reason=reasons.ROLLED_BACK,
             message=f"rolled back to {entry.restore_image}: {entry.message}",
         )
-        return ctx.conclude()
+        return ctx.go_on()
     if verdict.state == health.HealthState.FAILED:
         ctx.entries[index] = replace(
             entry,
@@ -112,7 +112,7 @@ def rolling_back(ctx: Context, *, index: int, workload: Workload) -> Step:
         ctx.phase = Phase.FAILED
         ctx.stalled = reasons.ROLLBACK_FAILED
         ctx.message = f"{describe(entry.target)}: rollback failed: {verdict.message}"
-        return ctx.finish()
+        return ctx.end_or_go_on()
     forced = _forced_rollback(ctx, index=index, workload=workload)
     if forced is not None:
         return forced

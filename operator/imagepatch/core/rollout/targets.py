@@ -8,7 +8,8 @@ time.
 
 A pending target starts only after the previous wave's ``soak``, while the
 policy is not suspended, while the maintenance window allows it, and when no
-other open patch holds the container (``Conflict``, naming the holder). It
+other open patch holds the container (``Conflict``, naming the holder; a
+held target first lets the free targets of its wave go ahead). It
 starts by recording ``Patching`` with the digest-pinned image to write and the
 image to restore; the write itself (``patching``) follows on the next step,
 after that intent is recorded. A target that has gone, moved to another
@@ -19,7 +20,7 @@ with the reason.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -38,6 +39,8 @@ from imagepatch.core.rollout.context import (
     approved_by,
     container_of,
     describe,
+    next_in_line,
+    on_the_side,
 )
 from imagepatch.core.rollout.drift import drift, external_change, gone
 from imagepatch.model.imagepatch import ImagePatch, Phase, RolloutEntry, Target, TargetPhase
@@ -169,12 +172,19 @@ def rollback_image_for(
     return f"{current}@{digest}" if digest else current
 
 
-def active_target(patch: ImagePatch) -> Target | None:
-    """The target the next step concerns: the first one not done, or None."""
-    for entry in patch.status.rollouts:
-        if not entry.phase.done:
-            return entry.target
-    return None
+def active_target(
+    patch: ImagePatch, *, skip: Collection[tuple[str, str, str, str]] = ()
+) -> Target | None:
+    """The target the next step concerns, or None.
+
+    The one in line (the first not done), then each CronJob awaited on the
+    side; ``skip`` holds the keys of those that already waited this pass, so
+    one pass looks at each of them once.
+    """
+    entries = patch.status.rollouts
+    first = next_in_line(entries)
+    order = ([] if first is None else [entries[first]]) + [e for e in entries if on_the_side(e)]
+    return next((e.target for e in order if e.target.key not in skip), None)
 
 
 def pin(ctx: Context, *, candidates: Sequence[Candidate] | None) -> Step:
@@ -221,7 +231,8 @@ def start_pending(
                     message=f"ImagePatchPolicy {ctx.patch.policy!r} was deleted; not started",
                     finished_at=format_time(ctx.now),
                 )
-        return ctx.conclude()
+        # A CronJob awaited on the side still gets its verdict.
+        return ctx.finish(again=True) if ctx.steppable() else ctx.conclude()
     # Wave boundary: the previous wave's soak must have passed.
     if index > 0:
         wait = soak_remaining(ctx.entries, index, policy, ctx.now)
@@ -242,8 +253,34 @@ def start_pending(
         ctx.waiting = "Conflict"
         ctx.message = f"{describe(entry.target)} is being changed by ImagePatch {holder}; waiting"
         ctx.entries[index] = replace(entry, reason="Conflict", message=ctx.message)
+        if _let_others_pass(ctx, index=index, held_by=held_by):
+            return ctx.finish(again=True)
         return ctx.finish(requeue_after=CONFLICT_POLL)
     return start_target(ctx, index=index, workload=workload)
+
+
+def _let_others_pass(
+    ctx: Context, *, index: int, held_by: Mapping[tuple[str, str, str, str], str]
+) -> bool:
+    """Move a held target behind the free ones of its wave; whether there were any.
+
+    Another patch may hold a container for long (a CronJob's gate waits for
+    its run): the other targets of the wave, often other teams', must not wait
+    for it (DESIGN.md, "Blast radius is one team"). The held target comes back
+    in line after them, and only then waits.
+    """
+    wave = ctx.entries[index].target.wave
+    later = [
+        j
+        for j in range(index + 1, len(ctx.entries))
+        if ctx.entries[j].phase == TargetPhase.PENDING and ctx.entries[j].target.wave == wave
+    ]
+    free = [j for j in later if held_by.get(ctx.entries[j].target.key) in (None, ctx.patch.name)]
+    if not free:
+        return False
+    held = ctx.entries.pop(index)
+    ctx.entries.insert(later[-1], held)  # after the last pending target of its wave
+    return True
 
 
 def _await_window(ctx: Context, *, window: Window) -> Step:
@@ -324,9 +361,12 @@ def start_target(ctx: Context, *, index: int, workload: Workload) -> Step:
             "it is not rolled out there again",
         )
         return ctx.finish(again=True)
-    blocked = kinds.not_patchable(target.kind, dep)
+    blocked = kinds.not_patchable(target.kind, dep) or kinds.cronjob_run_too_far(
+        target.kind, dep, ctx.gate, ctx.now
+    )
     if blocked is not None:
-        # Patching would change no pod (OnDelete): say what to change instead.
+        # Patching would change no pod (OnDelete), or no run would verify it in
+        # time (a CronJob's far schedule): say what to change instead.
         reason, why = blocked
         ctx.skip(index, reason=reason, message=why)
         ctx.warn(target, reason=reason, message=why)
