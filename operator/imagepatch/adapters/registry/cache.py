@@ -2,7 +2,10 @@
 
 What is read by digest (manifests, configs, HEADs by digest) never changes,
 so it is kept in a bounded LRU for good; what is read by tag never enters it,
-since tags move. Keys are ``(kind, api host, repository, digest)``.
+since tags move. Keys are ``(credential scope, kind, api host, repository,
+digest)``: the scope (``credential_scope``: anonymous, ECR, or a fingerprint
+of a policy's credentials) keeps what one team read with its login from being
+served to another team's workload that names the same digest.
 """
 
 from __future__ import annotations
