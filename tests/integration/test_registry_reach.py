@@ -215,3 +215,34 @@ def test_a_policy_reads_with_its_own_secret_and_never_another_policys(private):
     assert image.digest not in str(others[0])  # Q's tag resolution learns nothing
     print(f"cache hits: {dict(hits)}")
     assert sum(hits.values()) == 0  # nothing P read was served to Q or to the client
+
+
+# -- how the checked addresses are connected to ------------------------------------------------
+
+
+def test_each_checked_address_is_tried_in_turn_and_lookups_are_bounded(hostile):
+    """A name's first address refuses the connection: the next checked one is used.
+    A lookup that hangs ends with the connect timeout; a name that does not resolve is
+    a transient connection error."""
+    port = hostile.url.rsplit(":", 1)[1]
+
+    class Slow(Resolver):
+        async def __call__(self, host: str, port: int) -> list[str]:
+            await asyncio.sleep(30)
+            return []
+
+    # 127.0.0.2 is loopback too, but nothing listens there on this port.
+    two = Resolver({"two.test": ["127.0.0.2", "127.0.0.1"]})
+    info = outcome(lambda c: c.head_manifest(f"two.test:{port}/ok/x:1"), resolve=two,
+                   insecure_hosts=[f"two.test:{port}"])  # fmt: skip
+    assert not isinstance(info, AdapterError), info
+
+    import httpx
+
+    slow = outcome(lambda c: c.head_manifest(f"slow.test:{port}/ok/x:1"), resolve=Slow({}),
+                   insecure_hosts=[f"slow.test:{port}"], timeout=httpx.Timeout(5.0, connect=0.5))
+    assert isinstance(slow, AdapterError) and slow.reason == "RegistryUnavailable", slow
+    assert "timed out" in str(slow)
+    missing = outcome(lambda c: c.head_manifest("nowhere.invalid/ok/x:1"),
+                      retry=RetryPolicy(attempts=1, timeout=5.0))
+    assert isinstance(missing, AdapterError) and missing.reason == "RegistryUnavailable", missing

@@ -183,3 +183,68 @@ def test_a_policys_credentials_follow_its_secret_across_reloads() -> None:
     assert first.fingerprint() != second.fingerprint()
     assert first.fingerprint() == Credentials("a", "old").fingerprint()
     assert "old" not in first.fingerprint()
+
+
+def test_a_policys_view_has_its_own_tokens_and_shares_connections_and_cache() -> None:
+    from imagepatch.adapters.registry import RegistryClient
+
+    secrets = PolicySecrets("imagepatch-system")
+
+    async def main():
+        client = RegistryClient(policy_credentials=secrets)
+        p, q = client.for_policy("p"), client.for_policy("q")
+        facts = (
+            p is client.for_policy("p"), p is not q, p.policy, q.policy, client.policy,
+            p._tokens is not q._tokens and p._tokens is not client._tokens,  # noqa: SLF001
+            p._cache is client._cache and p._http is client._http,  # noqa: SLF001
+            p.for_policy("x") is p,  # a view has no views of its own
+        )  # fmt: skip
+        await p.aclose()  # a view never closes the shared connections
+        still_open = not client._http.is_closed  # noqa: SLF001
+        client.retain_policies(["q"])
+        kept = client.for_policy("q") is q and client.for_policy("p") is not p
+        await client.aclose()
+        single = RegistryClient()
+        alone = single.for_policy("anything") is single
+        await single.aclose()
+        return facts, still_open, kept, alone, client._http.is_closed  # noqa: SLF001
+
+    facts, still_open, kept, alone, closed = asyncio.run(main())
+    assert facts == (True, True, "p", "q", None, True, True, True)
+    assert still_open and kept and alone and closed
+
+
+def test_credential_scopes_name_who_reads_a_host() -> None:
+    from imagepatch.adapters.registry import RegistryClient, StaticCredentials
+
+    secrets = PolicySecrets("imagepatch-system")
+    kube = Secrets({"s": dockerconfig("r.example", "a", "pw")})
+    ecr_host = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+
+    async def main():
+        await secrets.load(kube, {"p": "s"})
+        client = RegistryClient(policy_credentials=secrets, ecr=StaticCredentials({}))
+        p, q = client.for_policy("p"), client.for_policy("q")
+        scopes = (
+            await p.credential_scope("r.example"), await q.credential_scope("r.example"),
+            await p.credential_scope("other.example"), await p.credential_scope(ecr_host),
+            await q.credential_scope(ecr_host),
+        )  # fmt: skip
+        await client.aclose()
+        return scopes
+
+    p_host, q_host, p_other, p_ecr, q_ecr = asyncio.run(main())
+    assert p_host == Credentials("a", "pw").fingerprint()
+    assert q_host == "" and p_other == ""
+    assert p_ecr == q_ecr == "ecr"  # ECR is the operator's own identity, for every policy
+
+
+def test_the_allowed_networks_come_from_the_command_line() -> None:
+    from imagepatch.cli import build_parser, options_from_args
+
+    args = build_parser().parse_args(
+        ["run", "--registry-allow-network", "10.0.0.0/16", "--registry-allow-network", "::1"]
+    )
+    assert options_from_args(args).registry_allow_networks == ("10.0.0.0/16", "::1/128")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--registry-allow-network", "10.0.0.0/33"])
