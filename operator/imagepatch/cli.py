@@ -79,6 +79,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
         events_queue_url=args.events_queue_url,
         registry_endpoints=endpoints,
         insecure_registries=tuple(args.insecure_registry),
+        registry_allow_networks=tuple(args.registry_allow_network),
         detect_tick=args.detect_tick,
         operator_namespace=args.operator_namespace,
         **({"build_namespace": args.build_namespace} if args.build_namespace else {}),
@@ -124,6 +125,15 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _network(value: str) -> str:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=False))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a CIDR network: {value!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imagepatch", description="Keep container images patched."
@@ -147,7 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--registry-endpoint", action="append", default=[], metavar="HOST=URL",
                      help="reach registry HOST at URL instead (a mirror; repeatable)")
     run.add_argument("--insecure-registry", action="append", default=[], metavar="HOST",
-                     help="talk plain HTTP to HOST (loopback is always allowed; repeatable)")
+                     help="talk plain HTTP to HOST (loopback always is; repeatable)")
+    run.add_argument("--registry-allow-network", action="append", default=[], metavar="CIDR",
+                     type=_network,
+                     help="let registries, token realms and redirects resolve to addresses in "
+                          "this non-public network (default: public addresses only, besides "
+                          "--registry-endpoint and --insecure-registry hosts; repeatable)")
     run.add_argument("--detect-tick", type=float, default=5.0,
                      help="seconds between checks for due policies (default: %(default)s)")
     run.add_argument("--operator-namespace",

@@ -50,6 +50,9 @@ class Options:
     events_queue_url: str | None = None
     registry_endpoints: dict[str, str] = field(default_factory=dict)
     insecure_registries: tuple[str, ...] = ()
+    # Non-public networks (CIDRs) registries, realms and redirects may resolve
+    # to (--registry-allow-network); everything else must be public.
+    registry_allow_networks: tuple[str, ...] = ()
     detect_tick: float = 5.0
     # Where the operator runs: the only namespace it reads Secrets from.
     operator_namespace: str = "imagepatch-system"
@@ -100,12 +103,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # --namespace scopes every list the operator makes, as it scopes kopf's watches.
     memo.kube = Kube(namespaces=options.namespaces, request_timeout=options.kube_request_timeout)
     secrets = PolicySecrets(options.operator_namespace)
+    # No credentials of its own: each policy's workloads are read through
+    # ``registry.for_policy(name)``, with that policy's Secret only.
     memo.registry = RegistryClient(
-        credentials=secrets,
+        policy_credentials=secrets,
         ecr=EcrCredentials(),
         insecure_hosts=options.insecure_registries,
         endpoints=options.registry_endpoints,
         cache_bytes=options.registry_cache_bytes,
+        allow_networks=options.registry_allow_networks,
     )
     findings = FindingsReader(region=options.aws_region) if options.aws_region else None
     builders: dict[str, Builder] = {

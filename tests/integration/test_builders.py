@@ -49,7 +49,7 @@ from imagepatch.adapters.builders.job import (
 from imagepatch.adapters.builders.lineage import base_by_layers
 from imagepatch.adapters.errors import ConfigurationError, NotFoundError, TransientError
 from imagepatch.adapters.kube import Kube
-from imagepatch.adapters.registry import RegistryClient, RetryPolicy
+from imagepatch.adapters.registry import LOOPBACK_NETWORKS, RegistryClient, RetryPolicy
 from imagepatch.core.images import parse_image
 from imagepatch.core.rebuild import idempotency_key
 from imagepatch.reconcile.rebuilds import with_source_revision
@@ -87,7 +87,8 @@ def with_registry(scenario: Callable[[RegistryClient], Awaitable[Any]]) -> Any:
     """Run ``scenario`` in a fresh event loop with a registry client made in it."""
 
     async def main() -> Any:
-        async with RegistryClient(retry=RetryPolicy.disabled()) as registry:
+        async with RegistryClient(retry=RetryPolicy.disabled(),
+                                  allow_networks=LOOPBACK_NETWORKS) as registry:
             return await scenario(registry)
 
     return asyncio.run(main())

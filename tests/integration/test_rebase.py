@@ -36,6 +36,7 @@ from imagepatch.adapters.builders import BuildRequest, BuildState, BuildStatus
 from imagepatch.adapters.builders.rebase import RebaseBuilder, verify_image
 from imagepatch.adapters.errors import ConfigurationError
 from imagepatch.adapters.registry import (
+    LOOPBACK_NETWORKS,
     Credentials,
     RegistryClient,
     RequestStats,
@@ -93,6 +94,7 @@ def rebase(request: BuildRequest, **client_kwargs) -> tuple[str, BuildStatus, Re
 
     async def main():
         client_kwargs.setdefault("retry", FAST)
+        client_kwargs.setdefault("allow_networks", LOOPBACK_NETWORKS)  # the test registry
         async with RegistryClient(**client_kwargs) as client:
             builder = RebaseBuilder(client)
             build_id = await builder.start(request)
@@ -104,6 +106,7 @@ def rebase(request: BuildRequest, **client_kwargs) -> tuple[str, BuildStatus, Re
 def verified(reference: str, **client_kwargs):
     async def main():
         client_kwargs.setdefault("retry", FAST)
+        client_kwargs.setdefault("allow_networks", LOOPBACK_NETWORKS)  # the test registry
         async with RegistryClient(**client_kwargs) as client:
             return await verify_image(client, reference)
 
@@ -493,7 +496,7 @@ def test_registry_client_writes_against_the_real_registry(registry):
     registry.push_blob(other, blob)
 
     async def main():
-        async with RegistryClient(retry=FAST) as client:
+        async with RegistryClient(retry=FAST, allow_networks=LOOPBACK_NETWORKS) as client:
             absent = await client.blob_exists(image, digest)
             mounted = await client.mount_or_copy_blob(image, digest, source=source)
             present = await client.mount_or_copy_blob(image, digest, source=source)
@@ -606,7 +609,7 @@ def test_a_refusal_is_an_exception_with_reason_and_message_for_direct_callers(re
     request = request_for(app, v1, v1.digest, base_name="", old_base_digest="")  # from the image's record
 
     async def main():
-        async with RegistryClient(retry=FAST) as client:
+        async with RegistryClient(retry=FAST, allow_networks=LOOPBACK_NETWORKS) as client:
             builder = RebaseBuilder(client)
             registry.delete_manifest(base_repo, v1.digest)
             with pytest.raises(RebaseRefused) as refused:

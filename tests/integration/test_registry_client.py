@@ -46,6 +46,7 @@ from imagepatch.adapters.errors import (
     TransientError,
 )
 from imagepatch.adapters.registry import (
+    LOOPBACK_NETWORKS,
     Credentials,
     EcrCredentials,
     Lineage,
@@ -91,6 +92,7 @@ def with_client(fn, **kwargs):
 
     async def main():
         kwargs.setdefault("retry", FAST)
+        kwargs.setdefault("allow_networks", LOOPBACK_NETWORKS)  # the test registries
         async with RegistryClient(**kwargs) as client:
             return await fn(client), client
 

@@ -35,6 +35,8 @@ path component:
   a blob redirect to a URL that does not parse;
 * ``redirect-cross/x``: needs a Bearer token, then redirects blob GETs to
   ``cross_target`` (another server): the token must not follow;
+* ``realm-at/x``: a Bearer challenge whose realm is ``realm_target`` +
+  ``/token/good`` (a name the test chooses), then serves ``ok``;
 * ``ok/x``: a valid manifest with base annotations, the healthy case.
 
 Every request is recorded in ``requests`` (method, path), so a test can prove
@@ -121,6 +123,7 @@ class HostileRegistry:
         self.requests: list[tuple[str, str]] = []
         self.authorizations: list[tuple[str, str | None]] = []  # (path, Authorization)
         self.cross_target = ""  # base URL that redirect-cross sends blob GETs to
+        self.realm_target = ""  # base URL of the realm realm-at names
         self._bomb: bytes | None = None
         self._lock = threading.Lock()
         registry = self
@@ -361,6 +364,12 @@ class HostileRegistry:
         if what == "manifests":
             return self._ok(h, name, what, ref, head)
         self._redirect(h, f"{self.cross_target}/v2/ok/x/blobs/{ref}", head)
+
+    def _realm_at(self, h, name, what, ref, head) -> None:
+        if h.headers.get("Authorization") != f"Bearer {OK_TOKEN}":
+            challenge = f'Bearer realm="{self.realm_target}/token/good",service="hostile"'
+            return self._send(h, 401, b"{}", head=head, headers={"WWW-Authenticate": challenge})
+        self._ok(h, name, what, ref, head)
 
     def _bad_digest_header(self, h, name, what, ref, head) -> None:
         self._send(h, 200, OK_MANIFEST, head=head, digest="sha256:../../etc/passwd")

@@ -35,6 +35,7 @@ SERVICE_ACCOUNT = "imagepatch"
 # An RBAC denial shows as an HTTP 403 status or a "forbidden" API message; the
 # pattern must not match timestamps such as "07:39:48,403".
 EVENT_POST = re.compile(r'"POST /api/v1/namespaces/[^/ ]+/events HTTP')
+LOOPBACK_NETWORKS = ("127.0.0.0/8", "::1/128")
 FORBIDDEN = re.compile(r'HTTP/1\.1" 403\b|\b403\b.*[Ff]orbidden|[Ff]orbidden.*\b403\b|\bforbidden:')
 
 
@@ -68,6 +69,9 @@ class OperatorProcess:
     verbose: bool = True
     # Serve /metrics (--metrics-port): tests wait on its pass counters, not on sleeps.
     metrics: bool = False
+    # The test registries run on loopback, which the operator refuses to reach
+    # unless allowed (--registry-allow-network); tests of that refusal turn it off.
+    allow_loopback: bool = True
     health_port: int = 0
     metrics_port: int = 0
     proc: subprocess.Popen | None = None
@@ -87,6 +91,8 @@ class OperatorProcess:
                 sys.executable, "-m", "imagepatch", "run", *(["--verbose"] if self.verbose else []),
                 "--liveness-endpoint", f"http://127.0.0.1:{self.health_port}/healthz",
                 *(["--metrics-port", str(self.metrics_port)] if self.metrics else []),
+                *([arg for net in LOOPBACK_NETWORKS for arg in ("--registry-allow-network", net)]
+                  if self.allow_loopback else []),
                 *self.extra_args,
             ],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,

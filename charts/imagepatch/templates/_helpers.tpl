@@ -95,6 +95,10 @@ The arguments of `imagepatch run`, one per line, built from the values.
 - --insecure-registry
 - {{ . | quote }}
 {{- end }}
+{{- range .Values.registry.allowNetworks }}
+- --registry-allow-network
+- {{ . | quote }}
+{{- end }}
 - --build-namespace
 - {{ .Values.builds.namespace | quote }}
 - --detect-tick

@@ -38,6 +38,9 @@ INVALID_IMAGE_REFERENCE = "InvalidImageReference"  # malformed reference, NAME/T
 # a digest that is not one, too large, a redirect loop or to a refused address.
 INVALID_REGISTRY_RESPONSE = "InvalidRegistryResponse"
 REGISTRY_REJECTED = "RegistryRejected"  # other 4xx: the request itself is wrong
+# The registry's host resolves to an address the operator does not reach:
+# loopback, link-local (cloud metadata), private… unless the admin allowed it.
+REGISTRY_ADDRESS_REFUSED = "RegistryAddressRefused"
 REGISTRY_CONFLICT = "RegistryConflict"  # 409
 
 # AWS API failures (adapters/aws.py classifies them).

@@ -141,12 +141,33 @@ class _BaseFacts:
 
 @dataclass
 class _Pass:
-    """Memo for one evaluation pass: every lookup is made at most once per pass."""
+    """Memo for one evaluation pass: every lookup is made at most once per pass.
 
-    tags: dict[str, tuple[str, str]] = field(default_factory=dict)  # image -> (digest, error)
+    A registry answer is keyed by the credential scope it was read with
+    (``_scope``) and the reference: a tag one policy resolved with its Secret
+    is never reused for a policy with other credentials for that host.
+    """
+
+    # (scope, image) -> (digest, error)
+    tags: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
     namespace_labels: dict[str, dict[str, str]] = field(default_factory=dict)
     namespace_pods: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    bases: dict[str, _BaseFacts] = field(default_factory=dict)
+    bases: dict[tuple[str, str], _BaseFacts] = field(default_factory=dict)  # (scope, base ref)
+
+
+def _registry_for(registry: RegistryClient, policy: str) -> RegistryClient:
+    """The registry as ``policy``'s workloads read it: with that policy's credentials only.
+
+    The in-memory registries of unit tests have a single scope (no ``for_policy``).
+    """
+    for_policy = getattr(registry, "for_policy", None)
+    return for_policy(policy) if for_policy is not None else registry
+
+
+async def _scope(registry: RegistryClient, host: str) -> str:
+    """Which credentials ``registry`` reads ``host`` with: the cache-key part ("" anonymous)."""
+    scope = getattr(registry, "credential_scope", None)
+    return await scope(host) if scope is not None else ""
 
 
 @dataclass
@@ -214,7 +235,8 @@ class Detector:
         self.wake = asyncio.Event()
         self.forced: set[str] = set()  # image names (host/repo) a queue event named
         self.last_evaluated: dict[str, float] = {}  # policy -> monotonic time
-        self._bases: dict[str, tuple[float, _BaseFacts]] = {}  # base tag ref -> (at, facts)
+        # (credential scope, base tag ref) -> (at, facts)
+        self._bases: dict[tuple[str, str], tuple[float, _BaseFacts]] = {}
         # (repo, digest, source) -> (monotonic time read, report)
         self._scans: dict[tuple[str, str, str], tuple[float, ScanReport]] = {}
         self.bases_of: dict[str, set[str]] = {}  # policy -> base names its workloads follow
@@ -268,10 +290,10 @@ class Detector:
 
     def _forget(self, names: set[str]) -> None:
         """Drop cached base digests and scan reports for these image names."""
-        for ref in [r for r in self._bases if _image_name(r) in names]:
-            del self._bases[ref]
-        for key in [k for k in self._scans if k[0] in names]:
-            del self._scans[key]
+        for base in [k for k in self._bases if _image_name(k[1]) in names]:
+            del self._bases[base]
+        for scan in [k for k in self._scans if k[0] in names]:
+            del self._scans[scan]
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -299,17 +321,22 @@ class Detector:
         patches = [p for p in await self.kube.list_imagepatches()]
         metrics.record_patches(patches)
         if self.secrets is not None:
-            await self.secrets.load(
-                self.kube,
-                [
-                    s
-                    for s in (
-                        (p.get("spec") or {}).get("registryCredentials", {}).get("secretName")
-                        for p in policies.values()
-                    )
-                    if s
-                ],
-            )
+            # Per policy: a workload is read with its own policy's Secret only.
+            secret_of = {
+                name: secret
+                for name, p in policies.items()
+                if isinstance(
+                    secret := ((p.get("spec") or {}).get("registryCredentials") or {}).get(
+                        "secretName"
+                    ),
+                    str,
+                )
+                and secret
+            }
+            await self.secrets.load(self.kube, secret_of)
+        retain = getattr(self.registry, "retain_policies", None)
+        if retain is not None:
+            retain(policies)
         by_policy: dict[str, list[dict[str, Any]]] = {}
         for dep in self.workloads.values():
             name = dep["metadata"]["annotations"][POLICY_ANNOTATION]
@@ -496,6 +523,7 @@ class Detector:
     ) -> list[WorkloadResult]:
         known = [_known(p) for p in patches if (p.get("spec") or {}).get("policy") == policy]
         self._findings_errors = []
+        registry = _registry_for(self.registry, policy)
         results: list[tuple[Mapping[str, Any], list[tuple[ContainerFacts, Assessment]]]] = []
         for dep in workloads:
             ns = dep["metadata"]["namespace"]
@@ -517,7 +545,9 @@ class Detector:
                     facts = _failed_facts(container, INVALID_ANNOTATION, problem)
                 else:
                     try:
-                        facts = await self.container_facts(dep, container, spec, memo)
+                        facts = await self.container_facts(
+                            dep, container, spec, memo, registry=registry
+                        )
                     except Exception as exc:  # noqa: BLE001 - isolation: see the module docstring
                         log.warning(
                             "%s/%s: evaluating image %r failed",
@@ -705,8 +735,16 @@ class Detector:
     # -- facts ---------------------------------------------------------------------------
 
     async def container_facts(
-        self, dep: Mapping[str, Any], container: Mapping[str, Any], spec: PolicySpec, memo: _Pass
+        self,
+        dep: Mapping[str, Any],
+        container: Mapping[str, Any],
+        spec: PolicySpec,
+        memo: _Pass,
+        *,
+        registry: RegistryClient | None = None,
     ) -> ContainerFacts:
+        """What one container runs and is built on, read with ``registry`` (the policy's)."""
+        registry = registry or self.registry
         image = container.get("image", "")
         name = container.get("name", "")
         try:
@@ -721,9 +759,9 @@ class Detector:
             )
         facts = ContainerFacts(container=name, image=image, repository=ref.name)
         try:
-            digest, source = await self._running_digest(dep, name, ref, memo)
+            digest, source = await self._running_digest(dep, name, ref, memo, registry)
             facts = replace(facts, digest=digest, digest_source=source)
-            lineage = await self.registry.image_lineage(ref.with_digest(digest))
+            lineage = await registry.image_lineage(ref.with_digest(digest))
             base_name, base_digest = lineage.base_name or "", lineage.base_digest or ""
             lineage_source = lineage.source or ""
             override = (
@@ -742,7 +780,7 @@ class Detector:
             )
             follow = _base_to_follow(base_name, follow_override)
             if follow is not None:
-                base = await self._base(follow, spec, memo)
+                base = await self._base(follow, spec, memo, registry)
                 if base.error_reason:
                     return replace(facts, error_reason=base.error_reason, error=base.error)
                 facts = replace(facts, base_current=base.digest, base_platforms=base.platforms)
@@ -763,17 +801,23 @@ class Detector:
         return await self._with_findings(facts, ref, spec)
 
     async def _running_digest(
-        self, dep: Mapping[str, Any], container: str, ref: ImageRef, memo: _Pass
+        self,
+        dep: Mapping[str, Any],
+        container: str,
+        ref: ImageRef,
+        memo: _Pass,
+        registry: RegistryClient | None = None,
     ) -> tuple[str, str]:
+        registry = registry or self.registry
         if ref.digest:
             return ref.digest, "spec"
         from_pods = await self._pod_digest(dep, container, str(ref), memo)
         if from_pods:
             return from_pods, "pod-status"
-        key = str(ref)
+        key = (await _scope(registry, ref.host), str(ref))
         if key not in memo.tags:
             try:
-                memo.tags[key] = (await self.registry.resolve_digest(ref), "")
+                memo.tags[key] = (await registry.resolve_digest(ref), "")
             except AdapterError as exc:
                 memo.tags[key] = ("", f"{exc.reason}\0{exc}")
                 raise
@@ -806,9 +850,26 @@ class Detector:
         ]
         return running_digest(pods, container, image)
 
-    async def _base(self, ref: ImageRef, spec: PolicySpec, memo: _Pass) -> _BaseFacts:
-        """The base tag's current digest: one HEAD per distinct base per checkInterval."""
-        key = str(ref)
+    async def _base(
+        self,
+        ref: ImageRef,
+        spec: PolicySpec,
+        memo: _Pass,
+        registry: RegistryClient | None = None,
+    ) -> _BaseFacts:
+        """The base tag's current digest: one HEAD per distinct base and credentials per
+        checkInterval, however many workloads and policies share them."""
+        registry = registry or self.registry
+        try:
+            # A base in an ECR pull-through cache is watched upstream: the cache
+            # only fetches a moved tag when someone pulls it (core/pullthrough.py).
+            upstream = await self.upstreams.upstream_of(ref) if self.upstreams else None
+            target = upstream or ref
+            # Keyed by the credentials the tag is resolved with: another
+            # policy's Secret must not answer for this one.
+            key = (await _scope(registry, target.host), str(ref))
+        except AdapterError as exc:
+            return _BaseFacts(error_reason=exc.reason, error=f"base {ref}: {exc}")
         if key in memo.bases:
             return memo.bases[key]
         cached = self._bases.get(key)
@@ -819,19 +880,15 @@ class Detector:
             memo.bases[key] = cached[1]
             return cached[1]
         try:
-            # A base in an ECR pull-through cache is watched upstream: the cache
-            # only fetches a moved tag when someone pulls it (core/pullthrough.py).
-            upstream = await self.upstreams.upstream_of(ref) if self.upstreams else None
-            target = upstream or ref
-            info = await self.registry.head_manifest(target)
+            info = await registry.head_manifest(target)
             platforms: Mapping[str, str] = {}
             if info.media_type in INDEX_TYPES:
                 # By digest: read once, then cached for good by the client.
-                platforms = await self.registry.platform_digests(target.with_digest(info.digest))
+                platforms = await registry.platform_digests(target.with_digest(info.digest))
             facts = _BaseFacts(digest=info.digest, platforms=platforms)
             self._bases[key] = (self.monotonic(), facts)
         except AdapterError as exc:
-            facts = _BaseFacts(error_reason=exc.reason, error=f"base {key}: {exc}")
+            facts = _BaseFacts(error_reason=exc.reason, error=f"base {key[1]}: {exc}")
         memo.bases[key] = facts
         return facts
 

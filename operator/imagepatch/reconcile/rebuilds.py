@@ -52,6 +52,7 @@ def build_request(patch: ImagePatch, policy: PolicySpec | None) -> BuildRequest:
         timeout=policy.rebuild.timeout if policy else dt.timedelta(hours=1),
         push_tag=recorded.rebuild.tag,
         revision=recorded.rebuild.revision,
+        policy=patch.policy,
     )
 
 

@@ -231,8 +231,9 @@ async def _observe_rebuild(
         )
     elif recorded.stage == RebuildStage.FINISHED and recorded.digest and "verification" not in seen:
         seen["verification"] = await rebuilds.verify(
-            registry=tools.registry, findings=tools.findings, patch=patch, policy=policy, now=now
-        )
+            registry=tools.registry.for_policy(patch.policy), findings=tools.findings,
+            patch=patch, policy=policy, now=now,
+        )  # fmt: skip
 
 
 def _seconds_between(start: str | None, end: str | None) -> float | None:
@@ -373,7 +374,9 @@ async def reconcile_imagepatch(
                 seen["build"] = await rebuilds.start(
                     tools.builders,
                     rebuilds.build_request(patch, policy),
-                    registry=tools.registry,
+                    # The tag choice and the source revision are read with
+                    # the patch's policy's credentials, as detection read them.
+                    registry=tools.registry.for_policy(patch.policy),
                     policy=policy,
                 )
                 if seen["build"].source_not_pinned:

@@ -61,6 +61,9 @@ class BuildRequest:
     # The tag to push the rebuild under (spec.rebuild.tagPolicy New: a new one
     # from the template, chosen by the reconciler); "" pushes over ``tag``.
     push_tag: str = ""
+    # The policy the patch belongs to: the builder reads the registry with
+    # that policy's credentials only (``RegistryClient.for_policy``).
+    policy: str = ""
 
     @property
     def push_to(self) -> str:

@@ -332,14 +332,16 @@ class CodeBuildBuilder:
         if is_digest(reported):
             # Trust, but check: the digest must be in the repository.
             try:
-                await self._registry.head_manifest(f"{request.image}@{reported}")
+                await self._registry.for_policy(request.policy).head_manifest(
+                    f"{request.image}@{reported}"
+                )
                 digest = reported
             except NotFoundError:
                 pass
             source = f"exported {DIGEST_VARIABLE}"
         else:
             try:
-                digest = await self._registry.resolve_digest(target)
+                digest = await self._registry.for_policy(request.policy).resolve_digest(target)
             except NotFoundError:
                 digest = ""
             source = f"{target}"

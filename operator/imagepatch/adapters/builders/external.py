@@ -85,7 +85,7 @@ class ExternalBuilder:
     async def poll(self, build_id: str, request: BuildRequest) -> BuildStatus:
         target = request.target
         try:
-            digest = await self._registry.resolve_digest(target)
+            digest = await self._registry.for_policy(request.policy).resolve_digest(target)
         except NotFoundError:
             # The tag may be briefly absent while CI re-pushes it.
             digest = ""
@@ -95,7 +95,9 @@ class ExternalBuilder:
             waiting = f"{target} is still the current image {digest}"
         else:
             try:
-                lineage = await self._registry.image_lineage(f"{request.image}@{digest}")
+                lineage = await self._registry.for_policy(request.policy).image_lineage(
+                    f"{request.image}@{digest}"
+                )
             except NotFoundError:
                 # The tag moved on between the HEAD and this read; look again next poll.
                 lineage = Lineage(None, None, None)
@@ -154,7 +156,7 @@ class ExternalBuilder:
         except InvalidImageReference:
             return ""
         try:
-            return await base_by_layers(self._registry, image, base)
+            return await base_by_layers(self._registry.for_policy(request.policy), image, base)
         except NotFoundError:
             return ""
 
@@ -171,7 +173,8 @@ class ExternalBuilder:
             log.debug("base %r cannot be pinned to %s", name, request.base_digest)
             return set()
         try:
-            return set((await self._registry.platform_digests(pinned)).values())
+            registry = self._registry.for_policy(request.policy)
+            return set((await registry.platform_digests(pinned)).values())
         except NotFoundError:
             # The target base is gone (tag deleted and garbage-collected):
             # nothing can be shown to be built on it.

@@ -363,7 +363,7 @@ class JobBuilder:
     async def _pushed(self, build_id: str, request: BuildRequest) -> BuildStatus:
         target = request.target
         try:
-            digest = await self._registry.resolve_digest(target)
+            digest = await self._registry.for_policy(request.policy).resolve_digest(target)
         except NotFoundError:
             digest = ""
         if not digest or digest == request.current_digest:

@@ -313,7 +313,16 @@ class RebaseBuilder:
         )
 
     async def rebase(self, request: BuildRequest) -> RebaseOutcome:
-        """Do the rebase and push it; raises ``RebaseRefused`` or an adapter error."""
+        """Do the rebase and push it; raises ``RebaseRefused`` or an adapter error.
+
+        Every read and write is made with the credentials of the patch's
+        policy (``RegistryClient.for_policy``), never another team's.
+        """
+        scoped = self._registry.for_policy(request.policy)
+        if scoped is not self._registry:
+            builder = RebaseBuilder(scoped, clock=self._clock)
+            builder._verified = self._verified  # noqa: SLF001 - content-addressed: shared
+            return await builder.rebase(request)
         registry = self._registry
         app = _repo(request.image, "image")
         if not is_digest(request.current_digest):

@@ -10,7 +10,9 @@ Callers import from here; the modules behind it each hold one concern:
 * ``transport.py``: the one ``_send`` serving reads and writes, bounded
   bodies, redirects, ``RetryPolicy`` and status classification;
 * ``auth.py``: ``WWW-Authenticate`` challenges, Bearer tokens, and which
-  credentials a host gets;
+  credentials a host gets (per policy, with ``RegistryClient.for_policy``);
+* ``reach.py``: ``Reach``, which addresses the client may connect to (names
+  resolved, checked and pinned at connect time);
 * ``credentials.py``: ``Credentials``, ``StaticCredentials``
   (dockerconfigjson), ``PolicySecrets`` and ``EcrCredentials``;
 * ``pullthrough.py``: ``PullThroughRules``, the upstream an ECR pull-through
@@ -42,6 +44,7 @@ from imagepatch.adapters.registry.credentials import (
     normalize_registry_key,
 )
 from imagepatch.adapters.registry.pullthrough import PullThroughRules
+from imagepatch.adapters.registry.reach import LOOPBACK_NETWORKS, Reach, address_problem
 from imagepatch.adapters.registry.stats import RequestStats
 from imagepatch.adapters.registry.transport import (
     MAX_CONFIG_BYTES,
@@ -56,6 +59,7 @@ __all__ = [
     "MANIFEST_ACCEPT",
     "MAX_CONFIG_BYTES",
     "MAX_MANIFEST_BYTES",
+    "LOOPBACK_NETWORKS",
     "CredentialProvider",
     "Credentials",
     "DockerConfigError",
@@ -65,10 +69,12 @@ __all__ = [
     "ManifestInfo",
     "PolicySecrets",
     "PullThroughRules",
+    "Reach",
     "RegistryClient",
     "RequestStats",
     "RetryPolicy",
     "StaticCredentials",
+    "address_problem",
     "normalize_registry_key",
     "parse_document",
 ]

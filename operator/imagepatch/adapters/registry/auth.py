@@ -9,10 +9,19 @@ each time. Credentials come from a ``CredentialProvider``
 (``credentials.py``); ECR hosts ask the ECR provider first.
 
 A realm must be https unless the registry itself is spoken to over plain
-HTTP (a configured mirror or insecure host), and never a loopback, link-local
-or metadata address (``_outbound_problem`` in ``transport.py``); a password
-is never sent in clear text to a non-local realm. The auth server's body is
-never quoted, since it could echo what was sent.
+HTTP (a configured mirror or insecure host), and never a loopback, link-local,
+metadata or other non-public address, by its literal host
+(``_outbound_problem`` in ``transport.py``) or by what its name resolves to
+(``reach.py``, when the connection is made); a password is never sent in clear
+text to a non-local realm. The auth server's body is never quoted, since it
+could echo what was sent.
+
+Credentials are those of one scope: a ``RegistryClient`` made ``for_policy``
+asks only that policy's provider, and keeps its own tokens and challenges,
+so a token obtained with one team's login is never sent for another's
+workload. ``credential_scope(host)`` names the credentials a host gets
+("" anonymous, "ecr" the operator's own AWS identity, else a fingerprint);
+caches of what was read are keyed by it.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from imagepatch.adapters.errors import (
     TransientError,
 )
 from imagepatch.adapters.registry.credentials import CredentialProvider, Credentials
+from imagepatch.adapters.registry.reach import AddressRefused
 from imagepatch.adapters.registry.transport import (
     MAX_TOKEN_BYTES,
     _Budget,
@@ -136,6 +146,20 @@ class _Auth(_Transport):
             self._hosts_with_credentials.add(host)
         return creds
 
+    async def credential_scope(self, host: str) -> str:
+        """Which credentials ``host`` is read with in this scope, as a cache-key part.
+
+        "" for anonymous, "ecr" for ECR hosts (the operator's own AWS
+        identity, the same for every policy), else a fingerprint of the
+        credentials. What one scope read is served only to the same scope.
+        """
+        if self._ecr is not None and is_ecr_host(host):
+            return "ecr"
+        if self._credentials is None:
+            return ""
+        creds = await self._credentials.get(host)
+        return "" if creds is None else creds.fingerprint()
+
     async def _invalidate(self, host: str) -> None:
         for provider in (self._ecr, self._credentials):
             invalidate = getattr(provider, "invalidate", None)
@@ -224,7 +248,13 @@ class _Auth(_Transport):
                 "GET", realm_url, params=params, headers=headers,
                 timeout=budget.clip(self._timeout),
             )  # fmt: skip
-            resp = await self._http.send(request, stream=True)
+            try:
+                resp = await self._http.send(request, stream=True)
+            except AddressRefused as exc:
+                raise ConfigurationError(
+                    f"{image.host}: token realm {_safe_url(str(realm_url))[:200]} refused: {exc}",
+                    reason=INVALID_REGISTRY_RESPONSE,
+                ) from None
             try:
                 await _read_limited(
                     resp, MAX_TOKEN_BYTES, what=f"token request to {realm_url.host}",

@@ -1,8 +1,11 @@
 """The registry client's cache of immutable, digest-addressed reads, bounded in bytes.
 
 What is read by digest (manifests, configs, HEADs by digest) never changes,
-so it is kept in an LRU for good; what is read by tag never enters it,
-since tags move. Keys are ``(kind, api host, repository, digest)``.
+so it is kept in a bounded LRU for good; what is read by tag never enters it,
+since tags move. Keys are ``(credential scope, kind, api host, repository,
+digest)``: the scope (``credential_scope``: anonymous, ECR, or a fingerprint
+of a policy's credentials) keeps what one team read with its login from being
+served to another team's workload that names the same digest.
 
 The bound is a total budget in bytes (``--registry-cache-size``, 64 MiB by
 default), not a number of entries: registries and images are tenant input,

@@ -18,17 +18,23 @@ authentication from ``auth.py``.
   refused with ``InvalidRegistryResponse`` (``parse_document``), never an
   unclassified exception.
 * **Immutable reads are cached** (``cache.py``); reads by tag never are.
+  Each entry is keyed by the credentials it was read with
+  (``credential_scope``): a manifest one team read with its login is never
+  served to a workload of another team that merely names its digest.
+* **Per policy.** ``for_policy(P)`` is this client as policy P's workloads
+  use it: P's Secret only, P's own tokens, the same connections and cache.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import httpx
 
@@ -43,6 +49,7 @@ from imagepatch.adapters.errors import (
 from imagepatch.adapters.registry.auth import _Auth
 from imagepatch.adapters.registry.cache import _LRU, DEFAULT_CACHE_BYTES
 from imagepatch.adapters.registry.credentials import CredentialProvider
+from imagepatch.adapters.registry.reach import Resolver
 from imagepatch.adapters.registry.stats import RequestStats
 from imagepatch.adapters.registry.transport import (
     DEFAULT_MAX_BLOB_BYTES,
@@ -105,6 +112,12 @@ class Lineage:
     base_digest: str | None
     source: str | None
 
+class PolicyCredentialSource(Protocol):
+    """Where each policy's credentials come from (``PolicySecrets``)."""
+
+    def for_policy(self, policy: str) -> CredentialProvider: ...
+
+
 class RegistryClient(_Writes, _Auth):
     """An async OCI distribution client. Use one per process; close it with
     ``aclose()`` or ``async with``.
@@ -122,6 +135,12 @@ class RegistryClient(_Writes, _Auth):
     * ``timeout``: per request (httpx), clipped to the retry budget.
     * ``cache_bytes``: budget of the digest cache in bytes (0 turns it off).
     * ``clock``: monotonic seconds, for token expiry and budgets.
+    * ``policy_credentials``: each policy's credentials (``PolicySecrets``);
+      then ``for_policy(P)`` reads with P's only, and this client itself
+      with ``credentials`` (None in the operator: anonymous and ECR).
+    * ``allow_networks``: non-public networks (CIDRs) the client may reach
+      (``reach.py``); mirrors and insecure hosts are allowed by being named.
+      ``resolve`` replaces the system resolver (tests of the rule).
     """
 
     def __init__(
@@ -138,14 +157,48 @@ class RegistryClient(_Writes, _Auth):
         clock: Callable[[], float] = time.monotonic,
         stats: RequestStats | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        policy_credentials: PolicyCredentialSource | None = None,
+        allow_networks: Iterable[str] = (),
+        resolve: Resolver | None = None,
     ) -> None:
         super().__init__(
             insecure_hosts=insecure_hosts, endpoints=endpoints, retry=retry, timeout=timeout,
-            clock=clock, stats=stats, transport=transport,
+            clock=clock, stats=stats, transport=transport, allow_networks=allow_networks,
+            resolve=resolve,
         )  # fmt: skip
         self._init_auth(credentials, ecr)
         self._cache = _LRU(cache_bytes)
         self._max_blob_bytes = max_blob_bytes
+        self._policy_credentials = policy_credentials
+        self._views: dict[str, RegistryClient] = {}
+        self.policy: str | None = None  # the policy a view reads for
+
+    def for_policy(self, policy: str) -> RegistryClient:
+        """This client as workloads under ``policy`` use it: only that policy's credentials.
+
+        The view shares connections, the digest cache (keyed by credentials)
+        and the stats, and has its own tokens and remembered challenges.
+        Without ``policy_credentials`` (one set of credentials for everyone:
+        tests, the CLI) it is this client itself.
+        """
+        if self._policy_credentials is None:
+            return self
+        view = self._views.get(policy)
+        if view is None:
+            view = copy.copy(self)
+            view._init_auth(self._policy_credentials.for_policy(policy), self._ecr)
+            view._owns_http = False
+            view._policy_credentials = None
+            view._views = {}
+            view.policy = policy
+            self._views[policy] = view
+        return view
+
+    def retain_policies(self, policies: Iterable[str]) -> None:
+        """Forget the views (and their tokens) of policies that no longer exist."""
+        keep = set(policies)
+        for gone in [p for p in self._views if p not in keep]:
+            del self._views[gone]
 
     async def __aenter__(self) -> RegistryClient:
         return self
@@ -161,14 +214,15 @@ class RegistryClient(_Writes, _Auth):
         A HEAD by digest is answered from the cache once known.
         """
         image, ref = self._target(image, ref)
+        scope = await self.credential_scope(image.host)
         if is_digest(ref):
-            cached = self._cache.get(("manifest", image.api_host, image.repository, ref))
+            cached = self._cache.get((scope, "manifest", image.api_host, image.repository, ref))
             if cached is not None:
                 self.stats.cache_hits[(image.host, "head_manifest")] += 1
                 body, media_type = cached
                 return ManifestInfo(ref, media_type, len(body))
             known: ManifestInfo | None = self._cache.get(
-                ("head", image.api_host, image.repository, ref)
+                (scope, "head", image.api_host, image.repository, ref)
             )
             if known is not None:
                 self.stats.cache_hits[(image.host, "head_manifest")] += 1
@@ -197,7 +251,7 @@ class RegistryClient(_Writes, _Auth):
             manifest = await self.get_manifest(image, ref)
             info = ManifestInfo(manifest.digest, manifest.media_type, len(manifest.body))
         if is_digest(ref):
-            self._cache.put(("head", image.api_host, image.repository, ref), info)
+            self._cache.put((scope, "head", image.api_host, image.repository, ref), info)
         return info
 
     async def get_manifest(self, image: ImageRef | str, ref: str | None = None) -> Manifest:
@@ -209,7 +263,8 @@ class RegistryClient(_Writes, _Auth):
         the digest it found).
         """
         image, ref = self._target(image, ref)
-        key = ("manifest", image.api_host, image.repository)
+        key = (await self.credential_scope(image.host), "manifest", image.api_host,
+               image.repository)  # fmt: skip
         if is_digest(ref):
             cached = self._cache.get((*key, ref))
             if cached is not None:
@@ -251,7 +306,8 @@ class RegistryClient(_Writes, _Auth):
             raise ConfigurationError(
                 f"blob reference {digest!r} is not a digest", reason=INVALID_IMAGE_REFERENCE
             )
-        key = ("blob", image.api_host, image.repository, digest)
+        key = (await self.credential_scope(image.host), "blob", image.api_host,
+               image.repository, digest)  # fmt: skip
         cached: bytes | None = self._cache.get(key)
         if cached is not None:
             self.stats.cache_hits[(image.host, "get_blob")] += 1

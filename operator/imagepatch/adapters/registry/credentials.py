@@ -4,7 +4,9 @@
 ``CredentialProvider`` answers "what do I send to this host?":
 ``StaticCredentials`` from a ``kubernetes.io/dockerconfigjson`` Secret,
 ``PolicySecrets`` (the Secrets the policies name, in the operator's own
-namespace, reloaded each detection pass) and ``EcrCredentials``
+namespace, reloaded each detection pass, and kept **per policy**: a workload
+under policy P is read with P's Secret only, never with another policy's for
+the same host) and ``EcrCredentials``
 (``GetAuthorizationToken`` per region, refreshed before it lapses). The
 auth module (``auth.py``) asks them when a registry challenges; nothing here
 speaks HTTP to a registry.
@@ -16,11 +18,12 @@ import asyncio
 import base64
 import binascii
 import datetime as dt
+import hashlib
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -55,6 +58,15 @@ class Credentials:
     def basic_header(self) -> str:
         raw = f"{self.username}:{self.password}".encode()
         return "Basic " + base64.b64encode(raw).decode("ascii")
+
+    def fingerprint(self) -> str:
+        """A short digest naming these credentials in cache keys (never the secret itself).
+
+        Two policies whose Secrets hold the same credentials for a host share
+        what was read with them; different credentials never do.
+        """
+        raw = f"{self.username}\0{self.password}".encode()
+        return hashlib.sha256(raw).hexdigest()[:24]
 
 
 @runtime_checkable
@@ -312,42 +324,77 @@ class SecretReader(Protocol):
 
 
 class PolicySecrets:
-    """Registry credentials from the dockerconfigjson Secrets that policies name.
+    """Registry credentials from the dockerconfigjson Secrets that policies name, per policy.
 
     Read only from the operator's own namespace (the only Secrets its RBAC can
     get), reloaded every pass so a rotated Secret is picked up; a missing or
     malformed Secret is logged, and the registry's 401 then makes the affected
     workloads ``Unknown`` with reason ``RegistryAuthFailed``.
+
+    Credentials are never merged across policies: ``for_policy(P)`` answers
+    with P's Secret only (or nothing), so a team cannot borrow another team's
+    registry login by naming its image under its own policy.
     """
 
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
-        self.current = StaticCredentials({})
+        self._by_policy: dict[str, StaticCredentials] = {}
         self._problems: set[str] = set()
 
-    async def get(self, host: str) -> Credentials | None:
-        return await self.current.get(host)
+    def for_policy(self, policy: str) -> CredentialProvider:
+        """The credentials workloads under ``policy`` are read with (live: see ``load``)."""
+        return _PolicyCredentials(self, policy)
 
-    async def load(self, kube: SecretReader, names: Iterable[str]) -> None:
-        merged: dict[str, Credentials] = {}
-        for name in sorted(set(names)):
+    def credentials_of(self, policy: str) -> StaticCredentials | None:
+        return self._by_policy.get(policy)
+
+    @property
+    def policies(self) -> frozenset[str]:
+        """The policies whose Secret was loaded and usable."""
+        return frozenset(self._by_policy)
+
+    async def load(self, kube: SecretReader, secret_of: Mapping[str, str]) -> None:
+        """Read each policy's Secret (``{policy: secretName}``); each Secret is read once."""
+        parsed_by_name: dict[str, StaticCredentials | None] = {}
+        for name in sorted(set(secret_of.values())):
             secret = await kube.get_secret(self.namespace, name)
             data = (secret or {}).get("data") or {}
             raw = data.get(".dockerconfigjson") or data.get(".dockercfg")
             try:
                 if raw is None:
                     raise ValueError("no .dockerconfigjson key" if secret else "not found")
-                parsed = StaticCredentials.from_dockerconfigjson(base64.b64decode(raw))
+                parsed_by_name[name] = StaticCredentials.from_dockerconfigjson(
+                    base64.b64decode(raw)
+                )
             except ValueError as exc:
                 if name not in self._problems:
                     log.warning(
                         "registry credentials Secret %s/%s unusable: %s", self.namespace, name, exc
                     )
                 self._problems.add(name)
+                parsed_by_name[name] = None
                 continue
             self._problems.discard(name)
-            for host in parsed.hosts:
-                creds = await parsed.get(host)
-                if creds is not None:
-                    merged[host] = creds
-        self.current = StaticCredentials(merged)
+        self._by_policy = {
+            policy: creds
+            for policy, name in secret_of.items()
+            if (creds := parsed_by_name.get(name)) is not None
+        }
+
+    def __repr__(self) -> str:
+        return f"PolicySecrets(policies={sorted(self._by_policy)!r})"
+
+
+class _PolicyCredentials:
+    """One policy's view of ``PolicySecrets``: looked up at each call, so a reload applies."""
+
+    def __init__(self, secrets: PolicySecrets, policy: str) -> None:
+        self._secrets = secrets
+        self.policy = policy
+
+    async def get(self, host: str) -> Credentials | None:
+        creds = self._secrets.credentials_of(self.policy)
+        return await creds.get(host) if creds is not None else None
+
+    def __repr__(self) -> str:
+        return f"PolicyCredentials(policy={self.policy!r})"

@@ -22,9 +22,13 @@ What it gets right, because registries are someone else's servers:
   operation's budget); a ``Content-Encoding`` is decoded here, incrementally,
   so a gzip bomb costs at most the cap. Redirects are followed only for blob
   GETs, at most ``MAX_REDIRECTS`` hops, and only to https or to a configured
-  endpoint mirror; realms (``auth.py``) and redirect targets at loopback,
-  link-local or cloud metadata addresses (169.254.169.254, fd00:ec2::254) are
-  refused, unless they are a configured mirror or the registry's own host.
+  endpoint mirror.
+* **Reach.** Every connection, to a registry, a realm (``auth.py``) or a
+  redirect target, goes through ``reach.py``: the name is resolved once, the
+  connection is refused when any address is not public (loopback,
+  link-local with 169.254.169.254, private…) unless the admin allowed it, and
+  the connection goes to the address that was checked. A realm or redirect
+  whose host is such an address literally is refused before any request.
 """
 
 from __future__ import annotations
@@ -33,7 +37,6 @@ import asyncio
 import datetime as dt
 import email.utils
 import hashlib
-import ipaddress
 import logging
 import mmap
 import random
@@ -52,6 +55,7 @@ from imagepatch.adapters.errors import (
     INVALID_IMAGE_REFERENCE,
     INVALID_REGISTRY_RESPONSE,
     REGISTRY_ACCESS_DENIED,
+    REGISTRY_ADDRESS_REFUSED,
     REGISTRY_AUTH_FAILED,
     REGISTRY_RATE_LIMITED,
     REGISTRY_REJECTED,
@@ -63,6 +67,12 @@ from imagepatch.adapters.errors import (
     ConflictError,
     NotFoundError,
     TransientError,
+)
+from imagepatch.adapters.registry.reach import (
+    AddressRefused,
+    Reach,
+    Resolver,
+    guarded_transport,
 )
 from imagepatch.adapters.registry.stats import RequestStats
 from imagepatch.core.images import ImageRef, InvalidImageReference, is_digest, parse_image
@@ -86,10 +96,8 @@ MAX_ERROR_BYTES = 64 * 1024
 MAX_REDIRECTS = 5
 _READ_CHUNK = 64 * 1024  # bytes read (and decoded) at a time
 _REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
-# Cloud instance metadata services: never a realm or a redirect target.
-_METADATA_ADDRESSES = frozenset(
-    {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
-)
+# Names of cloud metadata services: never a realm or a redirect target, even
+# before they are resolved (they resolve to 169.254.169.254, refused anyway).
 _METADATA_NAMES = frozenset({"metadata.google.internal", "metadata", "instance-data"})
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)  # per request, before budget clipping
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
@@ -190,6 +198,8 @@ class _Transport:
         clock: Callable[[], float],
         stats: RequestStats | None,
         transport: httpx.AsyncBaseTransport | None,
+        allow_networks: Iterable[str] = (),
+        resolve: Resolver | None = None,
     ) -> None:
         self._insecure = frozenset(h.lower() for h in insecure_hosts)
         self._endpoints = {h: url.rstrip("/") for h, url in (endpoints or {}).items()}
@@ -202,9 +212,16 @@ class _Transport:
         self._timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
         self._clock = clock
         self.stats = stats or RequestStats()
+        # Admin-named mirrors and insecure hosts may be anywhere but metadata;
+        # everything else must be public unless an allowed network says so.
+        self.reach = Reach.configured(
+            allow_networks=allow_networks, mirrors=self._endpoints.values(),
+            insecure_hosts=self._insecure, resolve=resolve,
+        )  # fmt: skip
+        self._owns_http = True
         self._http = httpx.AsyncClient(
             timeout=self._timeout,
-            transport=transport,
+            transport=transport or guarded_transport(self.reach),
             # Redirects are followed by hand (``_open``): only for blob GETs,
             # which redirect to storage (S3 for ECR), and only to allowed targets.
             follow_redirects=False,
@@ -213,7 +230,8 @@ class _Transport:
         )
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._owns_http:  # a policy's view shares its parent's connections
+            await self._http.aclose()
 
     if TYPE_CHECKING:
         # Supplied by the auth mixin (``auth._Auth``), which ``RegistryClient`` adds.
@@ -230,6 +248,8 @@ class _Transport:
             sent: str | None,
             budget: _Budget,
         ) -> tuple[bool, str | None]: ...
+
+        async def credential_scope(self, host: str) -> str: ...
 
         _hosts_with_credentials: set[str]
 
@@ -291,6 +311,11 @@ class _Transport:
                             )  # fmt: skip
                     finally:
                         await resp.aclose()
+            except AddressRefused as exc:
+                raise ConfigurationError(
+                    f"{method} {_safe_url(url)}: connection refused: {exc}",
+                    reason=REGISTRY_ADDRESS_REFUSED,
+                ) from None
             except httpx.TimeoutException as exc:
                 raise TransientError(
                     f"{method} {_safe_url(url)}: timed out ({type(exc).__name__})",
@@ -396,12 +421,20 @@ class _Transport:
         """
         sent = dict(headers)
         origin = httpx.URL(url).netloc
-        for _hop in range(MAX_REDIRECTS + 1):
+        for hop in range(MAX_REDIRECTS + 1):
             self.stats.requests[(image.host, op)] += 1
             request = self._http.build_request(
                 method, url, headers=sent, content=content, timeout=budget.clip(self._timeout)
             )
-            resp = await self._http.send(request, stream=True)
+            try:
+                resp = await self._http.send(request, stream=True)
+            except AddressRefused as exc:
+                if not hop:
+                    raise  # the registry's own address: ``_send`` says so
+                raise ConfigurationError(
+                    f"{method} blob {image.name}: redirect to {_safe_url(url)} refused: {exc}",
+                    reason=INVALID_REGISTRY_RESPONSE,
+                ) from None
             location = resp.headers.get("Location")
             if resp.status_code not in _REDIRECT_CODES or not location:
                 return resp
@@ -433,20 +466,22 @@ class _Transport:
         """Why the operator must not follow a registry to ``url`` (a realm or a redirect).
 
         A configured mirror is always allowed. Otherwise the scheme must be
-        https (or http when ``plain_http``), and the host must not be a
-        loopback, link-local or metadata address, unless it is the
-        registry's own host: a registry someone else runs must not be able to
-        point the operator at 169.254.169.254 or at its own pod's ports.
+        https (or http when ``plain_http``), and a host that is an address
+        must be one ``self.reach`` allows (public, or in an allowed network):
+        a registry someone else runs must not be able to point the operator
+        at 169.254.169.254 or at its own pod's ports. A name is resolved and
+        checked when the connection is made (``reach.py``).
         """
         netloc = url.netloc.decode().lower()
         if netloc in self._mirrors:
             return ""
         if url.scheme != "https" and not (plain_http and url.scheme == "http"):
             return f"scheme {url.scheme or 'none'!r} is not https"
-        own = httpx.URL(self._base_url(image)).host.lower()
-        if _refused_address(url.host) and url.host.lower() != own:
-            return "a loopback, link-local or metadata address"
-        return ""
+        if url.host.lower().rstrip(".") in _METADATA_NAMES:
+            return f"{url.host} is a cloud metadata service"
+        port = url.port or (443 if url.scheme == "https" else 80)
+        refused = self.reach.literal_refusal(url.host, port)
+        return f"{url.host} is {refused}" if refused else ""
 
     def _raise_for_status(
         self,
@@ -623,25 +658,6 @@ async def _read_limited(
         resp._content = buffer[:size]  # noqa: SLF001 - httpx's documented cache for .content
     finally:
         buffer.close()
-
-
-def _refused_address(host: str) -> bool:
-    """True for loopback, link-local, unspecified and cloud metadata hosts."""
-    name = host.strip("[]").lower().rstrip(".")
-    if name in _METADATA_NAMES or name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        address = ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return (
-        address in _METADATA_ADDRESSES
-        or address.is_loopback
-        or address.is_link_local
-        or address.is_unspecified
-    )
 
 
 def _display(image: ImageRef, ref: str) -> str:

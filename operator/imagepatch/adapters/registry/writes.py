@@ -178,7 +178,9 @@ class _Writes(_Transport):
             return digest
 
         await self._with_retries(f"PUT {_display(image, ref)}", image.host, once)
-        self._cache.put(("manifest", image.api_host, image.repository, digest), (body, media_type))
+        scope = await self.credential_scope(image.host)  # pushed with these credentials
+        self._cache.put((scope, "manifest", image.api_host, image.repository, digest),
+                        (body, media_type))  # fmt: skip
         return digest
 
     # write plumbing
