@@ -8,16 +8,16 @@ a kubeconfig holding only the operator ServiceAccount's token:
 * the operator's own writes pass, made by its own adapter
   (``adapters/kube.py``): a digest-pinned image on a container and on an init
   container of each kind it patches, with the failed-digests annotation in the
-  same write; its state annotation set on an opted-in workload and removed
-  from one that opted out; a CronJob trial run; a build Job created and
-  deleted in the build namespace;
+  same write; the rollback of a workload whose digest was never known (the
+  digest dropped from the reference it pinned, and nothing else); its state
+  annotation set on an opted-in workload and removed from one that opted out;
+  a CronJob trial run; a build Job created and deleted in the build namespace;
 * forged writes with the same token are refused, each with a message naming
   what was refused: a tag (not a digest), a change of ``command``, ``env`` or
   ``replicas``, a new container, a label or a tenant's annotation, an image
   (or a state annotation) on a workload that did not opt in, a CronJob's
-  schedule, a Job in a workload namespace not owned by a CronJob; and the
-  operator's own unpinned rollback write (``allow_unpinned``), which the
-  policy does not make an exception for;
+  schedule, a Job in a workload namespace not owned by a CronJob; an
+  unpinned write that is not exactly the pinned reference minus its digest;
 * nobody else is affected: an admin makes the same change freely.
 """
 
@@ -222,6 +222,29 @@ def test_operator_pins_images_of_containers_and_init_containers_on_opted_in_work
     assert after["metadata"]["annotations"][FAILED] == json.dumps([DIGEST])
     assert after["metadata"]["annotations"][STATE] == '{"state": "Compliant"}'
     assert without_images(after) == without_images(before)
+
+
+def test_operator_rolls_back_to_the_tag_it_pinned_when_no_digest_was_ever_known(
+    kube, operator: Operator, namespace: str
+) -> None:
+    # Given a workload the operator pinned from a bare tag
+    create(kube, workload("Deployment", namespace, "web"))
+    operator.run(lambda: set_image(operator, kube, "Deployment", namespace, "web", container="app",
+                                   image=f"registry.example/app:1@{DIGEST}"))
+    # When it rolls back and no digest of the old image was ever known (the
+    # one unpinned write it makes: core/rollout/targets.py::rollback_image_for)
+    operator.run(lambda: set_image(operator, kube, "Deployment", namespace, "web", container="app",
+                                   image="registry.example/app:1", allow_unpinned=True))
+    # Then the tag the owner wrote is back
+    assert images(get(kube, "Deployment", namespace, "web"))["app"] == "registry.example/app:1"
+    # But dropping a digest never lands on another reference
+    operator.run(lambda: set_image(operator, kube, "Deployment", namespace, "web", container="app",
+                                   image=f"registry.example/app:1@{DIGEST}"))
+    for image in ("registry.example/app:2", "registry.example/app", "evil.example/app:1"):
+        message = operator.refused(lambda image=image: set_image(
+            operator, kube, "Deployment", namespace, "web", container="app", image=image,
+            allow_unpinned=True))
+        assert f"refused containers[app]={image} on" in message
 
 
 def test_operator_removes_its_state_annotation_from_a_workload_that_opted_out(
