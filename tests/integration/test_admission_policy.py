@@ -17,7 +17,9 @@ a kubeconfig holding only the operator ServiceAccount's token:
   ``replicas``, a new container, a label or a tenant's annotation, an image
   (or a state annotation) on a workload that did not opt in, a CronJob's
   schedule, a Job in a workload namespace not owned by a CronJob; an
-  unpinned write that is not exactly the pinned reference minus its digest;
+  unpinned write that is not exactly the pinned reference minus its digest; a
+  pod delete other than a StatefulSet's pod that is not Ready (the forced
+  rollback's);
 * nobody else is affected: an admin makes the same change freely.
 """
 
@@ -40,10 +42,13 @@ from imagepatch.adapters.errors import ConfigurationError, ConflictError
 from imagepatch.adapters.kube import Kube
 from tests.support.operator import (
     ADMISSION_POLICY,
+    NAMESPACE,
     REPO,
+    SERVICE_ACCOUNT,
     install_rbac,
     service_account_kubeconfig,
 )
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -378,6 +383,61 @@ def test_forged_cronjob_and_job_writes_are_refused(kube, operator: Operator, nam
     message = refusal(caught.value)
     assert f"only in its build namespace {BUILD_NAMESPACE}" in message
     assert f"Job {namespace}/forged" in message
+
+
+def simple_workload(kind: str, namespace: str, name: str, *, behavior: str = "") -> dict[str, Any]:
+    labels = {"app": name, **({"sim.imagepatch.dev/behavior": behavior} if behavior else {})}
+    spec: dict[str, Any] = {
+        "replicas": 1, "selector": {"matchLabels": {"app": name}},
+        "template": {"metadata": {"labels": labels},
+                     "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]}}}
+    if kind == "StatefulSet":
+        spec["serviceName"] = name
+    return {"apiVersion": "apps/v1", "kind": kind,
+            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+
+
+def pod_ready(kube, namespace: str, selector: str) -> tuple[str, bool] | None:
+    """(name, Ready) of the one Running pod matching ``selector``, once there is one."""
+    pods = json.loads(kube.kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "json"))["items"]
+    running = [p for p in pods if p.get("status", {}).get("phase") == "Running"]
+    if len(running) != 1:
+        return None
+    ready = any(c["type"] == "Ready" and c["status"] == "True"
+                for c in running[0]["status"].get("conditions", []))
+    return running[0]["metadata"]["name"], ready
+
+
+@pytest.mark.kwok
+def test_operator_deletes_only_pods_a_statefulset_owns_that_are_not_ready(
+    kube, operator: Operator, namespace: str
+) -> None:
+    # Given the operator may delete pods (the StatefulSet forced rollback's grant in
+    # deploy/rbac.yaml; granted here in this namespace, so the policy is what decides)
+    kube.kubectl("create", "role", "pod-deleter", "-n", namespace, "--verb=delete", "--resource=pods")
+    kube.kubectl("create", "rolebinding", "pod-deleter", "-n", namespace, "--role=pod-deleter",
+                 f"--serviceaccount={NAMESPACE}:{SERVICE_ACCOUNT}")
+    # and a StatefulSet whose pod never becomes Ready, one whose pod is Ready, and a Deployment
+    create(kube, simple_workload("StatefulSet", namespace, "stuck", behavior="never-ready"))
+    create(kube, simple_workload("StatefulSet", namespace, "fine"))
+    create(kube, simple_workload("Deployment", namespace, "web"))
+    stuck, stuck_ready = wait_for(lambda: pod_ready(kube, namespace, "app=stuck"), timeout=60, what="stuck-0")
+    fine = wait_for(lambda: (p := pod_ready(kube, namespace, "app=fine")) and p[1] and p, timeout=60,
+                    what="fine-0 Ready")[0]
+    web = wait_for(lambda: (p := pod_ready(kube, namespace, "app=web")) and p[1] and p, timeout=60,
+                   what="the Deployment's pod Ready")[0]
+    assert not stuck_ready
+    core = client.CoreV1Api(operator.api)
+
+    # When the operator deletes the stuck pod (a forced rollback), it may
+    core.delete_namespaced_pod(stuck, namespace)
+    # But a Ready pod of a StatefulSet, or any pod of another kind, it may not
+    for name in (fine, web):
+        with pytest.raises(ApiException) as caught:
+            core.delete_namespaced_pod(name, namespace)
+        message = refusal(caught.value)
+        assert "only pods a StatefulSet owns that are not Ready" in message
+        assert f"Pod {namespace}/{name}" in message
 
 
 def test_the_policy_binds_only_the_operator_service_account(kube, operator: Operator, namespace: str) -> None:
