@@ -189,3 +189,44 @@ def test_a_targeted_pass_closes_no_patch_that_has_a_target_it_did_not_evaluate()
     fleet.now += 3600
     fleet.run()
     assert CLOSE_ANNOTATION in fleet.kube.patches["stale"]["metadata"]["annotations"]
+
+
+def test_what_a_workload_follows_and_which_events_name_it():
+    from imagepatch.core.compliance import Assessment, ContainerFacts, State
+    from imagepatch.reconcile.detection import _follows, _named
+
+    ok = Assessment(state=State.COMPLIANT, reason="", message="")
+    recorded = ContainerFacts(container="a", image=f"{ECR}/app:1", repository=f"{ECR}/app",
+                              base_name=f"{ECR}/base@{digest('b')}")  # by digest: no tag to follow
+    untagged = ContainerFacts(container="b", image=f"{ECR}/app2:1", repository=f"{ECR}/app2",
+                              base_name=f"{ECR}/plain")  # followed as :latest
+    follows = _follows([(recorded, ok), (untagged, ok)], f" {ECR}/annotated:2 ")
+    assert follows == {(f"{ECR}/app", ""), (f"{ECR}/app2", ""), (f"{ECR}/base", ""),
+                       (f"{ECR}/plain", "latest"), (f"{ECR}/annotated", "2")}
+    # A reference that does not parse is left out (the annotation is refused elsewhere).
+    assert _follows([(recorded, ok)], "Not An Image!") == {(f"{ECR}/app", ""), (f"{ECR}/base", "")}
+    assert _named(follows, {f"{ECR}/annotated"}, {f"{ECR}/annotated": {"2"}})
+    assert not _named(follows, {f"{ECR}/annotated"}, {f"{ECR}/annotated": {"3"}})
+    assert _named(follows, {f"{ECR}/annotated"}, {})  # no tag recorded for the name: any
+    assert _named(follows, {f"{ECR}/app"}, {f"{ECR}/app": {"9"}})  # a running image: any tag
+    assert not _named(follows, {f"{ECR}/other"}, {})
+
+
+def test_a_base_named_only_by_the_workload_annotation_is_followed_by_its_events():
+    from tests.unit.test_detection_base_memory import BASE, BASE_V2, MovingBaseRegistry
+    from tests.unit.test_detection_isolation import D_APP
+
+    kube, registry = Kube([policy("p")]), MovingBaseRegistry()
+    detector = Detector(kube=kube, registry=registry)  # type: ignore[arg-type]
+    on_base = deployment("web", f"{ECR}/app:1@{D_APP}", "p", **{"imagepatch.dev/base-image": BASE})
+    elsewhere = deployment("api", f"{ECR}/app:1@{D_APP}", "p",
+                           **{"imagepatch.dev/base-image": f"{ECR}/other:1"})
+    for dep in (on_base, elsewhere):
+        detector.observe("ADDED", dep)
+    asyncio.run(detector.evaluate_all())
+    registry.base = BASE_V2
+    asyncio.run(detector.on_signals([push("base")]))
+    asyncio.run(detector.evaluate_all())
+    assert kube.state("web")["state"] in ("BaseImageOutdated", "Patching")
+    assert kube.state("api")["state"] == "Compliant"
+    assert [t["name"] for p in kube.patches.values() for t in p["spec"]["targets"]] == ["web"]
