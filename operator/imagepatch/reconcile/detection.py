@@ -4,7 +4,12 @@ The ``Detector`` keeps an in-memory set of opted-in workloads (Deployments,
 StatefulSets, DaemonSets and CronJobs, fed by kopf watches; every container of
 the pod template counts, init containers and native sidecars included, never
 ephemeral containers) and evaluates each policy's workloads every ``checkInterval``, or at
-once when a queue event names one of their images:
+once when a workload changes or a queue event names one of their images. An event's pass
+is *targeted*: the same steps below over only the workloads that run the named image or
+follow it as their base (repository and tag, as last evaluated: ``follows``), every other
+fact reused (an app tag resolved within ``checkInterval`` is not asked again unless an
+event names that app). It closes no ImagePatch with a target it did not evaluate, and the
+policy's counts merge its results with every other workload's last one (``results``):
 
 1. **observe**: the running digest of each container (pinned in the spec,
    else from pod status, else by resolving the tag, and it says which), the
