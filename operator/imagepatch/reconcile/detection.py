@@ -4,7 +4,12 @@ The ``Detector`` keeps an in-memory set of opted-in workloads (Deployments,
 StatefulSets, DaemonSets and CronJobs, fed by kopf watches; every container of
 the pod template counts, init containers and native sidecars included, never
 ephemeral containers) and evaluates each policy's workloads every ``checkInterval``, or at
-once when a queue event names one of their images:
+once when a workload changes or a queue event names one of their images. An event's pass
+is *targeted*: the same steps below over only the workloads that run the named image or
+follow it as their base (repository and tag, as last evaluated: ``follows``), every other
+fact reused (an app tag resolved within ``checkInterval`` is not asked again unless an
+event names that app). It closes no ImagePatch with a target it did not evaluate, and the
+policy's counts merge its results with every other workload's last one (``results``):
 
 1. **observe**: the running digest of each container (pinned in the spec,
    else from pod status, else by resolving the tag, and it says which), the
@@ -234,14 +239,25 @@ class Detector:
         self.orphans: dict[str, tuple[str, str, str]] = {}
         self.wake = asyncio.Event()
         self.forced: set[str] = set()  # image names (host/repo) a queue event named
+        # name -> the tags the events named ("" when one named none: any tag)
+        self.forced_tags: dict[str, set[str]] = {}
         self.last_evaluated: dict[str, float] = {}  # policy -> monotonic time
         # (credential scope, base tag ref) -> (at, facts)
         self._bases: dict[tuple[str, str], tuple[float, _BaseFacts]] = {}
+        # (credential scope, app tag ref) -> (at, digest): a tag resolved within the
+        # policy's checkInterval is not asked again (an event naming it drops it).
+        self._tags: dict[tuple[str, str], tuple[float, str]] = {}
         # (repo, digest, source) -> (monotonic time read, report)
         self._scans: dict[tuple[str, str, str], tuple[float, ScanReport]] = {}
         self.bases_of: dict[str, set[str]] = {}  # policy -> base names its workloads follow
         self.handled_request: dict[str, str] = {}  # policy -> requestedAt value handled
         self.evaluated: dict[str, str] = {}  # workload uid -> the inputs last evaluated
+        # uid -> (image name, tag) of each image the workload runs or follows as its base,
+        # as last evaluated: what an event must name for a targeted pass to include it.
+        self.follows: dict[str, frozenset[tuple[str, str]]] = {}
+        # uid -> its last result: a targeted pass merges its results with these, so the
+        # policy's counts and findings always cover every workload.
+        self.results: dict[str, WorkloadResult] = {}
         # uid -> (inputs, monotonic time) of a PolicyNotFound record the API server refused
         self.refused_writes: dict[str, tuple[str, float]] = {}
         self._findings_errors: list[tuple[str, str]] = []  # this policy's, this pass
@@ -284,14 +300,17 @@ class Detector:
         """Queue events: re-evaluate the named images now, not at the next interval."""
         for signal in signals:
             self.forced.add(signal.name)
+            self.forced_tags.setdefault(signal.name, set()).add(signal.tag or "")
         # A push moves tags and a scan changes findings: forget what we knew of them.
         self._forget({s.name for s in signals})
         self.wake.set()
 
     def _forget(self, names: set[str]) -> None:
-        """Drop cached base digests and scan reports for these image names."""
+        """Drop cached base digests, tag digests and scan reports for these image names."""
         for base in [k for k in self._bases if _image_name(k[1]) in names]:
             del self._bases[base]
+        for tag in [k for k in self._tags if _image_name(k[1]) in names]:
+            del self._tags[tag]
         for scan in [k for k in self._scans if k[0] in names]:
             del self._scans[scan]
 
@@ -344,6 +363,7 @@ class Detector:
         self._forget_gone(policies)
         memo = _Pass()
         forced, self.forced = self.forced, set()
+        forced_tags, self.forced_tags = self.forced_tags, {}
         # Each write below is one workload's: one the API server refuses (an
         # admission webhook, a 4xx) is logged and the others, and the pass, go on.
         for uid, (kind, ns, name) in list(self.orphans.items()):
@@ -397,22 +417,32 @@ class Detector:
             age = self.monotonic() - self.last_evaluated.get(name, -1e18)
             # A workload that is new, or whose images or annotations changed, is looked at now.
             changed = any(self.evaluated.get(d["metadata"]["uid"]) != _inputs(d) for d in workloads)
-            due = (
+            full = (
                 age >= spec.base_images.check_interval.total_seconds()
                 or changed
-                or bool(images & forced)
                 or requested != self.handled_request.get(name, "")
             )
-            if not due:
+            # Only events due: a targeted pass over the workloads that run or follow
+            # an image the events named; every other fact is still valid.
+            chosen = workloads if full else [
+                d for d in workloads
+                if _named(self.follows.get(d["metadata"]["uid"], frozenset()), forced,
+                          forced_tags)
+            ]
+            if not (full or chosen):
                 continue
             if requested != self.handled_request.get(name, ""):
                 # A human asked for a check now: what we know may be stale, look again.
                 self._forget(self.bases_of.get(name, set()) | images)
             started = self.monotonic()
-            self.last_evaluated[name] = started
+            if full:
+                self.last_evaluated[name] = started
             self.handled_request[name] = requested
             try:
-                results = await self.evaluate_policy(name, spec, workloads, patches, memo)
+                await self.evaluate_policy(
+                    name, spec, chosen, patches, memo, everyone=None if full else workloads
+                )
+                results = self._merged(workloads)
             except Exception:  # one policy must never stop the ones sorted after it
                 log.exception("policy %s: evaluation failed; the next policy goes on", name)
                 for dep in workloads:
@@ -431,11 +461,13 @@ class Detector:
                     )
             await self._prune(name, spec, patches)
             log.info(
-                "policy %s: %d workloads evaluated in %.2fs in pass %d (%s)",
+                "policy %s: %d workloads evaluated in %.2fs in pass %d%s (%s)",
                 name,
-                len(results),
+                len(chosen),
                 self.monotonic() - started,
                 self.passes,
+                "" if full else f", targeted: {len(chosen)} of {len(workloads)} follow "
+                f"{_clip(', '.join(sorted(forced)), 300)}",
                 ", ".join(
                     f"{k}={v}"
                     for k, v in compliance.counts(State(r.state) for r in results).items()
@@ -451,7 +483,8 @@ class Detector:
         So memory is bounded by the fleet as it is, not by every object ever
         seen. ``self.workloads`` itself follows the watch (deleted: dropped).
         """
-        by_workload: tuple[dict[str, Any], ...] = (self.evaluated, self.refused_writes)
+        by_workload: tuple[dict[str, Any], ...] = (
+            self.evaluated, self.refused_writes, self.follows, self.results)
         for table in by_workload:
             for uid in table.keys() - self.workloads.keys():
                 del table[uid]
@@ -475,6 +508,14 @@ class Detector:
             del self._bases[ref]
         for key in [k for k, (at, _) in self._scans.items() if now - at >= longest]:
             del self._scans[key]
+        for tag in [k for k, (at, _) in self._tags.items() if now - at >= longest]:
+            del self._tags[tag]
+
+    def _merged(self, workloads: Sequence[Mapping[str, Any]]) -> list[WorkloadResult]:
+        """The last result of each of ``workloads`` (a policy's): what its counts are of."""
+        return [
+            r for d in workloads if (r := self.results.get(d["metadata"]["uid"])) is not None
+        ]
 
     def _record_metrics(self, policy: str, results: Sequence[WorkloadResult]) -> None:
         counts = compliance.counts(
@@ -520,7 +561,16 @@ class Detector:
         workloads: Sequence[Mapping[str, Any]],
         patches: Sequence[Mapping[str, Any]],
         memo: _Pass,
+        *,
+        everyone: Sequence[Mapping[str, Any]] | None = None,
     ) -> list[WorkloadResult]:
+        """Evaluate ``workloads`` of ``policy``; their results.
+
+        ``everyone``: a targeted pass, where ``workloads`` are only some of the
+        policy's workloads (``everyone``). It closes no patch that has a target
+        it did not evaluate, adds to ``bases_of`` rather than replacing it, and
+        writes the counts of every workload's last result, not of its own.
+        """
         known = [_known(p) for p in patches if (p.get("spec") or {}).get("policy") == policy]
         self._findings_errors = []
         registry = _registry_for(self.registry, policy)
@@ -529,6 +579,7 @@ class Detector:
             ns = dep["metadata"]["namespace"]
             labels = await self._namespace_labels(ns, memo)
             if not spec.namespace_selector.matches(labels):
+                self.results.pop(dep["metadata"]["uid"], None)
                 await self._report(
                     dep,
                     NOT_ADMITTED,
@@ -597,19 +648,24 @@ class Detector:
                 before = intents.get(intent.key, intent)
                 intents[intent.key] = replace(before, targets=(*before.targets, target))
         evaluated = {f.repository for _, a in results for f, _ in a if not f.error_reason}
-        self.bases_of[policy] = {
-            _image_name(f.base_name) for _, a in results for f, _ in a if f.base_name
-        }
-        for dep, _ in results:
+        bases = {_image_name(f.base_name) for _, a in results for f, _ in a if f.base_name}
+        for dep, assessed in results:
             override = (dep["metadata"].get("annotations") or {}).get(BASE_ANNOTATION)
             if override:
-                self.bases_of[policy].add(_image_name(override))
+                bases.add(_image_name(override))
+            self.follows[dep["metadata"]["uid"]] = _follows(assessed, override)
+        self.bases_of[policy] = bases | (
+            self.bases_of.get(policy, set()) if everyone is not None else set())
         # Recorded before any side effect: a create that fails below must not
         # make this policy due again on every tick.
         for dep in workloads:
             self.evaluated[dep["metadata"]["uid"]] = _inputs(dep)
         plan = compliance.plan_patches(
-            list(intents.values()), known, evaluated_images=evaluated, failed_keys=failed_keys
+            list(intents.values()), known, evaluated_images=evaluated, failed_keys=failed_keys,
+            evaluated_targets=None if everyone is None else {
+                (_kind(dep), dep["metadata"]["namespace"], dep["metadata"]["name"], f.container)
+                for dep, assessed in results for f, _ in assessed
+            },
         )
         rejected: dict[tuple[str, str], str] = {}  # (image, digest) -> why its patch was refused
         for intent in plan.create:
@@ -719,7 +775,11 @@ class Detector:
                     containers=containers,
                 )
             )
-        counts = compliance.counts(State(r.state) for r in out)
+        for r in out:
+            self.results[r.uid] = r
+        # A targeted pass counts every workload's last result, never only its own.
+        counted = out if everyone is None else self._merged(everyone)
+        counts = compliance.counts(State(r.state) for r in counted)
         status: dict[str, Any] = {"workloads": counts}
         if spec.vulnerabilities.source != VulnerabilitySource.NONE:
             # Read by core/policy.py into the FindingsReadable condition.
@@ -759,7 +819,10 @@ class Detector:
             )
         facts = ContainerFacts(container=name, image=image, repository=ref.name)
         try:
-            digest, source = await self._running_digest(dep, name, ref, memo, registry)
+            digest, source = await self._running_digest(
+                dep, name, ref, memo, registry,
+                max_age=spec.base_images.check_interval.total_seconds(),
+            )
             facts = replace(facts, digest=digest, digest_source=source)
             lineage = await registry.image_lineage(ref.with_digest(digest))
             base_name, base_digest = lineage.base_name or "", lineage.base_digest or ""
@@ -807,7 +870,15 @@ class Detector:
         ref: ImageRef,
         memo: _Pass,
         registry: RegistryClient | None = None,
+        *,
+        max_age: float = 0.0,
     ) -> tuple[str, str]:
+        """The container's running digest and where it came from.
+
+        A tag resolved by the registry is kept for ``max_age`` seconds (the
+        policy's checkInterval) unless an event names its image, so a pass
+        that an event about another image started asks nothing about it.
+        """
         registry = registry or self.registry
         if ref.digest:
             return ref.digest, "spec"
@@ -815,9 +886,13 @@ class Detector:
         if from_pods:
             return from_pods, "pod-status"
         key = (await _scope(registry, ref.host), str(ref))
+        cached = self._tags.get(key)
+        if key not in memo.tags and cached and self.monotonic() - cached[0] < max_age:
+            memo.tags[key] = (cached[1], "")  # resolved within checkInterval, no event since
         if key not in memo.tags:
             try:
                 memo.tags[key] = (await registry.resolve_digest(ref), "")
+                self._tags[key] = (self.monotonic(), memo.tags[key][0])
             except AdapterError as exc:
                 memo.tags[key] = ("", f"{exc.reason}\0{exc}")
                 raise
@@ -1124,6 +1199,45 @@ def _kind(body: Mapping[str, Any]) -> str:
 def _containers(dep: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """Every container detection judges: ``containers`` and ``initContainers``."""
     return [c for _, c in kinds.containers(dep)]
+
+
+def _follows(
+    assessed: Sequence[tuple[ContainerFacts, Assessment]], override: object
+) -> frozenset[tuple[str, str]]:
+    """(name, tag) of every image a workload runs or follows as a base ("": any tag).
+
+    An event about the running image's repository reaches the workload whatever
+    tag it names (a scan, a push that moved the digest); one about a base only
+    when it names the tag followed, or none.
+    """
+    out = {(f.repository, "") for f, _ in assessed}
+    bases = [f.base_name for f, _ in assessed if f.base_name]
+    if isinstance(override, str) and override.strip():
+        bases.append(override.strip())
+    for base in bases:
+        try:
+            ref = parse_image(base)
+        except ValueError:
+            continue
+        out.add((ref.name, ref.tag or ("" if ref.digest else "latest")))
+    return frozenset(out)
+
+
+def _named(
+    follows: frozenset[tuple[str, str]], names: set[str], tags: Mapping[str, set[str]]
+) -> bool:
+    """Whether an event named an image the workload runs or follows (see ``_follows``).
+
+    A workload never evaluated has nothing recorded; it is new, and its pass
+    is a full one anyway.
+    """
+    for name, tag in follows:
+        if name not in names:
+            continue
+        named = tags.get(name, {""})
+        if not tag or "" in named or tag in named:
+            return True
+    return False
 
 
 def _image_name(image: str) -> str:
