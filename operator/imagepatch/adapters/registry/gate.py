@@ -125,7 +125,7 @@ class HostGate:
                 try:
                     yield
                 except TransientError as exc:
-                    if exc.reason == DIGEST_MISMATCH:
+                    if _last_reason(exc) == DIGEST_MISMATCH:
                         self.board.get(host).succeeded(self._clock())
                     else:
                         self.board.get(host).failed(self._clock(), _last_reason(exc))
