@@ -38,6 +38,13 @@ annotation (the state says so when they differ).
 A registry or AWS failure makes the affected workloads ``Unknown`` with the
 error's reason; it never creates or closes an ImagePatch by mistake.
 
+Bounded time: each policy's pass gathers facts within ``pass_budget``
+seconds (``--policy-pass-budget``); containers left when it runs out are
+``Unknown`` (``PassBudgetExceeded``, naming the registry host the time went
+to) and the pass goes on. Each due policy runs in its own task; one still
+running after ``patience`` seconds goes on beside the next, so a slow
+registry delays other policies by that much, not by its budget.
+
 Isolation: registries, image manifests, workload annotations and queue events
 are input that other people control. Whatever goes wrong while one container
 is evaluated (a classified ``AdapterError`` or any other exception) makes that

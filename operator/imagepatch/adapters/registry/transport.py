@@ -16,6 +16,10 @@ What it gets right, because registries are someone else's servers:
   that would overrun the budget is not started. Then ``TransientError``
   (``RegistryUnavailable``) carries the server's hint up, and the reconciler
   requeues rather than sleeps.
+* **Bounded time per host.** Each operation (with its retries) holds one
+  of its host's ``--registry-max-in-flight`` slots and is one outcome for
+  the host's circuit breaker (``gate.py``): a host that keeps failing is
+  open for a cool-down, and calls to it fail fast (``RegistryCircuitOpen``).
 * **Untrusted input, bounded.** Every body is read as raw bytes with a fixed
   cap (manifests and indexes 4 MiB as containerd does, configs 4 MiB, token
   and error bodies 64 KiB) and a total time budget (a slow drip ends with the
