@@ -130,3 +130,24 @@ def test_findings_errors_are_kept_per_policy_when_policies_run_side_by_side():
         )
 
     assert asyncio.run(both()) == [[("A", "a")], [("B", "b")]]
+
+
+def test_a_cancelled_pass_cancels_the_policies_it_started():
+    kube = MemoryKube([policy("a"), policy("b")])
+    registry = TarpitRegistry()
+    detector = Detector(kube=kube, registry=registry, pass_budget=3600, patience=0.05)
+    for dep in (deployment("slow", f"{SLOW}/app:1", "a"), deployment("fast", f"{ECR}/app:1", "b")):
+        detector.observe("ADDED", dep)
+
+    async def scenario() -> list[asyncio.Task[Any]]:
+        evaluation = asyncio.create_task(detector.evaluate_all())
+        await asyncio.sleep(0.02)  # "a" is running, the pass waits on it
+        evaluation.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await evaluation
+        await asyncio.sleep(0)
+        return [t for t in asyncio.all_tasks() if t.get_name().startswith("detection-")
+                and not t.done()]
+
+    assert asyncio.run(scenario()) == []
+    assert registry.gate.in_flight(SLOW) == 0

@@ -461,7 +461,12 @@ class Detector:
                 name=f"detection-{name}",
             )
             lanes.append(lane)
-            await asyncio.wait({lane}, timeout=self.patience)
+            try:
+                await asyncio.wait({lane}, timeout=self.patience)
+            except asyncio.CancelledError:  # shutting down: no lane outlives the pass
+                for started_lane in lanes:
+                    started_lane.cancel()
+                raise
         try:
             outcomes = await asyncio.gather(*lanes, return_exceptions=True)
         finally:
