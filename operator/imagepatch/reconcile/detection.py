@@ -43,6 +43,13 @@ annotation (the state says so when they differ).
 A registry or AWS failure makes the affected workloads ``Unknown`` with the
 error's reason; it never creates or closes an ImagePatch by mistake.
 
+Bounded time: each policy's pass gathers facts within ``pass_budget``
+seconds (``--policy-pass-budget``); containers left when it runs out are
+``Unknown`` (``PassBudgetExceeded``, naming the registry host the time went
+to) and the pass goes on. Each due policy runs in its own task; one still
+running after ``patience`` seconds goes on beside the next, so a slow
+registry delays other policies by that much, not by its budget.
+
 Isolation: registries, image manifests, workload annotations and queue events
 are input that other people control. Whatever goes wrong while one container
 is evaluated (a classified ``AdapterError`` or any other exception) makes that
@@ -57,6 +64,7 @@ sorted after it are evaluated in the same pass.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime as dt
 import json
 import logging
@@ -70,6 +78,7 @@ from imagepatch.adapters.errors import AdapterError, ConflictError, TransientErr
 from imagepatch.adapters.kube import Kube
 from imagepatch.adapters.memory import OperatorMemory
 from imagepatch.adapters.registry import PolicySecrets, PullThroughRules, RegistryClient
+from imagepatch.adapters.registry.gate import HostTimes, timed_hosts
 from imagepatch.core import compliance, kinds, reasons, rebuild
 from imagepatch.core.compliance import Assessment, ContainerFacts, KnownPatch, State
 from imagepatch.core.events import ImageSignal
@@ -80,6 +89,7 @@ from imagepatch.core.reasons import (
     EVALUATION_FAILED,
     FINDINGS_UNAVAILABLE,
     INVALID_ANNOTATION,
+    PASS_BUDGET_EXCEEDED,
     PATCH_REJECTED,
 )
 from imagepatch.core.retention import retention
@@ -120,6 +130,10 @@ MANAGED_BY = ("app.kubernetes.io/managed-by", "imagepatch")
 # A workload's state write the API server refused (an admission webhook) is
 # tried again after this long, or at once when the workload changes.
 REFUSED_WRITE_RETRY = 300.0
+# Seconds a policy's pass may spend gathering facts before what is left is Unknown.
+DEFAULT_PASS_BUDGET = 60.0
+# Seconds the pass waits on one policy before starting the next beside it.
+SLOW_POLICY_AFTER = 2.0
 
 # Workload states that are not compliance states: reported, never counted.
 NOT_ADMITTED = reasons.NOT_ADMITTED
@@ -134,6 +148,11 @@ _WARNING_STATES = {
     POLICY_NOT_FOUND,
     reasons.REBUILD_NOT_ALLOWED,
 }
+
+
+_FINDINGS_ERRORS: contextvars.ContextVar[list[tuple[str, str]] | None] = contextvars.ContextVar(
+    "imagepatch_findings_errors", default=None
+)
 
 
 @dataclass
@@ -218,6 +237,8 @@ class Detector:
         clock: Clock = utcnow,
         monotonic: Callable[[], float] = time.monotonic,
         tick: float = 5.0,
+        pass_budget: float = DEFAULT_PASS_BUDGET,
+        patience: float = SLOW_POLICY_AFTER,
     ) -> None:
         self.kube = kube
         self.registry = registry
@@ -234,6 +255,11 @@ class Detector:
         self.clock = clock
         self.monotonic = monotonic
         self.tick = tick
+        # Seconds one policy's pass may spend gathering facts (--policy-pass-budget).
+        self.pass_budget = pass_budget
+        # A policy still running after this long goes on in the background while
+        # the next one starts: a slow registry delays other policies by this much.
+        self.patience = patience
         self.workloads: dict[str, dict[str, Any]] = {}  # uid -> workload (slim, with its kind)
         # uid -> (kind, ns, name): a workload that opted out with our annotation left on it
         self.orphans: dict[str, tuple[str, str, str]] = {}
@@ -260,8 +286,22 @@ class Detector:
         self.results: dict[str, WorkloadResult] = {}
         # uid -> (inputs, monotonic time) of a PolicyNotFound record the API server refused
         self.refused_writes: dict[str, tuple[str, float]] = {}
-        self._findings_errors: list[tuple[str, str]] = []  # this policy's, this pass
+        self._findings_errors = []  # this policy's, this pass
         self.passes = 0
+
+    @property
+    def _findings_errors(self) -> list[tuple[str, str]]:
+        """This policy's findings errors in this pass: per task, since slow policies run
+        beside others (``_evaluate_due``)."""
+        errors = _FINDINGS_ERRORS.get()
+        if errors is None:
+            errors = []
+            _FINDINGS_ERRORS.set(errors)
+        return errors
+
+    @_findings_errors.setter
+    def _findings_errors(self, value: list[tuple[str, str]]) -> None:
+        _FINDINGS_ERRORS.set(value)
 
     # -- inputs ------------------------------------------------------------------------
 
@@ -333,6 +373,7 @@ class Detector:
 
     async def evaluate_all(self) -> None:
         self.passes += 1
+        pass_started = self.monotonic()
         log.debug("detection pass %d: %d opted-in workloads", self.passes, len(self.workloads))
         policies: dict[str, dict[str, Any]] = {
             p["metadata"]["name"]: p for p in await self.kube.list_policies()
@@ -405,6 +446,7 @@ class Detector:
                     else:
                         self.refused_writes.pop(uid, None)
                 continue
+        lanes: list[asyncio.Task[None]] = []
         for name, body in sorted(policies.items()):
             try:
                 spec = parse_policy(body).spec
@@ -438,44 +480,89 @@ class Detector:
             if full:
                 self.last_evaluated[name] = started
             self.handled_request[name] = requested
-            try:
-                await self.evaluate_policy(
-                    name, spec, chosen, patches, memo, everyone=None if full else workloads
-                )
-                results = self._merged(workloads)
-            except Exception:  # one policy must never stop the ones sorted after it
-                log.exception("policy %s: evaluation failed; the next policy goes on", name)
-                for dep in workloads:
-                    self.evaluated[dep["metadata"]["uid"]] = _inputs(dep)
-                continue
-            self._record_metrics(name, results)
-            if self.securityhub is not None:
-                try:
-                    await self.securityhub.export(
-                        {name: results}, now=self.clock(),
-                        opted_out={(ns, n) for _, ns, n in self.opted_out},
-                    )
-                except AdapterError as exc:
-                    log.warning(
-                        "Security Hub export for policy %s failed: %s: %s", name, exc.reason, exc
-                    )
-            await self._prune(name, spec, patches)
-            log.info(
-                "policy %s: %d workloads evaluated in %.2fs in pass %d%s (%s)",
-                name,
-                len(chosen),
-                self.monotonic() - started,
-                self.passes,
-                "" if full else f", targeted: {len(chosen)} of {len(workloads)} follow "
-                f"{_clip(', '.join(sorted(forced)), 300)}",
-                ", ".join(
-                    f"{k}={v}"
-                    for k, v in compliance.counts(State(r.state) for r in results).items()
-                    if v
-                ),
+            # Each policy in its own task: one that is still running after
+            # ``patience`` seconds (a slow registry) goes on beside the next.
+            lane = asyncio.create_task(
+                self._evaluate_due(name, spec, workloads, patches, memo, started,
+                                   pass_started=pass_started, chosen=chosen, full=full,
+                                   forced=forced),
+                name=f"detection-{name}",
             )
+            lanes.append(lane)
+            try:
+                await asyncio.wait({lane}, timeout=self.patience)
+            except asyncio.CancelledError:  # shutting down: no lane outlives the pass
+                for started_lane in lanes:
+                    started_lane.cancel()
+                raise
+        try:
+            outcomes = await asyncio.gather(*lanes, return_exceptions=True)
+        finally:
+            for lane in lanes:
+                lane.cancel()
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome  # a bug past the per-policy isolation: the supervisor's
         await self.memory.flush()  # states recorded in this pass; a record that fails is kept
         metrics.record_detection_pass()
+
+    async def _evaluate_due(
+        self,
+        name: str,
+        spec: PolicySpec,
+        workloads: list[dict[str, Any]],
+        patches: Sequence[Mapping[str, Any]],
+        memo: _Pass,
+        started: float,
+        *,
+        pass_started: float,
+        chosen: list[dict[str, Any]],
+        full: bool,
+        forced: set[str],
+    ) -> None:
+        """Evaluate one due policy, then export, prune and log it (a task of ``evaluate_all``).
+
+        ``chosen``: the workloads to evaluate, all of ``workloads`` unless the pass
+        is targeted (``full`` false: only events are due); the results exported and
+        counted are every workload's last ones all the same.
+        """
+        try:
+            await self.evaluate_policy(
+                name, spec, chosen, patches, memo, everyone=None if full else workloads
+            )
+            results = self._merged(workloads)
+        except Exception:  # one policy must never stop the ones sorted after it
+            log.exception("policy %s: evaluation failed; the next policy goes on", name)
+            for dep in workloads:
+                self.evaluated[dep["metadata"]["uid"]] = _inputs(dep)
+            return
+        self._record_metrics(name, results)
+        if self.securityhub is not None:
+            try:
+                await self.securityhub.export(
+                    {name: results}, now=self.clock(),
+                    opted_out={(ns, n) for _, ns, n in self.opted_out},
+                )
+            except AdapterError as exc:
+                log.warning(
+                    "Security Hub export for policy %s failed: %s: %s", name, exc.reason, exc
+                )
+        await self._prune(name, spec, patches)
+        log.info(
+            "policy %s: %d workloads evaluated in %.2fs in pass %d, started %.2fs into it%s (%s)",
+            name,
+            len(chosen),
+            self.monotonic() - started,
+            self.passes,
+            started - pass_started,
+            "" if full else f", targeted: {len(chosen)} of {len(workloads)} follow "
+            f"{_clip(', '.join(sorted(forced)), 300)}",
+            ", ".join(
+                f"{k}={v}"
+                for k, v in compliance.counts(State(r.state) for r in results).items()
+                if v
+            ),
+        )
 
     def _forget_gone(self, policies: Mapping[str, Mapping[str, Any]]) -> None:
         """Drop what is kept per workload or policy once it is gone, and stale cache entries.
@@ -575,6 +662,10 @@ class Detector:
         self._findings_errors = []
         registry = _registry_for(self.registry, policy)
         results: list[tuple[Mapping[str, Any], list[tuple[ContainerFacts, Assessment]]]] = []
+        # The pass budget: facts are gathered until it runs out; what is left is
+        # Unknown, naming the host the time went to, and the pass goes on.
+        deadline = self.monotonic() + self.pass_budget
+        out_of_budget = ""
         for dep in workloads:
             ns = dep["metadata"]["namespace"]
             labels = await self._namespace_labels(ns, memo)
@@ -594,11 +685,19 @@ class Detector:
             for container in _containers(dep):
                 if problem:
                     facts = _failed_facts(container, INVALID_ANNOTATION, problem)
+                elif out_of_budget:
+                    facts = _failed_facts(container, PASS_BUDGET_EXCEEDED, out_of_budget)
                 else:
                     try:
-                        facts = await self.container_facts(
-                            dep, container, spec, memo, registry=registry
-                        )
+                        with timed_hosts() as times:
+                            async with asyncio.timeout(max(deadline - self.monotonic(), 0)):
+                                facts = await self.container_facts(
+                                    dep, container, spec, memo, registry=registry
+                                )
+                    except TimeoutError:
+                        out_of_budget = self._budget_message(times)
+                        log.warning("policy %s: %s", policy, out_of_budget)
+                        facts = _failed_facts(container, PASS_BUDGET_EXCEEDED, out_of_budget)
                     except Exception as exc:  # noqa: BLE001 - isolation: see the module docstring
                         log.warning(
                             "%s/%s: evaluating image %r failed",
@@ -791,6 +890,18 @@ class Detector:
             )  # fmt: skip
         await self.kube.write_policy_status(policy, status)
         return out
+
+    def _budget_message(self, times: HostTimes) -> str:
+        slow = times.slowest()
+        where = (
+            f": registry {slow} was slow ({times.seconds[slow]:.1f}s in this container's calls)"
+            if slow
+            else ""
+        )
+        return (
+            f"not evaluated: the policy's pass budget of {self.pass_budget:g}s "
+            f"(--policy-pass-budget) ran out{where}"
+        )
 
     # -- facts ---------------------------------------------------------------------------
 
