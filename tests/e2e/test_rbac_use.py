@@ -25,6 +25,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from imagepatch.model.memory import MEMORY_LABEL, MEMORY_LABEL_VALUE
 from tests.support.audit import Call, Grant, load_grants, read_calls, uncovered, unused
 from tests.support.images import make_base_image
 from tests.support.operator import (
@@ -90,6 +91,10 @@ def audited(kube, crds, registry, tmp_path_factory) -> Iterator[tuple[OperatorPr
         pytest.skip("needs the local API server's audit log")
     install_rbac(kube)
     kube.kubectl("apply", "-f", str(REPO / "deploy" / "namespace.yaml"))
+    # The operator's memory, as a fresh install has it: none. Earlier modules' operators left
+    # its ConfigMaps, and one that exists is patched, never created again.
+    kube.kubectl("delete", "configmaps", "-n", NAMESPACE, "-l", f"{MEMORY_LABEL}={MEMORY_LABEL_VALUE}",
+                 "--ignore-not-found")
     offset = kube.audit_log.stat().st_size if kube.audit_log.exists() else 0
     work = tmp_path_factory.mktemp("rbac")
     proc = OperatorProcess(

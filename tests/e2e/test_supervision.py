@@ -136,11 +136,16 @@ def annotations(given: Scenario, ns: str, name: str) -> dict:
 
 
 def refused_as_operator(given: Scenario, proc: OperatorProcess, ns: str, name: str, vap: str) -> None:
-    """Wait until the operator's own credentials are refused a write (the policy is in force)."""
+    """Wait until the operator's own credentials are refused a write (the policy is in force).
+
+    The probe is a write the shipped admission policy (deploy/admission-policy.yaml) lets the
+    operator make, its state mirror on an opted-in workload, so only this test's policy refuses
+    it; a server-side dry run, so nothing is written while the policy is not yet in force.
+    """
     def refused() -> bool:
         res = subprocess.run(
             [given.kube.kubectl_bin, "--kubeconfig", str(proc.kubeconfig), "annotate", "deployment",
-             name, "-n", ns, "--overwrite", f"probe={time.monotonic()}"],
+             name, "-n", ns, "--overwrite", "--dry-run=server", f"{STATE}=probe-{time.monotonic()}"],
             capture_output=True, text=True, timeout=30)
         return res.returncode != 0 and vap in res.stderr
 
@@ -159,7 +164,10 @@ def test_a_refused_annotation_write_does_not_stop_other_workloads_being_evaluate
 ) -> None:
     # Given: the frozen namespace, refusing the operator before anything it would touch exists.
     frozen = given.namespace("frozen")
-    given.apply(unmanaged_deployment(frozen, "sentinel"))
+    # (opted in to a policy that does not exist: the probe below writes what the shipped
+    # admission policy allows the operator on an opted-in workload)
+    given.apply(unmanaged_deployment(frozen, "sentinel",
+                                     {"imagepatch.dev/policy": unique("no-such-policy")}))
     vap = refuse_operator_writes(frozen)
     refused_as_operator(given, detector, frozen, "sentinel", vap)
     # ... an opted-out Deployment with our state annotation still on it, and one whose
