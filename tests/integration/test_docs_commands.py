@@ -131,5 +131,7 @@ def test_documented_commands_run_against_the_local_api_server(kube, helm: Helm, 
             helm.run("uninstall", "imagepatch", "--kubeconfig", str(kube.kubeconfig),
                      "--namespace", "imagepatch-system", "--wait", check=False)
     finally:
+        # The README's walkthrough namespace; the CRDs later tests rely on.
+        kube.kubectl("delete", "namespace", "team-a", "--ignore-not-found", "--wait=false", check=False)
         install_crds(kube)
     print(f"\nran {len(ran)} documented blocks/commands: {ran}")
