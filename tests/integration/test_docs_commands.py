@@ -3,7 +3,7 @@
 The fenced ``sh``/``bash``/``shell`` blocks of README.md, docs/*.md and
 charts/imagepatch/README.md, and the indented commands of the chart's
 NOTES.txt (rendered by ``helm install --dry-run``), are extracted. A block is
-run with bash (``set -euo pipefail``, from the repository root, with the local
+run with bash (``set -euo pipefail``, from a copy of the repository root, with the local
 cluster's KUBECONFIG and the built kubectl and helm first on PATH) unless the
 line just before its fence is a marker (the convention is documented in
 README.md, "Documented commands are tested"):
@@ -102,9 +102,16 @@ def test_documented_commands_run_against_the_local_api_server(kube, helm: Helm, 
         "HOME": str(tmp_path),
     }
     ran: list[str] = []
+    # A checkout whose files are the repository's (symlinks), so what a
+    # command writes (iam-policy.json) lands in tmp_path, not the worktree.
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    for entry in REPO.iterdir():
+        if entry.name != ".git":
+            (checkout / entry.name).symlink_to(entry)
 
     def run(where: str, script: str) -> None:
-        res = subprocess.run(["bash", "-c", "set -euo pipefail\n" + script], cwd=REPO, env=env,
+        res = subprocess.run(["bash", "-c", "set -euo pipefail\n" + script], cwd=checkout, env=env,
                              capture_output=True, text=True, timeout=300)
         assert res.returncode == 0, f"{where} failed:\n{script}\n--- stdout\n{res.stdout}\n--- stderr\n{res.stderr}"
         ran.append(where)
