@@ -90,6 +90,11 @@ def options_from_args(args: argparse.Namespace) -> Options:
         namespaces=tuple(args.namespace),
         kube_request_timeout=args.kube_request_timeout,
         registry_cache_bytes=args.registry_cache_size,
+        registry_timeout=args.registry_timeout,
+        registry_max_in_flight=args.registry_max_in_flight,
+        registry_breaker_failures=args.registry_breaker_failures,
+        registry_breaker_cooldown=args.registry_breaker_cooldown,
+        policy_pass_budget=args.policy_pass_budget,
     )
     if options.build_namespace == options.operator_namespace:
         log.warning(
@@ -122,6 +127,16 @@ def _positive_seconds(text: str) -> float:
         value = -1.0
     if not value > 0:
         raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
     return value
 
 
@@ -203,6 +218,23 @@ def build_parser() -> argparse.ArgumentParser:
                      help="memory budget of the cache of immutable registry reads, in bytes "
                           "or with a Ki/Mi/Gi suffix; 0 turns it off "
                           "(default: $IMAGEPATCH_REGISTRY_CACHE_SIZE or %(default)s)")
+    run.add_argument("--registry-timeout", type=_positive_seconds, default=30.0,
+                     help="seconds one registry operation may take, retries included "
+                          "(default: %(default)s)")
+    run.add_argument("--registry-max-in-flight", type=_positive_int, default=4,
+                     help="registry operations in flight per registry host at most; the "
+                          "others wait (default: %(default)s)")
+    run.add_argument("--registry-breaker-failures", type=_positive_int, default=5,
+                     help="failed operations in a row (after retries) that open a registry "
+                          "host's circuit breaker: calls to it then fail fast "
+                          "(RegistryCircuitOpen) until one probe succeeds (default: %(default)s)")
+    run.add_argument("--registry-breaker-cooldown", type=_positive_seconds, default=30.0,
+                     help="seconds an open circuit breaker fails calls fast before it lets "
+                          "one probe through (default: %(default)s)")
+    run.add_argument("--policy-pass-budget", type=_positive_seconds, default=60.0,
+                     help="seconds one policy's detection pass may spend reading registries; "
+                          "containers not evaluated by then are Unknown (PassBudgetExceeded, "
+                          "naming the slow host) and the pass goes on (default: %(default)s)")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.set_defaults(func=_run)
     cli_report.add_parser(sub)

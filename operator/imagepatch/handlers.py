@@ -31,8 +31,10 @@ from imagepatch.adapters.registry import (
     PolicySecrets,
     PullThroughRules,
     RegistryClient,
+    RetryPolicy,
 )
 from imagepatch.adapters.securityhub import SecurityHubExporter
+from imagepatch.core.breaker import BreakerSettings
 from imagepatch.core.liveness import watch_liveness
 from imagepatch.model import names
 from imagepatch.reconcile.detection import Detector
@@ -76,6 +78,15 @@ class Options:
     kube_request_timeout: float = 60.0
     # Bytes of immutable registry reads (manifests, configs) kept in memory.
     registry_cache_bytes: int = 64 * 1024 * 1024
+    # Bounded time: seconds one registry operation may take, retries included;
+    # operations in flight per registry host; a host's circuit breaker opens
+    # after this many failed operations in a row, for this many seconds.
+    registry_timeout: float = 30.0
+    registry_max_in_flight: int = 4
+    registry_breaker_failures: int = 5
+    registry_breaker_cooldown: float = 30.0
+    # Seconds one policy's detection pass may spend gathering facts.
+    policy_pass_budget: float = 60.0
 
 POLICIES = (names.GROUP, names.VERSION, names.POLICIES)
 IMAGEPATCHES = (names.GROUP, names.VERSION, names.IMAGEPATCHES)
@@ -112,6 +123,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         endpoints=options.registry_endpoints,
         cache_bytes=options.registry_cache_bytes,
         allow_networks=options.registry_allow_networks,
+        retry=RetryPolicy(timeout=options.registry_timeout),
+        max_in_flight=options.registry_max_in_flight,
+        breaker=BreakerSettings(failures=options.registry_breaker_failures,
+                                cooldown=options.registry_breaker_cooldown),
     )
     findings = FindingsReader(region=options.aws_region) if options.aws_region else None
     builders: dict[str, Builder] = {
@@ -124,7 +139,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     if options.securityhub:
         securityhub = SecurityHubExporter(options.aws_region, cluster_name=options.cluster_name)
     if options.metrics_port:
-        metrics.serve(options.metrics_port, registry_stats=memo.registry.stats)
+        metrics.serve(options.metrics_port, registry_stats=memo.registry.stats,
+                      registry_gate=memo.registry.gate)
     memo.rebuild_tools = RebuildTools(registry=memo.registry, builders=builders,
                                       findings=findings)
     # The operator's memory, in its own namespace (tenants cannot write it): read once here.
@@ -132,7 +148,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     await memo.memory.load()
     memo.detector = Detector(kube=memo.kube, registry=memo.registry, findings=findings,
                              secrets=secrets, securityhub=securityhub, tick=options.detect_tick,
-                             upstreams=PullThroughRules(), memory=memo.memory)
+                             upstreams=PullThroughRules(), memory=memo.memory,
+                             pass_budget=options.policy_pass_budget)
     memo.heartbeat = Heartbeat()
     memo.stale_after = options.liveness_stale_after
     memo.backoff = Backoff()

@@ -24,7 +24,8 @@ def draw(results: Path, png: Path) -> None:
     matplotlib.use("Agg")  # no display: write a file
     import matplotlib.pyplot as plt
 
-    runs = sorted(json.loads(results.read_text())["runs"], key=lambda r: r["workloads"])
+    runs = sorted((r for r in json.loads(results.read_text())["runs"] if not r.get("by_tag")),
+                  key=lambda r: r["workloads"])
     n = [r["workloads"] for r in runs]
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.2), dpi=100)
     ax = axes[0]

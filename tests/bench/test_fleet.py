@@ -8,8 +8,11 @@ The table (one column per scale) is printed at the end and every figure is
 written to ``bench-results.json`` (``BENCH_RESULTS`` to write elsewhere), from
 which ``make bench-chart`` draws ``docs/benchmarks-scaling.png``.
 
-``BENCH_SCALES=100,1000`` picks the scales, ``BENCH_IDLE_SECONDS`` the length
-of each idle window (60 by default).
+``BENCH_SCALES=100,1000`` picks the scales of the fleet that pins digests
+(``0``: none), ``BENCH_BY_TAG_SCALES`` those of the fleet deployed by tag
+(1,000 by default; ``0``: none), which measures the event path when every app
+tag must be resolved: the registry requests after one base push event.
+``BENCH_IDLE_SECONDS`` is the length of each idle window (60 by default).
 """
 
 from __future__ import annotations
@@ -30,8 +33,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 def scales() -> list[int]:
     if os.environ.get("BENCH_SCALES"):
-        return [int(s) for s in os.environ["BENCH_SCALES"].split(",") if s.strip()]
+        return [int(s) for s in os.environ["BENCH_SCALES"].split(",") if s.strip() and int(s) > 0]
     return [100, 1000] + ([3000] if os.environ.get("BENCH_LARGE") == "1" else [])
+
+
+def by_tag_scales() -> list[int]:
+    raw = os.environ.get("BENCH_BY_TAG_SCALES", "1000")
+    return [int(s) for s in raw.split(",") if s.strip() and int(s) > 0]
 
 
 def test_fleet_scaling(registry, moto_server, tmp_path_factory) -> None:
@@ -40,8 +48,9 @@ def test_fleet_scaling(registry, moto_server, tmp_path_factory) -> None:
     idle = float(os.environ.get("BENCH_IDLE_SECONDS", "60"))
     out = Path(os.environ.get("BENCH_RESULTS", REPO / "bench-results.json"))
     runs = []
-    for n in scales():
-        work = tmp_path_factory.mktemp(f"fleet-{n}")
+    fleets = [(n, False) for n in scales()] + [(n, True) for n in by_tag_scales()]
+    for n, by_tag in fleets:
+        work = tmp_path_factory.mktemp(f"fleet-{n}{'-by-tag' if by_tag else ''}")
         cluster = LocalCluster(state_dir=work / "cluster", bin_dir=build_binaries())
         cluster.start()
         try:
@@ -49,10 +58,10 @@ def test_fleet_scaling(registry, moto_server, tmp_path_factory) -> None:
                         kwok=True, audit_log=cluster.audit_log)
             install_crds(kube)
             runs.append(run_fleet(kube, cluster.audit_log, registry, moto_server, work,
-                                  FleetSpec(workloads=n, idle_seconds=idle)))
+                                  FleetSpec(workloads=n, idle_seconds=idle, by_tag=by_tag)))
         finally:
             cluster.stop()
         write_results(out, runs)  # after every scale: a later failure keeps what was measured
     print("\n" + format_table(runs))
-    print(growth(runs))
+    print(growth([r for r in runs if not r.get("by_tag")]))
     print(f"figures written to {out}")

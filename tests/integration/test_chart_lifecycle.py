@@ -5,8 +5,9 @@ pod; the operator itself is not what is tested here), a release installed
 with the EKS/IRSA values from the README's quick start:
 
 * installs the ServiceAccount with the role annotation, the RBAC (the build
-  Role in the build namespace) and the Deployment, and Helm reports it
-  ``deployed``;
+  Role in the build namespace), the build namespace's egress NetworkPolicy,
+  the ValidatingAdmissionPolicy bound to this release's ServiceAccount and the
+  Deployment, and Helm reports it ``deployed``;
 * upgrades in place to new values (metrics on, another region): revision 2,
   the Deployment's arguments follow;
 * uninstalls everything it made, except what Helm's conventions keep: the
@@ -72,6 +73,12 @@ def test_helm_install_upgrade_uninstall_keeps_crds_and_imagepatches(kube, helm: 
         assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == ROLE_ARN
         assert get("role", f"{release}-builds", builds), "the build Role lives in the build namespace"
         assert get("namespace", builds)["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "baseline"
+        assert get("networkpolicy", f"{release}-builds-egress", builds), "builds have an egress policy"
+        # The admission policy applies to this release's ServiceAccount only.
+        policy = get("validatingadmissionpolicy", f"{release}-writes")
+        assert policy["spec"]["matchConditions"][0]["expression"] == (
+            f"request.userInfo.username == 'system:serviceaccount:{namespace}:{release}'")
+        assert get("validatingadmissionpolicybinding", f"{release}-writes")
         args = args_of_deployment()
         assert args[args.index("--aws-region") + 1] == "eu-west-1"
         assert args[args.index("--build-namespace") + 1] == builds
@@ -109,6 +116,9 @@ def test_helm_install_upgrade_uninstall_keeps_crds_and_imagepatches(kube, helm: 
     assert get("serviceaccount", release, namespace) is None
     assert get("clusterrole", release) is None
     assert get("role", f"{release}-builds", builds) is None
+    assert get("networkpolicy", f"{release}-builds-egress", builds) is None
+    assert get("validatingadmissionpolicy", f"{release}-writes") is None
+    assert get("validatingadmissionpolicybinding", f"{release}-writes") is None
     # ... and keeps the CRDs, the users' resources and the build namespace.
     for crd in ("imagepatchpolicies.imagepatch.dev", "imagepatches.imagepatch.dev"):
         assert get("crd", crd), f"{crd} was deleted by helm uninstall"

@@ -102,7 +102,7 @@ MINIMAL_POLICY_DEFAULTED: dict[str, Any] = {
         "maxRestarts": 0,
         "rollback": True,
         "cronJobTrialRun": False,
-        "cronJobRunWithin": "24h",
+        "cronJobRunWithin": "192h",
         "onTargetFailure": "Continue",
     },
     "history": {"keepCount": 100, "maxAge": "2160h"},

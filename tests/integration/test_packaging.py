@@ -3,6 +3,13 @@
 * The chart's ``crds/`` are byte-identical copies of the top-level ``crds/``.
 * The chart's RBAC holds exactly the rules of ``deploy/rbac.yaml`` (the RBAC
   the e2e tests run the operator under).
+* The chart's ValidatingAdmissionPolicy equals ``deploy/admission-policy.yaml``
+  with the defaults and follows the release's ServiceAccount, namespace and
+  build namespace; the build namespace's egress NetworkPolicy equals
+  ``deploy/build-networkpolicy.yaml`` and never admits instance metadata,
+  whatever CIDRs the values give; the Secrets grant names the Secrets the
+  values list; metrics are reachable only from the monitoring namespace by
+  default. (``test_admission_policy.py`` proves the policy on the API server.)
 * ``helm lint --strict`` passes; ``helm template`` renders with the defaults
   and with EKS-style values; ``values.schema.json`` rejects bad values.
 * The rendered chart and ``kubectl apply -k deploy/`` pass a server-side
@@ -22,6 +29,7 @@ project cache (``$IMAGEPATCH_CACHE/bin/helm-v3.22.0/helm``), once.
 from __future__ import annotations
 
 import copy
+import ipaddress
 import json
 import os
 import re
@@ -211,7 +219,8 @@ def test_default_render_is_one_restricted_rolling_replica(helm: Helm) -> None:
     docs = helm.template()
     assert sorted(d["kind"] for d in docs) == sorted(
         ["ServiceAccount", "ClusterRole", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
-         "Role", "RoleBinding", "Namespace", "Deployment", "NetworkPolicy"]
+         "Role", "RoleBinding", "Namespace", "Deployment", "NetworkPolicy", "NetworkPolicy",
+         "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
     ), "metrics are off by default: no Service, no ServiceMonitor"
     deploy = one(docs, "Deployment")
     assert deploy["spec"]["replicas"] == 1
@@ -293,34 +302,180 @@ def ingress_ports(policy: dict[str, Any]) -> list[tuple[int, tuple]]:
                   for rule in policy["spec"]["ingress"] for p in rule["ports"])
 
 
+MONITORING = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+
+
+def operator_policy(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The operator pod's NetworkPolicy (the build namespace has its own)."""
+    (policy,) = [d for d in docs if d["kind"] == "NetworkPolicy"
+                 and not d["metadata"]["name"].endswith("-builds-egress")]
+    return policy
+
+
 def test_network_policy_admits_only_the_health_and_metrics_ports(helm: Helm, tmp_path: Path) -> None:
-    """Ingress to the operator pod only on its probe port, plus metrics when they are served."""
+    """Ingress to the operator pod only on its probe port, plus metrics for the monitoring namespace."""
     default = helm.template()
-    policy = one(default, "NetworkPolicy")
+    policy = operator_policy(default)
     pod_labels = one(default, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
     assert policy["spec"]["policyTypes"] == ["Ingress"]  # egress: API server, registries, AWS
     assert ingress_ports(policy) == [(8080, ())]
 
-    scraper = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    # Metrics on: restricted by default to Prometheus's usual namespace, never open to all.
     path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump({"metrics": {"enabled": True}}))
+    assert ingress_ports(operator_policy(helm.template(values=path))) == [
+        (8080, ()), (9090, (json.dumps(MONITORING, sort_keys=True),))]
+
+    scraper = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "observability"}}}
     path.write_text(yaml.safe_dump({"health": {"port": 8081},
                                     "metrics": {"enabled": True, "port": 9100},
                                     "networkPolicy": {"metricsFrom": [scraper]}}))
-    assert ingress_ports(one(helm.template(values=path), "NetworkPolicy")) == [
+    assert ingress_ports(operator_policy(helm.template(values=path))) == [
         (8081, ()), (9100, (json.dumps(scraper, sort_keys=True),))]
+    # An empty list admits nobody to the metrics port (no rule without `from`).
+    path.write_text(yaml.safe_dump({"metrics": {"enabled": True}, "networkPolicy": {"metricsFrom": []}}))
+    assert ingress_ports(operator_policy(helm.template(values=path))) == [(8080, ())]
 
     path.write_text(yaml.safe_dump({"networkPolicy": {"enabled": False}}))
-    assert not [d for d in helm.template(values=path) if d["kind"] == "NetworkPolicy"]
+    assert [d["metadata"]["name"] for d in helm.template(values=path) if d["kind"] == "NetworkPolicy"] == [
+        "imagepatch-builds-egress"]
 
     # deploy/: the same policy for its pod, with the metrics port the operator's
-    # --metrics-port would use (9090, the chart's default).
+    # --metrics-port would use (9090, the chart's default), for the monitoring namespace.
     shipped = load_yaml_docs(DEPLOY / "networkpolicy.yaml")
     deployment = one(load_yaml_docs(DEPLOY / "deployment.yaml"), "Deployment")
     assert one(shipped, "NetworkPolicy")["spec"]["podSelector"]["matchLabels"].items() <= (
         deployment["spec"]["template"]["metadata"]["labels"].items())
-    assert ingress_ports(one(shipped, "NetworkPolicy")) == [(8080, ()), (9090, ())]
+    assert ingress_ports(one(shipped, "NetworkPolicy")) == [
+        (8080, ()), (9090, (json.dumps(MONITORING, sort_keys=True),))]
     assert "networkpolicy.yaml" in yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())["resources"]
+
+
+# Never reachable from a build pod: instance metadata (IMDSv4/v6) and the EKS Pod
+# Identity agent, whatever CIDRs the values give.
+METADATA = [ipaddress.ip_address(a) for a in
+            ("169.254.169.254", "169.254.170.23", "fd00:ec2::254", "fd00:ec2::23")]
+
+
+def admitted(peer: dict[str, Any], address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether an ipBlock peer admits ``address`` (its cidr minus its excepts)."""
+    block = peer["ipBlock"]
+    cidr = ipaddress.ip_network(block["cidr"])
+    if cidr.version != address.version or address not in cidr:
+        return False
+    return not any(address in ipaddress.ip_network(e) for e in block.get("except") or ())
+
+
+def build_policy(docs: list[dict[str, Any]], namespace: str = "imagepatch-builds") -> dict[str, Any]:
+    (policy,) = [d for d in docs if d["kind"] == "NetworkPolicy"
+                 and d["metadata"]["name"].endswith("-builds-egress")]
+    assert policy["metadata"]["namespace"] == namespace
+    return policy
+
+
+def test_build_egress_policy_admits_dns_registries_and_api_server_never_metadata(
+    helm: Helm, tmp_path: Path
+) -> None:
+    policy = build_policy(helm.template())
+    # Every pod of the build namespace, egress only: DNS to kube-dns, registries on 443.
+    assert policy["spec"]["podSelector"] == {} and policy["spec"]["policyTypes"] == ["Egress"]
+    dns, registries = policy["spec"]["egress"]
+    assert dns["ports"] == [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
+    assert dns["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                          "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}]
+    assert registries["ports"] == [{"port": 443, "protocol": "TCP"}]
+    assert {p["ipBlock"]["cidr"] for p in registries["to"]} == {"0.0.0.0/0", "::/0"}
+    assert not [a for a in METADATA for p in registries["to"] if admitted(p, a)]
+    # deploy/ ships the same policy, in its kustomization.
+    shipped = one(load_yaml_docs(DEPLOY / "build-networkpolicy.yaml"), "NetworkPolicy")
+    assert shipped["metadata"]["namespace"] == "imagepatch-builds"
+    assert shipped["spec"] == policy["spec"]
+    assert "build-networkpolicy.yaml" in yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())["resources"]
+
+    # Given CIDRs of every shape: the chart keeps link-local out of each block that holds it.
+    cidrs = ["10.0.0.0/8", "169.0.0.0/8", "169.254.0.0/15", "128.0.0.0/1", "0.0.0.0/0",
+             "::/0", "2600::/12", "fd12:3456::/32", "192.168.1.5/32"]
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump({"builds": {"namespace": "imagepatch-system", "egressPolicy": {
+        "registries": {"cidrs": cidrs, "ports": [443, 5000]},
+        "apiServer": {"cidrs": ["172.20.0.0/16", "0.0.0.0/0"]}}}}))
+    policy = build_policy(helm.template(values=path), "imagepatch-system")
+    _, registries, api = policy["spec"]["egress"]
+    assert [p["ipBlock"]["cidr"] for p in registries["to"]] == cidrs
+    assert [p["port"] for p in registries["ports"]] == [443, 5000]
+    assert [p["port"] for p in api["ports"]] == [443, 6443]
+    assert not [(a, p) for a in METADATA for rule in (registries, api) for p in rule["to"] if admitted(p, a)]
+    # Blocks that do not hold link-local addresses carry no `except` (the API server
+    # accepts an except only inside its block).
+    assert [p["ipBlock"]["cidr"] for p in registries["to"] if "except" in p["ipBlock"]] == [
+        "169.0.0.0/8", "169.254.0.0/15", "128.0.0.0/1", "0.0.0.0/0", "::/0"]
+    # Builds in the release's own namespace: the policy leaves the operator's pod out.
+    assert policy["spec"]["podSelector"] == {"matchExpressions": [
+        {"key": "app.kubernetes.io/instance", "operator": "NotIn", "values": [RELEASE]}]}
+
+    # A block inside link-local, or one the chart cannot place, is refused.
+    for cidr in ("169.254.169.254/32", "169.254.0.0/16", "fd00:ec2::/32", "fd00:ec2:0:1::/64",
+                 "fd00::/8", "8000::/1"):
+        path.write_text(yaml.safe_dump({"builds": {"egressPolicy": {"registries": {"cidrs": [cidr]}}}}))
+        res = helm.run("template", RELEASE, str(CHART), "--values", str(path), check=False)
+        assert res.returncode != 0 and cidr in res.stderr, (cidr, res.stderr)
+
+    path.write_text(yaml.safe_dump({"builds": {"egressPolicy": {"enabled": False}}}))
+    assert [d["metadata"]["name"] for d in helm.template(values=path) if d["kind"] == "NetworkPolicy"] == [
+        "imagepatch"]
+
+
+def test_secrets_grant_names_the_credential_secrets_when_the_values_list_them(
+    helm: Helm, tmp_path: Path
+) -> None:
+    def secrets_rule(docs: list[dict[str, Any]]) -> dict[str, Any]:
+        (rule,) = [r for r in by_namespace(docs, "Role")["imagepatch-system"]["rules"]
+                   if r["resources"] == ["secrets"]]
+        return rule
+
+    # Without names (the chart cannot know what policies will name): get only, as deploy/.
+    assert secrets_rule(helm.template()) == {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump({"registry": {"credentialSecrets": ["ghcr-pull", "quay.pull"]}}))
+    assert secrets_rule(helm.template(values=path)) == {
+        "apiGroups": [""], "resources": ["secrets"], "verbs": ["get"],
+        "resourceNames": ["ghcr-pull", "quay.pull"]}
+
+
+def test_admission_policy_in_the_chart_equals_deploy_and_follows_the_release(
+    helm: Helm, tmp_path: Path
+) -> None:
+    shipped = {d["kind"]: d for d in load_yaml_docs(DEPLOY / "admission-policy.yaml")}
+    assert "admission-policy.yaml" in yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())["resources"]
+    rendered = helm.template()
+    for kind in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
+        assert one(rendered, kind)["spec"] == shipped[kind]["spec"], (
+            f"the chart's {kind} differs from deploy/admission-policy.yaml's")
+    policy = shipped["ValidatingAdmissionPolicy"]
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    assert shipped["ValidatingAdmissionPolicyBinding"]["spec"]["validationActions"] == ["Deny"]
+    # deploy/'s ServiceAccount and build namespace (deploy/rbac.yaml, the operator's default).
+    sa = one(load_yaml_docs(DEPLOY / "rbac.yaml"), "ServiceAccount")["metadata"]
+    (condition,) = policy["spec"]["matchConditions"]
+    assert condition["expression"] == (
+        f"request.userInfo.username == 'system:serviceaccount:{sa['namespace']}:{sa['name']}'")
+    variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+    assert variables["buildNamespace"] == "'imagepatch-builds'"
+
+    # Another release, namespace and build namespace: the policy follows them.
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump({"builds": {"namespace": "ci-builds"},
+                                    "serviceAccount": {"name": "patcher"}}))
+    docs = helm.template(namespace="ops", values=path)
+    policy, binding = one(docs, "ValidatingAdmissionPolicy"), one(docs, "ValidatingAdmissionPolicyBinding")
+    assert policy["spec"]["matchConditions"][0]["expression"] == (
+        "request.userInfo.username == 'system:serviceaccount:ops:patcher'")
+    assert {v["name"]: v["expression"] for v in policy["spec"]["variables"]}["buildNamespace"] == "'ci-builds'"
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+
+    path.write_text(yaml.safe_dump({"admissionPolicy": {"enabled": False}}))
+    assert not [d for d in helm.template(values=path) if d["kind"].startswith("ValidatingAdmissionPolicy")]
 
 
 @pytest.mark.parametrize(
@@ -341,6 +496,12 @@ def test_network_policy_admits_only_the_health_and_metrics_ports(helm: Helm, tmp
         ({"builds": {"namespace": "Not_A_Namespace"}}, "/builds/namespace"),
         ({"builds": {"podSecurityLevel": "lax"}}, "/builds/podSecurityLevel"),
         ({"builds": {"namespaces": "x"}}, "namespaces"),  # unknown key under builds
+        ({"builds": {"egressPolicy": {"registries": {"cidrs": ["registry.example.com"]}}}},
+         "/builds/egressPolicy/registries/cidrs/0"),
+        ({"builds": {"egressPolicy": {"apiServer": {"ports": [0]}}}}, "/builds/egressPolicy/apiServer/ports/0"),
+        ({"builds": {"egressPolicy": {"metadata": True}}}, "metadata"),  # unknown key
+        ({"registry": {"credentialSecrets": ["Not_A_Secret"]}}, "/registry/credentialSecrets/0"),
+        ({"admissionPolicy": {"enabled": "yes"}}, "/admissionPolicy/enabled"),
         ({"replicas": 1}, "replicas"),  # unknown top-level key (a typo of replicaCount)
         ({"serviceAccount": {"annotation": {}}}, "annotation"),  # unknown nested key
     ],

@@ -13,6 +13,9 @@ requests and then checks what the client did:
 * ``corrupt_next(n)``: forward, but flip one byte of the response body;
 * ``reject_auth_next(n)``: answer 401 with the Basic challenge even when the
   request carries credentials (a revoked or expired password);
+* ``tarpit(seconds=30)``: from now on, hold every request ``seconds``
+  before forwarding it (a registry that answers, but at 30 s per request);
+  ``tarpit(0)`` ends it;
 * ``require_basic()``: answer 401 ``WWW-Authenticate: Basic`` to any request
   without an ``Authorization`` header, as ECR does, and forward the rest;
 * ``immutable_tags()``: refuse a manifest PUT to a tag that exists already,
@@ -90,6 +93,7 @@ class FaultProxy:
         self.requests: list[Recorded] = []
         self.basic_realm: str | None = None
         self.tags_immutable = False
+        self.tarpit_seconds = 0.0
         self._faults: deque[Fault] = deque()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -147,6 +151,9 @@ class FaultProxy:
     def require_basic(self, realm: str = "https://proxy.test/") -> None:
         self.basic_realm = realm
 
+    def tarpit(self, seconds: float = 30.0) -> None:
+        self.tarpit_seconds = seconds
+
     def immutable_tags(self, on: bool = True) -> None:
         self.tags_immutable = on
 
@@ -192,6 +199,12 @@ class FaultProxy:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                if proxy.tarpit_seconds:
+                    # A tarpit answers, eventually: the client's timeout ends it first.
+                    proxy._record(self, "tarpit")
+                    if proxy._stopping.wait(proxy.tarpit_seconds):
+                        self.close_connection = True
+                        return
                 fault = proxy._next_fault()
                 if fault is None and proxy.basic_realm and not self.headers.get("Authorization"):
                     proxy._record(self, "challenged")

@@ -1,7 +1,8 @@
 """Run the operator as it runs in a cluster: its own ServiceAccount, shipped RBAC.
 
-As admin, this applies ``deploy/namespace.yaml`` and ``deploy/rbac.yaml``
-(exactly what users install), mints a token for the operator's
+As admin, this applies ``deploy/namespace.yaml``, ``deploy/rbac.yaml`` and
+``deploy/admission-policy.yaml`` (exactly what users install: the operator's
+writes pass the ValidatingAdmissionPolicy too), mints a token for the operator's
 ServiceAccount with the TokenRequest API, writes a kubeconfig holding only
 that token and the cluster's CA, and starts ``python -m imagepatch run`` as a
 subprocess with it. A missing permission therefore fails the test: the log is
@@ -32,6 +33,9 @@ from tests.support.wait import wait_for
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "imagepatch-system"
 SERVICE_ACCOUNT = "imagepatch"
+SERVICE_ACCOUNT_USER = f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}"
+# deploy/admission-policy.yaml's ValidatingAdmissionPolicy (and its binding).
+ADMISSION_POLICY = "imagepatch-writes"
 # An RBAC denial shows as an HTTP 403 status or a "forbidden" API message; the
 # pattern must not match timestamps such as "07:39:48,403".
 EVENT_POST = re.compile(r'"POST /api/v1/namespaces/[^/ ]+/events HTTP')
@@ -40,9 +44,41 @@ FORBIDDEN = re.compile(r'HTTP/1\.1" 403\b|\b403\b.*[Ff]orbidden|[Ff]orbidden.*\b
 
 
 def install_rbac(kube) -> None:
-    """Apply the shipped namespace and RBAC, as an admin would."""
-    for name in ("namespace.yaml", "rbac.yaml"):
+    """Apply the shipped namespace, RBAC and admission policy, as an admin would.
+
+    The operator then runs under ``deploy/admission-policy.yaml``: a write the
+    policy refuses is a 403 in its log, which fails the test.
+    """
+    for name in ("namespace.yaml", "rbac.yaml", "admission-policy.yaml"):
         kube.kubectl("apply", "-f", str(REPO / "deploy" / name))
+    wait_for_admission_policy(kube)
+
+
+def wait_for_admission_policy(kube, *, timeout: float = 30.0) -> None:
+    """Wait until the API server enforces the admission policy (it loads policies asynchronously).
+
+    The probe is a server-side dry run (nothing is created) of a write the
+    policy refuses, made as the operator's ServiceAccount by impersonation (the
+    audit log records only requests authenticated as the ServiceAccount, so
+    tests/e2e/test_rbac_use.py never sees it): a Job in the operator's own
+    namespace, owned by no CronJob.
+    """
+    probe = json.dumps({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "admission-policy-probe", "namespace": NAMESPACE},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [
+            {"name": "probe", "image": "registry.invalid/probe@sha256:" + "0" * 64}]}}},
+    })
+
+    def refused() -> bool:
+        try:
+            kube.kubectl("create", "--dry-run=server", f"--as={SERVICE_ACCOUNT_USER}", "-f", "-",
+                         input=probe)
+        except RuntimeError as exc:
+            return ADMISSION_POLICY in str(exc)
+        return False
+    wait_for(refused, timeout=timeout, interval=0.2,
+             what=f"the API server to enforce ValidatingAdmissionPolicy {ADMISSION_POLICY}")
 
 
 def service_account_kubeconfig(kube, path: Path, *, duration: str = "2h") -> Path:

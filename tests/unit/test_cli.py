@@ -72,3 +72,22 @@ def test_sizes_are_written_as_kubernetes_quantities(text: str, size: int) -> Non
 def test_a_bad_size_or_timeout_is_refused(argv: tuple[str, str]) -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", *argv])
+
+
+def test_bounded_time_flags_default_and_can_be_set() -> None:
+    opts = options()
+    assert (opts.registry_timeout, opts.registry_max_in_flight, opts.registry_breaker_failures,
+            opts.registry_breaker_cooldown, opts.policy_pass_budget) == (30.0, 4, 5, 30.0, 60.0)
+    opts = options("--registry-timeout", "2", "--registry-max-in-flight", "8",
+                   "--registry-breaker-failures", "3", "--registry-breaker-cooldown", "90",
+                   "--policy-pass-budget", "10")
+    assert (opts.registry_timeout, opts.registry_max_in_flight, opts.registry_breaker_failures,
+            opts.registry_breaker_cooldown, opts.policy_pass_budget) == (2.0, 8, 3, 90.0, 10.0)
+
+
+@pytest.mark.parametrize("argv", [("--registry-max-in-flight", "0"), ("--registry-max-in-flight", "x"),
+                                  ("--registry-breaker-failures", "-1"), ("--policy-pass-budget", "0"),
+                                  ("--registry-breaker-cooldown", "never")])
+def test_a_bad_bound_is_refused(argv: tuple[str, str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", *argv])

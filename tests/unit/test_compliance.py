@@ -581,3 +581,22 @@ def test_image_tag_of_an_invalid_reference_is_empty():
     from imagepatch.core.compliance import image_tag
 
     assert (image_tag(f"{REPO}:1.4"), image_tag(f"{REPO}@{RUNNING}"), image_tag("Not A Ref")) == ("1.4", "", "")
+
+
+def test_a_targeted_pass_closes_only_patches_whose_every_target_it_evaluated():
+    def unneeded(*targets: tuple[str, str, str, str]) -> KnownPatch:
+        return KnownPatch(name="p", key="k1", image=REPO, current_digest=RUNNING,
+                          phase="AwaitingApproval", started=False, targets=frozenset(targets))
+
+    # Every target evaluated: closed, as in a full pass.
+    assert plan_patches([], [unneeded(WEB_APP)], evaluated_images=[REPO],
+                        evaluated_targets={WEB_APP, API_APP}).close
+    # A target the pass did not evaluate may still need it: left for a full pass.
+    assert plan_patches([], [unneeded(WEB_APP, API_APP)], evaluated_images=[REPO],
+                        evaluated_targets={WEB_APP}).close == ()
+    # A patch listing no targets may be any workload's: left for a full pass.
+    assert plan_patches([], [unneeded()], evaluated_images=[REPO],
+                        evaluated_targets={WEB_APP}).close == ()
+    # A full pass (no evaluated_targets) closes both.
+    assert plan_patches([], [unneeded(WEB_APP, API_APP)], evaluated_images=[REPO]).close
+    assert plan_patches([], [unneeded()], evaluated_images=[REPO]).close

@@ -42,3 +42,28 @@ def test_a_deleted_policys_detection_series_are_removed_and_the_others_kept() ->
         assert value(name, policy="ms-gone", **labels) is None, name
         assert value(name, policy="ms-kept", **labels) is not None, name
     metrics.keep_policies({"ms-kept"})  # nothing left to remove: no error
+
+
+def test_breaker_state_per_host_follows_the_hosts_in_use() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from imagepatch.adapters.registry.gate import HostGate
+    from imagepatch.core.breaker import BreakerSettings
+
+    now = [0.0]
+    gate = HostGate(breaker=BreakerSettings(failures=1, cooldown=30.0, idle=60.0),
+                    clock=lambda: now[0])
+    gate.board.get("up.example").admit(0.0)
+    gate.board.get("down.example").admit(0.0)
+    gate.board.get("down.example").failed(0.0)
+    registry = CollectorRegistry()
+    registry.register(metrics._RegistryBreakers(gate))
+    name = "imagepatch_registry_breaker_state"
+    assert registry.get_sample_value(name, {"host": "up.example"}) == 0
+    assert registry.get_sample_value(name, {"host": "down.example"}) == 2
+    now[0] = 31.0
+    gate.board.get("down.example").admit(31.0)  # the half-open probe
+    assert registry.get_sample_value(name, {"host": "down.example"}) == 1
+    now[0] = 61.0  # up.example unused for a minute: its series goes
+    assert registry.get_sample_value(name, {"host": "up.example"}) is None
+    assert registry.get_sample_value(name, {"host": "down.example"}) == 1

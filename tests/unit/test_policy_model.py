@@ -533,7 +533,7 @@ def test_cronjob_trial_run_is_off_unless_the_policy_asks_for_it() -> None:
 def test_one_teams_failure_stops_only_that_team_unless_the_policy_says_stop_all() -> None:
     rollout = parse_policy_spec({"namespaceSelector": {}}).rollout
     assert rollout.on_target_failure == OnTargetFailure.CONTINUE
-    assert rollout.cron_job_run_within == dt.timedelta(hours=24)
+    assert rollout.cron_job_run_within == dt.timedelta(hours=192)  # a weekly CronJob is covered
     spec = parse_policy_spec({"namespaceSelector": {}, "rollout": {
         "onTargetFailure": "StopAll", "cronJobRunWithin": "168h"}})
     assert spec.rollout.on_target_failure == OnTargetFailure.STOP_ALL

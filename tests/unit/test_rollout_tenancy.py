@@ -337,3 +337,16 @@ def test_a_container_held_by_another_patch_lets_the_free_targets_of_its_wave_go_
                  window=Window(), now=T0, held_by=held)
     assert waits.requeue_after == 10.0  # CONFLICT_POLL
     assert [r["phase"] for r in waits.status["rollouts"]] == ["Healthy", "Pending", "Pending"]
+
+
+def test_with_the_default_bound_a_weekly_cronjob_is_patched_and_a_monthly_one_is_not() -> None:
+    # Given the defaults a user really has: no trial run, cronJobRunWithin 192h (8 days)
+    now = dt.datetime(2026, 12, 5, 17, 0, tzinfo=dt.UTC)  # a Saturday
+    weekly = cronjob("0 2 * * 0")  # Sundays 02:00: due in 9 hours
+    sunday_just_gone = cronjob("0 16 * * 6")  # Saturdays 16:00: next run in 6 days 23 hours
+    monthly = cronjob("0 2 1 * *")  # the 1st: 26 days away
+    # Then both weekly schedules are patched (their next run verifies them) and the monthly is not
+    assert kinds.cronjob_run_too_far("CronJob", weekly, Rollout(), now) is None
+    assert kinds.cronjob_run_too_far("CronJob", sunday_just_gone, Rollout(), now) is None
+    reason, message = kinds.cronjob_run_too_far("CronJob", monthly, Rollout(), now) or ("", "")
+    assert reason == "CronJobRunTooFar" and "not within 192h" in message

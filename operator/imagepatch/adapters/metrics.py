@@ -13,7 +13,7 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -116,9 +116,34 @@ class _RegistryRequests:
         yield errors
 
 
-def serve(port: int, *, registry_stats: Any | None = None) -> None:
+_BREAKER_VALUES = {"closed": 0, "half-open": 1, "open": 2}
+
+
+class _RegistryBreakers:
+    """Each registry host's circuit breaker state, read from the client's gate at scrape
+    time. Hosts unused for a while are pruned there, so the series follow the hosts in use."""
+
+    def __init__(self, gate: Any) -> None:
+        self.gate = gate
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "imagepatch_registry_breaker_state",
+            "Circuit breaker of each registry host in use: 0 closed, 1 half-open, 2 open.",
+            labels=["host"],
+        )
+        for host, state in sorted(self.gate.states().items()):
+            family.add_metric([host], _BREAKER_VALUES.get(str(state), 0))
+        yield family
+
+
+def serve(
+    port: int, *, registry_stats: Any | None = None, registry_gate: Any | None = None
+) -> None:
     if registry_stats is not None:
         REGISTRY.register(_RegistryRequests(registry_stats))
+    if registry_gate is not None:
+        REGISTRY.register(_RegistryBreakers(registry_gate))
     start_http_server(port, registry=REGISTRY)
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -318,6 +318,7 @@ def plan_patches(
     *,
     evaluated_images: Iterable[str],
     failed_keys: Iterable[str] = (),
+    evaluated_targets: Collection[tuple[str, str, str, str]] | None = None,
 ) -> PatchPlan:
     """What to create, close and retarget, for the images that were evaluated.
 
@@ -330,6 +331,11 @@ def plan_patches(
     another open patch that is changing it (one actor per container), nor for
     a key whose rebuild already failed on its workloads (``failed_keys``: the
     memory kept on the workloads, which outlives history pruning).
+
+    ``evaluated_targets`` (kind, namespace, name, container): a pass that
+    evaluated only these (an event's targeted pass) closes only a patch whose
+    every target is among them; a patch listing no targets is left for a
+    full pass.
     """
     by_key = {p.key: p for p in known if p.key}
     wanted = {i.key: i for i in intents}
@@ -343,6 +349,7 @@ def plan_patches(
         and not (i.targets and all(t.key in held for t in i.targets))
     )
     evaluated = set(evaluated_images)
+    scope = None if evaluated_targets is None else frozenset(evaluated_targets)
     close = tuple(
         p
         for p in known
@@ -352,6 +359,7 @@ def plan_patches(
         and not p.close_requested
         and p.key not in wanted
         and p.image in evaluated
+        and (scope is None or (bool(p.targets) and p.targets <= scope))
     )
     retarget = tuple(
         (by_key[k], i)

@@ -42,6 +42,9 @@ REGISTRY_REJECTED = "RegistryRejected"  # other 4xx: the request itself is wrong
 # loopback, link-local (cloud metadata), private… unless the admin allowed it.
 REGISTRY_ADDRESS_REFUSED = "RegistryAddressRefused"
 REGISTRY_CONFLICT = "RegistryConflict"  # 409
+# The host failed several operations in a row: its circuit breaker is open and
+# calls to it fail fast for a cool-down (adapters/registry/gate.py).
+REGISTRY_CIRCUIT_OPEN = "RegistryCircuitOpen"
 
 # AWS API failures (adapters/aws.py classifies them).
 AWS_ACCESS_DENIED = "AwsAccessDenied"
@@ -118,6 +121,9 @@ POLICY_NOT_FOUND = "PolicyNotFound"  # it names a policy that does not exist
 # outside the policy's spec.rebuild.allowed: no build is started for it
 # (counted by its compliance state, which it still has).
 REBUILD_NOT_ALLOWED = "RebuildNotAllowed"
+# The policy's pass ran out of its time budget (--policy-pass-budget) before
+# this container was evaluated: Unknown, naming the registry host that was slow.
+PASS_BUDGET_EXCEEDED = "PassBudgetExceeded"
 # Why a workload's base is untrusted or unknown, and why it is outdated.
 BASE_IMAGE_OUTDATED = "BaseImageOutdated"
 UNTRUSTED_BASE = "UntrustedBase"

@@ -285,7 +285,8 @@ class Rollout:
     cron_job_trial_run: bool = False
     # CronJobs without a trial run: patched only when the schedule's next run
     # is due within this long; the gate waits that long for it (and no more).
-    cron_job_run_within: dt.timedelta = dt.timedelta(hours=24)
+    # 8 days: a weekly schedule (the most common long one) is covered by default.
+    cron_job_run_within: dt.timedelta = dt.timedelta(hours=192)
     on_target_failure: OnTargetFailure = OnTargetFailure.CONTINUE
 
 

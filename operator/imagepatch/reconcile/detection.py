@@ -4,7 +4,12 @@ The ``Detector`` keeps an in-memory set of opted-in workloads (Deployments,
 StatefulSets, DaemonSets and CronJobs, fed by kopf watches; every container of
 the pod template counts, init containers and native sidecars included, never
 ephemeral containers) and evaluates each policy's workloads every ``checkInterval``, or at
-once when a queue event names one of their images:
+once when a workload changes or a queue event names one of their images. An event's pass
+is *targeted*: the same steps below over only the workloads that run the named image or
+follow it as their base (repository and tag, as last evaluated: ``follows``), every other
+fact reused (an app tag resolved within ``checkInterval`` is not asked again unless an
+event names that app). It closes no ImagePatch with a target it did not evaluate, and the
+policy's counts merge its results with every other workload's last one (``results``):
 
 1. **observe**: the running digest of each container (pinned in the spec,
    else from pod status, else by resolving the tag, and it says which), the
@@ -38,6 +43,13 @@ annotation (the state says so when they differ).
 A registry or AWS failure makes the affected workloads ``Unknown`` with the
 error's reason; it never creates or closes an ImagePatch by mistake.
 
+Bounded time: each policy's pass gathers facts within ``pass_budget``
+seconds (``--policy-pass-budget``); containers left when it runs out are
+``Unknown`` (``PassBudgetExceeded``, naming the registry host the time went
+to) and the pass goes on. Each due policy runs in its own task; one still
+running after ``patience`` seconds goes on beside the next, so a slow
+registry delays other policies by that much, not by its budget.
+
 Isolation: registries, image manifests, workload annotations and queue events
 are input that other people control. Whatever goes wrong while one container
 is evaluated (a classified ``AdapterError`` or any other exception) makes that
@@ -52,6 +64,7 @@ sorted after it are evaluated in the same pass.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime as dt
 import json
 import logging
@@ -65,6 +78,7 @@ from imagepatch.adapters.errors import AdapterError, ConflictError, TransientErr
 from imagepatch.adapters.kube import Kube
 from imagepatch.adapters.memory import OperatorMemory
 from imagepatch.adapters.registry import PolicySecrets, PullThroughRules, RegistryClient
+from imagepatch.adapters.registry.gate import HostTimes, timed_hosts
 from imagepatch.core import compliance, kinds, reasons, rebuild
 from imagepatch.core.compliance import Assessment, ContainerFacts, KnownPatch, State
 from imagepatch.core.events import ImageSignal
@@ -75,6 +89,7 @@ from imagepatch.core.reasons import (
     EVALUATION_FAILED,
     FINDINGS_UNAVAILABLE,
     INVALID_ANNOTATION,
+    PASS_BUDGET_EXCEEDED,
     PATCH_REJECTED,
 )
 from imagepatch.core.retention import retention
@@ -115,6 +130,10 @@ MANAGED_BY = ("app.kubernetes.io/managed-by", "imagepatch")
 # A workload's state write the API server refused (an admission webhook) is
 # tried again after this long, or at once when the workload changes.
 REFUSED_WRITE_RETRY = 300.0
+# Seconds a policy's pass may spend gathering facts before what is left is Unknown.
+DEFAULT_PASS_BUDGET = 60.0
+# Seconds the pass waits on one policy before starting the next beside it.
+SLOW_POLICY_AFTER = 2.0
 
 # Workload states that are not compliance states: reported, never counted.
 NOT_ADMITTED = reasons.NOT_ADMITTED
@@ -129,6 +148,11 @@ _WARNING_STATES = {
     POLICY_NOT_FOUND,
     reasons.REBUILD_NOT_ALLOWED,
 }
+
+
+_FINDINGS_ERRORS: contextvars.ContextVar[list[tuple[str, str]] | None] = contextvars.ContextVar(
+    "imagepatch_findings_errors", default=None
+)
 
 
 @dataclass
@@ -213,6 +237,8 @@ class Detector:
         clock: Clock = utcnow,
         monotonic: Callable[[], float] = time.monotonic,
         tick: float = 5.0,
+        pass_budget: float = DEFAULT_PASS_BUDGET,
+        patience: float = SLOW_POLICY_AFTER,
     ) -> None:
         self.kube = kube
         self.registry = registry
@@ -229,23 +255,53 @@ class Detector:
         self.clock = clock
         self.monotonic = monotonic
         self.tick = tick
+        # Seconds one policy's pass may spend gathering facts (--policy-pass-budget).
+        self.pass_budget = pass_budget
+        # A policy still running after this long goes on in the background while
+        # the next one starts: a slow registry delays other policies by this much.
+        self.patience = patience
         self.workloads: dict[str, dict[str, Any]] = {}  # uid -> workload (slim, with its kind)
         # uid -> (kind, ns, name): a workload that opted out with our annotation left on it
         self.orphans: dict[str, tuple[str, str, str]] = {}
         self.wake = asyncio.Event()
         self.forced: set[str] = set()  # image names (host/repo) a queue event named
+        # name -> the tags the events named ("" when one named none: any tag)
+        self.forced_tags: dict[str, set[str]] = {}
         self.last_evaluated: dict[str, float] = {}  # policy -> monotonic time
         # (credential scope, base tag ref) -> (at, facts)
         self._bases: dict[tuple[str, str], tuple[float, _BaseFacts]] = {}
+        # (credential scope, app tag ref) -> (at, digest): a tag resolved within the
+        # policy's checkInterval is not asked again (an event naming it drops it).
+        self._tags: dict[tuple[str, str], tuple[float, str]] = {}
         # (repo, digest, source) -> (monotonic time read, report)
         self._scans: dict[tuple[str, str, str], tuple[float, ScanReport]] = {}
         self.bases_of: dict[str, set[str]] = {}  # policy -> base names its workloads follow
         self.handled_request: dict[str, str] = {}  # policy -> requestedAt value handled
         self.evaluated: dict[str, str] = {}  # workload uid -> the inputs last evaluated
+        # uid -> (image name, tag) of each image the workload runs or follows as its base,
+        # as last evaluated: what an event must name for a targeted pass to include it.
+        self.follows: dict[str, frozenset[tuple[str, str]]] = {}
+        # uid -> its last result: a targeted pass merges its results with these, so the
+        # policy's counts and findings always cover every workload.
+        self.results: dict[str, WorkloadResult] = {}
         # uid -> (inputs, monotonic time) of a PolicyNotFound record the API server refused
         self.refused_writes: dict[str, tuple[str, float]] = {}
-        self._findings_errors: list[tuple[str, str]] = []  # this policy's, this pass
+        self._findings_errors = []  # this policy's, this pass
         self.passes = 0
+
+    @property
+    def _findings_errors(self) -> list[tuple[str, str]]:
+        """This policy's findings errors in this pass: per task, since slow policies run
+        beside others (``_evaluate_due``)."""
+        errors = _FINDINGS_ERRORS.get()
+        if errors is None:
+            errors = []
+            _FINDINGS_ERRORS.set(errors)
+        return errors
+
+    @_findings_errors.setter
+    def _findings_errors(self, value: list[tuple[str, str]]) -> None:
+        _FINDINGS_ERRORS.set(value)
 
     # -- inputs ------------------------------------------------------------------------
 
@@ -284,14 +340,17 @@ class Detector:
         """Queue events: re-evaluate the named images now, not at the next interval."""
         for signal in signals:
             self.forced.add(signal.name)
+            self.forced_tags.setdefault(signal.name, set()).add(signal.tag or "")
         # A push moves tags and a scan changes findings: forget what we knew of them.
         self._forget({s.name for s in signals})
         self.wake.set()
 
     def _forget(self, names: set[str]) -> None:
-        """Drop cached base digests and scan reports for these image names."""
+        """Drop cached base digests, tag digests and scan reports for these image names."""
         for base in [k for k in self._bases if _image_name(k[1]) in names]:
             del self._bases[base]
+        for tag in [k for k in self._tags if _image_name(k[1]) in names]:
+            del self._tags[tag]
         for scan in [k for k in self._scans if k[0] in names]:
             del self._scans[scan]
 
@@ -314,6 +373,7 @@ class Detector:
 
     async def evaluate_all(self) -> None:
         self.passes += 1
+        pass_started = self.monotonic()
         log.debug("detection pass %d: %d opted-in workloads", self.passes, len(self.workloads))
         policies: dict[str, dict[str, Any]] = {
             p["metadata"]["name"]: p for p in await self.kube.list_policies()
@@ -344,6 +404,7 @@ class Detector:
         self._forget_gone(policies)
         memo = _Pass()
         forced, self.forced = self.forced, set()
+        forced_tags, self.forced_tags = self.forced_tags, {}
         # Each write below is one workload's: one the API server refuses (an
         # admission webhook, a 4xx) is logged and the others, and the pass, go on.
         for uid, (kind, ns, name) in list(self.orphans.items()):
@@ -385,6 +446,7 @@ class Detector:
                     else:
                         self.refused_writes.pop(uid, None)
                 continue
+        lanes: list[asyncio.Task[None]] = []
         for name, body in sorted(policies.items()):
             try:
                 spec = parse_policy(body).spec
@@ -397,53 +459,110 @@ class Detector:
             age = self.monotonic() - self.last_evaluated.get(name, -1e18)
             # A workload that is new, or whose images or annotations changed, is looked at now.
             changed = any(self.evaluated.get(d["metadata"]["uid"]) != _inputs(d) for d in workloads)
-            due = (
+            full = (
                 age >= spec.base_images.check_interval.total_seconds()
                 or changed
-                or bool(images & forced)
                 or requested != self.handled_request.get(name, "")
             )
-            if not due:
+            # Only events due: a targeted pass over the workloads that run or follow
+            # an image the events named; every other fact is still valid.
+            chosen = workloads if full else [
+                d for d in workloads
+                if _named(self.follows.get(d["metadata"]["uid"], frozenset()), forced,
+                          forced_tags)
+            ]
+            if not (full or chosen):
                 continue
             if requested != self.handled_request.get(name, ""):
                 # A human asked for a check now: what we know may be stale, look again.
                 self._forget(self.bases_of.get(name, set()) | images)
             started = self.monotonic()
-            self.last_evaluated[name] = started
+            if full:
+                self.last_evaluated[name] = started
             self.handled_request[name] = requested
-            try:
-                results = await self.evaluate_policy(name, spec, workloads, patches, memo)
-            except Exception:  # one policy must never stop the ones sorted after it
-                log.exception("policy %s: evaluation failed; the next policy goes on", name)
-                for dep in workloads:
-                    self.evaluated[dep["metadata"]["uid"]] = _inputs(dep)
-                continue
-            self._record_metrics(name, results)
-            if self.securityhub is not None:
-                try:
-                    await self.securityhub.export(
-                        {name: results}, now=self.clock(),
-                        opted_out={(ns, n) for _, ns, n in self.opted_out},
-                    )
-                except AdapterError as exc:
-                    log.warning(
-                        "Security Hub export for policy %s failed: %s: %s", name, exc.reason, exc
-                    )
-            await self._prune(name, spec, patches)
-            log.info(
-                "policy %s: %d workloads evaluated in %.2fs in pass %d (%s)",
-                name,
-                len(results),
-                self.monotonic() - started,
-                self.passes,
-                ", ".join(
-                    f"{k}={v}"
-                    for k, v in compliance.counts(State(r.state) for r in results).items()
-                    if v
-                ),
+            # Each policy in its own task: one that is still running after
+            # ``patience`` seconds (a slow registry) goes on beside the next.
+            lane = asyncio.create_task(
+                self._evaluate_due(name, spec, workloads, patches, memo, started,
+                                   pass_started=pass_started, chosen=chosen, full=full,
+                                   forced=forced),
+                name=f"detection-{name}",
             )
+            lanes.append(lane)
+            try:
+                await asyncio.wait({lane}, timeout=self.patience)
+            except asyncio.CancelledError:  # shutting down: no lane outlives the pass
+                for started_lane in lanes:
+                    started_lane.cancel()
+                raise
+        try:
+            outcomes = await asyncio.gather(*lanes, return_exceptions=True)
+        finally:
+            for lane in lanes:
+                lane.cancel()
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome  # a bug past the per-policy isolation: the supervisor's
         await self.memory.flush()  # states recorded in this pass; a record that fails is kept
         metrics.record_detection_pass()
+
+    async def _evaluate_due(
+        self,
+        name: str,
+        spec: PolicySpec,
+        workloads: list[dict[str, Any]],
+        patches: Sequence[Mapping[str, Any]],
+        memo: _Pass,
+        started: float,
+        *,
+        pass_started: float,
+        chosen: list[dict[str, Any]],
+        full: bool,
+        forced: set[str],
+    ) -> None:
+        """Evaluate one due policy, then export, prune and log it (a task of ``evaluate_all``).
+
+        ``chosen``: the workloads to evaluate, all of ``workloads`` unless the pass
+        is targeted (``full`` false: only events are due); the results exported and
+        counted are every workload's last ones all the same.
+        """
+        try:
+            await self.evaluate_policy(
+                name, spec, chosen, patches, memo, everyone=None if full else workloads
+            )
+            results = self._merged(workloads)
+        except Exception:  # one policy must never stop the ones sorted after it
+            log.exception("policy %s: evaluation failed; the next policy goes on", name)
+            for dep in workloads:
+                self.evaluated[dep["metadata"]["uid"]] = _inputs(dep)
+            return
+        self._record_metrics(name, results)
+        if self.securityhub is not None:
+            try:
+                await self.securityhub.export(
+                    {name: results}, now=self.clock(),
+                    opted_out={(ns, n) for _, ns, n in self.opted_out},
+                )
+            except AdapterError as exc:
+                log.warning(
+                    "Security Hub export for policy %s failed: %s: %s", name, exc.reason, exc
+                )
+        await self._prune(name, spec, patches)
+        log.info(
+            "policy %s: %d workloads evaluated in %.2fs in pass %d, started %.2fs into it%s (%s)",
+            name,
+            len(chosen),
+            self.monotonic() - started,
+            self.passes,
+            started - pass_started,
+            "" if full else f", targeted: {len(chosen)} of {len(workloads)} follow "
+            f"{_clip(', '.join(sorted(forced)), 300)}",
+            ", ".join(
+                f"{k}={v}"
+                for k, v in compliance.counts(State(r.state) for r in results).items()
+                if v
+            ),
+        )
 
     def _forget_gone(self, policies: Mapping[str, Mapping[str, Any]]) -> None:
         """Drop what is kept per workload or policy once it is gone, and stale cache entries.
@@ -451,7 +570,8 @@ class Detector:
         So memory is bounded by the fleet as it is, not by every object ever
         seen. ``self.workloads`` itself follows the watch (deleted: dropped).
         """
-        by_workload: tuple[dict[str, Any], ...] = (self.evaluated, self.refused_writes)
+        by_workload: tuple[dict[str, Any], ...] = (
+            self.evaluated, self.refused_writes, self.follows, self.results)
         for table in by_workload:
             for uid in table.keys() - self.workloads.keys():
                 del table[uid]
@@ -475,6 +595,14 @@ class Detector:
             del self._bases[ref]
         for key in [k for k, (at, _) in self._scans.items() if now - at >= longest]:
             del self._scans[key]
+        for tag in [k for k, (at, _) in self._tags.items() if now - at >= longest]:
+            del self._tags[tag]
+
+    def _merged(self, workloads: Sequence[Mapping[str, Any]]) -> list[WorkloadResult]:
+        """The last result of each of ``workloads`` (a policy's): what its counts are of."""
+        return [
+            r for d in workloads if (r := self.results.get(d["metadata"]["uid"])) is not None
+        ]
 
     def _record_metrics(self, policy: str, results: Sequence[WorkloadResult]) -> None:
         counts = compliance.counts(
@@ -520,15 +648,29 @@ class Detector:
         workloads: Sequence[Mapping[str, Any]],
         patches: Sequence[Mapping[str, Any]],
         memo: _Pass,
+        *,
+        everyone: Sequence[Mapping[str, Any]] | None = None,
     ) -> list[WorkloadResult]:
+        """Evaluate ``workloads`` of ``policy``; their results.
+
+        ``everyone``: a targeted pass, where ``workloads`` are only some of the
+        policy's workloads (``everyone``). It closes no patch that has a target
+        it did not evaluate, adds to ``bases_of`` rather than replacing it, and
+        writes the counts of every workload's last result, not of its own.
+        """
         known = [_known(p) for p in patches if (p.get("spec") or {}).get("policy") == policy]
         self._findings_errors = []
         registry = _registry_for(self.registry, policy)
         results: list[tuple[Mapping[str, Any], list[tuple[ContainerFacts, Assessment]]]] = []
+        # The pass budget: facts are gathered until it runs out; what is left is
+        # Unknown, naming the host the time went to, and the pass goes on.
+        deadline = self.monotonic() + self.pass_budget
+        out_of_budget = ""
         for dep in workloads:
             ns = dep["metadata"]["namespace"]
             labels = await self._namespace_labels(ns, memo)
             if not spec.namespace_selector.matches(labels):
+                self.results.pop(dep["metadata"]["uid"], None)
                 await self._report(
                     dep,
                     NOT_ADMITTED,
@@ -543,11 +685,19 @@ class Detector:
             for container in _containers(dep):
                 if problem:
                     facts = _failed_facts(container, INVALID_ANNOTATION, problem)
+                elif out_of_budget:
+                    facts = _failed_facts(container, PASS_BUDGET_EXCEEDED, out_of_budget)
                 else:
                     try:
-                        facts = await self.container_facts(
-                            dep, container, spec, memo, registry=registry
-                        )
+                        with timed_hosts() as times:
+                            async with asyncio.timeout(max(deadline - self.monotonic(), 0)):
+                                facts = await self.container_facts(
+                                    dep, container, spec, memo, registry=registry
+                                )
+                    except TimeoutError:
+                        out_of_budget = self._budget_message(times)
+                        log.warning("policy %s: %s", policy, out_of_budget)
+                        facts = _failed_facts(container, PASS_BUDGET_EXCEEDED, out_of_budget)
                     except Exception as exc:  # noqa: BLE001 - isolation: see the module docstring
                         log.warning(
                             "%s/%s: evaluating image %r failed",
@@ -597,19 +747,24 @@ class Detector:
                 before = intents.get(intent.key, intent)
                 intents[intent.key] = replace(before, targets=(*before.targets, target))
         evaluated = {f.repository for _, a in results for f, _ in a if not f.error_reason}
-        self.bases_of[policy] = {
-            _image_name(f.base_name) for _, a in results for f, _ in a if f.base_name
-        }
-        for dep, _ in results:
+        bases = {_image_name(f.base_name) for _, a in results for f, _ in a if f.base_name}
+        for dep, assessed in results:
             override = (dep["metadata"].get("annotations") or {}).get(BASE_ANNOTATION)
             if override:
-                self.bases_of[policy].add(_image_name(override))
+                bases.add(_image_name(override))
+            self.follows[dep["metadata"]["uid"]] = _follows(assessed, override)
+        self.bases_of[policy] = bases | (
+            self.bases_of.get(policy, set()) if everyone is not None else set())
         # Recorded before any side effect: a create that fails below must not
         # make this policy due again on every tick.
         for dep in workloads:
             self.evaluated[dep["metadata"]["uid"]] = _inputs(dep)
         plan = compliance.plan_patches(
-            list(intents.values()), known, evaluated_images=evaluated, failed_keys=failed_keys
+            list(intents.values()), known, evaluated_images=evaluated, failed_keys=failed_keys,
+            evaluated_targets=None if everyone is None else {
+                (_kind(dep), dep["metadata"]["namespace"], dep["metadata"]["name"], f.container)
+                for dep, assessed in results for f, _ in assessed
+            },
         )
         rejected: dict[tuple[str, str], str] = {}  # (image, digest) -> why its patch was refused
         for intent in plan.create:
@@ -719,7 +874,11 @@ class Detector:
                     containers=containers,
                 )
             )
-        counts = compliance.counts(State(r.state) for r in out)
+        for r in out:
+            self.results[r.uid] = r
+        # A targeted pass counts every workload's last result, never only its own.
+        counted = out if everyone is None else self._merged(everyone)
+        counts = compliance.counts(State(r.state) for r in counted)
         status: dict[str, Any] = {"workloads": counts}
         if spec.vulnerabilities.source != VulnerabilitySource.NONE:
             # Read by core/policy.py into the FindingsReadable condition.
@@ -731,6 +890,18 @@ class Detector:
             )  # fmt: skip
         await self.kube.write_policy_status(policy, status)
         return out
+
+    def _budget_message(self, times: HostTimes) -> str:
+        slow = times.slowest()
+        where = (
+            f": registry {slow} was slow ({times.seconds[slow]:.1f}s in this container's calls)"
+            if slow
+            else ""
+        )
+        return (
+            f"not evaluated: the policy's pass budget of {self.pass_budget:g}s "
+            f"(--policy-pass-budget) ran out{where}"
+        )
 
     # -- facts ---------------------------------------------------------------------------
 
@@ -759,7 +930,10 @@ class Detector:
             )
         facts = ContainerFacts(container=name, image=image, repository=ref.name)
         try:
-            digest, source = await self._running_digest(dep, name, ref, memo, registry)
+            digest, source = await self._running_digest(
+                dep, name, ref, memo, registry,
+                max_age=spec.base_images.check_interval.total_seconds(),
+            )
             facts = replace(facts, digest=digest, digest_source=source)
             lineage = await registry.image_lineage(ref.with_digest(digest))
             base_name, base_digest = lineage.base_name or "", lineage.base_digest or ""
@@ -807,7 +981,15 @@ class Detector:
         ref: ImageRef,
         memo: _Pass,
         registry: RegistryClient | None = None,
+        *,
+        max_age: float = 0.0,
     ) -> tuple[str, str]:
+        """The container's running digest and where it came from.
+
+        A tag resolved by the registry is kept for ``max_age`` seconds (the
+        policy's checkInterval) unless an event names its image, so a pass
+        that an event about another image started asks nothing about it.
+        """
         registry = registry or self.registry
         if ref.digest:
             return ref.digest, "spec"
@@ -815,9 +997,13 @@ class Detector:
         if from_pods:
             return from_pods, "pod-status"
         key = (await _scope(registry, ref.host), str(ref))
+        cached = self._tags.get(key)
+        if key not in memo.tags and cached and self.monotonic() - cached[0] < max_age:
+            memo.tags[key] = (cached[1], "")  # resolved within checkInterval, no event since
         if key not in memo.tags:
             try:
                 memo.tags[key] = (await registry.resolve_digest(ref), "")
+                self._tags[key] = (self.monotonic(), memo.tags[key][0])
             except AdapterError as exc:
                 memo.tags[key] = ("", f"{exc.reason}\0{exc}")
                 raise
@@ -1124,6 +1310,45 @@ def _kind(body: Mapping[str, Any]) -> str:
 def _containers(dep: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """Every container detection judges: ``containers`` and ``initContainers``."""
     return [c for _, c in kinds.containers(dep)]
+
+
+def _follows(
+    assessed: Sequence[tuple[ContainerFacts, Assessment]], override: object
+) -> frozenset[tuple[str, str]]:
+    """(name, tag) of every image a workload runs or follows as a base ("": any tag).
+
+    An event about the running image's repository reaches the workload whatever
+    tag it names (a scan, a push that moved the digest); one about a base only
+    when it names the tag followed, or none.
+    """
+    out = {(f.repository, "") for f, _ in assessed}
+    bases = [f.base_name for f, _ in assessed if f.base_name]
+    if isinstance(override, str) and override.strip():
+        bases.append(override.strip())
+    for base in bases:
+        try:
+            ref = parse_image(base)
+        except ValueError:
+            continue
+        out.add((ref.name, ref.tag or ("" if ref.digest else "latest")))
+    return frozenset(out)
+
+
+def _named(
+    follows: frozenset[tuple[str, str]], names: set[str], tags: Mapping[str, set[str]]
+) -> bool:
+    """Whether an event named an image the workload runs or follows (see ``_follows``).
+
+    A workload never evaluated has nothing recorded; it is new, and its pass
+    is a full one anyway.
+    """
+    for name, tag in follows:
+        if name not in names:
+            continue
+        named = tags.get(name, {""})
+        if not tag or "" in named or tag in named:
+            return True
+    return False
 
 
 def _image_name(image: str) -> str:

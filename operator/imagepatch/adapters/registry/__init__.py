@@ -17,6 +17,8 @@ Callers import from here; the modules behind it each hold one concern:
   (dockerconfigjson), ``PolicySecrets`` and ``EcrCredentials``;
 * ``pullthrough.py``: ``PullThroughRules``, the upstream an ECR pull-through
   cache repository mirrors (``DescribePullThroughCacheRules``);
+* ``gate.py``: ``HostGate``, operations in flight per host and a circuit
+  breaker per host (``core/breaker.py``), shared by every policy's view;
 * ``cache.py``: the LRU of digest-addressed reads;
 * ``stats.py``: ``RequestStats``, requests, errors and cache hits per host.
 

@@ -49,6 +49,7 @@ from imagepatch.adapters.errors import (
 from imagepatch.adapters.registry.auth import _Auth
 from imagepatch.adapters.registry.cache import _LRU, DEFAULT_CACHE_BYTES
 from imagepatch.adapters.registry.credentials import CredentialProvider
+from imagepatch.adapters.registry.gate import DEFAULT_MAX_IN_FLIGHT, HostGate
 from imagepatch.adapters.registry.reach import Resolver
 from imagepatch.adapters.registry.stats import RequestStats
 from imagepatch.adapters.registry.transport import (
@@ -62,6 +63,7 @@ from imagepatch.adapters.registry.transport import (
     _sha256,
 )
 from imagepatch.adapters.registry.writes import _Writes
+from imagepatch.core.breaker import BreakerSettings
 from imagepatch.core.images import ImageRef, is_digest
 from imagepatch.core.oci import (
     ANNOTATION_BASE_DIGEST,
@@ -141,6 +143,9 @@ class RegistryClient(_Writes, _Auth):
     * ``allow_networks``: non-public networks (CIDRs) the client may reach
       (``reach.py``); mirrors and insecure hosts are allowed by being named.
       ``resolve`` replaces the system resolver (tests of the rule).
+    * ``max_in_flight``: operations in flight per registry host at most;
+      ``breaker``: when a host's circuit breaker opens and for how long
+      (``gate.py``, ``core/breaker.py``). Shared by every ``for_policy`` view.
     """
 
     def __init__(
@@ -160,11 +165,14 @@ class RegistryClient(_Writes, _Auth):
         policy_credentials: PolicyCredentialSource | None = None,
         allow_networks: Iterable[str] = (),
         resolve: Resolver | None = None,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        breaker: BreakerSettings | None = None,
     ) -> None:
         super().__init__(
             insecure_hosts=insecure_hosts, endpoints=endpoints, retry=retry, timeout=timeout,
             clock=clock, stats=stats, transport=transport, allow_networks=allow_networks,
             resolve=resolve,
+            gate=HostGate(max_in_flight=max_in_flight, breaker=breaker, clock=clock),
         )  # fmt: skip
         self._init_auth(credentials, ecr)
         self._cache = _LRU(cache_bytes)

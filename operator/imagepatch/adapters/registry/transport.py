@@ -16,6 +16,10 @@ What it gets right, because registries are someone else's servers:
   that would overrun the budget is not started. Then ``TransientError``
   (``RegistryUnavailable``) carries the server's hint up, and the reconciler
   requeues rather than sleeps.
+* **Bounded time per host.** Each operation (with its retries) holds one
+  of its host's ``--registry-max-in-flight`` slots and is one outcome for
+  the host's circuit breaker (``gate.py``): a host that keeps failing is
+  open for a cool-down, and calls to it fail fast (``RegistryCircuitOpen``).
 * **Untrusted input, bounded.** Every body is read as raw bytes with a fixed
   cap (manifests and indexes 4 MiB as containerd does, configs 4 MiB, token
   and error bodies 64 KiB) and a total time budget (a slow drip ends with the
@@ -57,6 +61,7 @@ from imagepatch.adapters.errors import (
     REGISTRY_ACCESS_DENIED,
     REGISTRY_ADDRESS_REFUSED,
     REGISTRY_AUTH_FAILED,
+    REGISTRY_CIRCUIT_OPEN,
     REGISTRY_RATE_LIMITED,
     REGISTRY_REJECTED,
     REGISTRY_TIMEOUT,
@@ -68,6 +73,7 @@ from imagepatch.adapters.errors import (
     NotFoundError,
     TransientError,
 )
+from imagepatch.adapters.registry.gate import HostGate
 from imagepatch.adapters.registry.reach import (
     AddressRefused,
     Reach,
@@ -200,6 +206,7 @@ class _Transport:
         transport: httpx.AsyncBaseTransport | None,
         allow_networks: Iterable[str] = (),
         resolve: Resolver | None = None,
+        gate: HostGate | None = None,
     ) -> None:
         self._insecure = frozenset(h.lower() for h in insecure_hosts)
         self._endpoints = {h: url.rstrip("/") for h, url in (endpoints or {}).items()}
@@ -212,6 +219,9 @@ class _Transport:
         self._timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
         self._clock = clock
         self.stats = stats or RequestStats()
+        # Per host: at most N operations in flight, and a circuit breaker
+        # (gate.py). Views (``for_policy``) share it: a host is one host.
+        self.gate = gate or HostGate(clock=clock)
         # Admin-named mirrors and insecure hosts may be anywhere but metadata;
         # everything else must be public unless an allowed network says so.
         self.reach = Reach.configured(
@@ -372,7 +382,25 @@ class _Transport:
     async def _with_retries(
         self, what: str, host: str, once: Callable[[_Budget], Awaitable[_T]]
     ) -> _T:
-        """Run ``once`` under the retry policy; count each failed attempt by reason."""
+        """Run ``once`` under the retry policy; count each failed attempt by reason.
+
+        The whole operation, retries included, holds one of ``host``'s slots
+        and is one outcome for its circuit breaker (``gate.py``); while the
+        breaker is open it fails fast, without a request.
+        """
+        try:
+            async with self.gate.operation(host):
+                return await self._retried(what, host, once)
+        except TransientError as exc:
+            if exc.reason == REGISTRY_CIRCUIT_OPEN:
+                self.stats.errors[(host, exc.reason)] += 1
+                raise TransientError(f"{what}: {exc}", reason=exc.reason,
+                                     retry_after=exc.retry_after) from None
+            raise
+
+    async def _retried(
+        self, what: str, host: str, once: Callable[[_Budget], Awaitable[_T]]
+    ) -> _T:
         policy = self.retry
         started = self._clock()
         budget = _Budget(started + policy.timeout, self._clock)
