@@ -544,3 +544,12 @@ def test_without_the_operators_memory_the_report_warns_that_states_are_mirrors()
     assert warning.startswith("7 workload state(s)") and "--operator-namespace" in warning
     assert "shop/web-0" in warning and "and more" in warning and "shop/new" not in warning
     assert report([]).warnings == ()
+
+
+def test_rebuild_not_allowed_is_a_state_report_can_filter_on() -> None:
+    from imagepatch.cli_report import _state
+
+    assert _state("rebuildnotallowed,Failed") == ["RebuildNotAllowed", "Failed"]
+    refused = deployment("web", state="RebuildNotAllowed")
+    rep = report([refused, deployment("api")], states=frozenset({"RebuildNotAllowed"}))
+    assert [w.name for w in rep.workloads] == ["web"]

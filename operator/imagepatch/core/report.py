@@ -73,11 +73,14 @@ from imagepatch.model.names import POLICY_ANNOTATION, STATE_ANNOTATION
 from imagepatch.model.times import parse_time
 from imagepatch.model.workload_state import ContainerState, WorkloadState, from_annotation
 
-# Workload states detection records besides the compliance states.
+# Workload states detection records besides the compliance states (RebuildNotAllowed:
+# outdated or vulnerable, but the policy does not allow the rebuild the workload asks for).
 NOT_ADMITTED = reasons.NOT_ADMITTED
 POLICY_NOT_FOUND = reasons.POLICY_NOT_FOUND
 
-STATES: tuple[str, ...] = (*(str(s) for s in State), NOT_ADMITTED, POLICY_NOT_FOUND)
+STATES: tuple[str, ...] = (
+    *(str(s) for s in State), NOT_ADMITTED, POLICY_NOT_FOUND, reasons.REBUILD_NOT_ALLOWED,
+)
 
 # States that mean "the running image breaks the policy". Unknown is not one:
 # it means the facts could not be gathered, which proves neither.
