@@ -419,7 +419,7 @@ def test_an_opted_out_workloads_finding_is_archived_but_never_resolved(aws, hub,
     calls = Calls(exporter.securityhub, "BatchUpdateFindings")
 
     result = asyncio.run(exporter.export({"p": [workload("b", container("Vulnerable"))]}, now=at(10),
-                                         opted_out={("shop", "a")}))
+                                         opted_out={("Deployment", "shop", "a")}))
 
     assert result.archived == 1 and calls.sends == 0
     held = by_id(hub)[fid("a")]

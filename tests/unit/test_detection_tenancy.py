@@ -57,7 +57,7 @@ def test_a_workload_that_removes_its_policy_is_remembered_as_opted_out_until_del
     assert detector.opted_out == {("Deployment", "ns", "web")}
     detector.last_evaluated.clear()
     asyncio.run(detector.evaluate_all())
-    assert hub.calls[-1]["opted_out"] == {("ns", "web")}
+    assert hub.calls[-1]["opted_out"] == {("Deployment", "ns", "web")}
 
     detector.observe("MODIFIED", dep)  # opted in again
     assert detector.opted_out == set()

@@ -476,15 +476,16 @@ def test_archived_findings_of_gone_workloads_are_not_archived_again():
 
 def test_a_workload_that_opted_out_is_archived_at_once_saying_so_never_resolved():
     previous = first_export(container("Vulnerable"))
-    upsert, archive = plan(previous, {"p": []}, now=LATER, opted_out={("shop", "web")})
+    upsert, archive = plan(previous, {"p": []}, now=LATER, opted_out={("Deployment", "shop", "web")})
     f = only(archive)
     assert upsert == [] and f["Id"] == next(iter(previous))
     assert (f["RecordState"], f["Compliance"]["Status"], f["Workflow"]["Status"]) == (
         "ARCHIVED", "NOT_AVAILABLE", "NEW")
     assert "opted out" in f["Title"] and "not fixed" in f["Title"]
     assert "Opting out is not a fix" in f["Description"]
-    # Another workload of the same namespace is not taken for it.
-    assert plan(previous, {"p": []}, now=LATER, opted_out={("shop", "api")}).to_archive == []
+    # Another workload of the same namespace, or another kind of the same name, is not taken for it.
+    assert plan(previous, {"p": []}, now=LATER, opted_out={("Deployment", "shop", "api")}).to_archive == []
+    assert plan(previous, {"p": []}, now=LATER, opted_out={("StatefulSet", "shop", "web")}).to_archive == []
 
 
 # -- batches ------------------------------------------------------------------------------------

@@ -286,7 +286,7 @@ def plan_asff_findings(
     refresh_after: dt.timedelta | None = DEFAULT_REFRESH,
     absent_since: Mapping[str, dt.datetime] | None = None,
     gone_after: dt.timedelta = DEFAULT_GONE_AFTER,
-    opted_out: Collection[tuple[str, str]] = (),
+    opted_out: Collection[tuple[str, str, str]] = (),
 ) -> FindingPlan[dict[str, Any]]:
     """``core.securityhub.plan_findings`` with the findings laid out as ASFF."""
     return plan_findings(
@@ -616,7 +616,7 @@ class SecurityHubExporter:
         results_by_policy: Mapping[str, Iterable[WorkloadLike]],
         *,
         now: dt.datetime,
-        opted_out: Collection[tuple[str, str]] = (),
+        opted_out: Collection[tuple[str, str, str]] = (),
     ) -> ExportResult:
         """Send what changed in ``results_by_policy`` (all results of each policy given).
 

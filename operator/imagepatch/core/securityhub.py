@@ -596,7 +596,7 @@ def plan_findings(
     refresh_after: dt.timedelta | None = DEFAULT_REFRESH,
     absent_since: Mapping[str, dt.datetime] | None = None,
     gone_after: dt.timedelta = DEFAULT_GONE_AFTER,
-    opted_out: Collection[tuple[str, str]] = (),
+    opted_out: Collection[tuple[str, str, str]] = (),
 ) -> FindingPlan[Document]:
     """What to send to Security Hub, given what it holds (``previous``, by Id).
 
@@ -612,7 +612,7 @@ def plan_findings(
 
     Then an ACTIVE finding of a given policy that no result produced is
     archived as gone once it has been missing for ``gone_after``; one of a
-    workload in ``opted_out`` ((namespace, name) seen to remove its policy
+    workload in ``opted_out`` ((kind, namespace, name) seen to remove its policy
     annotation) is archived at once as opted out, never resolved
     (``absent_since`` says since when; the plan's ``absent`` is the next
     one's). A single pass never archives: right after a restart, detection
@@ -664,7 +664,7 @@ def plan_findings(
     for finding_id_, before in sorted(previous.items()):
         if not before.active or finding_id_ in seen:
             continue
-        if (before.namespace, before.workload) in opted_out:
+        if (before.kind, before.namespace, before.workload) in opted_out:
             # Known from the watch (its policy annotation was removed): archived at once,
             # saying it opted out, never as resolved.
             archive[finding_id_] = form.render(

@@ -217,7 +217,7 @@ class FindingsExporter(Protocol):
         results_by_policy: Mapping[str, Iterable[WorkloadResult]],
         *,
         now: dt.datetime,
-        opted_out: Collection[tuple[str, str]] = (),
+        opted_out: Collection[tuple[str, str, str]] = (),
     ) -> object: ...
 
 
@@ -541,7 +541,7 @@ class Detector:
             try:
                 await self.securityhub.export(
                     {name: results}, now=self.clock(),
-                    opted_out={(ns, n) for _, ns, n in self.opted_out},
+                    opted_out=frozenset(self.opted_out),
                 )
             except AdapterError as exc:
                 log.warning(
