@@ -95,6 +95,9 @@ def options_from_args(args: argparse.Namespace) -> Options:
         registry_breaker_failures=args.registry_breaker_failures,
         registry_breaker_cooldown=args.registry_breaker_cooldown,
         policy_pass_budget=args.policy_pass_budget,
+        node_survey=args.node_survey,
+        node_survey_interval=args.node_survey_interval,
+        node_ami_parameter_root=args.node_ami_parameter_root,
     )
     if options.build_namespace == options.operator_namespace:
         log.warning(
@@ -235,6 +238,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seconds one policy's detection pass may spend reading registries; "
                           "containers not evaluated by then are Unknown (PassBudgetExceeded, "
                           "naming the slow host) and the pass goes on (default: %(default)s)")
+    run.add_argument("--node-survey", action=argparse.BooleanOptionalAction,
+                     default=os.environ.get("IMAGEPATCH_NODE_SURVEY") == "true",
+                     help="report each node's AMI against the EKS-optimized or Bottlerocket AMI "
+                          "AWS recommends in SSM (needs ec2:DescribeInstances, "
+                          "ec2:DescribeImages, ssm:GetParameters; default: "
+                          "$IMAGEPATCH_NODE_SURVEY or off)")
+    run.add_argument("--node-survey-interval", type=_positive_seconds, default=6 * 3600.0,
+                     help="seconds between node surveys (default: %(default)s, 6 h)")
+    run.add_argument("--node-ami-parameter-root", default="/aws/service",
+                     help="the SSM path under which the recommended AMI ids are read "
+                          "(default: %(default)s, where AWS publishes them)")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.set_defaults(func=_run)
     cli_report.add_parser(sub)

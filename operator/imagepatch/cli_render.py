@@ -54,6 +54,14 @@ UTC strings or null, durations are whole seconds or null)::
       history: [{phase, at, message?, by?}]}]
     history: {unit: "hour"|"day",
               buckets: [{start, end, open, succeeded, rolledBack, failed, closed}]}
+    nodes: {                               # null: no node survey was read (off, or no access)
+      surveyedAt: time|null,               # when the operator last surveyed the nodes
+      counts: {Current: int, Outdated: int, Unknown: int},
+      items: [{name, instanceId, nodeGroup, nodePool, kubeletVersion, osImage,
+               architecture, family, amiId, amiCreated, recommendedAmiId,
+               recommendedCreated, state,      # Current|Outdated|Unknown
+               daysBehind: int|null,           # Outdated: recommended AMI's age lead
+               reason}]}|null                  # Unknown: why (CamelCase reason: words)
 
 How each value is derived (e.g. what "out of compliance since" and "base
 outdated since" mean) is written down in ``imagepatch.core.report``.
@@ -69,6 +77,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from imagepatch.core.nodes import NodeVerdict, state_counts
 from imagepatch.core.report import (
     ContainerRow,
     Report,
@@ -115,6 +124,27 @@ def format_age(seconds: int | None) -> str:
 
 def _time_or_none(when: dt.datetime | None) -> str | None:
     return format_time(when) if when is not None else None
+
+
+def _node(n: NodeVerdict) -> dict[str, Any]:
+    return {
+        "name": n.name, "instanceId": n.instance_id, "nodeGroup": n.node_group,
+        "nodePool": n.node_pool, "kubeletVersion": n.kubelet_version, "osImage": n.os_image,
+        "architecture": n.architecture, "family": n.family, "amiId": n.ami_id,
+        "amiCreated": n.ami_created or None, "recommendedAmiId": n.recommended_ami_id,
+        "recommendedCreated": n.recommended_created or None, "state": n.state,
+        "daysBehind": n.days_behind, "reason": n.reason,
+    }
+
+
+def _nodes(report: Report) -> dict[str, Any] | None:
+    if report.nodes is None:
+        return None
+    return {
+        "surveyedAt": report.nodes_surveyed_at or None,
+        "counts": state_counts(report.nodes),
+        "items": [_node(n) for n in report.nodes],
+    }
 
 
 def report_as_dict(report: Report) -> dict[str, Any]:
@@ -220,6 +250,7 @@ def report_as_dict(report: Report) -> dict[str, Any]:
                 for b in report.history
             ],
         },
+        "nodes": _nodes(report),
     }
 
 
@@ -236,6 +267,8 @@ CSV_COLUMNS = (
     "digest", "base", "baseDigest", "baseCurrent", "baseOutdated", "baseOutdatedSince",
     "baseOutdatedSeconds", "containerState", "containerReason", "containerFindingsOverBaseline",
     "lastPatch", "lastPatchPhase", "lastPatchAt", "lastPatchResult", "approvedBy", "message",
+    # Node rows (kind "Node", after the workloads), from the last node survey.
+    "nodeGroup", "instanceId", "amiFamily", "amiId", "recommendedAmiId", "daysBehind",
 )
 
 
@@ -283,6 +316,13 @@ def render_csv(report: Report) -> str:
                     "containerFindingsOverBaseline": c["findingsOverBaseline"],
                 })
             writer.writerow({k: cell(row.get(k)) for k in CSV_COLUMNS})
+    for n in (doc["nodes"] or {}).get("items", []):
+        writer.writerow({k: cell(v) for k, v in {
+            "kind": "Node", "name": n["name"], "state": n["state"], "reason": n["reason"],
+            "nodeGroup": n["nodeGroup"] or n["nodePool"], "instanceId": n["instanceId"],
+            "amiFamily": n["family"], "amiId": n["amiId"],
+            "recommendedAmiId": n["recommendedAmiId"], "daysBehind": n["daysBehind"],
+        }.items()})
     return out.getvalue()
 
 
@@ -354,7 +394,24 @@ def render_table(report: Report) -> str:
             _clip(r.last_patch.result, 50) if r.last_patch and r.last_patch.result else "-",
         ))
     parts.append(_aligned(headers, rows) if rows else "No opted-in workloads match.\n")
+    if report.nodes is not None:
+        parts.append(_nodes_table(report))
     return "\n".join(parts)
+
+
+def _nodes_table(report: Report) -> str:
+    assert report.nodes is not None
+    counts = state_counts(report.nodes)
+    head = (f"Nodes (surveyed {report.nodes_surveyed_at or '-'}): "
+            + ", ".join(f"{n} {state}" for state, n in counts.items()) + "\n")
+    headers = ("NODE", "GROUP", "FAMILY", "VERSION", "AMI", "RECOMMENDED", "STATE", "BEHIND",
+               "REASON")
+    rows = [(
+        n.name, n.node_group or n.node_pool or "-", n.family or "-",
+        n.kubelet_version or "-", n.ami_id or "-", n.recommended_ami_id or "-", n.state,
+        f"{n.days_behind}d" if n.days_behind is not None else "-", _clip(n.reason, 80) or "-",
+    ) for n in report.nodes]
+    return head + (_aligned(headers, rows) if rows else "No nodes.\n")
 
 
 # --- html ---------------------------------------------------------------------------------
@@ -377,7 +434,7 @@ code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace}
 color:#fff;background:#59636e}
 .s-Compliant,.p-Succeeded{background:#1a7f37}.s-BaseImageOutdated{background:#9a6700}
 .s-Vulnerable,.s-Failed,.p-Failed{background:#cf222e}.s-UntrustedBase{background:#8250df}
-.s-Patching{background:#0969da}.p-RolledBack{background:#bc4c00}.p-Closed{background:#818b98}
+.s-Patching{background:#0969da}.n-Current{background:#1a7f37}.n-Outdated{background:#9a6700}.p-RolledBack{background:#bc4c00}.p-Closed{background:#818b98}
 .warn{background:#fff8c5;border:1px solid #d4a72c;padding:8px;margin:8px 0}
 svg text{font:11px system-ui,sans-serif;fill:#59636e}
 .bar.succeeded{fill:#1a7f37}.bar.rolledBack{fill:#bc4c00}.bar.failed{fill:#cf222e}
@@ -576,5 +633,26 @@ def render_html(report: Report) -> str:
         )
     if not doc["patches"]:
         h.append('<tr><td colspan="9">No ImagePatches.</td></tr>')
-    h.append("</tbody></table></body></html>\n")
+    h.append("</tbody></table>")
+    nodes = doc["nodes"]
+    if nodes is not None:
+        h.append(f'<h2>Nodes (AMI currency, surveyed {_e(_when(nodes["surveyedAt"]))})</h2>'
+                 '<table id="nodes"><thead><tr><th>Node</th><th>Group</th><th>Family</th>'
+                 "<th>Version</th><th>AMI</th><th>Recommended</th><th>State</th>"
+                 "<th>Behind</th><th>Reason</th></tr></thead><tbody>")
+        for n in nodes["items"]:
+            behind = f'{n["daysBehind"]} days' if n["daysBehind"] is not None else "-"
+            h.append(
+                f'<tr class="node" data-name="{_e(n["name"])}" data-state="{_e(n["state"])}">'
+                f'<td>{_e(n["name"])}</td><td>{_e(n["nodeGroup"] or n["nodePool"] or "-")}</td>'
+                f'<td>{_e(n["family"] or "-")}</td><td>{_e(n["kubeletVersion"] or "-")}</td>'
+                f'<td><code>{_e(n["amiId"] or "-")}</code></td>'
+                f'<td><code>{_e(n["recommendedAmiId"] or "-")}</code></td>'
+                f'<td>{_badge(n["state"], "n")}</td><td>{_e(behind)}</td>'
+                f'<td>{_e(n["reason"] or "-")}</td></tr>'
+            )
+        if not nodes["items"]:
+            h.append('<tr><td colspan="9">No nodes.</td></tr>')
+        h.append("</tbody></table>")
+    h.append("</body></html>\n")
     return "".join(h)

@@ -105,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         filters=filters,
         warnings=inputs.warnings,
         memory=inputs.memory,
+        node_survey=inputs.node_survey,
     )
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)

@@ -26,6 +26,7 @@ from imagepatch.adapters.events import SqsEventSource
 from imagepatch.adapters.findings import FindingsReader
 from imagepatch.adapters.kube import Kube
 from imagepatch.adapters.memory import OperatorMemory
+from imagepatch.adapters.nodes import NodeSurvey
 from imagepatch.adapters.registry import (
     EcrCredentials,
     PolicySecrets,
@@ -87,6 +88,12 @@ class Options:
     registry_breaker_cooldown: float = 30.0
     # Seconds one policy's detection pass may spend gathering facts.
     policy_pass_budget: float = 60.0
+    # The node AMI survey (adapters.nodes): off unless asked for, since it needs
+    # EC2 and SSM permissions and means nothing off EC2; how often; and the
+    # root of the SSM parameters holding the recommended AMIs.
+    node_survey: bool = False
+    node_survey_interval: float = 6 * 3600.0
+    node_ami_parameter_root: str = "/aws/service"
 
 POLICIES = (names.GROUP, names.VERSION, names.POLICIES)
 IMAGEPATCHES = (names.GROUP, names.VERSION, names.IMAGEPATCHES)
@@ -175,6 +182,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
             lambda: reconcile.resync_policies(memo.kube, memo.stop, every=RESYNC_SECONDS),
         ),
     ]
+    if options.node_survey:
+        survey = NodeSurvey(memo.kube, namespace=options.operator_namespace,
+                            region=options.aws_region, interval=options.node_survey_interval,
+                            parameter_root=options.node_ami_parameter_root)
+        memo.tasks.append(memo.supervisor.spawn("node-survey", lambda: survey.run(memo.stop)))
     if options.events_queue_url:
         source = SqsEventSource(options.events_queue_url, region=options.aws_region or "us-east-1")
         memo.tasks.append(memo.supervisor.spawn(

@@ -548,6 +548,12 @@ class Kube:
             f"create Event in {namespace}", self.core.create_namespaced_event, namespace, body
         )
 
+    # -- nodes (adapters.nodes: the AMI survey) -------------------------------------------
+
+    async def list_nodes(self) -> list[dict[str, Any]]:
+        data = await self._call("list Nodes", self.core.list_node)
+        return list(data.get("items", []))
+
     # -- the operator's memory (ConfigMaps in its own namespace: adapters.memory) --------
 
     async def list_configmaps(

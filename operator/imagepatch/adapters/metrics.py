@@ -222,3 +222,31 @@ def record_result(result: str) -> None:
 
 def record_duration(step: str, seconds: float) -> None:
     DURATIONS.labels(step=step).observe(max(seconds, 0.0))
+
+
+# -- nodes (adapters.nodes: the AMI survey) --------------------------------------------
+
+NODES = Gauge(
+    "imagepatch_nodes",
+    "Nodes by AMI currency (Current, Outdated, Unknown), as of the last node survey.",
+    ["state"],
+    registry=REGISTRY,
+)
+NODE_OLDEST_AMI = Gauge(
+    "imagepatch_node_oldest_ami_age_days",
+    "Days since the oldest AMI a node runs was created (0 when no AMI's date is known).",
+    registry=REGISTRY,
+)
+NODE_SURVEYS = Counter(
+    "imagepatch_node_surveys_total",
+    "Completed node AMI surveys.",
+    registry=REGISTRY,
+)
+
+
+def set_nodes(counts: Mapping[str, int], oldest_days: float | None) -> None:
+    """The last node survey's figures."""
+    for state, n in counts.items():
+        NODES.labels(state=state).set(n)
+    NODE_OLDEST_AMI.set(oldest_days or 0)
+    NODE_SURVEYS.inc()

@@ -14,6 +14,9 @@ with the workloads alone and says so in a warning, instead of failing. The
 same for a workload kind a narrower role may not list, as long as one kind
 can be listed; when none can, the report fails with the error.
 
+``read_node_survey`` picks the operator's last node AMI survey
+(``adapters.nodes``) out of the same list of its namespace's ConfigMaps.
+
 ``read_memory`` lists the operator's memory (ConfigMaps in its namespace,
 ``adapters.memory``) when the reader may: the state annotations on workloads
 are mirrors their owners can edit, so the report prefers the operator's
@@ -41,6 +44,8 @@ from kubernetes.client.exceptions import ApiException
 from imagepatch.adapters.errors import AdapterError, ConfigurationError, NotFoundError
 from imagepatch.adapters.kube import DEFAULT_REQUEST_TIMEOUT, classify
 from imagepatch.core import kinds, reasons
+from imagepatch.core.nodes import SURVEY_CONFIGMAP as NODES_CONFIGMAP
+from imagepatch.core.nodes import SURVEY_DATA_KEY as NODES_DATA_KEY
 from imagepatch.model.memory import MEMORY_LABEL, MEMORY_LABEL_VALUE
 from imagepatch.model.names import GROUP, IMAGEPATCHES, POLICIES, POLICY_ANNOTATION, VERSION
 
@@ -57,6 +62,8 @@ class ReportInputs:
     warnings: list[str] = field(default_factory=list)
     # The operator's memory records (data key -> JSON), or None when not readable.
     memory: dict[str, str] | None = None
+    # The operator's last node AMI survey (adapters.nodes), or None (off, or not readable).
+    node_survey: dict[str, Any] | None = None
 
 
 def api_client(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
@@ -138,21 +145,49 @@ def _opted_in_workloads(
     return out
 
 
-def read_memory(api: client.ApiClient, operator_namespace: str) -> dict[str, str] | None:
-    """The operator's memory records; None when they cannot be listed (a view user) or
-    there are none in ``operator_namespace``.
-
-    They are ConfigMaps in the operator's namespace (``adapters.memory``); the
-    ``view`` role does not reach that namespace, an admin does.
-    """
+def _operator_configmaps(
+    api: client.ApiClient, operator_namespace: str
+) -> list[dict[str, Any]] | None:
+    """The ConfigMaps of the operator's namespace; None when the reader may not list them."""
     try:
-        items = _list_all(
+        return _list_all(
             f"list ConfigMaps in {operator_namespace}",
             client.CoreV1Api(api).list_namespaced_config_map, operator_namespace,
         )
     except ConfigurationError as exc:
         if exc.reason != reasons.FORBIDDEN:
             raise
+        return None
+
+
+def read_node_survey(items: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    """The node survey the operator recorded (``adapters.nodes``), from its namespace's
+    ConfigMaps; None when there is none or it does not parse."""
+    for cm in items or []:
+        if (cm.get("metadata") or {}).get("name") != NODES_CONFIGMAP:
+            continue
+        try:
+            record = json.loads((cm.get("data") or {}).get(NODES_DATA_KEY) or "")
+        except ValueError:
+            return None
+        return record if isinstance(record, dict) else None
+    return None
+
+
+def read_memory(
+    api: client.ApiClient, operator_namespace: str,
+    items: list[dict[str, Any]] | None = None,
+) -> dict[str, str] | None:
+    """The operator's memory records; None when they cannot be listed (a view user) or
+    there are none in ``operator_namespace``.
+
+    They are ConfigMaps in the operator's namespace (``adapters.memory``); the
+    ``view`` role does not reach that namespace, an admin does. ``items``: that
+    namespace's ConfigMaps when already listed.
+    """
+    if items is None:
+        items = _operator_configmaps(api, operator_namespace)
+    if items is None:
         return None
     mine = [
         cm for cm in items
@@ -193,12 +228,14 @@ def read_inputs(
                 + ("policy status" if plural == POLICIES else "patches or history")
                 + "; bind the imagepatch-view (or view) ClusterRole cluster-wide to see them"
             )
+    configmaps = _operator_configmaps(api, operator_namespace)
     return ReportInputs(
         policies=lists[POLICIES],
         workloads=opted_in,
         imagepatches=lists[IMAGEPATCHES],
         warnings=warnings,
-        memory=read_memory(api, operator_namespace),
+        memory=read_memory(api, operator_namespace, configmaps),
+        node_survey=read_node_survey(configmaps),
     )
 
 

@@ -63,6 +63,7 @@ from typing import Any
 
 from imagepatch.core import compliance, kinds, reasons
 from imagepatch.core.compliance import State
+from imagepatch.core.nodes import NodeVerdict, parse_survey
 from imagepatch.core.patch_timeline import PatchTimeline, read_patch, ready_condition, repository
 from imagepatch.core.reasons import (
     NOT_EVALUATED,
@@ -237,6 +238,10 @@ class Report:
     history_unit: str  # "hour" | "day"
     history: tuple[HistoryBucket, ...]
     warnings: tuple[str, ...] = field(default=())
+    # The operator's last node AMI survey (core.nodes); None when none was read
+    # (the survey is off, or the reader may not read the operator's namespace).
+    nodes: tuple[NodeVerdict, ...] | None = None
+    nodes_surveyed_at: str = ""
 
 
 def _seconds(since: dt.datetime | None, now: dt.datetime) -> int | None:
@@ -514,6 +519,7 @@ def build_report(
     warnings: Sequence[str] = (),
     max_buckets: int = 60,
     memory: Mapping[str, str] | None = None,
+    node_survey: Mapping[str, Any] | None = None,
 ) -> Report:
     """The report over the opted-in ``workloads`` (of any kind) that pass ``filters``.
 
@@ -521,7 +527,7 @@ def build_report(
     reader could list them; each workload's state is then the one the operator
     decided, not the annotation (a mirror its owner can edit). A state shown
     from an annotation alone (None: unreadable, or no record) is named in a
-    warning.
+    warning. ``node_survey``: the operator's recorded node survey, shown as it is.
 
     Workloads without the opt-in annotation are ignored. ImagePatches are
     narrowed to the filtered policies and, when a workload filter is set, to
@@ -604,7 +610,10 @@ def build_report(
             )
         )
     unit, series = history_series(patches, now=now, max_buckets=max_buckets)
+    surveyed_at, node_rows = parse_survey(node_survey) if node_survey is not None else ("", [])
     return Report(
+        nodes=tuple(node_rows) if node_survey is not None else None,
+        nodes_surveyed_at=surveyed_at,
         generated_at=now,
         filters=filters,
         workloads=tuple(rows),
