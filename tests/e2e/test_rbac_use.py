@@ -74,6 +74,8 @@ NOT_REACHED: dict[Grant, str] = {
         )
         for verb in verbs
     },
+    Grant("", "nodes", "list", None): (
+        "the node AMI survey (--node-survey, off by default): reached by test_nodes.py"),
     Grant("", "pods", "delete", None): (
         "the forced rollback of an OrderedReady StatefulSet whose new pod never gets Ready: "
         "reached by test_statefulset_rollback.py, not by these Deployment scenarios"),

@@ -48,6 +48,7 @@ FEATURES: dict[str, tuple[str, tuple[str, ...]]] = {
     "sqs": ("Sqs", ("adapters/events.py",)),
     "securityhub": ("SecurityHub", ("adapters/securityhub.py",)),
     "rebase": ("Rebase", ()),
+    "nodes": ("Nodes", ("adapters/nodes.py",)),
 }
 ALWAYS_ON = "detection"
 
@@ -88,7 +89,8 @@ AUTHORISED_AS = {
 NEEDS_NO_PERMISSION = {"sts:GetCallerIdentity"}
 
 # Actions AWS cannot scope to a resource ("*" is the only valid Resource).
-UNSCOPABLE = {"ecr:GetAuthorizationToken", "ecr:DescribePullThroughCacheRules", "inspector2:ListFindings"}
+UNSCOPABLE = {"ecr:GetAuthorizationToken", "ecr:DescribePullThroughCacheRules", "inspector2:ListFindings",
+              "ec2:DescribeInstances", "ec2:DescribeImages"}
 # Where the scopable ones must point.
 RESOURCE_SHAPES = {
     "ecr": ":repository/",
@@ -97,6 +99,8 @@ RESOURCE_SHAPES = {
     "securityhub:BatchImportFindings": ":product/",
     "securityhub:GetFindings": ":hub/default",
     "securityhub:BatchUpdateFindings": ":hub/default",
+    # The public parameters AWS publishes the recommended AMIs in (no account in their ARN).
+    "ssm": "::parameter/aws/service/",
 }
 
 

@@ -428,7 +428,7 @@ def test_json_has_the_documented_keys_and_round_trips() -> None:
     doc = json.loads(render_json(rep))
     assert doc == json.loads(json.dumps(report_as_dict(rep)))
     assert list(doc) == ["kind", "schemaVersion", "generatedAt", "filters", "warnings", "policies",
-                         "workloads", "patches", "history"]
+                         "workloads", "patches", "history", "nodes"]
     assert doc["generatedAt"] == "2026-11-27T12:00:00Z"
     assert set(doc["workloads"][0]) == {
         "namespace", "name", "kind", "policy", "state", "reason", "message", "since",
@@ -553,3 +553,53 @@ def test_rebuild_not_allowed_is_a_state_report_can_filter_on() -> None:
     refused = deployment("web", state="RebuildNotAllowed")
     rep = report([refused, deployment("api")], states=frozenset({"RebuildNotAllowed"}))
     assert [w.name for w in rep.workloads] == ["web"]
+
+
+# -- the nodes section (core/nodes.py's recorded survey) -----------------------------------
+
+NODE_SURVEY = {
+    "surveyedAt": "2026-12-05T10:00:00+00:00",
+    "nodes": [
+        {"name": "ip-10-0-1-1", "instanceId": "i-0aaa", "nodeGroup": "ng-1", "nodePool": "",
+         "kubeletVersion": "v1.32.3", "osImage": "Amazon Linux 2023", "architecture": "x86_64",
+         "family": "AL2023/standard", "amiId": "ami-old", "amiCreated": "2026-10-01T00:00:00+00:00",
+         "recommendedAmiId": "ami-new", "recommendedCreated": "2026-11-20T00:00:00+00:00",
+         "state": "Outdated", "daysBehind": 50, "reason": ""},
+        {"name": "kwok-1", "instanceId": "", "nodeGroup": "", "nodePool": "",
+         "kubeletVersion": "v1.34.4", "osImage": "", "architecture": "x86_64", "family": "",
+         "amiId": "", "amiCreated": "", "recommendedAmiId": "", "recommendedCreated": "",
+         "state": "Unknown", "daysBehind": None,
+         "reason": "NoProviderID: the node has no spec.providerID (kwok or on-premises)"},
+    ],
+}
+
+
+def test_every_format_shows_the_recorded_node_survey() -> None:
+    rep = build_report(policies=[policy()], workloads=[deployment("web")], imagepatches=[],
+                       now=NOW, node_survey=NODE_SURVEY)
+    doc = json.loads(render_json(rep))["nodes"]
+    assert doc["surveyedAt"] == "2026-12-05T10:00:00+00:00"
+    assert doc["counts"] == {"Current": 0, "Outdated": 1, "Unknown": 1}
+    assert [(n["name"], n["state"], n["daysBehind"]) for n in doc["items"]] == [
+        ("ip-10-0-1-1", "Outdated", 50), ("kwok-1", "Unknown", None)]
+    table = render_table(rep)
+    assert "0 Current, 1 Outdated, 1 Unknown" in table
+    assert re.search(r"ip-10-0-1-1\s+ng-1\s+AL2023/standard\s+v1.32.3\s+ami-old\s+ami-new\s+"
+                     r"Outdated\s+50d", table)
+    assert re.search(r"kwok-1 .*Unknown\s+-\s+NoProviderID", table)
+    rows = [r for r in csv.DictReader(io.StringIO(render_csv(rep))) if r["kind"] == "Node"]
+    assert [(r["name"], r["state"], r["daysBehind"], r["nodeGroup"]) for r in rows] == [
+        ("ip-10-0-1-1", "Outdated", "50", "ng-1"), ("kwok-1", "Unknown", "", "")]
+    page = render_html(rep)
+    assert '<tr class="node" data-name="ip-10-0-1-1" data-state="Outdated">' in page
+    assert "50 days" in page and "NoProviderID" in page
+
+
+def test_no_survey_read_means_no_nodes_section_and_an_empty_one_says_so() -> None:
+    rep = build_report(policies=[], workloads=[], imagepatches=[], now=NOW)
+    assert json.loads(render_json(rep))["nodes"] is None
+    assert "Nodes" not in render_table(rep) and 'id="nodes"' not in render_html(rep)
+    empty = build_report(policies=[], workloads=[], imagepatches=[], now=NOW,
+                         node_survey={"surveyedAt": "", "nodes": []})
+    assert "No nodes." in render_table(empty) and "No nodes." in render_html(empty)
+    assert json.loads(render_json(empty))["nodes"]["surveyedAt"] is None

@@ -121,6 +121,11 @@ The arguments of `imagepatch run`, one per line, built from the values.
 - --cluster-name
 - {{ required "securityHub.clusterName is required with securityHub.enabled" .Values.securityHub.clusterName | quote }}
 {{- end }}
+{{- if .Values.nodeSurvey.enabled }}
+- --node-survey
+- --node-survey-interval
+- {{ .Values.nodeSurvey.intervalSeconds | toString | quote }}
+{{- end }}
 {{- if .Values.verbose }}
 - --verbose
 {{- end }}
