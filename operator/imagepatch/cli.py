@@ -34,6 +34,9 @@ def _run(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if args.securityhub and not args.cluster_name:
         raise SystemExit("--securityhub needs --cluster-name (it goes into every finding's id)")
+    if args.aws_config_result_token and not args.cluster_name:
+        raise SystemExit("--aws-config-result-token needs --cluster-name (it goes into every "
+                         "evaluated resource's id)")
     memo = kopf.Memo(options=options_from_args(args))
     scope = {"namespaces": args.namespace} if args.namespace else {"clusterwide": True}
     # standalone: kopf's peering pauses peers by priority, it is not leader
@@ -98,6 +101,9 @@ def options_from_args(args: argparse.Namespace) -> Options:
         node_survey=args.node_survey,
         node_survey_interval=args.node_survey_interval,
         node_ami_parameter_root=args.node_ami_parameter_root,
+        aws_config_result_token=args.aws_config_result_token,
+        aws_config_test_mode=args.aws_config_test_mode,
+        aws_config_resource_type=args.aws_config_resource_type,
     )
     if options.build_namespace == options.operator_namespace:
         log.warning(
@@ -249,6 +255,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--node-ami-parameter-root", default="/aws/service",
                      help="the SSM path under which the recommended AMI ids are read "
                           "(default: %(default)s, where AWS publishes them)")
+    run.add_argument("--aws-config-result-token",
+                     default=os.environ.get("IMAGEPATCH_AWS_CONFIG_RESULT_TOKEN", ""),
+                     help="report each opted-in workload's compliance to AWS Config "
+                          "(PutEvaluations) with this ResultToken of a custom rule (docs/aws.md; "
+                          "default: $IMAGEPATCH_AWS_CONFIG_RESULT_TOKEN, empty: off); needs "
+                          "--cluster-name")
+    run.add_argument("--aws-config-test-mode", action="store_true",
+                     default=os.environ.get("IMAGEPATCH_AWS_CONFIG_TEST_MODE") == "true",
+                     help="send AWS Config evaluations with TestMode: Config checks the calls "
+                          "and records nothing (to try the set-up)")
+    run.add_argument("--aws-config-resource-type", default="Imagepatch::Kubernetes::Workload",
+                     help="ComplianceResourceType of the evaluations (default: %(default)s)")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.set_defaults(func=_run)
     cli_report.add_parser(sub)

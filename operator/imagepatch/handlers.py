@@ -16,6 +16,7 @@ import kopf
 
 from imagepatch import reconcile
 from imagepatch.adapters import metrics
+from imagepatch.adapters.awsconfig import ConfigEvaluations
 from imagepatch.adapters.builders import Builder
 from imagepatch.adapters.builders.codebuild import CodeBuildBuilder
 from imagepatch.adapters.builders.external import ExternalBuilder
@@ -39,6 +40,7 @@ from imagepatch.core.breaker import BreakerSettings
 from imagepatch.core.liveness import watch_liveness
 from imagepatch.model import names
 from imagepatch.reconcile.detection import Detector
+from imagepatch.reconcile.exporters import Destination, FanOut
 from imagepatch.reconcile.loops import PatchLoops
 from imagepatch.reconcile.outcomes import Backoff
 from imagepatch.reconcile.rollouts import RebuildTools
@@ -94,6 +96,11 @@ class Options:
     node_survey: bool = False
     node_survey_interval: float = 6 * 3600.0
     node_ami_parameter_root: str = "/aws/service"
+    # AWS Config (adapters.awsconfig): workloads' compliance as a custom rule's
+    # evaluations; on when a result token is given. TestMode records nothing.
+    aws_config_result_token: str = ""
+    aws_config_test_mode: bool = False
+    aws_config_resource_type: str = "Imagepatch::Kubernetes::Workload"
 
 POLICIES = (names.GROUP, names.VERSION, names.POLICIES)
 IMAGEPATCHES = (names.GROUP, names.VERSION, names.IMAGEPATCHES)
@@ -142,9 +149,17 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         "codebuild": CodeBuildBuilder(memo.registry, options.aws_region),
         "rebase": RebaseBuilder(memo.registry),
     }
-    securityhub = None
+    exports: dict[str, Destination] = {}
     if options.securityhub:
-        securityhub = SecurityHubExporter(options.aws_region, cluster_name=options.cluster_name)
+        exports["Security Hub"] = SecurityHubExporter(options.aws_region,
+                                                      cluster_name=options.cluster_name)
+    if options.aws_config_result_token:
+        exports["AWS Config"] = ConfigEvaluations(
+            cluster_name=options.cluster_name, result_token=options.aws_config_result_token,
+            region=options.aws_region, resource_type=options.aws_config_resource_type,
+            test_mode=options.aws_config_test_mode)
+    # Detection's one exporter hook: every destination gets each policy's results.
+    securityhub = FanOut(exports) if exports else None
     if options.metrics_port:
         metrics.serve(options.metrics_port, registry_stats=memo.registry.stats,
                       registry_gate=memo.registry.gate)

@@ -49,6 +49,7 @@ FEATURES: dict[str, tuple[str, tuple[str, ...]]] = {
     "securityhub": ("SecurityHub", ("adapters/securityhub.py",)),
     "rebase": ("Rebase", ()),
     "nodes": ("Nodes", ("adapters/nodes.py",)),
+    "config": ("Config", ("adapters/awsconfig.py",)),
 }
 ALWAYS_ON = "detection"
 
@@ -90,7 +91,7 @@ NEEDS_NO_PERMISSION = {"sts:GetCallerIdentity"}
 
 # Actions AWS cannot scope to a resource ("*" is the only valid Resource).
 UNSCOPABLE = {"ecr:GetAuthorizationToken", "ecr:DescribePullThroughCacheRules", "inspector2:ListFindings",
-              "ec2:DescribeInstances", "ec2:DescribeImages"}
+              "ec2:DescribeInstances", "ec2:DescribeImages", "config:PutEvaluations"}
 # Where the scopable ones must point.
 RESOURCE_SHAPES = {
     "ecr": ":repository/",

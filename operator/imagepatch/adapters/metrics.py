@@ -250,3 +250,13 @@ def set_nodes(counts: Mapping[str, int], oldest_days: float | None) -> None:
         NODES.labels(state=state).set(n)
     NODE_OLDEST_AMI.set(oldest_days or 0)
     NODE_SURVEYS.inc()
+
+
+# -- AWS Config (adapters.awsconfig) ---------------------------------------------------
+
+CONFIG_EVALUATIONS = Counter(
+    "imagepatch_config_evaluations_total",
+    "Workload evaluations AWS Config accepted, by compliance type (sent only on change).",
+    ["compliance"],
+    registry=REGISTRY,
+)

@@ -292,7 +292,7 @@ def verdict(
         return replace(row, state=CURRENT)
     mine = running.created if running else None
     theirs = target_facts.created if target_facts else None
-    if mine and theirs and mine >= theirs:
+    if mine and theirs and mine > theirs:
         # Newer than the recommendation (a release not yet promoted): not behind.
         return replace(row, state=CURRENT)
     return replace(row, state=OUTDATED,
