@@ -77,6 +77,7 @@ class Recorded:
     path: str
     headers: dict[str, str] = field(repr=False)
     outcome: str  # "forwarded", "challenged", or the fault kind
+    body: bytes = field(default=b"", repr=False)  # the request body, when forwarded
 
     def header(self, name: str) -> str | None:
         for key, value in self.headers.items():
@@ -181,10 +182,11 @@ class FaultProxy:
         with self._lock:
             return self._faults.popleft() if self._faults else None
 
-    def _record(self, handler: BaseHTTPRequestHandler, outcome: str) -> None:
+    def _record(self, handler: BaseHTTPRequestHandler, outcome: str, body: bytes = b"") -> None:
         with self._lock:
             self.requests.append(
-                Recorded(handler.command, handler.path, dict(handler.headers.items()), outcome)
+                Recorded(handler.command, handler.path, dict(handler.headers.items()), outcome,
+                         body)
             )
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
@@ -244,7 +246,7 @@ class FaultProxy:
                     self._answer(400, {}, json.dumps(
                         {"errors": [{"code": "TAG_INVALID", "message": message}]}).encode())
                     return
-                proxy._record(self, "forwarded" if fault is None else fault.kind)
+                proxy._record(self, "forwarded" if fault is None else fault.kind, body)
                 self._forward(body, corrupt=fault is not None and fault.kind == "corrupt")
 
             def _manifest_target(self) -> tuple[str, str]:

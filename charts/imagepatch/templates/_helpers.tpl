@@ -121,6 +121,17 @@ The arguments of `imagepatch run`, one per line, built from the values.
 - --cluster-name
 - {{ required "securityHub.clusterName is required with securityHub.enabled" .Values.securityHub.clusterName | quote }}
 {{- end }}
+{{- if .Values.awsConfig.enabled }}
+{{- if not .Values.securityHub.enabled }}
+- --cluster-name
+- {{ required "awsConfig.clusterName is required with awsConfig.enabled" .Values.awsConfig.clusterName | quote }}
+{{- end }}
+- --aws-config-resource-type
+- {{ .Values.awsConfig.resourceType | quote }}
+{{- if .Values.awsConfig.testMode }}
+- --aws-config-test-mode
+{{- end }}
+{{- end }}
 {{- if .Values.nodeSurvey.enabled }}
 - --node-survey
 - --node-survey-interval
