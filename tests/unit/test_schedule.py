@@ -276,6 +276,8 @@ LA = "America/Los_Angeles"
          "2020-07-01T00:00", None, None),
         (SSM_REF, "at(2020-07-07T15:55:00)", "UTC", None, "2020-07-01T00:00:00Z",
          "2020-07-08T00:00", None, None),
+        (SSM_REF, "at(2020-07-07T15:55:00)", "UTC", "2020-07-01T00:00:00Z", "2020-08-01T00:00:00Z",
+         "2020-07-08T00:00", None, "2020-07-07T15:55"),
     ],
 )
 def test_start_and_end_dates_as_documented(page, source, tz, start, end, now, nxt, latest):

@@ -182,6 +182,8 @@ class BaseImages:
     # Globs over base image references; empty means every base is trusted.
     trusted: tuple[str, ...] = ()
     check_interval: dt.timedelta = dt.timedelta(hours=1)
+    # A new base digest is adopted only once published this long (core/approval.py).
+    approve_after: dt.timedelta = dt.timedelta(0)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -578,7 +580,8 @@ def _parse_base_images(raw: Any, path: str) -> BaseImages:
         minimum=MIN_CHECK_INTERVAL,
         bounds_text="at least 1m",
     )
-    return BaseImages(trusted=trusted, check_interval=interval)
+    approve_after = _duration(raw, path, "approveAfter", default=dt.timedelta(0))
+    return BaseImages(trusted=trusted, check_interval=interval, approve_after=approve_after)
 
 
 def _parse_vulnerabilities(raw: Any, path: str) -> Vulnerabilities:
