@@ -899,3 +899,46 @@ def test_team_a_override_patch_never_targets_team_b_on_the_same_repository(
     # digest, as the rebuild went to a new tag; "Closed" would be the Overwrite case).
     assert (b_patch.get("status") or {}).get("phase") in {"AwaitingApproval", "Closed"}
     assert not (b_patch.get("status") or {}).get("rebuild"), "nothing was built for team B"
+
+
+def test_approve_after_holds_a_fresh_base_and_adopts_one_published_long_enough(
+    given, registry, buildah
+) -> None:
+    """spec.baseImages.approveAfter: as an SSM patch baseline's auto-approval delay."""
+    base_repo, app_repo = unique("abase"), unique("aapp")
+    base_v1 = make_base_image(registry, base_repo, "1", marker="v1")
+    build_app_on(buildah, base_v1, app_repo)
+    policy = unique("pol")
+    given.policy(policy, baseImages={"checkInterval": "1h", "approveAfter": "1h"})
+    ns = given.namespace()
+    given.deployment(ns, "web", image=f"{ECR}/{app_repo}:1", policy=policy, replicas=1)
+    wait_state(given, ns, "Compliant")
+
+    # A base pushed now (its config says it was created now): not adopted for an hour.
+    created = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    fresh = make_base_image(registry, base_repo, "1", marker="v2",
+                            created=created.isoformat().replace("+00:00", "Z"))
+    retrigger(given, policy)
+
+    def held():
+        st = state_of(given, ns)
+        containers = st.get("containers") or [{}]
+        return st if containers[0].get("reason") == "BaseNotYetApproved" else None
+
+    state = wait_for(held, timeout=60, interval=0.5, what="the fresh base to be held")
+    [container] = state["containers"]
+    eligible = (created + dt.timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+    print(container["message"])
+    assert state["state"] == "Compliant"
+    assert container["baseCurrent"] == fresh.digest
+    assert f"it is adopted from {eligible}" in container["message"]
+    assert "created in the registry" in container["message"]
+    assert patches_for(given, policy) == []
+
+    # A digest whose registry creation time is older than approveAfter is adopted at once
+    # (make_base_image's default config time is 2024-01-01).
+    old = make_base_image(registry, base_repo, "1", marker="v3")
+    retrigger(given, policy)
+    wait_state(given, ns, "Patching", "BaseImageOutdated")
+    [patch] = patches_for(given, policy)
+    assert patch["spec"]["evidence"]["baseImage"]["newDigest"] == old.digest

@@ -306,6 +306,20 @@ GOOD_POLICIES = [
         id="aws-cron-fractional-duration",
     ),
     pytest.param(
+        # SSM_OPTIONS (maintenance-windows-schedule-options.html) example 4, with a period.
+        minimal(
+            maintenanceWindow={
+                "schedule": "cron(0 30 23 ? * TUE#3 *)",
+                "duration": "4h",
+                "cutoff": "1h",
+                "scheduleOffset": 2,
+                "startDate": "2021-01-01T00:00:00-08:00",
+                "endDate": "2021-06-30T00:00:00-08:00",
+            }
+        ),
+        id="ssm-seven-field-cron-offset-and-period",
+    ),
+    pytest.param(
         minimal(rebuild={"strategy": "job", "job": {"template": "kaniko-build"}}),
         id="job-strategy",
     ),

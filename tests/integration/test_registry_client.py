@@ -56,6 +56,7 @@ from imagepatch.adapters.registry import (
     StaticCredentials,
 )
 from imagepatch.core.images import parse_image
+from imagepatch.core.oci import ANNOTATION_CREATED
 from tests.support.faultproxy import FaultProxy
 from tests.support.images import (
     ANNOTATION_BASE_DIGEST,
@@ -331,6 +332,44 @@ def test_lineage_falls_back_to_index_annotations_then_platform_manifest_then_con
         Lineage(*base, source="index-annotations"),
         Lineage(*base, source="config-labels"),
         Lineage(None, None, None),
+    ]
+
+
+def _push_annotated_manifest(registry: LocalRegistry, repo: str, source: str, annotations: dict) -> str:
+    """The manifest of ``source`` (a digest) again, with ``annotations`` on it."""
+    body, media_type, _ = registry.get_manifest(repo, source)
+    manifest = json.loads(body)
+    manifest["annotations"] = annotations
+    out = json.dumps(manifest).encode()
+    return registry.put_manifest(repo, f"ann-{uuid.uuid4().hex[:6]}", out, media_type)
+
+
+def test_image_created_reads_the_annotation_then_the_index_then_the_config(registry):
+    """baseImages.approveAfter reads a base's creation time (core/approval.py)."""
+    repo = unique_repo("rc-created")
+    created = "2026-12-01T10:00:00Z"
+    plain = make_base_image(registry, repo, "plain", marker="created", created=created).digest
+    annotated = _push_annotated_manifest(registry, repo, plain, {ANNOTATION_CREATED: "2026-11-01T00:00:00Z"})
+    unreadable = make_base_image(registry, repo, "odd", marker="odd", created="not a time").digest
+    index_annotated = _push_index(registry, repo, [(plain, "amd64")],
+                                  annotations={ANNOTATION_CREATED: "2026-10-01T00:00:00+02:00"})
+    index_entries = _push_index(registry, repo, [(annotated, "amd64")])
+    empty_index = _push_index(registry, repo, [])
+    name = f"{registry.host}/{repo}"
+
+    async def fn(client):
+        return [await client.image_created(f"{name}@{d}")
+                for d in (plain, annotated, unreadable, index_annotated, index_entries, empty_index)]
+
+    results, _ = with_client(fn)
+    utc = dt.UTC
+    assert results == [
+        dt.datetime(2026, 12, 1, 10, tzinfo=utc),  # the config's created
+        dt.datetime(2026, 11, 1, tzinfo=utc),  # the manifest annotation comes first
+        None,  # an unreadable time reads as none
+        dt.datetime(2026, 9, 30, 22, tzinfo=utc),  # the index's own annotation
+        dt.datetime(2026, 11, 1, tzinfo=utc),  # else its amd64 entry's manifest
+        None,  # an index with no entries says nothing
     ]
 
 

@@ -177,12 +177,13 @@ def _descriptor(media_type: str, data: bytes) -> dict:
 
 
 def _push_platform_manifest(
-    registry: LocalRegistry, repo: str, marker: str, arch: str, variant: str | None, media: Media
+    registry: LocalRegistry, repo: str, marker: str, arch: str, variant: str | None, media: Media,
+    created: str = CREATED,
 ) -> tuple[bytes, str]:
     """Push layer, config and manifest (untagged); return (manifest bytes, media type)."""
     layer, diff_id = busybox_layer(marker)
     config = {
-        "created": CREATED,
+        "created": created,
         "architecture": arch,
         "os": "linux",
         "config": {
@@ -193,7 +194,7 @@ def _push_platform_manifest(
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "history": [
             {
-                "created": CREATED,
+                "created": created,
                 "created_by": f"imagepatch tests: busybox rootfs, /etc/base-release={marker}",
             }
         ],
@@ -227,13 +228,17 @@ def make_base_image(
     marker: str,
     arch: str = "amd64",
     media: Media = "oci",
+    created: str = CREATED,
 ) -> ImageRef:
     """Push a single-platform busybox base as ``repo:tag`` and return it.
 
     ``repo`` is the name inside the registry (``base``, ``team/base``).
     ``media="docker"`` writes a Docker v2 manifest instead of an OCI one.
+    ``created`` is the image config's creation time (RFC 3339).
     """
-    manifest, manifest_type = _push_platform_manifest(registry, repo, marker, arch, None, media)
+    manifest, manifest_type = _push_platform_manifest(
+        registry, repo, marker, arch, None, media, created
+    )
     digest = registry.put_manifest(repo, tag, manifest, manifest_type)
     return ImageRef(f"{registry.host}/{repo}", tag, digest)
 

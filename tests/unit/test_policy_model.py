@@ -545,3 +545,23 @@ def test_one_teams_failure_stops_only_that_team_unless_the_policy_says_stop_all(
     with pytest.raises(SpecError) as err:
         parse_policy_spec({"namespaceSelector": {}, "rollout": {"cronJobRunWithin": "745h"}})
     assert err.value.field == "spec.rollout.cronJobRunWithin"
+
+
+def test_systems_manager_window_options_parse():
+    # SSM_OPTIONS (maintenance-windows-schedule-options.html), examples 2 and 4 together.
+    spec = parse_policy_spec({"namespaceSelector": {}, "maintenanceWindow": {
+        "schedule": "cron(0 30 23 ? * TUE#3 *)", "duration": "4h", "cutoff": "1h",
+        "scheduleOffset": 2, "startDate": "2019-01-01T00:03:15+09:00",
+        "endDate": "2019-06-30T00:06:15Z"}})
+    window = spec.maintenance_window
+    assert window is not None
+    assert window.schedule_offset == 2
+    assert window.start_date == dt.datetime(2018, 12, 31, 15, 3, 15, tzinfo=dt.UTC)
+    assert window.end_date == dt.datetime(2019, 6, 30, 0, 6, 15, tzinfo=dt.UTC)
+
+
+def test_a_date_time_of_the_right_shape_but_no_such_day_is_refused():
+    with pytest.raises(SpecError, match="not a real date and time") as caught:
+        parse_policy_spec({"namespaceSelector": {}, "maintenanceWindow": {
+            "schedule": "0 2 * * 0", "duration": "1h", "endDate": "2026-02-30T00:00:00Z"}})
+    assert caught.value.field == "spec.maintenanceWindow.endDate"

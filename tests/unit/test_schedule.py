@@ -8,7 +8,7 @@ import re
 import pytest
 
 from imagepatch.core.schedule import ScheduleError, parse_schedule
-from imagepatch.core.window import next_opening
+from imagepatch.core.window import latest_opening, next_opening
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)  # a Friday
 
@@ -160,3 +160,167 @@ def test_what_the_aws_docs_call_invalid_is_refused(page, source, message):
 def test_a_rate_longer_than_a_century_is_refused_not_overflowed():
     with pytest.raises(ScheduleError, match="longer than 100 years"):
         parse_schedule("rate(99999999999 days)", "UTC")
+
+
+# -- Systems Manager maintenance windows: seconds, offsets, start and end dates -------------
+#
+# SSM_REF's section "Cron and rate expressions for maintenance windows" and
+# SSM_OPTIONS ("Maintenance window scheduling and active period options"),
+# each example quoted beside its row. Expected values are worked out by hand
+# from the page's own words; NOW is Friday 27 November 2026, 12:00Z
+# (Tuesdays in December 2026: 1, 8, 15; Thursdays: 3, 10, 17).
+
+SSM_WINDOW_EXAMPLES = [
+    # "the following 6-field cron expression runs a maintenance window at 9:30 AM every day"
+    (SSM_REF, "cron(30 09 ? * * *)", "2026-11-28T09:30:00"),
+    # "the following 7-field cron expression runs a maintenance window at 9:30:24 AM every day"
+    (SSM_REF, "cron(24 30 09 ? * * *)", "2026-11-28T09:30:24"),
+    # "cron(0 2 ? * THU#3 *) | 02:00 AM the third Thursday of every month"
+    (SSM_REF, "cron(0 2 ? * THU#3 *)", "2026-12-17T02:00:00"),
+    # "cron(15 10 ? * * *) | 10:15 AM every day"
+    (SSM_REF, "cron(15 10 ? * * *)", "2026-11-28T10:15:00"),
+    # "cron(15 10 ? * MON-FRI *) | 10:15 AM every Monday, ... and Friday" (today's has passed)
+    (SSM_REF, "cron(15 10 ? * MON-FRI *)", "2026-11-30T10:15:00"),
+    # "cron(0 2 L * ? *) | 02:00 AM on the last day of every month"
+    (SSM_REF, "cron(0 2 L * ? *)", "2026-11-30T02:00:00"),
+    # "cron(15 10 ? * 6L *) | 10:15 AM on the last Friday of every month" (27 Nov 10:15 has passed)
+    (SSM_REF, "cron(15 10 ? * 6L *)", "2026-12-25T10:15:00"),
+    # Association section: "If you specify the optional Seconds field, its value can be 0
+    # (zero). For example: cron(0 */30 * * * ? *)" (every 30 minutes)
+    (SSM_REF, "cron(0 */30 * * * ? *)", "2026-11-27T12:00:00"),
+    # "rate(30 minutes) | Every 30 minutes", "rate(5 hours)", "rate(25 days)": counted from the
+    # epoch without a start date; 12:00Z on day 20784 is hour 498828 (≡ 3 mod 5), day ≡ 9 mod 25.
+    (SSM_REF, "rate(30 minutes)", "2026-11-27T12:00:00"),
+    (SSM_REF, "rate(5 hours)", "2026-11-27T14:00:00"),
+    (SSM_REF, "rate(25 days)", "2026-12-13T00:00:00"),
+]
+
+
+@pytest.mark.parametrize(("page", "source", "expected"), SSM_WINDOW_EXAMPLES,
+                         ids=[r[1] for r in SSM_WINDOW_EXAMPLES])
+def test_ssm_maintenance_window_examples_open_when_the_docs_say(page, source, expected):
+    assert next_opening(parse_schedule(source, "UTC"), NOW) == _z(expected), page
+
+
+def _z(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    ("page", "source", "offset", "now", "expected"),
+    [
+        # SSM_REF, "Schedule offsets": "cron(30 23 ? * TUE#3 *) ... the third Tuesday of every
+        # month at 11:30 PM. If the schedule offset is 2, the maintenance window won't run until
+        # 11:30 PM two days later": 15 Dec + 2 = Thursday 17 December.
+        (SSM_REF, "cron(30 23 ? * TUE#3 *)", 2, NOW, "2026-12-17T23:30"),
+        # SSM_OPTIONS, Example 4, the 7-field form: --schedule "cron(0 30 23 ? * TUE#3 *)"
+        # --schedule-offset 2: "11:30 PM two days after the third Tuesday of each month".
+        (SSM_OPTIONS, "cron(0 30 23 ? * TUE#3 *)", 2, NOW, "2026-12-17T23:30"),
+        # ... and in November: 17 Nov + 2 = 19 Nov, still ahead on 18 November.
+        (SSM_OPTIONS, "cron(0 30 23 ? * TUE#3 *)", 2, _z("2026-11-18T00:00"), "2026-11-19T23:30"),
+        # SSM_REF, association example: "cron(0 0 ? * THU#2 *) ... because the schedule offset
+        # is 3, the association won't run until the next Sunday": 10 Dec + 3 = Sunday 13 Dec.
+        (SSM_REF, "cron(0 0 ? * THU#2 *)", 3, NOW, "2026-12-13T00:00"),
+    ],
+)
+def test_schedule_offsets_as_documented(page, source, offset, now, expected):
+    schedule = parse_schedule(source, "UTC", offset_days=offset)
+    assert next_opening(schedule, now) == _z(expected), page
+    # The opening is the cron date plus whole days, never the cron date itself.
+    assert latest_opening(schedule, _z(expected)) == _z(expected)
+    assert latest_opening(schedule, _z(expected) - dt.timedelta(seconds=1)) != _z(expected)
+
+
+def test_a_cron_date_before_the_start_date_opens_nothing_even_if_its_offset_date_is_after():
+    # SSM_REF: "if you specify a cron expression that would have run a maintenance window
+    # yesterday and add a schedule offset of two days, the maintenance window won't run
+    # tomorrow." Created (startDate) on Friday 27 Nov; the Thursday 26 Nov fire time plus two
+    # days would be Saturday 28 Nov; the next one counts: Thursday 3 Dec + 2 = Saturday 5 Dec.
+    schedule = parse_schedule("cron(30 23 ? * THU *)", "UTC", offset_days=2, start=NOW)
+    assert next_opening(schedule, NOW) == _z("2026-12-05T23:30")
+    assert latest_opening(schedule, _z("2026-12-01T00:00")) is None
+    without_start = parse_schedule("cron(30 23 ? * THU *)", "UTC", offset_days=2)
+    assert next_opening(without_start, NOW) == _z("2026-11-28T23:30")
+
+
+LA = "America/Los_Angeles"
+
+
+@pytest.mark.parametrize(
+    ("page", "source", "tz", "start", "end", "now", "nxt", "latest"),
+    [
+        # SSM_OPTIONS, Example 1: --start-date 2021-01-01T00:00:00-08:00, America/Los_Angeles,
+        # cron(0 09 ? * WED *): "the first run of the maintenance window won't occur until after
+        # its specified start date ... The first execution in the allowed period will be on
+        # Wednesday" (the page prints "January 4", a Monday; the Wednesday is 6 January 2021),
+        # 09:00 PST = 17:00Z.
+        (SSM_OPTIONS, "cron(0 09 ? * WED *)", LA, "2021-01-01T00:00:00-08:00", None,
+         "2020-12-01T00:00", "2021-01-06T17:00", None),
+        # SSM_OPTIONS, Example 2: --start-date 2019-01-01T00:03:15+09:00 --end-date
+        # 2019-06-30T00:06:15+09:00, Asia/Tokyo, rate(7 days): "it becomes active ... on Tuesday,
+        # January 1" and runs every seven days from then; "The last execution is ... on Tuesday,
+        # June 25, 2019" (1 Jan + 175 days). After it, nothing opens.
+        (SSM_OPTIONS, "rate(7 days)", "Asia/Tokyo", "2019-01-01T00:03:15+09:00",
+         "2019-06-30T00:06:15+09:00", "2018-12-01T00:00", "2018-12-31T15:03:15", None),
+        (SSM_OPTIONS, "rate(7 days)", "Asia/Tokyo", "2019-01-01T00:03:15+09:00",
+         "2019-06-30T00:06:15+09:00", "2019-06-26T00:00", None, "2019-06-24T15:03:15"),
+        # SSM_REF's CLI example: cron(0 16 ? * TUE *), America/Los_Angeles, --start-date
+        # 2021-01-01T00:00:00-08:00 --end-date 2021-06-30T00:00:00-08:00: the last Tuesday in the
+        # period is 29 June 2021, 16:00 PDT = 23:00Z; on 1 July nothing is left.
+        (SSM_REF, "cron(0 16 ? * TUE *)", LA, "2021-01-01T00:00:00-08:00",
+         "2021-06-30T00:00:00-08:00", "2021-07-01T00:00", None, "2021-06-29T23:00"),
+        (SSM_REF, "cron(0 16 ? * TUE *)", LA, "2021-01-01T00:00:00-08:00",
+         "2021-06-30T00:00:00-08:00", "2020-06-01T00:00", "2021-01-06T00:00", None),
+        # at(...) counts only inside the period too.
+        (SSM_REF, "at(2020-07-07T15:55:00)", "UTC", "2020-08-01T00:00:00Z", None,
+         "2020-07-01T00:00", None, None),
+        (SSM_REF, "at(2020-07-07T15:55:00)", "UTC", None, "2020-07-01T00:00:00Z",
+         "2020-07-08T00:00", None, None),
+        (SSM_REF, "at(2020-07-07T15:55:00)", "UTC", "2020-07-01T00:00:00Z", "2020-08-01T00:00:00Z",
+         "2020-07-08T00:00", None, "2020-07-07T15:55"),
+    ],
+)
+def test_start_and_end_dates_as_documented(page, source, tz, start, end, now, nxt, latest):
+    schedule = parse_schedule(
+        source, tz,
+        start=dt.datetime.fromisoformat(start) if start else None,
+        end=dt.datetime.fromisoformat(end) if end else None,
+    )
+    assert next_opening(schedule, _z(now)) == (_z(nxt) if nxt else None), page
+    assert latest_opening(schedule, _z(now)) == (_z(latest) if latest else None), page
+
+
+@pytest.mark.parametrize(
+    ("source", "kwargs", "message"),
+    [
+        # SSM_REF: "Cron expressions that lead to rates faster than five (5) minute aren't
+        # supported" (the documented "0/5 8-17 ? * MON-FRI *" is exactly five minutes: allowed).
+        ("cron(0/1 * * * ? *)", {}, "less than 5 minutes apart"),
+        ("cron(* * * * ? *)", {}, "less than 5 minutes apart"),
+        ("cron(0/30 0 2 * * ? *)", {}, "less than 5 minutes apart"),  # 02:00:00 and 02:00:30
+        ("cron(58,1 * * * ? *)", {}, "less than 5 minutes apart"),  # 10:58 then 11:01
+        ("cron(58 23 * * ? *)", {}, None),  # once a day is fine
+        ("cron(0/5 8-17 ? * MON-FRI *)", {}, None),
+        # SSM_REF: offsets "for cron expressions only"; CreateMaintenanceWindow: 1-6 days.
+        ("rate(7 days)", {"offset_days": 2}, "only allowed with a cron expression"),
+        ("at(2020-07-07T15:55:00)", {"offset_days": 1}, "only allowed with a cron expression"),
+        ("cron(0 2 ? * SUN *)", {"offset_days": 7}, "1-6 days"),
+        ("cron(0 2 ? * SUN *)", {"start": dt.datetime(2026, 1, 1)}, "UTC offset"),
+        ("cron(0 2 ? * SUN *)", {"start": NOW, "end": NOW}, "after the start date"),
+        # A 7-field form needs '?' in a day field like the 6-field one, and nowhere else.
+        ("cron(0 0 2 * * * *)", {}, "'?' in exactly one"),
+        ("cron(? 0 2 ? * * *)", {}, "only allowed in day-of-month or day-of-week"),
+        ("cron(0 0 2 ? * * * *)", {}, "6 fields"),
+    ],
+)
+def test_ssm_window_limits_are_enforced(source, kwargs, message):
+    if message is None:
+        parse_schedule(source, "UTC", **kwargs)
+        return
+    with pytest.raises(ScheduleError, match=re.escape(message)):
+        parse_schedule(source, "UTC", **kwargs)
+
+
+def test_five_field_cron_keeps_its_one_minute_resolution():
+    # Classic cron is not an AWS form (a CronJob's "*/1 * * * *" is parsed here too).
+    assert next_opening(parse_schedule("* * * * *", "UTC"), NOW) == NOW

@@ -17,6 +17,8 @@ import datetime as dt
 import zoneinfo
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from imagepatch.core.schedule import ScheduleError, parse_schedule
 from imagepatch.core.window import (
@@ -246,7 +248,7 @@ def test_summaries_say_what_to_do():
     assert "rollouts may start until 2026-06-07T05:00:00Z" in window_state(SUNDAY_UTC, z("2026-06-07T03:00")).summary
     assert "next window opens 2026-06-14T02:00:00Z" in window_state(SUNDAY_UTC, z("2026-06-07T05:30")).summary
     assert "past the maintenance window's cutoff" in window_state(SUNDAY_UTC, z("2026-06-07T05:30")).summary
-    assert "last year has passed" in window_state(ONLY_2025, z("2026-06-07T03:00")).summary
+    assert "last date or the window's endDate has passed" in window_state(ONLY_2025, z("2026-06-07T03:00")).summary
 
 
 def test_naive_now_is_refused():
@@ -257,3 +259,85 @@ def test_naive_now_is_refused():
 def test_bad_schedule_raises_schedule_error():
     with pytest.raises(ScheduleError, match="unknown timezone"):
         window_state(window("0 2 * * *", "Mars/Olympus_Mons", H), z("2026-06-07T02:00"))
+
+
+# -- Systems Manager's scheduleOffset, startDate and endDate ---------------------------------
+#
+# SSM_OPTIONS Example 4 (https://docs.aws.amazon.com/systems-manager/latest/userguide/
+# maintenance-windows-schedule-options.html): --schedule "cron(0 30 23 ? * TUE#3 *)"
+# --duration 4 --cutoff 1 --schedule-offset 2: "11:30 PM two days after the third Tuesday of
+# each month". December 2026: the third Tuesday is the 15th, so the window is Thursday 17 Dec
+# 23:30Z to Friday 18 Dec 03:30Z, new work until 02:30Z.
+
+def ssm_window(offset=2, start=None, end=None, tz="UTC", schedule="cron(0 30 23 ? * TUE#3 *)"):
+    return MaintenanceWindow(schedule=schedule, timezone=tz, duration=4 * H, cutoff=1 * H,
+                             schedule_offset=offset, start_date=start, end_date=end)
+
+
+@pytest.mark.parametrize(
+    ("name", "win", "now", "expected"),
+    [
+        ("the cron date itself opens nothing", ssm_window(), "2026-12-15T23:45",
+         closed("2026-12-17T23:30")),
+        ("two days later the window is open", ssm_window(), "2026-12-17T23:45",
+         inside("2026-12-17T23:30", "2026-12-18T02:30", "2026-12-18T03:30")),
+        ("an end date inside the window ends it early", ssm_window(end=z("2026-12-18T01:00")),
+         "2026-12-17T23:45", inside("2026-12-17T23:30", "2026-12-18T01:00", "2026-12-18T01:00")),
+        ("at the end date the window stops and none is left", ssm_window(end=z("2026-12-18T01:00")),
+         "2026-12-18T01:00", closed(None)),
+        ("an offset date past the end date never opens", ssm_window(end=z("2026-12-17T00:00")),
+         "2026-12-16T00:00", closed(None)),
+        ("before the start date, the first cron date after it counts",
+         ssm_window(start=z("2026-12-16T00:00")), "2026-12-16T00:00", closed("2027-01-21T23:30")),
+        # January 2027: Tuesdays 5, 12, 19 → 19 + 2 = Thursday 21 January.
+    ],
+)
+def test_offset_start_and_end_dates(name, win, now, expected):
+    state = window_state(win, z(now))
+    assert state == WindowState(configured=True, **expected), name
+
+
+@pytest.mark.parametrize(
+    ("source", "now", "expected"),
+    [
+        # Saturday 31 Oct 01:30 EDT + 1 day = Sunday 1 Nov 01:30, which happens twice in New
+        # York: the window opens once, at the first (EDT, 05:30Z).
+        ("cron(30 1 ? * SAT *)", "2026-10-31T12:00", "2026-11-01T05:30"),
+        # Saturday 7 Mar 02:30 + 1 day = Sunday 8 Mar 02:30, which does not exist: skipped, as
+        # AWS skips a non-existent time; the next is Sunday 15 Mar 02:30 EDT = 06:30Z.
+        ("cron(30 2 ? * SAT *)", "2026-03-07T12:00", "2026-03-15T06:30"),
+    ],
+)
+def test_an_offset_lands_on_local_days_under_the_dst_rules(source, now, expected):
+    schedule = parse_schedule(source, "America/New_York", offset_days=1)
+    assert next_opening(schedule, z(now)) == z(expected)
+
+
+_CRONS = ["cron(0 2 ? * SUN *)", "cron(30 23 ? * TUE#3 *)", "cron(15 10 ? * 6L *)",
+          "cron(0 2 L * ? *)", "cron(24 30 09 ? * * *)", "0 */6 * * *"]
+_INSTANTS = st.datetimes(min_value=dt.datetime(2024, 1, 1), max_value=dt.datetime(2030, 1, 1),
+                         timezones=st.just(dt.UTC))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(_CRONS), st.integers(0, 6), _INSTANTS)
+def test_an_offset_moves_every_opening_by_whole_days(source, days, now):
+    plain = parse_schedule(source, "UTC")
+    shifted = parse_schedule(source, "UTC", offset_days=days)
+    offset = dt.timedelta(days=days)
+    assert next_opening(shifted, now) == next_opening(plain, now - offset) + offset
+    assert latest_opening(shifted, now) == latest_opening(plain, now - offset) + offset
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from([*_CRONS, "rate(3 days)", "rate(90 minutes)"]), _INSTANTS, _INSTANTS,
+       st.integers(1, 24 * 60))
+def test_openings_stay_between_the_start_and_end_dates(source, now, start, span_minutes):
+    end = start + dt.timedelta(minutes=span_minutes * 30)
+    schedule = parse_schedule(source, "Europe/Berlin", start=start, end=end)
+    nxt = next_opening(schedule, now)
+    if nxt is not None:
+        assert start <= nxt <= end and nxt >= now
+    latest = latest_opening(schedule, now)
+    if latest is not None:
+        assert start <= latest <= min(now, end)

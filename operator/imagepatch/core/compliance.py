@@ -87,6 +87,8 @@ class ContainerFacts:
     error_reason: str = ""  # set when a fact could not be gathered
     error: str = ""
     note: str = ""  # said with the assessment (e.g. a base annotation that was not used)
+    # baseImages.approveAfter: why the moved base is not adopted yet (core/approval.py).
+    base_pending: str = ""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -124,7 +126,7 @@ def assess_container(facts: ContainerFacts, policy: PolicySpec) -> Assessment:
             message=f"{len(facts.findings.violations)} findings over the baseline: {ids}"
             + (f" and {more} more" if more > 0 else ""),
         )
-    if outdated(facts):
+    if outdated(facts) and not facts.base_pending:
         return Assessment(
             state=State.BASE_IMAGE_OUTDATED,
             reason=reasons.BASE_IMAGE_OUTDATED,
@@ -134,6 +136,12 @@ def assess_container(facts: ContainerFacts, policy: PolicySpec) -> Assessment:
     if facts.scan is not None and not facts.scan.findings_usable:
         # No usable scan (none yet, in progress, failed...) proves nothing: unknown, not compliant.
         return Assessment(state=State.UNKNOWN, reason=facts.scan.reason, message=facts.scan.message)
+    if outdated(facts):
+        # A new base not yet approved is not a missing patch, as in an SSM
+        # patch baseline: compliant until it becomes eligible (the message says when).
+        return Assessment(
+            state=State.COMPLIANT, reason=reasons.BASE_NOT_YET_APPROVED, message=facts.base_pending
+        )
     if not facts.base_name:
         return Assessment(
             state=State.COMPLIANT,

@@ -49,3 +49,4 @@ MANIFEST_ACCEPT = ", ".join([OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_V2])
 
 ANNOTATION_BASE_NAME = "org.opencontainers.image.base.name"
 ANNOTATION_BASE_DIGEST = "org.opencontainers.image.base.digest"
+ANNOTATION_CREATED = "org.opencontainers.image.created"  # when the image was built

@@ -128,6 +128,9 @@ PASS_BUDGET_EXCEEDED = "PassBudgetExceeded"
 BASE_IMAGE_OUTDATED = "BaseImageOutdated"
 UNTRUSTED_BASE = "UntrustedBase"
 NO_BASE_RECORDED = "NoBaseRecorded"
+# baseImages.approveAfter: a new base digest published too recently is not
+# adopted yet; the message says when it becomes eligible (core/approval.py).
+BASE_NOT_YET_APPROVED = "BaseNotYetApproved"
 
 # The report and Security Hub: a workload detection has not evaluated (yet,
 # or any more).

@@ -5,7 +5,9 @@ EventBridge documentation accepts, so what users paste from AWS works
 (``tests/unit/test_schedule.py`` tables the docs' own examples, each citing
 its page), plus the classic cron users of Kubernetes CronJobs write:
 
-* ``cron(Minutes Hours Day-of-month Month Day-of-week Year)``, with ``?``
+* ``cron(Minutes Hours Day-of-month Month Day-of-week Year)``, or the 7-field
+  form with a leading ``Seconds`` field that Systems Manager maintenance
+  windows accept (``cron(24 30 09 ? * * *)`` is 09:30:24 every day), with ``?``
   in exactly one day field, ``L`` in either day field (``L`` alone in
   day-of-week is Saturday, ``6L`` the last Friday), ``W`` in day-of-month
   (``15W``), ``#`` in day-of-week (``TUE#3``) and a year field; day-of-week
@@ -19,6 +21,15 @@ its page), plus the classic cron users of Kubernetes CronJobs write:
   schedule's timezone;
 * classic 5-field cron, ``m h dom mon dow``, day-of-week 0-6 from Sunday.
 
+Systems Manager refuses cron expressions "that lead to rates faster than five
+(5) minute[s]" (the SSM cron reference); the AWS forms here do too
+(:func:`_check_ssm_rate`). Classic 5-field cron is not an AWS form and keeps
+cron's one-minute resolution (a CronJob's schedule is parsed here as well).
+
+A maintenance window's ``scheduleOffset``, ``startDate`` and ``endDate``
+(the SSM ``ScheduleOffset``, ``StartDate``, ``EndDate``) travel on the
+:class:`Schedule`; ``core.window`` applies them.
+
 Cron forms are translated into one croniter expression (``m h dom mon dow s
 year``), so the window arithmetic has one code path for them. What CEL in the CRD cannot check
 (field values, an unknown timezone) is checked here and reported with the
@@ -30,6 +41,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import zoneinfo
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from croniter import croniter
@@ -43,6 +55,12 @@ _RATE_MAX_SECONDS = 36_500 * 86400
 # The EPOCH anchors rate() schedules (no start date in a policy).
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _DOW_NAMES = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
+# SSM: "Cron expressions that lead to rates faster than five (5) minute aren't
+# supported" (reference-cron-and-rate-expressions.html).
+_SSM_MIN_GAP_SECONDS = 300
+_DAY_SECONDS = 86_400
+# SSM ScheduleOffset: 1-6 days (CreateMaintenanceWindow, ScheduleOffset).
+MAX_SCHEDULE_OFFSET = 6
 
 
 class ScheduleError(ValueError):
@@ -64,6 +82,11 @@ class Schedule:
     kind: str = "cron"  # "cron" | "rate" | "at"
     every: dt.timedelta | None = None  # rate(): elapsed time between openings
     at: dt.datetime | None = None  # at(): the naive local wall-clock time
+    # SSM ScheduleOffset: whole days after each cron fire time (cron forms only).
+    offset_days: int = 0
+    # SSM StartDate/EndDate: openings only within [start, end] (aware datetimes).
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
 
 
 
@@ -169,11 +192,14 @@ def to_croniter(source: str) -> str:
     m = _AWS_FORM.match(source)
     if m:
         fields = m.group("body").split()
-        if len(fields) != 6:
+        if len(fields) not in (6, 7):
             raise ScheduleError(
                 "AWS form needs 6 fields (minutes hours day-of-month month day-of-week year),"
-                f" got {len(fields)}"
+                f" or 7 with a leading seconds field, got {len(fields)}"
             )
+        # SSM maintenance windows: "A seventh field, the Seconds field (the
+        # first in a cron expression), is optional".
+        second = fields.pop(0) if len(fields) == 7 else "0"
         minute, hour, dom, month, dow, year = fields
         # AWS requires '?' in exactly one of day-of-month and day-of-week.
         if (dom == "?") == (dow == "?"):
@@ -192,8 +218,10 @@ def to_croniter(source: str) -> str:
             raise ScheduleError(
                 "'LW' (last weekday of the month) is not supported; use 'L' or a day"
             )
+        if "?" in (second, minute, hour, month, year):
+            raise ScheduleError("'?' is only allowed in day-of-month or day-of-week")
         dom = "*" if dom == "?" else dom
-        return " ".join([minute, hour, dom, month, _aws_dow(dow), "0", year])
+        return " ".join([minute, hour, dom, month, _aws_dow(dow), second, year])
     fields = source.split()
     if len(fields) != 5:
         raise ScheduleError(
@@ -203,19 +231,36 @@ def to_croniter(source: str) -> str:
     return " ".join([*fields, "0", "*"])
 
 
-def parse_schedule(source: str, timezone: str) -> Schedule:
-    """Parse and validate; raise ``ScheduleError`` naming what is wrong."""
+def parse_schedule(
+    source: str,
+    timezone: str,
+    *,
+    offset_days: int = 0,
+    start: dt.datetime | None = None,
+    end: dt.datetime | None = None,
+) -> Schedule:
+    """Parse and validate; raise ``ScheduleError`` naming what is wrong.
+
+    ``offset_days``, ``start`` and ``end`` are a maintenance window's SSM
+    ``ScheduleOffset``, ``StartDate`` and ``EndDate``.
+    """
     if not isinstance(source, str):
         raise ScheduleError("the schedule must be a string")
     tz = parse_timezone(timezone)
+    _check_period(offset_days, start, end)
     rate = _RATE_FORM.match(source)
+    at = _AT_FORM.match(source)
+    if offset_days and (rate or at):
+        # SSM: "schedule offsets for cron expressions only".
+        raise ScheduleError("a schedule offset is only allowed with a cron expression")
     if rate:
         every = parse_rate(rate.group("body").strip())
-        return Schedule(source=source, expression="", timezone=tz, kind="rate", every=every)
-    at = _AT_FORM.match(source)
+        return Schedule(source=source, expression="", timezone=tz, kind="rate", every=every,
+                        offset_days=offset_days, start=start, end=end)
     if at:
         when = parse_at(at.group("body").strip())
-        return Schedule(source=source, expression="", timezone=tz, kind="at", at=when)
+        return Schedule(source=source, expression="", timezone=tz, kind="at", at=when,
+                        offset_days=offset_days, start=start, end=end)
     expression = to_croniter(source)
     if not croniter.is_valid(expression):
         raise ScheduleError(f"{source!r} is not a valid cron expression")
@@ -224,4 +269,44 @@ def parse_schedule(source: str, timezone: str) -> Schedule:
         croniter(expression, dt.datetime(2000, 1, 1)).get_next(dt.datetime)
     except (CroniterError, ValueError, KeyError) as exc:
         raise ScheduleError(f"{source!r} never matches a date") from exc
-    return Schedule(source=source, expression=expression, timezone=tz)
+    if _AWS_FORM.match(source):
+        _check_ssm_rate(source, expression)
+    return Schedule(source=source, expression=expression, timezone=tz,
+                    offset_days=offset_days, start=start, end=end)
+
+
+def _check_period(offset_days: int, start: dt.datetime | None, end: dt.datetime | None) -> None:
+    if not 0 <= offset_days <= MAX_SCHEDULE_OFFSET:
+        raise ScheduleError(f"the schedule offset must be 1-{MAX_SCHEDULE_OFFSET} days")
+    for when in (start, end):
+        if when is not None and when.utcoffset() is None:
+            raise ScheduleError("start and end dates must carry a UTC offset")
+    if start is not None and end is not None and end <= start:
+        raise ScheduleError("the end date must be after the start date")
+
+
+def _check_ssm_rate(source: str, expression: str) -> None:
+    """Refuse an AWS cron form that fires less than five minutes apart (SSM's rule).
+
+    Two fire times are closest within one day's times of day (every second,
+    minute and hour combination), or across midnight, from the day's last
+    time to the next day's first: both are checked. The day fields only pick
+    which days fire, so they cannot bring two times closer (the across-midnight
+    check assumes two consecutive days may both fire, which errs on refusing).
+    """
+    expanded, _ = croniter.expand(expression)
+
+    def values(field: Sequence[int | str], every: range) -> list[int]:
+        return list(every) if field == ["*"] else [int(v) for v in field]
+
+    minutes = values(expanded[0], range(60))
+    hours = values(expanded[1], range(24))
+    seconds = values(expanded[5], range(60))
+    times = sorted(h * 3600 + m * 60 + s for h in hours for m in minutes for s in seconds)
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps.append(_DAY_SECONDS - times[-1] + times[0])
+    if min(gaps) < _SSM_MIN_GAP_SECONDS:
+        raise ScheduleError(
+            f"{source!r} fires less than 5 minutes apart; Systems Manager does not"
+            " support cron expressions faster than every 5 minutes"
+        )

@@ -37,6 +37,24 @@ fall-back day):
   so clock changes do not move it; ``at(...)`` is one wall-clock time, under
   the same two rules as a cron fire time.
 
+Systems Manager's active-period options are applied here too
+("Maintenance window scheduling and active period options" in the SSM user
+guide):
+
+* ``scheduleOffset`` (SSM ``ScheduleOffset``, cron forms only): each window
+  opens that many calendar days after its cron fire time, at the same local
+  wall-clock time ("the third Tuesday of every month at 11:30 PM" with offset
+  2 opens on the Thursday at 11:30 PM), under the two DST rules above.
+* ``startDate`` (SSM ``StartDate``): only cron fire times at or after it
+  count, so a fire time before it opens nothing even when its offset date
+  falls after it (the SSM note: a cron date already passed plus an offset in
+  the future "won't run in the period"). ``rate(...)`` counts from the start
+  date instead of the epoch (SSM example 2: ``rate(7 days)`` from Tuesday
+  1 January opens every Tuesday).
+* ``endDate`` (SSM ``EndDate``, when the window "becomes inactive"): no
+  window opens after it, and an open window stops accepting new rollouts at
+  it (its cutoff and close are clipped to the end date).
+
 Each existing local fire time therefore opens exactly one window, and opening
 instants never decrease as local fire times increase. Every window has the same
 duration and cutoff, so the most recent opening at or before ``now`` has the
@@ -110,7 +128,10 @@ class WindowState:
                 f" rollouts may start until {_fmt(self.cutoff_at)}"
             )
         if self.exhausted:
-            return "no maintenance window opens again: the schedule's last year has passed"
+            return (
+                "no maintenance window opens again: the schedule's last date"
+                " or the window's endDate has passed"
+            )
         if self.open:
             return (
                 f"past the maintenance window's cutoff ({_fmt(self.cutoff_at)});"
@@ -131,13 +152,24 @@ def window_state(window: MaintenanceWindow | None, now: dt.datetime) -> WindowSt
     _require_aware(now)
     if window is None:
         return _ALWAYS
-    schedule = parse_schedule(window.schedule, window.timezone)
+    schedule = parse_schedule(
+        window.schedule,
+        window.timezone,
+        offset_days=window.schedule_offset,
+        start=window.start_date,
+        end=window.end_date,
+    )
     now = now.astimezone(_UTC)
 
     opened_at = latest_opening(schedule, now)
-    if opened_at is not None and now < opened_at + window.duration:
+    if opened_at is not None:
         closes_at = opened_at + window.duration
         cutoff_at = closes_at - window.cutoff
+        if schedule.end is not None:
+            # The window becomes inactive at its end date (SSM EndDate).
+            closes_at = min(closes_at, schedule.end)
+            cutoff_at = min(cutoff_at, schedule.end)
+    if opened_at is not None and now < closes_at:
         if now < cutoff_at:
             return WindowState(
                 configured=True,
@@ -178,60 +210,108 @@ def opening_instant(local: dt.datetime, tz: zoneinfo.ZoneInfo) -> dt.datetime | 
 
 
 def latest_opening(schedule: Schedule, now: dt.datetime) -> dt.datetime | None:
-    """The most recent window opening at or before ``now`` (UTC), or ``None``."""
+    """The most recent window opening at or before ``now`` (UTC), or ``None``.
+
+    Honours the schedule's offset and its start and end dates (module docstring).
+    """
     _require_aware(now)
+    limit = now if schedule.end is None else min(now, schedule.end)
     if schedule.kind == "rate":
         assert schedule.every is not None
-        return _EPOCH + ((now - _EPOCH) // schedule.every) * schedule.every
+        anchor = _rate_anchor(schedule)
+        if limit < anchor:
+            return None
+        return anchor + ((limit - anchor) // schedule.every) * schedule.every
     if schedule.kind == "at":
         assert schedule.at is not None
         opened = opening_instant(schedule.at, schedule.timezone)
-        return opened if opened is not None and opened <= now else None
+        if opened is None or opened > limit or not _after_start(schedule, opened):
+            return None
+        return opened
     tz = schedule.timezone
-    # Walk local fire times backwards, starting a little after now's wall
-    # clock: in the repeated hour of a fall-back, a fire time that reads later
-    # than now's wall clock may already have opened (02:30 CEST opened at
-    # 00:30Z; at 01:15Z the clock reads 02:15 CET). Openings never decrease as
-    # local times increase, so the first one at or before now is the answer.
-    start = _local_naive(now, tz) + _offset_swing(tz, now) + _SECOND
+    offset = dt.timedelta(days=schedule.offset_days)
+    # Walk local fire times backwards, starting a little after the limit's wall
+    # clock (less the offset): in the repeated hour of a fall-back, a fire time
+    # that reads later than now's wall clock may already have opened (02:30
+    # CEST opened at 00:30Z; at 01:15Z the clock reads 02:15 CET). Openings
+    # never decrease as local times increase, so the first one at or before
+    # the limit is the answer.
+    start = _local_naive(limit, tz) - offset + _offset_swing(tz, limit) + _SECOND
     it = croniter(schedule.expression, start)
     for _ in range(_MAX_STEPS):
         try:
             local = it.get_prev(dt.datetime)
         except CroniterBadDateError:
             return None  # no earlier fire time (a year field in the future)
-        opened = opening_instant(local, tz)
-        if opened is not None and opened <= now:
+        if not _after_start(schedule, _fire_instant(local, tz)):
+            return None  # every earlier fire time is before the start date too
+        opened = opening_instant(local + offset, tz)
+        if opened is not None and opened <= limit:
             return opened
     return None
 
 
 def next_opening(schedule: Schedule, now: dt.datetime) -> dt.datetime | None:
-    """The first window opening at or after ``now`` (UTC), or ``None`` if none is left."""
+    """The first window opening at or after ``now`` (UTC), or ``None`` if none is left.
+
+    Honours the schedule's offset and its start and end dates (module docstring).
+    """
     _require_aware(now)
+    opened = _next_opening(schedule, now)
+    if opened is not None and schedule.end is not None and opened > schedule.end:
+        return None  # the window's end date has passed by then
+    return opened
+
+
+def _next_opening(schedule: Schedule, now: dt.datetime) -> dt.datetime | None:
     if schedule.kind == "rate":
         assert schedule.every is not None
-        steps = -((_EPOCH - now) // schedule.every)  # ceiling division
-        return _EPOCH + steps * schedule.every
+        anchor = _rate_anchor(schedule)
+        if now <= anchor:
+            return anchor
+        steps = -((anchor - now) // schedule.every)  # ceiling division
+        return anchor + steps * schedule.every
     if schedule.kind == "at":
         assert schedule.at is not None
         opened = opening_instant(schedule.at, schedule.timezone)
-        return opened if opened is not None and opened >= now else None
+        if opened is None or opened < now or not _after_start(schedule, opened):
+            return None
+        return opened
     tz = schedule.timezone
-    # Start a little before now's wall clock: a fire time inside a gap that
-    # ended at or after now reads earlier than now's wall clock but opens at
-    # the end of the gap.
-    start = _local_naive(now, tz) - _offset_swing(tz, now) - _SECOND
+    offset = dt.timedelta(days=schedule.offset_days)
+    # Start a little before the wall clock of now less the offset (or of the
+    # start date, if later): a fire time inside a gap that ended at or after
+    # now reads earlier than now's wall clock but opens at the end of the gap.
+    begin = now - offset
+    if schedule.start is not None and schedule.start > begin:
+        begin = schedule.start
+    start = _local_naive(begin, tz) - _offset_swing(tz, begin) - _SECOND
     it = croniter(schedule.expression, start)
     for _ in range(_MAX_STEPS):
         try:
             local = it.get_next(dt.datetime)
         except CroniterBadDateError:
             return None  # every year in the year field has passed
-        opened = opening_instant(local, tz)
+        if not _after_start(schedule, _fire_instant(local, tz)):
+            continue
+        opened = opening_instant(local + offset, tz)
         if opened is not None and opened >= now:
             return opened
     return None
+
+
+def _rate_anchor(schedule: Schedule) -> dt.datetime:
+    # SSM example 2: rate(7 days) with a start date runs from that date.
+    return _EPOCH if schedule.start is None else schedule.start.astimezone(_UTC)
+
+
+def _fire_instant(local: dt.datetime, tz: zoneinfo.ZoneInfo) -> dt.datetime:
+    """A cron fire time as an instant, only to compare with the start date."""
+    return local.replace(tzinfo=tz, fold=0).astimezone(_UTC)
+
+
+def _after_start(schedule: Schedule, when: dt.datetime) -> bool:
+    return schedule.start is None or when >= schedule.start
 
 
 def _local_naive(when: dt.datetime, tz: zoneinfo.ZoneInfo) -> dt.datetime:

@@ -24,6 +24,9 @@ it lives under, and the bounded updates::
 * ``failed``: the rebuilds that failed their health gate here, newest last, at
   most :data:`FAILED_LIMIT` (the same bound the annotation had).
 * ``state``/``since``: the last evaluated state and when it was entered.
+* ``seen``: base digest -> when this workload's evaluation first saw it, for
+  ``spec.baseImages.approveAfter`` when the registry gives no creation time
+  (``core/approval.py``); the newest :data:`SEEN_LIMIT` are kept.
 
 Sharding: records are spread by a hash of (kind, namespace, name) over
 :data:`SHARDS` ConfigMaps, so no object nears etcd's 1.5 MiB limit at 10,000
@@ -51,6 +54,7 @@ from imagepatch.model.times import format_time, parse_time
 VERSION = 1
 SHARDS = 128
 FAILED_LIMIT = 10
+SEEN_LIMIT = 8
 CONFIGMAP_PREFIX = "imagepatch-memory-"
 # On each memory ConfigMap: how the operator finds its own (one LIST at start).
 MEMORY_LABEL = "imagepatch.dev/memory"
@@ -82,6 +86,7 @@ class WorkloadMemory:
     since: dt.datetime | None = None
     bases: Mapping[str, BaseMemory] = field(default_factory=dict)
     failed: tuple[Mapping[str, str], ...] = ()
+    seen: Mapping[str, dt.datetime] = field(default_factory=dict)
 
     @property
     def identity(self) -> tuple[str, str, str]:
@@ -89,7 +94,7 @@ class WorkloadMemory:
 
     @property
     def empty(self) -> bool:
-        return not (self.state or self.bases or self.failed)
+        return not (self.state or self.bases or self.failed or self.seen)
 
 
 def shard_of(kind: str, namespace: str, name: str, *, shards: int = SHARDS) -> str:
@@ -134,6 +139,14 @@ def with_base(memory: WorkloadMemory, container: str, remembered: BaseMemory) ->
     return replace(memory, bases={**memory.bases, container: remembered})
 
 
+def with_seen(memory: WorkloadMemory, base_digest: str, now: dt.datetime) -> WorkloadMemory:
+    """``base_digest`` first seen at ``now``, unless already remembered (newest SEEN_LIMIT kept)."""
+    if base_digest in memory.seen:
+        return memory
+    kept = sorted(memory.seen.items(), key=lambda item: item[1])[-(SEEN_LIMIT - 1):]
+    return replace(memory, seen={**dict(kept), base_digest: now})
+
+
 def with_state(
     memory: WorkloadMemory, *, state: str, now: dt.datetime
 ) -> WorkloadMemory:
@@ -167,6 +180,8 @@ def encode(memory: WorkloadMemory) -> str:
         }
     if memory.failed:
         body["failed"] = [dict(e) for e in memory.failed]
+    if memory.seen:
+        body["seen"] = {d: format_time(t) for d, t in sorted(memory.seen.items())}
     return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
 
@@ -189,6 +204,7 @@ def decode(raw: object) -> WorkloadMemory | None:
         return None
     bases = body.get("bases")
     failed = body.get("failed")
+    seen = body.get("seen")
     return WorkloadMemory(
         kind=kind,
         namespace=namespace,
@@ -210,6 +226,11 @@ def decode(raw: object) -> WorkloadMemory | None:
             for e in (failed if isinstance(failed, list) else ())
             if isinstance(e, dict) and isinstance(e.get("digest"), str)
         )[-FAILED_LIMIT:],
+        seen={
+            d: when
+            for d, t in (seen.items() if isinstance(seen, dict) else ())
+            if isinstance(d, str) and (when := parse_time(t)) is not None
+        },
     )
 
 

@@ -182,6 +182,8 @@ class BaseImages:
     # Globs over base image references; empty means every base is trusted.
     trusted: tuple[str, ...] = ()
     check_interval: dt.timedelta = dt.timedelta(hours=1)
+    # A new base digest is adopted only once published this long (core/approval.py).
+    approve_after: dt.timedelta = dt.timedelta(0)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -296,6 +298,10 @@ class MaintenanceWindow:
     timezone: str = "UTC"  # IANA name; validated by core/
     duration: dt.timedelta
     cutoff: dt.timedelta = dt.timedelta(0)
+    # Systems Manager's active-period options (see core/window.py):
+    schedule_offset: int = 0  # days after each cron fire time (SSM ScheduleOffset)
+    start_date: dt.datetime | None = None  # aware; SSM StartDate
+    end_date: dt.datetime | None = None  # aware; SSM EndDate
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -351,11 +357,17 @@ _CODEBUILD_PROJECT = re.compile(
     r"[A-Za-z0-9][A-Za-z0-9_-]{1,254}"
     r"|arn:aws[a-zA-Z-]*:codebuild:[a-z0-9-]+:[0-9]{12}:project/[A-Za-z0-9][A-Za-z0-9_-]{1,254}"
 )
-# Shape only, as in the CRD: AWS "cron(6 fields)" or 5 whitespace-separated fields.
+# Shape only, as in the CRD: AWS "cron(6 or 7 fields)" or 5 whitespace-separated fields.
 _SCHEDULE_SHAPE = re.compile(
-    r"cron\([^\s()]+(\s+[^\s()]+){5}\)|rate\([^()]+\)|at\([^()]+\)|[^\s()]+(\s+[^\s()]+){4}"
+    r"cron\([^\s()]+(\s+[^\s()]+){5,6}\)|rate\([^()]+\)|at\([^()]+\)|[^\s()]+(\s+[^\s()]+){4}"
 )
 _TIMEZONE_SHAPE = re.compile(r"[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*")
+# RFC 3339 date-time with an explicit offset, as the CRD's format: date-time
+# and CEL's timestamp() read it (SSM's ISO 8601 examples have this shape).
+_DATE_TIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+MAX_SCHEDULE_OFFSET = 6  # days, as SSM's ScheduleOffset allows
 
 
 # --- reading raw dicts ----------------------------------------------------------
@@ -568,7 +580,8 @@ def _parse_base_images(raw: Any, path: str) -> BaseImages:
         minimum=MIN_CHECK_INTERVAL,
         bounds_text="at least 1m",
     )
-    return BaseImages(trusted=trusted, check_interval=interval)
+    approve_after = _duration(raw, path, "approveAfter", default=dt.timedelta(0))
+    return BaseImages(trusted=trusted, check_interval=interval, approve_after=approve_after)
 
 
 def _parse_vulnerabilities(raw: Any, path: str) -> Vulnerabilities:
@@ -781,7 +794,40 @@ def _parse_maintenance_window(raw: Any, path: str) -> MaintenanceWindow | None:
     cutoff = _duration(raw, path, "cutoff", default=dt.timedelta(0))
     if cutoff >= duration:
         raise SpecError(f"{path}.cutoff", f"must be shorter than {path}.duration")
-    return MaintenanceWindow(schedule=schedule, timezone=timezone, duration=duration, cutoff=cutoff)
+    offset = _integer(raw, path, "scheduleOffset", default=0, minimum=0,
+                      maximum=MAX_SCHEDULE_OFFSET)
+    if offset and _AWS_OTHER.match(schedule):
+        raise SpecError(f"{path}.scheduleOffset",
+                        "is only allowed with a cron schedule, not rate(...) or at(...)")
+    start = _date_time(raw, path, "startDate")
+    end = _date_time(raw, path, "endDate")
+    if start is not None and end is not None and end <= start:
+        raise SpecError(f"{path}.endDate", f"must be after {path}.startDate")
+    return MaintenanceWindow(
+        schedule=schedule,
+        timezone=timezone,
+        duration=duration,
+        cutoff=cutoff,
+        schedule_offset=offset,
+        start_date=start,
+        end_date=end,
+    )
+
+
+_AWS_OTHER = re.compile(r"\s*(rate|at)\(")
+
+
+def _date_time(raw: Mapping[str, Any], path: str, name: str) -> dt.datetime | None:
+    """An RFC 3339 date-time with its UTC offset (``2021-04-07T14:29:00-08:00``)."""
+    value = _string(raw, path, name, default=None, max_length=64,
+                    check=_matching(_DATE_TIME, "must be an RFC 3339 date-time with a UTC "
+                                    "offset, such as 2021-04-07T14:29:00-08:00"))
+    if value is None:
+        return None
+    try:
+        return dt.datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+    except ValueError:
+        raise SpecError(f"{path}.{name}", f"{value!r} is not a real date and time") from None
 
 
 def _parse_registry_credentials(raw: Any, path: str) -> RegistryCredentials | None:

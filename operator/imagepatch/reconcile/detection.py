@@ -118,6 +118,7 @@ from imagepatch.model.policy import (
 )
 from imagepatch.model.times import Clock, utcnow
 from imagepatch.model.workload_state import ContainerState, WorkloadState
+from imagepatch.reconcile.approve_after import hold_new_base
 
 log = logging.getLogger("imagepatch.detection")
 
@@ -972,7 +973,12 @@ class Detector:
                             digest=digest, base=base_name, base_digest=base.digest)))
         except AdapterError as exc:
             return replace(facts, error_reason=exc.reason, error=str(exc))
-        return await self._with_findings(facts, ref, spec)
+        facts = await self._with_findings(facts, ref, spec)
+        # Hook (issue 24, i24-windows): baseImages.approveAfter, see reconcile/approve_after.py.
+        return await hold_new_base(
+            facts, base=follow, spec=spec, registry=registry, memory=self.memory,
+            record=self._remembered(dep), now=self.clock(),
+        )
 
     async def _running_digest(
         self,

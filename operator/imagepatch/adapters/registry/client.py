@@ -28,6 +28,7 @@ authentication from ``auth.py``.
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -68,10 +69,12 @@ from imagepatch.core.images import ImageRef, is_digest
 from imagepatch.core.oci import (
     ANNOTATION_BASE_DIGEST,
     ANNOTATION_BASE_NAME,
+    ANNOTATION_CREATED,
     IMAGE_MANIFEST_TYPES,
     INDEX_TYPES,
     MANIFEST_ACCEPT,
 )
+from imagepatch.model.times import parse_time
 
 __all__ = ["Lineage", "Manifest", "ManifestInfo", "RegistryClient", "parse_document"]
 
@@ -413,6 +416,53 @@ class RegistryClient(_Writes, _Auth):
         if found:
             return Lineage(*found, source="config-labels")
         return Lineage(None, None, None)
+
+    async def image_created(self, image: ImageRef | str) -> dt.datetime | None:
+        """When the registry says ``image`` was created, or None if it does not say.
+
+        For ``spec.baseImages.approveAfter`` (core/approval.py). Read in order:
+        the ``org.opencontainers.image.created`` annotation of the manifest
+        (for an index: of the index, then of its linux/amd64, else first,
+        entry and that manifest), then the image config's ``created``. Read
+        by digest, so cached for good; an unreadable time reads as None.
+        """
+        image = self._image(image)
+        digest = image.digest or await self.resolve_digest(image)
+        manifest = await self.get_manifest(image, digest)
+        what = f"{image.name}@{manifest.digest}"
+        doc = parse_document(manifest.body, what=what)
+        if manifest.media_type in INDEX_TYPES:
+            if created := _created(doc.get("annotations")):
+                return created
+            entries = _platform_entries(doc, what=str(image))
+            if not entries:
+                return None
+            chosen = dict(entries).get("linux/amd64") or entries[0][1]
+            if created := _created(chosen.get("annotations")):
+                return created
+            manifest = await self.get_manifest(image, chosen["digest"])
+            what = f"{image.name}@{manifest.digest}"
+            doc = parse_document(manifest.body, what=what)
+        if manifest.media_type not in IMAGE_MANIFEST_TYPES:
+            return None
+        if created := _created(doc.get("annotations")):
+            return created
+        config_digest = doc["config"].get("digest") if "config" in doc else None
+        if not config_digest:
+            return None
+        config = parse_document(
+            await self.get_blob(image, config_digest, max_bytes=MAX_CONFIG_BYTES),
+            what=f"{what} config",
+            kind="config",
+        )
+        return parse_time(config.get("created"))
+
+
+def _created(annotations: Any) -> dt.datetime | None:
+    """The ``org.opencontainers.image.created`` annotation as a time, if readable."""
+    if not isinstance(annotations, Mapping):
+        return None
+    return parse_time(annotations.get(ANNOTATION_CREATED))
 
 
 def parse_document(body: bytes, *, what: str, kind: str = "manifest") -> dict[str, Any]:
