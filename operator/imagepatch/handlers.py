@@ -26,6 +26,7 @@ from imagepatch.adapters.events import SqsEventSource
 from imagepatch.adapters.findings import FindingsReader
 from imagepatch.adapters.kube import Kube
 from imagepatch.adapters.memory import OperatorMemory
+from imagepatch.adapters.notify import Notifier, Senders
 from imagepatch.adapters.registry import (
     EcrCredentials,
     PolicySecrets,
@@ -146,10 +147,17 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # The operator's memory, in its own namespace (tenants cannot write it): read once here.
     memo.memory = OperatorMemory(memo.kube, options.operator_namespace)
     await memo.memory.load()
+    # Notifications (spec.notifications): queued by the rollout loop and detection,
+    # sent by supervised workers, the sinks' Secrets read from the operator's namespace.
+    memo.notifier = Notifier(
+        kube=memo.kube,
+        senders=Senders(memo.kube, options.operator_namespace),
+        on_status=lambda name: reconcile.refresh_policy(memo.kube, name),
+    )
     memo.detector = Detector(kube=memo.kube, registry=memo.registry, findings=findings,
                              secrets=secrets, securityhub=securityhub, tick=options.detect_tick,
                              upstreams=PullThroughRules(), memory=memo.memory,
-                             pass_budget=options.policy_pass_budget)
+                             pass_budget=options.policy_pass_budget, notifier=memo.notifier)
     memo.heartbeat = Heartbeat()
     memo.stale_after = options.liveness_stale_after
     memo.backoff = Backoff()
@@ -157,7 +165,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     async def reconcile_one(name: str) -> float | None:
         return await reconcile.reconcile_imagepatch_guarded(
             name=name, kube=memo.kube, backoff=memo.backoff, tools=memo.rebuild_tools,
-            memory=memo.memory,
+            memory=memo.memory, notifier=memo.notifier,
             logger=logging.getLogger("imagepatch.rollouts"),
         )
 
@@ -170,6 +178,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.stop = asyncio.Event()
     memo.tasks = [
         memo.supervisor.spawn("detection", lambda: memo.detector.run(memo.stop)),
+        memo.supervisor.spawn("notifications", lambda: memo.notifier.run(memo.stop)),
         memo.supervisor.spawn(
             "policy-resync",
             lambda: reconcile.resync_policies(memo.kube, memo.stop, every=RESYNC_SECONDS),
@@ -202,6 +211,7 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
         task.cancel()
     await asyncio.gather(*memo.tasks, return_exceptions=True)
     await memo.registry.aclose()
+    await memo.notifier.aclose()
 
 
 # Event handlers run on the event loop (they are coroutines), so they never

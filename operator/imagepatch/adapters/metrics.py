@@ -90,6 +90,13 @@ TASK_RESTARTS = Counter(
     ["task"],
     registry=REGISTRY,
 )
+# Notifications (adapters/notify/): each delivery to a sink, after its retries.
+NOTIFICATIONS = Counter(
+    "imagepatch_notifications_total",
+    "Notifications by sink type and outcome (sent, failed after retries, dropped: queue full).",
+    ["sink_type", "outcome"],
+    registry=REGISTRY,
+)
 
 _SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFORMATIONAL", "UNDEFINED")
 _phase_seen: dict[str, set[str]] = {}
@@ -222,3 +229,7 @@ def record_result(result: str) -> None:
 
 def record_duration(step: str, seconds: float) -> None:
     DURATIONS.labels(step=step).observe(max(seconds, 0.0))
+
+
+def record_notification(sink_type: str, outcome: str) -> None:
+    NOTIFICATIONS.labels(sink_type=sink_type, outcome=outcome).inc()
