@@ -95,6 +95,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
         registry_breaker_failures=args.registry_breaker_failures,
         registry_breaker_cooldown=args.registry_breaker_cooldown,
         policy_pass_budget=args.policy_pass_budget,
+        notification_retry_timeout=args.notification_retry_timeout,
     )
     if options.build_namespace == options.operator_namespace:
         log.warning(
@@ -235,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seconds one policy's detection pass may spend reading registries; "
                           "containers not evaluated by then are Unknown (PassBudgetExceeded, "
                           "naming the slow host) and the pass goes on (default: %(default)s)")
+    run.add_argument("--notification-retry-timeout", type=_positive_seconds, default=300.0,
+                     help="seconds one notification is retried on a sink that fails "
+                          "transiently (5xx, 429, timeouts) before it counts as failed and the "
+                          "policy shows NotificationsDegraded (default: %(default)s)")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.set_defaults(func=_run)
     cli_report.add_parser(sub)

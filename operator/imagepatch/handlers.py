@@ -26,7 +26,7 @@ from imagepatch.adapters.events import SqsEventSource
 from imagepatch.adapters.findings import FindingsReader
 from imagepatch.adapters.kube import Kube
 from imagepatch.adapters.memory import OperatorMemory
-from imagepatch.adapters.notify import Notifier, Senders
+from imagepatch.adapters.notify import Notifier, RetrySettings, Senders
 from imagepatch.adapters.registry import (
     EcrCredentials,
     PolicySecrets,
@@ -88,6 +88,8 @@ class Options:
     registry_breaker_cooldown: float = 30.0
     # Seconds one policy's detection pass may spend gathering facts.
     policy_pass_budget: float = 60.0
+    # Seconds one notification is retried on a sink that fails transiently.
+    notification_retry_timeout: float = 300.0
 
 POLICIES = (names.GROUP, names.VERSION, names.POLICIES)
 IMAGEPATCHES = (names.GROUP, names.VERSION, names.IMAGEPATCHES)
@@ -153,6 +155,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         kube=memo.kube,
         senders=Senders(memo.kube, options.operator_namespace),
         on_status=lambda name: reconcile.refresh_policy(memo.kube, name),
+        retry=RetrySettings(timeout=options.notification_retry_timeout),
     )
     memo.detector = Detector(kube=memo.kube, registry=memo.registry, findings=findings,
                              secrets=secrets, securityhub=securityhub, tick=options.detect_tick,
