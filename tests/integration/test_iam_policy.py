@@ -48,6 +48,7 @@ FEATURES: dict[str, tuple[str, tuple[str, ...]]] = {
     "sqs": ("Sqs", ("adapters/events.py",)),
     "securityhub": ("SecurityHub", ("adapters/securityhub.py",)),
     "rebase": ("Rebase", ()),
+    "sns": ("Sns", ("adapters/notify/senders.py",)),
 }
 ALWAYS_ON = "detection"
 
@@ -94,6 +95,7 @@ RESOURCE_SHAPES = {
     "ecr": ":repository/",
     "codebuild": ":project/",
     "sqs": "arn:aws:sqs:",
+    "sns": "arn:aws:sns:",
     "securityhub:BatchImportFindings": ":product/",
     "securityhub:GetFindings": ":hub/default",
     "securityhub:BatchUpdateFindings": ":hub/default",

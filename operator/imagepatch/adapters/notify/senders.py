@@ -150,7 +150,8 @@ class Senders:
         region = sink.topic_arn.split(":")[3]
         with classified("sns:Publish", f"topic {sink.topic_arn.rsplit(':', 1)[-1]!r}", region,
                         _RULES):
-            self._client(region).publish(TopicArn=sink.topic_arn, **params)
+            client = self._client(region)
+            client.publish(TopicArn=sink.topic_arn, **params)
 
 
 def _retry_after(value: str | None) -> float | None:
