@@ -59,7 +59,7 @@ MAX_FAILING = 10
 class RetrySettings:
     """How long one delivery to one sink is retried (stamina's settings)."""
 
-    attempts: int = 6
+    attempts: int = 8
     timeout: float = 300.0  # seconds, all attempts of one delivery
     wait_initial: float = 1.0
     wait_max: float = 60.0
