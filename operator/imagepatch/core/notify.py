@@ -231,16 +231,21 @@ class ContainerFinding:
     image: str
     digest: str = ""
     state: str = ""
+    reason: str = ""  # why (a Patching container's reason is what it is patched for)
     message: str = ""
     by_severity: Mapping[str, int] | None = None
 
 
 def for_workload(
     *, policy: str, kind: str, namespace: str, name: str, state: str, message: str,
-    containers: Sequence[ContainerFinding], at: str,
+    containers: Sequence[ContainerFinding], at: str, patching: bool = False,
 ) -> Notification:
-    """What to say about a workload that turned ``state`` (Vulnerable, BaseImageOutdated)."""
-    affected = [c for c in containers if not c.state or c.state == state] or list(containers)
+    """What to say about a workload that turned ``state`` (Vulnerable, BaseImageOutdated).
+
+    ``patching``: detection opened a patch for it in the same pass (its
+    recorded state is then Patching, with ``state`` as its containers' reason).
+    """
+    affected = [c for c in containers if state in (c.state, c.reason)] or list(containers)
     changes = tuple(
         Change(kind=kind, namespace=namespace, name=name, container=c.name,
                old=c.image if "@" in c.image or not c.digest else f"{c.image}@{c.digest}",
@@ -259,7 +264,8 @@ def for_workload(
         reason=state,
         severity=_SEVERITY.get(state, "warning"),
         title=f"{state}: {kind} {namespace}/{name}",
-        summary=f"{kind} {namespace}/{name} {what}: {_clip(message, _TEXT_LIMIT)}",
+        summary=f"{kind} {namespace}/{name} {what}: {_clip(message, _TEXT_LIMIT)}"
+        + ("; a patch for it was opened" if patching else ""),
         policy=policy,
         at=at,
         changes=changes,

@@ -19,6 +19,7 @@ from typing import Any
 
 from imagepatch.adapters.notify import Notifier
 from imagepatch.core import notify
+from imagepatch.core.compliance import State
 from imagepatch.model.errors import SpecError
 from imagepatch.model.imagepatch import ImagePatch, parse_imagepatch
 from imagepatch.model.times import format_time
@@ -27,6 +28,7 @@ from imagepatch.model.workload_state import ContainerState
 log = logging.getLogger("imagepatch.notify")
 
 _WORKLOAD_REASONS = (notify.VULNERABLE, notify.BASE_IMAGE_OUTDATED)
+_PATCHING = str(State.PATCHING)
 
 
 def patch_recorded(notifier: Notifier | None, before: ImagePatch,
@@ -49,18 +51,29 @@ def workload_state_changed(
     notifier: Notifier | None, *, policy: str, kind: str, workload: Mapping[str, Any],
     state: str, message: str, containers: Sequence[ContainerState], now: dt.datetime,
 ) -> bool:
-    """Queue a notification for a workload that just turned Vulnerable or BaseImageOutdated."""
-    if notifier is None or state not in _WORKLOAD_REASONS:
+    """Queue a notification for a workload that just turned Vulnerable or BaseImageOutdated.
+
+    A workload detection opens a patch for in the same pass is recorded as
+    Patching at once, its containers giving the cause as their reason: that
+    cause is what the message is about (and says a patch was opened).
+    """
+    if notifier is None:
+        return False
+    cause = state
+    if state == _PATCHING:
+        cause = next((c.reason for c in containers if c.reason in _WORKLOAD_REASONS), "")
+    if cause not in _WORKLOAD_REASONS:
         return False
     meta = workload.get("metadata") or {}
     note = notify.for_workload(
         policy=policy, kind=kind, namespace=str(meta.get("namespace") or ""),
-        name=str(meta.get("name") or ""), state=state, message=message,
+        name=str(meta.get("name") or ""), state=cause, message=message,
         containers=[
             notify.ContainerFinding(name=c.name, image=c.image, digest=c.digest, state=c.state,
-                                    message=c.message, by_severity=c.findings_by_severity)
+                                    reason=c.reason, message=c.message,
+                                    by_severity=c.findings_by_severity)
             for c in containers
         ],
-        at=format_time(now),
+        at=format_time(now), patching=state == _PATCHING,
     )
     return notifier.submit(policy, note)
