@@ -217,3 +217,41 @@ def test_submit_deduplicates_and_bounds_the_queue_and_workers_deliver(
     assert accepted == [True, False, True, False, False]
     assert left == 0
     assert sorted(r.json()["id"] for r in receiver.at("/q")) == ["k1", "k2"]
+
+
+def test_each_refusal_names_its_problem_and_a_429_is_retried(kube, crds, namespace, receiver, aws,
+                                                             monkeypatch) -> None:
+    for key, value in aws.env().items():
+        monkeypatch.setenv(key, value)
+    name = f"notify-{uuid.uuid4().hex[:6]}"
+    secret(kube, namespace, "ftp", address="ftp://example.com/hook")
+    secret(kube, namespace, "binary", address="")
+    kube.kubectl("patch", "secret", "binary", "-n", namespace, "--type", "merge", "-p",
+                 json.dumps({"data": {"address": base64.b64encode(b"\xff\xfe").decode()}}))
+    secret(kube, namespace, "busy", address=receiver.url("/busy"))
+    receiver.answer("/busy", 429)
+    missing_topic = f"arn:aws:sns:{aws.region}:123456789012:no-such-topic"
+    policy(kube, name, [
+        {"name": "ftp", "type": "Slack", "secretRef": {"name": "ftp"}},
+        {"name": "binary", "type": "Slack", "secretRef": {"name": "binary"}},
+        {"name": "busy", "type": "MSTeams", "secretRef": {"name": "busy"}},
+        {"name": "gone-topic", "type": "SNS", "topicArn": missing_topic},
+    ])
+
+    async def scenario(policy_name: str) -> None:
+        n = notifier(kube, namespace)
+        await n.deliver(policy_name, note())
+        await n.aclose()
+
+    asyncio.run(scenario(name))
+    failing = {f["sink"]: f for f in status_of(kube, name)["notifications"]["failing"]}
+    assert failing["ftp"]["message"] == f"Secret {namespace}/ftp: key 'address' is not an http(s) URL"
+    assert failing["binary"]["message"] == f"Secret {namespace}/binary holds a value that is not text"
+    # 429 is transient: retried, then failed as unavailable.
+    assert len(receiver.at("/busy")) == FAST.attempts
+    assert failing["busy"]["reason"] == "NotificationUnavailable"
+    assert failing["gone-topic"]["reason"] == "AwsRequestRejected"
+    assert failing["gone-topic"]["message"].startswith("sns:Publish")
+    assert "no-such-topic" in failing["gone-topic"]["message"]
+    # A policy that is gone: nothing to send, nothing recorded.
+    asyncio.run(scenario("no-such-policy"))
