@@ -278,9 +278,11 @@ def policy(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
 
 @kopf.on.event(*POLICIES, id="policy-seen")
 async def policy_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    """A policy's spec change (suspend, approval, window) wakes its waiting patches."""
+    """A policy's spec change (suspend, approval, window) wakes its waiting patches; the
+    notifier learns which reasons its sinks want."""
     memo.heartbeat.saw_event()
     memo.loops.observe_policy(event.get("type"), event.get("object") or {})
+    memo.notifier.observe_policy(event.get("type"), event.get("object") or {})
 
 
 # Each unfinished ImagePatch has one loop (reconcile.loops): it reconciles,

@@ -202,8 +202,10 @@ def test_submit_deduplicates_and_bounds_the_queue_and_workers_deliver(
 
     async def scenario() -> tuple[list[bool], int]:
         n = notifier(kube, namespace, queue_size=2)
+        n.observe_policy("ADDED", json.loads(kube.kubectl("get", "imagepatchpolicy", name, "-o", "json")))
         accepted = [n.submit(name, first), n.submit(name, first), n.submit(name, second),
-                    n.submit(name, third), n.submit(name, None)]
+                    n.submit(name, third), n.submit(name, None),
+                    n.submit(name, note("BaseImageOutdated", key="k4"))]  # no sink asks for it
         stop = asyncio.Event()
         task = asyncio.create_task(n.run(stop))
         await asyncio.wait_for(n.queue.join(), timeout=30)
@@ -213,8 +215,8 @@ def test_submit_deduplicates_and_bounds_the_queue_and_workers_deliver(
         return accepted, n.queue.qsize()
 
     accepted, left = asyncio.run(scenario())
-    # The repeat is dropped, and so is the one that found the queue (of 2) full.
-    assert accepted == [True, False, True, False, False]
+    # The repeat is dropped, so is the one that found the queue (of 2) full, and the one no sink wants.
+    assert accepted == [True, False, True, False, False, False]
     assert left == 0
     assert sorted(r.json()["id"] for r in receiver.at("/q")) == ["k1", "k2"]
 

@@ -29,8 +29,34 @@ NOW = dt.datetime(2026, 12, 5, 12, tzinfo=dt.UTC)
 DIGEST = "sha256:" + "b" * 64
 
 
-def notifier(kube: object = None) -> Notifier:
-    return Notifier(kube=kube, senders=Senders(kube, "imagepatch-system"))  # type: ignore[arg-type]
+def notifier(kube: object = None, reasons: list[str] | None = None) -> Notifier:
+    """A notifier that knows policy ``p``, its one sink wanting ``reasons`` (all by default)."""
+    n = Notifier(kube=kube, senders=Senders(kube, "imagepatch-system"))  # type: ignore[arg-type]
+    sink = {"name": "team", "type": "Slack", "secretRef": {"name": "s"},
+            "reasons": reasons or ["Patched", "RolledBack", "Failed", "AwaitingApproval",
+                                   "Vulnerable", "BaseImageOutdated"]}
+    n.observe_policy("ADDED", {"metadata": {"name": "p"},
+                               "spec": {"namespaceSelector": {}, "notifications": [sink]}})
+    return n
+
+
+def test_only_what_a_sink_of_the_policy_wants_is_queued() -> None:
+    n = notifier(reasons=["Failed"])
+    before = parse_imagepatch(body("Pending"))
+    assert not patch_recorded(n, before, body("AwaitingApproval"), NOW)  # no sink wants it
+    assert patch_recorded(n, before, body("Failed"), NOW)
+    other = {**body("Failed"), "metadata": {"name": "app-2"}}
+    other["spec"] = {**other["spec"], "policy": "no-sinks"}
+    assert not patch_recorded(n, before, other, NOW)  # a policy the notifier knows no sink of
+    n.observe_policy("MODIFIED", {"metadata": {"name": "p"}, "spec": {"namespaceSelector": 5}})
+    assert not patch_recorded(n, before, {**body("Failed"), "metadata": {"name": "app-3"}}, NOW)
+    n.observe_policy("ADDED", {"metadata": {"name": "p"}, "spec": {"namespaceSelector": {},
+                     "notifications": [{"name": "x", "type": "SNS",
+                                        "topicArn": "arn:aws:sns:eu-west-1:123456789012:t"}]}})
+    assert patch_recorded(n, before, {**body("Failed"), "metadata": {"name": "app-4"}}, NOW)
+    n.observe_policy("DELETED", {"metadata": {"name": "p"}})
+    assert not patch_recorded(n, before, {**body("Failed"), "metadata": {"name": "app-5"}}, NOW)
+    assert [note.key for note in queued(n)] == ["imagepatch/app-1/Failed", "imagepatch/app-4/Failed"]
 
 
 def queued(n: Notifier) -> list:

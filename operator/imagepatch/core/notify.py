@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,7 +194,8 @@ def for_patch(patch: ImagePatch, *, reason: str, at: str) -> Notification | None
                   f"{healthy} of {len(entries)} targets of {image} now run "
                   f"{digest or 'the new digest'} and passed the health gate"),
         ROLLED_BACK: (f"Rolled back: {image}",
-                      f"the new image of {image} failed its health gate and was rolled back"),
+                      f"the new image of {image} failed its health gate and was rolled back: "
+                      f"{_clip(_last_message(patch), _TEXT_LIMIT)}"),
         FAILED: (f"Failed: {image}",
                  f"the patch of {image} failed: {_clip(_last_message(patch), _TEXT_LIMIT)}"),
         AWAITING_APPROVAL: (f"Awaiting approval: {image}",
@@ -434,6 +435,3 @@ def render(sink_type: str, n: Notification) -> Any:
                  "SNS": sns_publish}
     return renderers[sink_type](n)
 
-
-def wanted(reasons: Iterable[str], n: Notification) -> bool:
-    return n.reason in set(reasons)

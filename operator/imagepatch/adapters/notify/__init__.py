@@ -2,8 +2,9 @@
 
 The rollout loop and detection hand a :class:`~imagepatch.core.notify.Notification`
 to :meth:`Notifier.submit`, which never waits and never raises: it drops a
-notification already submitted (same key: one per patch and reason) and one
-that finds the queue full (counted as ``dropped``). Worker tasks
+notification no sink of the policy wants (known from the policy watch,
+:meth:`Notifier.observe_policy`), one already submitted (same key: one per
+patch and reason) and one that finds the queue full (counted as ``dropped``). Worker tasks
 (:meth:`Notifier.run`, supervised like every background task) take them
 from the queue, read the policy's ``spec.notifications`` and send to each
 sink that asks for the reason (``senders.py``), retrying transient failures
@@ -87,12 +88,31 @@ class Notifier:
         self.retry = retry or RetrySettings()
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
+        # Policy -> the reasons its sinks want, from the policy watch: a message no
+        # sink wants is never queued (a base push over a thousand workloads of a
+        # policy without sinks must not fill the queue).
+        self._wants: dict[str, frozenset[str]] = {}
 
     # -- the producers' side (never blocks, never raises) -----------------------------
 
+    def observe_policy(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """Keep which reasons each policy's sinks want current (from the policy watch)."""
+        name = str((body.get("metadata") or {}).get("name") or "")
+        if event_type == "DELETED":
+            self._wants.pop(name, None)
+            return
+        try:
+            sinks = parse_policy(body).spec.notifications
+        except SpecError:
+            sinks = ()  # the policy's own status says what is wrong
+        self._wants[name] = frozenset(r for sink in sinks for r in sink.reasons)
+
     def submit(self, policy: str, note: notify.Notification | None) -> bool:
-        """Queue ``note`` for ``policy``'s sinks; False if it was a repeat or the queue is full."""
+        """Queue ``note`` for ``policy``'s sinks; False if no sink wants it, it was a repeat,
+        or the queue is full."""
         if note is None or note.key in self._seen:
+            return False
+        if note.reason not in self._wants.get(policy, frozenset()):
             return False
         try:
             self.queue.put_nowait((policy, note))
