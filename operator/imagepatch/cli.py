@@ -104,6 +104,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
         aws_config_result_token=args.aws_config_result_token,
         aws_config_test_mode=args.aws_config_test_mode,
         aws_config_resource_type=args.aws_config_resource_type,
+        notification_retry_timeout=args.notification_retry_timeout,
     )
     if options.build_namespace == options.operator_namespace:
         log.warning(
@@ -267,6 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "and records nothing (to try the set-up)")
     run.add_argument("--aws-config-resource-type", default="Imagepatch::Kubernetes::Workload",
                      help="ComplianceResourceType of the evaluations (default: %(default)s)")
+    run.add_argument("--notification-retry-timeout", type=_positive_seconds, default=300.0,
+                     help="seconds one notification is retried on a sink that fails "
+                          "transiently (5xx, 429, timeouts) before it counts as failed and the "
+                          "policy shows NotificationsDegraded (default: %(default)s)")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.set_defaults(func=_run)
     cli_report.add_parser(sub)

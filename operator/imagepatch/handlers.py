@@ -28,6 +28,7 @@ from imagepatch.adapters.findings import FindingsReader
 from imagepatch.adapters.kube import Kube
 from imagepatch.adapters.memory import OperatorMemory
 from imagepatch.adapters.nodes import NodeSurvey
+from imagepatch.adapters.notify import Notifier, RetrySettings, Senders
 from imagepatch.adapters.registry import (
     EcrCredentials,
     PolicySecrets,
@@ -101,6 +102,8 @@ class Options:
     aws_config_result_token: str = ""
     aws_config_test_mode: bool = False
     aws_config_resource_type: str = "Imagepatch::Kubernetes::Workload"
+    # Seconds one notification is retried on a sink that fails transiently.
+    notification_retry_timeout: float = 300.0
 
 POLICIES = (names.GROUP, names.VERSION, names.POLICIES)
 IMAGEPATCHES = (names.GROUP, names.VERSION, names.IMAGEPATCHES)
@@ -168,10 +171,18 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # The operator's memory, in its own namespace (tenants cannot write it): read once here.
     memo.memory = OperatorMemory(memo.kube, options.operator_namespace)
     await memo.memory.load()
+    # Notifications (spec.notifications): queued by the rollout loop and detection,
+    # sent by supervised workers, the sinks' Secrets read from the operator's namespace.
+    memo.notifier = Notifier(
+        kube=memo.kube,
+        senders=Senders(memo.kube, options.operator_namespace),
+        on_status=lambda name: reconcile.refresh_policy(memo.kube, name),
+        retry=RetrySettings(timeout=options.notification_retry_timeout),
+    )
     memo.detector = Detector(kube=memo.kube, registry=memo.registry, findings=findings,
                              secrets=secrets, securityhub=securityhub, tick=options.detect_tick,
                              upstreams=PullThroughRules(), memory=memo.memory,
-                             pass_budget=options.policy_pass_budget)
+                             pass_budget=options.policy_pass_budget, notifier=memo.notifier)
     memo.heartbeat = Heartbeat()
     memo.stale_after = options.liveness_stale_after
     memo.backoff = Backoff()
@@ -179,7 +190,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     async def reconcile_one(name: str) -> float | None:
         return await reconcile.reconcile_imagepatch_guarded(
             name=name, kube=memo.kube, backoff=memo.backoff, tools=memo.rebuild_tools,
-            memory=memo.memory,
+            memory=memo.memory, notifier=memo.notifier,
             logger=logging.getLogger("imagepatch.rollouts"),
         )
 
@@ -192,6 +203,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.stop = asyncio.Event()
     memo.tasks = [
         memo.supervisor.spawn("detection", lambda: memo.detector.run(memo.stop)),
+        memo.supervisor.spawn("notifications", lambda: memo.notifier.run(memo.stop)),
         memo.supervisor.spawn(
             "policy-resync",
             lambda: reconcile.resync_policies(memo.kube, memo.stop, every=RESYNC_SECONDS),
@@ -229,6 +241,7 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
         task.cancel()
     await asyncio.gather(*memo.tasks, return_exceptions=True)
     await memo.registry.aclose()
+    await memo.notifier.aclose()
 
 
 # Event handlers run on the event loop (they are coroutines), so they never
@@ -292,9 +305,11 @@ def policy(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
 
 @kopf.on.event(*POLICIES, id="policy-seen")
 async def policy_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    """A policy's spec change (suspend, approval, window) wakes its waiting patches."""
+    """A policy's spec change (suspend, approval, window) wakes its waiting patches; the
+    notifier learns which reasons its sinks want."""
     memo.heartbeat.saw_event()
     memo.loops.observe_policy(event.get("type"), event.get("object") or {})
+    memo.notifier.observe_policy(event.get("type"), event.get("object") or {})
 
 
 # Each unfinished ImagePatch has one loop (reconcile.loops): it reconciles,

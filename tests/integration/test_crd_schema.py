@@ -364,6 +364,18 @@ GOOD_POLICIES = [
         minimal(registryCredentials={"secretName": "registry-creds"}, suspend=True),
         id="registry-credentials-suspended",
     ),
+    pytest.param(
+        minimal(notifications=[
+            {"name": "team", "type": "Slack", "secretRef": {"name": "slack-webhook"}},
+            {"name": "teams", "type": "MSTeams", "secretRef": {"name": "teams-workflow"},
+             "reasons": ["Failed", "RolledBack"]},
+            {"name": "hook", "type": "Webhook", "secretRef": {"name": "hook"},
+             "reasons": ["AwaitingApproval", "BaseImageOutdated"]},
+            {"name": "audit", "type": "SNS",
+             "topicArn": "arn:aws:sns:eu-west-1:123456789012:imagepatch-notifications"},
+        ]),
+        id="notifications-every-sink-type",
+    ),
 ]
 
 
@@ -525,6 +537,9 @@ FULL_POLICY_STATUS = {
     "conditions": [CONDITION],
     "lastHandledReconcileAt": "2026-01-01T00:00:00Z",
     "findings": {"readable": False, "reason": "AccessDenied", "message": "image x: findings unreadable"},
+    "notifications": {"failing": [{"sink": "team", "type": "Slack", "reason": "NotificationRejected",
+                                   "message": "Slack sink 'team' refused the message with HTTP 404",
+                                   "at": "2026-01-01T00:00:00Z"}]},
     "workloads": {
         "total": 12,
         "compliant": 11,

@@ -50,6 +50,7 @@ FEATURES: dict[str, tuple[str, tuple[str, ...]]] = {
     "rebase": ("Rebase", ()),
     "nodes": ("Nodes", ("adapters/nodes.py",)),
     "config": ("Config", ("adapters/awsconfig.py",)),
+    "sns": ("Sns", ("adapters/notify/senders.py",)),
 }
 ALWAYS_ON = "detection"
 
@@ -97,6 +98,7 @@ RESOURCE_SHAPES = {
     "ecr": ":repository/",
     "codebuild": ":project/",
     "sqs": "arn:aws:sqs:",
+    "sns": "arn:aws:sns:",
     "securityhub:BatchImportFindings": ":product/",
     "securityhub:GetFindings": ":hub/default",
     "securityhub:BatchUpdateFindings": ":hub/default",

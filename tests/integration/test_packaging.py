@@ -441,6 +441,12 @@ def test_secrets_grant_names_the_credential_secrets_when_the_values_list_them(
     assert secrets_rule(helm.template(values=path)) == {
         "apiGroups": [""], "resources": ["secrets"], "verbs": ["get"],
         "resourceNames": ["ghcr-pull", "quay.pull"]}
+    # Notification sinks' Secrets join them; either list alone narrows the grant too.
+    path.write_text(yaml.safe_dump({"registry": {"credentialSecrets": ["ghcr-pull"]},
+                                    "notifications": {"secretNames": ["slack-webhook", "ghcr-pull"]}}))
+    assert secrets_rule(helm.template(values=path))["resourceNames"] == ["ghcr-pull", "slack-webhook"]
+    path.write_text(yaml.safe_dump({"notifications": {"secretNames": ["slack-webhook"]}}))
+    assert secrets_rule(helm.template(values=path))["resourceNames"] == ["slack-webhook"]
 
 
 def test_admission_policy_in_the_chart_equals_deploy_and_follows_the_release(
@@ -501,6 +507,8 @@ def test_admission_policy_in_the_chart_equals_deploy_and_follows_the_release(
         ({"builds": {"egressPolicy": {"apiServer": {"ports": [0]}}}}, "/builds/egressPolicy/apiServer/ports/0"),
         ({"builds": {"egressPolicy": {"metadata": True}}}, "metadata"),  # unknown key
         ({"registry": {"credentialSecrets": ["Not_A_Secret"]}}, "/registry/credentialSecrets/0"),
+        ({"notifications": {"secretNames": ["Not_A_Secret"]}}, "/notifications/secretNames/0"),
+        ({"notifications": {"retryTimeout": 0}}, "/notifications/retryTimeout"),
         ({"admissionPolicy": {"enabled": "yes"}}, "/admissionPolicy/enabled"),
         ({"replicas": 1}, "replicas"),  # unknown top-level key (a typo of replicaCount)
         ({"serviceAccount": {"annotation": {}}}, "annotation"),  # unknown nested key

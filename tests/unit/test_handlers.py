@@ -15,6 +15,7 @@ import kopf
 import pytest
 
 from imagepatch import handlers
+from imagepatch.adapters.notify import Notifier, Senders
 from imagepatch.reconcile.detection import Detector
 from imagepatch.reconcile.loops import PatchLoops
 from imagepatch.reconcile.outcomes import Backoff
@@ -47,8 +48,9 @@ def memo_with(kube: MemoryKube) -> kopf.Memo:
     memo.stale_after = 300.0
     memo.supervisor = Supervisor()
     memo.backoff = Backoff()
+    memo.notifier = Notifier(kube=kube, senders=Senders(kube, "imagepatch-system"))
     memo.detector = Detector(kube=kube, registry=None, findings=None, secrets=None,
-                             securityhub=None, tick=5.0)
+                             securityhub=None, tick=5.0, notifier=memo.notifier)
     return memo
 
 
@@ -132,6 +134,8 @@ def test_imagepatch_events_drive_the_loops() -> None:
         await asyncio.sleep(0.02)
         await handlers.policy_event(event={"type": None, "object": {"metadata": {
             "name": "pol", "generation": 1}}}, memo=memo)
+        # The notifier learns the policy's sinks from the same event (here: none, bad spec).
+        assert memo.notifier._wants == {"pol": frozenset()}
         running = sorted(memo.loops.running())
         await memo.loops.aclose()
         return calls, running

@@ -110,6 +110,8 @@ The arguments of `imagepatch run`, one per line, built from the values.
 - {{ .Values.builds.namespace | quote }}
 - --detect-tick
 - {{ .Values.detectTick | toString | quote }}
+- --notification-retry-timeout
+- {{ .Values.notifications.retryTimeout | toString | quote }}
 - --lease-name
 - {{ include "imagepatch.fullname" . | quote }}
 {{- if .Values.metrics.enabled }}

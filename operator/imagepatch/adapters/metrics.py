@@ -90,6 +90,13 @@ TASK_RESTARTS = Counter(
     ["task"],
     registry=REGISTRY,
 )
+# Notifications (adapters/notify/): each delivery to a sink, after its retries.
+NOTIFICATIONS = Counter(
+    "imagepatch_notifications_total",
+    "Notifications by sink type and outcome (sent, failed after retries, dropped: queue full).",
+    ["sink_type", "outcome"],
+    registry=REGISTRY,
+)
 
 _SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFORMATIONAL", "UNDEFINED")
 _phase_seen: dict[str, set[str]] = {}
@@ -260,3 +267,5 @@ CONFIG_EVALUATIONS = Counter(
     ["compliance"],
     registry=REGISTRY,
 )
+def record_notification(sink_type: str, outcome: str) -> None:
+    NOTIFICATIONS.labels(sink_type=sink_type, outcome=outcome).inc()

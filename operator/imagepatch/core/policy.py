@@ -41,6 +41,33 @@ def check_policy(spec: PolicySpec) -> None:
         raise SpecError("spec.maintenanceWindow.timezone", str(exc)) from exc
 
 
+def notifications_condition(
+    spec: PolicySpec, recorded: Mapping[str, Any], generation: int
+) -> Condition | None:
+    """``NotificationsDegraded`` from ``status.notifications`` (None: the policy has no sinks).
+
+    True while a sink's last delivery failed (the notifier records it, naming
+    the sink, the reason and a message with no secret in it); False otherwise.
+    """
+    if not spec.notifications:
+        return None
+    sinks = {s.name for s in spec.notifications}
+    found = (recorded.get("notifications") or {}).get("failing") if isinstance(
+        recorded.get("notifications"), Mapping) else None
+    failing = [f for f in found or [] if isinstance(f, Mapping) and f.get("sink") in sinks]
+    if not failing:
+        return Condition(type=reasons.NOTIFICATIONS_DEGRADED, status="False",
+                         reason=reasons.NOTIFICATIONS_DELIVERED,
+                         message="no notification sink is failing",
+                         observed_generation=generation)
+    message = "; ".join(
+        f"sink {f.get('sink')} ({f.get('type')}): {f.get('reason')}: {f.get('message')}"
+        for f in failing)
+    return Condition(type=reasons.NOTIFICATIONS_DEGRADED, status="True",
+                     reason=reasons.NOTIFICATION_FAILED, message=message[:4000],
+                     observed_generation=generation)
+
+
 def policy_status(obj: Mapping[str, Any], *, now: dt.datetime) -> dict[str, Any]:
     """The full ``status`` to record for the policy object ``obj``."""
     meta = obj.get("metadata") or {}
@@ -85,6 +112,11 @@ def policy_status(obj: Mapping[str, Any], *, now: dt.datetime) -> dict[str, Any]
             desired.append(Condition(
                 type=reasons.FINDINGS_READABLE, status="True", reason=reasons.FINDINGS_READ,
                 message="vulnerability findings were read", observed_generation=generation))
+        notifications = notifications_condition(policy.spec, recorded, generation)
+        if notifications is None:
+            drop.append(reasons.NOTIFICATIONS_DEGRADED)
+        else:
+            desired.append(notifications)
         status["conditions"] = merge(recorded.get("conditions"), desired, now=now, drop=drop)
 
     requested = (meta.get("annotations") or {}).get(REQUESTED_AT_ANNOTATION)
@@ -93,4 +125,10 @@ def policy_status(obj: Mapping[str, Any], *, now: dt.datetime) -> dict[str, Any]
     return status
 
 
-__all__ = ["REQUESTED_AT_ANNOTATION", "check_policy", "format_time", "policy_status"]
+__all__ = [
+    "REQUESTED_AT_ANNOTATION",
+    "check_policy",
+    "format_time",
+    "notifications_condition",
+    "policy_status",
+]

@@ -14,6 +14,15 @@ STALLED = "Stalled"
 # records status.findings, and the policy's status turns it into this condition.
 FINDINGS_READABLE = "FindingsReadable"
 
+# Notifications (adapters/notify/): the policy's condition while a sink's last
+# delivery failed, and why one failed.
+NOTIFICATIONS_DEGRADED = "NotificationsDegraded"
+NOTIFICATIONS_DELIVERED = "NotificationsDelivered"
+NOTIFICATION_FAILED = "NotificationFailed"
+NOTIFICATION_SECRET_UNUSABLE = "NotificationSecretUnusable"  # missing Secret or key, bad URL
+NOTIFICATION_REJECTED = "NotificationRejected"  # the receiver answered 4xx
+NOTIFICATION_UNAVAILABLE = "NotificationUnavailable"  # 5xx, 429, timeouts, connection errors
+
 # Policy reasons.
 RECONCILED = "Reconciled"
 SUSPENDED = "Suspended"

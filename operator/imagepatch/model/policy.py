@@ -317,6 +317,42 @@ class RegistryCredentials:
     secret_name: str  # a Secret in the operator's namespace
 
 
+class SinkType(enum.StrEnum):
+    """``spec.notifications[].type``: where a notification goes (``core.notify`` shapes it)."""
+
+    SLACK = "Slack"  # a Slack incoming webhook (Block Kit)
+    MSTEAMS = "MSTeams"  # a Teams Workflows ("Power Automate") webhook (Adaptive Card)
+    WEBHOOK = "Webhook"  # JSON, signed with HMAC-SHA256 (X-Signature: sha256=<hex>)
+    SNS = "SNS"  # an Amazon SNS topic (Publish)
+
+
+# The reasons a sink may ask for: the ImagePatch phases and workload states the
+# operator already records and posts as Events (core/reasons.py, model/imagepatch.py).
+NOTIFY_REASONS = ("Patched", "RolledBack", "Failed", "AwaitingApproval", "Vulnerable",
+                  "BaseImageOutdated")
+DEFAULT_NOTIFY_REASONS = NOTIFY_REASONS[:5]
+MAX_SINKS = 10
+_SNS_TOPIC_ARN = re.compile(
+    r"arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?"
+)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NotificationSink:
+    """One ``spec.notifications[]`` entry.
+
+    ``secret_name`` names a Secret in the operator's namespace: key ``address``
+    holds the URL (Slack, MSTeams, Webhook), key ``token`` the HMAC key
+    (Webhook). An SNS topic ARN is no secret, so it is inline (``topic_arn``).
+    """
+
+    name: str
+    type: SinkType
+    secret_name: str = ""
+    topic_arn: str = ""
+    reasons: frozenset[str] = frozenset(DEFAULT_NOTIFY_REASONS)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class PolicySpec:
     namespace_selector: LabelSelector
@@ -329,6 +365,7 @@ class PolicySpec:
     approval: ApprovalMode = ApprovalMode.AUTOMATIC
     registry_credentials: RegistryCredentials | None = None
     history: History = History()
+    notifications: tuple[NotificationSink, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -838,6 +875,54 @@ def _parse_registry_credentials(raw: Any, path: str) -> RegistryCredentials | No
     return RegistryCredentials(secret_name=name)
 
 
+def _parse_sink(raw: Any, path: str) -> NotificationSink:
+    raw = _mapping(raw, path)
+    name = _string(raw, path, "name", max_length=63, check=_dns_label)
+    kind = _enum(raw, path, "type", SinkType)
+    secret = raw.get("secretRef")
+    secret_name = ""
+    if secret is not None:
+        secret_name = _string(_mapping(secret, f"{path}.secretRef"), f"{path}.secretRef", "name",
+                              max_length=253, check=_dns_subdomain)
+    topic = _string(raw, path, "topicArn", default="", max_length=1024,
+                    check=_matching(_SNS_TOPIC_ARN, "must be an SNS topic ARN "
+                                    "(arn:aws:sns:<region>:<account>:<topic>)"))
+    if kind == SinkType.SNS:
+        if not topic:
+            raise SpecError(f"{path}.topicArn", "is required when type is SNS")
+        if secret_name:
+            raise SpecError(f"{path}.secretRef", "must not be set when type is SNS "
+                            "(the topic ARN is no secret; AWS credentials are the operator's)")
+    else:
+        if not secret_name:
+            raise SpecError(f"{path}.secretRef", f"is required when type is {kind}")
+        if topic:
+            raise SpecError(f"{path}.topicArn", "may only be set when type is SNS")
+    reasons = _list(raw, path, "reasons", max_items=len(NOTIFY_REASONS))
+    for i, reason in enumerate(reasons):
+        if reason not in NOTIFY_REASONS:
+            raise SpecError(f"{path}.reasons[{i}]",
+                            f"must be one of {', '.join(NOTIFY_REASONS)}, not {reason!r}")
+    if "reasons" in raw and raw["reasons"] is not None and not reasons:
+        raise SpecError(f"{path}.reasons", "must not be empty (leave it out for the default)")
+    return NotificationSink(
+        name=name, type=kind, secret_name=secret_name, topic_arn=topic,
+        reasons=frozenset(reasons) if reasons else frozenset(DEFAULT_NOTIFY_REASONS),
+    )
+
+
+def _parse_notifications(raw: Any, path: str) -> tuple[NotificationSink, ...]:
+    items = _list({"notifications": raw}, path.rsplit(".", 1)[0], "notifications",
+                  max_items=MAX_SINKS)
+    sinks = tuple(_parse_sink(item, f"{path}[{i}]") for i, item in enumerate(items))
+    seen: set[str] = set()
+    for i, sink in enumerate(sinks):
+        if sink.name in seen:
+            raise SpecError(f"{path}[{i}].name", f"{sink.name!r} is used by another sink")
+        seen.add(sink.name)
+    return sinks
+
+
 def parse_policy_spec(spec: Any, path: str = "spec") -> PolicySpec:
     """Parse an ImagePatchPolicy ``spec`` dict, applying the CRD's defaults.
 
@@ -862,6 +947,7 @@ def parse_policy_spec(spec: Any, path: str = "spec") -> PolicySpec:
             raw.get("registryCredentials"), f"{path}.registryCredentials"
         ),
         history=_parse_history(raw.get("history"), f"{path}.history"),
+        notifications=_parse_notifications(raw.get("notifications"), f"{path}.notifications"),
     )
 
 

@@ -15,6 +15,7 @@ event does no harm and a restarted operator resumes where it stopped.
 from imagepatch.reconcile.outcomes import (
     reconcile_imagepatch_guarded,
     reconcile_policy_guarded,
+    refresh_policy,
     resync_policies,
 )
 from imagepatch.reconcile.policies import reconcile_policy
@@ -25,5 +26,6 @@ __all__ = [
     "reconcile_imagepatch_guarded",
     "reconcile_policy",
     "reconcile_policy_guarded",
+    "refresh_policy",
     "resync_policies",
 ]

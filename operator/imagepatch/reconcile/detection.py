@@ -77,6 +77,7 @@ from imagepatch.adapters import metrics
 from imagepatch.adapters.errors import AdapterError, ConflictError, TransientError
 from imagepatch.adapters.kube import Kube
 from imagepatch.adapters.memory import OperatorMemory
+from imagepatch.adapters.notify import Notifier  # i22-notify hook
 from imagepatch.adapters.registry import PolicySecrets, PullThroughRules, RegistryClient
 from imagepatch.adapters.registry.gate import HostTimes, timed_hosts
 from imagepatch.core import compliance, kinds, reasons, rebuild
@@ -118,6 +119,7 @@ from imagepatch.model.policy import (
 )
 from imagepatch.model.times import Clock, utcnow
 from imagepatch.model.workload_state import ContainerState, WorkloadState
+from imagepatch.reconcile import notifications  # i22-notify hook
 from imagepatch.reconcile.approve_after import hold_new_base
 
 log = logging.getLogger("imagepatch.detection")
@@ -239,6 +241,7 @@ class Detector:
         monotonic: Callable[[], float] = time.monotonic,
         tick: float = 5.0,
         pass_budget: float = DEFAULT_PASS_BUDGET,
+        notifier: Notifier | None = None,  # i22-notify hook (see _report)
         patience: float = SLOW_POLICY_AFTER,
     ) -> None:
         self.kube = kube
@@ -258,6 +261,7 @@ class Detector:
         self.tick = tick
         # Seconds one policy's pass may spend gathering facts (--policy-pass-budget).
         self.pass_budget = pass_budget
+        self.notifier = notifier  # i22-notify hook
         # A policy still running after this long goes on in the background while
         # the next one starts: a slow registry delays other policies by this much.
         self.patience = patience
@@ -1206,6 +1210,10 @@ class Detector:
             meta.setdefault("annotations", {})[STATE_ANNOTATION] = value
         if changed:
             await self._event(dep, state, message)
+            # i22-notify hook: a state worth a message (Vulnerable, ...) is queued, never awaited.
+            notifications.workload_state_changed(
+                self.notifier, policy=policy, kind=_kind(dep), workload=dep, state=state,
+                message=message, containers=containers, now=self.clock())
         self.memory.stage(kept)  # written at the end of the pass
 
     async def _event(self, dep: Mapping[str, Any], state: str, message: str) -> None:

@@ -36,6 +36,7 @@ from imagepatch.adapters.errors import (
 )
 from imagepatch.adapters.kube import Kube
 from imagepatch.adapters.memory import OperatorMemory
+from imagepatch.adapters.notify import Notifier
 from imagepatch.core import reasons
 from imagepatch.core.conditions import Condition, merge
 from imagepatch.core.reasons import (
@@ -165,6 +166,7 @@ async def reconcile_imagepatch_guarded(
     logger: logging.Logger = log,
     tools: RebuildTools | None = None,
     memory: OperatorMemory | None = None,
+    notifier: Notifier | None = None,
 ) -> float | None:
     """``reconcile_imagepatch``, with every error recorded as a condition.
 
@@ -173,7 +175,8 @@ async def reconcile_imagepatch_guarded(
     """
     try:
         after = await reconcile_imagepatch(
-            name=name, kube=kube, clock=clock, logger=logger, tools=tools, memory=memory
+            name=name, kube=kube, clock=clock, logger=logger, tools=tools, memory=memory,
+            notifier=notifier,
         )
     except Exception as exc:  # noqa: BLE001 - the one place every error is mapped
         policy = ""
@@ -260,6 +263,21 @@ async def resync_policies(
             await resync_policies_once(kube, clock=clock, logger=logger)
         except AdapterError as exc:
             logger.warning("policy resync failed: %s: %s", exc.reason, exc)
+
+
+async def refresh_policy(kube: Kube, name: str, *, clock: Clock = utcnow,
+                         logger: logging.Logger = log) -> bool:
+    """Recompute one policy's status now (after another writer changed a field it reads,
+    such as the notifier's ``status.notifications``); whether it changed."""
+    body = await kube.get_policy(name)
+    if body is None:
+        return False
+    patch: dict[str, Any] = {}
+    reconcile_policy_guarded(body=body, patch=patch, clock=clock, logger=logger)
+    if patch.get("status"):
+        await kube.write_policy_status(name, patch["status"])
+        return True
+    return False
 
 
 async def resync_policies_once(

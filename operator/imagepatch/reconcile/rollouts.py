@@ -25,6 +25,7 @@ from imagepatch.adapters.builders import Builder
 from imagepatch.adapters.errors import AdapterError, ConflictError
 from imagepatch.adapters.kube import Kube
 from imagepatch.adapters.memory import OperatorMemory
+from imagepatch.adapters.notify import Notifier
 from imagepatch.adapters.registry import RegistryClient
 from imagepatch.core import kinds, reasons
 from imagepatch.core.images import parse_image
@@ -57,7 +58,7 @@ from imagepatch.model.imagepatch import (
 from imagepatch.model.policy import PolicySpec, parse_policy
 from imagepatch.model.rebuild_status import RebuildStage
 from imagepatch.model.times import Clock, parse_time_strict, utcnow
-from imagepatch.reconcile import rebuilds
+from imagepatch.reconcile import notifications, rebuilds
 
 log = logging.getLogger("imagepatch.rollouts")
 
@@ -295,12 +296,14 @@ async def reconcile_imagepatch(
     logger: logging.Logger = log,
     tools: RebuildTools | None = None,
     memory: OperatorMemory | None = None,
+    notifier: Notifier | None = None,
 ) -> float | None:
     """Advance one ImagePatch as far as it can go now; return when to look again.
 
     ``memory``: the operator's memory (``adapters.memory``): the digests that
     failed on a target before, and where a rollback records its failed digest
     before it writes (an in-process one when not given: unit tests).
+    ``notifier``: where phase changes are reported (``adapters.notify``), if anywhere.
     """
     memory = memory if memory is not None else OperatorMemory()
     body = await kube.get_imagepatch(name)
@@ -350,6 +353,8 @@ async def reconcile_imagepatch(
                 body = await kube.write_imagepatch_status(
                     name, step.status, resource_version=body["metadata"]["resourceVersion"]
                 )
+                # A phase worth a message (Patched, RolledBack, ...): queued, never awaited.
+                notifications.patch_recorded(notifier, patch, body, now)
         if step.discover and policy is not None:
             candidates = await discover_targets(kube, patch, policy)
             continue
