@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from imagepatch.core import reasons
+from imagepatch.core.signatures import MISSING, UNVERIFIABLE, VERIFIED, SignatureCheck
 from imagepatch.model.imagepatch import ImagePatch
 from imagepatch.model.policy import PolicySpec, Rebuild
 from imagepatch.model.rebuild_status import RebuildStage, RebuildStatus, VerificationStatus
@@ -67,6 +68,8 @@ class Verification:
     platforms: tuple[str, ...] = ()
     findings_before: int | None = None
     findings_after: int | None = None
+    reason: str = ""  # the stall reason when Failed ('' : VerificationFailed)
+    signature: SignatureCheck | None = None  # when the policy requires signatures
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -368,6 +371,40 @@ def verify(
     )
 
 
+def with_signature(
+    verification: Verification,
+    signature: SignatureCheck,
+    *,
+    waited: dt.timedelta,
+    wait_for: dt.timedelta,
+) -> Verification:
+    """``verification`` (of a digest that passed the other checks) with its signature check.
+
+    Only a ``Verified`` signature keeps it ``Passed``. A missing one is waited
+    for up to ``wait_for`` after the build finished (CI signs after it
+    pushes), then fails ``SignatureMissing``; signatures that do not verify
+    fail ``SignatureInvalid`` at once, and a policy with no key this operator
+    can use (only keyless identities, or key Secrets that are not keys) fails
+    ``SignatureUnverifiable``: never a pass.
+    """
+    if verification.result != "Passed":
+        return verification
+    base = replace(verification, signature=signature)
+    if signature.result == VERIFIED:
+        return replace(base, message=f"{verification.message}; {signature.message}")
+    if signature.result == MISSING and waited <= wait_for:
+        return replace(
+            base,
+            result="Pending",
+            message=f"waiting up to {wait_for} for a signature: {signature.message}",
+        )
+    reason = {
+        MISSING: reasons.SIGNATURE_MISSING,
+        UNVERIFIABLE: reasons.SIGNATURE_UNVERIFIABLE,
+    }.get(signature.result, reasons.SIGNATURE_INVALID)
+    return replace(base, result="Failed", reason=reason, message=signature.message)
+
+
 def plan_rebuild(
     *,
     recorded: Mapping[str, Any],  # a raw status
@@ -493,6 +530,7 @@ def decide_rebuild(
         findings_before=verification.findings_before,
         findings_after=verification.findings_after,
         checked_at=format_time(now),
+        signature=verification.signature.to_dict() if verification.signature else None,
     ).to_dict()
     if verification.result == "Pending":
         return RebuildStep(
@@ -506,7 +544,7 @@ def decide_rebuild(
             phase="Failed",
             fields={"verification": checked},
             message=f"verification of {digest} failed: {verification.message}",
-            stalled=reasons.VERIFICATION_FAILED,
+            stalled=verification.reason or reasons.VERIFICATION_FAILED,
             failed_digest=digest,
         )
     return RebuildStep(
