@@ -48,6 +48,8 @@ FEATURES: dict[str, tuple[str, tuple[str, ...]]] = {
     "sqs": ("Sqs", ("adapters/events.py",)),
     "securityhub": ("SecurityHub", ("adapters/securityhub.py",)),
     "rebase": ("Rebase", ()),
+    # spec.verification.signatures and spec.rebuild.rebase.signingKey with KMS keys.
+    "signatures": ("Signatures", ("adapters/signatures.py",)),
 }
 ALWAYS_ON = "detection"
 
@@ -94,6 +96,7 @@ RESOURCE_SHAPES = {
     "ecr": ":repository/",
     "codebuild": ":project/",
     "sqs": "arn:aws:sqs:",
+    "kms": ":key/",
     "securityhub:BatchImportFindings": ":product/",
     "securityhub:GetFindings": ":hub/default",
     "securityhub:BatchUpdateFindings": ":hub/default",
@@ -284,6 +287,7 @@ def test_scan_finds_the_calls_each_adapter_makes(used: dict[str, set[str]]) -> N
     assert {"ecr:DescribeImageScanFindings", "ecr:StartImageScan",
             "inspector2:ListFindings"} == used["findings"]
     assert "ecr:GetAuthorizationToken" in used["detection"]
+    assert {"kms:GetPublicKey", "kms:Sign"} == used["signatures"]
 
 
 def test_iam_policy_grants_exactly_what_each_feature_calls(used: dict[str, set[str]]) -> None:

@@ -68,8 +68,9 @@ class Kms:
         """The DER SubjectPublicKeyInfo of ``arn``."""
 
         def call() -> bytes:
+            client = self._client(arn)
             with classified("kms:GetPublicKey", arn, arn.split(":")[3]):
-                return bytes(self._client(arn).get_public_key(KeyId=arn)["PublicKey"])
+                return bytes(client.get_public_key(KeyId=arn)["PublicKey"])
 
         return await asyncio.to_thread(call)
 
@@ -77,10 +78,11 @@ class Kms:
         """``arn``'s base64 DER ECDSA-SHA256 signature of ``payload``."""
 
         def call() -> str:
+            client = self._client(arn)
             with classified("kms:Sign", arn, arn.split(":")[3]):
                 # RAW: KMS hashes the payload itself (a simple-signing payload is
                 # a few hundred bytes, well under RAW's 4 KiB).
-                answer = self._client(arn).sign(
+                answer = client.sign(
                     KeyId=arn, Message=payload, MessageType="RAW",
                     SigningAlgorithm="ECDSA_SHA_256",
                 )  # fmt: skip
