@@ -441,6 +441,10 @@ def test_secrets_grant_names_the_credential_secrets_when_the_values_list_them(
     assert secrets_rule(helm.template(values=path)) == {
         "apiGroups": [""], "resources": ["secrets"], "verbs": ["get"],
         "resourceNames": ["ghcr-pull", "quay.pull"]}
+    # cosign key Secrets (spec.verification.signatures, spec.rebuild.rebase) join the same grant.
+    path.write_text(yaml.safe_dump({"registry": {"credentialSecrets": ["ghcr-pull"]},
+                                    "signatures": {"keySecrets": ["cosign-ci"]}}))
+    assert secrets_rule(helm.template(values=path))["resourceNames"] == ["ghcr-pull", "cosign-ci"]
 
 
 def test_admission_policy_in_the_chart_equals_deploy_and_follows_the_release(
