@@ -7,7 +7,9 @@ pushes each rebuild under the tag its patch names (the ``external``
 strategy), signed with the CI key by the real cosign v2.6.5
 (``cosign sign --key --tlog-upload=false``), unsigned, or signed with
 another key, then the first is rolled out with ``status.verification.signature``
-naming the key, the second fails ``SignatureMissing`` once ``waitFor`` has
+naming the key (and ``status.verification.provenance`` the builder of its
+SLSA provenance, which the policy also requires: ``cosign attest --type
+slsaprovenance``), the second fails ``SignatureMissing`` once ``waitFor`` has
 passed, and the third fails ``SignatureInvalid`` naming the key tried; the
 Deployments of the last two keep their image.
 
@@ -113,7 +115,8 @@ def test_a_signed_rebuild_rolls_out_and_unsigned_or_foreign_ones_fail(
     key_secret(given, secret, **{"cosign.pub": ci.public})
     given.policy(policy, baseImages={"checkInterval": "1h"}, rebuild={"strategy": "external"},
                  rollout=ROLLOUT,
-                 verification={"signatures": {"keys": [{"secretName": secret}], "waitFor": "3s"}})
+                 verification={"signatures": {"keys": [{"secretName": secret}], "waitFor": "3s"},
+                               "provenance": {"builderIdRegExp": r"https://ci\.example/.+"}})
     apps, base_v2 = apps_on_a_moved_base(given, registry, buildah, policy, 3)
     patches = [patch_of(given, policy, f"{registry.host}/{repo}") for _, repo, _ in apps]
 
@@ -124,6 +127,7 @@ def test_a_signed_rebuild_rolls_out_and_unsigned_or_foreign_ones_fail(
         built = buildah.build_app(base_v2, repo, f"ci-{uuid.uuid4().hex[:6]}")
         if signer is not None:
             cosign.sign(built.pinned, signer)
+            cosign.attest_provenance(built.pinned, signer, "https://ci.example/pipelines/build")
         body, media_type, _ = registry.get_manifest(repo, built.digest)
         registry.put_manifest(repo, tag, body, media_type)
         pushed.append(built)
@@ -135,6 +139,11 @@ def test_a_signed_rebuild_rolls_out_and_unsigned_or_foreign_ones_fail(
     assert signature == {"result": "Verified", "key": f"secret:{secret}/cosign.pub",
                          "keysTried": [f"secret:{secret}/cosign.pub"], "source": "tag",
                          "message": f"signed by secret:{secret}/cosign.pub (tag)"}
+    assert done["status"]["verification"]["provenance"] == {
+        "result": "Verified", "builderId": "https://ci.example/pipelines/build",
+        "key": f"secret:{secret}/cosign.pub",
+        "message": f"SLSA provenance by secret:{secret}/cosign.pub: built by "
+                   "https://ci.example/pipelines/build"}
     assert given.image_of(signed_ns, "web").endswith(f"@{pushed[0].digest}")
 
     missing = given.wait_phase(patches[1], "Succeeded", "Failed", "RolledBack", timeout=120)

@@ -222,3 +222,32 @@ def test_kms_keys_sign_and_verify_through_moto(registry, cosign: Cosign, aws, tm
     gone = f"{arn[: arn.index(':key/')]}:key/00000000-0000-0000-0000-000000000000"
     unknown = check(registry, image, Secrets(), KeyRef(kms_key=gone), kms=kms)
     assert unknown.result == "Unverifiable" and f"kms:{gone}" in unknown.message
+
+
+def test_a_slsa_provenance_attestation_made_by_cosign_is_checked(
+    registry, cosign: Cosign, ci_key: KeyPair
+) -> None:
+    from imagepatch.model.policy import ProvenanceRequirement
+
+    repo = unique_repo("attested")
+    image = make_base_image(registry, repo, "1", marker="attested")
+    builder = "https://github.com/org/app/.github/workflows/build.yml@refs/heads/main"
+    secrets = Secrets()
+    secrets.put("cosign-ci", cosign_pub=ci_key.public.read_bytes())
+    keys = (KeyRef(secret_name="cosign-ci", secret_key="cosign.pub"),)
+
+    def attested(pattern: str):
+        async def main():
+            async with RegistryClient(retry=FAST, allow_networks=LOOPBACK_NETWORKS) as client:
+                return await SignatureVerifier(secrets, NAMESPACE).check_provenance(
+                    client, parse_image(image.repository), image.digest,
+                    ProvenanceRequirement(builder_id_regexp=pattern), keys)
+        return asyncio.run(main())
+
+    assert attested(".*").result == "Missing"
+    cosign.attest_provenance(image.pinned, ci_key, builder)
+    found = attested(r"https://github\.com/org/.+@refs/heads/main")
+    assert (found.result, found.builder_id, found.key) == (
+        "Verified", builder, "secret:cosign-ci/cosign.pub")
+    other = attested(r"https://github\.com/other-org/.+")
+    assert other.result == "Invalid" and f"names builder {builder!r}" in other.message

@@ -31,10 +31,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from imagepatch.adapters.aws import classified, client_config
 from imagepatch.adapters.errors import ConfigurationError, NotFoundError
 from imagepatch.adapters.registry import RegistryClient
-from imagepatch.core import signatures
+from imagepatch.core import provenance, signatures
 from imagepatch.core.images import ImageRef
 from imagepatch.core.reasons import SIGNING_FAILED
-from imagepatch.model.policy import KeyRef, SignatureRequirement
+from imagepatch.model.policy import KeyRef, ProvenanceRequirement, SignatureRequirement
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +156,35 @@ class SignatureVerifier:
             keys=keys,
             keyless=len(requirement.keyless),
         )
+
+
+    async def check_provenance(
+        self,
+        registry: RegistryClient,
+        repository: ImageRef,
+        digest: str,
+        requirement: ProvenanceRequirement,
+        keys: tuple[KeyRef, ...],
+    ) -> provenance.ProvenanceCheck:
+        """The provenance check of ``repository@digest``: a SLSA attestation signed by
+        one of ``keys`` (the policy's signature keys), by a builder the policy accepts."""
+        loaded = {key.describe(): await self._public_key(key) for key in keys}
+        envelopes: list[bytes] = []
+        try:
+            att = await registry.get_manifest(repository, provenance.attestation_tag(digest))
+            layers = provenance.envelope_layers(att.json())
+        except NotFoundError:
+            layers = []
+        for layer in layers:
+            try:
+                envelopes.append(await registry.get_blob(
+                    repository, layer, max_bytes=provenance.MAX_ENVELOPE_BYTES))
+            except (NotFoundError, ConfigurationError) as exc:
+                log.info("attestation %s unreadable: %s", layer, exc)
+        return provenance.check(
+            digest=digest, envelopes=envelopes, keys=loaded,
+            builder_pattern=requirement.builder_id_regexp,
+        )  # fmt: skip
 
 
 async def signature_entries(

@@ -162,6 +162,9 @@ SIGNATURE_MISSING = "SignatureMissing"
 SIGNATURE_INVALID = "SignatureInvalid"
 SIGNATURE_UNVERIFIABLE = "SignatureUnverifiable"
 SIGNING_FAILED = "SigningFailed"  # the rebase could not sign what it pushed
+# spec.verification.provenance (core/provenance.py).
+PROVENANCE_MISSING = "ProvenanceMissing"
+PROVENANCE_INVALID = "ProvenanceInvalid"
 
 # The rollout planner (core/rollout/): why a patch stalls, and why a target
 # was skipped, stopped, rolled back or failed.

@@ -25,7 +25,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from imagepatch.core import provenance as slsa
 from imagepatch.core import reasons
+from imagepatch.core.provenance import ProvenanceCheck
 from imagepatch.core.signatures import MISSING, UNVERIFIABLE, VERIFIED, SignatureCheck
 from imagepatch.model.imagepatch import ImagePatch
 from imagepatch.model.policy import PolicySpec, Rebuild
@@ -70,6 +72,7 @@ class Verification:
     findings_after: int | None = None
     reason: str = ""  # the stall reason when Failed ('' : VerificationFailed)
     signature: SignatureCheck | None = None  # when the policy requires signatures
+    provenance: ProvenanceCheck | None = None  # when the policy requires provenance
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -405,6 +408,40 @@ def with_signature(
     return replace(base, result="Failed", reason=reason, message=signature.message)
 
 
+def with_provenance(
+    verification: Verification,
+    provenance: ProvenanceCheck,
+    *,
+    waited: dt.timedelta,
+    wait_for: dt.timedelta,
+) -> Verification:
+    """``verification`` (passed so far, signature included) with its provenance check.
+
+    A missing attestation is waited for like a missing signature (CI attests
+    after it pushes), then fails ``ProvenanceMissing``; one that is not
+    acceptable (unsigned by the keys, another subject, another builder)
+    fails ``ProvenanceInvalid`` at once.
+    """
+    if verification.result != "Passed":
+        return verification
+    base = replace(verification, provenance=provenance)
+    if provenance.result == slsa.VERIFIED:
+        return replace(base, message=f"{verification.message}; {provenance.message}")
+    if provenance.result == slsa.MISSING and waited <= wait_for:
+        return replace(
+            base,
+            result="Pending",
+            message=f"waiting up to {wait_for} for a provenance attestation: "
+            f"{provenance.message}",
+        )
+    reason = (
+        reasons.PROVENANCE_MISSING
+        if provenance.result == slsa.MISSING
+        else reasons.PROVENANCE_INVALID
+    )
+    return replace(base, result="Failed", reason=reason, message=provenance.message)
+
+
 def plan_rebuild(
     *,
     recorded: Mapping[str, Any],  # a raw status
@@ -531,6 +568,7 @@ def decide_rebuild(
         findings_after=verification.findings_after,
         checked_at=format_time(now),
         signature=verification.signature.to_dict() if verification.signature else None,
+        provenance=verification.provenance.to_dict() if verification.provenance else None,
     ).to_dict()
     if verification.result == "Pending":
         return RebuildStep(

@@ -257,10 +257,22 @@ class SignatureRequirement:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class ProvenanceRequirement:
+    """``spec.verification.provenance``: a signed SLSA provenance attestation is required.
+
+    Signed by one of ``spec.verification.signatures.keys``; its builder id
+    must match ``builder_id_regexp`` (the whole id).
+    """
+
+    builder_id_regexp: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Verification:
     """``spec.verification``: what a rebuilt image must carry before it is rolled out."""
 
     signatures: SignatureRequirement | None = None
+    provenance: ProvenanceRequirement | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -889,8 +901,23 @@ def _parse_key_ref(raw: Any, path: str, *, default_data_key: str) -> KeyRef:
 
 def _parse_verification(value: Any, path: str) -> Verification:
     raw = _mapping(value, path)
+    signatures = _parse_signatures(raw, path)
+    provenance = None
+    if raw.get("provenance") is not None:
+        prov_path = f"{path}.provenance"
+        prov = _mapping(raw["provenance"], prov_path)
+        pattern = _string(prov, prov_path, "builderIdRegExp", max_length=1024, check=_regexp)
+        if signatures is None or not signatures.keys:
+            raise SpecError(
+                prov_path, f"needs {path}.signatures.keys: the keys its attestation is signed with"
+            )
+        provenance = ProvenanceRequirement(builder_id_regexp=pattern)
+    return Verification(signatures=signatures, provenance=provenance)
+
+
+def _parse_signatures(raw: Mapping[str, Any], path: str) -> SignatureRequirement | None:
     if raw.get("signatures") is None:
-        return Verification()
+        return None
     sig_path = f"{path}.signatures"
     sig = _mapping(raw["signatures"], sig_path)
     keys = tuple(
@@ -915,9 +942,7 @@ def _parse_verification(value: Any, path: str) -> Verification:
         sig, sig_path, "waitFor", default=SignatureRequirement().wait_for,
         maximum=dt.timedelta(hours=24), bounds_text="at most 24h",
     )  # fmt: skip
-    return Verification(
-        signatures=SignatureRequirement(keys=keys, keyless=tuple(keyless), wait_for=wait_for)
-    )
+    return SignatureRequirement(keys=keys, keyless=tuple(keyless), wait_for=wait_for)
 
 
 def _regexp(s: str) -> str | None:

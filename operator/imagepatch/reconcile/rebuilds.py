@@ -338,7 +338,12 @@ async def verify_signature(
     image: ImageRef,
     waited: dt.timedelta,
 ) -> rebuild.Verification | None:
-    """``checked`` with the signature check the policy asks for (None: ask again later)."""
+    """``checked`` with the signature (and provenance) checks the policy asks for.
+
+    None: the registry or KMS could not answer this time; ask again later.
+    Provenance needs signature keys (the policy parser insists), so it is
+    looked at only once the signature verified.
+    """
     requirement = policy.verification.signatures if policy else None
     if requirement is None or checked.result != "Passed":
         return checked
@@ -360,4 +365,17 @@ async def verify_signature(
             log.warning("signatures of %s: %s: %s", digest, exc.reason, exc)
             return None
     log.info("signature check of %s: %s: %s", digest, found.result, found.message)
-    return rebuild.with_signature(checked, found, waited=waited, wait_for=requirement.wait_for)
+    checked = rebuild.with_signature(checked, found, waited=waited, wait_for=requirement.wait_for)
+    wanted = policy.verification.provenance if policy else None
+    if wanted is None or signatures is None or checked.result != "Passed":
+        return checked
+    try:
+        attested = await signatures.check_provenance(
+            registry, ImageRef(host=image.host, repository=image.repository), digest, wanted,
+            requirement.keys,
+        )  # fmt: skip
+    except AdapterError as exc:
+        log.warning("provenance of %s: %s: %s", digest, exc.reason, exc)
+        return None
+    log.info("provenance check of %s: %s: %s", digest, attested.result, attested.message)
+    return rebuild.with_provenance(checked, attested, waited=waited, wait_for=requirement.wait_for)
