@@ -37,6 +37,7 @@ from imagepatch.adapters.registry import (
     RetryPolicy,
 )
 from imagepatch.adapters.securityhub import SecurityHubExporter
+from imagepatch.adapters.signatures import Kms, SignatureVerifier, Signer
 from imagepatch.core.breaker import BreakerSettings
 from imagepatch.core.liveness import watch_liveness
 from imagepatch.model import names
@@ -146,11 +147,14 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
                                 cooldown=options.registry_breaker_cooldown),
     )
     findings = FindingsReader(region=options.aws_region) if options.aws_region else None
+    kms = Kms()  # cosign keys in KMS (spec.verification.signatures, spec.rebuild.rebase)
     builders: dict[str, Builder] = {
         "external": ExternalBuilder(memo.registry),
         "job": JobBuilder(memo.kube, memo.registry, options.build_namespace),
         "codebuild": CodeBuildBuilder(memo.registry, options.aws_region),
-        "rebase": RebaseBuilder(memo.registry),
+        "rebase": RebaseBuilder(
+            memo.registry, signer=Signer(memo.kube, options.operator_namespace, kms)
+        ),
     }
     exports: dict[str, Destination] = {}
     if options.securityhub:
@@ -166,8 +170,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     if options.metrics_port:
         metrics.serve(options.metrics_port, registry_stats=memo.registry.stats,
                       registry_gate=memo.registry.gate)
-    memo.rebuild_tools = RebuildTools(registry=memo.registry, builders=builders,
-                                      findings=findings)
+    memo.rebuild_tools = RebuildTools(
+        registry=memo.registry, builders=builders, findings=findings,
+        signatures=SignatureVerifier(memo.kube, options.operator_namespace, kms),
+    )
     # The operator's memory, in its own namespace (tenants cannot write it): read once here.
     memo.memory = OperatorMemory(memo.kube, options.operator_namespace)
     await memo.memory.load()

@@ -376,6 +376,22 @@ GOOD_POLICIES = [
         ]),
         id="notifications-every-sink-type",
     ),
+    pytest.param(
+        minimal(
+            rebuild={"strategy": "rebase", "rebase": {"signingKey": {"secretName": "rebase-key"}}},
+            verification={
+                "signatures": {
+                    "keys": [{"secretName": "cosign-ci"},
+                             {"kmsKey": "arn:aws:kms:us-east-1:123456789012:alias/ci-signing"}],
+                    "keyless": [{"issuer": "https://token.actions.githubusercontent.com",
+                                 "subjectRegExp": "^https://github.com/org/.*$"}],
+                    "waitFor": "2m",
+                },
+                "provenance": {"builderIdRegExp": "^https://github.com/org/.*$"},
+            },
+        ),
+        id="signatures-and-provenance",
+    ),
 ]
 
 
@@ -578,6 +594,11 @@ FULL_PATCH_STATUS = {
         "findingsAfter": 0,
         "message": "base digest matches",
         "checkedAt": "2026-01-01T00:10:00Z",
+        "signature": {"result": "Verified", "key": "secret:cosign-ci/cosign.pub",
+                      "keysTried": ["secret:cosign-ci/cosign.pub"], "source": "tag",
+                      "message": "signed by secret:cosign-ci/cosign.pub (tag)"},
+        "provenance": {"result": "Verified", "builderId": "https://ci.example/build",
+                       "key": "secret:cosign-ci/cosign.pub", "message": "SLSA provenance"},
     },
     "rollouts": [
         {

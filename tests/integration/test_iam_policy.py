@@ -51,6 +51,8 @@ FEATURES: dict[str, tuple[str, tuple[str, ...]]] = {
     "nodes": ("Nodes", ("adapters/nodes.py",)),
     "config": ("Config", ("adapters/awsconfig.py",)),
     "sns": ("Sns", ("adapters/notify/senders.py",)),
+    # spec.verification.signatures and spec.rebuild.rebase.signingKey with KMS keys.
+    "signatures": ("Signatures", ("adapters/signatures.py",)),
 }
 ALWAYS_ON = "detection"
 
@@ -99,6 +101,7 @@ RESOURCE_SHAPES = {
     "codebuild": ":project/",
     "sqs": "arn:aws:sqs:",
     "sns": "arn:aws:sns:",
+    "kms": ":key/",
     "securityhub:BatchImportFindings": ":product/",
     "securityhub:GetFindings": ":hub/default",
     "securityhub:BatchUpdateFindings": ":hub/default",
@@ -291,6 +294,7 @@ def test_scan_finds_the_calls_each_adapter_makes(used: dict[str, set[str]]) -> N
     assert {"ecr:DescribeImageScanFindings", "ecr:StartImageScan",
             "inspector2:ListFindings"} == used["findings"]
     assert "ecr:GetAuthorizationToken" in used["detection"]
+    assert {"kms:GetPublicKey", "kms:Sign"} == used["signatures"]
 
 
 def test_iam_policy_grants_exactly_what_each_feature_calls(used: dict[str, set[str]]) -> None:

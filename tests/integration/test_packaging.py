@@ -447,6 +447,10 @@ def test_secrets_grant_names_the_credential_secrets_when_the_values_list_them(
     assert secrets_rule(helm.template(values=path))["resourceNames"] == ["ghcr-pull", "slack-webhook"]
     path.write_text(yaml.safe_dump({"notifications": {"secretNames": ["slack-webhook"]}}))
     assert secrets_rule(helm.template(values=path))["resourceNames"] == ["slack-webhook"]
+    # cosign key Secrets (spec.verification.signatures, spec.rebuild.rebase) join the same grant.
+    path.write_text(yaml.safe_dump({"registry": {"credentialSecrets": ["ghcr-pull"]},
+                                    "signatures": {"keySecrets": ["cosign-ci"]}}))
+    assert secrets_rule(helm.template(values=path))["resourceNames"] == ["ghcr-pull", "cosign-ci"]
 
 
 def test_admission_policy_in_the_chart_equals_deploy_and_follows_the_release(

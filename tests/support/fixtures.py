@@ -25,6 +25,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.cosign import Cosign, build_cosign
 from tests.support.images import Buildah
 from tests.support.moto import MotoServer
 from tests.support.registry import LocalRegistry
@@ -65,3 +66,9 @@ def buildah(registry: LocalRegistry, tmp_path_factory: pytest.TempPathFactory) -
         yield builder
     finally:
         builder.cleanup()
+
+
+@pytest.fixture(scope="session")
+def cosign(tmp_path_factory: pytest.TempPathFactory) -> Cosign:
+    """The real cosign (tests/cluster/build-cosign.sh), with its own HOME and work folder."""
+    return Cosign(build_cosign(), tmp_path_factory.mktemp("cosign"))

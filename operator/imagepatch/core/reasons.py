@@ -168,6 +168,15 @@ REBUILD_STRATEGY_UNAVAILABLE = "RebuildStrategyUnavailable"
 REBUILD_UNAVAILABLE = "RebuildUnavailable"
 SOURCE_NOT_PINNED = "SourceNotPinned"  # Event: a build of the branch, not of the running revision
 VERIFICATION_FAILED = "VerificationFailed"
+# spec.verification.signatures (core/signatures.py): no signature of the digest
+# by the policy's keys; signatures found, none valid; no key that can verify.
+SIGNATURE_MISSING = "SignatureMissing"
+SIGNATURE_INVALID = "SignatureInvalid"
+SIGNATURE_UNVERIFIABLE = "SignatureUnverifiable"
+SIGNING_FAILED = "SigningFailed"  # the rebase could not sign what it pushed
+# spec.verification.provenance (core/provenance.py).
+PROVENANCE_MISSING = "ProvenanceMissing"
+PROVENANCE_INVALID = "ProvenanceInvalid"
 
 # The rollout planner (core/rollout/): why a patch stalls, and why a target
 # was skipped, stopped, rolled back or failed.

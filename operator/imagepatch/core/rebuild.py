@@ -25,7 +25,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from imagepatch.core import provenance as slsa
 from imagepatch.core import reasons
+from imagepatch.core.provenance import ProvenanceCheck
+from imagepatch.core.signatures import MISSING, UNVERIFIABLE, VERIFIED, SignatureCheck
 from imagepatch.model.imagepatch import ImagePatch
 from imagepatch.model.policy import PolicySpec, Rebuild
 from imagepatch.model.rebuild_status import RebuildStage, RebuildStatus, VerificationStatus
@@ -67,6 +70,9 @@ class Verification:
     platforms: tuple[str, ...] = ()
     findings_before: int | None = None
     findings_after: int | None = None
+    reason: str = ""  # the stall reason when Failed ('' : VerificationFailed)
+    signature: SignatureCheck | None = None  # when the policy requires signatures
+    provenance: ProvenanceCheck | None = None  # when the policy requires provenance
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -368,6 +374,74 @@ def verify(
     )
 
 
+def with_signature(
+    verification: Verification,
+    signature: SignatureCheck,
+    *,
+    waited: dt.timedelta,
+    wait_for: dt.timedelta,
+) -> Verification:
+    """``verification`` (of a digest that passed the other checks) with its signature check.
+
+    Only a ``Verified`` signature keeps it ``Passed``. A missing one is waited
+    for up to ``wait_for`` after the build finished (CI signs after it
+    pushes), then fails ``SignatureMissing``; signatures that do not verify
+    fail ``SignatureInvalid`` at once, and a policy with no key this operator
+    can use (only keyless identities, or key Secrets that are not keys) fails
+    ``SignatureUnverifiable``: never a pass.
+    """
+    if verification.result != "Passed":
+        return verification
+    base = replace(verification, signature=signature)
+    if signature.result == VERIFIED:
+        return replace(base, message=f"{verification.message}; {signature.message}")
+    if signature.result == MISSING and waited <= wait_for:
+        return replace(
+            base,
+            result="Pending",
+            message=f"waiting up to {wait_for} for a signature: {signature.message}",
+        )
+    reason = {
+        MISSING: reasons.SIGNATURE_MISSING,
+        UNVERIFIABLE: reasons.SIGNATURE_UNVERIFIABLE,
+    }.get(signature.result, reasons.SIGNATURE_INVALID)
+    return replace(base, result="Failed", reason=reason, message=signature.message)
+
+
+def with_provenance(
+    verification: Verification,
+    provenance: ProvenanceCheck,
+    *,
+    waited: dt.timedelta,
+    wait_for: dt.timedelta,
+) -> Verification:
+    """``verification`` (passed so far, signature included) with its provenance check.
+
+    A missing attestation is waited for like a missing signature (CI attests
+    after it pushes), then fails ``ProvenanceMissing``; one that is not
+    acceptable (unsigned by the keys, another subject, another builder)
+    fails ``ProvenanceInvalid`` at once.
+    """
+    if verification.result != "Passed":
+        return verification
+    base = replace(verification, provenance=provenance)
+    if provenance.result == slsa.VERIFIED:
+        return replace(base, message=f"{verification.message}; {provenance.message}")
+    if provenance.result == slsa.MISSING and waited <= wait_for:
+        return replace(
+            base,
+            result="Pending",
+            message=f"waiting up to {wait_for} for a provenance attestation: "
+            f"{provenance.message}",
+        )
+    reason = (
+        reasons.PROVENANCE_MISSING
+        if provenance.result == slsa.MISSING
+        else reasons.PROVENANCE_INVALID
+    )
+    return replace(base, result="Failed", reason=reason, message=provenance.message)
+
+
 def plan_rebuild(
     *,
     recorded: Mapping[str, Any],  # a raw status
@@ -493,6 +567,8 @@ def decide_rebuild(
         findings_before=verification.findings_before,
         findings_after=verification.findings_after,
         checked_at=format_time(now),
+        signature=verification.signature.to_dict() if verification.signature else None,
+        provenance=verification.provenance.to_dict() if verification.provenance else None,
     ).to_dict()
     if verification.result == "Pending":
         return RebuildStep(
@@ -506,7 +582,7 @@ def decide_rebuild(
             phase="Failed",
             fields={"verification": checked},
             message=f"verification of {digest} failed: {verification.message}",
-            stalled=reasons.VERIFICATION_FAILED,
+            stalled=verification.reason or reasons.VERIFICATION_FAILED,
             failed_digest=digest,
         )
     return RebuildStep(

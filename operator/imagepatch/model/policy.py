@@ -215,10 +215,81 @@ class AllowedRebuilds:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class KeyRef:
+    """A signing key: a Secret in the operator's namespace, or an AWS KMS key.
+
+    Exactly one of ``secret_name`` (with ``secret_key``, the data key holding
+    the PEM) and ``kms_key`` (a key or alias ARN) is set.
+    """
+
+    secret_name: str = ""
+    secret_key: str = ""
+    kms_key: str = ""
+
+    def describe(self) -> str:
+        """How messages and status name the key (never its material)."""
+        if self.kms_key:
+            return f"kms:{self.kms_key}"
+        return f"secret:{self.secret_name}/{self.secret_key}"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class KeylessIdentity:
+    """A Fulcio certificate identity: its OIDC issuer and a regexp over its subject."""
+
+    issuer: str
+    subject_regexp: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SignatureRequirement:
+    """``spec.verification.signatures``: a rebuilt digest rolls out only when signed.
+
+    A signature by any one of ``keys`` is enough. ``keyless`` identities are
+    accepted in the spec for policies shared with clusters that reach
+    Fulcio/Rekor, but this operator cannot verify them (it has no trust root
+    and no network to Rekor): they never make a digest pass. ``wait_for``: how
+    long after the build a missing signature is waited for (CI signs after it
+    pushes).
+    """
+
+    keys: tuple[KeyRef, ...] = ()
+    keyless: tuple[KeylessIdentity, ...] = ()
+    wait_for: dt.timedelta = dt.timedelta(minutes=5)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ProvenanceRequirement:
+    """``spec.verification.provenance``: a signed SLSA provenance attestation is required.
+
+    Signed by one of ``spec.verification.signatures.keys``; its builder id
+    must match ``builder_id_regexp`` (the whole id).
+    """
+
+    builder_id_regexp: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Verification:
+    """``spec.verification``: what a rebuilt image must carry before it is rolled out."""
+
+    signatures: SignatureRequirement | None = None
+    provenance: ProvenanceRequirement | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RebaseSettings:
+    """``spec.rebuild.rebase``: the key the operator signs its own rebased images with."""
+
+    signing_key: KeyRef | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Rebuild:
     strategy: RebuildStrategy = RebuildStrategy.EXTERNAL
     codebuild: CodeBuildSettings | None = None
     job: JobSettings | None = None
+    rebase: RebaseSettings = RebaseSettings()
     timeout: dt.timedelta = dt.timedelta(hours=1)
     tag_policy: TagPolicy = TagPolicy.NEW
     tag_template: str = DEFAULT_TAG_TEMPLATE
@@ -366,6 +437,7 @@ class PolicySpec:
     registry_credentials: RegistryCredentials | None = None
     history: History = History()
     notifications: tuple[NotificationSink, ...] = ()
+    verification: Verification = Verification()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -405,6 +477,12 @@ _DATE_TIME = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
 MAX_SCHEDULE_OFFSET = 6  # days, as SSM's ScheduleOffset allows
+KMS_KEY_ARN = re.compile(
+    r"arn:aws[a-zA-Z-]*:kms:[a-z0-9-]+:[0-9]{12}:(key|alias)/[A-Za-z0-9/_-]{1,256}"
+)
+_SECRET_DATA_KEY = re.compile(r"[-._a-zA-Z0-9]+")
+MAX_SIGNATURE_KEYS = 16
+MAX_KEYLESS_IDENTITIES = 16
 
 
 # --- reading raw dicts ----------------------------------------------------------
@@ -692,10 +770,18 @@ def _parse_rebuild(raw: Any, path: str) -> Rebuild:
     allowed = None
     if raw.get("allowed") is not None:
         allowed = _parse_allowed(raw["allowed"], f"{path}.allowed")
+    rebase_path = f"{path}.rebase"
+    rebase_raw = _mapping(raw.get("rebase"), rebase_path)
+    signing_key = None
+    if rebase_raw.get("signingKey") is not None:
+        signing_key = _parse_key_ref(
+            rebase_raw["signingKey"], f"{rebase_path}.signingKey", default_data_key="cosign.key"
+        )
     return Rebuild(
         strategy=strategy,
         codebuild=codebuild,
         job=job,
+        rebase=RebaseSettings(signing_key=signing_key),
         timeout=timeout,
         allowed=allowed,
         tag_policy=_enum(raw, path, "tagPolicy", TagPolicy, default=TagPolicy.NEW),
@@ -921,6 +1007,81 @@ def _parse_notifications(raw: Any, path: str) -> tuple[NotificationSink, ...]:
             raise SpecError(f"{path}[{i}].name", f"{sink.name!r} is used by another sink")
         seen.add(sink.name)
     return sinks
+def _parse_key_ref(raw: Any, path: str, *, default_data_key: str) -> KeyRef:
+    raw = _mapping(raw, path)
+    has_secret, has_kms = raw.get("secretName") is not None, raw.get("kmsKey") is not None
+    if has_secret == has_kms:
+        raise SpecError(path, "must set exactly one of secretName and kmsKey")
+    if has_kms:
+        kms = _string(
+            raw, path, "kmsKey", max_length=2048,
+            check=_matching(KMS_KEY_ARN, "must be an AWS KMS key or alias ARN"),
+        )  # fmt: skip
+        return KeyRef(kms_key=kms)
+    return KeyRef(
+        secret_name=_string(raw, path, "secretName", max_length=253, check=_dns_subdomain),
+        secret_key=_string(
+            raw, path, "secretKey", default=default_data_key, max_length=253,
+            check=_matching(_SECRET_DATA_KEY, "must be a Secret data key ('-', '_', '.', "
+                            "letters and digits)"),
+        ),
+    )  # fmt: skip
+
+
+def _parse_verification(value: Any, path: str) -> Verification:
+    raw = _mapping(value, path)
+    signatures = _parse_signatures(raw, path)
+    provenance = None
+    if raw.get("provenance") is not None:
+        prov_path = f"{path}.provenance"
+        prov = _mapping(raw["provenance"], prov_path)
+        pattern = _string(prov, prov_path, "builderIdRegExp", max_length=1024, check=_regexp)
+        if signatures is None or not signatures.keys:
+            raise SpecError(
+                prov_path, f"needs {path}.signatures.keys: the keys its attestation is signed with"
+            )
+        provenance = ProvenanceRequirement(builder_id_regexp=pattern)
+    return Verification(signatures=signatures, provenance=provenance)
+
+
+def _parse_signatures(raw: Mapping[str, Any], path: str) -> SignatureRequirement | None:
+    if raw.get("signatures") is None:
+        return None
+    sig_path = f"{path}.signatures"
+    sig = _mapping(raw["signatures"], sig_path)
+    keys = tuple(
+        _parse_key_ref(item, f"{sig_path}.keys[{i}]", default_data_key="cosign.pub")
+        for i, item in enumerate(_list(sig, sig_path, "keys", max_items=MAX_SIGNATURE_KEYS))
+    )
+    keyless: list[KeylessIdentity] = []
+    for i, item in enumerate(_list(sig, sig_path, "keyless", max_items=MAX_KEYLESS_IDENTITIES)):
+        item_path = f"{sig_path}.keyless[{i}]"
+        item = _mapping(item, item_path)
+        keyless.append(
+            KeylessIdentity(
+                issuer=_string(item, item_path, "issuer", max_length=1024, check=_nonempty),
+                subject_regexp=_string(
+                    item, item_path, "subjectRegExp", max_length=1024, check=_regexp
+                ),
+            )
+        )
+    if not keys and not keyless:
+        raise SpecError(sig_path, "must name at least one key or keyless identity")
+    wait_for = _duration(
+        sig, sig_path, "waitFor", default=SignatureRequirement().wait_for,
+        maximum=dt.timedelta(hours=24), bounds_text="at most 24h",
+    )  # fmt: skip
+    return SignatureRequirement(keys=keys, keyless=tuple(keyless), wait_for=wait_for)
+
+
+def _regexp(s: str) -> str | None:
+    if not s:
+        return "must not be empty"
+    try:
+        re.compile(s)
+    except re.error as exc:
+        return f"must be a regular expression: {exc}"
+    return None
 
 
 def parse_policy_spec(spec: Any, path: str = "spec") -> PolicySpec:
@@ -948,6 +1109,7 @@ def parse_policy_spec(spec: Any, path: str = "spec") -> PolicySpec:
         ),
         history=_parse_history(raw.get("history"), f"{path}.history"),
         notifications=_parse_notifications(raw.get("notifications"), f"{path}.notifications"),
+        verification=_parse_verification(raw.get("verification"), f"{path}.verification"),
     )
 
 

@@ -101,6 +101,11 @@ class VerificationStatus:
     findings_before: int | None = None
     findings_after: int | None = None
     checked_at: str = ""
+    # spec.verification.signatures: result, key, keysTried, source, message
+    # (core.signatures.SignatureCheck.to_dict), when the policy asks for them.
+    signature: Mapping[str, Any] | None = None
+    # spec.verification.provenance: result, builderId, key, message.
+    provenance: Mapping[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -117,6 +122,10 @@ class VerificationStatus:
             findings_before=_count(raw, "findingsBefore"),
             findings_after=_count(raw, "findingsAfter"),
             checked_at=_text(raw, "checkedAt"),
+            signature=dict(raw["signature"]) if isinstance(raw.get("signature"), Mapping) else None,
+            provenance=(
+                dict(raw["provenance"]) if isinstance(raw.get("provenance"), Mapping) else None
+            ),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -131,6 +140,8 @@ class VerificationStatus:
             "findingsBefore": self.findings_before,
             "findingsAfter": self.findings_after,
             "checkedAt": self.checked_at,
+            "signature": dict(self.signature) if self.signature else None,
+            "provenance": dict(self.provenance) if self.provenance else None,
         }
         return {k: v for k, v in out.items() if v not in (None, "")}
 

@@ -23,9 +23,11 @@ from imagepatch.adapters.builders.lineage import (
 )
 from imagepatch.adapters.errors import AdapterError, ConfigurationError, NotFoundError
 from imagepatch.adapters.registry import RegistryClient
+from imagepatch.adapters.signatures import SignatureVerifier
 from imagepatch.core import baseline, reasons, rebuild, tags
 from imagepatch.core.images import ImageRef, InvalidImageReference, is_ecr_host, parse_image
 from imagepatch.core.scans import FindingsSource
+from imagepatch.core.signatures import UNVERIFIABLE, SignatureCheck
 from imagepatch.model.imagepatch import ImagePatch
 from imagepatch.model.policy import PolicySpec, TagPolicy, VulnerabilitySource
 from imagepatch.model.times import parse_time_strict
@@ -53,6 +55,7 @@ def build_request(patch: ImagePatch, policy: PolicySpec | None) -> BuildRequest:
         push_tag=recorded.rebuild.tag,
         revision=recorded.rebuild.revision,
         policy=patch.policy,
+        signing_key=policy.rebuild.rebase.signing_key if policy else None,
     )
 
 
@@ -223,8 +226,14 @@ async def verify(
     patch: ImagePatch,
     policy: PolicySpec | None,
     now: dt.datetime,
+    signatures: SignatureVerifier | None = None,
 ) -> rebuild.Verification | None:
-    """Check the rebuilt image; None when the registry could not answer this time."""
+    """Check the rebuilt image; None when the registry could not answer this time.
+
+    When the policy requires signatures (``spec.verification.signatures``),
+    a digest that passed every other check is then looked up for a valid
+    cosign signature (``verify_signature``), before anything rolls out.
+    """
     recorded = patch.status.rebuild
     digest = recorded.digest
     finished = recorded.finished_at
@@ -300,7 +309,7 @@ async def verify(
             )
             accepted, reason = comparison.accepted, comparison.reason
             before_n, after_n = comparison.before, comparison.after
-    return rebuild.verify(
+    checked = rebuild.verify(
         target_base_digest=patch.new_base_digest,
         target_base_platforms=target_platforms,
         recorded_base_digest=recorded_base,
@@ -315,3 +324,58 @@ async def verify(
         waited=waited,
         max_wait=policy.rebuild.timeout if policy else dt.timedelta(hours=1),
     )
+    return await verify_signature(
+        checked, registry=registry, signatures=signatures, policy=policy, image=new, waited=waited
+    )
+
+
+async def verify_signature(
+    checked: rebuild.Verification,
+    *,
+    registry: RegistryClient,
+    signatures: SignatureVerifier | None,
+    policy: PolicySpec | None,
+    image: ImageRef,
+    waited: dt.timedelta,
+) -> rebuild.Verification | None:
+    """``checked`` with the signature (and provenance) checks the policy asks for.
+
+    None: the registry or KMS could not answer this time; ask again later.
+    Provenance needs signature keys (the policy parser insists), so it is
+    looked at only once the signature verified.
+    """
+    requirement = policy.verification.signatures if policy else None
+    if requirement is None or checked.result != "Passed":
+        return checked
+    digest = image.digest or ""
+    if signatures is None:  # never in the operator; fail closed all the same
+        found = SignatureCheck(result=UNVERIFIABLE, message="no signature verifier configured")
+    else:
+        try:
+            found = await signatures.check(
+                registry, ImageRef(host=image.host, repository=image.repository), digest,
+                requirement,
+            )  # fmt: skip
+        except AdapterError as exc:
+            if isinstance(exc, ConfigurationError):
+                return replace(
+                    checked, result="Failed", reason=reasons.SIGNATURE_UNVERIFIABLE,
+                    message=f"the signatures of {digest} could not be read: {exc.reason}: {exc}",
+                )  # fmt: skip
+            log.warning("signatures of %s: %s: %s", digest, exc.reason, exc)
+            return None
+    log.info("signature check of %s: %s: %s", digest, found.result, found.message)
+    checked = rebuild.with_signature(checked, found, waited=waited, wait_for=requirement.wait_for)
+    wanted = policy.verification.provenance if policy else None
+    if wanted is None or signatures is None or checked.result != "Passed":
+        return checked
+    try:
+        attested = await signatures.check_provenance(
+            registry, ImageRef(host=image.host, repository=image.repository), digest, wanted,
+            requirement.keys,
+        )  # fmt: skip
+    except AdapterError as exc:
+        log.warning("provenance of %s: %s: %s", digest, exc.reason, exc)
+        return None
+    log.info("provenance check of %s: %s: %s", digest, attested.result, attested.message)
+    return rebuild.with_provenance(checked, attested, waited=waited, wait_for=requirement.wait_for)

@@ -27,6 +27,7 @@ from imagepatch.adapters.kube import Kube
 from imagepatch.adapters.memory import OperatorMemory
 from imagepatch.adapters.notify import Notifier
 from imagepatch.adapters.registry import RegistryClient
+from imagepatch.adapters.signatures import SignatureVerifier
 from imagepatch.core import kinds, reasons
 from imagepatch.core.images import parse_image
 from imagepatch.core.rebuild import BuildObservation
@@ -213,6 +214,8 @@ class RebuildTools:
     registry: RegistryClient
     builders: Mapping[str, Builder]
     findings: FindingsSource | None = None
+    # spec.verification.signatures: reads the keys and the registry's signatures.
+    signatures: SignatureVerifier | None = None
 
 
 async def _observe_rebuild(
@@ -233,7 +236,7 @@ async def _observe_rebuild(
     elif recorded.stage == RebuildStage.FINISHED and recorded.digest and "verification" not in seen:
         seen["verification"] = await rebuilds.verify(
             registry=tools.registry.for_policy(patch.policy), findings=tools.findings,
-            patch=patch, policy=policy, now=now,
+            patch=patch, policy=policy, now=now, signatures=tools.signatures,
         )  # fmt: skip
 
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from imagepatch.core.images import InvalidImageReference, parse_image
+from imagepatch.model.policy import KeyRef
 
 
 class BuildState(enum.StrEnum):
@@ -64,6 +65,8 @@ class BuildRequest:
     # The policy the patch belongs to: the builder reads the registry with
     # that policy's credentials only (``RegistryClient.for_policy``).
     policy: str = ""
+    # spec.rebuild.rebase.signingKey: the rebase signs what it pushes with it.
+    signing_key: KeyRef | None = None
 
     @property
     def push_to(self) -> str:

@@ -51,6 +51,10 @@ What ``poll`` does:
    on is not overwritten (``TagMoved``). Then the manifest (for an index:
    each platform manifest by digest, then the index) is pushed under it, and
    the build has ``Succeeded`` with the new digest.
+6. With ``spec.rebuild.rebase.signingKey``, the new digest is signed as
+   cosign signs (``adapters.signatures.Signer``: a ``sha256-<hex>.sig``
+   manifest), so a policy that requires signatures accepts the operator's own
+   rebuilds; a key that cannot sign fails the build ``SigningFailed``.
 
 Refusals end the build ``Failed`` with reason ``RebaseRefused`` (the precise
 refusal in ``builder_status``), except a missing old base: ``OldBaseNotFound``.
@@ -80,6 +84,7 @@ from imagepatch.adapters.errors import (
     TransientError,
 )
 from imagepatch.adapters.registry import Manifest, RegistryClient
+from imagepatch.adapters.signatures import Signer
 from imagepatch.core.images import ImageRef, InvalidImageReference, is_digest, parse_image
 from imagepatch.core.oci import ANNOTATION_BASE_DIGEST
 from imagepatch.core.reasons import (
@@ -92,6 +97,7 @@ from imagepatch.core.reasons import (
     OLD_BASE_NOT_FOUND,
     PLATFORM_MISMATCH,
     REBASE_REFUSED,
+    SIGNING_FAILED,
     TAG_MOVED,
 )
 from imagepatch.core.rebase import (
@@ -264,10 +270,13 @@ async def verify_image(
 class RebaseBuilder:
     """Rebases ``request.image@request.current_digest`` onto ``request.base_digest``."""
 
-    def __init__(self, registry: RegistryClient, *, clock: Clock = utcnow) -> None:
+    def __init__(
+        self, registry: RegistryClient, *, clock: Clock = utcnow, signer: Signer | None = None
+    ) -> None:
         self._registry = registry
         self._clock = clock
         self._verified = _Verified()
+        self._signer = signer
 
     async def start(self, request: BuildRequest) -> str:
         # The work is deterministic and done by poll: nothing to start.
@@ -276,13 +285,15 @@ class RebaseBuilder:
     async def poll(self, build_id: str, request: BuildRequest) -> BuildStatus:
         try:
             outcome = await self.rebase(request)
+            signed = await self._sign(request, outcome.digest)
         except RebaseRefused as exc:
             log.warning("rebase of %s refused: %s: %s", request.image, exc.reason, exc)
             return BuildStatus(
                 state=BuildState.FAILED,
                 build_id=build_id,
                 builder_status=exc.reason,
-                reason=OLD_BASE_NOT_FOUND if exc.reason == OLD_BASE_NOT_FOUND else REBASE_REFUSED,
+                reason=exc.reason if exc.reason in (OLD_BASE_NOT_FOUND, SIGNING_FAILED)
+                else REBASE_REFUSED,
                 message=f"{exc.reason}: {exc.message}",
             )
         except TransientError as exc:
@@ -304,6 +315,8 @@ class RebaseBuilder:
         )
         if outcome.notes:
             message += "; " + "; ".join(dict.fromkeys(outcome.notes))
+        if signed:
+            message += f"; signed with {signed}"
         return BuildStatus(
             state=BuildState.SUCCEEDED,
             build_id=build_id,
@@ -311,6 +324,28 @@ class RebaseBuilder:
             builder_status="Pushed",
             message=message,
         )
+
+    async def _sign(self, request: BuildRequest, digest: str) -> str:
+        """Sign the pushed ``digest`` with the policy's rebase signing key; the key's name.
+
+        '' when the policy names no key. A key that cannot sign (missing
+        Secret, not a P-256 PEM, KMS refusing) fails the build
+        ``SigningFailed``; a transient error is retried by the next poll (the
+        rebase itself is then found done, and signing is idempotent).
+        """
+        key = request.signing_key
+        if key is None:
+            return ""
+        if self._signer is None:
+            raise RebaseRefused(SIGNING_FAILED, "this operator has no signer configured")
+        app = _repo(request.image, "image")
+        try:
+            await self._signer.sign_and_push(
+                self._registry.for_policy(request.policy), app, digest, key
+            )
+        except ConfigurationError as exc:
+            raise RebaseRefused(SIGNING_FAILED, f"{key.describe()}: {exc}") from None
+        return key.describe()
 
     async def rebase(self, request: BuildRequest) -> RebaseOutcome:
         """Do the rebase and push it; raises ``RebaseRefused`` or an adapter error.

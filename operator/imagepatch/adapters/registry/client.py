@@ -45,6 +45,7 @@ from imagepatch.adapters.errors import (
     INVALID_REGISTRY_RESPONSE,
     REGISTRY_REJECTED,
     ConfigurationError,
+    NotFoundError,
     TransientError,
 )
 from imagepatch.adapters.registry.auth import _Auth
@@ -73,6 +74,7 @@ from imagepatch.core.oci import (
     IMAGE_MANIFEST_TYPES,
     INDEX_TYPES,
     MANIFEST_ACCEPT,
+    OCI_INDEX,
 )
 from imagepatch.model.times import parse_time
 
@@ -336,6 +338,34 @@ class RegistryClient(_Writes, _Auth):
         body = await self._with_retries(what, image.host, once)
         self._cache.put(key, body)
         return body
+
+    async def referrers(self, image: ImageRef | str, digest: str) -> dict[str, Any] | None:
+        """The OCI 1.1 referrers index of ``digest`` (``GET /v2/<repo>/referrers/<digest>``).
+
+        None when the registry has no referrers API (a 404, or a refusal of
+        the path, as distribution v2 answers): the caller then reads the
+        referrers tag schema's ``sha256-<hex>`` tag. Never cached: referrers
+        are added after the image is pushed.
+        """
+        image, digest = self._target(image, digest)
+        _check_digest(digest, what=f"referrers of {image.name}")
+        what = f"GET referrers of {image.name}@{digest}"
+
+        async def once(budget: _Budget) -> dict[str, Any] | None:
+            resp = await self._send(
+                "GET", image, f"referrers/{digest}", "referrers", budget,
+                accept=OCI_INDEX, max_bytes=MAX_MANIFEST_BYTES,
+            )  # fmt: skip
+            return parse_document(resp.content, what=what)
+
+        try:
+            return await self._with_retries(what, image.host, once)
+        except NotFoundError:
+            return None
+        except ConfigurationError as exc:
+            if exc.reason == REGISTRY_REJECTED:
+                return None
+            raise
 
     async def resolve_digest(self, image: ImageRef | str) -> str:
         """The digest ``image``'s tag points to now (one HEAD, never cached).
