@@ -114,15 +114,6 @@ def plan_pass(
     return PassPlan(patches=patches, refused=refused, follows=followed, bases=frozenset(bases))
 
 
-def target_key(raw: Mapping[str, Any]) -> TargetKey:
-    return (
-        raw.get("kind") or "Deployment",
-        raw.get("namespace", ""),
-        raw.get("name", ""),
-        raw.get("container", ""),
-    )
-
-
 def targets_field(targets: Iterable[Target], existing: Iterable[Target]) -> list[dict[str, Any]]:
     """``spec.targets``: the existing entries, then the new ones, each container once."""
     out: dict[TargetKey, dict[str, Any]] = {}
