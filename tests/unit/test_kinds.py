@@ -407,7 +407,7 @@ def test_the_registry_lists_each_kind_once_in_watch_order():
 
 
 def test_an_unknown_kind_is_patchable_and_gated_as_a_deployment():
-    assert kinds.kind_of("Unknown") is kinds.REGISTRY["Deployment"]
+    assert kinds.registered("Unknown") is kinds.REGISTRY["Deployment"]
     assert kinds.not_patchable("Unknown", {"spec": {"updateStrategy": {"type": "OnDelete"}}}) is None
 
 

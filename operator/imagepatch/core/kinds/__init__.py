@@ -102,7 +102,7 @@ __all__ = [
     "find_container",
     "forced_rollback",
     "is_native_sidecar",
-    "kind_of",
+    "registered",
     "next_cronjob_run",
     "not_patchable",
     "pod_template",
@@ -112,7 +112,7 @@ __all__ = [
 ]
 
 
-def kind_of(kind: str) -> Kind:
+def registered(kind: str) -> Kind:
     """The registry's entry for ``kind``; an unknown kind is treated as a Deployment."""
     return REGISTRY.get(kind, deployment.KIND)
 
@@ -149,7 +149,7 @@ def assess(
     images coming back (a CronJob has nothing to wait for then: its next
     run uses the restored template). See the module docstring.
     """
-    return kind_of(kind).gate(
+    return registered(kind).gate(
         workload=workload, pods=pods, jobs=jobs, target_images=target_images, gate=gate,
         started_at=started_at, healthy_since=healthy_since, now=now, rollback=rollback,
     )  # fmt: skip

@@ -36,7 +36,10 @@ policy's counts merge its results with every other workload's last one (``result
    workload in the ``imagepatch.dev/state`` annotation, an Event when it
    changes, and the states counted in the policy status.
 
-``detector.Detector.evaluate_policy`` reads these five steps in order.
+``detector.Detector.evaluate_policy`` reads these five steps in order. The
+modules: ``detector`` (the watch cache, the loop, which policies are due, and
+one policy's pass), ``facts`` (observe), ``act`` (act), ``record`` (the
+record stage's writes); the pure decisions are ``core.detection``'s.
 
 Memory: what detection decides from (the base digest it saw for an image
 whose base is known only from the ``imagepatch.dev/base-image`` annotation,
