@@ -695,13 +695,6 @@ def condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
     return {}
 
 
-def _name(obj: Mapping[str, Any]) -> str:
-    meta = _mapping(obj.get("metadata"))
-    name = _str(meta.get("name")) or "<unnamed>"
-    namespace = _str(meta.get("namespace"))
-    return f"{namespace}/{name}" if namespace else name
-
-
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
