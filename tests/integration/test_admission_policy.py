@@ -259,7 +259,7 @@ def test_operator_removes_its_state_annotation_from_a_workload_that_opted_out(
     body = workload("Deployment", namespace, "gone", opted_in=False)
     body["metadata"]["annotations"][STATE] = '{"state": "Compliant"}'
     create(kube, body)
-    # When detection cleans up after it (reconcile/detection.py's orphans)
+    # When detection cleans up after it (reconcile/detection/detector.py: _clear_orphans)
     operator.run(lambda: operator.kube.annotate_workload("Deployment", namespace, "gone", {STATE: None}))
     # Then the annotation is gone, and the owner's annotations stay
     after = get(kube, "Deployment", namespace, "gone")

@@ -47,7 +47,7 @@ def evaluate(detector: Detector, kube: MemoryKube, dep: dict) -> dict:
     """One forced pass over ``dep``; our state annotation is written back onto it."""
     detector.observe("MODIFIED", dep)
     detector.forced.add(f"{ECR}/app")
-    detector._forget({f"{ECR}/base"})
+    detector.facts.forget({f"{ECR}/base"})
     asyncio.run(detector.evaluate_all())
     state = kube.annotations[("ns", dep["metadata"]["name"])]["imagepatch.dev/state"]
     dep["metadata"]["annotations"]["imagepatch.dev/state"] = state

@@ -193,7 +193,8 @@ def test_a_targeted_pass_closes_no_patch_that_has_a_target_it_did_not_evaluate()
 
 def test_what_a_workload_follows_and_which_events_name_it():
     from imagepatch.core.compliance import Assessment, ContainerFacts, State
-    from imagepatch.reconcile.detection import _follows, _named
+    from imagepatch.core.detection.lineage import follows as _follows
+    from imagepatch.core.detection.lineage import named as _named
 
     ok = Assessment(state=State.COMPLIANT, reason="", message="")
     recorded = ContainerFacts(container="a", image=f"{ECR}/app:1", repository=f"{ECR}/app",

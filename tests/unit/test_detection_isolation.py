@@ -433,7 +433,7 @@ def test_what_is_kept_per_workload_and_policy_goes_when_they_do():
     run_pass(detector, one, two)
     assert set(detector.evaluated) == {"uid-one", "uid-two"}
     assert set(detector.last_evaluated) == set(detector.bases_of) == {"a", "b"}
-    assert detector._bases  # the base digest is cached for the checkInterval
+    assert detector.facts.bases  # the base digest is cached for the checkInterval
     assert REGISTRY.get_sample_value("imagepatch_workloads", {"policy": "b", "state": "compliant"}) == 1
 
     # When: workload "one" is deleted, policy "b" is deleted, and time passes the checkInterval.
@@ -445,7 +445,7 @@ def test_what_is_kept_per_workload_and_policy_goes_when_they_do():
 
     assert set(detector.evaluated) == {"uid-two"}  # still opted in, to a policy now missing
     assert set(detector.last_evaluated) == set(detector.bases_of) == set(detector.handled_request) == {"a"}
-    assert detector._bases == {} and detector._scans == {}
+    assert detector.facts.bases == {} and detector.facts.scans == {}
     assert REGISTRY.get_sample_value("imagepatch_workloads", {"policy": "b", "state": "compliant"}) is None
     assert REGISTRY.get_sample_value("imagepatch_last_pass_timestamp_seconds", {"policy": "b"}) is None
     assert REGISTRY.get_sample_value("imagepatch_last_pass_timestamp_seconds", {"policy": "a"}) is not None

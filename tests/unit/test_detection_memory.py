@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 
 from imagepatch.core.compliance import Assessment, ContainerFacts, State, intent_for
+from imagepatch.core.detection.report import with_failed_memory as _with_failed_memory
 from imagepatch.core.rollout import FAILED_ANNOTATION
 from imagepatch.model.memory import WorkloadMemory
-from imagepatch.reconcile.detection import _with_failed_memory
 
 REPO = "registry.local/app"
 RUNNING, OLD_BASE, NEW_BASE = ("sha256:" + c * 64 for c in "abc")

@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 
 from imagepatch.adapters.registry import Lineage
+from imagepatch.core.detection.lineage import override_use as _override_use
 from imagepatch.model.memory import with_state
 from imagepatch.model.times import utcnow
-from imagepatch.reconcile.detection import Detector, _override_use
+from imagepatch.reconcile.detection import Detector
 from tests.unit.test_detection_isolation import (
     D_APP,
     D_BASE,

@@ -19,11 +19,11 @@ import pytest
 from imagepatch.core.health import (
     HealthReason,
     HealthState,
-    assess,
     changed_images,
     pod_template_fingerprint,
     restart_counts,
 )
+from imagepatch.core.kinds.deployment import assess
 from imagepatch.model.policy import Rollout
 
 OLD = "registry.example.com/shop/web@sha256:" + "a" * 64

@@ -393,3 +393,35 @@ def test_a_trial_run_only_for_a_cronjob_that_asks_and_is_not_suspended() -> None
     assert not kinds.trial_run_wanted("CronJob", cronjob(suspend=True), trial)
     assert not kinds.trial_run_wanted("CronJob", cronjob(), GATE)
     assert not kinds.trial_run_wanted("StatefulSet", statefulset(), trial)
+
+
+# -- the registry: one module per kind, dispatched by name --------------------------------
+
+
+def test_the_registry_lists_each_kind_once_in_watch_order():
+    assert kinds.KINDS == ("Deployment", "StatefulSet", "DaemonSet", "CronJob")
+    assert {k: kinds.api_version(k) for k in kinds.KINDS} == {
+        "Deployment": "apps/v1", "StatefulSet": "apps/v1", "DaemonSet": "apps/v1",
+        "CronJob": "batch/v1"}
+    assert kinds.api_version("Unknown") == "apps/v1"
+
+
+def test_an_unknown_kind_is_patchable_and_gated_as_a_deployment():
+    assert kinds.registered("Unknown") is kinds.REGISTRY["Deployment"]
+    assert kinds.not_patchable("Unknown", {"spec": {"updateStrategy": {"type": "OnDelete"}}}) is None
+
+
+def test_a_kind_is_one_entry_whose_gate_judges_its_controllers_report():
+    # Given: a kind that reports every rollout complete, registered with progress_gate.
+    from imagepatch.core.health import Progress
+    from imagepatch.core.kinds.shared import Kind, progress_gate
+
+    done = Kind(name="Example", api_version="example/v1", gate=progress_gate(
+        lambda workload, pods: Progress(want=0, complete=True, counts="", done_text="done")))
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    # Then: the shared gate soaks it like any other kind.
+    verdict = done.gate(workload={}, pods=[], jobs=[], target_images={"app": "x"},
+                        gate=Rollout(progress_deadline_seconds=60, healthy_for=dt.timedelta(0)),
+                        started_at=now, healthy_since=None, now=now, rollback=False)
+    assert verdict.state == HealthState.HEALTHY
+    assert done.not_patchable({}) is None

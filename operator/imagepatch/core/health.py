@@ -1,7 +1,10 @@
-"""The health gate: is a Deployment that was rolled onto a new image healthy?
+"""The health gate every workload kind shares: is a workload rolled onto a new image healthy?
 
-After the reconciler sets a Deployment's images (DESIGN.md, "The loop", step
-5), it calls :func:`assess` on every pass with the Deployment and its pods as
+Each kind's module in ``core.kinds`` reads what its controller reports of a
+rollout into a :class:`Progress`; :func:`assess_progress` applies the rules
+below to it (``core.kinds.assess`` dispatches by kind). For a Deployment
+(``core.kinds.deployment.assess``): after the reconciler sets its images
+(DESIGN.md, "The loop", step 5), it calls the gate on every pass with the Deployment and its pods as
 the API returns them (plain JSON-like dicts), the images it set, the policy's
 ``rollout`` gate, the times it recorded, and the clock. The verdict says
 whether to keep waiting, declare the rollout healthy, or roll back, and why,
@@ -49,9 +52,9 @@ How the gate decides, in order:
    but ``Healthy`` waits until the new replicas are available too.
 
 Steps 1, 2, 4 and 6 are what a Deployment's controller reports
-(:func:`deployment_progress`); StatefulSets and DaemonSets report their own
-(``core.kinds``), and :func:`assess_progress` applies steps 3 and 5 and the
-soak to every kind alike.
+(``core.kinds.deployment``); StatefulSets and DaemonSets report their own
+(``core.kinds.statefulset``, ``core.kinds.daemonset``), and
+:func:`assess_progress` applies steps 3 and 5 and the soak to every kind alike.
 
 Also here: :func:`pod_template_fingerprint` and :func:`changed_images`, with
 which the caller notices a human changing the template during a rollout
@@ -79,10 +82,8 @@ __all__ = [
     "HealthState",
     "HealthVerdict",
     "Progress",
-    "assess",
     "assess_progress",
     "changed_images",
-    "deployment_progress",
     "pod_template_fingerprint",
     "restart_counts",
     "workload_template",
@@ -186,46 +187,12 @@ _TICK = dt.timedelta(seconds=1)
 # --- public API ----------------------------------------------------------------
 
 
-def assess(
-    *,
-    deployment: Mapping[str, Any],
-    pods: Sequence[Mapping[str, Any]],
-    target_images: Mapping[str, str],
-    gate: Rollout,
-    started_at: dt.datetime,
-    healthy_since: dt.datetime | None,
-    baseline_restarts: Mapping[str, int] | None,
-    now: dt.datetime,
-) -> HealthVerdict:
-    """The health verdict of ``deployment`` rolled onto ``target_images``.
-
-    ``pods`` are the Deployment's pods (those its selector matches, old and
-    new); ``target_images`` maps container name to the image the operator set
-    (``repo@sha256:…``); ``started_at`` is when the operator patched the
-    Deployment, as recorded in status, so a restarted operator keeps its
-    deadline; ``healthy_since`` is the value recorded from an earlier verdict.
-    See the module docstring for the rules. Drift (a human changing the
-    template) is checked by the caller with :func:`pod_template_fingerprint`
-    before acting on a verdict.
-    """
-    return assess_progress(
-        progress=deployment_progress(deployment),
-        pods=pods,
-        target_images=target_images,
-        gate=gate,
-        started_at=started_at,
-        healthy_since=healthy_since,
-        baseline_restarts=baseline_restarts,
-        now=now,
-    )
-
-
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Progress:
     """What a workload's controller reports of a rollout, in the gate's terms.
 
-    Each kind reads its own status fields into this (``deployment_progress``
-    here; StatefulSets and DaemonSets in ``core.kinds``), and
+    Each kind reads its own status fields into this (each kind's module
+    in ``core.kinds``), and
     :func:`assess_progress` applies the same pod rules, deadlines and soak to
     all of them. ``want`` is the number of pods that must run the new
     template; ``complete`` is the kind's own "rolled out" test; ``stop``
@@ -244,57 +211,6 @@ class Progress:
     no_pod_note: str = ""
 
 
-def deployment_progress(deployment: Mapping[str, Any]) -> Progress:
-    """A Deployment's rollout: ``updated == available == replicas == spec.replicas``."""
-    metadata = _mapping(deployment.get("metadata"))
-    spec = _mapping(deployment.get("spec"))
-    status = _mapping(deployment.get("status"))
-    # The API server defaults spec.replicas to 1; an HPA keeps it set.
-    want = _int(spec.get("replicas"), default=1)
-    stop = None
-    if spec.get("paused") is True:
-        stop = (
-            HealthState.PAUSED,
-            HealthReason.DEPLOYMENT_PAUSED,
-            f"Deployment {_name(deployment)} is paused (spec.paused); the gate"
-            " stops without a rollback until someone resumes it",
-        )
-    elif want == 0:
-        stop = (
-            HealthState.SCALED_TO_ZERO,
-            HealthReason.SCALED_TO_ZERO,
-            f"Deployment {_name(deployment)} is scaled to 0 replicas: the new"
-            " image is set but no pod runs it, so it is not verified",
-        )
-    observed = _int(status.get("observedGeneration"), default=0) >= _int(
-        metadata.get("generation"), default=0
-    )
-    updated = _int(status.get("updatedReplicas"), default=0)
-    available = _int(status.get("availableReplicas"), default=0)
-    replicas = _int(status.get("replicas"), default=0)
-    progressing = _condition(status, "Progressing")
-    gave_up = ""
-    if observed and progressing.get("reason") == "ProgressDeadlineExceeded":
-        gave_up = _short(str(progressing.get("message") or "progress deadline exceeded"))
-    # No new pod to blame: maybe the ReplicaSet cannot create any (quota,
-    # admission), which the Deployment reports as ReplicaFailure.
-    failure = _condition(status, "ReplicaFailure")
-    note = ""
-    if failure.get("status") == "True":
-        note = f"ReplicaFailure: {_short(str(failure.get('message') or failure.get('reason')))}"
-    return Progress(
-        want=want,
-        complete=observed and updated == want and available == want and replicas == want,
-        counts=_counts_text(
-            want=want, updated=updated, available=available, replicas=replicas, observed=observed
-        ),
-        done_text=f"{want}/{want} replicas updated and available",
-        stop=stop,
-        gave_up=gave_up,
-        no_pod_note=note,
-    )
-
-
 def assess_progress(
     *,
     progress: Progress,
@@ -306,7 +222,7 @@ def assess_progress(
     baseline_restarts: Mapping[str, int] | None,
     now: dt.datetime,
 ) -> HealthVerdict:
-    """The verdict for any kind whose controller's report is ``progress`` (see :func:`assess`)."""
+    """The verdict for any kind whose controller's report is ``progress`` (module docstring)."""
     for name, value in (("now", now), ("started_at", started_at)):
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError(f"{name} must be an aware datetime")
@@ -616,7 +532,7 @@ def _failed_pod_culprit(pod: Mapping[str, Any]) -> _Culprit:
     if status.get("reason"):
         text += f", {status['reason']}"
     if status.get("message"):
-        text += f": {_short(str(status['message']))}"
+        text += f": {short_detail(str(status['message']))}"
     return _Culprit(_pod_name(pod), None, text)
 
 
@@ -659,14 +575,14 @@ def _describe(cs: Mapping[str, Any]) -> str:
         reason = _str(waiting.get("reason")) or "Waiting"
         text = reason
         if reason in _FATAL_WAITING and waiting.get("message"):
-            text += f" ({_short(str(waiting['message']))})"
+            text += f" ({short_detail(str(waiting['message']))})"
     elif running:
         text = "Running" if cs.get("ready") is True else "Running, not ready"
     elif terminated:
         text = f"terminated with {_str(terminated.get('reason')) or 'Error'}"
         text += f" (exit code {terminated.get('exitCode')})"
         if terminated.get("message"):
-            text += f": {_short(str(terminated['message']))}"
+            text += f": {short_detail(str(terminated['message']))}"
     else:
         text = "not started"
     count = _int(cs.get("restartCount"), default=0)
@@ -687,7 +603,7 @@ def _pod_phase_text(pod: Mapping[str, Any]) -> str:
     if scheduled.get("status") == "False":
         text += f", {scheduled.get('reason') or 'not scheduled'}"
         if scheduled.get("message"):
-            text += f": {_short(str(scheduled['message']))}"
+            text += f": {short_detail(str(scheduled['message']))}"
     return text
 
 
@@ -762,7 +678,7 @@ def _active(pod: Mapping[str, Any]) -> bool:
 
 
 def _pod_condition(pod: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
-    return _condition(_mapping(pod.get("status")), kind)
+    return condition(_mapping(pod.get("status")), kind)
 
 
 def _pod_name(pod: Mapping[str, Any]) -> str:
@@ -772,28 +688,11 @@ def _pod_name(pod: Mapping[str, Any]) -> str:
 # --- small readers -----------------------------------------------------------------
 
 
-def _condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
+def condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
     for cond in status.get("conditions") or ():
         if isinstance(cond, Mapping) and cond.get("type") == kind:
             return cond
     return {}
-
-
-def _counts_text(*, want: int, updated: int, available: int, replicas: int, observed: bool) -> str:
-    text = f"{updated}/{want} updated, {available}/{want} available"
-    old = replicas - updated
-    if old > 0:
-        text += f", {old} old pod{'' if old == 1 else 's'} left"
-    if not observed:
-        text += ", the Deployment controller has not observed the latest generation yet"
-    return text
-
-
-def _name(obj: Mapping[str, Any]) -> str:
-    meta = _mapping(obj.get("metadata"))
-    name = _str(meta.get("name")) or "<unnamed>"
-    namespace = _str(meta.get("namespace"))
-    return f"{namespace}/{name}" if namespace else name
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
@@ -809,7 +708,7 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _short(text: str) -> str:
+def short_detail(text: str) -> str:
     text = " ".join(text.split())
     if len(text) <= _MESSAGE_DETAIL_LIMIT:
         return text

@@ -188,7 +188,7 @@ CONTAINER_NOT_FOUND = "ContainerNotFound"
 ALREADY_UP_TO_DATE = "AlreadyUpToDate"
 IMAGE_CHANGED = "ImageChanged"
 DIGEST_FAILED_BEFORE = "DigestFailedBefore"
-# A StatefulSet or DaemonSet with updateStrategy OnDelete (core/kinds.py).
+# A StatefulSet or DaemonSet with updateStrategy OnDelete (core/kinds/shared.py).
 ON_DELETE_STRATEGY = "OnDeleteStrategy"
 EXTERNAL_CHANGE = "ExternalChange"
 EARLIER_TARGET_FAILED = "EarlierTargetFailed"
@@ -204,5 +204,5 @@ ROLLING_BACK = "RollingBack"
 ROLLED_BACK = "RolledBack"
 ROLLBACK_FAILED = "RollbackFailed"
 # An OrderedReady StatefulSet's pods of the bad revision deleted after the
-# revert (Kubernetes' "forced rollback"; core/kinds.py).
+# revert (Kubernetes' "forced rollback"; core/kinds/statefulset.py).
 FORCED_ROLLBACK = "ForcedRollback"
