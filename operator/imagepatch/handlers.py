@@ -24,7 +24,6 @@ from imagepatch.adapters.builders.rebase import RebaseBuilder
 from imagepatch.adapters.errors import AdapterError
 from imagepatch.adapters.events import SqsEventSource
 from imagepatch.adapters.findings import FindingsReader
-from imagepatch.adapters.kube import Kube
 from imagepatch.adapters.memory import OperatorMemory
 from imagepatch.adapters.registry import (
     EcrCredentials,
@@ -34,6 +33,7 @@ from imagepatch.adapters.registry import (
     RetryPolicy,
 )
 from imagepatch.adapters.securityhub import SecurityHubExporter
+from imagepatch.adapters.store import StoredKube
 from imagepatch.core.breaker import BreakerSettings
 from imagepatch.core.liveness import watch_liveness
 from imagepatch.model import names
@@ -112,7 +112,10 @@ class Heartbeat:
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     options: Options = memo.get("options") or Options()
     # --namespace scopes every list the operator makes, as it scopes kopf's watches.
-    memo.kube = Kube(namespaces=options.namespaces, request_timeout=options.kube_request_timeout)
+    # Reads of policies, ImagePatches and opted-in workloads are answered from
+    # what those watches report (adapters.store; the handlers below feed it).
+    memo.kube = StoredKube(namespaces=options.namespaces,
+                           request_timeout=options.kube_request_timeout)
     secrets = PolicySecrets(options.operator_namespace)
     # No credentials of its own: each policy's workloads are read through
     # ``registry.for_policy(name)``, with that policy's Secret only.
@@ -212,6 +215,7 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
 async def deployment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """Keep the detector's set of opted-in Deployments current (no API calls here)."""
     memo.heartbeat.saw_event()
+    memo.kube.store.observe_workload("Deployment", event.get("type"), event.get("object") or {})
     memo.detector.observe(event.get("type"), event.get("object") or {}, kind="Deployment")
 
 
@@ -219,6 +223,7 @@ async def deployment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> N
 async def statefulset_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """The same for StatefulSets."""
     memo.heartbeat.saw_event()
+    memo.kube.store.observe_workload("StatefulSet", event.get("type"), event.get("object") or {})
     memo.detector.observe(event.get("type"), event.get("object") or {}, kind="StatefulSet")
 
 
@@ -226,6 +231,7 @@ async def statefulset_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> 
 async def daemonset_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """The same for DaemonSets."""
     memo.heartbeat.saw_event()
+    memo.kube.store.observe_workload("DaemonSet", event.get("type"), event.get("object") or {})
     memo.detector.observe(event.get("type"), event.get("object") or {}, kind="DaemonSet")
 
 
@@ -233,6 +239,7 @@ async def daemonset_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> No
 async def cronjob_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """The same for CronJobs."""
     memo.heartbeat.saw_event()
+    memo.kube.store.observe_workload("CronJob", event.get("type"), event.get("object") or {})
     memo.detector.observe(event.get("type"), event.get("object") or {}, kind="CronJob")
 
 
@@ -267,6 +274,7 @@ def policy(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
 async def policy_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """A policy's spec change (suspend, approval, window) wakes its waiting patches."""
     memo.heartbeat.saw_event()
+    memo.kube.store.observe_policy(event.get("type"), event.get("object") or {})
     memo.loops.observe_policy(event.get("type"), event.get("object") or {})
 
 
@@ -280,6 +288,7 @@ async def imagepatch_event(
 ) -> None:
     memo.heartbeat.saw_event()
     body = event.get("object") or {}
+    memo.kube.store.observe_imagepatch(event.get("type"), body)  # before a loop reads it
     memo.loops.observe(event.get("type"), body)
     if event.get("type") == "DELETED":
         # Its back-off is not needed any more: per-object memory goes with the object.
