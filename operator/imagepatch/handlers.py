@@ -15,7 +15,7 @@ from typing import Any
 import kopf
 
 from imagepatch import reconcile
-from imagepatch.adapters import metrics
+from imagepatch.adapters import malloc, metrics
 from imagepatch.adapters.builders import Builder
 from imagepatch.adapters.builders.codebuild import CodeBuildBuilder
 from imagepatch.adapters.builders.external import ExternalBuilder
@@ -111,6 +111,9 @@ class Heartbeat:
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     options: Options = memo.get("options") or Options()
+    # Before the Kubernetes client's worker threads start: each would keep an
+    # arena of its own at the peak of what it parsed (adapters.malloc).
+    malloc.limit_arenas()
     # --namespace scopes every list the operator makes, as it scopes kopf's watches.
     # Reads of policies, ImagePatches and opted-in workloads are answered from
     # what those watches report (adapters.store; the handlers below feed it).
