@@ -119,6 +119,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # what those watches report (adapters.store; the handlers below feed it).
     memo.kube = StoredKube(namespaces=options.namespaces,
                            request_timeout=options.kube_request_timeout)
+    memo.store = memo.kube.store
     secrets = PolicySecrets(options.operator_namespace)
     # No credentials of its own: each policy's workloads are read through
     # ``registry.for_policy(name)``, with that policy's Secret only.
@@ -218,7 +219,7 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
 async def deployment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """Keep the detector's set of opted-in Deployments current (no API calls here)."""
     memo.heartbeat.saw_event()
-    memo.kube.store.observe_workload("Deployment", event.get("type"), event.get("object") or {})
+    memo.store.observe_workload("Deployment", event.get("type"), event.get("object") or {})
     memo.detector.observe(event.get("type"), event.get("object") or {}, kind="Deployment")
 
 
@@ -226,7 +227,7 @@ async def deployment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> N
 async def statefulset_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """The same for StatefulSets."""
     memo.heartbeat.saw_event()
-    memo.kube.store.observe_workload("StatefulSet", event.get("type"), event.get("object") or {})
+    memo.store.observe_workload("StatefulSet", event.get("type"), event.get("object") or {})
     memo.detector.observe(event.get("type"), event.get("object") or {}, kind="StatefulSet")
 
 
@@ -234,7 +235,7 @@ async def statefulset_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> 
 async def daemonset_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """The same for DaemonSets."""
     memo.heartbeat.saw_event()
-    memo.kube.store.observe_workload("DaemonSet", event.get("type"), event.get("object") or {})
+    memo.store.observe_workload("DaemonSet", event.get("type"), event.get("object") or {})
     memo.detector.observe(event.get("type"), event.get("object") or {}, kind="DaemonSet")
 
 
@@ -242,7 +243,7 @@ async def daemonset_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> No
 async def cronjob_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """The same for CronJobs."""
     memo.heartbeat.saw_event()
-    memo.kube.store.observe_workload("CronJob", event.get("type"), event.get("object") or {})
+    memo.store.observe_workload("CronJob", event.get("type"), event.get("object") or {})
     memo.detector.observe(event.get("type"), event.get("object") or {}, kind="CronJob")
 
 
@@ -277,7 +278,7 @@ def policy(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
 async def policy_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """A policy's spec change (suspend, approval, window) wakes its waiting patches."""
     memo.heartbeat.saw_event()
-    memo.kube.store.observe_policy(event.get("type"), event.get("object") or {})
+    memo.store.observe_policy(event.get("type"), event.get("object") or {})
     memo.loops.observe_policy(event.get("type"), event.get("object") or {})
 
 
@@ -291,7 +292,7 @@ async def imagepatch_event(
 ) -> None:
     memo.heartbeat.saw_event()
     body = event.get("object") or {}
-    memo.kube.store.observe_imagepatch(event.get("type"), body)  # before a loop reads it
+    memo.store.observe_imagepatch(event.get("type"), body)  # before a loop reads it
     memo.loops.observe(event.get("type"), body)
     if event.get("type") == "DELETED":
         # Its back-off is not needed any more: per-object memory goes with the object.
