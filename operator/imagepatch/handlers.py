@@ -95,6 +95,8 @@ log = logging.getLogger("imagepatch.handlers")
 # Level-based resync: every object is reconciled at least this often even if a
 # watch event was lost (a dead watch stream leaves kopf silent: nolar/kopf#787).
 RESYNC_SECONDS = 300.0
+# Seconds kopf keeps an object's idle worker (and the last event body it holds).
+KOPF_WORKER_IDLE_SECONDS = 0.5
 
 
 @dataclass
@@ -199,6 +201,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = options.kube_request_timeout
+    # kopf keeps one worker per object that had an event, holding that event's
+    # whole body while it waits for the next one (5 s by default): a fleet's
+    # burst of Deployment status changes kept every body alive at once. Our
+    # handlers copy what they need (adapters.store, the detector), so a worker
+    # may go sooner.
+    settings.queueing.idle_timeout = KOPF_WORKER_IDLE_SECONDS
 
 
 @kopf.on.cleanup()
