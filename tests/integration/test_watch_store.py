@@ -155,3 +155,31 @@ def test_target_discovery_reads_slim_workloads_from_the_store(kube) -> None:
         asyncio.run(scenario())
     finally:
         kube.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def test_an_old_listing_is_made_again_and_drops_what_the_watch_missed(kube, crds) -> None:
+    tag = uuid.uuid4().hex[:6]
+    gone, new = f"store-gone-{tag}", f"store-new-{tag}"
+    kube.kubectl("apply", "-f", "-", input=json.dumps(patch_doc(gone, f"pol-{tag}")))
+    clock = [0.0]
+    adapter = StoredKube(kube.api_client, relist_after=300.0, monotonic=lambda: clock[0])
+
+    async def names() -> set[str]:
+        return {p["metadata"]["name"] for p in await adapter.list_imagepatches()}
+
+    async def scenario() -> None:
+        assert gone in await names()
+        # Behind the store's back (a watch that died without a word).
+        kube.kubectl("delete", "imagepatch", gone)
+        kube.kubectl("apply", "-f", "-", input=json.dumps(patch_doc(new, f"pol-{tag}")))
+        clock[0] = 299.0
+        listed = await names()
+        assert gone in listed and new not in listed  # still the store's answer
+        clock[0] = 300.0
+        listed = await names()
+        assert gone not in listed and new in listed  # listed again through the API
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        kube.kubectl("delete", "imagepatch", gone, new, "--ignore-not-found")

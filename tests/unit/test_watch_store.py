@@ -48,13 +48,14 @@ def test_incomparable_versions_let_the_later_arrival_win() -> None:
     assert (shelf.get("a") or {})["metadata"]["resourceVersion"] == "10"
 
 
-def test_a_listing_does_not_bring_back_what_a_watch_deleted_before_it() -> None:
+def test_a_listing_does_not_bring_back_what_a_watch_deleted_while_it_ran() -> None:
     shelf = Shelf()
-    shelf.deleted("gone", 12, by_watch=True)
+    since = shelf.begin_listing()
+    shelf.deleted("gone", 12)
     shelf.put("newer", obj("newer", "20"))
     shelf.prime([("gone", obj("gone", "11")), ("newer", obj("newer", "15")),
-                 ("plain", obj("plain", "5"))])
-    assert shelf.primed
+                 ("plain", obj("plain", "5"))], since=since, now=1.0)
+    assert shelf.primed and shelf.listed_at == 1.0
     assert shelf.get("gone") is None
     assert (shelf.get("newer") or {})["metadata"]["resourceVersion"] == "20"
     assert shelf.get("plain") == obj("plain", "5")
@@ -63,7 +64,7 @@ def test_a_listing_does_not_bring_back_what_a_watch_deleted_before_it() -> None:
 def test_a_re_created_object_replaces_its_tombstone() -> None:
     shelf = Shelf()
     shelf.put("a", obj("a", "3"))
-    shelf.deleted("a", 3, by_watch=False)  # our own delete: its precondition's version
+    shelf.deleted("a", 3)  # our own delete: its precondition's version
     shelf.put("a", obj("a", "2"))  # a late event from before the delete
     assert shelf.get("a") is None
     shelf.put("a", obj("a", "30"))  # created again since
@@ -72,24 +73,39 @@ def test_a_re_created_object_replaces_its_tombstone() -> None:
 
 def test_a_stale_deleted_event_keeps_a_newer_object() -> None:
     shelf = Shelf()
-    shelf.prime([])
+    shelf.prime([], since=shelf.begin_listing(), now=0.0)
     shelf.put("a", obj("a", "40"))
-    shelf.deleted("a", 35, by_watch=True)
+    shelf.deleted("a", 35)
     assert shelf.get("a") == obj("a", "40")
 
 
-def test_the_watch_catching_up_clears_the_tombstone_once_primed() -> None:
+def test_a_later_listing_clears_the_tombstones_it_reflects() -> None:
     shelf = Shelf()
-    shelf.prime([("a", obj("a", "3"))])
-    shelf.deleted("a", 3, by_watch=False)
-    shelf.deleted("a", 4, by_watch=True)
-    assert shelf._gone == {}  # noqa: SLF001 - per-object memory goes with the object
+    shelf.prime([("a", obj("a", "3")), ("b", obj("b", "3"))], since=shelf.begin_listing(),
+                 now=0.0)
+    shelf.deleted("a", 3)
+    since = shelf.begin_listing()
+    shelf.deleted("b", 4)  # while the listing runs: still needed after it
+    shelf.prime([("b", obj("b", "3"))], since=since, now=1.0)
+    assert shelf.get("b") is None
+    assert set(shelf._gone) == {"b"}  # noqa: SLF001 - per-object memory goes with the object
+
+
+def test_a_relisting_drops_what_a_dead_watch_never_reported_gone() -> None:
+    shelf = Shelf()
+    shelf.prime([("old", obj("old", "1")), ("kept", obj("kept", "1"))],
+                since=shelf.begin_listing(), now=0.0)
+    since = shelf.begin_listing()
+    shelf.put("new", obj("new", "9"))  # an event or our write while the listing runs
+    shelf.prime([("kept", obj("kept", "2"))], since=since, now=300.0)
+    assert sorted(shelf.objects) == ["kept", "new"]
+    assert (shelf.get("kept") or {})["metadata"]["resourceVersion"] == "2"
 
 
 def test_tombstones_are_bounded() -> None:
     shelf = Shelf()
     for i in range(MAX_TOMBSTONES + 10):
-        shelf.deleted(f"n{i}", i, by_watch=False)
+        shelf.deleted(f"n{i}", i)
     assert len(shelf._gone) == MAX_TOMBSTONES  # noqa: SLF001
     assert "n0" not in shelf._gone  # noqa: SLF001 - the oldest went first
 

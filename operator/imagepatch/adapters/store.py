@@ -14,12 +14,15 @@ Freshness, honestly:
 - **Not primed yet: the API answers.** kopf does not say when its first
   listing is complete, so a kind's first read goes to the API server, and
   that full listing primes the store. Watch events that arrived meanwhile win
-  over the listing (by resourceVersion), and an object a DELETED event removed
-  is not brought back by an older listing.
+  over the listing (by resourceVersion), and an object deleted meanwhile is
+  not brought back by the listing.
 - **Read-your-writes.** Every write the operator makes through this adapter
   puts the object, as the API server returned it, into the store; a watch
   event older than it (by resourceVersion) that arrives later is ignored. A
-  delete leaves a tombstone until the watch reports it.
+  delete leaves a tombstone until a later listing.
+- **Level-based.** A listing older than ``RELIST_SECONDS`` is made again
+  through the API (a watch can die without a word, nolar/kopf#787); what the
+  new listing lacks and nothing touched since is dropped.
 - resourceVersions are compared as integers when both are (etcd's always
   are); two that are not comparable let the later arrival win.
 
@@ -43,7 +46,8 @@ changing the store.
 from __future__ import annotations
 
 import copy
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 from kubernetes import client
@@ -52,8 +56,12 @@ from imagepatch.adapters.kube import DEFAULT_REQUEST_TIMEOUT, Kube
 from imagepatch.core.kinds import CONTAINER_LISTS, CRONJOB, KINDS
 from imagepatch.model.names import POLICY_ANNOTATION, PREFIX
 
-# Tombstones of our own deletes whose DELETED event never came (a watch that
-# restarted past it): the oldest go first beyond this many.
+# Seconds after which a kind's next listing goes to the API again (a level-based
+# resync: a watch can die silently, nolar/kopf#787); a detection tick lists
+# policies and ImagePatches, so each is re-read about this often.
+RELIST_SECONDS = 300.0
+# Tombstones (deleted keys) kept until a listing begun after them; the oldest
+# go first beyond this many.
 MAX_TOMBSTONES = 1024
 
 
@@ -76,45 +84,73 @@ class Shelf:
     """One resource type's objects by key: what the watch and our own writes left.
 
     ``primed`` once a full listing went in; before, readers ask the API.
+    ``listed_at`` (monotonic) is when the last listing went in: listings are
+    repeated now and then (``StoredKube.relist_after``), because a watch that
+    died silently (nolar/kopf#787) would otherwise leave the store stale for
+    good; an object the new listing lacks, and no event or write touched
+    since the listing began, is dropped.
     """
 
     def __init__(self) -> None:
         self.objects: dict[Hashable, dict[str, Any]] = {}
         self.primed = False
-        # key -> resourceVersion it was deleted at: older copies must not come back.
-        self._gone: dict[Hashable, int | None] = {}
+        self.listed_at: float | None = None
+        # Each change gets a number: what a listing may drop is what it predates.
+        self._seq = 0
+        self._touched: dict[Hashable, int] = {}
+        # key -> (resourceVersion it was deleted at, change number): an older copy
+        # (in a listing begun before the delete, or a late event) must not come back.
+        self._gone: dict[Hashable, tuple[int | None, int]] = {}
+
+    def _next(self) -> int:
+        self._seq += 1
+        return self._seq
 
     def put(self, key: Hashable, body: dict[str, Any]) -> None:
         """Keep ``body`` unless what is kept (or a tombstone) is newer."""
         version = _version(body)
         if key in self._gone:
-            if _not_newer(version, self._gone[key]):
+            if _not_newer(version, self._gone[key][0]):
                 return
             del self._gone[key]  # re-created since
         held = self.objects.get(key)
         if held is not None and _older(version, _version(held)):
             return  # a late event: what we hold (our own write, say) is newer
         self.objects[key] = body
+        self._touched[key] = self._next()
 
-    def deleted(self, key: Hashable, version: int | None, *, by_watch: bool) -> None:
-        """The object is gone: a DELETED event (``by_watch``) or our own delete."""
+    def deleted(self, key: Hashable, version: int | None) -> None:
+        """The object is gone: a DELETED event, or our own delete (its precondition's version)."""
         held = self.objects.get(key)
         if held is not None and _older(version, _version(held)):
             return  # a stale DELETED of an object re-created since
         self.objects.pop(key, None)
-        if by_watch and self.primed:
-            # The stream has caught up with this key: nothing older can follow.
-            self._gone.pop(key, None)
-            return
-        self._gone[key] = version
+        self._touched.pop(key, None)
+        self._gone[key] = (version, self._next())
         while len(self._gone) > MAX_TOMBSTONES:
             del self._gone[next(iter(self._gone))]
 
-    def prime(self, listing: Iterable[tuple[Hashable, dict[str, Any]]]) -> None:
-        """A full listing from the API: fills every key no newer event already holds."""
+    def begin_listing(self) -> int:
+        """Call before asking the API for a full listing; pass the answer to ``prime``."""
+        return self._seq
+
+    def prime(
+        self, listing: Iterable[tuple[Hashable, dict[str, Any]]], *, since: int, now: float
+    ) -> None:
+        """A full listing from the API, begun at change ``since``: fills every key no
+        newer event holds, and drops what it lacks unless touched since it began."""
+        listed = set()
         for key, body in listing:
+            listed.add(key)
             self.put(key, body)
+        for key in [k for k in self.objects if k not in listed
+                    and self._touched.get(k, 0) <= since]:
+            del self.objects[key]
+            self._touched.pop(key, None)
+        # Deletes the listing already reflects need no tombstone any more.
+        self._gone = {k: gone for k, gone in self._gone.items() if gone[1] > since}
         self.primed = True
+        self.listed_at = now
 
     def get(self, key: Hashable) -> dict[str, Any] | None:
         held = self.objects.get(key)
@@ -168,6 +204,11 @@ def slim_workload(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _named(body: dict[str, Any]) -> tuple[Hashable, dict[str, Any]]:
+    """A policy's or an ImagePatch's store entry: by name, lean."""
+    return body["metadata"]["name"], _lean(body)
+
+
 def _opted_in(body: Mapping[str, Any]) -> bool:
     return POLICY_ANNOTATION in ((body.get("metadata") or {}).get("annotations") or {})
 
@@ -201,7 +242,7 @@ class WatchStore:
         key = _workload_key(kind, body)
         if event_type == "DELETED" or not _opted_in(body):
             # Opting out removes it from what target discovery may find.
-            shelf.deleted(key, _version(body), by_watch=True)
+            shelf.deleted(key, _version(body))
             return
         shelf.put(key, slim_workload(kind, body))
 
@@ -211,7 +252,7 @@ class WatchStore:
         if not name:
             return
         if event_type == "DELETED":
-            shelf.deleted(name, _version(body), by_watch=True)
+            shelf.deleted(name, _version(body))
         else:
             shelf.put(name, _lean(body))
 
@@ -222,9 +263,28 @@ class StoredKube(Kube):
     def __init__(
         self, api_client: client.ApiClient | None = None, *, namespaces: Sequence[str] = (),
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT, store: WatchStore | None = None,
+        relist_after: float = RELIST_SECONDS, monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``relist_after``: seconds after which a kind's next listing asks the API again."""
         super().__init__(api_client, namespaces=namespaces, request_timeout=request_timeout)
         self.store = store if store is not None else WatchStore()
+        self.relist_after = relist_after
+        self.monotonic = monotonic
+
+    async def _listed(
+        self,
+        shelf: Shelf,
+        fetch: Callable[[], Awaitable[list[dict[str, Any]]]],
+        entry: Callable[[dict[str, Any]], tuple[Hashable, dict[str, Any]]],
+    ) -> list[dict[str, Any]]:
+        """Everything on ``shelf``, listed through the API first when it is not
+        primed or its last listing is older than ``relist_after``."""
+        at = shelf.listed_at
+        if not shelf.primed or at is None or self.monotonic() - at >= self.relist_after:
+            since = shelf.begin_listing()
+            listing = await fetch()
+            shelf.prime((entry(b) for b in listing), since=since, now=self.monotonic())
+        return shelf.values()
 
     # -- policies ----------------------------------------------------------------
 
@@ -234,12 +294,7 @@ class StoredKube(Kube):
         return await super().get_policy(name)
 
     async def list_policies(self) -> list[dict[str, Any]]:
-        shelf = self.store.policies
-        if shelf.primed:
-            return shelf.values()
-        listing = await super().list_policies()
-        shelf.prime((b["metadata"]["name"], _lean(b)) for b in listing)
-        return listing
+        return await self._listed(self.store.policies, super().list_policies, _named)
 
     async def write_policy_status(self, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
         written = await super().write_policy_status(name, status)
@@ -254,14 +309,9 @@ class StoredKube(Kube):
         return await super().get_imagepatch(name)
 
     async def list_imagepatches(self, *, label_selector: str = "") -> list[dict[str, Any]]:
-        shelf = self.store.imagepatches
         if label_selector:  # not kept by label: the API selects
             return await super().list_imagepatches(label_selector=label_selector)
-        if shelf.primed:
-            return shelf.values()
-        listing = await super().list_imagepatches()
-        shelf.prime((b["metadata"]["name"], _lean(b)) for b in listing)
-        return listing
+        return await self._listed(self.store.imagepatches, super().list_imagepatches, _named)
 
     def _wrote(self, written: Mapping[str, Any] | None) -> None:
         if written is not None:
@@ -308,7 +358,7 @@ class StoredKube(Kube):
         deleted = await super().delete_imagepatch(name, resource_version=resource_version)
         if deleted:
             version = int(resource_version) if resource_version.isdigit() else None
-            self.store.imagepatches.deleted(name, version, by_watch=False)
+            self.store.imagepatches.deleted(name, version)
         return deleted
 
     # -- workloads (slim; see the module docstring) ---------------------------------
@@ -317,13 +367,11 @@ class StoredKube(Kube):
         shelf = self.store.workloads.get(kind)
         if shelf is None:  # not a kind we patch: the adapter says so
             return await super().list_opted_in(kind, policy)
-        if not shelf.primed:
-            listing = await self.list_all_opted_in(kind)
-            shelf.prime((_workload_key(kind, b), slim_workload(kind, b)) for b in listing)
-        return [
-            w for w in shelf.values()
-            if w["metadata"]["annotations"].get(POLICY_ANNOTATION) == policy
-        ]
+        listed = await self._listed(
+            shelf, lambda: self.list_all_opted_in(kind),
+            lambda b: (_workload_key(kind, b), slim_workload(kind, b)),
+        )
+        return [w for w in listed if w["metadata"]["annotations"].get(POLICY_ANNOTATION) == policy]
 
     def _wrote_workload(self, kind: str, written: Mapping[str, Any] | None) -> None:
         if written is not None:
