@@ -15,7 +15,7 @@ from typing import Any
 import kopf
 
 from imagepatch import reconcile
-from imagepatch.adapters import metrics
+from imagepatch.adapters import malloc, metrics
 from imagepatch.adapters.awsconfig import ConfigEvaluations
 from imagepatch.adapters.builders import Builder
 from imagepatch.adapters.builders.codebuild import CodeBuildBuilder
@@ -25,7 +25,6 @@ from imagepatch.adapters.builders.rebase import RebaseBuilder
 from imagepatch.adapters.errors import AdapterError
 from imagepatch.adapters.events import SqsEventSource
 from imagepatch.adapters.findings import FindingsReader
-from imagepatch.adapters.kube import Kube
 from imagepatch.adapters.memory import OperatorMemory
 from imagepatch.adapters.nodes import NodeSurvey
 from imagepatch.adapters.notify import Notifier, RetrySettings, Senders
@@ -38,6 +37,7 @@ from imagepatch.adapters.registry import (
 )
 from imagepatch.adapters.securityhub import SecurityHubExporter
 from imagepatch.adapters.signatures import Kms, SignatureVerifier, Signer
+from imagepatch.adapters.store import StoredKube
 from imagepatch.core.breaker import BreakerSettings
 from imagepatch.core.liveness import watch_liveness
 from imagepatch.model import names
@@ -113,6 +113,8 @@ log = logging.getLogger("imagepatch.handlers")
 # Level-based resync: every object is reconciled at least this often even if a
 # watch event was lost (a dead watch stream leaves kopf silent: nolar/kopf#787).
 RESYNC_SECONDS = 300.0
+# Seconds kopf keeps an object's idle worker (and the last event body it holds).
+KOPF_WORKER_IDLE_SECONDS = 0.5
 
 
 @dataclass
@@ -129,8 +131,15 @@ class Heartbeat:
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     options: Options = memo.get("options") or Options()
+    # Before the Kubernetes client's worker threads start: each would keep an
+    # arena of its own at the peak of what it parsed (adapters.malloc).
+    malloc.limit_arenas()
     # --namespace scopes every list the operator makes, as it scopes kopf's watches.
-    memo.kube = Kube(namespaces=options.namespaces, request_timeout=options.kube_request_timeout)
+    # Reads of policies, ImagePatches and opted-in workloads are answered from
+    # what those watches report (adapters.store; the handlers below feed it).
+    memo.kube = StoredKube(namespaces=options.namespaces,
+                           request_timeout=options.kube_request_timeout)
+    memo.store = memo.kube.store
     secrets = PolicySecrets(options.operator_namespace)
     # No credentials of its own: each policy's workloads are read through
     # ``registry.for_policy(name)``, with that policy's Secret only.
@@ -237,6 +246,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = options.kube_request_timeout
+    # kopf keeps one worker per object that had an event, holding that event's
+    # whole body while it waits for the next one (5 s by default): a fleet's
+    # burst of Deployment status changes kept every body alive at once. Our
+    # handlers copy what they need (adapters.store, the detector), so a worker
+    # may go sooner.
+    settings.queueing.idle_timeout = KOPF_WORKER_IDLE_SECONDS
 
 
 @kopf.on.cleanup()
@@ -258,6 +273,7 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
 async def deployment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """Keep the detector's set of opted-in Deployments current (no API calls here)."""
     memo.heartbeat.saw_event()
+    memo.store.observe_workload("Deployment", event.get("type"), event.get("object") or {})
     memo.detector.observe(event.get("type"), event.get("object") or {}, kind="Deployment")
 
 
@@ -265,6 +281,7 @@ async def deployment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> N
 async def statefulset_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """The same for StatefulSets."""
     memo.heartbeat.saw_event()
+    memo.store.observe_workload("StatefulSet", event.get("type"), event.get("object") or {})
     memo.detector.observe(event.get("type"), event.get("object") or {}, kind="StatefulSet")
 
 
@@ -272,6 +289,7 @@ async def statefulset_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> 
 async def daemonset_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """The same for DaemonSets."""
     memo.heartbeat.saw_event()
+    memo.store.observe_workload("DaemonSet", event.get("type"), event.get("object") or {})
     memo.detector.observe(event.get("type"), event.get("object") or {}, kind="DaemonSet")
 
 
@@ -279,6 +297,7 @@ async def daemonset_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> No
 async def cronjob_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """The same for CronJobs."""
     memo.heartbeat.saw_event()
+    memo.store.observe_workload("CronJob", event.get("type"), event.get("object") or {})
     memo.detector.observe(event.get("type"), event.get("object") or {}, kind="CronJob")
 
 
@@ -314,6 +333,7 @@ async def policy_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """A policy's spec change (suspend, approval, window) wakes its waiting patches; the
     notifier learns which reasons its sinks want."""
     memo.heartbeat.saw_event()
+    memo.store.observe_policy(event.get("type"), event.get("object") or {})
     memo.loops.observe_policy(event.get("type"), event.get("object") or {})
     memo.notifier.observe_policy(event.get("type"), event.get("object") or {})
 
@@ -328,6 +348,7 @@ async def imagepatch_event(
 ) -> None:
     memo.heartbeat.saw_event()
     body = event.get("object") or {}
+    memo.store.observe_imagepatch(event.get("type"), body)  # before a loop reads it
     memo.loops.observe(event.get("type"), body)
     if event.get("type") == "DELETED":
         # Its back-off is not needed any more: per-object memory goes with the object.

@@ -3,7 +3,8 @@
 ``python -m tests.bench.chart [bench-results.json] [docs/benchmarks-scaling.png]``
 (``make bench-chart``). Three panels against the number of workloads: time
 until every workload is evaluated, registry and ECR requests per steady
-detection cycle, and the operator's peak RSS. matplotlib is the ``bench``
+detection cycle, and the operator's peak RSS; one line per fleet in the
+results (pinned digests, deployed by tag). matplotlib is the ``bench``
 extra, not a dev dependency: only this script needs it.
 """
 
@@ -24,29 +25,36 @@ def draw(results: Path, png: Path) -> None:
     matplotlib.use("Agg")  # no display: write a file
     import matplotlib.pyplot as plt
 
-    runs = sorted((r for r in json.loads(results.read_text())["runs"] if not r.get("by_tag")),
-                  key=lambda r: r["workloads"])
-    n = [r["workloads"] for r in runs]
+    everything = sorted(json.loads(results.read_text())["runs"], key=lambda r: r["workloads"])
+    fleets = {label: runs for label, by_tag in (("by digest", False), ("by tag", True))
+              if (runs := [r for r in everything if bool(r.get("by_tag")) == by_tag])}
+    n = sorted({r["workloads"] for runs in fleets.values() for r in runs})
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.2), dpi=100)
-    ax = axes[0]
-    ax.plot(n, [r["fleet"]["evaluated_seconds"] for r in runs], "o-", label="all evaluated")
-    ax.plot(n, [r["cycle"]["seconds"] for r in runs], "s--", label="steady pass")
-    ax.set_title("detection time (s)")
-    ax.legend(fontsize=8)
-    ax = axes[1]
-    ax.plot(n, [sum(r["cycle"]["registry"].values()) for r in runs], "o-", label="registry")
-    ax.plot(n, [only(r["cycle"]["aws"], "ecr:") for r in runs], "s--", label="ECR API")
-    ax.set_title("requests per steady cycle")
-    ax.set_ylim(bottom=0)
-    ax.legend(fontsize=8)
-    ax = axes[2]
-    ax.plot(n, [r["operator"]["rss_peak_mb"] for r in runs], "o-", label="peak")
-    ax.plot(n, [r["operator"]["rss_idle_mb"] for r in runs], "s--", label="idle")
-    ax.axhline(150, color="grey", lw=0.8, ls=":", label="target")
-    ax.set_title("operator RSS (MiB)")
-    ax.set_ylim(bottom=0)
-    ax.legend(fontsize=8)
+    for (label, runs), colour in zip(fleets.items(), ("C0", "C1"), strict=False):
+        at = [r["workloads"] for r in runs]
+        ax = axes[0]
+        ax.plot(at, [r["fleet"]["evaluated_seconds"] for r in runs], "o-", color=colour,
+                label=f"all evaluated, {label}")
+        ax.plot(at, [r["cycle"]["seconds"] for r in runs], "s--", color=colour,
+                label=f"steady pass, {label}")
+        ax = axes[1]
+        ax.plot(at, [sum(r["cycle"]["registry"].values()) for r in runs], "o-", color=colour,
+                label=f"registry, {label}")
+        ax.plot(at, [only(r["cycle"]["aws"], "ecr:") for r in runs], "s--", color=colour,
+                label=f"ECR API, {label}")
+        ax = axes[2]
+        ax.plot(at, [r["operator"]["rss_peak_mb"] for r in runs], "o-", color=colour,
+                label=f"peak, {label}")
+        ax.plot(at, [r["operator"]["rss_idle_mb"] for r in runs], "s--", color=colour,
+                label=f"idle, {label}")
+    axes[0].set_title("detection time (s)")
+    axes[1].set_title("requests per steady cycle")
+    axes[1].set_ylim(bottom=0)
+    axes[2].axhline(150, color="grey", lw=0.8, ls=":", label="target")
+    axes[2].set_title("operator RSS (MiB)")
+    axes[2].set_ylim(bottom=0)
     for ax in axes:
+        ax.legend(fontsize=7)
         ax.set_xlabel("workloads")
         ax.set_xscale("log")
         ax.set_xticks(n, [str(x) for x in n])

@@ -508,6 +508,7 @@ def run_fleet(kube, audit_log: Path | None, registry, moto_server, workdir: Path
             out["api_per_minute"] = {
                 "idle_operator": round(idle.per_minute(idle.api_operator), 1),
                 "idle_all": round(idle.per_minute(idle.api_all), 1),
+                "idle_operator_by_verb": idle.api_operator_by_verb,
                 "idle_more_waiting_operator": round(idle_more.per_minute(idle_more.api_operator), 1),
                 "waiting_patches": [out["fleet"]["waiting_patches"], waiting],
                 "evaluating_operator": round(cold.per_minute(cold.api_operator), 1),
@@ -515,6 +516,10 @@ def run_fleet(kube, audit_log: Path | None, registry, moto_server, workdir: Path
             out["operator"] = {"rss_idle_mb": round(idle_more.rss_mb, 1),
                                "rss_peak_mb": round(proc_stats(pid)["hwm_mb"], 1),
                                "cpu_idle_s_per_min": round(idle.per_minute(idle.cpu_s), 2)}
+            say(f"[bench {spec.workloads} by tag] idle: operator "
+                f"{out['api_per_minute']['idle_operator']} API req/min "
+                f"({idle.api_operator_by_verb}); RSS idle {out['operator']['rss_idle_mb']} MiB, "
+                f"peak {out['operator']['rss_peak_mb']} MiB")
             out["forbidden"] = operator.forbidden_lines()[:5]
             return out
         chosen = next(a for a in apps if a.base != 0 and not a.vulnerable and a.index != 0)

@@ -1,4 +1,4 @@
-"""Benchmark: the fleet at 100 and 1,000 workloads (3,000 with ``BENCH_LARGE=1``).
+"""Benchmark: the fleet at 100 and 1,000 workloads (3,000 with ``BENCH_LARGE=1``, both fleets).
 
 Not part of ``make test`` (figures are printed, never asserted; the 50-workload
 smoke run in ``tests/e2e/test_bench_smoke.py`` is). Run with ``make bench``.
@@ -10,8 +10,9 @@ which ``make bench-chart`` draws ``docs/benchmarks-scaling.png``.
 
 ``BENCH_SCALES=100,1000`` picks the scales of the fleet that pins digests
 (``0``: none), ``BENCH_BY_TAG_SCALES`` those of the fleet deployed by tag
-(1,000 by default; ``0``: none), which measures the event path when every app
-tag must be resolved: the registry requests after one base push event.
+(1,000 by default, 1,000 and 3,000 with ``BENCH_LARGE=1``; ``0``: none),
+which measures the event path when every app tag must be resolved: the
+registry requests after one base push event.
 ``BENCH_IDLE_SECONDS`` is the length of each idle window (60 by default).
 """
 
@@ -38,7 +39,8 @@ def scales() -> list[int]:
 
 
 def by_tag_scales() -> list[int]:
-    raw = os.environ.get("BENCH_BY_TAG_SCALES", "1000")
+    large = os.environ.get("BENCH_LARGE") == "1"
+    raw = os.environ.get("BENCH_BY_TAG_SCALES", "1000,3000" if large else "1000")
     return [int(s) for s in raw.split(",") if s.strip() and int(s) > 0]
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from imagepatch import handlers
 from imagepatch.adapters.notify import Notifier, Senders
+from imagepatch.adapters.store import WatchStore
 from imagepatch.reconcile.detection import Detector
 from imagepatch.reconcile.loops import PatchLoops
 from imagepatch.reconcile.outcomes import Backoff
@@ -44,6 +45,7 @@ class YieldingKube(MemoryKube):
 def memo_with(kube: MemoryKube) -> kopf.Memo:
     memo = kopf.Memo()
     memo.kube = kube
+    memo.store = WatchStore()
     memo.heartbeat = handlers.Heartbeat()
     memo.stale_after = 300.0
     memo.supervisor = Supervisor()
@@ -103,16 +105,18 @@ def test_a_deployment_event_is_a_heartbeat_and_feeds_the_detector() -> None:
     ("cronjob_event", "CronJob"),
 ])
 def test_each_kinds_events_feed_the_detector_with_their_kind(handler: str, kind: str) -> None:
-    async def scenario() -> tuple[float | None, dict]:
+    async def scenario() -> tuple[float | None, dict, dict | None]:
         memo = memo_with(MemoryKube())
         await getattr(handlers, handler)(event={"type": "ADDED", "object": deployment(1)},
                                          memo=memo)
-        return memo.heartbeat.last_event, memo.detector.workloads["u1"]
+        stored = memo.store.workloads[kind].get((kind, "shop", "web1"))
+        return memo.heartbeat.last_event, memo.detector.workloads["u1"], stored
 
     assert inspect.iscoroutinefunction(getattr(handlers, handler))
-    last_event, cached = asyncio.run(scenario())
+    last_event, cached, stored = asyncio.run(scenario())
     assert last_event is not None
     assert cached["kind"] == kind  # list items carry no kind; the handler names it
+    assert stored is not None and stored["kind"] == kind  # the read store heard it too
 
 
 def test_imagepatch_events_drive_the_loops() -> None:
@@ -138,6 +142,10 @@ def test_imagepatch_events_drive_the_loops() -> None:
         assert memo.notifier._wants == {"pol": frozenset()}
         running = sorted(memo.loops.running())
         await memo.loops.aclose()
+        # The read store heard both kinds of event (its status change included).
+        assert (memo.store.imagepatches.get("p1") or {})["status"] == {
+            "phase": "AwaitingApproval"}
+        assert memo.store.policies.get("pol") is not None
         return calls, running
 
     calls, running = asyncio.run(scenario())

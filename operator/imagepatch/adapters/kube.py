@@ -177,19 +177,26 @@ class Kube:
                                 GROUP, VERSION, POLICIES)
         return list(data.get("items", []))
 
-    async def annotate_imagepatch(self, name: str, annotations: Mapping[str, str | None]) -> None:
-        """Set (or, with None, remove) annotations on an ImagePatch (a request to its planner)."""
-        await self._call(f"annotate ImagePatch {name}", self.custom.patch_cluster_custom_object,
-                         GROUP, VERSION, IMAGEPATCHES, name,
-                         {"metadata": {"annotations": dict(annotations)}}, missing_ok=True)
+    async def annotate_imagepatch(
+        self, name: str, annotations: Mapping[str, str | None]
+    ) -> dict[str, Any] | None:
+        """Set (or, with None, remove) annotations on an ImagePatch (a request to its planner).
+
+        Returns the object as written (None if it is gone): a read store applies it.
+        """
+        return await self._call(f"annotate ImagePatch {name}",
+                                self.custom.patch_cluster_custom_object,
+                                GROUP, VERSION, IMAGEPATCHES, name,
+                                {"metadata": {"annotations": dict(annotations)}}, missing_ok=True)
 
     async def set_imagepatch_targets(
         self, name: str, targets: list[dict[str, Any]], *, resource_version: str
-    ) -> None:
+    ) -> dict[str, Any] | None:
         """Replace ``spec.targets``, if the ImagePatch is unchanged since read."""
         body = {"metadata": {"resourceVersion": resource_version}, "spec": {"targets": targets}}
-        await self._call(f"retarget ImagePatch {name}", self.custom.patch_cluster_custom_object,
-                         GROUP, VERSION, IMAGEPATCHES, name, body, missing_ok=True)
+        return await self._call(f"retarget ImagePatch {name}",
+                                self.custom.patch_cluster_custom_object,
+                                GROUP, VERSION, IMAGEPATCHES, name, body, missing_ok=True)
 
     async def list_imagepatches(self, *, label_selector: str = "") -> list[dict[str, Any]]:
         data = await self._call("list ImagePatches", self.custom.list_cluster_custom_object,
@@ -216,13 +223,13 @@ class Kube:
         return True
 
     async def remove_imagepatch_finalizer(self, name: str, finalizers: Sequence[str],
-                                          finalizer: str) -> None:
+                                          finalizer: str) -> dict[str, Any] | None:
         """Drop ``finalizer`` from an ImagePatch, if the list is still ``finalizers``."""
         index = list(finalizers).index(finalizer)
         ops = [{"op": "test", "path": f"/metadata/finalizers/{index}", "value": finalizer},
                {"op": "remove", "path": f"/metadata/finalizers/{index}"}]
         try:
-            await self._call(f"remove finalizer of ImagePatch {name}",
+            return await self._call(f"remove finalizer of ImagePatch {name}",
                              self.custom.patch_cluster_custom_object, GROUP, VERSION,
                              IMAGEPATCHES, name, ops, missing_ok=True,
                              _content_type="application/json-patch+json")
@@ -232,9 +239,9 @@ class Kube:
             # A failed "test" op (422): the list changed since it was read.
             raise ConflictError(str(exc), reason="Conflict") from None
 
-    async def write_policy_status(self, name: str, status: Mapping[str, Any]) -> None:
+    async def write_policy_status(self, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
         """Merge fields into a policy's status (no precondition: these fields are ours alone)."""
-        await self._call(f"record status of ImagePatchPolicy {name}",
+        return await self._call(f"record status of ImagePatchPolicy {name}",
                          self.custom.patch_cluster_custom_object_status,
                          GROUP, VERSION, POLICIES, name, {"status": dict(status)})
 
@@ -384,10 +391,10 @@ class Kube:
 
     async def annotate_workload(
         self, kind: str, namespace: str, name: str, annotations: Mapping[str, str | None]
-    ) -> None:
+    ) -> dict[str, Any] | None:
         """Set (or, with None, remove) metadata annotations; never touches the pod template."""
         body = {"metadata": {"annotations": dict(annotations)}}
-        await self._call(f"annotate {kind} {namespace}/{name}",
+        return await self._call(f"annotate {kind} {namespace}/{name}",
                          self._workload_calls(kind)["patch"], name, namespace, body,
                          _content_type="application/merge-patch+json", missing_ok=True)
 
@@ -404,7 +411,15 @@ class Kube:
         return [(kind, obj) for kind in KINDS for obj in await self.list_opted_in(kind, policy)]
 
     async def list_opted_in(self, kind: str, policy: str) -> list[dict[str, Any]]:
-        """Workloads of ``kind`` in the watched namespaces whose annotation names ``policy``.
+        """Workloads of ``kind`` in the watched namespaces whose annotation names ``policy``."""
+        return [
+            d
+            for d in await self.list_all_opted_in(kind)
+            if (d["metadata"].get("annotations") or {}).get(POLICY_ANNOTATION) == policy
+        ]
+
+    async def list_all_opted_in(self, kind: str) -> list[dict[str, Any]]:
+        """Workloads of ``kind`` in the watched namespaces that name any policy.
 
         Annotations cannot be selected server-side, so this lists and filters.
         With ``--namespace`` it lists only those namespaces (a glob pattern
@@ -422,11 +437,7 @@ class Kube:
             for ns in self.namespaces:
                 data = await self._call(f"list {kind}s in {ns}", calls["list"], ns)
                 items.extend(data.get("items", []))
-        return [
-            d
-            for d in items
-            if (d["metadata"].get("annotations") or {}).get(POLICY_ANNOTATION) == policy
-        ]
+        return [d for d in items if POLICY_ANNOTATION in (d["metadata"].get("annotations") or {})]
 
     def watches(self, namespace: str) -> bool:
         """Is ``namespace`` in the ``--namespace`` scope? (kopf's globs; ``!`` excludes)."""
