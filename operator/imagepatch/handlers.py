@@ -34,6 +34,7 @@ from imagepatch.adapters.registry import (
     RetryPolicy,
 )
 from imagepatch.adapters.securityhub import SecurityHubExporter
+from imagepatch.core import kinds_rollout
 from imagepatch.core.breaker import BreakerSettings
 from imagepatch.core.liveness import watch_liveness
 from imagepatch.model import names
@@ -65,6 +66,8 @@ class Options:
     build_namespace: str = DEFAULT_BUILD_NAMESPACE
     metrics_port: int | None = None
     securityhub: bool = False
+    # --argo-rollouts: Argo Rollouts' Rollouts are targets too (core.kinds_rollout).
+    argo_rollouts: bool = False
     cluster_name: str = ""
     # --namespace: the namespaces (or kopf glob patterns) to watch; empty: all.
     namespaces: tuple[str, ...] = ()
@@ -112,7 +115,8 @@ class Heartbeat:
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     options: Options = memo.get("options") or Options()
     # --namespace scopes every list the operator makes, as it scopes kopf's watches.
-    memo.kube = Kube(namespaces=options.namespaces, request_timeout=options.kube_request_timeout)
+    memo.kube = Kube(namespaces=options.namespaces, request_timeout=options.kube_request_timeout,
+                     argo_rollouts=options.argo_rollouts)
     secrets = PolicySecrets(options.operator_namespace)
     # No credentials of its own: each policy's workloads are read through
     # ``registry.for_policy(name)``, with that policy's Secret only.
@@ -234,6 +238,19 @@ async def cronjob_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None
     """The same for CronJobs."""
     memo.heartbeat.saw_event()
     memo.detector.observe(event.get("type"), event.get("object") or {}, kind="CronJob")
+
+
+def watch_argo_rollouts() -> None:
+    """Watch Argo Rollouts' Rollouts too (``--argo-rollouts``): registered only when asked,
+    since without the CRD, or the access the chart grants with argoRollouts.enabled, the
+    watch could never start."""
+
+    @kopf.on.event(kinds_rollout.GROUP, kinds_rollout.VERSION, kinds_rollout.PLURAL,
+                   id="seen-rollouts")
+    async def rollout_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        memo.heartbeat.saw_event()
+        memo.detector.observe(event.get("type"), event.get("object") or {},
+                              kind=kinds_rollout.ROLLOUT)
 
 
 @kopf.on.probe(id="watch")

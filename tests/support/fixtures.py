@@ -9,6 +9,9 @@ Session fixtures (started once, on first use, stopped at the end):
 * ``buildah`` -> ``Buildah``: buildah with private storage and config, pushing
   to ``registry``.
 
+* ``argo_rollouts`` -> ``ArgoRollouts``: Argo Rollouts' real controller and
+  CRDs on the local cluster (built by tests/cluster/build-argo-rollouts.sh).
+
 Function fixture:
 
 * ``aws`` -> the same ``MotoServer``, reset before the test, so every test
@@ -25,6 +28,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.argo import ArgoRollouts
 from tests.support.images import Buildah
 from tests.support.moto import MotoServer
 from tests.support.registry import LocalRegistry
@@ -65,3 +69,17 @@ def buildah(registry: LocalRegistry, tmp_path_factory: pytest.TempPathFactory) -
         yield builder
     finally:
         builder.cleanup()
+
+
+@pytest.fixture(scope="session")
+def argo_rollouts(kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArgoRollouts]:
+    """Argo Rollouts' controller, started once and shared (local cluster only: it installs
+    CRDs and a cluster-wide controller)."""
+    if not kube.kwok:
+        pytest.skip("Argo Rollouts is started only on the local test cluster")
+    argo = ArgoRollouts(kube=kube, log_path=tmp_path_factory.mktemp("argo") / "rollouts.log")
+    argo.start()
+    try:
+        yield argo
+    finally:
+        argo.stop()

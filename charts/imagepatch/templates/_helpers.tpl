@@ -121,6 +121,9 @@ The arguments of `imagepatch run`, one per line, built from the values.
 - --cluster-name
 - {{ required "securityHub.clusterName is required with securityHub.enabled" .Values.securityHub.clusterName | quote }}
 {{- end }}
+{{- if .Values.argoRollouts.enabled }}
+- --argo-rollouts
+{{- end }}
 {{- if .Values.verbose }}
 - --verbose
 {{- end }}

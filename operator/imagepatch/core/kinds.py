@@ -66,7 +66,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from imagepatch.core import health, reasons
+from imagepatch.core import health, kinds_rollout, reasons
 from imagepatch.core.health import HealthReason, HealthState, HealthVerdict, Progress
 from imagepatch.core.schedule import ScheduleError, parse_schedule, to_croniter
 from imagepatch.core.window import next_opening
@@ -78,7 +78,8 @@ DEPLOYMENT = "Deployment"
 STATEFULSET = "StatefulSet"
 DAEMONSET = "DaemonSet"
 CRONJOB = "CronJob"
-KINDS = (DEPLOYMENT, STATEFULSET, DAEMONSET, CRONJOB)
+# Hook of issue 23: Argo Rollouts' Rollout is a kind of its own (core.kinds_rollout).
+KINDS = (DEPLOYMENT, STATEFULSET, DAEMONSET, CRONJOB, kinds_rollout.ROLLOUT)
 
 # The container lists of a pod template that imagepatch changes, in the order
 # it looks (ephemeralContainers never: see the module docstring).
@@ -89,6 +90,7 @@ _API_VERSIONS = {
     STATEFULSET: "apps/v1",
     DAEMONSET: "apps/v1",
     CRONJOB: "batch/v1",
+    kinds_rollout.ROLLOUT: kinds_rollout.API_VERSION,  # hook of issue 23
 }
 # The label the Job controller puts on a Job's pods (1.27+), and the older one.
 JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
@@ -269,6 +271,10 @@ def assess(
             now=now,
             rollback=rollback,
         )
+    if kind == kinds_rollout.ROLLOUT:  # hook of issue 23: Argo's verdict over the pod checks
+        return kinds_rollout.assess(rollout=workload, pods=pods, target_images=target_images,
+                                    gate=gate, started_at=started_at,
+                                    healthy_since=healthy_since, now=now, rollback=rollback)
     if kind == STATEFULSET:
         progress = statefulset_progress(workload, pods)
     elif kind == DAEMONSET:
