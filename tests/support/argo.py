@@ -31,6 +31,17 @@ def build() -> Path:
     return Path(res.stdout.strip().splitlines()[-1])
 
 
+def install_crds(kube) -> Path:
+    """Argo Rollouts' CRDs of the built version, established; the build directory."""
+    directory = build()
+    for crd in sorted((directory / "crds").glob("*.yaml")):
+        # Server-side: the Rollout CRD is too large for kubectl's last-applied annotation.
+        kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                 "crd/rollouts.argoproj.io")
+    return directory
+
+
 @dataclass
 class ArgoRollouts:
     kube: object  # tests.conftest.Kube
@@ -38,12 +49,7 @@ class ArgoRollouts:
     proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        directory = build()
-        for crd in sorted((directory / "crds").glob("*.yaml")):
-            # Server-side: the Rollout CRD is too large for kubectl's last-applied annotation.
-            self.kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
-        self.kube.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                          "crd/rollouts.argoproj.io")
+        directory = install_crds(self.kube)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
             [str(directory / "rollouts-controller"), "--kubeconfig", str(self.kube.kubeconfig),
