@@ -9,6 +9,7 @@ ReplicaSets it creates, as for Deployments.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -37,8 +38,13 @@ def install_crds(kube) -> Path:
     for crd in sorted((directory / "crds").glob("*.yaml")):
         # Server-side: the Rollout CRD is too large for kubectl's last-applied annotation.
         kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
-    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                 "crd/rollouts.argoproj.io")
+
+    def established() -> bool:
+        crd = json.loads(kube.kubectl("get", "crd", "rollouts.argoproj.io", "-o", "json"))
+        return any(c.get("type") == "Established" and c.get("status") == "True"
+                   for c in (crd.get("status") or {}).get("conditions") or [])
+
+    wait_for(established, timeout=60, what="the Rollout CRD established")
     return directory
 
 
@@ -69,7 +75,6 @@ class ArgoRollouts:
 
     def wait_phase(self, namespace: str, name: str, *phases: str, timeout: float = 90) -> dict:
         """The Rollout once Argo observed its generation and reports one of ``phases``."""
-        import json
 
         def probe():
             ro = json.loads(self.kube.kubectl("get", "rollout", name, "-n", namespace, "-o", "json"))
