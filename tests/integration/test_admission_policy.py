@@ -536,7 +536,8 @@ def test_forged_rollout_writes_with_the_operator_token_are_refused(
 
     # A tag, a replica count, pausing it, on the Rollout itself
     app = {"spec": {"template": {"spec": {"containers": [
-        {"name": "app", "image": "registry.example/app:2"},
+        {"name": "app", "image": "registry.example/app:2",
+         "env": [{"name": "MODE", "value": "prod"}]},
         {"name": "sidecar", "image": "registry.example/sidecar:1"}]}}}}
     assert "digest-pinned" in forge_rollout(operator, namespace, "web", app)
     assert "spec.replicas" in forge_rollout(operator, namespace, "web", {"spec": {"replicas": 5}})
