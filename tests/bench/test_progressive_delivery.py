@@ -30,6 +30,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 from kubernetes import client, watch
+from urllib3.exceptions import ProtocolError
 
 from tests.support.scenario import Scenario, fake_digest, unique
 
@@ -41,11 +42,14 @@ RUNS = 3
 
 def _watch(list_fn, seen: dict, key: str, test, stop: threading.Event, **kwargs) -> None:
     w = watch.Watch()
-    for event in w.stream(list_fn, timeout_seconds=90, **kwargs):
-        if key not in seen and test(event["object"]):
-            seen[key] = time.monotonic()
-        if stop.is_set():
-            w.stop()
+    try:
+        for event in w.stream(list_fn, timeout_seconds=90, **kwargs):
+            if key not in seen and test(event["object"]):
+                seen[key] = time.monotonic()
+            if stop.is_set():
+                w.stop()
+    except (ProtocolError, client.ApiException):
+        return  # the stream ended (the namespace or the cluster went away): nothing to time
 
 
 def _crashing(digest: str):
