@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.test_tenancy_identity import app_on, patches_for, retrigger, wait_state
+from tests.support.images import make_base_image
 from tests.support.operator import REPO, OperatorProcess, install_rbac, service_account_kubeconfig
 from tests.support.scenario import Scenario, fake_digest, unique
 from tests.support.wait import wait_for
@@ -43,7 +45,7 @@ def operator(kube, crds, argo_rollouts, tmp_path_factory) -> Iterator[OperatorPr
     work = tmp_path_factory.mktemp("operator")
     proc = OperatorProcess(
         kubeconfig=service_account_kubeconfig(kube, work / "operator.kubeconfig"),
-        log_path=work / "operator.log", extra_args=["--argo-rollouts"],
+        log_path=work / "operator.log", extra_args=["--argo-rollouts", "--detect-tick", "1"],
     )
     proc.start()
     try:
@@ -62,7 +64,8 @@ def given(kube, operator) -> Iterator[Scenario]:
 
 
 def rollout(given: Scenario, argo, ns: str, name: str, *, strategy: str, policy: str,
-            auto_promotion: bool = True, crashloop_on: str | None = None) -> dict[str, Any]:
+            auto_promotion: bool = True, crashloop_on: str | None = None,
+            image: str = OLD) -> dict[str, Any]:
     """An opted-in Rollout as a team using Argo would write it, once Argo reports it Healthy.
 
     Blue/green: an active and a preview Service (Argo moves their selectors).
@@ -91,7 +94,7 @@ def rollout(given: Scenario, argo, ns: str, name: str, *, strategy: str, policy:
         "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
                  "progressDeadlineSeconds": 60,
                  "template": {"metadata": {"labels": labels},
-                              "spec": {"containers": [{"name": "app", "image": OLD}]}},
+                              "spec": {"containers": [{"name": "app", "image": image}]}},
                  "strategy": spec},
     })
     return argo.wait_phase(ns, name, "Healthy")
@@ -183,3 +186,29 @@ def test_crash_looping_digest_is_aborted_and_the_stable_replicaset_stays(
     after = argo_rollouts.wait_phase(ns, "web", "Healthy")
     assert after["status"]["stableRS"] == stable == after["status"]["currentPodHash"]
     assert not after["status"].get("abort")
+
+
+def test_an_opted_in_rollout_is_detected_like_a_deployment(
+    given: Scenario, argo_rollouts, registry
+) -> None:
+    # Given a Rollout running an app image built on base v1, opted in
+    base_repo, app_repo = unique("rbase"), unique("rapp")
+    base_v1 = make_base_image(registry, base_repo, "1", marker="v1")
+    app_on(registry, app_repo, base_v1)
+    image = f"{registry.host}/{app_repo}:1"
+    policy = unique("pol")
+    given.policy(policy, approval="Manual", baseImages={"checkInterval": "1h"},
+                 rebuild={"strategy": "external"})
+    ns = given.namespace()
+    rollout(given, argo_rollouts, ns, "web", strategy=BLUE_GREEN, policy=policy, image=image)
+    # Detection watched it and judged it like a Deployment.
+    wait_state(given, "Rollout", ns, "web", "Compliant")
+
+    # When its base moves
+    make_base_image(registry, base_repo, "1", marker="v2")
+    retrigger(given, policy)
+
+    # Then a patch is opened for the Rollout's container, by kind, namespace and name
+    [patch] = wait_for(lambda: patches_for(given, policy), timeout=60, what="the Rollout's patch")
+    assert [(t["kind"], t["namespace"], t["name"], t["container"])
+            for t in patch["spec"]["targets"]] == [("Rollout", ns, "web", "app")]
