@@ -451,9 +451,22 @@ class Kube:
         With ``--namespace`` it lists only those namespaces (a glob pattern
         lists all and keeps the matching ones, as kopf's watch does).
         """
-        calls = self._workload_calls(kind)
         if kind == kinds_rollout.ROLLOUT and not self.argo_rollouts:
             return []
+        try:
+            items = await self._list_workloads(kind)
+        except NotFoundError:
+            if kind != kinds_rollout.ROLLOUT:
+                raise
+            return []  # --argo-rollouts without Argo's CRD: no Rollout to patch
+        return [
+            d
+            for d in items
+            if (d["metadata"].get("annotations") or {}).get(POLICY_ANNOTATION) == policy
+        ]
+
+    async def _list_workloads(self, kind: str) -> list[dict[str, Any]]:
+        calls = self._workload_calls(kind)
         if not self.namespaces:
             data = await self._call(f"list {kind}s", calls["list_all"])
             items = list(data.get("items", []))
@@ -465,11 +478,7 @@ class Kube:
             for ns in self.namespaces:
                 data = await self._call(f"list {kind}s in {ns}", calls["list"], ns)
                 items.extend(data.get("items", []))
-        return [
-            d
-            for d in items
-            if (d["metadata"].get("annotations") or {}).get(POLICY_ANNOTATION) == policy
-        ]
+        return items
 
     def watches(self, namespace: str) -> bool:
         """Is ``namespace`` in the ``--namespace`` scope? (kopf's globs; ``!`` excludes)."""
