@@ -37,6 +37,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.aws_config_result_token and not args.cluster_name:
         raise SystemExit("--aws-config-result-token needs --cluster-name (it goes into every "
                          "evaluated resource's id)")
+    if args.argo_rollouts:
+        imagepatch.handlers.watch_argo_rollouts()
     memo = kopf.Memo(options=options_from_args(args))
     scope = {"namespaces": args.namespace} if args.namespace else {"clusterwide": True}
     # standalone: kopf's peering pauses peers by priority, it is not leader
@@ -88,6 +90,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
         **({"build_namespace": args.build_namespace} if args.build_namespace else {}),
         metrics_port=args.metrics_port,
         securityhub=args.securityhub,
+        argo_rollouts=args.argo_rollouts,
         cluster_name=args.cluster_name,
         liveness_stale_after=args.liveness_stale_seconds,
         namespaces=tuple(args.namespace),
@@ -204,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--securityhub", action="store_true",
                      default=os.environ.get("IMAGEPATCH_SECURITYHUB") == "true",
                      help="export non-compliant workloads as AWS Security Hub findings")
+    run.add_argument("--argo-rollouts", action="store_true",
+                     default=os.environ.get("IMAGEPATCH_ARGO_ROLLOUTS") == "true",
+                     help="patch opted-in Argo Rollouts too (their CRD must be installed and the"
+                          " operator granted access: the chart's argoRollouts.enabled)")
     run.add_argument("--cluster-name", default=os.environ.get("IMAGEPATCH_CLUSTER_NAME", ""),
                      help="this cluster's name in Security Hub finding ids (required with "
                           "--securityhub)")

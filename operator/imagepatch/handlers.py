@@ -38,6 +38,7 @@ from imagepatch.adapters.registry import (
 from imagepatch.adapters.securityhub import SecurityHubExporter
 from imagepatch.adapters.signatures import Kms, SignatureVerifier, Signer
 from imagepatch.adapters.store import StoredKube
+from imagepatch.core import kinds_rollout
 from imagepatch.core.breaker import BreakerSettings
 from imagepatch.core.liveness import watch_liveness
 from imagepatch.model import names
@@ -70,6 +71,8 @@ class Options:
     build_namespace: str = DEFAULT_BUILD_NAMESPACE
     metrics_port: int | None = None
     securityhub: bool = False
+    # --argo-rollouts: Argo Rollouts' Rollouts are targets too (core.kinds_rollout).
+    argo_rollouts: bool = False
     cluster_name: str = ""
     # --namespace: the namespaces (or kopf glob patterns) to watch; empty: all.
     namespaces: tuple[str, ...] = ()
@@ -138,7 +141,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # Reads of policies, ImagePatches and opted-in workloads are answered from
     # what those watches report (adapters.store; the handlers below feed it).
     memo.kube = StoredKube(namespaces=options.namespaces,
-                           request_timeout=options.kube_request_timeout)
+                           request_timeout=options.kube_request_timeout,
+                           argo_rollouts=options.argo_rollouts)
     memo.store = memo.kube.store
     secrets = PolicySecrets(options.operator_namespace)
     # No credentials of its own: each policy's workloads are read through
@@ -299,6 +303,19 @@ async def cronjob_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None
     memo.heartbeat.saw_event()
     memo.store.observe_workload("CronJob", event.get("type"), event.get("object") or {})
     memo.detector.observe(event.get("type"), event.get("object") or {}, kind="CronJob")
+
+
+def watch_argo_rollouts() -> None:
+    """Watch Argo Rollouts' Rollouts too (``--argo-rollouts``): registered only when asked,
+    since without the CRD, or the access the chart grants with argoRollouts.enabled, the
+    watch could never start."""
+
+    @kopf.on.event(kinds_rollout.GROUP, kinds_rollout.VERSION, kinds_rollout.PLURAL,
+                   id="seen-rollouts")
+    async def rollout_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        memo.heartbeat.saw_event()
+        memo.detector.observe(event.get("type"), event.get("object") or {},
+                              kind=kinds_rollout.ROLLOUT)
 
 
 @kopf.on.probe(id="watch")

@@ -40,6 +40,7 @@ from kubernetes.client.exceptions import ApiException
 
 from imagepatch.adapters.errors import ConfigurationError, ConflictError
 from imagepatch.adapters.kube import Kube
+from tests.support.argo import install_crds
 from tests.support.operator import (
     ADMISSION_POLICY,
     NAMESPACE,
@@ -454,3 +455,101 @@ def test_the_policy_binds_only_the_operator_service_account(kube, operator: Oper
     shipped = [d for d in yaml.safe_load_all((REPO / "deploy" / "admission-policy.yaml").read_text()) if d]
     assert {d["kind"] for d in shipped} == {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
     assert all(d["metadata"]["name"] == ADMISSION_POLICY for d in shipped)
+
+
+# -- Argo Rollouts (issue 23): a Rollout is a workload; promote and abort only ----------
+
+
+@pytest.fixture(scope="module")
+def rollouts(kube, operator: Operator) -> None:
+    """Argo Rollouts' CRDs (no controller: only the API matters here) and the opt-in RBAC."""
+    install_crds(kube)
+    kube.kubectl("apply", "-f", str(REPO / "deploy" / "rbac-argo-rollouts.yaml"))
+
+
+def rollout(namespace: str, name: str, *, opted_in: bool = True) -> dict[str, Any]:
+    body = workload("Deployment", namespace, name, opted_in=opted_in)
+    body["apiVersion"], body["kind"] = "argoproj.io/v1alpha1", "Rollout"
+    body["spec"]["strategy"] = {"blueGreen": {"activeService": name}}
+    return body
+
+
+def set_rollout_status(kube, namespace: str, name: str, status: dict[str, Any]) -> None:
+    kube.kubectl("patch", "rollout", name, "-n", namespace, "--subresource=status",
+                 "--type=merge", "-p", json.dumps({"status": status}))
+
+
+def forge_rollout(operator: Operator, namespace: str, name: str, body: Any,
+                  *, status: bool = False) -> str:
+    custom = client.CustomObjectsApi(operator.api)
+    call = (custom.patch_namespaced_custom_object_status if status
+            else custom.patch_namespaced_custom_object)
+    with pytest.raises(ApiException) as caught:
+        call("argoproj.io", "v1alpha1", namespace, "rollouts", name, body,
+             _content_type="application/merge-patch+json")
+    return refusal(caught.value)
+
+
+def test_operator_pins_promotes_and_aborts_an_opted_in_rollout(
+    kube, operator: Operator, rollouts: None, namespace: str
+) -> None:
+    # Given an opted-in Rollout, paused at a manual step
+    create(kube, rollout(namespace, "web"))
+    kube.kubectl("patch", "rollout", "web", "-n", namespace, "--type=merge",
+                 "-p", json.dumps({"spec": {"paused": True}}))
+    set_rollout_status(kube, namespace, "web", {"pauseConditions": [
+        {"reason": "BlueGreenPause", "startTime": "2026-01-01T00:00:00Z"}]})
+    before = get(kube, "Rollout", namespace, "web")
+
+    # When the operator pins both containers (the whole list is written, custom
+    # resources take no strategic merge patch), records its state ...
+    operator.run(lambda: set_image(operator, kube, "Rollout", namespace, "web", container="app",
+                                   image=f"registry.example/app:1@{DIGEST}"))
+    operator.run(lambda: set_image(
+        operator, kube, "Rollout", namespace, "web", container="init",
+        image=f"registry.example/init:1@{OTHER_DIGEST}", container_list="initContainers",
+        annotations={FAILED: json.dumps([DIGEST])}))
+    operator.run(lambda: operator.kube.annotate_workload(
+        "Rollout", namespace, "web", {STATE: '{"state": "Compliant"}'}))
+    # ... promotes it, as `kubectl argo rollouts promote` does, and aborts it
+    operator.run(lambda: operator.kube.promote_rollout(get(kube, "Rollout", namespace, "web")))
+    operator.run(lambda: operator.kube.abort_rollout(namespace, "web"))
+
+    # Then every write passed, and changed nothing else
+    after = get(kube, "Rollout", namespace, "web")
+    assert images(after) == {"app": f"registry.example/app:1@{DIGEST}",
+                             "init": f"registry.example/init:1@{OTHER_DIGEST}",
+                             "sidecar": "registry.example/sidecar:1"}
+    assert after["metadata"]["annotations"][STATE] == '{"state": "Compliant"}'
+    assert after["spec"]["paused"] is False
+    assert after["status"]["abort"] is True and "pauseConditions" not in after["status"]
+    before["spec"]["paused"] = False
+    assert without_images(after) == without_images(before)
+
+
+def test_forged_rollout_writes_with_the_operator_token_are_refused(
+    kube, operator: Operator, rollouts: None, namespace: str
+) -> None:
+    create(kube, rollout(namespace, "web"))
+    create(kube, rollout(namespace, "other", opted_in=False))
+    set_rollout_status(kube, namespace, "web", {"phase": "Healthy"})
+
+    # A tag, a replica count, pausing it, on the Rollout itself
+    app = {"spec": {"template": {"spec": {"containers": [
+        {"name": "app", "image": "registry.example/app:2",
+         "env": [{"name": "MODE", "value": "prod"}]},
+        {"name": "sidecar", "image": "registry.example/sidecar:1"}]}}}}
+    assert "digest-pinned" in forge_rollout(operator, namespace, "web", app)
+    assert "spec.replicas" in forge_rollout(operator, namespace, "web", {"spec": {"replicas": 5}})
+    assert "clear spec.paused" in forge_rollout(operator, namespace, "web",
+                                                {"spec": {"paused": True}})
+    # Status: only what promote and abort write, only on an opted-in Rollout.
+    assert "status.phase" in forge_rollout(operator, namespace, "web",
+                                           {"status": {"phase": "Degraded"}}, status=True)
+    assert "status.abort" in forge_rollout(operator, namespace, "web",
+                                           {"status": {"abort": False}}, status=True)
+    refused = forge_rollout(operator, namespace, "other", {"status": {"abort": True}}, status=True)
+    assert "opted-in Rollout" in refused and "other" in refused
+    # An admin is not affected.
+    kube.kubectl("patch", "rollout", "web", "-n", namespace, "--type=merge",
+                 "-p", json.dumps({"spec": {"replicas": 5, "paused": True}}))

@@ -266,3 +266,46 @@ def test_a_stuck_pod_is_deleted_only_while_it_is_the_pod_observed(kube) -> None:
                                 "name").strip()
     finally:
         kube.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def test_rollouts_are_listed_only_when_asked_and_patched_with_a_precondition(kube) -> None:
+    """Issue 23: Argo Rollouts' Rollout through the custom objects API."""
+    from imagepatch.adapters.errors import NotFoundError
+    from tests.support.argo import install_crds
+
+    policy = f"pol-{uuid.uuid4().hex[:6]}"
+    asked = Kube(kube.api_client, argo_rollouts=True)
+    crd = kube.kubectl("get", "crd", "rollouts.argoproj.io", "--ignore-not-found", "-o", "name")
+    if not crd.strip():  # --argo-rollouts without Argo's CRD: no Rollouts, no error
+        assert asyncio.run(asked.list_opted_in("Rollout", policy)) == []
+    install_crds(kube)
+    ns = kinds_namespace(kube)
+    try:
+        doc = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+               "metadata": {"name": "ro", "namespace": ns,
+                            "annotations": {"imagepatch.dev/policy": policy}},
+               "spec": {"selector": {"matchLabels": {"app": "ro"}},
+                        "strategy": {"canary": {}},
+                        "template": {"metadata": {"labels": {"app": "ro"}}, "spec": {
+                            "containers": [{"name": "app", "image": "x:1", "args": ["-v"]},
+                                           {"name": "side", "image": "s:1"}]}}}}
+        kube.kubectl("apply", "-f", "-", input=json.dumps(doc))
+        assert asyncio.run(Kube(kube.api_client).list_opted_in("Rollout", policy)) == []
+        [obj] = asyncio.run(asked.list_opted_in("Rollout", policy))
+        asyncio.run(asked.set_container_image(
+            ns, "ro", container="app", image=f"x:1@{DIGEST}", kind="Rollout",
+            resource_version=obj["metadata"]["resourceVersion"]))
+        after = asyncio.run(asked.get_workload("Rollout", ns, "ro"))
+        assert after["spec"]["template"]["spec"]["containers"] == [
+            {"name": "app", "image": f"x:1@{DIGEST}", "args": ["-v"]},
+            {"name": "side", "image": "s:1"}]
+        with pytest.raises(ConflictError):  # read at an older version
+            asyncio.run(asked.set_container_image(
+                ns, "ro", container="app", image=f"x:1@{DIGEST}", kind="Rollout",
+                resource_version=obj["metadata"]["resourceVersion"]))
+        with pytest.raises(NotFoundError):
+            asyncio.run(asked.set_container_image(
+                ns, "gone", container="app", image=f"x:1@{DIGEST}", kind="Rollout",
+                resource_version="1"))
+    finally:
+        kube.kubectl("delete", "namespace", ns, "--wait=false", check=False)

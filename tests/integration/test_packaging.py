@@ -783,3 +783,32 @@ def test_two_replicas_render_with_a_rolling_update(helm: Helm, tmp_path: Path) -
     deploy = one(helm.template(values=values), "Deployment")
     assert deploy["spec"]["replicas"] == 2
     assert deploy["spec"]["strategy"]["type"] == "RollingUpdate"
+
+
+def test_argo_rollouts_access_is_granted_only_with_argo_rollouts_enabled(
+    helm: Helm, tmp_path: Path
+) -> None:
+    """Issue 23: the Rollout CRD may not exist, so rollouts are granted only when asked for,
+    with the rules of deploy/rbac-argo-rollouts.yaml, and the operator then watches them."""
+    def argo_docs(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [d for d in docs if d["metadata"]["name"].endswith("-argo-rollouts")]
+
+    docs = helm.template()
+    assert not argo_docs(docs)
+    assert not any("argoproj.io" in rule["apiGroups"] for rule in one(docs, "ClusterRole")["rules"])
+    (container,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert "--argo-rollouts" not in container["args"]
+
+    values = tmp_path / "argo.yaml"
+    values.write_text(yaml.safe_dump({"argoRollouts": {"enabled": True}}))
+    docs = helm.template(values=values)
+    role, binding = sorted(argo_docs(docs), key=lambda d: d["kind"])
+    shipped = {d["kind"]: d for d in load_yaml_docs(DEPLOY / "rbac-argo-rollouts.yaml")}
+    assert role["kind"] == "ClusterRole" and role["rules"] == shipped["ClusterRole"]["rules"]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    sa = one(docs, "ServiceAccount")["metadata"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["name"],
+                                    "namespace": sa["namespace"]}]
+    assert binding["subjects"] == shipped["ClusterRoleBinding"]["subjects"]
+    (container,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert "--argo-rollouts" in container["args"]

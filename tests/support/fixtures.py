@@ -9,6 +9,9 @@ Session fixtures (started once, on first use, stopped at the end):
 * ``buildah`` -> ``Buildah``: buildah with private storage and config, pushing
   to ``registry``.
 
+* ``argo_rollouts`` -> ``ArgoRollouts``: Argo Rollouts' real controller and
+  CRDs on the local cluster (built by tests/cluster/build-argo-rollouts.sh).
+
 Function fixture:
 
 * ``aws`` -> the same ``MotoServer``, reset before the test, so every test
@@ -25,6 +28,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.argo import ArgoRollouts
 from tests.support.cosign import Cosign, build_cosign
 from tests.support.images import Buildah
 from tests.support.moto import MotoServer
@@ -72,3 +76,17 @@ def buildah(registry: LocalRegistry, tmp_path_factory: pytest.TempPathFactory) -
 def cosign(tmp_path_factory: pytest.TempPathFactory) -> Cosign:
     """The real cosign (tests/cluster/build-cosign.sh), with its own HOME and work folder."""
     return Cosign(build_cosign(), tmp_path_factory.mktemp("cosign"))
+
+
+@pytest.fixture(scope="session")
+def argo_rollouts(kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArgoRollouts]:
+    """Argo Rollouts' controller, started once and shared (local cluster only: it installs
+    CRDs and a cluster-wide controller)."""
+    if not kube.kwok:
+        pytest.skip("Argo Rollouts is started only on the local test cluster")
+    argo = ArgoRollouts(kube=kube, log_path=tmp_path_factory.mktemp("argo") / "rollouts.log")
+    argo.start()
+    try:
+        yield argo
+    finally:
+        argo.stop()

@@ -91,3 +91,11 @@ def test_bounded_time_flags_default_and_can_be_set() -> None:
 def test_a_bad_bound_is_refused(argv: tuple[str, str]) -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", *argv])
+
+
+def test_argo_rollouts_are_targets_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IMAGEPATCH_ARGO_ROLLOUTS", raising=False)
+    assert options().argo_rollouts is False
+    assert options("--argo-rollouts").argo_rollouts is True
+    monkeypatch.setenv("IMAGEPATCH_ARGO_ROLLOUTS", "true")
+    assert options().argo_rollouts is True

@@ -399,9 +399,10 @@ def test_a_trial_run_only_for_a_cronjob_that_asks_and_is_not_suspended() -> None
 
 
 def test_the_registry_lists_each_kind_once_in_watch_order():
-    assert kinds.KINDS == ("Deployment", "StatefulSet", "DaemonSet", "CronJob")
+    assert kinds.KINDS == ("Deployment", "StatefulSet", "DaemonSet", "CronJob", "Rollout")
     assert {k: kinds.api_version(k) for k in kinds.KINDS} == {
         "Deployment": "apps/v1", "StatefulSet": "apps/v1", "DaemonSet": "apps/v1",
+        "Rollout": "argoproj.io/v1alpha1",
         "CronJob": "batch/v1"}
     assert kinds.api_version("Unknown") == "apps/v1"
 

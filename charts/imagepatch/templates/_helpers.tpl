@@ -139,6 +139,9 @@ The arguments of `imagepatch run`, one per line, built from the values.
 - --node-survey-interval
 - {{ .Values.nodeSurvey.intervalSeconds | toString | quote }}
 {{- end }}
+{{- if .Values.argoRollouts.enabled }}
+- --argo-rollouts
+{{- end }}
 {{- if .Values.verbose }}
 - --verbose
 {{- end }}

@@ -32,7 +32,7 @@ from imagepatch.adapters.errors import (
     NotFoundError,
     TransientError,
 )
-from imagepatch.core import reasons
+from imagepatch.core import kinds_rollout, reasons
 from imagepatch.core.kinds import CONTAINER_LISTS, CRONJOB, JOB_NAME_LABELS, KINDS, StuckPod
 from imagepatch.core.reasons import (
     UNPINNED_IMAGE,
@@ -96,12 +96,15 @@ class Kube:
 
     def __init__(
         self, api_client: client.ApiClient | None = None, *, namespaces: Sequence[str] = (),
-        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT, argo_rollouts: bool = False,
     ) -> None:
         """``namespaces``: the ``--namespace`` scope (names or kopf's glob patterns); empty: all.
 
         ``request_timeout``: seconds any one call may take (a call may ask for less).
+        ``argo_rollouts``: Argo Rollouts' Rollouts are targets too (``--argo-rollouts``;
+        the Rollout CRD and the operator's access to it exist).
         """
+        self.argo_rollouts = argo_rollouts
         self.api = api_client or load_api_client()
         self.namespaces = tuple(namespaces)
         self.request_timeout = request_timeout
@@ -267,6 +270,8 @@ class Kube:
         if kind not in KINDS:
             raise ConfigurationError(f"imagepatch does not patch {kind!r} workloads",
                                      reason="Invalid")
+        if kind == kinds_rollout.ROLLOUT:
+            return self._rollout_calls()
         api = self.batch if kind == CRONJOB else self.apps
         plural = {"Deployment": "deployment", "StatefulSet": "stateful_set",
                   "DaemonSet": "daemon_set", "CronJob": "cron_job"}[kind]
@@ -276,6 +281,42 @@ class Kube:
             "list": getattr(api, f"list_namespaced_{plural}"),
             "list_all": getattr(api, f"list_{plural}_for_all_namespaces"),
         }
+
+    def _rollout_calls(self) -> dict[str, Any]:
+        """Argo Rollouts' Rollout through the custom objects API, shaped as the apps calls."""
+        c, g, v, p = self.custom, kinds_rollout.GROUP, kinds_rollout.VERSION, kinds_rollout.PLURAL
+        return {
+            "read": lambda name, ns, **kw: c.get_namespaced_custom_object(g, v, ns, p, name, **kw),
+            "patch": lambda name, ns, body, **kw: c.patch_namespaced_custom_object(
+                g, v, ns, p, name, body, **kw),
+            "list": lambda ns, **kw: c.list_namespaced_custom_object(g, v, ns, p, **kw),
+            "list_all": lambda **kw: c.list_cluster_custom_object(g, v, p, **kw),
+        }
+
+    async def promote_rollout(self, rollout: Mapping[str, Any]) -> None:
+        """``kubectl argo rollouts promote``: its spec patch, then its status patch."""
+        meta = rollout["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        spec_patch, status_patch = kinds_rollout.promote_patches(rollout)
+        g, v, p = kinds_rollout.GROUP, kinds_rollout.VERSION, kinds_rollout.PLURAL
+        if status_patch is not None:
+            await self._call(f"promote Rollout {ns}/{name} (status)",
+                             self.custom.patch_namespaced_custom_object_status, g, v, ns, p, name,
+                             dict(status_patch), missing_ok=True,
+                             _content_type="application/merge-patch+json")
+        if spec_patch is not None:
+            await self._call(f"promote Rollout {ns}/{name}",
+                             self.custom.patch_namespaced_custom_object, g, v, ns, p, name,
+                             dict(spec_patch), missing_ok=True,
+                             _content_type="application/merge-patch+json")
+
+    async def abort_rollout(self, namespace: str, name: str) -> None:
+        """``kubectl argo rollouts abort``: ``status.abort`` set on the status subresource."""
+        await self._call(f"abort Rollout {namespace}/{name}",
+                         self.custom.patch_namespaced_custom_object_status,
+                         kinds_rollout.GROUP, kinds_rollout.VERSION, namespace,
+                         kinds_rollout.PLURAL, name, dict(kinds_rollout.ABORT_PATCH),
+                         missing_ok=True, _content_type="application/merge-patch+json")
 
     async def get_workload(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """A Deployment, StatefulSet, DaemonSet or CronJob; None if it is gone."""
@@ -425,6 +466,17 @@ class Kube:
         With ``--namespace`` it lists only those namespaces (a glob pattern
         lists all and keeps the matching ones, as kopf's watch does).
         """
+        if kind == kinds_rollout.ROLLOUT and not self.argo_rollouts:
+            return []
+        try:
+            items = await self._list_workloads(kind)
+        except NotFoundError:
+            if kind != kinds_rollout.ROLLOUT:
+                raise
+            return []  # --argo-rollouts without Argo's CRD: no Rollout to patch
+        return [d for d in items if POLICY_ANNOTATION in (d["metadata"].get("annotations") or {})]
+
+    async def _list_workloads(self, kind: str) -> list[dict[str, Any]]:
         calls = self._workload_calls(kind)
         if not self.namespaces:
             data = await self._call(f"list {kind}s", calls["list_all"])
@@ -437,7 +489,7 @@ class Kube:
             for ns in self.namespaces:
                 data = await self._call(f"list {kind}s in {ns}", calls["list"], ns)
                 items.extend(data.get("items", []))
-        return [d for d in items if POLICY_ANNOTATION in (d["metadata"].get("annotations") or {})]
+        return items
 
     def watches(self, namespace: str) -> bool:
         """Is ``namespace`` in the ``--namespace`` scope? (kopf's globs; ``!`` excludes)."""
@@ -496,6 +548,9 @@ class Kube:
         if container_list not in CONTAINER_LISTS:
             raise ConfigurationError(f"imagepatch never changes {container_list}",
                                      reason="Invalid")
+        if kind == kinds_rollout.ROLLOUT:
+            return await self._set_rollout_image(namespace, name, container=container, image=image,
+                                                 container_list=container_list, metadata=metadata)
         template = {"spec": {container_list: [{"name": container, "image": image}]}}
         spec = {"jobTemplate": {"spec": {"template": template}}} if kind == CRONJOB else {
             "template": template}
@@ -508,6 +563,26 @@ class Kube:
             body,
             _content_type="application/strategic-merge-patch+json",
         )
+
+    async def _set_rollout_image(
+        self, namespace: str, name: str, *, container: str, image: str, container_list: str,
+        metadata: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """A Rollout's container image: custom resources take no strategic merge patch, so the
+        one list is written whole, as read at ``metadata.resourceVersion`` (the precondition:
+        a change since that read is a ConflictError, never overwritten)."""
+        rollout = await self.get_workload(kinds_rollout.ROLLOUT, namespace, name)
+        if rollout is None:
+            raise NotFoundError(f"Rollout {namespace}/{name} is gone", reason="NotFound")
+        if rollout["metadata"].get("resourceVersion") != metadata["resourceVersion"]:
+            raise ConflictError(f"Rollout {namespace}/{name} changed since read", reason="Conflict")
+        listed = (rollout["spec"].get("template") or {}).get("spec", {}).get(container_list) or []
+        entries = [{**c, "image": image} if c.get("name") == container else c for c in listed]
+        body = {"metadata": dict(metadata),
+                "spec": {"template": {"spec": {container_list: entries}}}}
+        return await self._call(f"patch Rollout {namespace}/{name}",
+                                self._workload_calls(kinds_rollout.ROLLOUT)["patch"], name,
+                                namespace, body, _content_type="application/merge-patch+json")
 
     # -- leader election (coordination.k8s.io Leases) -------------------------------
 

@@ -264,9 +264,11 @@ class StoredKube(Kube):
         self, api_client: client.ApiClient | None = None, *, namespaces: Sequence[str] = (),
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT, store: WatchStore | None = None,
         relist_after: float = RELIST_SECONDS, monotonic: Callable[[], float] = time.monotonic,
+        argo_rollouts: bool = False,
     ) -> None:
         """``relist_after``: seconds after which a kind's next listing asks the API again."""
-        super().__init__(api_client, namespaces=namespaces, request_timeout=request_timeout)
+        super().__init__(api_client, namespaces=namespaces, request_timeout=request_timeout,
+                         argo_rollouts=argo_rollouts)
         self.store = store if store is not None else WatchStore()
         self.relist_after = relist_after
         self.monotonic = monotonic

@@ -129,6 +129,10 @@ class HealthReason(enum.StrEnum):
     # A CronJob's gate waiting for its next scheduled run, and the run that never came.
     AWAITING_RUN = "AwaitingRun"
     NO_RUN_WITHIN_BOUND = "NoRunWithinBound"
+    # Argo Rollouts' own verdicts (core.kinds_rollout; hook of issue 23).
+    ROLLOUT_PAUSED = "RolloutPaused"
+    ROLLOUT_DEGRADED = "Degraded"
+    ROLLOUT_ABORTED = "RolloutAborted"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -113,6 +113,19 @@ class OnTargetFailure(enum.StrEnum):
     STOP_ALL = "StopAll"
 
 
+class ArgoPromote(enum.StrEnum):
+    """Whether imagepatch promotes an Argo Rollout paused at a manual step
+    (``spec.rollout.argoRollouts.promote``; ``core.kinds_rollout``).
+
+    ``Never`` (the default): the gate waits, as for a paused Deployment, for
+    a person's ``kubectl argo rollouts promote``. ``Auto``:
+    imagepatch promotes it as that command does.
+    """
+
+    NEVER = "Never"
+    AUTO = "Auto"
+
+
 class SelectorOperator(enum.StrEnum):
     IN = "In"
     NOT_IN = "NotIn"
@@ -361,6 +374,7 @@ class Rollout:
     # 8 days: a weekly schedule (the most common long one) is covered by default.
     cron_job_run_within: dt.timedelta = dt.timedelta(hours=192)
     on_target_failure: OnTargetFailure = OnTargetFailure.CONTINUE
+    argo_promote: ArgoPromote = ArgoPromote.NEVER
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -878,6 +892,10 @@ def _parse_rollout(raw: Any, path: str) -> Rollout:
         on_target_failure=_enum(
             raw, path, "onTargetFailure", OnTargetFailure, default=defaults.on_target_failure
         ),
+        argo_promote=_enum(
+            _mapping(raw.get("argoRollouts"), f"{path}.argoRollouts"), f"{path}.argoRollouts",
+            "promote", ArgoPromote, default=defaults.argo_promote,
+        ),  # fmt: skip
     )
 
 

@@ -28,7 +28,7 @@ from imagepatch.adapters.memory import OperatorMemory
 from imagepatch.adapters.notify import Notifier
 from imagepatch.adapters.registry import RegistryClient
 from imagepatch.adapters.signatures import SignatureVerifier
-from imagepatch.core import kinds, reasons
+from imagepatch.core import kinds, kinds_rollout, reasons
 from imagepatch.core.images import parse_image
 from imagepatch.core.rebuild import BuildObservation
 from imagepatch.core.rollout import (
@@ -404,6 +404,13 @@ async def reconcile_imagepatch(
             logger.info("ImagePatch %s: forced rollback of %s %s/%s deleted %s", name,
                         target.kind, target.namespace, target.name, deleted or "no pod")
             continue
+        if step.promote is not None and workload is not None and workload.deployment is not None:
+            # An Argo Rollout paused at a manual step, promoted as the policy asks
+            # (rollout.argoRollouts.promote: Auto); the entry said so first.
+            logger.info("ImagePatch %s: promoting Rollout %s/%s", name,
+                        step.promote.namespace, step.promote.name)
+            await kube.promote_rollout(workload.deployment)
+            return _sooner(requeue, step.requeue_after)
         if step.action is not None:
             act = step.action
             logger.info(
@@ -424,6 +431,10 @@ async def reconcile_imagepatch(
                 # memory before the rollback is written (a failure here raises, and
                 # nothing is written); the annotation is the mirror of that record.
                 annotations[FAILED_ANNOTATION] = await _remember_failed(memory, act, workload)
+                if act.target.kind == kinds_rollout.ROLLOUT:
+                    # Argo's abort first: the stable ReplicaSet takes the traffic back at once;
+                    # the restored template then matches it, so no new rollout starts.
+                    await kube.abort_rollout(act.target.namespace, act.target.name)
             try:
                 await kube.set_container_image(
                     act.target.namespace,

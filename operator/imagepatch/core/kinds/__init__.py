@@ -1,8 +1,9 @@
 """Workload kinds: where each keeps its pod template and containers, and its health gate.
 
 imagepatch patches four kinds (DESIGN.md, "Decisions for v0.2"): Deployment,
-StatefulSet, DaemonSet and CronJob. Each kind is one module of this package
-(``deployment``, ``statefulset``, ``daemonset``, ``cronjob``) that ends with
+StatefulSet, DaemonSet and CronJob, and Argo Rollouts' Rollout when the
+operator runs with ``--argo-rollouts``. Each kind is one module of this package
+(``deployment``, ``statefulset``, ``daemonset``, ``cronjob``, ``rollout``) that ends with
 its ``KIND`` entry; ``REGISTRY`` lists them, and the functions here dispatch
 on it, so the planner stays kind-agnostic. A new kind is one new module and
 one line in ``REGISTRY``. What the kinds share is ``shared``:
@@ -35,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from imagepatch.core.health import HealthVerdict
-from imagepatch.core.kinds import cronjob, daemonset, deployment, statefulset
+from imagepatch.core.kinds import cronjob, daemonset, deployment, rollout, statefulset
 from imagepatch.core.kinds.cronjob import (
     CRONJOB,
     JOB_NAME_LABELS,
@@ -74,6 +75,7 @@ REGISTRY: dict[str, Kind] = {
         statefulset.KIND,
         daemonset.KIND,
         cronjob.KIND,
+        rollout.KIND,  # Argo Rollouts (issue 23): listed only with --argo-rollouts
     )
 }
 KINDS = tuple(REGISTRY)

@@ -134,6 +134,8 @@ class Step:
     trial_job: str = ""
     # Delete these pods (recorded in the rollout entry first), then plan again.
     delete_pods: DeletePods | None = None
+    # Promote this Argo Rollout paused at a manual step (core.kinds_rollout), then look later.
+    promote: Target | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -329,6 +331,7 @@ class Context:
         discover: bool = False,
         trial_job: str = "",
         delete_pods: DeletePods | None = None,
+        promote: Target | None = None,
     ) -> Step:
         """The step: the status to record (only if it changed), the action, what next."""
         recorded = self.patch.status.to_dict()
@@ -344,6 +347,7 @@ class Context:
             discover=discover,
             trial_job=trial_job,
             delete_pods=delete_pods,
+            promote=promote,
         )
 
     def skip(self, index: int, *, reason: str, message: str) -> None:

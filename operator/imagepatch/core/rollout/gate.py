@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from imagepatch.core import health, kinds, reasons
+from imagepatch.core import health, kinds, kinds_rollout, reasons
 from imagepatch.core.rollout.context import (
     GATE_POLL,
     Context,
@@ -160,6 +160,9 @@ def gating(ctx: Context, *, index: int, workload: Workload) -> Step:
         message=verdict.message,
     )
     ctx.message = f"{describe(entry.target)}: {verdict.message or state}"
+    if kinds_rollout.wants_promotion(verdict, ctx.gate):
+        # The entry says why first; promoting twice is harmless (Argo's own promote).
+        return ctx.finish(promote=entry.target, requeue_after=GATE_POLL)
     return ctx.finish(requeue_after=_poll(verdict))
 
 
@@ -211,6 +214,8 @@ def _failed(ctx: Context, *, index: int, verdict: health.HealthVerdict) -> Step:
         ctx.message = f"{describe(entry.target)}: {message} (rollback disabled in policy)"
         ctx.warn(entry.target, reason=reasons.HEALTH_GATE_FAILED, message=ctx.message)
         return ctx.end_or_go_on()
+    if entry.target.kind == kinds_rollout.ROLLOUT:
+        message = kinds_rollout.with_rollback_note(message)
     ctx.entries[index] = replace(
         entry,
         phase=TargetPhase.ROLLING_BACK,
