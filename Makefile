@@ -53,6 +53,11 @@ lint: setup
 	@$(MAKE) --no-print-directory checkov-only
 	@$(MAKE) --no-print-directory lock-check
 
+## image: build the operator image with buildah (release/build-image.sh); IMAGE=<ref> PUSH=1 pushes it
+## and prints its digest; BASE=debian BASE_REGISTRY=<host> builds the base from Debian packages
+image:
+	@bash release/build-image.sh
+
 ## lock: rewrite requirements/{runtime,dev,build}.lock (hashed, by uv) from pyproject.toml and
 ## requirements/build.in, keeping every pin that still fits; UPGRADE=1 moves every pin
 lock:
