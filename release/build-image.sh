@@ -8,6 +8,7 @@
 #                (docker.io's python:3.11-slim-bookworm, pinned by digest)
 #   BASE_NAME, BASE_DIGEST  another base, by name and digest
 #   TLS_VERIFY=false        for plain-HTTP registries
+#   COMPRESS=false          push layers uncompressed (to a registry on this machine)
 #   PIP_CERT or SSL_CERT_FILE  a CA bundle for the build's pip (a TLS-intercepting proxy)
 #
 # The version comes from operator/imagepatch/__init__.py, the revision from git.
@@ -15,6 +16,8 @@
 # builds inside a container or a CI job as well as on a workstation.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# COMPRESS=false pushes layers uncompressed (a registry on this machine: no gzip time).
+compression=(); [[ ${COMPRESS:-true} == false ]] && compression=(--disable-compression)
 version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' operator/imagepatch/__init__.py)
 image=${IMAGE:-localhost/imagepatch/imagepatch:$version}
 revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
@@ -39,7 +42,7 @@ buildah bud --quiet --isolation "${BUILDAH_ISOLATION:-chroot}" --tls-verify="${T
 echo "image: built $image (version $version) in $(( $(date +%s) - started ))s" >&2
 if [[ ${PUSH:-} == 1 ]]; then
   digestfile=$(mktemp); trap 'rm -f "$digestfile"' EXIT
-  buildah push --quiet --tls-verify="${TLS_VERIFY:-true}" --digestfile "$digestfile" "$image" "docker://$image"
+  buildah push --quiet --tls-verify="${TLS_VERIFY:-true}" "${compression[@]}" --digestfile "$digestfile" "$image" "docker://$image"
   echo "image: pushed $image@$(cat "$digestfile")" >&2
   cat "$digestfile"; echo
 fi

@@ -16,6 +16,8 @@
 # STORAGE_DRIVER); TLS_VERIFY=false for a plain-HTTP registry.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# COMPRESS=false pushes layers uncompressed (a registry on this machine: no gzip time).
+compression=(); [[ ${COMPRESS:-true} == false ]] && compression=(--disable-compression)
 registry=${BASE_REGISTRY:?set BASE_REGISTRY to the registry the base is pushed to, e.g. 123456789012.dkr.ecr.eu-west-1.amazonaws.com}
 suite=bookworm
 packages=python3,python3-venv,ca-certificates
@@ -34,7 +36,7 @@ if [[ ! -s $tarball || ${BASE_REFRESH:-} == 1 ]]; then
   command -v mmdebstrap >/dev/null || { echo "debian-base: mmdebstrap is required (apt-get install mmdebstrap)" >&2; exit 1; }
   mkdir -p "$cache"
   started=$(date +%s)
-  mmdebstrap --quiet --variant=minbase --include="$packages" "${dpkg_opts[@]}" "$suite" "$tarball.tmp.$$" \
+  mmdebstrap --quiet --format=tar --variant=minbase --include="$packages" "${dpkg_opts[@]}" "$suite" "$tarball.tmp.$$" \
     "deb $mirror $suite main" "deb $mirror $suite-updates main" "deb $security $suite-security main" >&2
   mv "$tarball.tmp.$$" "$tarball"
   echo "debian-base: built $tarball in $(( $(date +%s) - started ))s" >&2
@@ -53,5 +55,5 @@ buildah config \
   "$ctr"
 buildah commit --quiet --timestamp "$SOURCE_DATE_EPOCH" "$ctr" "$ref" >/dev/null
 digestfile=$(mktemp); trap 'rm -f "$digestfile"; buildah rm "$ctr" >/dev/null 2>&1 || true' EXIT
-buildah push --quiet --tls-verify="${TLS_VERIFY:-true}" --digestfile "$digestfile" "$ref" "docker://$ref"
+buildah push --quiet --tls-verify="${TLS_VERIFY:-true}" "${compression[@]}" --digestfile "$digestfile" "$ref" "docker://$ref"
 echo "$ref@$(cat "$digestfile")"

@@ -10,18 +10,19 @@ registry) and pushes the image, then:
 * it carries a CycloneDX SBOM listing the locked runtime dependencies at their
   locked versions;
 * run as uid 65532 on a read-only root filesystem, ``imagepatch --help`` and
-  ``imagepatch version`` work, and a write outside ``/tmp`` fails.
+  ``imagepatch version`` work, and a write to the root filesystem fails.
 
-Read-only root: ``buildah run`` has no ``--read-only`` flag (buildah 1.28). The
-test makes the container's root filesystem read-only itself: ``buildah mount``
-gives its directory, which is bind-mounted onto itself and remounted ``ro``;
-``buildah run`` (chroot isolation) then chroots into that read-only mount. Two
-things buildah needs are arranged first, as a container runtime would: the
-mountpoint of its own ``/run/.containerenv`` file is created in the container's
-(not the image's) root before it turns read-only, and ``/tmp`` is a host
-directory bind-mounted with ``-v`` (the chart mounts an emptyDir there; a
-``--mount type=tmpfs`` makes buildah 1.28 crash while cleaning up on a
-read-only root). Needs root, as the rest of the buildah tests do.
+Read-only root: ``buildah run`` has no ``--read-only`` flag (buildah 1.28), so
+the test makes the container's root filesystem read-only itself, as a runtime
+would: ``buildah mount`` gives its directory, which is bind-mounted onto
+itself; two host directories are bind-mounted on its ``/tmp`` (the chart's
+emptyDir) and ``/run``; then the root mount is remounted ``ro`` (the two nested
+mounts stay writable), and ``buildah run`` (chroot isolation) chroots into it.
+``/run`` is writable because buildah itself bind-mounts its ``/run/.containerenv``
+there and removes that mountpoint afterwards (on a read-only ``/run`` the
+removal fails and buildah 1.28 crashes); the operator never writes there, and
+``buildah run -v``/``--mount`` for ``/tmp`` hit the same clean-up. Needs root,
+as the rest of the buildah tests do.
 
 Cold, the Debian base is built by mmdebstrap (about 2 minutes) and cached under
 ``$IMAGEPATCH_CACHE/base``; pip's downloads are cached in buildah's cache mount
@@ -65,9 +66,10 @@ def image(registry: LocalRegistry, buildah: Buildah) -> Iterator[dict[str, str]]
     build_tmp.mkdir(parents=True, exist_ok=True)
     env = {
         **buildah.env, "TMPDIR": str(build_tmp), "IMAGEPATCH_CACHE": str(CACHE),
-        "BASE": "debian", "BASE_REGISTRY": registry.host, "TLS_VERIFY": "false",
+        "BASE": "debian", "BASE_REGISTRY": registry.host, "TLS_VERIFY": "false", "COMPRESS": "false",
         "IMAGE": ref, "PUSH": "1",
     }
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
     started = time.monotonic()
     proc = subprocess.run(["bash", str(REPO / "release" / "build-image.sh")], env=env,
                           capture_output=True, text=True, timeout=1500, check=False)
@@ -77,7 +79,7 @@ def image(registry: LocalRegistry, buildah: Buildah) -> Iterator[dict[str, str]]
     digest = proc.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), proc.stdout
     assert registry.head_digest("imagepatch/imagepatch", tag) == digest
-    yield {"ref": ref, "digest": digest}
+    yield {"ref": ref, "digest": digest, "revision": head.stdout.strip() if head.returncode == 0 else "unknown"}
 
 
 def buildah_cmd(buildah: Buildah, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -96,47 +98,53 @@ def test_image_labels_name_its_base_by_digest_and_its_version(
     assert labels["org.opencontainers.image.base.name"] == f"{registry.host}/{BASE_REPO}:{BASE_TAG}"
     assert labels["org.opencontainers.image.base.digest"] == registry.head_digest(BASE_REPO, BASE_TAG)
     assert labels["org.opencontainers.image.version"] == __version__
-    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
-    if head.returncode == 0:
-        assert labels["org.opencontainers.image.revision"] == head.stdout.strip()
+    assert labels["org.opencontainers.image.revision"] == image["revision"]
     assert config["OCIv1"]["config"]["User"] == "65532:65532"
 
 
 @pytest.fixture(scope="module")
-def readonly_container(image: dict[str, str], buildah: Buildah, tmp_path_factory) -> Iterator[tuple[str, Path]]:
+def readonly_container(image: dict[str, str], buildah: Buildah, tmp_path_factory) -> Iterator[str]:
     """A working container of the image whose root filesystem is a read-only mount."""
     ctr = buildah_cmd(buildah, "from", "--pull=false", image["ref"]).stdout.strip().splitlines()[-1]
     root = Path(buildah_cmd(buildah, "mount", ctr).stdout.strip())
-    (root / "run" / ".containerenv").touch()  # buildah's own mountpoint, made before root turns ro
-    subprocess.run(["mount", "--bind", str(root), str(root)], check=True)
-    tmp = tmp_path_factory.mktemp("image-tmp")
-    tmp.chmod(0o1777)
+    mounted: list[Path] = []
+
+    def bind(source: Path, target: Path) -> None:
+        subprocess.run(["mount", "--bind", str(source), str(target)], check=True)
+        mounted.append(target)
+
     try:
+        bind(root, root)
+        for writable in ("tmp", "run"):
+            host = tmp_path_factory.mktemp(f"image-{writable}")
+            host.chmod(0o1777)
+            bind(host, root / writable)
         subprocess.run(["mount", "-o", "remount,bind,ro", str(root)], check=True)
-        yield ctr, tmp
+        yield ctr
     finally:
-        subprocess.run(["umount", str(root)], check=False)
+        for target in reversed(mounted):
+            subprocess.run(["umount", str(target)], check=False)
         buildah_cmd(buildah, "rm", ctr, check=False)
 
 
-def run_as_65532(buildah: Buildah, ctr: str, tmp: Path, *command: str) -> subprocess.CompletedProcess[str]:
-    return buildah_cmd(buildah, "run", "--user", "65532:65532", "-v", f"{tmp}:/tmp", ctr, "--",
-                       *command, check=False)
+def run_as_65532(buildah: Buildah, ctr: str, *command: str) -> subprocess.CompletedProcess[str]:
+    return buildah_cmd(buildah, "run", "--user", "65532:65532", ctr, "--", *command, check=False)
 
 
 def test_image_runs_as_65532_on_a_read_only_root(
-    readonly_container: tuple[str, Path], buildah: Buildah
+    readonly_container: str, buildah: Buildah
 ) -> None:
-    ctr, tmp = readonly_container
-    helped = run_as_65532(buildah, ctr, tmp, "imagepatch", "--help")
+    ctr = readonly_container
+    helped = run_as_65532(buildah, ctr, "imagepatch", "--help")
     assert helped.returncode == 0, helped.stderr
     assert "usage: imagepatch" in helped.stdout and "{run,report,version}" in helped.stdout
-    version = run_as_65532(buildah, ctr, tmp, "imagepatch", "version")
+    version = run_as_65532(buildah, ctr, "imagepatch", "version")
     assert version.returncode == 0, version.stderr
     assert version.stdout.strip() == f"imagepatch {__version__}"
 
-    probe = run_as_65532(buildah, ctr, tmp, "sh", "-c",
+    probe = run_as_65532(buildah, ctr, "sh", "-c",
                          'id -u; grep " / " /proc/mounts; touch /opt/venv/x 2>&1; touch /tmp/x && echo tmp-ok')
+    assert probe.returncode == 0, probe.stderr
     lines = probe.stdout.splitlines()
     assert lines[0] == "65532", probe.stdout
     assert re.match(r"\S+ / \S+ ro[ ,]", lines[1]), f"the root is not mounted read-only: {lines[1]}"
@@ -145,10 +153,10 @@ def test_image_runs_as_65532_on_a_read_only_root(
 
 
 def test_image_carries_an_sbom_of_the_locked_dependencies(
-    readonly_container: tuple[str, Path], buildah: Buildah
+    readonly_container: str, buildah: Buildah
 ) -> None:
-    ctr, tmp = readonly_container
-    cat = run_as_65532(buildah, ctr, tmp, "cat", "/usr/share/doc/imagepatch/sbom.cdx.json")
+    ctr = readonly_container
+    cat = run_as_65532(buildah, ctr, "cat", "/usr/share/doc/imagepatch/sbom.cdx.json")
     assert cat.returncode == 0, cat.stderr
     sbom = json.loads(cat.stdout)
     assert sbom["bomFormat"] == "CycloneDX"
