@@ -51,8 +51,13 @@ CACHE = Path(os.environ.get("IMAGEPATCH_CACHE", "/var/cache/imagepatch"))
 BASE_REPO, BASE_TAG = "imagepatch/debian-python", "3.11-bookworm"
 
 
+def normalized(name: str) -> str:
+    """A distribution name as PEP 503 compares them (the SBOM says typing_extensions, the lock typing-extensions)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def locked_versions(lock: Path) -> dict[str, str]:
-    return {m[0].lower(): m[1] for m in re.findall(r"^([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==(\S+)", lock.read_text(), re.M)}
+    return {normalized(m[0]): m[1] for m in re.findall(r"^([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==(\S+)", lock.read_text(), re.M)}
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +166,7 @@ def test_image_carries_an_sbom_of_the_locked_dependencies(
     sbom = json.loads(cat.stdout)
     assert sbom["bomFormat"] == "CycloneDX"
     assert sbom["metadata"]["component"]["name"] == "imagepatch"
-    listed = {c["name"].lower(): c["version"] for c in sbom["components"]}
+    listed = {normalized(c["name"]): c["version"] for c in sbom["components"]}
     locked = locked_versions(REPO / "requirements" / "runtime.lock")
     for name in ("kopf", "kubernetes", "boto3", "httpx", "stamina"):
         assert listed[name] == locked[name], (name, listed.get(name), locked[name])
