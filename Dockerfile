@@ -30,25 +30,21 @@ ARG BASE_DIGEST=sha256:a36c24f9cbdf4fd0f52d67f0823eeac19c2028c637cecc392d97f980d
 
 # ---- builder: build the wheel, install it and the locked dependencies into /opt/venv
 FROM ${BASE_NAME}@${BASE_DIGEST} AS builder
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 # Behind a TLS-intercepting proxy, pip needs its CA: `make image` mounts the host's
 # bundle ($PIP_CERT or $SSL_CERT_FILE) read-only and names it here, in this stage only.
 ARG PIP_CERT
 WORKDIR /src
 # The build tools get a venv of their own, left behind in this stage.
 COPY requirements/runtime.lock requirements/build.lock requirements/
-# pip's download cache is a cache mount: hashes are checked on every install, and
-# a rebuild downloads nothing it has seen (this stage is discarded anyway).
-RUN --mount=type=cache,id=imagepatch-pip,target=/root/.cache/pip \
-    python3 -m venv /opt/build \
+RUN python3 -m venv /opt/build \
  && /opt/build/bin/pip install --quiet --require-hashes --only-binary :all: -r requirements/build.lock
 COPY pyproject.toml README.md ./
 COPY operator ./operator
 # The operator's venv gets no pip of its own: the build venv's pip installs into
 # it. Its .pyc files are compiled here, since the root filesystem is read-only
 # at run time. The SBOM (CycloneDX) lists what the venv holds, as installed.
-RUN --mount=type=cache,id=imagepatch-pip,target=/root/.cache/pip \
-    /opt/build/bin/pip wheel --quiet --no-deps --no-build-isolation --wheel-dir /wheels . \
+RUN /opt/build/bin/pip wheel --quiet --no-deps --no-build-isolation --wheel-dir /wheels . \
  && python3 -m venv --without-pip /opt/venv \
  && /opt/build/bin/pip --python /opt/venv/bin/python install --quiet \
       --require-hashes --only-binary :all: -r requirements/runtime.lock \
