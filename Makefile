@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 CHECKOV := .venv-checkov/bin/checkov --skip-download --compact --quiet
 HELM = $(shell bash tests/cluster/build-helm.sh --print)
 
-.PHONY: setup test coverage demo unit lint checkov checkov-only pin-image bench bench-chart cluster-up cluster-down clean
+.PHONY: setup test coverage demo unit lint lock lock-check image checkov checkov-only pin-image bench bench-chart cluster-up cluster-down clean
 
 ## setup: install Debian packages, the virtualenv and build the test control plane
 setup:
@@ -44,12 +44,28 @@ bench-chart: setup
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m tests.bench.chart
 
-## lint: ruff, import-linter (core/ and model/ stay free of I/O), mypy --strict over operator/ and checkov
+## lint: ruff, import-linter (core/ and model/ stay free of I/O), mypy --strict over operator/,
+## checkov, and the locks agree with pyproject.toml
 lint: setup
 	$(VENV)/bin/ruff check operator tests
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 	@$(MAKE) --no-print-directory checkov-only
+	@$(MAKE) --no-print-directory lock-check
+
+## image: build the operator image with buildah (release/build-image.sh); IMAGE=<ref> PUSH=1 pushes it
+## and prints its digest; BASE=debian BASE_REGISTRY=<host> builds the base from Debian packages
+image:
+	@bash release/build-image.sh
+
+## lock: rewrite requirements/{runtime,dev,build}.lock (hashed, by uv) from pyproject.toml and
+## requirements/build.in, keeping every pin that still fits; UPGRADE=1 moves every pin
+lock:
+	bash requirements/lock.sh
+
+## lock-check: fail when a lock no longer matches pyproject.toml / requirements/build.in (needs PyPI)
+lock-check:
+	bash requirements/lock.sh --check
 
 ## checkov: the policy scanner over deploy/, the rendered chart (default values,
 ## and every feature on) and the Dockerfile; any unskipped failure fails. A

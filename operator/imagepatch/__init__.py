@@ -6,4 +6,7 @@ decisions, ``adapters`` hold all I/O, ``reconcile`` runs observe → plan → ac
 record, ``handlers`` wires kopf, and ``cli``/``__main__`` are entry points.
 """
 
-__version__ = "0.1.0"
+# The one version source: pyproject reads it (dynamic version), the chart's
+# version/appVersion and the Dockerfile's VERSION build arg are kept equal to it
+# (tests/integration/test_release.py), and `imagepatch version` prints it.
+__version__ = "0.3.0"

@@ -282,7 +282,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.set_defaults(func=_run)
     cli_report.add_parser(sub)
+    version = sub.add_parser("version", help="print the version and exit")
+    version.set_defaults(func=_version)
     return parser
+
+
+def _version(args: argparse.Namespace) -> int:
+    print(f"imagepatch {__version__}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -771,7 +771,7 @@ def test_make_pin_image_pins_deploy_and_the_chart_by_digest(tmp_path: Path) -> N
                        capture_output=True)
     shipped = one(load_yaml_docs(tmp_path / "deploy" / "deployment.yaml"), "Deployment")
     image = shipped["spec"]["template"]["spec"]["containers"][0]["image"]
-    assert image == f"ghcr.io/imagepatch/imagepatch:0.1.0@{digest}"
+    assert image == f"ghcr.io/imagepatch/imagepatch:0.3.0@{digest}"
     skips = " ".join((shipped["metadata"].get("annotations") or {}).values())
     assert "CKV_K8S_43" not in skips and "CKV_K8S_11" in skips
     assert yaml.safe_load((tmp_path / "charts/imagepatch/values.yaml").read_text())["image"]["digest"] == digest
