@@ -1,6 +1,9 @@
 """Command-line entry point: ``imagepatch run`` starts the operator.
 
-``imagepatch report`` reads the cluster for people (``imagepatch.cli_report``).
+``imagepatch report`` reads the cluster for people (``imagepatch.cli_report``);
+``approve``, ``reject``, ``why``, ``list``, ``retrigger`` and ``completion`` act
+for them (``imagepatch.cli_plugin``). The same commands install as
+``kubectl-imagepatch``, which kubectl runs as ``kubectl imagepatch``.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import socket
 import sys
 from typing import TYPE_CHECKING, Any
 
-from imagepatch import __version__, cli_report
+from imagepatch import __version__, cli_plugin, cli_report
 
 if TYPE_CHECKING:
     from imagepatch.handlers import Options
@@ -158,10 +161,8 @@ def _network(value: str) -> str:
         raise argparse.ArgumentTypeError(f"not a CIDR network: {value!r}") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="imagepatch", description="Keep container images patched."
-    )
+def build_parser(prog: str = "imagepatch") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Keep container images patched.")
     parser.add_argument("--version", action="version", version=f"imagepatch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the operator")
@@ -270,12 +271,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.set_defaults(func=_run)
     cli_report.add_parser(sub)
+    cli_plugin.add_parsers(sub)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args))
+def main(argv: list[str] | None = None, prog: str = "imagepatch") -> int:
+    args = build_parser(prog).parse_args(argv)
+    if args.command in ("run", "report"):
+        return int(args.func(args))
+    args.prog = prog
+    return cli_plugin.run(args)
+
+
+def kubectl_main() -> int:
+    """``kubectl-imagepatch``: the same commands, named as kubectl runs them."""
+    return main(prog="kubectl imagepatch")
 
 
 if __name__ == "__main__":
