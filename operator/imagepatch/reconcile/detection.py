@@ -95,6 +95,7 @@ from imagepatch.core.reasons import (
 from imagepatch.core.retention import retention
 from imagepatch.core.rollout import running_digest, wave_for
 from imagepatch.core.scans import FindingsSource, ScanReport
+from imagepatch.core.user_rollback import REJECTED_BY_USER, rejection_message
 from imagepatch.model import memory as memory_model
 from imagepatch.model.errors import SpecError
 from imagepatch.model.imagepatch import CLOSE_ANNOTATION, KEY_ANNOTATION, Target, TargetPhase
@@ -118,6 +119,7 @@ from imagepatch.model.policy import (
 )
 from imagepatch.model.times import Clock, utcnow
 from imagepatch.model.workload_state import ContainerState, WorkloadState
+from imagepatch.reconcile import user_rollbacks
 
 log = logging.getLogger("imagepatch.detection")
 
@@ -714,6 +716,8 @@ class Detector:
                     assessment = replace(assessment, message=f"{assessment.message} ({facts.note})")
                 assessed.append((facts, assessment))
             results.append((dep, assessed))
+        # issue 22 hook (i22-plugin): a rollback made by hand is remembered before planning.
+        user_rollbacks.remember(self.memory, (d for d, _ in results), patches, self.clock())
         # The base digests remembered above are written before any patch is opened or closed.
         await self.memory.flush()
 
@@ -1469,7 +1473,10 @@ def _with_failed_memory(
         if intent is not None:
             intent = compliance.with_rebuild_override(intent, _requested_rebuild(dep))
         failed = memory.get(intent.key) if intent is not None else None
-        if failed:
+        if failed and failed.get("reason") == REJECTED_BY_USER:  # issue 22 hook (i22-plugin)
+            assessment = Assessment(state=State.FAILED, reason=REJECTED_BY_USER,
+                                    message=rejection_message(failed))
+        elif failed:
             assessment = Assessment(
                 state=State.FAILED,
                 reason=reasons.REBUILD_FAILED_BEFORE,
