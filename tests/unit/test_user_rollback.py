@@ -80,3 +80,43 @@ def test_a_rollback_is_remembered_once_with_its_reason() -> None:
 def test_the_state_names_the_digest_and_the_patch() -> None:
     message = rejection_message({"digest": NEW, "patch": "web-1", "at": "2026-12-05T12:00:00Z"})
     assert NEW in message and "web-1" in message and "not rolled out here again" in message
+
+
+# -- reconcile.user_rollbacks: detection's hook, with the in-memory OperatorMemory -----------
+
+
+def raw_patch(phase: str = "Succeeded", **over: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "web-1", "annotations": {"imagepatch.dev/key": "k1"}},
+        "spec": {"image": REPO, "policy": "p", "currentDigest": OLD, "tag": "1.0", **over},
+        "status": {"phase": phase, "targetDigest": NEW, "rollouts": [
+            {"namespace": "shop", "kind": "Deployment", "name": "web", "container": "app",
+             "phase": "Healthy", "previousImage": f"{REPO}:1.0",
+             "targetImage": f"{REPO}:1.0@{NEW}", "patchedGeneration": 2}]},
+    }
+
+
+def test_the_hook_stages_the_rejection_once() -> None:
+    from imagepatch.adapters.memory import OperatorMemory
+    from imagepatch.reconcile.user_rollbacks import remember
+
+    memory = OperatorMemory()
+    wl = workload(f"{REPO}:1.0")
+    wl["metadata"]["uid"] = "u1"
+    remember(memory, [wl, workload(f"{REPO}:1.0@{NEW}")], [raw_patch()], NOW)
+    [entry] = memory.get("Deployment", "shop", "web", "u1").failed
+    assert (entry["digest"], entry["reason"]) == (NEW, REJECTED_BY_USER)
+    staged = memory.records.copy()
+    remember(memory, [wl], [raw_patch()], NOW + dt.timedelta(minutes=5))
+    assert memory.records == staged  # remembered once, "at" unchanged
+
+
+def test_the_hook_ignores_open_and_unreadable_patches() -> None:
+    from imagepatch.adapters.memory import OperatorMemory
+    from imagepatch.reconcile.user_rollbacks import remember
+
+    memory = OperatorMemory()
+    wl = workload(f"{REPO}:1.0")
+    remember(memory, [wl], [raw_patch(phase="RollingOut"), raw_patch(image="")], NOW)
+    remember(memory, [dict(wl, kind="Pod")], [raw_patch(phase="RollingOut")], NOW)
+    assert memory.records == {}
