@@ -288,5 +288,10 @@ def kubectl_main() -> int:
     return main(prog="kubectl imagepatch")
 
 
+def kubectl_complete() -> int:
+    """``kubectl_complete-imagepatch``: completes ``kubectl imagepatch …`` for kubectl."""
+    return cli_plugin.completion_main(sys.argv[1:])
+
+
 if __name__ == "__main__":
     sys.exit(main())

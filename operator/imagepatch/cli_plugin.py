@@ -20,7 +20,10 @@ do is what their RBAC lets them do; nothing here needs the operator's rights.
   operator already honours: it runs a detection pass for the policy now and
   echoes the value in ``status.lastHandledReconcileAt`` (as Flux does with
   ``reconcile.fluxcd.io/requestedAt``).
-* ``completion bash|zsh`` prints a completion script.
+* ``completion bash|zsh`` prints a completion script for ``kubectl-imagepatch``
+  and ``imagepatch``; ``kubectl imagepatch <TAB>`` completes through
+  ``kubectl_complete-imagepatch`` (:func:`completion_main`), the executable
+  kubectl (1.26+) runs to complete a plugin's arguments.
 
 Exit status: 0; 1 when the cluster refuses or the object is missing; 2 for
 bad arguments (argparse's).
@@ -410,6 +413,37 @@ def completion_script(shell: str, prog: str) -> str:
     template = _BASH if shell == "bash" else _ZSH
     return template.format(prog=prog, fn=prog.replace("-", "_"), verbs=" ".join(VERBS),
                            kinds="deploy sts ds cj deployment statefulset daemonset cronjob")
+
+
+FLAGS = ("--kubeconfig", "--context", "--namespace", "--reason", "--policy", "--all", "--help")
+_KINDS = ("deploy", "sts", "ds", "cj", "deployment", "statefulset", "daemonset", "cronjob")
+# cobra's ShellCompDirectiveNoFileComp (and NoSpace, for `why KIND/`).
+_NO_FILES, _NO_SPACE = 4, 2
+
+
+def complete(words: Sequence[str]) -> tuple[list[str], int]:
+    """Candidates for the last of ``words`` (the arguments after ``kubectl imagepatch``).
+
+    The same choices as the static scripts; kubectl asks for them through
+    ``kubectl_complete-imagepatch`` and prints them in cobra's format.
+    """
+    *before, current = list(words) or [""]
+    if not before:
+        return [v for v in VERBS if v.startswith(current)], _NO_FILES
+    if current.startswith("-"):
+        return [f for f in FLAGS if f.startswith(current)], _NO_FILES
+    if before[0] == "completion" and len(before) == 1:
+        return [s for s in ("bash", "zsh") if s.startswith(current)], _NO_FILES
+    if before[0] == "why" and "/" not in current and len(before) == 1:
+        return [f"{k}/" for k in _KINDS if k.startswith(current)], _NO_FILES | _NO_SPACE
+    return [], _NO_FILES
+
+
+def completion_main(argv: Sequence[str]) -> int:
+    """``kubectl_complete-imagepatch``: what kubectl runs to complete ``kubectl imagepatch …``."""
+    candidates, directive = complete(argv)
+    sys.stdout.write("".join(f"{c}\n" for c in candidates) + f":{directive}\n")
+    return 0
 
 
 def _completion(args: argparse.Namespace) -> int:

@@ -16,7 +16,9 @@ verb is checked as a user runs it, not as cluster admin.
   a workload not opted in is said to be so.
 * list prints kubectl-like columns of the open patches (-A: all).
 * retrigger sets ``imagepatch.dev/requestedAt`` on the policy.
-* completion prints scripts bash and zsh accept.
+* completion prints scripts bash and zsh accept; ``kubectl __complete
+  imagepatch …`` (what kubectl's own completion runs) completes the verbs
+  through ``kubectl_complete-imagepatch``.
 """
 
 from __future__ import annotations
@@ -48,14 +50,16 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def plugin_path(tmp_path_factory) -> Path:
-    """A directory holding ``kubectl-imagepatch`` as pip makes it from pyproject's entry."""
+    """``kubectl-imagepatch`` and ``kubectl_complete-imagepatch``, as pip makes them from
+    pyproject's [project.scripts] entries."""
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    module, _, func = scripts["kubectl-imagepatch"].partition(":")
     bindir = tmp_path_factory.mktemp("plugin-bin")
-    exe = bindir / "kubectl-imagepatch"
-    exe.write_text(f"#!{sys.executable}\nimport sys\nfrom {module} import {func}\n"
-                   f"sys.exit({func}())\n")
-    exe.chmod(0o755)
+    for name in ("kubectl-imagepatch", "kubectl_complete-imagepatch"):
+        module, _, func = scripts[name].partition(":")
+        exe = bindir / name
+        exe.write_text(f"#!{sys.executable}\nimport sys\nfrom {module} import {func}\n"
+                       f"sys.exit({func}())\n")
+        exe.chmod(0o755)
     return bindir
 
 
@@ -121,7 +125,9 @@ def plugin(scene: Scene, bindir: Path, *args: str, via_kubectl: bool = False,
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
     env["PATH"] = f"{bindir}{os.pathsep}{env.get('PATH', '')}"
     env["KUBECONFIG"] = str(scene.config)
-    if via_kubectl:  # kubectl finds kubectl-imagepatch on PATH
+    if via_kubectl and args[0] == "__complete":  # kubectl's completion of `kubectl imagepatch`
+        argv = [scene.kube.kubectl_bin, args[0], "imagepatch", *args[1:]]
+    elif via_kubectl:  # kubectl finds kubectl-imagepatch on PATH
         argv = [scene.kube.kubectl_bin, "imagepatch", *args]
     else:
         argv = [str(bindir / "kubectl-imagepatch"), *args]
@@ -217,3 +223,12 @@ def test_report_and_completion(scene, plugin_path) -> None:
         assert "kubectl-imagepatch" in script and "approve" in script
         if shutil.which(checker):
             subprocess.run([checker, "-n"], input=script, text=True, check=True)
+
+
+def test_kubectl_completes_the_plugins_arguments(scene, plugin_path) -> None:
+    """kubectl (1.26+) asks kubectl_complete-imagepatch, found on PATH, for candidates."""
+    out = plugin(scene, plugin_path, "__complete", "re", via_kubectl=True).stdout
+    assert out.splitlines()[:3] == ["reject", "report", "retrigger"]
+    out = plugin(scene, plugin_path, "__complete", "why", "st",
+                 via_kubectl=True).stdout
+    assert "sts/" in out.splitlines() and "statefulset/" in out.splitlines()

@@ -13,7 +13,16 @@ from types import SimpleNamespace
 import pytest
 
 from imagepatch.cli import build_parser
-from imagepatch.cli_plugin import _age, _targets, _workload, completion_script, explain, table
+from imagepatch.cli_plugin import (
+    _age,
+    _targets,
+    _workload,
+    complete,
+    completion_main,
+    completion_script,
+    explain,
+    table,
+)
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -101,3 +110,22 @@ def test_completion_scripts_name_the_program_and_verbs() -> None:
 def test_both_programs_share_the_verbs() -> None:
     args = build_parser("kubectl imagepatch").parse_args(["reject", "p", "--reason", "no"])
     assert (args.decision, args.reason, args.name) == ("Rejected", "no", "p")
+
+
+@pytest.mark.parametrize(("words", "candidates", "directive"), [
+    ([], list(("approve", "reject", "why", "list", "report", "retrigger", "completion")), 4),
+    (["a"], ["approve"], 4),
+    (["reject", "p", "--re"], ["--reason"], 4),
+    (["completion", ""], ["bash", "zsh"], 4),
+    (["why", "c"], ["cj/", "cronjob/"], 6),
+    (["why", "deploy/"], [], 4),
+    (["approve", ""], [], 4),
+])
+def test_kubectl_completion_candidates(words: list[str], candidates: list[str],
+                                       directive: int) -> None:
+    assert complete(words) == (candidates, directive)
+
+
+def test_kubectl_completion_prints_cobras_format(capsys: pytest.CaptureFixture[str]) -> None:
+    assert completion_main(["li"]) == 0
+    assert capsys.readouterr().out == "list\n:4\n"
