@@ -1,6 +1,9 @@
 """Command-line entry point: ``imagepatch run`` starts the operator.
 
-``imagepatch report`` reads the cluster for people (``imagepatch.cli_report``).
+``imagepatch report`` reads the cluster for people (``imagepatch.cli_report``);
+``approve``, ``reject``, ``why``, ``list``, ``retrigger`` and ``completion`` act
+for them (``imagepatch.cli_plugin``). The same commands install as
+``kubectl-imagepatch``, which kubectl runs as ``kubectl imagepatch``.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import socket
 import sys
 from typing import TYPE_CHECKING, Any
 
-from imagepatch import __version__, cli_report
+from imagepatch import __version__, cli_plugin, cli_report
 
 if TYPE_CHECKING:
     from imagepatch.handlers import Options
@@ -162,10 +165,8 @@ def _network(value: str) -> str:
         raise argparse.ArgumentTypeError(f"not a CIDR network: {value!r}") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="imagepatch", description="Keep container images patched."
-    )
+def build_parser(prog: str = "imagepatch") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Keep container images patched.")
     parser.add_argument("--version", action="version", version=f"imagepatch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the operator")
@@ -284,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_report.add_parser(sub)
     version = sub.add_parser("version", help="print the version and exit")
     version.set_defaults(func=_version)
+    cli_plugin.add_parsers(sub)
     return parser
 
 
@@ -292,9 +294,22 @@ def _version(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args))
+def main(argv: list[str] | None = None, prog: str = "imagepatch") -> int:
+    args = build_parser(prog).parse_args(argv)
+    if args.command in ("run", "report", "version"):
+        return int(args.func(args))
+    args.prog = prog
+    return cli_plugin.run(args)
+
+
+def kubectl_main() -> int:
+    """``kubectl-imagepatch``: the same commands, named as kubectl runs them."""
+    return main(prog="kubectl imagepatch")
+
+
+def kubectl_complete() -> int:
+    """``kubectl_complete-imagepatch``: completes ``kubectl imagepatch …`` for kubectl."""
+    return cli_plugin.completion_main(sys.argv[1:])
 
 
 if __name__ == "__main__":

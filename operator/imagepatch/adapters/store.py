@@ -196,7 +196,10 @@ def slim_workload(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "kind": kind,
         "metadata": {
-            **{k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion") if k in meta},
+            # generation: a person's own template change is told from imagepatch's
+            # by it (core.user_rollback).
+            **{k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "generation")
+               if k in meta},
             "annotations": {k: v for k, v in (meta.get("annotations") or {}).items()
                             if k.startswith(PREFIX)},
         },

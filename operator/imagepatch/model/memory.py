@@ -13,7 +13,9 @@ it lives under, and the bounded updates::
      "state": "BaseImageOutdated", "since": "2026-12-05T12:00:00Z",
      "bases": {"app": {"digest": "sha256:…", "base": "registry/base:1",
                        "baseDigest": "sha256:…"}},
-     "failed": [{"digest": "sha256:…", "key": "…", "patch": "app-1a2b3c", "at": "…"}]}
+     "failed": [{"digest": "sha256:…", "key": "…", "patch": "app-1a2b3c", "at": "…"},
+                {"digest": "sha256:…", "key": "…", "patch": "app-4d5e6f", "at": "…",
+                 "reason": "RejectedByUser"}]}
 
 * ``uid``: a workload deleted and created again under the same name is
   another workload; its record starts fresh (:func:`for_workload`).
@@ -21,7 +23,8 @@ it lives under, and the bounded updates::
   be built on when its lineage came only from the ``imagepatch.dev/base-image``
   annotation (the image records none): without it a base push could never make
   such a workload outdated.
-* ``failed``: the rebuilds that failed their health gate here, newest last, at
+* ``failed``: the rebuilds that failed their health gate here, and those a
+  person rolled back by hand (``reason: RejectedByUser``), newest last, at
   most :data:`FAILED_LIMIT` (the same bound the annotation had).
 * ``state``/``since``: the last evaluated state and when it was entered.
 * ``seen``: base digest -> when this workload's evaluation first saw it, for
@@ -125,13 +128,20 @@ def for_workload(
 
 
 def with_failed(
-    memory: WorkloadMemory, *, digest: str, key: str, patch: str, now: dt.datetime
+    memory: WorkloadMemory, *, digest: str, key: str, patch: str, now: dt.datetime,
+    reason: str = "",
 ) -> WorkloadMemory:
-    """``digest`` remembered as failed here (newest last, at most FAILED_LIMIT entries)."""
+    """``digest`` remembered as failed here (newest last, at most FAILED_LIMIT entries).
+
+    ``reason``: why, when not its health gate (``RejectedByUser``: a person
+    rolled it back by hand, ``core.user_rollback``).
+    """
     kept = [e for e in memory.failed if e.get("digest") != digest]
     entry = {"digest": digest, "patch": patch, "at": format_time(now)}
     if key:
         entry["key"] = key
+    if reason:
+        entry["reason"] = reason
     return replace(memory, failed=(*kept, entry)[-FAILED_LIMIT:])
 
 

@@ -20,6 +20,7 @@ from imagepatch.core.detection.assess import Observation
 from imagepatch.core.detection.plan import Settled
 from imagepatch.core.detection.workload import clip, kind_of, requested_rebuild
 from imagepatch.core.reasons import PATCH_REJECTED
+from imagepatch.core.user_rollback import REJECTED_BY_USER, rejection_message
 from imagepatch.model.memory import WorkloadMemory
 from imagepatch.model.policy import VulnerabilitySource
 from imagepatch.model.workload_state import ContainerState
@@ -67,7 +68,11 @@ def with_failed_memory(
         if intent is not None:
             intent = compliance.with_rebuild_override(intent, requested_rebuild(workload))
         failed = memory.get(intent.key) if intent is not None else None
-        if failed:
+        if failed and failed.get("reason") == REJECTED_BY_USER:
+            # A person rolled this digest back by hand: not rolled out here again.
+            assessment = Assessment(state=State.FAILED, reason=REJECTED_BY_USER,
+                                    message=rejection_message(failed))
+        elif failed:
             assessment = Assessment(
                 state=State.FAILED,
                 reason=reasons.REBUILD_FAILED_BEFORE,

@@ -62,6 +62,7 @@ from imagepatch.model.names import POLICY_ANNOTATION, STATE_ANNOTATION
 from imagepatch.model.policy import PolicySpec, parse_policy
 from imagepatch.model.times import Clock, utcnow
 from imagepatch.model.workload_state import ContainerState
+from imagepatch.reconcile import user_rollbacks
 from imagepatch.reconcile.detection.act import act
 from imagepatch.reconcile.detection.facts import FactReader, PassMemo, PolicyPass, registry_for
 from imagepatch.reconcile.detection.record import NOT_ADMITTED, POLICY_NOT_FOUND, StateRecorder
@@ -548,6 +549,9 @@ class Detector:
         )
         known = _known_patches(policy, patches)
         observed = await self._observe(run, workloads)
+        # A rollback a person made by hand is remembered (the digest rejected for
+        # that container) before the assessment reads the memory.
+        user_rollbacks.remember(self.memory, workloads, patches, self.clock())
         # The base digests remembered while observing are written before any patch
         # is opened or closed.
         await self.memory.flush()
