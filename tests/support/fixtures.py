@@ -8,6 +8,7 @@ Session fixtures (started once, on first use, stopped at the end):
 * ``moto_server`` -> ``MotoServer``: moto in server mode, as a subprocess.
 * ``buildah`` -> ``Buildah``: buildah with private storage and config, pushing
   to ``registry``.
+* ``git_server`` -> ``GitServer``: ``git http-backend`` behind basic auth.
 
 Function fixture:
 
@@ -26,6 +27,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.cosign import Cosign, build_cosign
+from tests.support.gitserver import GitServer
 from tests.support.images import Buildah
 from tests.support.moto import MotoServer
 from tests.support.registry import LocalRegistry
@@ -72,3 +74,13 @@ def buildah(registry: LocalRegistry, tmp_path_factory: pytest.TempPathFactory) -
 def cosign(tmp_path_factory: pytest.TempPathFactory) -> Cosign:
     """The real cosign (tests/cluster/build-cosign.sh), with its own HOME and work folder."""
     return Cosign(build_cosign(), tmp_path_factory.mktemp("cosign"))
+
+
+@pytest.fixture(scope="session")
+def git_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitServer]:
+    """A real Git smart-HTTP server (git http-backend) with basic auth (tests/support/gitserver.py)."""
+    server = GitServer.start(tmp_path_factory.mktemp("git-server"))
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -113,6 +113,19 @@ class OnTargetFailure(enum.StrEnum):
     STOP_ALL = "StopAll"
 
 
+class RolloutMode(enum.StrEnum):
+    """How the policy rolls a new image out (``spec.rollout.mode``).
+
+    ``Patch``: the live workload is patched. ``Skip``: it is reported, never
+    patched. Unset: ``Skip`` for a workload a GitOps tool delivers (Flux,
+    Argo CD: ``core/gitops.py``), whose sync would undo the patch, and
+    ``Patch`` for the rest.
+    """
+
+    PATCH = "Patch"
+    SKIP = "Skip"
+
+
 class SelectorOperator(enum.StrEnum):
     IN = "In"
     NOT_IN = "NotIn"
@@ -361,6 +374,8 @@ class Rollout:
     # 8 days: a weekly schedule (the most common long one) is covered by default.
     cron_job_run_within: dt.timedelta = dt.timedelta(hours=192)
     on_target_failure: OnTargetFailure = OnTargetFailure.CONTINUE
+    # None: Skip for GitOps-managed workloads, Patch for the rest (core/gitops.py).
+    mode: RolloutMode | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -878,6 +893,7 @@ def _parse_rollout(raw: Any, path: str) -> Rollout:
         on_target_failure=_enum(
             raw, path, "onTargetFailure", OnTargetFailure, default=defaults.on_target_failure
         ),
+        mode=_enum(raw, path, "mode", RolloutMode, default=None),
     )
 
 

@@ -119,7 +119,10 @@ from imagepatch.model.policy import (
 )
 from imagepatch.model.times import Clock, utcnow
 from imagepatch.model.workload_state import ContainerState, WorkloadState
-from imagepatch.reconcile import notifications  # i22-notify hook
+from imagepatch.reconcile import (
+    gitops,  # i22-gitops hook
+    notifications,  # i22-notify hook
+)
 from imagepatch.reconcile.approve_after import hold_new_base
 
 log = logging.getLogger("imagepatch.detection")
@@ -726,6 +729,7 @@ class Detector:
         failed_keys: set[str] = set()
         # Workloads whose imagepatch.dev/rebuild is outside spec.rebuild.allowed: uid -> why.
         refused: dict[str, str] = {}
+        gitops_skips: dict[str, gitops.Skip] = {}  # i22-gitops hook: uid -> why not patched
         for dep, assessed in results:
             meta = dep["metadata"]
             labels = await self._namespace_labels(meta["namespace"], memo)
@@ -735,6 +739,9 @@ class Detector:
             if refusal:
                 refused[meta["uid"]] = refusal
                 continue  # no build on its behalf; reported below
+            if skipped := gitops.skip(dep, spec, policy):  # i22-gitops hook: no patch for it
+                gitops_skips[meta["uid"]] = skipped
+                continue
             for facts, assessment in assessed:
                 intent = compliance.intent_for(facts, assessment)
                 if intent is None:
@@ -861,6 +868,8 @@ class Detector:
             if refusal and state in (State.VULNERABLE, State.BASE_IMAGE_OUTDATED):
                 reported = reasons.REBUILD_NOT_ALLOWED
                 message = f"{state}, but no rebuild is started: {refusal}"
+            reported, message = gitops.reported(  # i22-gitops hook
+                gitops_skips.get(dep["metadata"]["uid"]), state, (reported, message))
             try:
                 await self._report(dep, reported, message, container_states, policy)
             except AdapterError as exc:  # one workload's write must not stop the others
@@ -1305,6 +1314,7 @@ def _slim(body: Mapping[str, Any]) -> dict[str, Any]:
     kept["annotations"] = {
         k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith(PREFIX)
     }
+    kept = gitops.keep_claims(meta, kept)  # i22-gitops hook: Flux/Argo CD labels
     lists: dict[str, list[dict[str, Any]]] = {}
     for key, c in kinds.containers(body):
         lists.setdefault(key, []).append({"name": c.get("name"), "image": c.get("image")})
