@@ -8,6 +8,7 @@ Session fixtures (started once, on first use, stopped at the end):
 * ``moto_server`` -> ``MotoServer``: moto in server mode, as a subprocess.
 * ``buildah`` -> ``Buildah``: buildah with private storage and config, pushing
   to ``registry``.
+* ``git_server`` -> ``GitServer``: ``git http-backend`` behind basic auth.
 
 * ``argo_rollouts`` -> ``ArgoRollouts``: Argo Rollouts' real controller and
   CRDs on the local cluster (built by tests/cluster/build-argo-rollouts.sh).
@@ -30,6 +31,7 @@ import pytest
 
 from tests.support.argo import ArgoRollouts
 from tests.support.cosign import Cosign, build_cosign
+from tests.support.gitserver import GitServer
 from tests.support.images import Buildah
 from tests.support.moto import MotoServer
 from tests.support.registry import LocalRegistry
@@ -90,3 +92,13 @@ def argo_rollouts(kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ar
         yield argo
     finally:
         argo.stop()
+
+
+@pytest.fixture(scope="session")
+def git_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitServer]:
+    """A real Git smart-HTTP server (git http-backend) with basic auth (tests/support/gitserver.py)."""
+    server = GitServer.start(tmp_path_factory.mktemp("git-server"))
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -162,3 +162,16 @@ def test_a_cronjob_keeps_its_job_template_path() -> None:
     assert [(k, c["name"], c["image"]) for k, c in kinds.containers(slim)] == [
         ("containers", "app", "r/app:1"), ("initContainers", "init", "r/init:1")]
     assert "selector" not in slim["spec"]
+
+
+def test_a_stored_workload_keeps_its_gitops_claims_and_generation_and_nothing_else_foreign() -> None:
+    body = workload("web", "1")
+    body["metadata"]["generation"] = 4
+    body["metadata"]["labels"] = {"kustomize.toolkit.fluxcd.io/name": "apps",
+                                  "kustomize.toolkit.fluxcd.io/namespace": "flux-system",
+                                  "team": "payments"}
+    meta = slim_workload("Deployment", body)["metadata"]
+    assert meta["generation"] == 4
+    assert meta["labels"] == {"kustomize.toolkit.fluxcd.io/name": "apps",
+                              "kustomize.toolkit.fluxcd.io/namespace": "flux-system"}
+    assert "other.io/x" not in meta["annotations"]

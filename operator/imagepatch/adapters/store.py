@@ -53,6 +53,7 @@ from typing import Any
 from kubernetes import client
 
 from imagepatch.adapters.kube import DEFAULT_REQUEST_TIMEOUT, Kube
+from imagepatch.core import gitops
 from imagepatch.core.kinds import CONTAINER_LISTS, CRONJOB, KINDS
 from imagepatch.model.names import POLICY_ANNOTATION, PREFIX
 
@@ -195,14 +196,15 @@ def slim_workload(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
     )
     return {
         "kind": kind,
-        "metadata": {
+        # Flux's and Argo CD's claims too: they decide whether it is patched (core.gitops).
+        "metadata": gitops.keep_claims(meta, {
             # generation: a person's own template change is told from imagepatch's
             # by it (core.user_rollback).
             **{k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "generation")
                if k in meta},
             "annotations": {k: v for k, v in (meta.get("annotations") or {}).items()
                             if k.startswith(PREFIX)},
-        },
+        }),
         "spec": slim_spec,
     }
 

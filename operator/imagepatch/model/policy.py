@@ -126,6 +126,19 @@ class ArgoPromote(enum.StrEnum):
     AUTO = "Auto"
 
 
+class RolloutMode(enum.StrEnum):
+    """How the policy rolls a new image out (``spec.rollout.mode``).
+
+    ``Patch``: the live workload is patched. ``Skip``: it is reported, never
+    patched. Unset: ``Skip`` for a workload a GitOps tool delivers (Flux,
+    Argo CD: ``core/gitops.py``), whose sync would undo the patch, and
+    ``Patch`` for the rest.
+    """
+
+    PATCH = "Patch"
+    SKIP = "Skip"
+
+
 class SelectorOperator(enum.StrEnum):
     IN = "In"
     NOT_IN = "NotIn"
@@ -375,6 +388,8 @@ class Rollout:
     cron_job_run_within: dt.timedelta = dt.timedelta(hours=192)
     on_target_failure: OnTargetFailure = OnTargetFailure.CONTINUE
     argo_promote: ArgoPromote = ArgoPromote.NEVER
+    # None: Skip for GitOps-managed workloads, Patch for the rest (core/gitops.py).
+    mode: RolloutMode | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -896,6 +911,7 @@ def _parse_rollout(raw: Any, path: str) -> Rollout:
             _mapping(raw.get("argoRollouts"), f"{path}.argoRollouts"), f"{path}.argoRollouts",
             "promote", ArgoPromote, default=defaults.argo_promote,
         ),  # fmt: skip
+        mode=_enum(raw, path, "mode", RolloutMode, default=None),
     )
 
 

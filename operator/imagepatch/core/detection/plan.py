@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from imagepatch.core import compliance, rebuild
+from imagepatch.core import compliance, gitops, rebuild
 from imagepatch.core.compliance import KnownPatch
 from imagepatch.core.detection.assess import Observation, TargetKey
 from imagepatch.core.detection.lineage import follows
@@ -34,6 +34,7 @@ _HOLDING = (TargetPhase.PATCHING, TargetPhase.GATING, TargetPhase.ROLLING_BACK)
 class PassPlan:
     patches: compliance.PatchPlan
     refused: Mapping[str, str]  # uid -> why its imagepatch.dev/rebuild is not allowed
+    skipped: Mapping[str, gitops.Skip]  # uid -> why the policy does not patch it (GitOps)
     follows: Mapping[str, frozenset[tuple[str, str]]]  # uid -> images it runs or follows
     bases: frozenset[str]  # the base names the policy's evaluated workloads follow
 
@@ -61,6 +62,7 @@ def plan_pass(
     known: Sequence[KnownPatch],
     *,
     targeted: bool,
+    policy: str = "",
 ) -> PassPlan:
     """What the pass creates, closes and retargets, from what it observed.
 
@@ -70,6 +72,7 @@ def plan_pass(
     intents: dict[str, compliance.PatchIntent] = {}
     failed_keys: set[str] = set()
     refused: dict[str, str] = {}
+    skipped: dict[str, gitops.Skip] = {}
     for seen in observations:
         meta = seen.workload["metadata"]
         remembered = {m.get("key") for m in (seen.memory.failed if seen.memory else ())}
@@ -78,6 +81,9 @@ def plan_pass(
         if refusal:
             refused[seen.uid] = refusal
             continue  # no build on its behalf; reported
+        if why := gitops.skip(seen.workload, spec, policy):
+            skipped[seen.uid] = why
+            continue  # a GitOps tool delivers it (or mode Skip): reported, never patched
         for facts, assessment in seen.assessed:
             intent = compliance.intent_for(facts, assessment)
             if intent is None:
@@ -111,7 +117,10 @@ def plan_pass(
         if targeted
         else None,
     )
-    return PassPlan(patches=patches, refused=refused, follows=followed, bases=frozenset(bases))
+    return PassPlan(
+        patches=patches, refused=refused, skipped=skipped, follows=followed,
+        bases=frozenset(bases),
+    )
 
 
 def targets_field(targets: Iterable[Target], existing: Iterable[Target]) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from imagepatch.core import compliance, kinds, reasons
+from imagepatch.core import compliance, gitops, kinds, reasons
 from imagepatch.core.compliance import Assessment, ContainerFacts, KnownPatch, State
 from imagepatch.core.detection.assess import Observation
 from imagepatch.core.detection.plan import Settled
@@ -131,6 +131,7 @@ def workload_report(
     rejected: Mapping[tuple[str, str], str],
     record: WorkloadMemory,
     refusal: str | None,
+    skip: gitops.Skip | None = None,
 ) -> WorkloadReport:
     """One workload's state: its worst container's, with the open patches overlaid."""
     workload = seen.workload
@@ -157,6 +158,7 @@ def workload_report(
     if refusal and state in (State.VULNERABLE, State.BASE_IMAGE_OUTDATED):
         reported = reasons.REBUILD_NOT_ALLOWED
         message = f"{state}, but no rebuild is started: {refusal}"
+    reported, message = gitops.reported(skip, state, (reported, message))
     return WorkloadReport(
         workload=workload,
         state=reported,
@@ -180,6 +182,7 @@ def report_pass(
     *,
     refused: Mapping[str, str],
     memory: Mapping[str, WorkloadMemory],
+    skipped: Mapping[str, gitops.Skip] | None = None,
 ) -> list[WorkloadReport]:
     """Every evaluated workload's report, from the pass's observations and act outcomes.
 
@@ -192,6 +195,7 @@ def report_pass(
             rejected=settled.rejected,
             record=memory[seen.uid],
             refusal=refused.get(seen.uid),
+            skip=(skipped or {}).get(seen.uid),
         )
         for seen in observations
     ]

@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from imagepatch.core import kinds, rebuild
+from imagepatch.core import gitops, kinds, rebuild
 from imagepatch.core.compliance import ContainerFacts
 from imagepatch.core.images import parse_image
 from imagepatch.model.names import (
@@ -78,6 +78,7 @@ def slim(body: Mapping[str, Any]) -> dict[str, Any]:
     kept["annotations"] = {
         k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith(PREFIX)
     }
+    kept = gitops.keep_claims(meta, kept)  # Flux's and Argo CD's labels (core.gitops)
     lists: dict[str, list[dict[str, Any]]] = {}
     for key, c in kinds.containers(body):
         lists.setdefault(key, []).append({"name": c.get("name"), "image": c.get("image")})

@@ -24,7 +24,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from imagepatch.core import health, kinds, reasons
+from imagepatch.core import gitops, health, kinds, reasons
 from imagepatch.core.images import parse_image
 from imagepatch.core.rollout.context import (
     CONFLICT_POLL,
@@ -364,6 +364,8 @@ def start_target(ctx: Context, *, index: int, workload: Workload) -> Step:
     blocked = kinds.not_patchable(target.kind, dep) or kinds.cronjob_run_too_far(
         target.kind, dep, ctx.gate, ctx.now
     )
+    blocked = blocked or gitops.not_patched(  # i22-gitops hook: GitOps-managed, rollout.mode
+        dep, ctx.policy.rollout.mode if ctx.policy else None, patch.policy)
     if blocked is not None:
         # Patching would change no pod (OnDelete), or no run would verify it in
         # time (a CronJob's far schedule): say what to change instead.

@@ -556,7 +556,7 @@ class Detector:
         # is opened or closed.
         await self.memory.flush()
         observations = await self._assess(run, observed)
-        plan = plan_pass(observations, spec, known, targeted=everyone is not None)
+        plan = plan_pass(observations, spec, known, targeted=everyone is not None, policy=policy)
         # Recorded before any side effect: a create that fails below must not
         # make this policy due again on every tick.
         self._remember_evaluated(policy, workloads, plan, targeted=everyone is not None)
@@ -682,7 +682,7 @@ class Detector:
         for dep in observed.not_admitted:
             self.results.pop(dep["metadata"]["uid"], None)
         reports = report_pass(
-            observations, settled, refused=plan.refused,
+            observations, settled, refused=plan.refused, skipped=plan.skipped,
             memory={o.uid: self.facts.remembered(o.workload) for o in observations},
         )  # fmt: skip
         writes += [(r.workload, r.state, r.message, r.containers) for r in reports]
