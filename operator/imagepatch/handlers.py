@@ -305,17 +305,21 @@ async def cronjob_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None
     memo.detector.observe(event.get("type"), event.get("object") or {}, kind="CronJob")
 
 
+async def rollout_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """The same for Argo Rollouts' Rollouts (registered by ``watch_argo_rollouts``)."""
+    memo.heartbeat.saw_event()
+    memo.store.observe_workload(kinds_rollout.ROLLOUT, event.get("type"),
+                                event.get("object") or {})
+    memo.detector.observe(event.get("type"), event.get("object") or {},
+                          kind=kinds_rollout.ROLLOUT)
+
+
 def watch_argo_rollouts() -> None:
     """Watch Argo Rollouts' Rollouts too (``--argo-rollouts``): registered only when asked,
     since without the CRD, or the access the chart grants with argoRollouts.enabled, the
     watch could never start."""
-
-    @kopf.on.event(kinds_rollout.GROUP, kinds_rollout.VERSION, kinds_rollout.PLURAL,
-                   id="seen-rollouts")
-    async def rollout_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-        memo.heartbeat.saw_event()
-        memo.detector.observe(event.get("type"), event.get("object") or {},
-                              kind=kinds_rollout.ROLLOUT)
+    kopf.on.event(kinds_rollout.GROUP, kinds_rollout.VERSION, kinds_rollout.PLURAL,
+                  id="seen-rollouts")(rollout_event)
 
 
 @kopf.on.probe(id="watch")

@@ -65,12 +65,15 @@ def given(kube, operator) -> Iterator[Scenario]:
 
 def rollout(given: Scenario, argo, ns: str, name: str, *, strategy: str, policy: str,
             auto_promotion: bool = True, crashloop_on: str | None = None,
-            image: str = OLD) -> dict[str, Any]:
+            image: str = OLD, workload_ref: bool = False) -> dict[str, Any]:
     """An opted-in Rollout as a team using Argo would write it, once Argo reports it Healthy.
 
     Blue/green: an active and a preview Service (Argo moves their selectors).
     Canary: two replicas, 50% then a manual pause, no traffic router (Argo
-    scales the ReplicaSets).
+    scales the ReplicaSets). ``workload_ref``: the pod template is in the
+    Deployment ``<name>-template`` (scaled to zero, as Argo's "Migrating to
+    Rollouts" shows, and consenting with imagepatch.dev/rollout), which the
+    Rollout references through spec.workloadRef.
     """
     labels = {"app": name}
     if crashloop_on:
@@ -87,17 +90,36 @@ def rollout(given: Scenario, argo, ns: str, name: str, *, strategy: str, policy:
     else:
         spec = {"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}
         replicas = 2
+    template = {"metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "app", "image": image}]}}
+    pods: dict[str, Any] = {"template": template}
+    if workload_ref:
+        given.apply({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": f"{name}-template", "namespace": ns,
+                         "annotations": {"imagepatch.dev/rollout": name}},
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": name}},
+                     "template": template},
+        })
+        pods = {"workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                "name": f"{name}-template", "scaleDown": "never"}}
     given.apply({
         "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
         "metadata": {"name": name, "namespace": ns,
                      "annotations": {"imagepatch.dev/policy": policy}},
         "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
-                 "progressDeadlineSeconds": 60,
-                 "template": {"metadata": {"labels": labels},
-                              "spec": {"containers": [{"name": "app", "image": image}]}},
-                 "strategy": spec},
+                 "progressDeadlineSeconds": 60, **pods, "strategy": spec},
     })
-    return argo.wait_phase(ns, name, "Healthy")
+    if not workload_ref:
+        return argo.wait_phase(ns, name, "Healthy")
+
+    def running() -> dict[str, Any] | None:  # Argo resolved the template and runs its pods
+        ro = argo.wait_phase(ns, name, "Healthy")
+        status = ro["status"]
+        return ro if status.get("workloadObservedGeneration") and status.get(
+            "availableReplicas") == replicas else None
+
+    return wait_for(running, timeout=90, what=f"Rollout {ns}/{name} running its Deployment's pods")
 
 
 FORWARD = [
@@ -212,3 +234,55 @@ def test_an_opted_in_rollout_is_detected_like_a_deployment(
     [patch] = wait_for(lambda: patches_for(given, policy), timeout=60, what="the Rollout's patch")
     assert [(t["kind"], t["namespace"], t["name"], t["container"])
             for t in patch["spec"]["targets"]] == [("Rollout", ns, "web", "app")]
+
+
+def test_workload_ref_rollout_rolls_forward_through_its_deployments_template(
+    given: Scenario, argo_rollouts
+) -> None:
+    # Given a blue/green Rollout whose pod template is a Deployment's (spec.workloadRef)
+    policy, patch, digest = unique("pol"), unique("patch"), fake_digest("good-ref")
+    given.policy(policy, rollout=FAST_GATE)
+    ns = given.namespace()
+    rollout(given, argo_rollouts, ns, "web", strategy=BLUE_GREEN, policy=policy,
+            workload_ref=True)
+
+    # When a pinned digest is rolled out to it
+    given.imagepatch(patch, image=APP, policy=policy, target_digest=digest)
+    done = given.wait_phase(patch, "Succeeded", "RolledBack", "Failed", timeout=120)
+
+    # Then the target is the Rollout, the digest went into the referenced Deployment's
+    # template, and Argo rolled it out
+    assert done["status"]["phase"] == "Succeeded", json.dumps(done["status"]["rollouts"])
+    [entry] = done["status"]["rollouts"]
+    assert (entry["kind"], entry["name"], entry["previousImage"]) == ("Rollout", "web", OLD)
+    assert "Argo Rollouts reports Healthy" in entry["message"]
+    assert given.template_image("Deployment", ns, "web-template") == f"{APP}:2.0@{digest}"
+    ro = argo_rollouts.wait_phase(ns, "web", "Healthy")
+    assert ro["status"]["stableRS"] == ro["status"]["currentPodHash"]
+    assert "spec" not in ro or not ro["spec"].get("template")  # the Rollout's stays empty
+
+
+def test_workload_ref_rollout_rolls_back_a_crash_looping_digest_in_its_deployment(
+    given: Scenario, argo_rollouts
+) -> None:
+    # Given a workloadRef Rollout whose pods crash-loop on the new digest
+    policy, patch, digest = unique("pol"), unique("patch"), fake_digest("bad-ref")
+    given.policy(policy, rollout={**FAST_GATE, "argoRollouts": {"promote": "Auto"}})
+    ns = given.namespace()
+    before = rollout(given, argo_rollouts, ns, "web", strategy=BLUE_GREEN, policy=policy,
+                     crashloop_on=digest, workload_ref=True)
+    stable = before["status"]["stableRS"]
+
+    given.imagepatch(patch, image=APP, policy=policy, target_digest=digest)
+    done = given.wait_phase(patch, "Succeeded", "RolledBack", "Failed", timeout=120)
+
+    # Then it is rolled back: Argo's abort, and the previous image restored in the
+    # Deployment's template; Argo keeps its stable ReplicaSet
+    assert done["status"]["phase"] == "RolledBack", json.dumps(done["status"]["rollouts"])
+    [entry] = done["status"]["rollouts"]
+    assert entry["reason"] == "CrashLoopBackOff"
+    assert "Argo's abort" in entry["message"], entry["message"]
+    assert given.template_image("Deployment", ns, "web-template") == OLD
+    assert digest in done["status"]["failedDigests"]
+    after = argo_rollouts.wait_phase(ns, "web", "Healthy")
+    assert after["status"]["stableRS"] == stable == after["status"]["currentPodHash"]

@@ -553,3 +553,70 @@ def test_forged_rollout_writes_with_the_operator_token_are_refused(
     # An admin is not affected.
     kube.kubectl("patch", "rollout", "web", "-n", namespace, "--type=merge",
                  "-p", json.dumps({"spec": {"replicas": 5, "paused": True}}))
+
+
+REFERENCED = "imagepatch.dev/rollout"
+
+
+def referencing_rollout(namespace: str, name: str, deployment: str) -> dict[str, Any]:
+    """An opted-in Rollout that runs ``deployment``'s template (spec.workloadRef)."""
+    body = rollout(namespace, name)
+    del body["spec"]["template"]
+    body["spec"]["workloadRef"] = {"apiVersion": "apps/v1", "kind": "Deployment",
+                                   "name": deployment, "scaleDown": "never"}
+    return body
+
+
+def referenced_deployment(namespace: str, name: str, consent: str | None) -> dict[str, Any]:
+    body = workload("Deployment", namespace, name, opted_in=False)
+    body["spec"]["replicas"] = 0
+    if consent is not None:
+        body["metadata"]["annotations"][REFERENCED] = consent
+    return body
+
+
+def test_operator_pins_the_deployment_a_rollout_references_only_with_its_consent(
+    kube, operator: Operator, rollouts: None, namespace: str
+) -> None:
+    # Given a Rollout referencing a Deployment that consents (imagepatch.dev/rollout: web),
+    # and a Deployment that does not carry the annotation
+    create(kube, referencing_rollout(namespace, "web", "web-template"))
+    create(kube, referenced_deployment(namespace, "web-template", consent="web"))
+    create(kube, referenced_deployment(namespace, "plain", consent=None))
+    before = get(kube, "Deployment", namespace, "web-template")
+
+    # When the operator pins the Rollout's container, with its failed-digests annotation
+    operator.run(lambda: set_image(
+        operator, kube, "Rollout", namespace, "web", container="app",
+        image=f"registry.example/app:1@{DIGEST}", annotations={FAILED: json.dumps([DIGEST])}))
+
+    # Then the digest is in the Deployment's template, nothing else changed there, and the
+    # annotation is on the Rollout (the target)
+    after = get(kube, "Deployment", namespace, "web-template")
+    assert images(after)["app"] == f"registry.example/app:1@{DIGEST}"
+    assert without_images(after) == without_images(before)
+    assert FAILED not in after["metadata"]["annotations"]
+    assert get(kube, "Rollout", namespace, "web")["metadata"]["annotations"][FAILED] == json.dumps(
+        [DIGEST])
+    # The consent allows image writes only: no annotation of the operator's there, and a
+    # Deployment without it is refused.
+    message = operator.refused(lambda: operator.kube.annotate_workload(
+        "Deployment", namespace, "web-template", {STATE: '{"state": "Compliant"}'}))
+    assert f"setting annotation {STATE}" in message
+    message = operator.forge("Deployment", namespace, "plain", {"spec": {"template": {"spec": {
+        "containers": [{"name": "app", "image": f"registry.example/app:1@{DIGEST}"}]}}}})
+    assert "imagepatch.dev/rollout" in message and f"Deployment {namespace}/plain" in message
+
+
+def test_operator_never_writes_a_referenced_deployment_that_names_another_rollout(
+    kube, operator: Operator, rollouts: None, namespace: str
+) -> None:
+    create(kube, referencing_rollout(namespace, "web", "shared-template"))
+    create(kube, referenced_deployment(namespace, "shared-template", consent="api"))
+    with pytest.raises(ConfigurationError) as caught:
+        operator.run(lambda: set_image(operator, kube, "Rollout", namespace, "web",
+                                       container="app", image=f"registry.example/app:1@{DIGEST}"))
+    assert caught.value.reason == "WorkloadRefUnresolved"
+    assert f"Deployment {namespace}/shared-template" in str(caught.value)
+    assert images(get(kube, "Deployment", namespace, "shared-template"))["app"] == (
+        "registry.example/app:1")

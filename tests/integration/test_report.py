@@ -40,6 +40,7 @@ import pytest
 import yaml
 
 from tests.cluster.harness import kubeconfig_yaml
+from tests.support.argo import install_crds
 from tests.support.scenario import unique
 from tests.support.wait import wait_for
 
@@ -694,3 +695,35 @@ def test_retention_deletes_what_it_chose_and_never_an_active_patch(kube, crds) -
     assert left == sorted(f"{s.tag}-{n}" for n in ("new", "changed", "busy"))
     # Deleting what is already gone is not an error.
     assert delete_imagepatches(kube.api_client, {f"{s.tag}-old": versions[f"{s.tag}-old"]}) == []
+
+
+# Last in this module: the tests above run where Argo's CRD may not exist (a report there
+# lists no Rollout and says nothing of it); this one installs it.
+def test_opted_in_argo_rollouts_are_reported_once_the_crd_exists(kube, crds,
+                                                                  view_kubeconfig: Path) -> None:
+    # Given Argo Rollouts' CRDs, an opted-in Rollout with its state, and one not opted in
+    install_crds(kube)
+    s = Scene(kube)
+    ns, policy = f"{s.tag}-argo", f"{s.tag}-argo"
+    kube.kubectl("create", "namespace", ns)
+    s.apply({"apiVersion": "imagepatch.dev/v1alpha1", "kind": "ImagePatchPolicy",
+             "metadata": {"name": policy}, "spec": {"namespaceSelector": {}}})
+    record = {"policy": policy, "state": "BaseImageOutdated", "message": "web: outdated",
+              "since": s.ago(hours=1),
+              "containers": [container_record("app", "team/web", dg("r"), "BaseImageOutdated",
+                                              "BaseImageOutdated", "outdated")]}
+    for name, opted_in in (("web", True), ("other", False)):
+        body = workload_of("Deployment", ns, name, policy, record)
+        body["apiVersion"], body["kind"] = "argoproj.io/v1alpha1", "Rollout"
+        body["spec"]["strategy"] = {"blueGreen": {"activeService": name}}
+        if not opted_in:
+            body["metadata"]["annotations"] = {}
+        s.apply(body)
+
+    # When the report runs under the built-in view role (imagepatch-view lists Rollouts)
+    doc = json.loads(run_report(view_kubeconfig, "-o", "json", "--policy", policy).stdout)
+
+    # Then the opted-in Rollout is a row of kind Rollout, with its state
+    assert [(w["kind"], w["namespace"], w["name"], w["state"]) for w in doc["workloads"]] == [
+        ("Rollout", ns, "web", "BaseImageOutdated")]
+    assert not [w for w in doc["warnings"] if "Rollouts" in w]

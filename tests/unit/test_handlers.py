@@ -103,6 +103,7 @@ def test_a_deployment_event_is_a_heartbeat_and_feeds_the_detector() -> None:
     ("statefulset_event", "StatefulSet"),
     ("daemonset_event", "DaemonSet"),
     ("cronjob_event", "CronJob"),
+    ("rollout_event", "Rollout"),
 ])
 def test_each_kinds_events_feed_the_detector_with_their_kind(handler: str, kind: str) -> None:
     async def scenario() -> tuple[float | None, dict, dict | None]:

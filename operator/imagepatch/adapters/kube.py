@@ -32,7 +32,7 @@ from imagepatch.adapters.errors import (
     NotFoundError,
     TransientError,
 )
-from imagepatch.core import kinds_rollout, reasons
+from imagepatch.core import kinds_rollout, reasons, workload_ref
 from imagepatch.core.kinds import CONTAINER_LISTS, CRONJOB, JOB_NAME_LABELS, KINDS, StuckPod
 from imagepatch.core.reasons import (
     UNPINNED_IMAGE,
@@ -319,10 +319,24 @@ class Kube:
                          missing_ok=True, _content_type="application/merge-patch+json")
 
     async def get_workload(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        """A Deployment, StatefulSet, DaemonSet or CronJob; None if it is gone."""
-        return await self._call(f"get {kind} {namespace}/{name}",
-                                self._workload_calls(kind)["read"], name, namespace,
-                                missing_ok=True)
+        """A workload of ``kind``; None if it is gone. A Rollout comes resolved
+        (``resolve_workload_ref``)."""
+        obj = await self._call(f"get {kind} {namespace}/{name}",
+                               self._workload_calls(kind)["read"], name, namespace,
+                               missing_ok=True)
+        return obj if obj is None else await self.resolve_workload_ref(kind, obj)
+
+    async def resolve_workload_ref(self, kind: str, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """A Rollout with ``spec.workloadRef``: with the referenced Deployment's pod template,
+        read from the Rollout's own namespace (``core.workload_ref``); any other object as is."""
+        if kind != kinds_rollout.ROLLOUT or workload_ref.reference(obj) is None:
+            return dict(obj)
+        name = workload_ref.deployment_name(obj)
+        deployment = (
+            await self.get_workload("Deployment", obj["metadata"]["namespace"], name)
+            if name else None
+        )
+        return workload_ref.resolve(obj, deployment)
 
     async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self.get_workload("Deployment", namespace, name)
@@ -449,7 +463,11 @@ class Kube:
 
     async def list_opted_in_workloads(self, policy: str) -> list[tuple[str, dict[str, Any]]]:
         """(kind, object) of every kind imagepatch patches whose annotation names ``policy``."""
-        return [(kind, obj) for kind in KINDS for obj in await self.list_opted_in(kind, policy)]
+        return [
+            (kind, await self.resolve_workload_ref(kind, obj))
+            for kind in KINDS
+            for obj in await self.list_opted_in(kind, policy)
+        ]
 
     async def list_opted_in(self, kind: str, policy: str) -> list[dict[str, Any]]:
         """Workloads of ``kind`` in the watched namespaces whose annotation names ``policy``."""
@@ -576,6 +594,11 @@ class Kube:
             raise NotFoundError(f"Rollout {namespace}/{name} is gone", reason="NotFound")
         if rollout["metadata"].get("resourceVersion") != metadata["resourceVersion"]:
             raise ConflictError(f"Rollout {namespace}/{name} changed since read", reason="Conflict")
+        if (ref := workload_ref.resolved(rollout)) is not None:
+            return await self._set_referenced_image(
+                rollout, ref, container=container, image=image, container_list=container_list,
+                annotations=metadata.get("annotations") or {},
+            )  # fmt: skip
         listed = (rollout["spec"].get("template") or {}).get("spec", {}).get(container_list) or []
         entries = [{**c, "image": image} if c.get("name") == container else c for c in listed]
         body = {"metadata": dict(metadata),
@@ -583,6 +606,27 @@ class Kube:
         return await self._call(f"patch Rollout {namespace}/{name}",
                                 self._workload_calls(kinds_rollout.ROLLOUT)["patch"], name,
                                 namespace, body, _content_type="application/merge-patch+json")
+
+    async def _set_referenced_image(
+        self, rollout: Mapping[str, Any], ref: Mapping[str, Any], *, container: str, image: str,
+        container_list: str, annotations: Mapping[str, str],
+    ) -> dict[str, Any]:
+        """A workloadRef Rollout's image: written into the referenced Deployment's template
+        (as Argo documents), at the Deployment's resourceVersion as just read; the
+        operator's annotations go on the Rollout, the target."""
+        ns, name = rollout["metadata"]["namespace"], rollout["metadata"]["name"]
+        if why := workload_ref.problem(rollout):
+            raise ConfigurationError(why, reason=reasons.WORKLOAD_REF_UNRESOLVED)
+        body = {"metadata": {"resourceVersion": ref["resourceVersion"]},
+                "spec": {"template": {"spec": {container_list: [
+                    {"name": container, "image": image}]}}}}
+        await self._call(f"patch Deployment {ns}/{ref['deployment']} (Rollout {ns}/{name})",
+                         self.apps.patch_namespaced_deployment, ref["deployment"], ns, body,
+                         _content_type="application/strategic-merge-patch+json")
+        if annotations:
+            written = await self.annotate_workload(kinds_rollout.ROLLOUT, ns, name, annotations)
+            return written if written is not None else dict(rollout)
+        return dict(rollout)
 
     # -- leader election (coordination.k8s.io Leases) -------------------------------
 

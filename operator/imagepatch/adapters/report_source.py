@@ -1,8 +1,9 @@
 """Read what ``imagepatch report`` needs from the cluster, with read-only RBAC.
 
 ``read_inputs`` lists ImagePatchPolicies, ImagePatches and the opted-in
-workloads of the four kinds imagepatch patches (Deployments, StatefulSets,
-DaemonSets, CronJobs; in all namespaces, or in one) as plain dicts, exactly
+workloads of the kinds imagepatch patches (Deployments, StatefulSets,
+DaemonSets, CronJobs, and Argo Rollouts' Rollouts where Argo's CRD is
+installed; in all namespaces, or in one) as plain dicts, exactly
 as the API serves them but for ``kind``, which a list's items lack and which
 is set on each, for ``core.report``. It only ever uses ``list``, so the
 ``imagepatch-view`` ClusterRole (``deploy/view-role.yaml``, aggregated into
@@ -43,7 +44,7 @@ from kubernetes.client.exceptions import ApiException
 
 from imagepatch.adapters.errors import AdapterError, ConfigurationError, NotFoundError
 from imagepatch.adapters.kube import DEFAULT_REQUEST_TIMEOUT, classify
-from imagepatch.core import kinds, reasons
+from imagepatch.core import kinds, kinds_rollout, reasons
 from imagepatch.core.nodes import SURVEY_CONFIGMAP as NODES_CONFIGMAP
 from imagepatch.core.nodes import SURVEY_DATA_KEY as NODES_DATA_KEY
 from imagepatch.model.memory import MEMORY_LABEL, MEMORY_LABEL_VALUE
@@ -142,7 +143,34 @@ def _opted_in_workloads(
         ]
     if len(refused) == len(lists):
         raise refused[0]  # nothing can be listed here: an error, not an empty report
-    return out
+    return out + _opted_in_rollouts(api, namespace, where, warnings)
+
+
+def _opted_in_rollouts(
+    api: client.ApiClient, namespace: str | None, where: str, warnings: list[str]
+) -> list[dict[str, Any]]:
+    """Argo Rollouts' opted-in Rollouts, each with its ``kind``: none, and no warning,
+    where Argo's CRD is not installed (most clusters)."""
+    custom = client.CustomObjectsApi(api)
+    g, v, p = kinds_rollout.GROUP, kinds_rollout.VERSION, kinds_rollout.PLURAL
+    what = f"list Rollouts {where}"
+    try:
+        items = (
+            _list_all(what, custom.list_namespaced_custom_object, g, v, namespace, p)
+            if namespace else _list_all(what, custom.list_cluster_custom_object, g, v, p)
+        )
+    except NotFoundError:
+        return []
+    except ConfigurationError as exc:
+        if exc.reason != reasons.FORBIDDEN:
+            raise
+        warnings.append(f"cannot {what} (forbidden): the report shows none of them")
+        return []
+    return [
+        {**item, "kind": kinds_rollout.ROLLOUT}
+        for item in items
+        if POLICY_ANNOTATION in ((item.get("metadata") or {}).get("annotations") or {})
+    ]
 
 
 def _operator_configmaps(

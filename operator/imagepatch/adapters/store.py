@@ -194,6 +194,8 @@ def slim_workload(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
         if kind == CRONJOB
         else {"selector": spec.get("selector") or {}, "template": slim_template}
     )
+    if isinstance(spec.get("workloadRef"), Mapping):  # a Rollout's (core.workload_ref)
+        slim_spec["workloadRef"] = dict(spec["workloadRef"])
     return {
         "kind": kind,
         # Flux's and Argo CD's claims too: they decide whether it is patched (core.gitops).

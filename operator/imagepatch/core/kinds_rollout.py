@@ -33,7 +33,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from imagepatch.core import health
+from imagepatch.core import health, workload_ref
 from imagepatch.core.health import HealthReason, HealthState, HealthVerdict, Progress
 from imagepatch.model.policy import ArgoPromote, Rollout
 
@@ -72,9 +72,15 @@ def progress(rollout: Mapping[str, Any]) -> Progress:
 
 
 def observed_generation(rollout: Mapping[str, Any]) -> bool:
-    """Argo's ``status.observedGeneration`` (a string) caught up with ``metadata.generation``."""
-    observed = str(_mapping(rollout.get("status")).get("observedGeneration") or "")
+    """Argo's ``status.observedGeneration`` (a string) caught up with ``metadata.generation``;
+    for a Rollout read through its workloadRef, also ``status.workloadObservedGeneration``
+    with the referenced Deployment's generation (a template change is made there)."""
+    status = _mapping(rollout.get("status"))
+    observed = str(status.get("observedGeneration") or "")
     generation = _int(_mapping(rollout.get("metadata")).get("generation"), 0)
+    ref = workload_ref.resolved(rollout)
+    if ref is not None and str(status.get("workloadObservedGeneration")) != ref["generation"]:
+        return False
     return observed.isdigit() and int(observed) >= generation
 
 

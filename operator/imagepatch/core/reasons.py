@@ -157,6 +157,8 @@ OPTED_OUT = "OptedOut"
 # Detection.
 REBUILD_FAILED_BEFORE = "RebuildFailedBefore"
 INVALID_ANNOTATION = "InvalidAnnotation"
+# An Argo Rollout's spec.workloadRef that imagepatch cannot follow (issue 23).
+WORKLOAD_REF_UNRESOLVED = "WorkloadRefUnresolved"
 EVALUATION_FAILED = "EvaluationFailed"
 PATCH_REJECTED = "ImagePatchRejected"
 

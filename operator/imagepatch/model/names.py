@@ -31,6 +31,11 @@ REBUILD_ANNOTATION = f"{PREFIX}rebuild"
 STATE_ANNOTATION = f"{PREFIX}state"
 # On workloads: the digests that failed their health gate there, bounded.
 FAILED_DIGESTS_ANNOTATION = f"{PREFIX}failed-digests"
+# On a Deployment an opted-in Argo Rollout references through spec.workloadRef:
+# the Rollout's name, the Deployment owner's consent that imagepatch writes the
+# image into this Deployment's template for that Rollout (the admission policy
+# allows that write only with it).
+ROLLOUT_REF_ANNOTATION = f"{PREFIX}rollout"
 
 # On ImagePatchPolicies: `kubectl annotate ipp NAME imagepatch.dev/requestedAt=...`
 # asks for a detection pass now.

@@ -11,9 +11,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from imagepatch.core import gitops, kinds, rebuild
+from imagepatch.core import gitops, kinds, rebuild, workload_ref
 from imagepatch.core.compliance import ContainerFacts
 from imagepatch.core.images import parse_image
+from imagepatch.core.reasons import INVALID_ANNOTATION, WORKLOAD_REF_UNRESOLVED
 from imagepatch.model.names import (
     BASE_ANNOTATION,
     POLICY_ANNOTATION,
@@ -27,6 +28,9 @@ from imagepatch.model.names import (
 # and a 253-character name; anything longer is refused with an Event, never
 # parsed or copied into an ImagePatch.
 MAX_ANNOTATION_LENGTH = 1024
+
+# The state entry of a Rollout whose spec.workloadRef cannot be followed.
+WORKLOAD_REF_ENTRY: Mapping[str, Any] = {"name": "workloadRef", "image": ""}
 
 _KEPT_METADATA = ("name", "namespace", "uid", "resourceVersion", "generation")
 
@@ -82,11 +86,11 @@ def slim(body: Mapping[str, Any]) -> dict[str, Any]:
     lists: dict[str, list[dict[str, Any]]] = {}
     for key, c in kinds.containers(body):
         lists.setdefault(key, []).append({"name": c.get("name"), "image": c.get("image")})
-    return {
-        "kind": kind_of(body),
-        "metadata": kept,
-        "spec": {"selector": spec.get("selector") or {}, "template": {"spec": lists}},
-    }
+    slim_spec: dict[str, Any] = {"selector": spec.get("selector") or {},
+                                 "template": {"spec": lists}}
+    if isinstance(spec.get("workloadRef"), Mapping):  # a Rollout's: core.workload_ref
+        slim_spec["workloadRef"] = dict(spec["workloadRef"])
+    return {"kind": kind_of(body), "metadata": kept, "spec": slim_spec}
 
 
 def inputs(body: Mapping[str, Any]) -> str:
@@ -140,6 +144,23 @@ def annotation_problem(body: Mapping[str, Any]) -> str:
         except ValueError as exc:
             return f"annotation {BASE_ANNOTATION}: {clip(str(exc), 300)}"
     return ""
+
+
+def unusable(body: Mapping[str, Any]) -> tuple[str, str]:
+    """(reason, why) when the workload cannot be judged as it stands, else ("", "")."""
+    if why := annotation_problem(body):
+        return INVALID_ANNOTATION, why
+    if why := workload_ref.problem(body):
+        return WORKLOAD_REF_UNRESOLVED, why
+    return "", ""
+
+
+def judged_containers(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The containers detection reports on. A Rollout whose workloadRef cannot be
+    followed has none to read: one entry named ``workloadRef`` (never a container's
+    name: those are lowercase DNS labels) carries its Unknown state."""
+    found = containers_of(body)
+    return found if found or not workload_ref.problem(body) else [WORKLOAD_REF_ENTRY]
 
 
 def mirror(meta: Mapping[str, Any]) -> str:

@@ -42,18 +42,19 @@ from imagepatch.core.detection.report import (
     report_pass,
 )
 from imagepatch.core.detection.workload import (
-    annotation_problem,
     clip,
     containers_of,
     failed_facts,
     identity,
     image_name,
     inputs,
+    judged_containers,
     slim,
+    unusable,
 )
 from imagepatch.core.events import ImageSignal
 from imagepatch.core.policy import REQUESTED_AT_ANNOTATION
-from imagepatch.core.reasons import EVALUATION_FAILED, INVALID_ANNOTATION, PASS_BUDGET_EXCEEDED
+from imagepatch.core.reasons import EVALUATION_FAILED, PASS_BUDGET_EXCEEDED
 from imagepatch.core.retention import retention
 from imagepatch.core.scans import FindingsSource
 from imagepatch.model.errors import SpecError
@@ -575,7 +576,8 @@ class Detector:
         observed = Observed()
         deadline = self.monotonic() + self.pass_budget
         out_of_budget = ""
-        for dep in workloads:
+        for listed in workloads:
+            dep = await self.facts.workload(listed)  # hook (issue 23): a Rollout's workloadRef
             ns = dep["metadata"]["namespace"]
             if not run.spec.namespace_selector.matches(
                 await self.facts.namespace_labels(ns, run.memo)
@@ -583,10 +585,10 @@ class Detector:
                 observed.not_admitted.append(dep)
                 continue
             facts = []
-            problem = annotation_problem(dep)
-            for container in containers_of(dep):
+            reason, problem = unusable(dep)  # hook (issue 23): or an unresolved workloadRef
+            for container in judged_containers(dep):
                 if problem:
-                    facts.append(failed_facts(container, INVALID_ANNOTATION, problem))
+                    facts.append(failed_facts(container, reason, problem))
                 elif out_of_budget:
                     facts.append(failed_facts(container, PASS_BUDGET_EXCEEDED, out_of_budget))
                 else:

@@ -25,7 +25,7 @@ from imagepatch.adapters.errors import AdapterError
 from imagepatch.adapters.kube import Kube
 from imagepatch.adapters.memory import OperatorMemory
 from imagepatch.adapters.registry import PullThroughRules, RegistryClient
-from imagepatch.core import kinds
+from imagepatch.core import kinds, workload_ref
 from imagepatch.core.compliance import ContainerFacts
 from imagepatch.core.detection.lineage import (
     base_to_follow,
@@ -133,6 +133,13 @@ class FactReader:
         self.tags: dict[tuple[str, str], tuple[float, str]] = {}
         # (repo, digest, source) -> (monotonic time read, report)
         self.scans: dict[tuple[str, str, str], tuple[float, ScanReport]] = {}
+
+    async def workload(self, dep: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The workload as detection judges it: an Argo Rollout with ``spec.workloadRef``
+        carries the referenced Deployment's template (``core.workload_ref``)."""
+        if workload_ref.reference(dep) is None:
+            return dep
+        return await self.kube.resolve_workload_ref(kind_of(dep), dep)
 
     def forget(self, names: set[str]) -> None:
         """Drop cached base digests, tag digests and scan reports for these image names."""
