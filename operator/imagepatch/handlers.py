@@ -134,7 +134,6 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # Before the Kubernetes client's worker threads start: each would keep an
     # arena of its own at the peak of what it parsed (adapters.malloc).
     malloc.limit_arenas()
-    malloc.fix_mmap_threshold()
     # --namespace scopes every list the operator makes, as it scopes kopf's watches.
     # Reads of policies, ImagePatches and opted-in workloads are answered from
     # what those watches report (adapters.store; the handlers below feed it).
@@ -224,8 +223,6 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
             "policy-resync",
             lambda: reconcile.resync_policies(memo.kube, memo.stop, every=RESYNC_SECONDS),
         ),
-        # Freed memory back to the system every few seconds (adapters.malloc).
-        memo.supervisor.spawn("malloc-trim", lambda: malloc.Trimmer().run(memo.stop)),
     ]
     if options.node_survey:
         survey = NodeSurvey(memo.kube, namespace=options.operator_namespace,
