@@ -45,8 +45,10 @@ COMPONENT = "imagepatch"
 DEFAULT_REQUEST_TIMEOUT = 60.0
 # Items per page of a workload listing. Each page is parsed, filtered and
 # reduced (``keep``) before the next is asked for, so a listing of thousands
-# of Deployments never sits in memory whole (issue 21 item 3: the parsed
-# bodies, managedFields and all, were the largest transient the operator had).
+# of Deployments never sits in memory whole (issue 21 item 3: its parsed
+# bodies, managedFields and all, are a transient that grows with the fleet).
+# A continue token that expired (410) fails the listing like any other error;
+# the store lists again on its next read.
 LIST_PAGE_SIZE = 200
 
 
