@@ -18,6 +18,7 @@ import uuid
 
 import pytest
 
+from imagepatch.adapters import kube as kube_module
 from imagepatch.adapters.errors import ConflictError
 from imagepatch.adapters.kube import Kube
 from imagepatch.adapters.leader import LeaderElector
@@ -55,6 +56,32 @@ def test_namespace_scope_limits_the_deployment_list(kube, two_namespaces, scope)
     found = asyncio.run(adapter.list_opted_in_deployments(policy))
     expected = {"name": {a}, "glob": {a}, "all": {a, b}}[scope]
     assert {d["metadata"]["namespace"] for d in found} == expected
+
+
+@pytest.mark.parametrize("scope", ["name", "all"])
+def test_a_listing_is_read_a_page_at_a_time_and_reduced_as_it_arrives(
+    kube, scope, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Five opted-in Deployments, one that is not, in pages of two: every page is
+    # read (the continue token followed) and ``keep`` sees only the opted-in ones.
+    tag = uuid.uuid4().hex[:6]
+    ns, policy = f"pages-{tag}", f"pol-{tag}"
+    kube.kubectl("create", "namespace", ns)
+    try:
+        items = [deployment(ns, f"web-{i}", policy) for i in range(5)]
+        items.append(deployment(ns, "other", policy))
+        del items[-1]["metadata"]["annotations"]
+        kube.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                           "items": items}))
+        monkeypatch.setattr(kube_module, "LIST_PAGE_SIZE", 2)
+        adapter = Kube(kube.api_client, namespaces=[ns] if scope == "name" else [])
+        kept = asyncio.run(adapter.list_all_opted_in(
+            "Deployment", keep=lambda d: {"name": d["metadata"]["name"],
+                                          "namespace": d["metadata"]["namespace"]}))
+        assert sorted(k["name"] for k in kept if k["namespace"] == ns) == [
+            f"web-{i}" for i in range(5)]
+    finally:
+        kube.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
 def test_scope_patterns_follow_kopf(kube) -> None:

@@ -43,6 +43,13 @@ from imagepatch.model.names import GROUP, IMAGEPATCHES, POLICIES, POLICY_ANNOTAT
 COMPONENT = "imagepatch"
 # Seconds one API call may take, connect and read (``--kube-request-timeout``).
 DEFAULT_REQUEST_TIMEOUT = 60.0
+# Items per page of a workload listing. Each page is parsed, filtered and
+# reduced (``keep``) before the next is asked for, so a listing of thousands
+# of Deployments never sits in memory whole (issue 21 item 3: its parsed
+# bodies, managedFields and all, are a transient that grows with the fleet).
+# A continue token that expired (410) fails the listing like any other error;
+# the store lists again on its next read.
+LIST_PAGE_SIZE = 200
 
 
 def load_api_client() -> client.ApiClient:
@@ -477,37 +484,56 @@ class Kube:
             if (d["metadata"].get("annotations") or {}).get(POLICY_ANNOTATION) == policy
         ]
 
-    async def list_all_opted_in(self, kind: str) -> list[dict[str, Any]]:
+    async def list_all_opted_in(
+        self, kind: str, *, keep: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> list[dict[str, Any]]:
         """Workloads of ``kind`` in the watched namespaces that name any policy.
 
-        Annotations cannot be selected server-side, so this lists and filters.
-        With ``--namespace`` it lists only those namespaces (a glob pattern
-        lists all and keeps the matching ones, as kopf's watch does).
+        Annotations cannot be selected server-side, so this lists and filters,
+        a page at a time; ``keep`` reduces each kept object as its page
+        arrives (the store keeps slim copies only). With ``--namespace`` it
+        lists only those namespaces (a glob pattern lists all and keeps the
+        matching ones, as kopf's watch does).
         """
         if kind == kinds_rollout.ROLLOUT and not self.argo_rollouts:
             return []
         try:
-            items = await self._list_workloads(kind)
+            return await self._list_workloads(kind, keep)
         except NotFoundError:
             if kind != kinds_rollout.ROLLOUT:
                 raise
             return []  # --argo-rollouts without Argo's CRD: no Rollout to patch
-        return [d for d in items if POLICY_ANNOTATION in (d["metadata"].get("annotations") or {})]
 
-    async def _list_workloads(self, kind: str) -> list[dict[str, Any]]:
+    async def _list_workloads(
+        self, kind: str, keep: Callable[[dict[str, Any]], dict[str, Any]] | None,
+    ) -> list[dict[str, Any]]:
         calls = self._workload_calls(kind)
-        if not self.namespaces:
-            data = await self._call(f"list {kind}s", calls["list_all"])
-            items = list(data.get("items", []))
-        elif any(ch in ns for ns in self.namespaces for ch in "*?[!"):
-            data = await self._call(f"list {kind}s", calls["list_all"])
-            items = [d for d in data.get("items", []) if self.watches(d["metadata"]["namespace"])]
+        globs = any(ch in ns for ns in self.namespaces for ch in "*?[!")
+        if not self.namespaces or globs:
+            listings: list[tuple[str, Callable[..., Any], tuple[Any, ...]]] = [
+                (f"list {kind}s", calls["list_all"], ())
+            ]
         else:
-            items = []
-            for ns in self.namespaces:
-                data = await self._call(f"list {kind}s in {ns}", calls["list"], ns)
-                items.extend(data.get("items", []))
-        return items
+            listings = [(f"list {kind}s in {ns}", calls["list"], (ns,)) for ns in self.namespaces]
+        kept: list[dict[str, Any]] = []
+        for what, fn, args in listings:
+            token = ""
+            while True:
+                page: dict[str, Any] = {"limit": LIST_PAGE_SIZE}
+                if token:
+                    page["_continue"] = token
+                data = await self._call(what, fn, *args, **page)
+                for d in data.get("items") or ():
+                    if POLICY_ANNOTATION not in (d["metadata"].get("annotations") or {}):
+                        continue
+                    if globs and not self.watches(d["metadata"]["namespace"]):
+                        continue
+                    kept.append(keep(d) if keep else d)
+                token = (data.get("metadata") or {}).get("continue") or ""
+                del data  # this page's bodies go before the next page is parsed
+                if not token:
+                    break
+        return kept
 
     def watches(self, namespace: str) -> bool:
         """Is ``namespace`` in the ``--namespace`` scope? (kopf's globs; ``!`` excludes)."""

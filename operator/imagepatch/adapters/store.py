@@ -377,7 +377,7 @@ class StoredKube(Kube):
         if shelf is None:  # not a kind we patch: the adapter says so
             return await super().list_opted_in(kind, policy)
         listed = await self._listed(
-            shelf, lambda: self.list_all_opted_in(kind),
+            shelf, lambda: self.list_all_opted_in(kind, keep=lambda b: slim_workload(kind, b)),
             lambda b: (_workload_key(kind, b), slim_workload(kind, b)),
         )
         return [w for w in listed if w["metadata"]["annotations"].get(POLICY_ANNOTATION) == policy]
