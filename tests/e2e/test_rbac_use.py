@@ -61,6 +61,11 @@ NOT_REACHED: dict[Grant, str] = {
         "restricts what it watches; e2e runs the operator cluster-wide")
     for verb in ("list", "watch")
 } | {
+    Grant("imagepatch.dev", resource, "get", None): (
+        f"{resource} are read from the watch store (adapters/store.py); a GET is made only "
+        "before the store's first listing of the kind, which here comes first")
+    for resource in ("imagepatches", "imagepatchpolicies")
+} | {
     **{
         Grant(group, resource, verb, None): (
             f"rollouts of {resource} (get, patch; Jobs list for a CronJob's gate): reached by "
