@@ -138,7 +138,9 @@ def test_image_runs_as_65532_on_a_read_only_root(
     ctr = readonly_container
     helped = run_as_65532(buildah, ctr, "imagepatch", "--help")
     assert helped.returncode == 0, helped.stderr
-    assert "usage: imagepatch" in helped.stdout and "{run,report,version}" in helped.stdout
+    assert "usage: imagepatch" in helped.stdout
+    verbs = re.search(r"\{([a-z,]+)\}", helped.stdout)
+    assert verbs and {"run", "report", "version", "approve", "why"} <= set(verbs.group(1).split(","))
     version = run_as_65532(buildah, ctr, "imagepatch", "version")
     assert version.returncode == 0, version.stderr
     assert version.stdout.strip() == f"imagepatch {__version__}"
