@@ -16,8 +16,9 @@ setup:
 	@bash .ci/setup
 
 ## test: set up, lint, the unit coverage gate, then every test layer against real components
+## (the 30 slowest tests are listed at the end: the suite must stay under 30 minutes)
 test: setup lint coverage
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=30 $(PYTEST_ARGS)
 
 ## coverage: unit tests alone, line+branch coverage per module; fails if core/ or model/ < 95%
 coverage: setup
