@@ -185,7 +185,8 @@ def assess(
         target_images=target_images, gate=gate, started_at=started_at,
         healthy_since=healthy_since, baseline_restarts=None, now=now,
     )  # fmt: skip
-    if floor.state == HealthState.FAILED and floor.reason != HealthReason.PROGRESS_DEADLINE_EXCEEDED:
+    timed_out = floor.reason == HealthReason.PROGRESS_DEADLINE_EXCEEDED
+    if floor.state == HealthState.FAILED and not timed_out:
         return floor  # a canary pod is broken: whatever Flagger says yet
     if fresh(record, started_at) and record.get("phase") == FAILED:
         message = str(record.get("message") or "no message")

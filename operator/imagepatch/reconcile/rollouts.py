@@ -20,9 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from imagepatch.adapters import metrics
+from imagepatch.adapters import flagger, metrics
 from imagepatch.adapters.builders import Builder
-from imagepatch.adapters import flagger
 from imagepatch.adapters.errors import AdapterError, ConflictError
 from imagepatch.adapters.kube import Kube
 from imagepatch.adapters.memory import OperatorMemory
