@@ -26,7 +26,11 @@ runs and *when*; Flagger decides *how* traffic moves. So:
   already rolled back (traffic stays on the primary, the canary is scaled to
   zero). imagepatch then only restores the previous digest in the target
   Deployment's template, so Flagger does not retry the bad digest; the entry
-  says which rollback it was (:data:`ROLLBACK_NOTE`).
+  says which rollback it was (:data:`ROLLBACK_NOTE`). Flagger takes a
+  template back on its last promoted spec for a rollback by hand
+  (``lastPromotedSpec``): it starts no new analysis, the Canary stays
+  ``Failed``, and the restored image is gated as any Deployment's (the canary
+  scaled to zero).
 
 A Canary is a tenant's object: it is read as a claim on the Deployment. It
 can only make imagepatch wait for Flagger or be more careful; it never makes
