@@ -81,12 +81,15 @@ def given(kube, operator) -> Iterator[Scenario]:
 
 
 def canary_target(given: Scenario, flagger: Flagger, ns: str, name: str, *, policy: str,
-                  never_ready_on: str | None = None) -> dict[str, Any]:
+                  never_ready_on: str | None = None,
+                  crashloop_on: str | None = None) -> dict[str, Any]:
     """An opted-in Deployment and the Canary a team using Flagger writes for it (blue/green
     through Kubernetes Services, one iteration, no metrics), once Flagger initialised it."""
     labels = {"app": name}
     if never_ready_on:
         labels["sim.imagepatch.dev/never-ready-digest"] = never_ready_on.split(":")[1][:16]
+    if crashloop_on:
+        labels["sim.imagepatch.dev/crashloop-digest"] = crashloop_on.split(":")[1][:16]
     given.apply({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name, "namespace": ns,
@@ -105,7 +108,10 @@ def canary_target(given: Scenario, flagger: Flagger, ns: str, name: str, *, poli
                  # 10s: the shortest interval Flagger runs (a shorter one is raised to it).
                  "analysis": {"interval": "10s", "threshold": 1, "iterations": 1}},
     })
-    return flagger.wait_phase(ns, name, "Initialized", timeout=90)
+    started = time.monotonic()
+    initialized = flagger.wait_phase(ns, name, "Initialized", timeout=90)
+    print(f"\nFlagger initialised Canary {ns}/{name} in {time.monotonic() - started:.1f}s")
+    return initialized
 
 
 def entries_by_name(done: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -170,3 +176,32 @@ def test_failed_canary_is_rolled_back_by_flagger_and_the_template_restored(
     canary = flagger.canary(ns, "web")
     assert canary["status"]["phase"] == "Failed"
     assert given.get("deployment", "web", ns)["spec"]["replicas"] == 0
+
+
+def test_crash_looping_canary_pod_is_rolled_back_by_imagepatchs_floor_without_fighting_flagger(
+    given: Scenario, flagger: Flagger
+) -> None:
+    # Given a Canary-targeted Deployment whose pods crash-loop on the new digest
+    policy, patch, digest = unique("pol"), unique("patch"), fake_digest("flagger-crash")
+    given.policy(policy, rollout=GATE)
+    ns = given.namespace()
+    canary_target(given, flagger, ns, "web", policy=policy, crashloop_on=digest)
+
+    # When the digest is rolled out
+    given.imagepatch(patch, image=APP, policy=policy, target_digest=digest)
+    done = given.wait_phase(patch, "Succeeded", "RolledBack", "Failed", timeout=150)
+
+    # Then imagepatch's own pod check on the canary pods fails first (the floor), before
+    # Flagger's progress deadline; it restores the template, and the primary, which
+    # serves the traffic, never ran the digest
+    assert done["status"]["phase"] == "RolledBack", json.dumps(done["status"]["rollouts"])
+    web = entries_by_name(done)["web"]
+    assert web["reason"] == "CrashLoopBackOff", web
+    assert "Flagger has already rolled back" not in web["message"]
+    assert given.template_image("Deployment", ns, "web") == OLD
+    assert given.template_image("Deployment", ns, "web-primary") == OLD
+    # Flagger sees the template back on its last promoted spec and concludes, without
+    # ever promoting the digest.
+    final = flagger.wait_phase(ns, "web", "Succeeded", "Failed", timeout=90)
+    print(f"\nFlagger's Canary after imagepatch's rollback: {final['status']['phase']}")
+    assert given.template_image("Deployment", ns, "web-primary") == OLD
