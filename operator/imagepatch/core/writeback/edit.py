@@ -333,9 +333,9 @@ def _helm_values(state: _File, doc: MappingNode) -> None:
     node = yamltext.child(root, *key.split("."))
     what = f"values {key}"
     if isinstance(node, ScalarNode):
+        # A marked value (Flux's or a policy's) is its marker's; the marker pass did it.
         if image_name(node.value) == state.target_name and _free(state, node):
-            if not _flux_owned(state, [node]):
-                state.set(node, state.reference_for(node.value), what)
+            state.set(node, state.reference_for(node.value), what)
     elif isinstance(node, MappingNode):
         _helm_mapping(state, node, what)
 
@@ -398,7 +398,7 @@ def _containers(state: _File, doc: MappingNode) -> None:
             image = yamltext.scalar(container, "image")
             if image is None or image_name(image.value) != state.target_name:
                 continue
-            if not _free(state, image) or _flux_owned(state, [image]):
+            if not _free(state, image):  # marked: the marker pass did it
                 continue
             cname = yamltext.scalar(container, "name")
             label = "init container" if field_name == "initContainers" else "container"

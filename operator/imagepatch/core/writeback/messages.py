@@ -153,17 +153,21 @@ def revert_message(original_subject: str, *, patch: str, reason: str,
 
 
 def _with_trailer(body: str, trailer: str) -> str:
-    lines = [line for line in body.strip().splitlines() if not _OURS.match(line)]
+    lines = [line for line in _lines(body.strip()) if not _OURS.match(line)]
     text = "\n".join(lines).strip()
-    if _trailer_block(text.splitlines()) is not None:
+    if _trailer_block(_lines(text)) is not None:
         return f"{text}\n{trailer}\n"
     return f"{text}\n\n{trailer}\n"
 
 
+def _lines(text: str) -> list[str]:
+    """Lines as git splits a message: at ``\\n`` only (a CR before it dropped)."""
+    return [line.removesuffix("\r") for line in text.split("\n")] if text else []
+
+
 def _trailer_block(lines: list[str]) -> list[str] | None:
-    """The message's trailer lines (its last paragraph, when git reads it as trailers)."""
-    while lines and not lines[-1].strip():
-        lines = lines[:-1]
+    """The trailer lines of a message (stripped of surrounding blank lines): its last
+    paragraph, when git reads it as trailers."""
     blank = [i for i, line in enumerate(lines) if not line.strip()]
     if not blank:  # one paragraph: the title, never trailers
         return None
@@ -194,7 +198,7 @@ def _trailer_block(lines: list[str]) -> list[str] | None:
 def trailers(message: str) -> list[tuple[str, str]]:
     """(token, value) of each trailer of ``message``, in order; continuation lines
     are folded into their trailer's value with single spaces."""
-    block = _trailer_block(message.strip().splitlines())
+    block = _trailer_block(_lines(message.strip()))
     found: list[tuple[str, str]] = []
     for line in block or ():
         if line[:1].isspace():

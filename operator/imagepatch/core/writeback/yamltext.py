@@ -101,7 +101,8 @@ def walk(node: Node) -> Iterator[tuple[ScalarNode, MappingNode | None]]:
             yield current, parent
         elif isinstance(current, MappingNode):
             stack.extend((value, current) for _key, value in reversed(current.value))
-        elif isinstance(current, SequenceNode):
+        else:  # a SequenceNode: the composer makes no other kind
+            assert isinstance(current, SequenceNode)  # noqa: S101
             stack.extend((item, None) for item in reversed(current.value))
 
 
@@ -164,10 +165,14 @@ def replace_scalar(text: str, node: ScalarNode, value: str, *, where: str) -> Sp
     if node.style in ("|", ">"):
         raise WriteBackError(f"{where} is a block scalar; write the image on one line")
     start, end = node.start_mark.index, node.end_mark.index
-    span = text[start:end]
-    if span.startswith("!"):  # an explicit tag (``!!str``): keep it, replace what follows
-        tag_end = len(span) - len(span[len(span.split(None, 1)[0]):].lstrip())
-        start += tag_end
+    # Node properties (an anchor ``&name``, a tag ``!!str``) stay; the value follows them.
+    while text[start] in "&!":
+        token_end = start
+        while not text[token_end].isspace():
+            token_end += 1
+        start = token_end
+        while text[start].isspace():
+            start += 1
     return Splice(start, end, format_scalar(value, node.style))
 
 
