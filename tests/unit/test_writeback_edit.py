@@ -575,9 +575,27 @@ def test_block_scalar_image_is_refused_with_a_reason():
         edit("pod.yaml", text, target("nginx"), image("nginx", "2"))
 
 
-def test_invalid_yaml_names_the_file():
-    with pytest.raises(WriteBackError, match=r"^apps/x\.yaml is not valid YAML"):
-        edit("apps/x.yaml", "a: [\n", target(), image())
+def test_text_that_is_not_yaml_is_skipped_and_says_why():
+    # A Helm chart's template: a .yaml file that only Helm can read.
+    template = """\
+apiVersion: apps/v1
+kind: Deployment
+spec:
+  template:
+    spec:
+      containers:
+        - name: {{ .Chart.Name }}
+          {{- with .Values.securityContext }}
+          securityContext:
+            {{- toYaml . | nindent 12 }}
+          {{- end }}
+          image: "{{ .Values.image.repository }}:{{ .Values.image.tag }}"
+"""
+    result = edit("chart/templates/deployment.yaml", template, target(), image())
+    assert result.text is template and not result.changed
+    assert result.skipped is not None
+    assert result.skipped.startswith("chart/templates/deployment.yaml is not valid YAML")
+    assert edit("values.yaml", "a: 1\n", target(), image()).skipped is None
 
 
 # -- values and references -----------------------------------------------------------
@@ -614,6 +632,8 @@ def test_new_image_and_target_are_validated():
                        dict(key=""), dict(key="a..b")):
         with pytest.raises(WriteBackError):
             target(**bad_target)
+    assert Target("nginx", "p", "image") == Target(repository="nginx", policy="p",
+                                                   helm_values_key="image")
 
 
 # -- properties ----------------------------------------------------------------------

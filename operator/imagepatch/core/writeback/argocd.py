@@ -96,7 +96,7 @@ def edit_argocd_source(
     return out.getvalue()
 
 
-def _list(data: CommentedMap, section: str, key: str) -> CommentedSeq:
+def _list(data: CommentedMap, section: str, key: str) -> list[Any]:
     """``data[section][key]`` as a list, created when missing."""
     part = data.setdefault(section, CommentedMap())
     if not isinstance(part, dict):
@@ -107,7 +107,7 @@ def _list(data: CommentedMap, section: str, key: str) -> CommentedSeq:
     return found
 
 
-def _set_kustomize_image(images: CommentedSeq, target: Target, new: NewImage) -> None:
+def _set_kustomize_image(images: list[Any], target: Target, new: NewImage) -> None:
     target_name = image_name(target.repository)
     moved = image_name(new.repository) != target_name
     for index, entry in enumerate(images):
@@ -123,11 +123,11 @@ def _set_kustomize_image(images: CommentedSeq, target: Target, new: NewImage) ->
     images.append(f"{target.repository}={new.reference()}" if moved else new.reference())
 
 
-def _parameter(parameters: CommentedSeq, name: str) -> Any:
+def _parameter(parameters: list[Any], name: str) -> Any:
     return next((p for p in parameters if isinstance(p, dict) and p.get("name") == name), None)
 
 
-def _set_parameter(parameters: CommentedSeq, name: str, value: str) -> None:
+def _set_parameter(parameters: list[Any], name: str, value: str) -> None:
     entry = _parameter(parameters, name)
     if entry is None:
         entry = CommentedMap(name=name)

@@ -48,7 +48,10 @@ reported in ``flux_owned`` when it concerns this repository. A value with an
 imagepatch marker is edited only as the marker says, never again as part of
 a place. The text is edited by splicing (``yamltext.py``): a file with nothing
 to change comes back byte-identical, and an edit changes exactly the lines of
-the values it pins. Editing twice is editing once.
+the values it pins. Editing twice is editing once. A file that is not YAML (a
+Helm chart's template) comes back unchanged, ``skipped`` saying why; a value
+that cannot be pinned (a tag-only field when no tag is tracked, a block
+scalar) raises ``WriteBackError`` naming the file and the field.
 """
 
 from __future__ import annotations
@@ -151,9 +154,15 @@ class _File:
 
 def edit(path: str, text: str, target: Target, new: NewImage) -> EditResult:
     """Pin ``target``'s image to ``new`` in the YAML file ``path`` whose content is
-    ``text``. Raises ``WriteBackError`` for text that is not YAML or a value that
-    cannot be pinned (the message says which and why)."""
-    docs = yamltext.compose(path, text)
+    ``text``. Text that is not YAML comes back unchanged with ``skipped`` saying so;
+    a value that cannot be pinned raises ``WriteBackError`` (the message names the
+    file and the field: a spec problem for a condition)."""
+    try:
+        docs = yamltext.compose(path, text)
+    except WriteBackError as exc:
+        # A Helm chart's templates are *.yaml but not YAML; they declare no image
+        # literally, so they are passed over (and said so), not an error.
+        return EditResult(text=text, skipped=str(exc))
     target_name = image_name(target.repository)
     new_name = image_name(new.repository)
     assert target_name is not None and new_name is not None  # noqa: S101 (validated)

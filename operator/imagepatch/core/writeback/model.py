@@ -53,11 +53,12 @@ class NewImage:
         return f"{self.repository}{tag}@{self.digest}"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class Target:
     """Which image to replace: the repository the workload's container runs (compared
     normalized, as Docker does), the ImagePatchPolicy whose setter markers apply, and
-    the dotted key of the image in a Helm values file, when the policy names one."""
+    the dotted key of the image in a Helm values file, when the policy names one.
+    (Positional arguments are accepted too, in this order.)"""
 
     repository: str
     policy: str
@@ -81,11 +82,14 @@ class Target:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class EditResult:
     """One file after ``edit``: its text (the input, byte for byte, when nothing changed),
-    what changed, and the lines Flux's image automation owns for this repository."""
+    what changed, the lines Flux's image automation owns for this repository, and why
+    the file was not read at all (``skipped``: not YAML, such as a Helm chart's
+    template), else None."""
 
     text: str
     changes: tuple[str, ...] = ()
     flux_owned: tuple[str, ...] = ()
+    skipped: str | None = None
 
     @property
     def changed(self) -> bool:
