@@ -80,6 +80,16 @@ kustomize:
                               new=new("registry.example/nginx", "1.3")) == again
 
 
+def test_kustomize_entry_keeps_its_spelling_of_the_name():
+    text = "kustomize:\n  images:\n  - nginx:1.2\n"
+    out = edit_argocd_source(text, source_type="kustomize", target=target("nginx"),
+                             new=new("docker.io/library/nginx", "1.3"))
+    assert load(out)["kustomize"]["images"] == [f"nginx:1.3@{NEW}"]
+    untagged = edit_argocd_source(text, source_type="kustomize", target=target("nginx"),
+                                  new=new("docker.io/library/nginx", ""))
+    assert load(untagged)["kustomize"]["images"] == [f"nginx@{NEW}"]
+
+
 def test_kustomize_moved_repository_is_written_as_name_equals_reference():
     moved = new("registry.example:5000/mirror/e2e", "0.2")
     text = edit_argocd_source(DOCS_KUSTOMIZE, source_type="kustomize", target=target(), new=moved)

@@ -556,6 +556,12 @@ def test_templated_images_are_not_references_and_are_skipped():
     assert not edit("pod.yaml", text, target("nginx"), image("nginx")).changed
 
 
+def test_byte_order_mark_and_non_ascii_text_keep_their_offsets():
+    text = "\ufeffkind: Pod\nspec:\n  containers:\n  - name: é\n    image: nginx:1  # ünï\n"
+    result = edit("pod.yaml", text, target("nginx"), image("nginx", "2"))
+    assert result.text == text.replace("nginx:1", f"nginx:2@{NEW}")
+
+
 def test_anchored_image_is_edited_once():
     text = "kind: Pod\nspec:\n  containers:\n  - name: a\n    image: &img nginx:1\n" \
            "  - name: b\n    image: *img\n"

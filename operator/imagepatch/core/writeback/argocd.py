@@ -15,7 +15,9 @@ merges its entries in, and writes it back, and so does this module:
   edit set image``). The entry whose name (before ``=``, else the image's
   own name) is the target repository becomes ``repo:tag@digest``, written
   ``<name>=<ref>`` when the repository moves or the entry already used that
-  form; without one, an entry is appended. Other entries stay as they are.
+  form, and keeping the entry's spelling of the name otherwise (kustomize
+  matches image names as text: ``nginx`` is not ``docker.io/library/nginx``);
+  without one, an entry is appended. Other entries stay as they are.
 - **helm**: ``helm.parameters`` is a list of ``{name, value, forceString}``.
   The image parameter (default ``image.repository``) gets the repository and
   the tag parameter (default ``image.tag``) ``tag@digest``, both with
@@ -118,8 +120,14 @@ def _set_kustomize_image(images: list[Any], target: Target, new: NewImage) -> No
             name = split_reference(entry)[0]
         if image_name(name) != target_name:
             continue
-        images[index] = f"{name}={new.reference()}" if (equals or moved) else new.reference()
+        if equals or moved:
+            images[index] = f"{name}={new.reference()}"
+        else:  # the same image: keep the entry's spelling, kustomize matches names as text
+            tag = f":{new.tag}" if new.tag else ""
+            images[index] = f"{name}{tag}@{new.digest}"
         return
+    # No entry yet: name the image as the workload runs it (the resources' spelling is
+    # not known here; an entry written by hand first decides it).
     images.append(f"{target.repository}={new.reference()}" if moved else new.reference())
 
 
