@@ -15,10 +15,11 @@ from __future__ import annotations
 import difflib
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imagepatch.core.writeback import EditResult, NewImage, Target, WriteBackError, edit
+from imagepatch.core.writeback import EditResult, NewImage, Target, WriteBackError, edit, yamltext
 from imagepatch.core.writeback.edit import split_reference
 from imagepatch.core.writeback.yamltext import format_scalar
 
@@ -679,3 +680,14 @@ def test_a_repository_the_file_does_not_name_leaves_it_byte_identical(file, name
     result = edit(path, text, Target(repository=f"nowhere.example/{name}", policy="nobody"),
                   NewImage(repository=f"nowhere.example/{name}", tag="1", digest=NEW))
     assert result.text is text and not result.changed
+
+
+@pytest.mark.parametrize(("path", "text"), [*FILES, ("crlf.yaml", MANIFESTS.replace("\n", "\r\n")),
+                                            ("bom.yaml", "\ufeff" + MANIFESTS)])
+def test_libyaml_and_pure_python_composers_find_the_same_places(monkeypatch, path, text):
+    app = "registry.example:5000/team/app"
+    cases = [(Target(repository=r, policy="podinfo", helm_values_key="image"), image(r, "9"))
+             for r in (app, PODINFO, "nginx", "bitnami/nginx", "golang")]
+    fast = [edit(path, text, t, n) for t, n in cases]
+    monkeypatch.setattr(yamltext, "_LOADER", yaml.SafeLoader)
+    assert [edit(path, text, t, n) for t, n in cases] == fast

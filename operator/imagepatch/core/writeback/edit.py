@@ -59,7 +59,7 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass, field
 
-from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from imagepatch.core.images import InvalidImageReference, parse_image
 from imagepatch.core.writeback import yamltext
@@ -157,8 +157,10 @@ def edit(path: str, text: str, target: Target, new: NewImage) -> EditResult:
     ``text``. Text that is not YAML comes back unchanged with ``skipped`` saying so;
     a value that cannot be pinned raises ``WriteBackError`` (the message names the
     file and the field: a spec problem for a condition)."""
+    bom = "\ufeff" if text.startswith("\ufeff") else ""
+    body = text[len(bom):]
     try:
-        docs = yamltext.compose(path, text)
+        docs = yamltext.compose(path, body)
     except WriteBackError as exc:
         # A Helm chart's templates are *.yaml but not YAML; they declare no image
         # literally, so they are passed over (and said so), not an error.
@@ -166,7 +168,7 @@ def edit(path: str, text: str, target: Target, new: NewImage) -> EditResult:
     target_name = image_name(target.repository)
     new_name = image_name(new.repository)
     assert target_name is not None and new_name is not None  # noqa: S101 (validated)
-    state = _File(path=path, text=text, target=target, new=new,
+    state = _File(path=path, text=body, target=target, new=new,
                   target_name=target_name, new_name=new_name)
     _markers(state, docs)
     for doc in docs:
@@ -177,7 +179,7 @@ def edit(path: str, text: str, target: Target, new: NewImage) -> EditResult:
     if not state.splices:
         return EditResult(text=text, flux_owned=tuple(state.flux[n] for n in sorted(state.flux)))
     return EditResult(
-        text=yamltext.apply(text, state.splices),
+        text=bom + yamltext.apply(body, state.splices),
         changes=tuple(state.changes),
         flux_owned=tuple(state.flux[n] for n in sorted(state.flux)),
     )
