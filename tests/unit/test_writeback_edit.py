@@ -545,6 +545,16 @@ def test_no_match_returns_the_same_text_object_and_no_changes():
     assert result.text is MANIFESTS and result == EditResult(text=MANIFESTS)
 
 
+def test_a_file_that_cannot_name_the_image_is_not_even_parsed():
+    # Not YAML at all, but it names neither the image nor a marker nor the values key.
+    text = "{{ .Values.unrelated }}: [\n"
+    result = edit("chart/templates/x.yaml", text, target("nginx", key="web.image"),
+                  image("nginx"))
+    assert result == EditResult(text=text) and result.skipped is None
+    assert edit("x.yaml", text.replace("unrelated", "image"), target("nginx", key="web.image"),
+                image("nginx")).skipped is not None
+
+
 def test_workloads_without_pod_specs_or_names_are_skipped_quietly():
     text = "kind: Deployment\nspec: {}\n---\nkind: Job\nspec:\n  template:\n    spec:\n" \
            "      containers:\n      - image: nginx:1\n      - {name: x}\n---\n- a\n---\nplain\n"
@@ -553,7 +563,7 @@ def test_workloads_without_pod_specs_or_names_are_skipped_quietly():
 
 
 def test_templated_images_are_not_references_and_are_skipped():
-    text = "kind: Pod\nspec:\n  containers:\n  - name: a\n    image: ${IMAGE}\n"
+    text = "kind: Pod\nspec:\n  containers:\n  - name: a\n    image: nginx:${TAG}\n"
     assert not edit("pod.yaml", text, target("nginx"), image("nginx")).changed
 
 
@@ -598,7 +608,7 @@ spec:
           {{- end }}
           image: "{{ .Values.image.repository }}:{{ .Values.image.tag }}"
 """
-    result = edit("chart/templates/deployment.yaml", template, target(), image())
+    result = edit("chart/templates/deployment.yaml", template, target(key="image"), image())
     assert result.text is template and not result.changed
     assert result.skipped is not None
     assert result.skipped.startswith("chart/templates/deployment.yaml is not valid YAML")

@@ -51,7 +51,10 @@ to change comes back byte-identical, and an edit changes exactly the lines of
 the values it pins. Editing twice is editing once. A file that is not YAML (a
 Helm chart's template) comes back unchanged, ``skipped`` saying why; a value
 that cannot be pinned (a tag-only field when no tag is tracked, a block
-scalar) raises ``WriteBackError`` naming the file and the field.
+scalar) raises ``WriteBackError`` naming the file and the field. A file that
+spells neither the repository's last path component, nor a marker, nor the
+Helm values key cannot declare the image and is not parsed at all: most files
+of a repository are passed over for the price of a substring search.
 """
 
 from __future__ import annotations
@@ -157,6 +160,8 @@ def edit(path: str, text: str, target: Target, new: NewImage) -> EditResult:
     ``text``. Text that is not YAML comes back unchanged with ``skipped`` saying so;
     a value that cannot be pinned raises ``WriteBackError`` (the message names the
     file and the field: a spec problem for a condition)."""
+    if not _may_declare(text, target):
+        return EditResult(text=text)
     bom = "\ufeff" if text.startswith("\ufeff") else ""
     body = text[len(bom):]
     try:
@@ -183,6 +188,18 @@ def edit(path: str, text: str, target: Target, new: NewImage) -> EditResult:
         changes=tuple(state.changes),
         flux_owned=tuple(state.flux[n] for n in sorted(state.flux)),
     )
+
+
+def _may_declare(text: str, target: Target) -> bool:
+    """False when ``text`` cannot name the image anywhere, so it need not be parsed: every
+    place spells the repository's last path component (``nginx`` in ``nginx:1.2``,
+    ``docker.io/library/nginx`` or a Bitnami ``repository: bitnami/nginx``) or carries a
+    marker; a Helm values block, which may hold only a tag, spells its key."""
+    needles = ["$imagepatch", "$imagepolicy", parse_image(target.repository).repository
+               .rsplit("/", 1)[-1]]
+    if target.helm_values_key is not None:
+        needles.append(target.helm_values_key.rsplit(".", 1)[-1])
+    return any(needle in text for needle in needles)
 
 
 # -- 1. setter markers -----------------------------------------------------------------
