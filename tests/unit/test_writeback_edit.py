@@ -435,6 +435,16 @@ def test_values_string_and_other_images_and_missing_keys():
     assert not edit("values.yaml", other, target("nginx", key="image"), image("nginx")).changed
 
 
+def test_helmrelease_inline_values_are_a_values_file():
+    text = FLUX_HELMRELEASE.replace(' # {"$imagepolicy": "flux-system:podinfo:name"}', "")
+    text = text.replace('  # {"$imagepolicy": "flux-system:podinfo:tag"}', "")
+    result = edit("release.yaml", text, target(key="image"), image())
+    assert changed_lines(text, result.text) == {10: f"      tag: 5.0.3@{NEW}\n"}
+    # The same block at the document's root of a HelmRelease is not its values.
+    assert not edit("release.yaml", text.replace("spec:\n  values:\n", "spec:\n  other:\n"),
+                    target(key="image"), image()).changed
+
+
 def test_values_with_a_flux_marked_tag_are_left_whole():
     result = edit("release.yaml", FLUX_HELMRELEASE, target(key="image"), image())
     assert not result.changed and len(result.flux_owned) == 2
