@@ -31,7 +31,7 @@ ARGS = dict(patch="app-7f3c2", workload="Deployment/shop/app",
 
 def test_default_message_says_what_changed_and_ends_with_the_trailer():
     message = commit_message(None, **ARGS)
-    assert message.splitlines()[0] == "imagepatch: pin Deployment/shop/app (app-7f3c2)"
+    assert message.splitlines()[0] == f"imagepatch: Deployment/shop/app to {NEW}"
     assert f"to   {NEW}" in message and "from registry.example:5000/team/app:1.0" in message
     assert "Reason: base image rebuilt" in message
     assert "Findings fixed (2):\n- CVE-2024-1234\n- CVE-2024-5678\n" in message
@@ -67,7 +67,7 @@ def test_the_template_cannot_spell_the_trailer_itself():
 
 def test_empty_template_falls_back_to_the_default_title():
     assert commit_message("  \n", **ARGS) == (
-        "imagepatch: pin Deployment/shop/app (app-7f3c2)\n\nImagepatch-Patch: app-7f3c2\n")
+        f"imagepatch: Deployment/shop/app to {NEW}\n\nImagepatch-Patch: app-7f3c2\n")
 
 
 @pytest.mark.parametrize(("template", "problem"), [

@@ -57,7 +57,7 @@ TEMPLATE_FIELDS = {
 }
 
 DEFAULT_TEMPLATE = """\
-imagepatch: pin {workload} ({patch})
+imagepatch: {workload} to {new}
 
 Patch {patch} rolls {workload}
 from {old}
