@@ -588,6 +588,32 @@ def test_anchored_image_is_edited_once():
            "  - name: b\n    image: *img\n"
     result = edit("pod.yaml", text, target("nginx"), image("nginx", "2"))
     assert changed_lines(text, result.text) == {5: f"    image: &img nginx:2@{NEW}\n"}
+    assert len(result.changes) == 1
+
+
+@pytest.mark.parametrize(("path", "text", "expected"), [
+    ("kustomization.yaml", 'images:\n- name: nginx\n  digest:\n  newTag: "1"\n',
+     f'images:\n- name: nginx\n  digest: {NEW}\n  newTag: "2"\n'),
+    ("kustomization.yaml", "images:\n- name: nginx\n  newTag:   # none yet\n",
+     f'images:\n- name: nginx\n  newTag: "2"   # none yet\n  digest: {NEW}\n'),
+    ("kustomization.yaml", "images:\n- {name: nginx, newTag: }\n",
+     f'images:\n- {{name: nginx, newTag: "2", digest: {NEW} }}\n'),
+    ("values.yaml", "image:\n  repository: nginx\n  tag:\n",
+     f"image:\n  repository: nginx\n  tag: 2@{NEW}\n"),
+    ("values.yaml", "image:\n  repository: nginx\n  tag: ''\n",
+     f"image:\n  repository: nginx\n  tag: '2@{NEW}'\n"),
+])
+def test_empty_values_are_filled_after_their_colon(path, text, expected):
+    result = edit(path, text, target("nginx", key="image"), image("nginx", "2"))
+    assert result.text == expected
+    assert yaml.safe_load(result.text) is not None
+
+
+def test_an_empty_value_write_back_cannot_place_is_refused():
+    node = yaml.compose("[nginx, ]").value[0]
+    node.start_mark.index = node.end_mark.index = 0
+    with pytest.raises(WriteBackError, match="empty"):
+        yamltext.replace_scalar("[nginx, ]", node, "x", where="it")
 
 
 def test_explicitly_tagged_scalar_keeps_its_tag():

@@ -119,10 +119,12 @@ class _File:
     changes: list[str] = field(default_factory=list)
     flux: dict[int, str] = field(default_factory=dict)  # line -> description
     claimed: set[int] = field(default_factory=set)  # ids of scalars a marker owns
+    edited: set[int] = field(default_factory=set)  # ids of scalars set (an alias: once)
 
     def set(self, node: ScalarNode, value: str, what: str) -> None:
-        if node.value == value:
+        if node.value == value or id(node) in self.edited:
             return
+        self.edited.add(id(node))
         self.splices.append(yamltext.replace_scalar(self.text, node, value, where=what))
         self.changes.append(f"{what}: {short(node.value) or '(empty)'} → {short(value)}")
 

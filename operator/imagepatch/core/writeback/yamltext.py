@@ -174,6 +174,13 @@ def replace_scalar(text: str, node: ScalarNode, value: str, *, where: str) -> Sp
     if node.style in ("|", ">"):
         raise WriteBackError(f"{where} is a block scalar; write the image on one line")
     start, end = node.start_mark.index, node.end_mark.index
+    if start == end:  # an empty value (``tag:``): its marks sit wherever the parser stopped
+        while start > 0 and text[start - 1] in " \t":
+            start -= 1
+        if start == 0 or text[start - 1] not in ":-":
+            raise WriteBackError(f"{where} is empty in a way write-back cannot fill; give it a"
+                                 " value by hand once")
+        return Splice(start, start, " " + format_scalar(value, None))
     # Node properties (an anchor ``&name``, a tag ``!!str``) stay; the value follows them.
     while text[start] in "&!":
         token_end = start
@@ -209,10 +216,9 @@ def insert_keys(text: str, mapping: MappingNode, pairs: list[tuple[str, str]], *
 
 
 def apply(text: str, splices: list[Splice]) -> str:
-    """``text`` with every splice applied (a span spliced twice keeps the first)."""
-    chosen: dict[tuple[int, int], Splice] = {}
-    for splice in splices:
-        chosen.setdefault((splice.start, splice.end), splice)
-    for splice in sorted(chosen.values(), key=lambda s: (s.start, s.end), reverse=True):
+    """``text`` with every splice applied; insertions at one point land in the order
+    they were made."""
+    order = sorted(enumerate(splices), key=lambda p: (p[1].start, p[1].end, p[0]), reverse=True)
+    for _, splice in order:
         text = text[: splice.start] + splice.replacement + text[splice.end :]
     return text
