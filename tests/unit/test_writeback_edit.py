@@ -19,7 +19,15 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imagepatch.core.writeback import EditResult, NewImage, Target, WriteBackError, edit, yamltext
+from imagepatch.core.writeback import (
+    EditResult,
+    NewImage,
+    Target,
+    WriteBackError,
+    edit,
+    image_name,
+    yamltext,
+)
 from imagepatch.core.writeback.edit import split_reference
 from imagepatch.core.writeback.yamltext import format_scalar
 
@@ -737,3 +745,52 @@ def test_libyaml_and_pure_python_composers_find_the_same_places(monkeypatch, pat
     fast = [edit(path, text, t, n) for t, n in cases]
     monkeypatch.setattr(yamltext, "_LOADER", yaml.SafeLoader)
     assert [edit(path, text, t, n) for t, n in cases] == fast
+
+
+containers = st.lists(st.tuples(
+    st.sampled_from(["app", "side", "init"]),
+    st.sampled_from(["registry.example:5000/team/app:1.0", "registry.example:5000/team/app",
+                     f"registry.example:5000/team/app@{OLD}", "nginx:1.27", "busybox"]),
+), min_size=1, max_size=4)
+
+
+@settings(max_examples=120, deadline=None)
+@given(containers, st.booleans(), st.sampled_from([2, 4]), st.sampled_from([None, "'", '"']),
+       st.sampled_from(["", "9.1", "2024-01-02"]))
+def test_the_edited_file_reads_back_as_the_intended_data(items, flow, indent, style, tag):
+    """Whatever style the manifest is written in, YAML reads back exactly the input with
+    the matching images pinned, and nothing else changed."""
+    app = "registry.example:5000/team/app"
+    data = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "app"},
+            "spec": {"replicas": 2, "template": {"spec": {
+                "containers": [{"name": n, "image": i, "ports": [{"containerPort": 80}]}
+                               for n, i in items]}}}}
+    text = yaml.safe_dump(data, default_flow_style=flow, indent=indent, default_style=style,
+                          sort_keys=False)
+    result = edit("deploy.yaml", text, target(app), image(app, tag))
+    for container in data["spec"]["template"]["spec"]["containers"]:
+        if image_name(container["image"]) == app:
+            container["image"] = f"{app}{':' + tag if tag else ''}@{NEW}"
+    assert yaml.safe_load(result.text) == data
+
+
+entries = st.lists(st.fixed_dictionaries(
+    {"name": st.sampled_from(["nginx", "docker.io/library/nginx", "redis", "ghcr.io/o/app"])},
+    optional={"newTag": st.sampled_from(["1.0", "v2", ""]),
+              "digest": st.sampled_from([OLD, ""])},
+), min_size=1, max_size=3)
+
+
+@settings(max_examples=120, deadline=None)
+@given(entries, st.booleans(), st.sampled_from([None, "'", '"']), st.sampled_from(["", "1.1"]))
+def test_an_edited_kustomization_reads_back_as_the_intended_data(items, flow, style, tag):
+    data = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+            "resources": ["deployment.yaml"], "images": items}
+    text = yaml.safe_dump(data, default_flow_style=flow, default_style=style, sort_keys=False)
+    result = edit("kustomization.yaml", text, target("nginx"), image("nginx", tag))
+    for entry in data["images"]:
+        if image_name(entry["name"]) == "docker.io/library/nginx":
+            if tag:
+                entry["newTag"] = tag
+            entry["digest"] = NEW
+    assert yaml.safe_load(result.text) == data
