@@ -558,6 +558,15 @@ def test_every_pod_template_container_of_the_repository_is_pinned():
     assert "CronJob/nightly container job" in result.changes[2]
 
 
+def test_a_file_already_pinned_declares_the_image_without_changes():
+    app = "registry.example:5000/team/app"
+    once = edit("app.yaml", MANIFESTS, target(app), image(app, "1.1"))
+    again = edit("app.yaml", once.text, target(app), image(app, "1.1"))
+    assert once.declares and again.declares and not again.changed
+    flux = edit("podinfo-deployment.yaml", FLUX_DEPLOYMENT, target(), image())
+    assert not flux.declares and flux.flux_owned
+
+
 def test_no_match_returns_the_same_text_object_and_no_changes():
     result = edit("app.yaml", MANIFESTS, target("nginx"), image("nginx"))
     assert result.text is MANIFESTS and result == EditResult(text=MANIFESTS)
@@ -725,6 +734,9 @@ def test_editing_twice_is_editing_once_and_only_changes_lines(file, current, mov
     changed_lines(text, once.text)  # no line deleted, none split
     twice = edit(path, once.text, tgt, new)
     assert twice.text == once.text and not twice.changed
+    assert once.declares or not once.changed
+    if image_name(current) == image_name(moved):
+        assert twice.declares == once.declares
 
 
 @settings(max_examples=100, deadline=None)
@@ -733,7 +745,7 @@ def test_a_repository_the_file_does_not_name_leaves_it_byte_identical(file, name
     path, text = file
     result = edit(path, text, Target(repository=f"nowhere.example/{name}", policy="nobody"),
                   NewImage(repository=f"nowhere.example/{name}", tag="1", digest=NEW))
-    assert result.text is text and not result.changed
+    assert result.text is text and not result.changed and not result.declares
 
 
 @pytest.mark.parametrize(("path", "text"), [*FILES, ("crlf.yaml", MANIFESTS.replace("\n", "\r\n")),

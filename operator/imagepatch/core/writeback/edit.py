@@ -120,8 +120,10 @@ class _File:
     flux: dict[int, str] = field(default_factory=dict)  # line -> description
     claimed: set[int] = field(default_factory=set)  # ids of scalars a marker owns
     edited: set[int] = field(default_factory=set)  # ids of scalars set (an alias: once)
+    declares: bool = False  # a place was found (changed or already pinned)
 
     def set(self, node: ScalarNode, value: str, what: str) -> None:
+        self.declares = True
         if node.value == value or id(node) in self.edited:
             return
         self.edited.add(id(node))
@@ -183,13 +185,11 @@ def edit(path: str, text: str, target: Target, new: NewImage) -> EditResult:
             _kustomization(state, doc)
             _helm_values(state, doc)
             _containers(state, doc)
+    flux_owned = tuple(state.flux[n] for n in sorted(state.flux))
     if not state.splices:
-        return EditResult(text=text, flux_owned=tuple(state.flux[n] for n in sorted(state.flux)))
-    return EditResult(
-        text=bom + yamltext.apply(body, state.splices),
-        changes=tuple(state.changes),
-        flux_owned=tuple(state.flux[n] for n in sorted(state.flux)),
-    )
+        return EditResult(text=text, flux_owned=flux_owned, declares=state.declares)
+    return EditResult(text=bom + yamltext.apply(body, state.splices),
+                      changes=tuple(state.changes), flux_owned=flux_owned, declares=True)
 
 
 def _may_declare(text: str, target: Target) -> bool:

@@ -82,14 +82,16 @@ class Target:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class EditResult:
     """One file after ``edit``: its text (the input, byte for byte, when nothing changed),
-    what changed, the lines Flux's image automation owns for this repository, and why
-    the file was not read at all (``skipped``: not YAML, such as a Helm chart's
-    template), else None."""
+    what changed, the lines Flux's image automation owns for this repository, why the
+    file was not read at all (``skipped``: not YAML, such as a Helm chart's template,
+    else None), and whether it declares the image in a place ``edit`` writes
+    (``declares``: also True when every place already holds the new reference)."""
 
     text: str
     changes: tuple[str, ...] = ()
     flux_owned: tuple[str, ...] = ()
     skipped: str | None = None
+    declares: bool = False
 
     @property
     def changed(self) -> bool:
