@@ -24,10 +24,27 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _run(args: argparse.Namespace) -> int:
-    import kopf
+def operator_imports() -> None:
+    """Import what ``imagepatch run`` runs, with the ``kubernetes`` package kept out.
+
+    kopf imports the ``kubernetes`` client's model classes whenever the package is
+    installed (to recognise its objects, which the operator never passes it); the
+    package costs tens of MiB resident (issue 21). The operator talks to the API server
+    through ``adapters.kubeapi`` alone, so the package is marked absent first (kopf
+    treats it as not installed). The CLI's other commands may still use it.
+    """
+    if "kubernetes" not in sys.modules:
+        sys.modules["kubernetes"] = None  # type: ignore[assignment]
+    import kopf  # noqa: F401
 
     import imagepatch.handlers  # noqa: F401 - registers the kopf handlers
+
+
+def _run(args: argparse.Namespace) -> int:
+    operator_imports()
+    import kopf
+
+    import imagepatch.handlers
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
