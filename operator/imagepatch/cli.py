@@ -24,17 +24,23 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def operator_imports() -> None:
-    """Import what ``imagepatch run`` runs, with the ``kubernetes`` package kept out.
+# Packages libraries import only when installed, which the operator never uses:
+# kopf imports the ``kubernetes`` client's model classes (to recognise objects the
+# operator never passes it; tens of MiB resident, issue 21), httpx its command line
+# (``rich``, ``pygments``; installed with the dev tools, not in the image).
+KEPT_OUT = ("kubernetes", "pygments", "rich")
 
-    kopf imports the ``kubernetes`` client's model classes whenever the package is
-    installed (to recognise its objects, which the operator never passes it); the
-    package costs tens of MiB resident (issue 21). The operator talks to the API server
-    through ``adapters.kubeapi`` alone, so the package is marked absent first (kopf
-    treats it as not installed). The CLI's other commands may still use it.
+
+def operator_imports() -> None:
+    """Import what ``imagepatch run`` runs, with ``KEPT_OUT`` marked absent first.
+
+    The operator talks to the API server through ``adapters.kubeapi`` alone; kopf
+    and httpx treat a package marked absent as not installed. The CLI's other
+    commands (another process) may still use them.
     """
-    if "kubernetes" not in sys.modules:
-        sys.modules["kubernetes"] = None  # type: ignore[assignment]
+    for name in KEPT_OUT:
+        if name not in sys.modules:
+            sys.modules[name] = None  # type: ignore[assignment]
     import kopf  # noqa: F401
 
     import imagepatch.handlers  # noqa: F401 - registers the kopf handlers

@@ -1,4 +1,5 @@
-"""The operator process never imports the ``kubernetes`` client package (issue 21: RSS).
+"""The operator process never imports the ``kubernetes`` client package (issue 21: RSS),
+nor httpx's command line (``rich``, ``pygments``).
 
 It costs tens of MiB resident (a model class per API type) and the operator
 talks to the API server through ``adapters.kubeapi`` alone. kopf imports it
@@ -35,7 +36,8 @@ def test_the_operator_process_does_not_import_the_kubernetes_client() -> None:
                           text=True, timeout=120, check=True)
     modules = json.loads(done.stdout)
     assert "kopf" in modules and "imagepatch.handlers" in modules and "httpx" in modules
-    assert [m for m in modules if m == "kubernetes" or m.startswith("kubernetes.")] == []
+    for name in ("kubernetes", "rich", "pygments"):
+        assert [m for m in modules if m == name or m.startswith(f"{name}.")] == []
 
 
 def test_kopf_is_given_the_operators_own_login_handler() -> None:
