@@ -146,6 +146,11 @@ def test_a_kubernetes_client_configuration_is_read_by_attribute() -> None:
     assert config == ClusterConfig(server="https://h:1", ca_file="/ca", insecure=True,
                                    token="abc")
     assert kubeapi.Client.of(SimpleNamespace(configuration=configuration)).config == config
+    current = SimpleNamespace(host="https://h", ssl_ca_cert=None, verify_ssl=True,
+                              cert_file="/c", key_file="/k",
+                              api_key={"BearerToken": "Bearer xyz"}, api_key_prefix={})
+    assert kubeapi.from_client_configuration(current) == ClusterConfig(
+        server="https://h", cert_file="/c", key_file="/k", token="xyz")
     client = kubeapi.Client(config)
     assert kubeapi.Client.of(client) is client
     assert kubeapi.Client.of(config).config is config

@@ -245,8 +245,11 @@ def _exec_config(stanza: Mapping[str, Any], base: Path, cluster: Mapping[str, An
 def from_client_configuration(configuration: Any) -> ClusterConfig:
     """The endpoint and credentials of a ``kubernetes.client.Configuration`` (the tests' and
     the CLI's clients are that; read by attribute, without importing the package)."""
-    auth = dict(getattr(configuration, "api_key", None) or {}).get("authorization") or ""
-    prefix = dict(getattr(configuration, "api_key_prefix", None) or {}).get("authorization")
+    keys = dict(getattr(configuration, "api_key", None) or {})
+    prefixes = dict(getattr(configuration, "api_key_prefix", None) or {})
+    # The client's own key is "BearerToken" (older releases: "authorization").
+    name = "BearerToken" if keys.get("BearerToken") else "authorization"
+    auth, prefix = str(keys.get(name) or ""), prefixes.get(name)
     if prefix and auth and not auth.startswith(prefix):
         auth = f"{prefix} {auth}"
     return ClusterConfig(
