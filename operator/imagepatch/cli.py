@@ -58,6 +58,9 @@ def _run(args: argparse.Namespace) -> int:
     )
     # httpx logs whole URLs at INFO; ECR blob redirects carry S3 signatures.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # httpcore's debug lines are raw status tuples without a path; adapters.kubeapi
+    # logs each API request itself.
+    logging.getLogger("httpcore").setLevel(logging.INFO)
     if args.securityhub and not args.cluster_name:
         raise SystemExit("--securityhub needs --cluster-name (it goes into every finding's id)")
     if args.aws_config_result_token and not args.cluster_name:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import logging
 import os
 import stat
 import uuid
@@ -40,6 +41,7 @@ from imagepatch.adapters.errors import (
 from imagepatch.adapters.kube import classify
 from imagepatch.adapters.kubeapi import CORE, JSON_PATCH, path
 from tests.cluster.harness import kubeconfig_yaml
+from tests.support.operator import FORBIDDEN
 
 pytestmark = pytest.mark.cluster
 
@@ -104,14 +106,19 @@ def test_a_named_context_is_used_instead_of_the_current_one(kube, accounts, clus
     assert whoami(client) == f"system:serviceaccount:{ns}:one"
 
 
-def test_a_service_account_token_kubeconfig(accounts, cluster, tmp_path) -> None:
+def test_a_service_account_token_kubeconfig(accounts, cluster, tmp_path, caplog) -> None:
     ns, token = accounts
     client = kubeapi.Client(kubeapi.load(write_kubeconfig(tmp_path / "k", cluster,
                                                           {"token": token("one")})))
     assert whoami(client) == f"system:serviceaccount:{ns}:one"
-    # What that account may not do is a 403, mapped to a configuration problem.
+    # What that account may not do is a 403, mapped to a configuration problem, and
+    # logged as e2e tests look for RBAC denials in the operator's log.
+    caplog.set_level(logging.DEBUG, logger="imagepatch.adapters.kubeapi")
     with pytest.raises(kubeapi.ApiError) as caught:
         client.get(path(CORE, "v1", "secrets", namespace="kube-system"))
+    [line] = [r.getMessage() for r in caplog.records if " 403" in r.getMessage()]
+    assert line == f'{cluster["server"]} "GET /api/v1/namespaces/kube-system/secrets HTTP/1.1" 403'
+    assert FORBIDDEN.search(line)
     error = classify(caught.value, "list Secrets")
     assert isinstance(error, ConfigurationError) and caught.value.status == 403
     assert "list Secrets: HTTP 403" in str(error)

@@ -35,6 +35,7 @@ import atexit
 import base64
 import datetime as dt
 import json
+import logging
 import os
 import shutil
 import ssl
@@ -49,6 +50,8 @@ from urllib.parse import quote
 
 import httpx
 import yaml
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 60.0
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -508,6 +511,10 @@ class Client:
                 self.credentials.refresh()  # a rotated token file, an expired plugin token
                 continue
             break
+        # One line per request, as the kubernetes client's urllib3 wrote it (tests read
+        # the log for RBAC denials): the path, never a header or a body.
+        log.debug('%s "%s %s HTTP/1.1" %d', self.config.server, method,
+                  response.request.url.raw_path.decode(), response.status_code)
         if response.status_code >= 400:
             raise _api_error(response)
         doc: dict[str, Any] = response.json() if response.content else {}
