@@ -198,6 +198,8 @@ IMAGE_CHANGED = "ImageChanged"
 DIGEST_FAILED_BEFORE = "DigestFailedBefore"
 # A StatefulSet or DaemonSet with updateStrategy OnDelete (core/kinds/shared.py).
 ON_DELETE_STRATEGY = "OnDeleteStrategy"
+# The primary Deployment a Flagger Canary controls: Flagger's to write (core.flagger).
+FLAGGER_PRIMARY = "FlaggerPrimary"
 EXTERNAL_CHANGE = "ExternalChange"
 EARLIER_TARGET_FAILED = "EarlierTargetFailed"
 # The new image failed its health gate in an earlier wave (rollout.onTargetFailure
