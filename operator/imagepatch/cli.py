@@ -24,10 +24,33 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _run(args: argparse.Namespace) -> int:
-    import kopf
+# Packages libraries import only when installed, which the operator never uses:
+# kopf imports the ``kubernetes`` client's model classes (to recognise objects the
+# operator never passes it; tens of MiB resident, issue 21), httpx its command line
+# (``rich``, ``pygments``; installed with the dev tools, not in the image).
+KEPT_OUT = ("kubernetes", "pygments", "rich")
+
+
+def operator_imports() -> None:
+    """Import what ``imagepatch run`` runs, with ``KEPT_OUT`` marked absent first.
+
+    The operator talks to the API server through ``adapters.kubeapi`` alone; kopf
+    and httpx treat a package marked absent as not installed. The CLI's other
+    commands (another process) may still use them.
+    """
+    for name in KEPT_OUT:
+        if name not in sys.modules:
+            sys.modules[name] = None  # type: ignore[assignment]
+    import kopf  # noqa: F401
 
     import imagepatch.handlers  # noqa: F401 - registers the kopf handlers
+
+
+def _run(args: argparse.Namespace) -> int:
+    operator_imports()
+    import kopf
+
+    import imagepatch.handlers
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -35,6 +58,9 @@ def _run(args: argparse.Namespace) -> int:
     )
     # httpx logs whole URLs at INFO; ECR blob redirects carry S3 signatures.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # httpcore's debug lines are raw status tuples without a path; adapters.kubeapi
+    # logs each API request itself.
+    logging.getLogger("httpcore").setLevel(logging.INFO)
     if args.securityhub and not args.cluster_name:
         raise SystemExit("--securityhub needs --cluster-name (it goes into every finding's id)")
     if args.aws_config_result_token and not args.cluster_name:

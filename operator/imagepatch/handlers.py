@@ -15,7 +15,7 @@ from typing import Any
 import kopf
 
 from imagepatch import reconcile
-from imagepatch.adapters import malloc, metrics
+from imagepatch.adapters import kubeapi, malloc, metrics
 from imagepatch.adapters.awsconfig import ConfigEvaluations
 from imagepatch.adapters.builders import Builder
 from imagepatch.adapters.builders.codebuild import CodeBuildBuilder
@@ -131,6 +131,22 @@ class Heartbeat:
 
     def saw_event(self) -> None:
         self.last_event = time.monotonic()
+
+
+@kopf.on.login()
+async def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+    """kopf's endpoint and credentials, from the operator's own client (``adapters.kubeapi``):
+    kopf's default login would import the ``kubernetes`` package, tens of MiB (issue 21).
+
+    kopf logs in again after a 401 or when the credential's ``expiration`` passes (an exec
+    plugin's): then the token file is read and the plugin asked again.
+    """
+    kube = getattr(memo, "kube", None)
+    api = kube.api if kube is not None else kubeapi.Client.of(None)
+    if getattr(memo, "logged_in", False):
+        await asyncio.to_thread(api.credentials.refresh)
+    memo.logged_in = True
+    return kopf.ConnectionInfo(**await asyncio.to_thread(api.connection))
 
 
 @kopf.on.startup()

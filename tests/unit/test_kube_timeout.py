@@ -1,4 +1,4 @@
-"""Every Kubernetes API call has a timeout (adapters/kube.py ``_call``).
+"""Every Kubernetes API call has a timeout (adapters/kube.py ``_call``, adapters/kubeapi.py).
 
 Given an API endpoint that accepts connections and never answers (a hung
 API server, a wedged proxy: no real API server can be made to do this), a
@@ -17,8 +17,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from kubernetes import client
 
+from imagepatch.adapters import kubeapi
 from imagepatch.adapters.errors import TransientError
 from imagepatch.adapters.kube import DEFAULT_REQUEST_TIMEOUT, Kube
 
@@ -50,9 +50,7 @@ def black_hole() -> Iterator[str]:
 
 
 def kube_at(url: str, **kw) -> Kube:
-    config = client.Configuration()
-    config.host = url
-    return Kube(client.ApiClient(config), **kw)
+    return Kube(kubeapi.Client(kubeapi.ClusterConfig(server=url)), **kw)
 
 
 def test_a_call_to_an_api_server_that_never_answers_times_out(black_hole: str) -> None:
@@ -69,20 +67,16 @@ def test_a_call_to_an_api_server_that_never_answers_times_out(black_hole: str) -
     asyncio.run(call())
 
 
-def test_the_timeout_defaults_to_a_minute_and_a_call_may_ask_for_less() -> None:
+def test_the_timeout_defaults_to_a_minute_and_a_call_may_ask_for_less(black_hole: str) -> None:
     assert DEFAULT_REQUEST_TIMEOUT == 60.0
     seen: list[object] = []
+    kube = kube_at(black_hole)
 
-    kube = Kube(client.ApiClient(client.Configuration()))
+    def request(*_: object, **kwargs: object) -> dict:
+        seen.append(kwargs["timeout"])
+        return {}
 
-    def fn(*_: object, **kwargs: object) -> object:
-        seen.append(kwargs["_request_timeout"])
-
-        class Resp:
-            data = b"{}"
-
-        return Resp()
-
-    asyncio.run(kube._call("probe", fn))
-    asyncio.run(kube._call("probe", fn, _request_timeout=5))
+    kube.api.request = request  # type: ignore[method-assign]
+    asyncio.run(kube._call("probe", "GET", "/api/v1/namespaces"))
+    asyncio.run(kube._call("probe", "GET", "/api/v1/namespaces", timeout=5))
     assert seen == [60.0, 5]

@@ -19,14 +19,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from imagepatch.adapters.kube import Kube
+from imagepatch.adapters.kubeapi import path
 from imagepatch.core import flagger
 
 
 async def list_canaries(kube: Kube, namespace: str) -> list[dict[str, Any]]:
     """The Canaries of ``namespace``; none when the Canary CRD is not installed."""
     data = await kube._call(
-        f"list Flagger Canaries in {namespace}", kube.custom.list_namespaced_custom_object,
-        flagger.GROUP, flagger.VERSION, namespace, flagger.PLURAL, missing_ok=True,
+        f"list Flagger Canaries in {namespace}", "GET",
+        path(flagger.GROUP, flagger.VERSION, flagger.PLURAL, namespace=namespace), missing_ok=True,
     )  # fmt: skip
     return list((data or {}).get("items") or [])
 

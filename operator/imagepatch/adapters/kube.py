@@ -4,10 +4,12 @@ Objects come back as plain dicts exactly as the API serves them (camelCase
 keys), because ``core`` reads the API's own shapes. Every write that acts on
 a decision carries a ``resourceVersion`` precondition, so a decision made on a
 stale read fails with ``ConflictError`` instead of overwriting someone's
-change. Calls are synchronous ``kubernetes`` client calls run in a thread, so
-the kopf event loop never blocks; each one, body read included, is bounded by
-``request_timeout`` (a hung API server or proxy ends as a ``TransientError``,
-never a worker thread held for good).
+change. Calls are synchronous ``adapters.kubeapi`` requests run in a thread,
+so the kopf event loop never blocks; each one, body read included, is bounded
+by ``request_timeout`` (a hung API server or proxy ends as a
+``TransientError``, never a worker thread held for good). The ``kubernetes``
+client package is never imported by the operator (its model classes cost
+tens of MiB; issue 21).
 """
 
 from __future__ import annotations
@@ -15,16 +17,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import fnmatch
-import json
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, overload
 
-import urllib3
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
+import httpx
 
+from imagepatch.adapters import kubeapi
 from imagepatch.adapters.errors import (
     AdapterError,
     ConfigurationError,
@@ -32,6 +32,7 @@ from imagepatch.adapters.errors import (
     NotFoundError,
     TransientError,
 )
+from imagepatch.adapters.kubeapi import CORE, JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH, path
 from imagepatch.core import kinds_rollout, reasons, workload_ref
 from imagepatch.core.kinds import CONTAINER_LISTS, CRONJOB, JOB_NAME_LABELS, KINDS, StuckPod
 from imagepatch.core.reasons import (
@@ -47,30 +48,26 @@ DEFAULT_REQUEST_TIMEOUT = 60.0
 # reduced (``keep``) before the next is asked for, so a listing of thousands
 # of Deployments never sits in memory whole (issue 21 item 3: its parsed
 # bodies, managedFields and all, are a transient that grows with the fleet).
-# A continue token that expired (410) fails the listing like any other error;
-# the store lists again on its next read.
+# A continue token that expired (410 Gone) fails the listing as a
+# TransientError; the store lists again on its next read.
 LIST_PAGE_SIZE = 200
-
-
-def load_api_client() -> client.ApiClient:
-    """In-cluster credentials when running in a pod, else the kubeconfig (as kubectl)."""
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    return client.ApiClient()
+# Errors of a request: an error status, or no answer (connection, TLS, timeout).
+CALL_ERRORS = (kubeapi.ApiError, kubeapi.ConfigError, httpx.HTTPError, OSError)
+# Where each kind imagepatch patches lives: (API group, version, plural).
+WORKLOAD_RESOURCES = {
+    "Deployment": ("apps", "v1", "deployments"),
+    "StatefulSet": ("apps", "v1", "statefulsets"),
+    "DaemonSet": ("apps", "v1", "daemonsets"),
+    CRONJOB: ("batch", "v1", "cronjobs"),
+    kinds_rollout.ROLLOUT: (kinds_rollout.GROUP, kinds_rollout.VERSION, kinds_rollout.PLURAL),
+}
 
 
 def classify(exc: Exception, what: str) -> AdapterError:
     """Map a client exception to the adapter error kinds, with a safe message."""
-    if isinstance(exc, ApiException):
-        status = exc.status or 0
-        detail = ""
-        try:
-            detail = json.loads(exc.body or "{}").get("message", "")
-        except (ValueError, AttributeError):
-            detail = ""
-        message = f"{what}: HTTP {status}" + (f": {detail}" if detail else "")
+    if isinstance(exc, kubeapi.ApiError):
+        status = exc.status
+        message = f"{what}: HTTP {status}" + (f": {exc.message}" if exc.message else "")
         if status == 404:
             return NotFoundError(message, reason="NotFound")
         if status == 409:
@@ -79,33 +76,34 @@ def classify(exc: Exception, what: str) -> AdapterError:
             return ConfigurationError(message, reason=reasons.FORBIDDEN)
         if status in (400, 422):
             return ConfigurationError(message, reason="Invalid")
+        if status == 410:  # an expired continue token (or watch version): list again
+            return TransientError(message, reason="Expired")
         if status == 429 or status >= 500:
-            retry = exc.headers.get("Retry-After") if exc.headers else None
-            return TransientError(
-                message,
-                reason="APIUnavailable",
-                retry_after=float(retry) if retry and retry.isdigit() else None,
-            )
+            return TransientError(message, reason="APIUnavailable", retry_after=exc.retry_after)
         return ConfigurationError(message, reason=reasons.REJECTED)
-    if isinstance(exc, (urllib3.exceptions.HTTPError, OSError)):
+    if isinstance(exc, kubeapi.ConfigError):  # no usable credentials (a failed plugin)
+        return ConfigurationError(f"{what}: {exc}", reason=reasons.FORBIDDEN)
+    if isinstance(exc, (httpx.HTTPError, OSError)):
         return TransientError(f"{what}: {type(exc).__name__}", reason="APIUnavailable")
     raise exc
 
 
-def _json(resp: Any) -> dict[str, Any]:
-    # Every call imagepatch makes answers a JSON object (a resource, a list, a Status).
-    doc: dict[str, Any] = json.loads(resp.data)
-    return doc
+def custom(plural: str, name: str | None = None, *, subresource: str | None = None) -> str:
+    """The path of an imagepatch resource (cluster-scoped)."""
+    return path(GROUP, VERSION, plural, name=name, subresource=subresource)
 
 
 class Kube:
     """The operations imagepatch performs on the API server."""
 
     def __init__(
-        self, api_client: client.ApiClient | None = None, *, namespaces: Sequence[str] = (),
+        self, api_client: Any = None, *, namespaces: Sequence[str] = (),
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT, argo_rollouts: bool = False,
     ) -> None:
-        """``namespaces``: the ``--namespace`` scope (names or kopf's glob patterns); empty: all.
+        """``api_client``: a ``kubeapi.Client`` (or anything ``kubeapi.Client.of`` takes; None:
+        the pod's ServiceAccount or the kubeconfig, as kubectl).
+
+        ``namespaces``: the ``--namespace`` scope (names or kopf's glob patterns); empty: all.
 
         ``request_timeout``: seconds any one call may take (a call may ask for less).
         ``argo_rollouts``: Argo Rollouts' Rollouts are targets too (``--argo-rollouts``;
@@ -115,45 +113,47 @@ class Kube:
         # --flagger: a Deployment's gate follows the Flagger Canary that targets it
         # (adapters.flagger; set by the handlers' startup).
         self.flagger = False
-        self.api = api_client or load_api_client()
+        self.api = kubeapi.Client.of(api_client)
         self.namespaces = tuple(namespaces)
         self.request_timeout = request_timeout
-        self.core = client.CoreV1Api(self.api)
-        self.apps = client.AppsV1Api(self.api)
-        self.batch = client.BatchV1Api(self.api)
-        self.custom = client.CustomObjectsApi(self.api)
-        self.coordination = client.CoordinationV1Api(self.api)
         # When a request last got an answer from the API server (monotonic):
         # the liveness probe reads it (handlers.liveness).
         self.last_answer: float | None = None
 
     @overload
     async def _call(
-        self, what: str, fn: Callable[..., Any], *args: Any,
-        missing_ok: Literal[False] = False, **kwargs: Any,
+        self, what: str, method: str, url: str, body: Any = None, *,
+        missing_ok: Literal[False] = False, params: Mapping[str, Any] | None = None,
+        content_type: str = MERGE_PATCH, timeout: float | None = None,
     ) -> dict[str, Any]: ...
 
     @overload
     async def _call(
-        self, what: str, fn: Callable[..., Any], *args: Any,
-        missing_ok: Literal[True], **kwargs: Any,
+        self, what: str, method: str, url: str, body: Any = None, *,
+        missing_ok: Literal[True], params: Mapping[str, Any] | None = None,
+        content_type: str = MERGE_PATCH, timeout: float | None = None,
     ) -> dict[str, Any] | None: ...
 
     async def _call(
-        self, what: str, fn: Callable[..., Any], *args: Any,
-        missing_ok: bool = False, **kwargs: Any,
+        self, what: str, method: str, url: str, body: Any = None, *,
+        missing_ok: bool = False, params: Mapping[str, Any] | None = None,
+        content_type: str = MERGE_PATCH, timeout: float | None = None,
     ) -> dict[str, Any] | None:
-        # One timeout for every call, here rather than at each call site. The
-        # body is read in the worker thread too, under the same timeout: a
-        # slow read must neither hang for good nor block the event loop.
-        kwargs.setdefault("_request_timeout", self.request_timeout)
+        """One request (``content_type`` is a PATCH's; POST and PUT send plain JSON).
+
+        One timeout for every call, here rather than at each call site; the
+        body is read in the worker thread too, under the same timeout: a slow
+        read must neither hang for good nor block the event loop.
+        """
+        kind = content_type if method == "PATCH" else "application/json"
         try:
             data = await asyncio.to_thread(
-                lambda: _json(fn(*args, _preload_content=False, **kwargs))
+                self.api.request, method, url, params=params, body=body, content_type=kind,
+                timeout=self.request_timeout if timeout is None else timeout,
             )
-        except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+        except CALL_ERRORS as exc:
             error = classify(exc, what)
-            if isinstance(exc, ApiException) and (exc.status or 0) < 500:
+            if isinstance(exc, kubeapi.ApiError) and exc.status < 500:
                 self.last_answer = time.monotonic()  # an answer, if not the one we wanted
             if missing_ok and isinstance(error, NotFoundError):
                 return None
@@ -164,30 +164,15 @@ class Kube:
     # -- imagepatch resources -------------------------------------------------------
 
     async def get_policy(self, name: str) -> dict[str, Any] | None:
-        return await self._call(
-            f"get ImagePatchPolicy {name}",
-            self.custom.get_cluster_custom_object,
-            GROUP,
-            VERSION,
-            POLICIES,
-            name,
-            missing_ok=True,
-        )
+        return await self._call(f"get ImagePatchPolicy {name}", "GET", custom(POLICIES, name),
+                                missing_ok=True)
 
     async def get_imagepatch(self, name: str) -> dict[str, Any] | None:
-        return await self._call(
-            f"get ImagePatch {name}",
-            self.custom.get_cluster_custom_object,
-            GROUP,
-            VERSION,
-            IMAGEPATCHES,
-            name,
-            missing_ok=True,
-        )
+        return await self._call(f"get ImagePatch {name}", "GET", custom(IMAGEPATCHES, name),
+                                missing_ok=True)
 
     async def list_policies(self) -> list[dict[str, Any]]:
-        data = await self._call("list ImagePatchPolicies", self.custom.list_cluster_custom_object,
-                                GROUP, VERSION, POLICIES)
+        data = await self._call("list ImagePatchPolicies", "GET", custom(POLICIES))
         return list(data.get("items", []))
 
     async def annotate_imagepatch(
@@ -197,9 +182,8 @@ class Kube:
 
         Returns the object as written (None if it is gone): a read store applies it.
         """
-        return await self._call(f"annotate ImagePatch {name}",
-                                self.custom.patch_cluster_custom_object,
-                                GROUP, VERSION, IMAGEPATCHES, name,
+        return await self._call(f"annotate ImagePatch {name}", "PATCH",
+                                custom(IMAGEPATCHES, name),
                                 {"metadata": {"annotations": dict(annotations)}}, missing_ok=True)
 
     async def set_imagepatch_targets(
@@ -207,21 +191,19 @@ class Kube:
     ) -> dict[str, Any] | None:
         """Replace ``spec.targets``, if the ImagePatch is unchanged since read."""
         body = {"metadata": {"resourceVersion": resource_version}, "spec": {"targets": targets}}
-        return await self._call(f"retarget ImagePatch {name}",
-                                self.custom.patch_cluster_custom_object,
-                                GROUP, VERSION, IMAGEPATCHES, name, body, missing_ok=True)
+        return await self._call(f"retarget ImagePatch {name}", "PATCH",
+                                custom(IMAGEPATCHES, name), body, missing_ok=True)
 
     async def list_imagepatches(self, *, label_selector: str = "") -> list[dict[str, Any]]:
-        data = await self._call("list ImagePatches", self.custom.list_cluster_custom_object,
-                                GROUP, VERSION, IMAGEPATCHES, label_selector=label_selector)
+        data = await self._call("list ImagePatches", "GET", custom(IMAGEPATCHES),
+                                params={"labelSelector": label_selector})
         return list(data.get("items", []))
 
     async def create_imagepatch(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
         """Create it; None if one of that name exists already (names are deterministic)."""
         try:
-            return await self._call(f"create ImagePatch {body['metadata']['name']}",
-                                    self.custom.create_cluster_custom_object,
-                                    GROUP, VERSION, IMAGEPATCHES, dict(body))
+            return await self._call(f"create ImagePatch {body['metadata']['name']}", "POST",
+                                    custom(IMAGEPATCHES), dict(body))
         except ConflictError:
             return None
 
@@ -229,8 +211,8 @@ class Kube:
         """Delete it if unchanged since read; False if it changed or is gone already."""
         body = {"preconditions": {"resourceVersion": resource_version}}
         try:
-            await self._call(f"delete ImagePatch {name}", self.custom.delete_cluster_custom_object,
-                             GROUP, VERSION, IMAGEPATCHES, name, body=body)
+            await self._call(f"delete ImagePatch {name}", "DELETE", custom(IMAGEPATCHES, name),
+                             body)
         except (NotFoundError, ConflictError):
             return False
         return True
@@ -242,10 +224,9 @@ class Kube:
         ops = [{"op": "test", "path": f"/metadata/finalizers/{index}", "value": finalizer},
                {"op": "remove", "path": f"/metadata/finalizers/{index}"}]
         try:
-            return await self._call(f"remove finalizer of ImagePatch {name}",
-                             self.custom.patch_cluster_custom_object, GROUP, VERSION,
-                             IMAGEPATCHES, name, ops, missing_ok=True,
-                             _content_type="application/json-patch+json")
+            return await self._call(f"remove finalizer of ImagePatch {name}", "PATCH",
+                                    custom(IMAGEPATCHES, name), ops, missing_ok=True,
+                                    content_type=JSON_PATCH)
         except ConfigurationError as exc:
             if exc.reason != "Invalid":
                 raise
@@ -254,86 +235,55 @@ class Kube:
 
     async def write_policy_status(self, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
         """Merge fields into a policy's status (no precondition: these fields are ours alone)."""
-        return await self._call(f"record status of ImagePatchPolicy {name}",
-                         self.custom.patch_cluster_custom_object_status,
-                         GROUP, VERSION, POLICIES, name, {"status": dict(status)})
+        return await self._call(f"record status of ImagePatchPolicy {name}", "PATCH",
+                                custom(POLICIES, name, subresource="status"),
+                                {"status": dict(status)})
 
     async def write_imagepatch_status(
         self, name: str, status: Mapping[str, Any], *, resource_version: str
     ) -> dict[str, Any]:
         """Merge ``status`` in, only if the object is still at ``resource_version``."""
         body = {"metadata": {"resourceVersion": resource_version}, "status": dict(status)}
-        return await self._call(
-            f"record status of ImagePatch {name}",
-            self.custom.patch_cluster_custom_object_status,
-            GROUP,
-            VERSION,
-            IMAGEPATCHES,
-            name,
-            body,
-        )
+        return await self._call(f"record status of ImagePatch {name}", "PATCH",
+                                custom(IMAGEPATCHES, name, subresource="status"), body)
 
     # -- workloads ------------------------------------------------------------------
 
-    def _workload_calls(self, kind: str) -> dict[str, Any]:
-        """The client calls for ``kind`` (one of ``core.kinds.KINDS``)."""
+    def _workload_path(self, kind: str, namespace: str | None = None, name: str | None = None,
+                       *, subresource: str | None = None) -> str:
+        """The path of workloads of ``kind`` (one of ``core.kinds.KINDS``)."""
         if kind not in KINDS:
             raise ConfigurationError(f"imagepatch does not patch {kind!r} workloads",
                                      reason="Invalid")
-        if kind == kinds_rollout.ROLLOUT:
-            return self._rollout_calls()
-        api = self.batch if kind == CRONJOB else self.apps
-        plural = {"Deployment": "deployment", "StatefulSet": "stateful_set",
-                  "DaemonSet": "daemon_set", "CronJob": "cron_job"}[kind]
-        return {
-            "read": getattr(api, f"read_namespaced_{plural}"),
-            "patch": getattr(api, f"patch_namespaced_{plural}"),
-            "list": getattr(api, f"list_namespaced_{plural}"),
-            "list_all": getattr(api, f"list_{plural}_for_all_namespaces"),
-        }
-
-    def _rollout_calls(self) -> dict[str, Any]:
-        """Argo Rollouts' Rollout through the custom objects API, shaped as the apps calls."""
-        c, g, v, p = self.custom, kinds_rollout.GROUP, kinds_rollout.VERSION, kinds_rollout.PLURAL
-        return {
-            "read": lambda name, ns, **kw: c.get_namespaced_custom_object(g, v, ns, p, name, **kw),
-            "patch": lambda name, ns, body, **kw: c.patch_namespaced_custom_object(
-                g, v, ns, p, name, body, **kw),
-            "list": lambda ns, **kw: c.list_namespaced_custom_object(g, v, ns, p, **kw),
-            "list_all": lambda **kw: c.list_cluster_custom_object(g, v, p, **kw),
-        }
+        group, version, plural = WORKLOAD_RESOURCES[kind]
+        return path(group, version, plural, namespace=namespace, name=name,
+                    subresource=subresource)
 
     async def promote_rollout(self, rollout: Mapping[str, Any]) -> None:
         """``kubectl argo rollouts promote``: its spec patch, then its status patch."""
         meta = rollout["metadata"]
         ns, name = meta["namespace"], meta["name"]
         spec_patch, status_patch = kinds_rollout.promote_patches(rollout)
-        g, v, p = kinds_rollout.GROUP, kinds_rollout.VERSION, kinds_rollout.PLURAL
+        rollout_path = self._workload_path(kinds_rollout.ROLLOUT, ns, name)
         if status_patch is not None:
-            await self._call(f"promote Rollout {ns}/{name} (status)",
-                             self.custom.patch_namespaced_custom_object_status, g, v, ns, p, name,
-                             dict(status_patch), missing_ok=True,
-                             _content_type="application/merge-patch+json")
+            await self._call(f"promote Rollout {ns}/{name} (status)", "PATCH",
+                             f"{rollout_path}/status", dict(status_patch), missing_ok=True)
         if spec_patch is not None:
-            await self._call(f"promote Rollout {ns}/{name}",
-                             self.custom.patch_namespaced_custom_object, g, v, ns, p, name,
-                             dict(spec_patch), missing_ok=True,
-                             _content_type="application/merge-patch+json")
+            await self._call(f"promote Rollout {ns}/{name}", "PATCH", rollout_path,
+                             dict(spec_patch), missing_ok=True)
 
     async def abort_rollout(self, namespace: str, name: str) -> None:
         """``kubectl argo rollouts abort``: ``status.abort`` set on the status subresource."""
-        await self._call(f"abort Rollout {namespace}/{name}",
-                         self.custom.patch_namespaced_custom_object_status,
-                         kinds_rollout.GROUP, kinds_rollout.VERSION, namespace,
-                         kinds_rollout.PLURAL, name, dict(kinds_rollout.ABORT_PATCH),
-                         missing_ok=True, _content_type="application/merge-patch+json")
+        await self._call(f"abort Rollout {namespace}/{name}", "PATCH",
+                         self._workload_path(kinds_rollout.ROLLOUT, namespace, name,
+                                             subresource="status"),
+                         dict(kinds_rollout.ABORT_PATCH), missing_ok=True)
 
     async def get_workload(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """A workload of ``kind``; None if it is gone. A Rollout comes resolved
         (``resolve_workload_ref``)."""
-        obj = await self._call(f"get {kind} {namespace}/{name}",
-                               self._workload_calls(kind)["read"], name, namespace,
-                               missing_ok=True)
+        obj = await self._call(f"get {kind} {namespace}/{name}", "GET",
+                               self._workload_path(kind, namespace, name), missing_ok=True)
         return obj if obj is None else await self.resolve_workload_ref(kind, obj)
 
     async def resolve_workload_ref(self, kind: str, obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -365,8 +315,8 @@ class Kube:
     async def cronjob_jobs(self, cronjob: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The Jobs a CronJob owns (ownerReferences; Jobs carry no selector for their CronJob)."""
         namespace, uid = cronjob["metadata"]["namespace"], cronjob["metadata"].get("uid")
-        data = await self._call(f"list Jobs in {namespace}", self.batch.list_namespaced_job,
-                                namespace)
+        data = await self._call(f"list Jobs in {namespace}", "GET",
+                                path("batch", "v1", "jobs", namespace=namespace))
         return [j for j in data.get("items", [])
                 if any(r.get("uid") == uid
                        for r in j["metadata"].get("ownerReferences") or ())]
@@ -396,8 +346,8 @@ class Kube:
             "spec": spec["spec"],
         }
         try:
-            await self._call(f"create Job {meta['namespace']}/{name}",
-                             self.batch.create_namespaced_job, meta["namespace"], body)
+            await self._call(f"create Job {meta['namespace']}/{name}", "POST",
+                             path("batch", "v1", "jobs", namespace=meta["namespace"]), body)
         except ConflictError:
             return False
         return True
@@ -416,12 +366,9 @@ class Kube:
                 }[op]
             )
         label_selector = ",".join([s for s in [labels, *exprs] if s])
-        data = await self._call(
-            f"list pods in {namespace}",
-            self.core.list_namespaced_pod,
-            namespace,
-            label_selector=label_selector,
-        )
+        data = await self._call(f"list pods in {namespace}", "GET",
+                                path(CORE, "v1", "pods", namespace=namespace),
+                                params={"labelSelector": label_selector})
         return list(data.get("items", []))
 
     async def delete_stuck_pods(self, namespace: str, pods: Sequence[StuckPod]) -> list[str]:
@@ -441,17 +388,17 @@ class Kube:
             if pod.resource_version:
                 preconditions["resourceVersion"] = pod.resource_version
             try:
-                await self._call(f"delete Pod {namespace}/{pod.name}",
-                                 self.core.delete_namespaced_pod, pod.name, namespace,
-                                 body={"preconditions": preconditions})
+                await self._call(f"delete Pod {namespace}/{pod.name}", "DELETE",
+                                 path(CORE, "v1", "pods", namespace=namespace, name=pod.name),
+                                 {"preconditions": preconditions})
             except (NotFoundError, ConflictError):
                 continue
             deleted.append(pod.name)
         return deleted
 
     async def list_namespace_pods(self, namespace: str) -> list[dict[str, Any]]:
-        data = await self._call(f"list pods in {namespace}", self.core.list_namespaced_pod,
-                                namespace)
+        data = await self._call(f"list pods in {namespace}", "GET",
+                                path(CORE, "v1", "pods", namespace=namespace))
         return list(data.get("items", []))
 
     async def annotate_workload(
@@ -459,9 +406,9 @@ class Kube:
     ) -> dict[str, Any] | None:
         """Set (or, with None, remove) metadata annotations; never touches the pod template."""
         body = {"metadata": {"annotations": dict(annotations)}}
-        return await self._call(f"annotate {kind} {namespace}/{name}",
-                         self._workload_calls(kind)["patch"], name, namespace, body,
-                         _content_type="application/merge-patch+json", missing_ok=True)
+        return await self._call(f"annotate {kind} {namespace}/{name}", "PATCH",
+                                self._workload_path(kind, namespace, name), body,
+                                missing_ok=True)
 
     async def annotate_deployment(
         self, namespace: str, name: str, annotations: Mapping[str, str | None]
@@ -510,22 +457,18 @@ class Kube:
     async def _list_workloads(
         self, kind: str, keep: Callable[[dict[str, Any]], dict[str, Any]] | None,
     ) -> list[dict[str, Any]]:
-        calls = self._workload_calls(kind)
         globs = any(ch in ns for ns in self.namespaces for ch in "*?[!")
         if not self.namespaces or globs:
-            listings: list[tuple[str, Callable[..., Any], tuple[Any, ...]]] = [
-                (f"list {kind}s", calls["list_all"], ())
-            ]
+            listings = [(f"list {kind}s", self._workload_path(kind))]
         else:
-            listings = [(f"list {kind}s in {ns}", calls["list"], (ns,)) for ns in self.namespaces]
+            listings = [(f"list {kind}s in {ns}", self._workload_path(kind, ns))
+                        for ns in self.namespaces]
         kept: list[dict[str, Any]] = []
-        for what, fn, args in listings:
+        for what, url in listings:
             token = ""
             while True:
-                page: dict[str, Any] = {"limit": LIST_PAGE_SIZE}
-                if token:
-                    page["_continue"] = token
-                data = await self._call(what, fn, *args, **page)
+                data = await self._call(what, "GET", url,
+                                        params={"limit": LIST_PAGE_SIZE, "continue": token})
                 for d in data.get("items") or ():
                     if POLICY_ANNOTATION not in (d["metadata"].get("annotations") or {}):
                         continue
@@ -549,13 +492,13 @@ class Kube:
         return not included or any(fnmatch.fnmatchcase(namespace, p) for p in included)
 
     async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self._call(f"get Secret {namespace}/{name}", self.core.read_namespaced_secret,
-                                name, namespace, missing_ok=True)
+        return await self._call(f"get Secret {namespace}/{name}", "GET",
+                                path(CORE, "v1", "secrets", namespace=namespace, name=name),
+                                missing_ok=True)
 
     async def namespace_labels(self, name: str) -> dict[str, str]:
-        ns = await self._call(
-            f"get Namespace {name}", self.core.read_namespace, name, missing_ok=True
-        )
+        ns = await self._call(f"get Namespace {name}", "GET",
+                              path(CORE, "v1", "namespaces", name=name), missing_ok=True)
         return dict((ns or {}).get("metadata", {}).get("labels") or {})
 
     async def set_container_image(
@@ -602,14 +545,9 @@ class Kube:
         spec = {"jobTemplate": {"spec": {"template": template}}} if kind == CRONJOB else {
             "template": template}
         body = {"metadata": metadata, "spec": spec}
-        return await self._call(
-            f"patch {kind} {namespace}/{name}",
-            self._workload_calls(kind)["patch"],
-            name,
-            namespace,
-            body,
-            _content_type="application/strategic-merge-patch+json",
-        )
+        return await self._call(f"patch {kind} {namespace}/{name}", "PATCH",
+                                self._workload_path(kind, namespace, name), body,
+                                content_type=STRATEGIC_MERGE_PATCH)
 
     async def _set_rollout_image(
         self, namespace: str, name: str, *, container: str, image: str, container_list: str,
@@ -632,9 +570,8 @@ class Kube:
         entries = [{**c, "image": image} if c.get("name") == container else c for c in listed]
         body = {"metadata": dict(metadata),
                 "spec": {"template": {"spec": {container_list: entries}}}}
-        return await self._call(f"patch Rollout {namespace}/{name}",
-                                self._workload_calls(kinds_rollout.ROLLOUT)["patch"], name,
-                                namespace, body, _content_type="application/merge-patch+json")
+        return await self._call(f"patch Rollout {namespace}/{name}", "PATCH",
+                                self._workload_path(kinds_rollout.ROLLOUT, namespace, name), body)
 
     async def _set_referenced_image(
         self, rollout: Mapping[str, Any], ref: Mapping[str, Any], *, container: str, image: str,
@@ -650,8 +587,8 @@ class Kube:
                 "spec": {"template": {"spec": {container_list: [
                     {"name": container, "image": image}]}}}}
         await self._call(f"patch Deployment {ns}/{ref['deployment']} (Rollout {ns}/{name})",
-                         self.apps.patch_namespaced_deployment, ref["deployment"], ns, body,
-                         _content_type="application/strategic-merge-patch+json")
+                         "PATCH", self._workload_path("Deployment", ns, ref["deployment"]), body,
+                         content_type=STRATEGIC_MERGE_PATCH)
         if annotations:
             written = await self.annotate_workload(kinds_rollout.ROLLOUT, ns, name, annotations)
             return written if written is not None else dict(rollout)
@@ -660,22 +597,19 @@ class Kube:
     # -- leader election (coordination.k8s.io Leases) -------------------------------
 
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self._call(f"get Lease {namespace}/{name}",
-                                self.coordination.read_namespaced_lease, name, namespace,
-                                missing_ok=True, _request_timeout=5)
+        return await self._call(f"get Lease {namespace}/{name}", "GET",
+                                _lease_path(namespace, name), missing_ok=True, timeout=5)
 
     async def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Create it; ConflictError if another replica created it first."""
-        return await self._call(f"create Lease {namespace}/{body['metadata']['name']}",
-                                self.coordination.create_namespaced_lease, namespace, dict(body),
-                                _request_timeout=5)
+        return await self._call(f"create Lease {namespace}/{body['metadata']['name']}", "POST",
+                                _lease_path(namespace), dict(body), timeout=5)
 
     async def replace_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Replace it; ``metadata.resourceVersion`` is the precondition (ConflictError)."""
         name = body["metadata"]["name"]
-        return await self._call(f"update Lease {namespace}/{name}",
-                                self.coordination.replace_namespaced_lease, name, namespace,
-                                dict(body), _request_timeout=5)
+        return await self._call(f"update Lease {namespace}/{name}", "PUT",
+                                _lease_path(namespace, name), dict(body), timeout=5)
 
     # -- events ---------------------------------------------------------------------
 
@@ -703,14 +637,13 @@ class Kube:
             "lastTimestamp": now.isoformat(),
             "count": 1,
         }
-        await self._call(
-            f"create Event in {namespace}", self.core.create_namespaced_event, namespace, body
-        )
+        await self._call(f"create Event in {namespace}", "POST",
+                         path(CORE, "v1", "events", namespace=namespace), body)
 
     # -- nodes (adapters.nodes: the AMI survey) -------------------------------------------
 
     async def list_nodes(self) -> list[dict[str, Any]]:
-        data = await self._call("list Nodes", self.core.list_node)
+        data = await self._call("list Nodes", "GET", path(CORE, "v1", "nodes"))
         return list(data.get("items", []))
 
     # -- the operator's memory (ConfigMaps in its own namespace: adapters.memory) --------
@@ -718,21 +651,28 @@ class Kube:
     async def list_configmaps(
         self, namespace: str, *, label_selector: str = "", field_selector: str = ""
     ) -> list[dict[str, Any]]:
-        data = await self._call(f"list ConfigMaps in {namespace}",
-                                self.core.list_namespaced_config_map, namespace,
-                                label_selector=label_selector, field_selector=field_selector)
+        data = await self._call(f"list ConfigMaps in {namespace}", "GET", _configmaps(namespace),
+                                params={"labelSelector": label_selector,
+                                        "fieldSelector": field_selector})
         return list(data.get("items", []))
 
     async def create_configmap(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Create it; ConflictError if it exists already."""
         return await self._call(f"create ConfigMap {namespace}/{body['metadata']['name']}",
-                                self.core.create_namespaced_config_map, namespace, dict(body))
+                                "POST", _configmaps(namespace), dict(body))
 
     async def patch_configmap(
         self, namespace: str, name: str, data: Mapping[str, str | None], *, resource_version: str
     ) -> dict[str, Any]:
         """Merge ``data`` (None removes a key), if unchanged since read (else ConflictError)."""
         body = {"metadata": {"resourceVersion": resource_version}, "data": dict(data)}
-        return await self._call(f"patch ConfigMap {namespace}/{name}",
-                                self.core.patch_namespaced_config_map, name, namespace, body,
-                                _content_type="application/merge-patch+json")
+        return await self._call(f"patch ConfigMap {namespace}/{name}", "PATCH",
+                                _configmaps(namespace, name), body)
+
+
+def _lease_path(namespace: str, name: str | None = None) -> str:
+    return path("coordination.k8s.io", "v1", "leases", namespace=namespace, name=name)
+
+
+def _configmaps(namespace: str, name: str | None = None) -> str:
+    return path(CORE, "v1", "configmaps", namespace=namespace, name=name)

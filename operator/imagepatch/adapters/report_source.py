@@ -28,27 +28,36 @@ warning that says so.
 operator deletes the ImagePatches ``core.retention.retention`` chose (it needs
 ``delete``, which the operator's role has and the view role has not).
 
-Errors are classified by ``adapters.kube.classify``, as everywhere else.
+Requests go through ``adapters.kubeapi``; ``api`` is a ``kubeapi.Client`` or a
+``kubernetes`` client (the CLI's, ``api_client``), whose endpoint and
+credentials it is given. Errors are classified by ``adapters.kube.classify``,
+as everywhere else.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import urllib3
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
-
+from imagepatch.adapters import kubeapi
 from imagepatch.adapters.errors import AdapterError, ConfigurationError, NotFoundError
-from imagepatch.adapters.kube import DEFAULT_REQUEST_TIMEOUT, classify
+from imagepatch.adapters.kube import (
+    CALL_ERRORS,
+    DEFAULT_REQUEST_TIMEOUT,
+    WORKLOAD_RESOURCES,
+    classify,
+)
+from imagepatch.adapters.kubeapi import CORE, path
 from imagepatch.core import kinds, kinds_rollout, reasons
 from imagepatch.core.nodes import SURVEY_CONFIGMAP as NODES_CONFIGMAP
 from imagepatch.core.nodes import SURVEY_DATA_KEY as NODES_DATA_KEY
 from imagepatch.model.memory import MEMORY_LABEL, MEMORY_LABEL_VALUE
 from imagepatch.model.names import GROUP, IMAGEPATCHES, POLICIES, POLICY_ANNOTATION, VERSION
+
+if TYPE_CHECKING:
+    from kubernetes import client
 
 PAGE_SIZE = 500  # list in chunks: a large cluster's Deployments do not fit one response
 # Each call is bounded as the operator's are: a hung API server ends the report with an error.
@@ -71,7 +80,11 @@ def api_client(kubeconfig: str | None = None, context: str | None = None) -> cli
     """A client for ``kubeconfig`` (default: $KUBECONFIG or ~/.kube/config, as kubectl).
 
     Inside a pod with no kubeconfig at all, the pod's ServiceAccount is used.
+    The ``kubernetes`` client, for the CLI's commands that use it directly
+    (``cli_plugin``); never imported by the operator.
     """
+    from kubernetes import client, config
+
     try:
         api: client.ApiClient = config.new_client_from_config(
             config_file=kubeconfig, context=context
@@ -84,51 +97,36 @@ def api_client(kubeconfig: str | None = None, context: str | None = None) -> cli
         return client.ApiClient()
 
 
-def _list_all(what: str, fn: Callable[..., Any], *args: Any) -> list[dict[str, Any]]:
-    """Every item of a list call, page by page, as raw dicts."""
+def _list_all(what: str, api: Any, url: str) -> list[dict[str, Any]]:
+    """Every item of a list, page by page, as raw dicts."""
     items: list[dict[str, Any]] = []
-    token = None
-    while True:
-        kwargs: dict[str, Any] = {"limit": PAGE_SIZE, "_preload_content": False,
-                                  "_request_timeout": REQUEST_TIMEOUT}
-        if token:
-            kwargs["_continue"] = token
-        try:
-            data = json.loads(fn(*args, **kwargs).data)
-        except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise classify(exc, what) from None
-        items += data.get("items") or []
-        token = (data.get("metadata") or {}).get("continue")
-        if not token:
-            return items
+    try:
+        for page in kubeapi.Client.of(api).list_pages(url, limit=PAGE_SIZE,
+                                                      timeout=REQUEST_TIMEOUT):
+            items += page.get("items") or []
+    except CALL_ERRORS as exc:
+        raise classify(exc, what) from None
+    return items
+
+
+def _workloads_path(kind: str, namespace: str | None) -> str:
+    group, version, plural = WORKLOAD_RESOURCES[kind]
+    return path(group, version, plural, namespace=namespace)
 
 
 def _opted_in_workloads(
-    api: client.ApiClient, namespace: str | None, warnings: list[str]
+    api: Any, namespace: str | None, warnings: list[str]
 ) -> list[dict[str, Any]]:
     """Opted-in workloads of every kind, each with its ``kind`` (list items carry none)."""
-    apps, batch = client.AppsV1Api(api), client.BatchV1Api(api)
-    # Each kind, its plural, and its list calls: in one namespace, in all.
-    lists: tuple[tuple[str, str, Callable[..., Any], Callable[..., Any]], ...] = (
-        (kinds.DEPLOYMENT, "Deployments", apps.list_namespaced_deployment,
-         apps.list_deployment_for_all_namespaces),
-        (kinds.STATEFULSET, "StatefulSets", apps.list_namespaced_stateful_set,
-         apps.list_stateful_set_for_all_namespaces),
-        (kinds.DAEMONSET, "DaemonSets", apps.list_namespaced_daemon_set,
-         apps.list_daemon_set_for_all_namespaces),
-        (kinds.CRONJOB, "CronJobs", batch.list_namespaced_cron_job,
-         batch.list_cron_job_for_all_namespaces),
-    )
+    lists = ((kinds.DEPLOYMENT, "Deployments"), (kinds.STATEFULSET, "StatefulSets"),
+             (kinds.DAEMONSET, "DaemonSets"), (kinds.CRONJOB, "CronJobs"))
     where = f"in {namespace}" if namespace else "in all namespaces"
     out: list[dict[str, Any]] = []
     refused: list[ConfigurationError] = []
-    for kind, plural, in_namespace, everywhere in lists:
+    for kind, plural in lists:
         what = f"list {plural} {where}"
         try:
-            items = (
-                _list_all(what, in_namespace, namespace) if namespace
-                else _list_all(what, everywhere)
-            )
+            items = _list_all(what, api, _workloads_path(kind, namespace))
         except ConfigurationError as exc:
             if exc.reason != reasons.FORBIDDEN:
                 raise
@@ -147,18 +145,13 @@ def _opted_in_workloads(
 
 
 def _opted_in_rollouts(
-    api: client.ApiClient, namespace: str | None, where: str, warnings: list[str]
+    api: Any, namespace: str | None, where: str, warnings: list[str]
 ) -> list[dict[str, Any]]:
     """Argo Rollouts' opted-in Rollouts, each with its ``kind``: none, and no warning,
     where Argo's CRD is not installed (most clusters)."""
-    custom = client.CustomObjectsApi(api)
-    g, v, p = kinds_rollout.GROUP, kinds_rollout.VERSION, kinds_rollout.PLURAL
     what = f"list Rollouts {where}"
     try:
-        items = (
-            _list_all(what, custom.list_namespaced_custom_object, g, v, namespace, p)
-            if namespace else _list_all(what, custom.list_cluster_custom_object, g, v, p)
-        )
+        items = _list_all(what, api, _workloads_path(kinds_rollout.ROLLOUT, namespace))
     except NotFoundError:
         return []
     except ConfigurationError as exc:
@@ -174,14 +167,12 @@ def _opted_in_rollouts(
 
 
 def _operator_configmaps(
-    api: client.ApiClient, operator_namespace: str
+    api: Any, operator_namespace: str
 ) -> list[dict[str, Any]] | None:
     """The ConfigMaps of the operator's namespace; None when the reader may not list them."""
     try:
-        return _list_all(
-            f"list ConfigMaps in {operator_namespace}",
-            client.CoreV1Api(api).list_namespaced_config_map, operator_namespace,
-        )
+        return _list_all(f"list ConfigMaps in {operator_namespace}", api,
+                         path(CORE, "v1", "configmaps", namespace=operator_namespace))
     except ConfigurationError as exc:
         if exc.reason != reasons.FORBIDDEN:
             raise
@@ -203,7 +194,7 @@ def read_node_survey(items: list[dict[str, Any]] | None) -> dict[str, Any] | Non
 
 
 def read_memory(
-    api: client.ApiClient, operator_namespace: str,
+    api: Any, operator_namespace: str,
     items: list[dict[str, Any]] | None = None,
 ) -> dict[str, str] | None:
     """The operator's memory records; None when they cannot be listed (a view user) or
@@ -227,21 +218,19 @@ def read_memory(
 
 
 def read_inputs(
-    api: client.ApiClient, *, namespace: str | None = None,
+    api: Any, *, namespace: str | None = None,
     operator_namespace: str = "imagepatch-system",
 ) -> ReportInputs:
     """Policies, ImagePatches and opted-in workloads of every kind (of ``namespace``, or
     all), and the operator's memory when readable."""
-    custom = client.CustomObjectsApi(api)
+    api = kubeapi.Client.of(api)
     warnings: list[str] = []
     opted_in = _opted_in_workloads(api, namespace, warnings)
     lists: dict[str, list[dict[str, Any]]] = {}
     for plural, kind in ((POLICIES, "ImagePatchPolicies"),
                          (IMAGEPATCHES, "ImagePatches")):
         try:
-            lists[plural] = _list_all(
-                f"list {kind}", custom.list_cluster_custom_object, GROUP, VERSION, plural
-            )
+            lists[plural] = _list_all(f"list {kind}", api, path(GROUP, VERSION, plural))
         except NotFoundError as exc:
             raise ConfigurationError(
                 f"{exc}: are the imagepatch CRDs installed in this cluster?", reason=reasons.NO_CRDS
@@ -268,7 +257,7 @@ def read_inputs(
 
 
 def delete_imagepatches(
-    api: client.ApiClient, resource_versions: Mapping[str, str]
+    api: Any, resource_versions: Mapping[str, str]
 ) -> list[str]:
     """Delete each named ImagePatch if it is still at the given resourceVersion.
 
@@ -276,15 +265,14 @@ def delete_imagepatches(
     human reopened it, say) is kept: the next pass decides again. Already gone
     or changed is not an error. Returns the names actually deleted.
     """
-    custom = client.CustomObjectsApi(api)
+    client = kubeapi.Client.of(api)
     deleted = []
     for name, version in sorted(resource_versions.items()):
-        body = client.V1DeleteOptions(preconditions=client.V1Preconditions(
-            resource_version=version))
+        body = {"preconditions": {"resourceVersion": version}}
         try:
-            custom.delete_cluster_custom_object(GROUP, VERSION, IMAGEPATCHES, name, body=body,
-                                                _request_timeout=REQUEST_TIMEOUT)
-        except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+            client.delete(path(GROUP, VERSION, IMAGEPATCHES, name=name), body,
+                          timeout=REQUEST_TIMEOUT)
+        except CALL_ERRORS as exc:
             error: AdapterError = classify(exc, f"delete ImagePatch {name}")
             if error.reason in ("NotFound", "Conflict"):
                 continue

@@ -50,8 +50,6 @@ import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
-from kubernetes import client
-
 from imagepatch.adapters.kube import DEFAULT_REQUEST_TIMEOUT, Kube
 from imagepatch.core import gitops
 from imagepatch.core.kinds import CONTAINER_LISTS, CRONJOB, KINDS
@@ -268,7 +266,7 @@ class StoredKube(Kube):
     """``Kube`` whose readers answer from a ``WatchStore`` once it is primed."""
 
     def __init__(
-        self, api_client: client.ApiClient | None = None, *, namespaces: Sequence[str] = (),
+        self, api_client: Any = None, *, namespaces: Sequence[str] = (),
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT, store: WatchStore | None = None,
         relist_after: float = RELIST_SECONDS, monotonic: Callable[[], float] = time.monotonic,
         argo_rollouts: bool = False,

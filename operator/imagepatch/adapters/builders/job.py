@@ -62,15 +62,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-import urllib3
 import yaml
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from imagepatch.adapters.builders import (
     BuildRequest,
@@ -83,7 +79,8 @@ from imagepatch.adapters.errors import (
     ConflictError,
     NotFoundError,
 )
-from imagepatch.adapters.kube import Kube, classify
+from imagepatch.adapters.kube import CALL_ERRORS, Kube, classify
+from imagepatch.adapters.kubeapi import CORE, path
 from imagepatch.adapters.registry import RegistryClient
 from imagepatch.core.images import InvalidImageReference, parse_image
 from imagepatch.core.reasons import (
@@ -252,8 +249,7 @@ class JobBuilder:
         namespace: str,
         clock: Clock = utcnow,
     ) -> None:
-        self._batch = client.BatchV1Api(kube.api)
-        self._core = client.CoreV1Api(kube.api)
+        self._api = kube.api
         self._request_timeout = kube.request_timeout  # as every call of adapters.kube
         self._registry = registry
         self._namespace = namespace
@@ -268,12 +264,7 @@ class JobBuilder:
             return self._same_build(existing, request)
         body = await self._render(request)
         try:
-            await self._call(
-                f"create Job {self._namespace}/{name}",
-                self._batch.create_namespaced_job,
-                self._namespace,
-                body,
-            )
+            await self._call(f"create Job {self._namespace}/{name}", "POST", self._jobs(), body)
         except ConflictError:
             # AlreadyExists: another start of the same key won the race.
             existing = await self._read_job(name)
@@ -334,12 +325,8 @@ class JobBuilder:
         )
         if started is not None and self._clock() - started > request.timeout:
             await self._call(
-                f"delete Job {self._namespace}/{build_id}",
-                self._batch.delete_namespaced_job,
-                build_id,
-                self._namespace,
-                propagation_policy="Background",
-                missing_ok=True,
+                f"delete Job {self._namespace}/{build_id}", "DELETE", self._jobs(build_id),
+                {"propagationPolicy": "Background"}, missing_ok=True,
             )
             log.info("build Job %s/%s deleted after its timeout", self._namespace, build_id)
             return BuildStatus(
@@ -395,10 +382,9 @@ class JobBuilder:
             "job-name": name
         }
         data = await self._call(
-            f"list pods of Job {self._namespace}/{name}",
-            self._core.list_namespaced_pod,
-            self._namespace,
-            label_selector=",".join(f"{k}={v}" for k, v in selector.items()),
+            f"list pods of Job {self._namespace}/{name}", "GET",
+            path(CORE, "v1", "pods", namespace=self._namespace),
+            params={"labelSelector": ",".join(f"{k}={v}" for k, v in selector.items())},
         )
         pods = sorted(
             (data or {}).get("items") or (),
@@ -436,10 +422,8 @@ class JobBuilder:
                 reason=JOB_TEMPLATE_NOT_FOUND,
             )
         config_map = await self._call(
-            f"get ConfigMap {where}",
-            self._core.read_namespaced_config_map,
-            request.job_template,
-            self._namespace,
+            f"get ConfigMap {where}", "GET",
+            path(CORE, "v1", "configmaps", namespace=self._namespace, name=request.job_template),
             missing_ok=True,
         )
         if config_map is None:
@@ -476,25 +460,22 @@ class JobBuilder:
         return f"{self._namespace}/{request.job_template}"
 
     async def _read_job(self, name: str) -> dict[str, Any] | None:
-        return await self._call(
-            f"get Job {self._namespace}/{name}",
-            self._batch.read_namespaced_job,
-            name,
-            self._namespace,
-            missing_ok=True,
-        )
+        return await self._call(f"get Job {self._namespace}/{name}", "GET", self._jobs(name),
+                                missing_ok=True)
+
+    def _jobs(self, name: str | None = None) -> str:
+        return path("batch", "v1", "jobs", namespace=self._namespace, name=name)
 
     async def _call(
-        self, what: str, fn: Callable[..., Any], *args: Any, missing_ok: bool = False, **kwargs: Any
+        self, what: str, method: str, url: str, body: Any = None, *, missing_ok: bool = False,
+        params: Mapping[str, Any] | None = None,
     ) -> dict[str, Any] | None:
         # The raw JSON, as the API serves it (camelCase), like adapters.kube;
         # the blocking client runs in a thread so the event loop never waits.
-        kwargs.setdefault("_request_timeout", self._request_timeout)
         try:
-            resp = await asyncio.to_thread(fn, *args, _preload_content=False, **kwargs)
-            doc: dict[str, Any] = json.loads(resp.data)
-            return doc
-        except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+            return await asyncio.to_thread(self._api.request, method, url, params=params,
+                                           body=body, timeout=self._request_timeout)
+        except CALL_ERRORS as exc:
             error = classify(exc, what)
             if missing_ok and isinstance(error, NotFoundError):
                 return None
