@@ -1,0 +1,133 @@
+"""adapters/git.py against a real Git server (git http-backend behind basic auth).
+
+Commit and push, the same call again finds the commit by its trailer (no
+second commit), a push that loses a race is rebased and pushed (the other
+commit stays in history, nothing is force-pushed), and a revert commit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from imagepatch.adapters.errors import ConfigurationError
+from imagepatch.adapters.git import Credentials, GitRepository
+from imagepatch.core import writeback
+from tests.support.gitserver import GitServer, git
+
+MANIFEST = """\
+# the app, delivered by Flux
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  template:
+    spec:
+      containers:
+        - name: web
+          image: registry.test/app:1.0  # keep me
+"""
+NEW = writeback.NewImage(repository="registry.test/app", tag="1.0", digest="sha256:" + "b" * 64)
+
+
+def repository(server: GitServer, name: str, cache: Path, password: str = "") -> GitRepository:
+    return GitRepository(
+        server.repo_url(name),
+        credentials=Credentials(username=server.user, password=password or server.password),
+        cache_dir=cache,
+        author=("imagepatch", "imagepatch@example.test"),
+    )
+
+
+def change(root: Path) -> tuple[dict[str, str], tuple[str, ...]]:
+    rel = "apps/web/deploy.yaml"
+    result = writeback.edit(rel, (root / rel).read_text(),
+                            writeback.Target("registry.test/app", "p"), NEW)
+    return ({rel: result.text} if result.changed else {}), result.changes
+
+
+def commit(repo: GitRepository, patch: str = "web-fix"):
+    message = writeback.commit_message(None, patch=patch, workload="default/web", old="x",
+                                       new=NEW.reference(), reason="CVE", findings=())
+    return repo.commit(branch="main", message=message, change=change,
+                       found=lambda m: writeback.patch_trailer(m) == patch)
+
+
+def history(server: GitServer, name: str, tmp: Path) -> list[str]:
+    git("clone", "--quiet", server.repo_url(name, with_credentials=True), str(tmp / "check"),
+        home=tmp)
+    return git("log", "--format=%H %s", cwd=tmp / "check").splitlines()
+
+
+@pytest.fixture
+def repo_name(git_server: GitServer, request) -> str:
+    name = f"wb-{request.node.name.replace('_', '-')[:40]}"
+    git_server.create_repo(name)
+    git_server.commit(name, {"apps/web/deploy.yaml": MANIFEST}, "the app")
+    return name
+
+
+def test_a_commit_is_pushed_once_and_found_by_its_trailer_after(git_server, repo_name, tmp_path):
+    repo = repository(git_server, repo_name, tmp_path / "cache")
+    first = commit(repo)
+    assert first is not None and first.created and first.branch == "main"
+    # A restarted operator (a fresh cache) finds it by the trailer: no second commit.
+    again = commit(repository(git_server, repo_name, tmp_path / "cache2"))
+    assert again is not None and not again.created and again.sha == first.sha
+    log = history(git_server, repo_name, tmp_path)
+    assert len(log) == 2 and log[0].startswith(first.sha)
+    text = git("show", f"{first.sha}:apps/web/deploy.yaml", cwd=tmp_path / "check")
+    assert f"image: {NEW.reference()}  # keep me" in text and "# the app" in text
+    body = git("log", "-1", "--format=%B", first.sha, cwd=tmp_path / "check")
+    assert "Imagepatch-Patch: web-fix" in body
+    # The credentials were asked for by git (askpass), never put in a URL on disk.
+    config = (repo.work / ".git" / "config").read_text()
+    assert git_server.password not in config
+
+
+def test_a_push_that_loses_a_race_is_rebased_never_forced(git_server, repo_name, tmp_path):
+    raced = git_server.before_next_push(repo_name, {"README.md": "someone else\n"}, "other work")
+    pushed = commit(repository(git_server, repo_name, tmp_path / "cache"))
+    assert raced.is_set() and pushed is not None and pushed.created
+    log = history(git_server, repo_name, tmp_path)
+    # Ours on top of theirs: theirs is still in history.
+    assert [line.split(" ", 1)[1] for line in log][:2] == [
+        f"imagepatch: default/web to {NEW.reference()}", "other work"]
+    assert log[1].startswith(git_server.raced[-1])
+
+
+def test_a_revert_commit_undoes_the_patch_and_is_found_again(git_server, repo_name, tmp_path):
+    repo = repository(git_server, repo_name, tmp_path / "cache")
+    pushed = commit(repo)
+    assert pushed is not None
+
+    def revert():
+        return repo.revert(
+            branch="main", commit=pushed.sha,
+            original=lambda m: writeback.patch_trailer(m) == "web-fix",
+            message=writeback.revert_message("x", patch="web-fix", reason="unhealthy"),
+            found=lambda m: writeback.revert_trailer(m) == "web-fix")
+
+    reverted = revert()
+    assert reverted.created
+    assert revert().sha == reverted.sha and not revert().created
+    log = history(git_server, repo_name, tmp_path)
+    assert len(log) == 3
+    assert git("show", "HEAD:apps/web/deploy.yaml", cwd=tmp_path / "check") == MANIFEST
+
+
+def test_nothing_to_change_makes_no_commit(git_server, repo_name, tmp_path):
+    repo = repository(git_server, repo_name, tmp_path / "cache")
+    commit(repo)
+    # Another patch whose edit finds the reference already written: no commit.
+    assert commit(repo, patch="other-fix") is None
+
+
+def test_wrong_credentials_are_a_configuration_error_without_the_password(
+        git_server, repo_name, tmp_path):
+    repo = repository(git_server, repo_name, tmp_path / "cache", password="wrong-secret")
+    with pytest.raises(ConfigurationError) as raised:
+        commit(repo)
+    assert raised.value.reason == "GitAuthFailed" and "wrong-secret" not in str(raised.value)
