@@ -7,6 +7,8 @@ commit stays in history, nothing is force-pushed), and a revert commit.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,10 @@ import pytest
 from imagepatch.adapters.errors import ConfigurationError
 from imagepatch.adapters.git import Credentials, GitRepository
 from imagepatch.core import writeback
+from imagepatch.core.rollout import FailedDigest, GitWrite
+from imagepatch.model.imagepatch import Target, parse_imagepatch
+from imagepatch.model.policy import parse_policy_spec
+from imagepatch.reconcile.writeback import GitWriter
 from tests.support.gitserver import GitServer, git
 
 MANIFEST = """\
@@ -72,10 +78,10 @@ def repo_name(git_server: GitServer, request) -> str:
 def test_a_commit_is_pushed_once_and_found_by_its_trailer_after(git_server, repo_name, tmp_path):
     repo = repository(git_server, repo_name, tmp_path / "cache")
     first = commit(repo)
-    assert first is not None and first.created and first.branch == "main"
+    assert first.created and first.branch == "main"
     # A restarted operator (a fresh cache) finds it by the trailer: no second commit.
     again = commit(repository(git_server, repo_name, tmp_path / "cache2"))
-    assert again is not None and not again.created and again.sha == first.sha
+    assert not again.created and again.sha == first.sha
     log = history(git_server, repo_name, tmp_path)
     assert len(log) == 2 and log[0].startswith(first.sha)
     text = git("show", f"{first.sha}:apps/web/deploy.yaml", cwd=tmp_path / "check")
@@ -90,7 +96,7 @@ def test_a_commit_is_pushed_once_and_found_by_its_trailer_after(git_server, repo
 def test_a_push_that_loses_a_race_is_rebased_never_forced(git_server, repo_name, tmp_path):
     raced = git_server.before_next_push(repo_name, {"README.md": "someone else\n"}, "other work")
     pushed = commit(repository(git_server, repo_name, tmp_path / "cache"))
-    assert raced.is_set() and pushed is not None and pushed.created
+    assert raced.is_set() and pushed.created
     log = history(git_server, repo_name, tmp_path)
     # Ours on top of theirs: theirs is still in history.
     assert [line.split(" ", 1)[1] for line in log][:2] == [
@@ -101,7 +107,6 @@ def test_a_push_that_loses_a_race_is_rebased_never_forced(git_server, repo_name,
 def test_a_revert_commit_undoes_the_patch_and_is_found_again(git_server, repo_name, tmp_path):
     repo = repository(git_server, repo_name, tmp_path / "cache")
     pushed = commit(repo)
-    assert pushed is not None
 
     def revert():
         return repo.revert(
@@ -120,9 +125,10 @@ def test_a_revert_commit_undoes_the_patch_and_is_found_again(git_server, repo_na
 
 def test_nothing_to_change_makes_no_commit(git_server, repo_name, tmp_path):
     repo = repository(git_server, repo_name, tmp_path / "cache")
-    commit(repo)
-    # Another patch whose edit finds the reference already written: no commit.
-    assert commit(repo, patch="other-fix") is None
+    first = commit(repo)
+    # Another patch whose edit finds the reference already written: no commit, the head.
+    again = commit(repo, patch="other-fix")
+    assert not again.created and again.sha == first.sha
 
 
 def test_wrong_credentials_are_a_configuration_error_without_the_password(
@@ -131,3 +137,68 @@ def test_wrong_credentials_are_a_configuration_error_without_the_password(
     with pytest.raises(ConfigurationError) as raised:
         commit(repo)
     assert raised.value.reason == "GitAuthFailed" and "wrong-secret" not in str(raised.value)
+
+
+# --- reconcile/writeback.py: the step the planner asks for, with the policy's Secret ----------
+
+class Secrets:
+    """The one Kube call GitWriter makes (an in-memory stand-in of our own adapter)."""
+
+    def __init__(self, secrets: dict[str, dict[str, str]]) -> None:
+        self.secrets = secrets
+
+    async def get_secret(self, namespace: str, name: str):
+        data = self.secrets.get(f"{namespace}/{name}")
+        if data is None:
+            return None
+        return {"data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
+
+
+WEB = Target(namespace="default", name="web", container="web")
+
+
+def run(server: GitServer, name: str, cache: Path, act: GitWrite, *, path: str = "apps",
+        secrets: dict | None = None):
+    policy = parse_policy_spec({"namespaceSelector": {}, "rollout": {
+        "mode": "GitWriteBack", "gitWriteBack": {"url": server.repo_url(name), "path": path,
+                                                 "secretRef": {"name": "git"}}}})
+    patch = parse_imagepatch({"metadata": {"name": "web-fix"}, "spec": {
+        "image": "registry.test/app", "policy": "p", "reason": "Vulnerable"}})
+    kube = Secrets(secrets if secrets is not None else {
+        "imagepatch-system/git": {"username": server.user, "password": server.password}})
+    writer = GitWriter(kube, "imagepatch-system", cache)  # type: ignore[arg-type]
+    return asyncio.run(writer.run(act, patch=patch, policy=policy))
+
+
+FORWARD = GitWrite(target=WEB, image=NEW.reference(), previous="registry.test/app:1.0")
+
+
+def test_the_writer_commits_then_reverts(git_server, repo_name, tmp_path):
+    done = run(git_server, repo_name, tmp_path / "c", FORWARD)
+    assert done.sha and done.branch == "main" and not done.reason
+    failed = FailedDigest(digest=NEW.digest, key="", patch="web-fix", at=None)  # type: ignore[arg-type]
+    back = run(git_server, repo_name, tmp_path / "c", GitWrite(
+        target=WEB, image="registry.test/app:1.0", previous=NEW.reference(), revert=True,
+        commit=done.sha, failed=failed))
+    assert back.sha and back.sha != done.sha and not back.reason
+    log = history(git_server, repo_name, tmp_path)
+    assert len(log) == 3 and log[0].startswith(back.sha)
+    body = git("log", "-1", "--format=%B", cwd=tmp_path / "check")
+    assert "Imagepatch-Revert: web-fix" in body
+
+
+def test_the_writer_says_what_to_fix(git_server, repo_name, tmp_path):
+    nowhere = run(git_server, repo_name, tmp_path / "a", FORWARD, path="other")
+    assert nowhere.reason == "GitImageNotDeclared" and "spec.rollout.gitWriteBack.path" in (
+        nowhere.message)
+    no_secret = run(git_server, repo_name, tmp_path / "b", FORWARD, secrets={})
+    assert no_secret.reason == "GitWriteBackFailed" and "imagepatch-system/git" in (
+        no_secret.message)
+    git_server.commit(repo_name, {"apps/web/deploy.yaml": MANIFEST.replace(
+        "# keep me", '# {"$imagepolicy": "flux-system:app"}')}, "flux automation")
+    owned = run(git_server, repo_name, tmp_path / "c", FORWARD)
+    assert owned.reason == "FluxImageAutomation" and "Flux image automation owns" in (
+        owned.message)
+    refused = run(git_server, repo_name, tmp_path / "d", FORWARD, secrets={
+        "imagepatch-system/git": {"username": git_server.user, "password": "nope"}})
+    assert refused.reason == "GitAuthFailed" and "nope" not in refused.message

@@ -269,13 +269,14 @@ class GitRepository:
         message: str,
         found: Callable[[str], bool],
         change: Callable[[Path], tuple[dict[str, str], tuple[str, ...]]],
-    ) -> Pushed | None:
+    ) -> Pushed:
         """Find the commit ``found`` recognises on the branch, or make and push it.
 
         ``change(worktree)`` returns the files to write (repository-relative
         path -> text) and a description of each change; it runs again on the
-        new head after a rejected push whose rebase conflicted. None when
-        ``change`` has nothing to write (the files already say it).
+        new head after a rejected push whose rebase conflicted. When ``change``
+        has nothing to write (the files already say it), the branch head
+        (``created`` False); an error it raises propagates.
         """
         target = push_branch or branch
         with self.lock:
@@ -293,7 +294,8 @@ class GitRepository:
                 self._checkout(base)
                 files, changes = change(self.work)
                 if not files:
-                    return None
+                    head = self._git("rev-parse", "HEAD").stdout.strip()
+                    return Pushed(sha=head, branch=target, created=False)
                 for rel, text in files.items():
                     (self.work / rel).write_text(text)
                 self._git("add", "--", *files)

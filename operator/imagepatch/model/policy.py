@@ -992,8 +992,8 @@ def _secret_ref(raw: Mapping[str, Any], path: str, name: str, *, required: bool)
     ref = _get(raw, path, name, required=required)
     if ref is None:
         return ""
-    return _string(_mapping(ref, f"{path}.{name}"), f"{path}.{name}", "name", max_length=253,
-                   check=_dns_subdomain)
+    return str(_string(_mapping(ref, f"{path}.{name}"), f"{path}.{name}", "name",
+                       max_length=253, check=_dns_subdomain))
 
 
 def _parse_git_write_back(raw: Any, path: str) -> GitWriteBack:
