@@ -127,13 +127,8 @@ def _kustomization_images(
             if _FLUX_MARKER.search(body):
                 owned.append(f"{path}:{i + 1}")
             else:
-                key_indent = " " * (indent + 2)
-                fields = {"newTag": new.tag, "digest": new.digest}
-                kept = [ln for ln in entry if not re.match(r"^\s*(newTag|digest):", ln)]
-                if not kept[-1].endswith("\n"):
-                    kept[-1] += "\n"
-                added = [f"{key_indent}{k}: {v}\n" for k, v in fields.items() if v]
-                new_entry = kept + added
+                new_entry = _set_fields(entry, indent + 2,
+                                        {"newTag": new.tag, "digest": new.digest})
                 if new_entry != entry:
                     out[i:j] = new_entry
                     changes.append(f"{path}:{i + 1}: images {repo} -> {new.reference()}")
@@ -141,6 +136,26 @@ def _kustomization_images(
                     j = i + len(new_entry)
         i = j
     return out, changes, owned
+
+
+def _set_fields(entry: list[str], indent: int, fields: dict[str, str]) -> list[str]:
+    """``entry`` with each field's value set in place (quotes and comment kept), or added."""
+    out = list(entry)
+    if not out[-1].endswith("\n"):
+        out[-1] += "\n"
+    for key, value in fields.items():
+        if not value:
+            continue
+        line = re.compile(rf"^(\s*(?:-\s+)?{key}:\s*)([\"']?)[^\"'\s#]*\2(.*)$")
+        for i, text in enumerate(out):
+            m = line.match(text.rstrip("\n"))
+            if m:
+                quote = m[2] or '"'
+                out[i] = f"{m[1]}{quote}{value}{quote}{m[3]}\n"
+                break
+        else:
+            out.append(f"{' ' * indent}{key}: \"{value}\"\n")
+    return out
 
 
 _DEFAULT = (
