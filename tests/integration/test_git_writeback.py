@@ -202,3 +202,87 @@ def test_the_writer_says_what_to_fix(git_server, repo_name, tmp_path):
     refused = run(git_server, repo_name, tmp_path / "d", FORWARD, secrets={
         "imagepatch-system/git": {"username": git_server.user, "password": "nope"}})
     assert refused.reason == "GitAuthFailed" and "nope" not in refused.message
+
+
+# --- adapters/git.py's edges: SSH settings, a server that never answers, no git at all -------
+
+def test_ssh_keys_are_files_only_the_owner_reads_and_host_keys_are_checked(tmp_path):
+    repo = GitRepository("git@git.example.test:team/apps.git", cache_dir=tmp_path, credentials=(
+        Credentials.from_secret({"identity": "KEY", "known_hosts": "git.example.test ssh-ed25519 AAAA"},
+                                signing={"identity": "SIGNING KEY"})))
+    repo._write_secrets()
+    env = repo._env()
+    assert "StrictHostKeyChecking=yes" in env["GIT_SSH_COMMAND"]
+    assert f"UserKnownHostsFile={repo.secrets / 'known_hosts'}" in env["GIT_SSH_COMMAND"]
+    assert "GIT_ASKPASS" not in env and "KEY" not in " ".join(env.values())
+    for name in ("identity", "known_hosts", "signing"):
+        assert (repo.secrets / name).stat().st_mode & 0o077 == 0
+    assert "<redacted>" in repr(repo.credentials)
+    token = Credentials.from_secret({"token": "t0ken"})
+    assert (token.username, token.password) == ("x-access-token", "t0ken")
+
+
+def test_a_server_that_never_answers_is_a_timeout(tmp_path):
+    import socket
+
+    from imagepatch.adapters.errors import TransientError
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    try:
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/apps.git"
+        repo = GitRepository(url, credentials=Credentials(), cache_dir=tmp_path, timeout=2)
+        with pytest.raises(TransientError) as raised:
+            repo.commit(branch="main", message="m", found=lambda m: False, change=change)
+        assert raised.value.reason == "GitTimeout"
+    finally:
+        silent.close()
+
+
+def test_without_git_the_error_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    repo = GitRepository("https://git.example.test/a.git", credentials=Credentials(),
+                         cache_dir=tmp_path)
+    with pytest.raises(ConfigurationError) as raised:
+        repo.commit(branch="main", message="m", found=lambda m: False, change=change)
+    assert raised.value.reason == "GitUnavailable"
+
+
+def test_a_race_on_the_same_line_is_edited_again_on_the_new_head(git_server, repo_name, tmp_path):
+    theirs = MANIFEST.replace("# keep me", "# a teammate's comment")
+    raced = git_server.before_next_push(repo_name, {"apps/web/deploy.yaml": theirs}, "theirs")
+    pushed = commit(repository(git_server, repo_name, tmp_path / "cache"))
+    assert raced.is_set() and pushed.created
+    history(git_server, repo_name, tmp_path)
+    text = git("show", "HEAD:apps/web/deploy.yaml", cwd=tmp_path / "check")
+    assert f"image: {NEW.reference()}  # a teammate's comment" in text
+
+
+def test_a_push_branch_gets_the_commit_and_the_branch_stays(git_server, repo_name, tmp_path):
+    repo = repository(git_server, repo_name, tmp_path / "cache")
+    message = writeback.commit_message(None, patch="web-fix", workload="w", old="x",
+                                       new=NEW.reference(), reason="CVE", findings=("CVE-1",))
+
+    def push() -> object:
+        return repo.commit(branch="main", push_branch="imagepatch/web", message=message,
+                           change=change, found=lambda m: writeback.patch_trailer(m) == "web-fix")
+
+    first = push()
+    assert first.created and first.branch == "imagepatch/web"
+    again = push()
+    assert not again.created and again.sha == first.sha
+    heads = git("ls-remote", "--heads", git_server.repo_url(repo_name, with_credentials=True),
+                home=tmp_path)
+    assert f"{first.sha}\trefs/heads/imagepatch/web" in heads
+    assert f"{first.sha}\trefs/heads/main" not in heads
+
+
+def test_a_missing_branch_is_a_configuration_error(git_server, repo_name, tmp_path):
+    repo = repository(git_server, repo_name, tmp_path / "cache")
+    with pytest.raises(ConfigurationError) as raised:
+        repo.commit(branch="release", message="m", found=lambda m: False, change=change)
+    assert raised.value.reason == "GitBranchNotFound" and "'release'" in str(raised.value)
+    with pytest.raises(ConfigurationError):
+        repo.revert(branch="release", commit="0" * 40, original=lambda m: False, message="m",
+                    found=lambda m: False)

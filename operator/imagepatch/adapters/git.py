@@ -188,6 +188,10 @@ class GitRepository:
         try:
             done = subprocess.run(argv, cwd=cwd or self.work, env=self._env(), capture_output=True,
                                   text=True, timeout=self.timeout, check=False)
+        except FileNotFoundError:
+            raise ConfigurationError("the git binary is not installed where the operator runs "
+                                     "(Git write-back needs git and, for SSH, ssh)",
+                                     reason="GitUnavailable") from None
         except subprocess.TimeoutExpired:
             raise TransientError(f"git {args[0]} on {self.url} timed out after {self.timeout:.0f}s",
                                  reason="GitTimeout") from None
