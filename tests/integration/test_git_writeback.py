@@ -286,3 +286,23 @@ def test_a_missing_branch_is_a_configuration_error(git_server, repo_name, tmp_pa
     with pytest.raises(ConfigurationError):
         repo.revert(branch="release", commit="0" * 40, original=lambda m: False, message="m",
                     found=lambda m: False)
+
+
+def test_commits_are_signed_with_the_ssh_signing_key(git_server, repo_name, tmp_path):
+    import subprocess
+
+    key = tmp_path / "signing"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    repo = GitRepository(git_server.repo_url(repo_name), cache_dir=tmp_path / "cache",
+                         credentials=Credentials.from_secret(
+                             {"username": git_server.user, "password": git_server.password},
+                             signing={"identity": key.read_text()}))
+    pushed = commit(repo)
+    history(git_server, repo_name, tmp_path)
+    raw = git("cat-file", "commit", pushed.sha, cwd=tmp_path / "check")
+    assert "gpgsig -----BEGIN SSH SIGNATURE-----" in raw
+    allowed = tmp_path / "allowed"
+    allowed.write_text(f"imagepatch@example.test {(tmp_path / 'signing.pub').read_text()}")
+    verified = git("-c", f"gpg.ssh.allowedSignersFile={allowed}", "verify-commit", "--raw",
+                   pushed.sha, cwd=tmp_path / "check")
+    assert verified is not None
