@@ -188,6 +188,15 @@ def test_the_writer_commits_then_reverts(git_server, repo_name, tmp_path):
 
 
 def test_the_writer_says_what_to_fix(git_server, repo_name, tmp_path):
+    # A file that is not UTF-8 is passed over, not an error.
+    work = tmp_path / "raw"
+    git("clone", "--quiet", git_server.repo_url(repo_name, with_credentials=True), str(work),
+        home=tmp_path)
+    (work / "other").mkdir()
+    (work / "other/blob.yaml").write_bytes(b"image: \xff\n")
+    git("add", "--all", cwd=work, home=tmp_path)
+    git("commit", "--quiet", "-m", "not UTF-8", cwd=work, home=tmp_path)
+    git("push", "--quiet", "origin", "HEAD:refs/heads/main", cwd=work, home=tmp_path)
     nowhere = run(git_server, repo_name, tmp_path / "a", FORWARD, path="other")
     assert nowhere.reason == "GitImageNotDeclared" and "spec.rollout.gitWriteBack.path" in (
         nowhere.message)

@@ -118,7 +118,10 @@ def _commit(repo: GitRepository, wb: GitWriteBack, act: GitWrite, patch: ImagePa
         declared = False
         for path in _files(root, wb.path):
             rel = path.relative_to(root).as_posix()
-            text = path.read_text()
+            try:
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                continue  # not a manifest imagepatch could edit without corrupting it
             result = writeback.edit(rel, text, target, new)
             owned += result.flux_owned
             if result.changed:
