@@ -166,8 +166,10 @@ def test_write_back_commits_flux_applies_and_the_patch_succeeds(
     flux.wait_applied(ns, "apps", head)
     assert given.image_of(ns, "web") == target
     # No one patched the live object: Flux's kustomize-controller is its image's only manager.
-    managers = {m["manager"] for m in given.get("deployment", "web", ns)["metadata"].get(
-        "managedFields", []) if "f:spec" in json.dumps(m.get("fieldsV1", {}))}
+    live = json.loads(given.kube.kubectl("get", "deployment", "web", "-n", ns, "-o", "json",
+                                         "--show-managed-fields"))
+    managers = {m["manager"] for m in live["metadata"].get("managedFields", [])
+                if "f:spec" in json.dumps(m.get("fieldsV1", {}))}
     assert "kustomize-controller" in managers and not any("imagepatch" in m for m in managers)
 
 
