@@ -92,8 +92,9 @@ def _settings(policy: PolicySpec | None) -> GitWriteBack:
 
 
 def _workload(act: GitWrite) -> str:
+    """kind/namespace/name, as core.writeback's message templates name a workload."""
     t = act.target
-    return f"{t.kind} {t.namespace}/{t.name} (container {t.container})"
+    return f"{t.kind}/{t.namespace}/{t.name}"
 
 
 def _files(root: Path, folder: str) -> list[Path]:
@@ -127,7 +128,7 @@ def _commit(repo: GitRepository, wb: GitWriteBack, act: GitWrite, patch: ImagePa
             if result.changed:
                 files[rel] = result.text
                 changes += result.changes
-            declared = declared or new.reference() in text
+            declared = declared or result.declares
         if not files and owned:
             raise ConfigurationError(
                 f"{', '.join(owned[:5])} in {wb.url} carry Flux's $imagepolicy marker: Flux "

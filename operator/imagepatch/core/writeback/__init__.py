@@ -53,6 +53,7 @@ class EditResult:
     text: str
     changes: tuple[str, ...] = ()
     flux_owned: tuple[str, ...] = ()
+    declares: bool = False  # the file sets the image where edit owns it (even if already pinned)
 
     @property
     def changed(self) -> bool:
@@ -74,11 +75,13 @@ _IMAGE_LINE = re.compile(
 def edit(path: str, text: str, target: Target, new: NewImage) -> EditResult:
     """``text`` (the file at ``path``) with ``target``'s image set to ``new``."""
     lines = text.splitlines(keepends=True)
+    declares = False
     changes: list[str] = []
     owned: list[str] = []
     for i, line in enumerate(lines):
         m = _IMAGE_LINE.match(line.rstrip("\n"))
         if m and _repo_of(m["ref"]) == target.repository:
+            declares = True
             if _FLUX_MARKER.search(m["rest"]):
                 owned.append(f"{path}:{i + 1}")
                 continue
@@ -86,19 +89,20 @@ def edit(path: str, text: str, target: Target, new: NewImage) -> EditResult:
                 end = "\n" if line.endswith("\n") else ""
                 lines[i] = f"{m['lead']}{m['q']}{new.reference()}{m['q']}{m['rest']}{end}"
                 changes.append(f"{path}:{i + 1}: {m['ref']} -> {new.reference()}")
-    lines, kchanges, kowned = _kustomization_images(path, lines, target, new)
+    lines, kchanges, kowned, kdeclares = _kustomization_images(path, lines, target, new)
     return EditResult(text="".join(lines), changes=(*changes, *kchanges),
-                      flux_owned=(*owned, *kowned))
+                      flux_owned=(*owned, *kowned), declares=declares or kdeclares)
 
 
 def _kustomization_images(
     path: str, lines: list[str], target: Target, new: NewImage
-) -> tuple[list[str], list[str], list[str]]:
+) -> tuple[list[str], list[str], list[str], bool]:
     if path.rsplit("/", 1)[-1] not in ("kustomization.yaml", "kustomization.yml", "Kustomization"):
-        return lines, [], []
+        return lines, [], [], False
     out = list(lines)
     changes: list[str] = []
     owned: list[str] = []
+    declares = False
     i, n = 0, len(out)
     in_images = False
     while i < n:
@@ -124,6 +128,7 @@ def _kustomization_images(
         new_name = re.search(r"\bnewName:\s*([^\s#]+)", body)
         repo = new_name.group(1) if new_name else (name.group(1) if name else "")
         if repo == target.repository:
+            declares = True
             if _FLUX_MARKER.search(body):
                 owned.append(f"{path}:{i + 1}")
             else:
@@ -135,7 +140,7 @@ def _kustomization_images(
                     n = len(out)
                     j = i + len(new_entry)
         i = j
-    return out, changes, owned
+    return out, changes, owned, declares
 
 
 def _set_fields(entry: list[str], indent: int, fields: dict[str, str]) -> list[str]:
