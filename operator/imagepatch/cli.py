@@ -94,6 +94,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
         metrics_port=args.metrics_port,
         securityhub=args.securityhub,
         argo_rollouts=args.argo_rollouts,
+        flagger=args.flagger,
         cluster_name=args.cluster_name,
         liveness_stale_after=args.liveness_stale_seconds,
         namespaces=tuple(args.namespace),
@@ -212,6 +213,11 @@ def build_parser(prog: str = "imagepatch") -> argparse.ArgumentParser:
                      default=os.environ.get("IMAGEPATCH_ARGO_ROLLOUTS") == "true",
                      help="patch opted-in Argo Rollouts too (their CRD must be installed and the"
                           " operator granted access: the chart's argoRollouts.enabled)")
+    run.add_argument("--flagger", action="store_true",
+                     default=os.environ.get("IMAGEPATCH_FLAGGER") == "true",
+                     help="gate Deployments that a Flagger Canary targets on the Canary's status"
+                          " (the operator must be granted access to Canaries: the chart's"
+                          " flagger.enabled)")
     run.add_argument("--cluster-name", default=os.environ.get("IMAGEPATCH_CLUSTER_NAME", ""),
                      help="this cluster's name in Security Hub finding ids (required with "
                           "--securityhub)")

@@ -74,6 +74,8 @@ class Options:
     securityhub: bool = False
     # --argo-rollouts: Argo Rollouts' Rollouts are targets too (core.kinds_rollout).
     argo_rollouts: bool = False
+    # --flagger: a Deployment a Flagger Canary targets is gated on the Canary (core.flagger).
+    flagger: bool = False
     cluster_name: str = ""
     # --namespace: the namespaces (or kopf glob patterns) to watch; empty: all.
     namespaces: tuple[str, ...] = ()
@@ -144,6 +146,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.kube = StoredKube(namespaces=options.namespaces,
                            request_timeout=options.kube_request_timeout,
                            argo_rollouts=options.argo_rollouts)
+    memo.kube.flagger = options.flagger
     memo.store = memo.kube.store
     secrets = PolicySecrets(options.operator_namespace)
     # No credentials of its own: each policy's workloads are read through

@@ -812,3 +812,32 @@ def test_argo_rollouts_access_is_granted_only_with_argo_rollouts_enabled(
     assert binding["subjects"] == shipped["ClusterRoleBinding"]["subjects"]
     (container,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
     assert "--argo-rollouts" in container["args"]
+
+
+def test_flagger_access_is_granted_only_with_flagger_enabled(helm: Helm, tmp_path: Path) -> None:
+    """Issue 23: the Canary CRD may not exist, so canaries are granted (read only) only when
+    asked for, with the rules of deploy/rbac-flagger.yaml, and the operator then reads them."""
+    def flagger_docs(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [d for d in docs if d["metadata"]["name"].endswith("-flagger")]
+
+    docs = helm.template()
+    assert not flagger_docs(docs)
+    assert not any("flagger.app" in rule["apiGroups"] for rule in one(docs, "ClusterRole")["rules"])
+    (container,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert "--flagger" not in container["args"]
+
+    values = tmp_path / "flagger.yaml"
+    values.write_text(yaml.safe_dump({"flagger": {"enabled": True}}))
+    docs = helm.template(values=values)
+    role, binding = sorted(flagger_docs(docs), key=lambda d: d["kind"])
+    shipped = {d["kind"]: d for d in load_yaml_docs(DEPLOY / "rbac-flagger.yaml")}
+    assert role["kind"] == "ClusterRole" and role["rules"] == shipped["ClusterRole"]["rules"]
+    assert role["rules"] == [{"apiGroups": ["flagger.app"], "resources": ["canaries"],
+                              "verbs": ["get", "list", "watch"]}]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    sa = one(docs, "ServiceAccount")["metadata"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["name"],
+                                    "namespace": sa["namespace"]}]
+    assert binding["subjects"] == shipped["ClusterRoleBinding"]["subjects"]
+    (container,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert "--flagger" in container["args"]

@@ -37,6 +37,8 @@ class MemoryKube:
         self.calls: Counter[str] = Counter()
         self.fail: dict[str, Exception] = {}  # method name -> error to raise (once per call)
         self.last_answer: float | None = None
+        # Kube.flagger: off here (adapters.flagger reads Canaries from a real API server).
+        self.flagger = False
         self._rv = itertools.count(1)
 
     # -- helpers for tests ---------------------------------------------------------

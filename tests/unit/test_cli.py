@@ -99,3 +99,11 @@ def test_argo_rollouts_are_targets_only_when_asked(monkeypatch: pytest.MonkeyPat
     assert options("--argo-rollouts").argo_rollouts is True
     monkeypatch.setenv("IMAGEPATCH_ARGO_ROLLOUTS", "true")
     assert options().argo_rollouts is True
+
+
+def test_flagger_canaries_gate_deployments_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IMAGEPATCH_FLAGGER", raising=False)
+    assert options().flagger is False
+    assert options("--flagger").flagger is True
+    monkeypatch.setenv("IMAGEPATCH_FLAGGER", "true")
+    assert options().flagger is True

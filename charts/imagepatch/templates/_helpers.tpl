@@ -142,6 +142,9 @@ The arguments of `imagepatch run`, one per line, built from the values.
 {{- if .Values.argoRollouts.enabled }}
 - --argo-rollouts
 {{- end }}
+{{- if .Values.flagger.enabled }}
+- --flagger
+{{- end }}
 {{- if .Values.verbose }}
 - --verbose
 {{- end }}

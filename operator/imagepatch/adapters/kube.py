@@ -112,6 +112,9 @@ class Kube:
         the Rollout CRD and the operator's access to it exist).
         """
         self.argo_rollouts = argo_rollouts
+        # --flagger: a Deployment's gate follows the Flagger Canary that targets it
+        # (adapters.flagger; set by the handlers' startup).
+        self.flagger = False
         self.api = api_client or load_api_client()
         self.namespaces = tuple(namespaces)
         self.request_timeout = request_timeout

@@ -133,6 +133,8 @@ class HealthReason(enum.StrEnum):
     ROLLOUT_PAUSED = "RolloutPaused"
     ROLLOUT_DEGRADED = "Degraded"
     ROLLOUT_ABORTED = "RolloutAborted"
+    # Flagger's verdict on a Canary's analysis (core.flagger; issue 23).
+    CANARY_FAILED = "CanaryFailed"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

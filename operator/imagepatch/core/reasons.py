@@ -23,6 +23,13 @@ NOTIFICATION_SECRET_UNUSABLE = "NotificationSecretUnusable"  # missing Secret or
 NOTIFICATION_REJECTED = "NotificationRejected"  # the receiver answered 4xx
 NOTIFICATION_UNAVAILABLE = "NotificationUnavailable"  # 5xx, 429, timeouts, connection errors
 
+# Opening a pull (merge) request for a write-back branch (adapters/forge.py).
+GIT_FORGE_AUTH_FAILED = "GitForgeAuthFailed"  # 401, an empty token
+GIT_FORGE_ACCESS_DENIED = "GitForgeAccessDenied"  # 403 that is not a rate limit
+GIT_FORGE_NOT_FOUND = "GitForgeNotFound"  # 404: no such repository, or not visible
+GIT_FORGE_REJECTED = "GitForgeRejected"  # 422/409 validation, other 4xx, not the API
+GIT_FORGE_UNAVAILABLE = "GitForgeUnavailable"  # 5xx, 429, timeouts, connection errors
+
 # Policy reasons.
 RECONCILED = "Reconciled"
 SUSPENDED = "Suspended"
@@ -205,6 +212,8 @@ IMAGE_CHANGED = "ImageChanged"
 DIGEST_FAILED_BEFORE = "DigestFailedBefore"
 # A StatefulSet or DaemonSet with updateStrategy OnDelete (core/kinds/shared.py).
 ON_DELETE_STRATEGY = "OnDeleteStrategy"
+# The primary Deployment a Flagger Canary controls: Flagger's to write (core.flagger).
+FLAGGER_PRIMARY = "FlaggerPrimary"
 EXTERNAL_CHANGE = "ExternalChange"
 EARLIER_TARGET_FAILED = "EarlierTargetFailed"
 # The new image failed its health gate in an earlier wave (rollout.onTargetFailure

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from imagepatch.adapters import metrics
+from imagepatch.adapters import flagger, metrics
 from imagepatch.adapters.builders import Builder
 from imagepatch.adapters.errors import AdapterError, ConflictError
 from imagepatch.adapters.kube import Kube
@@ -165,10 +165,13 @@ async def observe_workload(
     kube: Kube, target: Target, memory: OperatorMemory | None = None
 ) -> Workload:
     """The target's workload (of its kind), its pods, for a CronJob its Jobs, and the
-    digests that failed on it before (the operator's memory, never its annotations)."""
+    digests that failed on it before (the operator's memory, never its annotations).
+    With ``--flagger``, a Deployment comes with the Canary that targets it (``core.flagger``)."""
     obj = await kube.get_workload(target.kind, target.namespace, target.name)
     if obj is None:
         return Workload(target=target, deployment=None)
+    if kube.flagger and target.kind == kinds.DEPLOYMENT:
+        obj = await flagger.with_canary(kube, obj)  # its gate follows Flagger's verdict
     pods = await kube.workload_pods(target.kind, obj)
     jobs = await kube.cronjob_jobs(obj) if target.kind == kinds.CRONJOB else []
     record = (memory or OperatorMemory()).get(

@@ -5,7 +5,9 @@ generation and ``updated == available == replicas == spec.replicas`` (no old
 pod left); paused (``spec.paused``) or scaled to zero, the gate stops without
 judging pods. Its ``Progressing`` condition's ``ProgressDeadlineExceeded`` is
 the controller's own failure verdict. ``core.health`` applies the pod rules,
-deadlines and soak (see its docstring for the order).
+deadlines and soak (see its docstring for the order). A Deployment a Flagger
+Canary targets is gated on Flagger's verdict instead, and the primary a Canary
+controls is never patched (``core.flagger``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from imagepatch.core import flagger
 from imagepatch.core.health import (
     HealthReason,
     HealthState,
@@ -129,4 +132,34 @@ def _progress(deployment: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) 
     return deployment_progress(deployment)
 
 
-KIND = Kind(name=DEPLOYMENT, api_version="apps/v1", gate=progress_gate(_progress))
+_OWN_GATE = progress_gate(_progress)
+
+
+def _gate(
+    *,
+    workload: Mapping[str, Any],
+    pods: Sequence[Mapping[str, Any]],
+    jobs: Sequence[Mapping[str, Any]],
+    target_images: Mapping[str, str],
+    gate: Rollout,
+    started_at: dt.datetime,
+    healthy_since: dt.datetime | None,
+    now: dt.datetime,
+    rollback: bool,
+) -> HealthVerdict:
+    """A Flagger Canary's target is gated on Flagger's verdict (``core.flagger``); a
+    restored image, and any other Deployment, on the Deployment's own report."""
+    flagged = None if rollback else flagger.assess(
+        deployment=workload, pods=pods, target_images=target_images, gate=gate,
+        started_at=started_at, healthy_since=healthy_since, now=now,
+    )  # fmt: skip
+    if flagged is not None:
+        return flagged
+    return _OWN_GATE(
+        workload=workload, pods=pods, jobs=jobs, target_images=target_images, gate=gate,
+        started_at=started_at, healthy_since=healthy_since, now=now, rollback=rollback,
+    )  # fmt: skip
+
+
+KIND = Kind(name=DEPLOYMENT, api_version="apps/v1", gate=_gate,
+            not_patchable=flagger.not_patchable)

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from imagepatch.core import health, kinds, kinds_rollout, reasons
+from imagepatch.core import flagger, health, kinds, kinds_rollout, reasons
 from imagepatch.core.rollout.context import (
     GATE_POLL,
     Context,
@@ -216,6 +216,8 @@ def _failed(ctx: Context, *, index: int, verdict: health.HealthVerdict) -> Step:
         return ctx.end_or_go_on()
     if entry.target.kind == kinds_rollout.ROLLOUT:
         message = kinds_rollout.with_rollback_note(message)
+    elif verdict.reason == health.HealthReason.CANARY_FAILED:
+        message = flagger.with_rollback_note(message)
     ctx.entries[index] = replace(
         entry,
         phase=TargetPhase.ROLLING_BACK,
