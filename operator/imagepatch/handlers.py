@@ -48,6 +48,7 @@ from imagepatch.reconcile.loops import PatchLoops
 from imagepatch.reconcile.outcomes import Backoff
 from imagepatch.reconcile.rollouts import RebuildTools
 from imagepatch.reconcile.supervisor import Supervisor
+from imagepatch.reconcile.writeback import GitWriter
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.rebuild_tools = RebuildTools(
         registry=memo.registry, builders=builders, findings=findings,
         signatures=SignatureVerifier(memo.kube, options.operator_namespace, kms),
+        git=GitWriter(memo.kube, options.operator_namespace),
     )
     # The operator's memory, in its own namespace (tenants cannot write it): read once here.
     memo.memory = OperatorMemory(memo.kube, options.operator_namespace)

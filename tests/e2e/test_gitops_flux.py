@@ -102,14 +102,7 @@ def delivered_by_flux(given: Scenario, flux: Flux, git_server: GitServer, policy
                       image: str) -> str:
     """Given a namespace whose Deployment ``web`` Flux applied from Git; the namespace."""
     ns = given.namespace("gitops")
-    repo = unique("app")
-    git_server.create_repo(repo)
-    commit = git_server.commit(repo, {"deploy/web.yaml": manifest(ns, policy, image)}, "web 1")
-    started = time.monotonic()
-    flux.deliver(ns, "apps", url=git_server.repo_url(repo), user=git_server.user,
-                 password=git_server.password, path="./deploy")
-    revision = flux.wait_applied(ns, "apps", commit)
-    print(f"\n[flux] {revision} fetched and applied in {time.monotonic() - started:.1f}s")
+    flux.deliver_repo(git_server, ns, {"deploy/web.yaml": manifest(ns, policy, image)})
     dep = given.wait_available(ns, "web", 1)
     labels = dep["metadata"]["labels"]
     assert labels["kustomize.toolkit.fluxcd.io/name"] == "apps"

@@ -11,6 +11,11 @@ source-controller fetches GitRepositories and serves each revision as an
 artifact over HTTP (``--storage-addr``; ``--storage-adv-addr`` is the address
 written into the artifact's URL); kustomize-controller downloads the artifact
 from there and applies it with server-side apply.
+
+``Flux.deliver_repo(git_server, namespace, files)`` is what the GitOps e2e
+modules share: a new repository on the test Git server holding ``files``,
+delivered into ``namespace`` by a GitRepository and a Kustomization
+(``apps``), waited for until applied.
 """
 
 from __future__ import annotations
@@ -19,11 +24,14 @@ import base64
 import json
 import os
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.support.gitserver import GitServer
 from tests.support.ports import ServerProcess, free_port, http_ok
+from tests.support.scenario import unique
 from tests.support.wait import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -142,3 +150,17 @@ class Flux:
             raise TimeoutError(f"{exc}\n{objects[-3000:]}\nsource-controller:\n"
                                f"{self.source.tail(20)}\nkustomize-controller:\n"
                                f"{self.kustomize.tail(20)}") from None
+
+    def deliver_repo(self, git_server: GitServer, namespace: str, files: dict[str, str], *,
+                     path: str = "./deploy", repo: str = "") -> tuple[str, str]:
+        """A new repository (``repo``, or a unique name) holding ``files``, applied into
+        ``namespace`` by Kustomization ``apps`` (``path``); (its name, the commit applied)."""
+        repo = repo or unique("app")
+        git_server.create_repo(repo)
+        commit = git_server.commit(repo, files, "the app")
+        started = time.monotonic()
+        self.deliver(namespace, "apps", url=git_server.repo_url(repo), user=git_server.user,
+                     password=git_server.password, path=path)
+        revision = self.wait_applied(namespace, "apps", commit)
+        print(f"\n[flux] {revision} fetched and applied in {time.monotonic() - started:.1f}s")
+        return repo, commit

@@ -12,6 +12,12 @@ upload-pack for fetches, receive-pack for pushes.
 message)`` clones it over HTTP, writes ``files``, commits and pushes, and
 returns the new commit's id. Requests are kept (method, path, user) for tests
 that check who fetched.
+
+``before_next_push(name, files, message)`` makes the next push to ``name``
+race deterministically: when that push reaches the server (after its client
+read the branch head), the server first commits ``files`` itself, so the
+push is not a fast-forward and is refused, as a hosted server refuses a push
+that lost a race. It returns the event set once the other commit landed.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -68,6 +75,9 @@ class GitServer:
     password: str
     requests: list[Request] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # repository -> what to do once, when the next push to it arrives
+    push_hooks: dict[str, Callable[[], None]] = field(default_factory=dict)
+    raced: list[str] = field(default_factory=list)  # commits pushed by those hooks
 
     @classmethod
     def start(cls, root: Path) -> GitServer:
@@ -132,6 +142,12 @@ class GitServer:
             return
         body = self._request_body(handler)
         path = urlsplit(handler.path)
+        if handler.command == "POST" and path.path.endswith("/git-receive-pack"):
+            name = path.path.strip("/").removesuffix("/git-receive-pack").removesuffix(".git")
+            with self.lock:
+                hook = self.push_hooks.pop(name, None)
+            if hook is not None:
+                hook()
         env = {
             **GIT_ENV,
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -188,6 +204,18 @@ class GitServer:
 
     def create_repo(self, name: str) -> None:
         git("init", "--quiet", "--bare", "--initial-branch=main", str(self.root / f"{name}.git"))
+
+    def before_next_push(self, name: str, files: dict[str, str], message: str) -> threading.Event:
+        """Commit ``files`` to ``name`` just before the next push to it is served."""
+        done = threading.Event()
+
+        def race() -> None:
+            self.raced.append(self.commit(name, files, message))
+            done.set()
+
+        with self.lock:
+            self.push_hooks[name] = race
+        return done
 
     def commit(self, name: str, files: dict[str, str], message: str, *,
                branch: str = "main") -> str:

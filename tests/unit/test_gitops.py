@@ -88,12 +88,18 @@ def test_the_mode_is_the_policys_else_skip_for_managed_workloads(owner, configur
     assert gitops.mode_for(owner, configured) is mode
 
 
+def test_git_write_back_is_not_a_skip():
+    managed = {"metadata": {"labels": {"kustomize.toolkit.fluxcd.io/name": "apps"}}}
+    assert gitops.not_patched(managed, RolloutMode.GIT_WRITE_BACK, "p") is None
+    assert gitops.not_patched(managed, None, "p") is not None
+
+
 def test_skip_messages_name_the_owner_and_how_to_enable_patching():
     default = gitops.skip_message(FLUX, None, "critical")
     assert "Flux Kustomization flux-system/apps" in default
     assert "kustomize.toolkit.fluxcd.io/name" in default
     assert "spec.rollout.mode: Patch" in default and "'critical'" in default
-    assert "write-back is not available yet" in default
+    assert "spec.rollout.mode: GitWriteBack" in default and "gitWriteBack" in default
     chosen = gitops.skip_message(FLUX, RolloutMode.SKIP, "critical")
     assert "Flux Kustomization flux-system/apps" in chosen and "mode: Skip" in chosen
     unmanaged = gitops.skip_message(None, RolloutMode.SKIP, "critical")

@@ -13,7 +13,10 @@ Flux and Argo CD mark the objects they apply with labels and annotations:
 
 Patching such a workload in the cluster is undone by the tool's next
 reconcile (Flux) or self-heal (Argo CD), so by default imagepatch leaves it
-alone and says which tool owns it. ``spec.rollout.mode`` overrides that.
+alone and says which tool owns it, and how to enable Git write-back.
+``spec.rollout.mode`` overrides that: ``Patch`` patches the live object,
+``GitWriteBack`` commits the new image to the repository the tool delivers
+from (``core/rollout/writeback.py``).
 
 The labels are the tenant's to write, so they are read as a *claim*: a
 workload that claims an owner is only ever patched less (skipped), never
@@ -180,9 +183,10 @@ def skip_message(owner: Owner | None, configured: RolloutMode | None, policy: st
         return f"{owned}; ImagePatchPolicy {policy!r} sets spec.rollout.mode: Skip"
     return (
         f"{owned}: a patch of the live object would be undone by the tool's next sync, so "
-        "imagepatch leaves it alone. Change the image in Git, or set spec.rollout.mode: Patch "
-        f"on ImagePatchPolicy {policy!r} to patch the live object anyway (Git write-back is "
-        "not available yet)"
+        "imagepatch leaves it alone. To have imagepatch commit the new image to Git for the "
+        f"tool to apply, set spec.rollout.mode: GitWriteBack and spec.rollout.gitWriteBack "
+        f"(url, branch, path, secretRef) on ImagePatchPolicy {policy!r}; or set "
+        "spec.rollout.mode: Patch to patch the live object anyway"
     )
 
 
@@ -202,8 +206,8 @@ def not_patched(
         labels if isinstance(labels, Mapping) else {},
         annotations if isinstance(annotations, Mapping) else {},
     )
-    if mode_for(owner, configured) is RolloutMode.PATCH:
-        return None
+    if mode_for(owner, configured) in (RolloutMode.PATCH, RolloutMode.GIT_WRITE_BACK):
+        return None  # GitWriteBack: the new image is committed, not patched (rollout.writeback)
     reason = reasons.GITOPS_MANAGED if owner is not None else reasons.ROLLOUT_SKIPPED
     return reason, skip_message(owner, configured, policy)
 

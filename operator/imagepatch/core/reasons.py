@@ -143,6 +143,13 @@ REBUILD_NOT_ALLOWED = "RebuildNotAllowed"
 # policy skips every workload. Counted by its compliance state, like the above.
 GITOPS_MANAGED = "GitOpsManaged"
 ROLLOUT_SKIPPED = "RolloutSkipped"
+# rollout.mode GitWriteBack (core/rollout/writeback.py): the commit could not be
+# made (the reconciler's reason says why: no file declares the image, Flux's image
+# automation owns the line, the Git server refused), or was not applied in time.
+GIT_WRITE_BACK_FAILED = "GitWriteBackFailed"
+GIT_IMAGE_NOT_DECLARED = "GitImageNotDeclared"
+GIT_FLUX_IMAGE_AUTOMATION = "FluxImageAutomation"
+GIT_APPLY_TIMEOUT = "GitApplyTimeout"
 # The policy's pass ran out of its time budget (--policy-pass-budget) before
 # this container was evaluated: Unknown, naming the registry host that was slow.
 PASS_BUDGET_EXCEEDED = "PassBudgetExceeded"

@@ -128,6 +128,12 @@ class RolloutEntry:
     # deleted (or being deleted) so the restored template can replace them.
     bad_revision: str = ""
     deleted_pods: tuple[str, ...] = ()
+    # rollout.mode GitWriteBack (set when the target starts: a write-back target):
+    # the branch written to, the patch's commit there and the revert's, each
+    # recorded once pushed (core.rollout.writeback).
+    git_branch: str = ""
+    git_commit: str = ""
+    git_revert: str = ""
 
     @property
     def restore_image(self) -> str:
@@ -157,6 +163,9 @@ class RolloutEntry:
             "trialJob": self.trial_job,
             "badRevision": self.bad_revision,
             "deletedPods": list(self.deleted_pods),
+            "gitBranch": self.git_branch,
+            "gitCommit": self.git_commit,
+            "gitRevert": self.git_revert,
         }
         out.update({k: v for k, v in optional.items() if v})
         return out
@@ -277,6 +286,9 @@ def _entry(raw: Mapping[str, Any], index: int) -> RolloutEntry:
         trial_job=raw.get("trialJob") or "",
         bad_revision=raw.get("badRevision") or "",
         deleted_pods=tuple(str(n) for n in raw.get("deletedPods") or ()),
+        git_branch=raw.get("gitBranch") or "",
+        git_commit=raw.get("gitCommit") or "",
+        git_revert=raw.get("gitRevert") or "",
     )
 
 

@@ -130,13 +130,23 @@ class RolloutMode(enum.StrEnum):
     """How the policy rolls a new image out (``spec.rollout.mode``).
 
     ``Patch``: the live workload is patched. ``Skip``: it is reported, never
-    patched. Unset: ``Skip`` for a workload a GitOps tool delivers (Flux,
-    Argo CD: ``core/gitops.py``), whose sync would undo the patch, and
-    ``Patch`` for the rest.
+    patched. ``GitWriteBack``: the new reference is committed to the Git
+    repository the GitOps tool delivers from (``rollout.gitWriteBack``), and
+    the tool applies it. Unset: ``Skip`` for a workload a GitOps tool
+    delivers (Flux, Argo CD: ``core/gitops.py``), whose sync would undo the
+    patch, and ``Patch`` for the rest.
     """
 
     PATCH = "Patch"
     SKIP = "Skip"
+    GIT_WRITE_BACK = "GitWriteBack"
+
+
+class PullRequestProvider(enum.StrEnum):
+    """``spec.rollout.gitWriteBack.pullRequest.provider``: whose API opens the pull request."""
+
+    GITHUB = "GitHub"
+    GITLAB = "GitLab"
 
 
 class SelectorOperator(enum.StrEnum):
@@ -390,6 +400,49 @@ class Rollout:
     argo_promote: ArgoPromote = ArgoPromote.NEVER
     # None: Skip for GitOps-managed workloads, Patch for the rest (core/gitops.py).
     mode: RolloutMode | None = None
+    # mode GitWriteBack: where and how the new reference is committed.
+    git_write_back: GitWriteBack | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PullRequest:
+    """Open a pull (merge) request for ``pushBranch`` through the forge's API."""
+
+    provider: PullRequestProvider
+    api_url: str = ""  # empty: the provider's public API
+    token_secret: str = ""  # a Secret in the operator's namespace, data key ``token``
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GitWriteBack:
+    """``spec.rollout.gitWriteBack``: the repository a GitOps tool delivers the workloads from.
+
+    Secrets are named, never read here: ``secret_name`` holds ``username`` and
+    ``password`` (or ``token``) for an HTTP(S) URL, ``identity`` and
+    ``known_hosts`` for SSH; ``signing_key_secret`` an SSH private key
+    (``identity``) that signs the commits.
+    """
+
+    url: str
+    branch: str = "main"
+    path: str = "."  # the folder (in the repository) whose files declare the images
+    secret_name: str
+    author_name: str = "imagepatch"
+    author_email: str = "imagepatch@users.noreply.imagepatch.dev"
+    message_template: str = ""  # empty: core.writeback's default message
+    push_branch: str = ""  # empty: push to ``branch``
+    pull_request: PullRequest | None = None
+    signing_key_secret: str = ""
+    helm_values_key: str = ""  # a Helm values file: the key of the image block
+    apply_timeout: dt.timedelta = dt.timedelta(minutes=10)
+
+    @property
+    def ssh(self) -> bool:
+        return not self.url.startswith(("https://", "http://"))
+
+    def describe(self) -> str:
+        """How messages name the repository and branch (never a credential)."""
+        return f"{self.url} branch {self.push_branch or self.branch}"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -860,6 +913,12 @@ def _parse_allowed(raw: Any, path: str) -> AllowedRebuilds:
 def _parse_rollout(raw: Any, path: str) -> Rollout:
     raw = _mapping(raw, path)
     defaults = Rollout()
+    mode = _enum(raw, path, "mode", RolloutMode, default=None)
+    write_back = None
+    if raw.get("gitWriteBack") is not None:
+        write_back = _parse_git_write_back(raw["gitWriteBack"], f"{path}.gitWriteBack")
+    if mode is RolloutMode.GIT_WRITE_BACK and write_back is None:
+        raise SpecError(f"{path}.gitWriteBack", f"is required when {path}.mode is GitWriteBack")
     waves: list[Wave] = []
     for i, item in enumerate(_list(raw, path, "waves", max_items=MAX_WAVES)):
         wave_path = f"{path}.waves[{i}]"
@@ -911,7 +970,77 @@ def _parse_rollout(raw: Any, path: str) -> Rollout:
             _mapping(raw.get("argoRollouts"), f"{path}.argoRollouts"), f"{path}.argoRollouts",
             "promote", ArgoPromote, default=defaults.argo_promote,
         ),  # fmt: skip
-        mode=_enum(raw, path, "mode", RolloutMode, default=None),
+        mode=mode,
+        git_write_back=write_back,
+    )
+
+
+# An HTTP(S) or ssh:// URL, or scp-like user@host:path. No credentials in the URL
+# (they come from secretRef): a URL is logged and recorded in status.
+_GIT_URL = re.compile(
+    r"(https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/[^\s@]*|ssh://([A-Za-z0-9._-]+@)?[A-Za-z0-9.-]+"
+    r"(:[0-9]{1,5})?/[^\s]*|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s/][^\s]*)"
+)
+# A Git branch name (git check-ref-format, the common subset).
+_BRANCH = re.compile(r"(?!/|.*//|.*\.\.|.*\.lock$|.*/$|.*@\{)[A-Za-z0-9._/-]{1,200}")
+_REPO_PATH = re.compile(r"(?!/)(?!.*(^|/)\.\.(/|$))[A-Za-z0-9._/-]{1,512}")
+_EMAIL = re.compile(r"[^\s@<>]+@[^\s@<>]+")
+_VALUES_KEY = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+
+
+def _secret_ref(raw: Mapping[str, Any], path: str, name: str, *, required: bool) -> str:
+    ref = _get(raw, path, name, required=required)
+    if ref is None:
+        return ""
+    return str(_string(_mapping(ref, f"{path}.{name}"), f"{path}.{name}", "name",
+                       max_length=253, check=_dns_subdomain))
+
+
+def _parse_git_write_back(raw: Any, path: str) -> GitWriteBack:
+    raw = _mapping(raw, path)
+    defaults = GitWriteBack(url="", secret_name="")
+    url = _string(raw, path, "url", max_length=2048, check=_matching(
+        _GIT_URL, "must be an https://, http:// or ssh:// URL, or user@host:path, without "
+        "credentials (they come from secretRef)"))
+    branch_check = _matching(_BRANCH, "must be a Git branch name")
+    author = _mapping(raw.get("author"), f"{path}.author")
+    pull_request = None
+    if raw.get("pullRequest") is not None:
+        pr_path = f"{path}.pullRequest"
+        pr = _mapping(raw["pullRequest"], pr_path)
+        pull_request = PullRequest(
+            provider=_enum(pr, pr_path, "provider", PullRequestProvider),
+            api_url=_string(pr, pr_path, "apiURL", default="", max_length=2048,
+                            check=_matching(re.compile(r"https?://\S+"),
+                                            "must be an https:// URL")),
+            token_secret=_secret_ref(pr, pr_path, "tokenSecretRef", required=True),
+        )
+    push_branch = _string(raw, path, "pushBranch", default="", max_length=200,
+                          check=branch_check)
+    if pull_request is not None and not push_branch:
+        raise SpecError(f"{path}.pushBranch", f"is required when {path}.pullRequest is set")
+    return GitWriteBack(
+        url=url,
+        branch=_string(raw, path, "branch", default=defaults.branch, max_length=200,
+                       check=branch_check),
+        path=_string(raw, path, "path", default=defaults.path, max_length=512,
+                     check=_matching(_REPO_PATH, "must be a relative folder in the repository "
+                                     "(no leading /, no ..)")),
+        secret_name=_secret_ref(raw, path, "secretRef", required=True),
+        author_name=_string(author, f"{path}.author", "name", default=defaults.author_name,
+                            max_length=256),
+        author_email=_string(author, f"{path}.author", "email", default=defaults.author_email,
+                             max_length=256, check=_matching(_EMAIL, "must be an email address")),
+        message_template=_string(raw, path, "messageTemplate", default="", max_length=4096),
+        push_branch=push_branch,
+        pull_request=pull_request,
+        signing_key_secret=_secret_ref(raw, path, "signingKey", required=False),
+        helm_values_key=_string(raw, path, "helmValuesKey", default="", max_length=256,
+                                check=_matching(_VALUES_KEY, "must be a dotted key such as "
+                                                "image or app.image")),
+        apply_timeout=_duration(raw, path, "applyTimeout", default=defaults.apply_timeout,
+                                minimum=dt.timedelta(minutes=1), maximum=dt.timedelta(hours=24),
+                                bounds_text="between 1m and 24h"),
     )
 
 

@@ -35,6 +35,9 @@ from imagepatch.core.rollout import (
     FAILED_ANNOTATION,
     GATE_POLL,
     Candidate,
+    FailedDigest,
+    GitResult,
+    GitWrite,
     PatchImage,
     Window,
     Workload,
@@ -60,6 +63,7 @@ from imagepatch.model.policy import PolicySpec, parse_policy
 from imagepatch.model.rebuild_status import RebuildStage
 from imagepatch.model.times import Clock, parse_time_strict, utcnow
 from imagepatch.reconcile import notifications, rebuilds
+from imagepatch.reconcile.writeback import GitWriter
 
 log = logging.getLogger("imagepatch.rollouts")
 
@@ -219,6 +223,8 @@ class RebuildTools:
     findings: FindingsSource | None = None
     # spec.verification.signatures: reads the keys and the registry's signatures.
     signatures: SignatureVerifier | None = None
+    # rollout.mode GitWriteBack: commits and reverts in the policy's repository.
+    git: GitWriter | None = None
 
 
 async def _observe_rebuild(
@@ -280,18 +286,29 @@ def _record_metrics(old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
 
 
 async def _remember_failed(
-    memory: OperatorMemory, act: PatchImage, workload: Workload | None
+    memory: OperatorMemory, act: PatchImage | GitWrite, workload: Workload | None
 ) -> str:
     """Record the rollback's failed digest in the operator's memory; the annotation mirror."""
     assert act.failed is not None
+    failed: FailedDigest = act.failed
     meta = ((workload.deployment if workload else None) or {}).get("metadata") or {}
     target = act.target
     record = memory_model.with_failed(
         memory.get(target.kind, target.namespace, target.name, meta.get("uid", "")),
-        digest=act.failed.digest, key=act.failed.key, patch=act.failed.patch, now=act.failed.at,
+        digest=failed.digest, key=failed.key, patch=failed.patch, now=failed.at,
     )
     await memory.put(record)
     return memory_model.failed_mirror(record)
+
+
+async def _write_back(
+    tools: RebuildTools | None, act: GitWrite, patch: ImagePatch, policy: PolicySpec | None
+) -> GitResult:
+    if tools is None or tools.git is None:
+        return GitResult(target=act.target, revert=act.revert,
+                         reason=reasons.GIT_WRITE_BACK_FAILED,
+                         message="this operator runs without Git write-back")
+    return await tools.git.run(act, patch=patch, policy=policy)
 
 
 async def reconcile_imagepatch(
@@ -352,6 +369,7 @@ async def reconcile_imagepatch(
                 build=seen.get("build"),
                 verification=seen.get("verification"),
                 held_by=held,
+                git=seen.pop("git", None),
             )
             if step.status:
                 _record_metrics(patch.status.to_dict(), step.status)
@@ -414,6 +432,14 @@ async def reconcile_imagepatch(
                         step.promote.namespace, step.promote.name)
             await kube.promote_rollout(workload.deployment)
             return _sooner(requeue, step.requeue_after)
+        if step.git is not None:
+            # rollout.mode GitWriteBack: Patching (or RollingBack) is recorded; the
+            # commit is found by its trailer or made, and the next plan records it.
+            git = step.git
+            if git.failed is not None:
+                await _remember_failed(memory, git, workload)  # before the revert is pushed
+            seen["git"] = await _write_back(tools, git, patch, policy)
+            continue
         if step.action is not None:
             act = step.action
             logger.info(

@@ -105,6 +105,37 @@ class PatchImage:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class GitWrite:
+    """rollout.mode GitWriteBack: commit ``image`` for ``target`` (or revert ``commit``).
+
+    The reconciler finds the commit by the patch's trailer before it makes
+    one, so asking again (a restart before the sha was recorded) pushes
+    nothing new. A rollback (``revert``) names the failed digest, recorded in
+    the operator's memory before the revert is pushed.
+    """
+
+    target: Target
+    image: str
+    previous: str
+    revert: bool = False
+    commit: str = ""  # the commit a revert undoes
+    failed: FailedDigest | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GitResult:
+    """What the reconciler's write-back (``GitWrite``) did, for the next plan to record."""
+
+    target: Target
+    revert: bool = False
+    sha: str = ""  # the commit (found by its trailer, or made); "" with ``error``
+    branch: str = ""
+    reason: str = ""  # set when it failed: GitWriteBackFailed, NoImageDeclared, FluxOwned, ...
+    message: str = ""
+    transient: bool = False  # worth another try (the next pass asks again)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class DeletePods:
     """A StatefulSet's forced rollback: delete these pods, each only if still as observed."""
 
@@ -136,6 +167,8 @@ class Step:
     delete_pods: DeletePods | None = None
     # Promote this Argo Rollout paused at a manual step (core.kinds_rollout), then look later.
     promote: Target | None = None
+    # rollout.mode GitWriteBack: commit (or revert) in Git, then plan again with the result.
+    git: GitWrite | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -268,6 +301,7 @@ class Context:
     events: list[WorkloadEvent] = field(default_factory=list)
     by: str = ""
     extra: dict[str, Any] = field(default_factory=dict)  # rebuild/verification fields
+    git_result: GitResult | None = None  # what this pass's write-back did (GitWrite)
 
     @classmethod
     def begin(cls, *, patch: ImagePatch, policy: PolicySpec | None, now: dt.datetime) -> Context:
@@ -332,6 +366,7 @@ class Context:
         trial_job: str = "",
         delete_pods: DeletePods | None = None,
         promote: Target | None = None,
+        git: GitWrite | None = None,
     ) -> Step:
         """The step: the status to record (only if it changed), the action, what next."""
         recorded = self.patch.status.to_dict()
@@ -348,6 +383,7 @@ class Context:
             trial_job=trial_job,
             delete_pods=delete_pods,
             promote=promote,
+            git=git,
         )
 
     def skip(self, index: int, *, reason: str, message: str) -> None:

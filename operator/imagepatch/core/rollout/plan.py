@@ -18,6 +18,7 @@ from imagepatch.core.rollout.context import (
     POLICY_POLL,
     Candidate,
     Context,
+    GitResult,
     Step,
     Window,
     Workload,
@@ -41,6 +42,7 @@ def plan(
     build: rebuilds.BuildObservation | None = None,
     verification: rebuilds.Verification | None = None,
     held_by: Mapping[tuple[str, str, str, str], str] | None = None,
+    git: GitResult | None = None,
 ) -> Step:
     """The next step for ``patch``; ``workload`` is the observed ``active_target``.
 
@@ -56,10 +58,12 @@ def plan(
     without ``spec.targets`` about to pin them): None means not looked for.
     ``held_by`` maps each container that another open patch is changing to
     that patch's name; it matters only when a target is about to start.
+    ``git`` is what this pass's Git write-back did (``Step.git``), to record.
     """
     if patch.status.phase.terminal:
         return Step(status={})
     ctx = Context.begin(patch=patch, policy=policy, now=now)
+    ctx.git_result = git
     early = _patch_level(ctx)
     if early is not None:
         return early

@@ -34,6 +34,7 @@ from typing import Any
 
 from imagepatch.core import health, kinds, reasons
 from imagepatch.core.images import parse_image
+from imagepatch.core.rollout import writeback
 from imagepatch.core.rollout.context import (
     GATE_POLL,
     Context,
@@ -59,6 +60,12 @@ def rolling_back(ctx: Context, *, index: int, workload: Workload) -> Step:
     entry = ctx.entries[index]
     dep = workload.deployment or {}
     image = (container_of(dep, entry.target.container) or {}).get("image", "")
+    # A write-back target's rollback is a revert commit; the GitOps tool applies
+    # the image that was in Git (previousImage), and that is what must be back.
+    restore = entry.previous_image if entry.git_branch else entry.restore_image
+    if entry.git_branch and (step := writeback.rolling_back(ctx, index=index,
+                                                            workload=workload)) is not None:
+        return step
     if image == entry.target_image:
         why = drift(entry, dep, expected_image=entry.target_image)
         if why:
@@ -67,7 +74,7 @@ def rolling_back(ctx: Context, *, index: int, workload: Workload) -> Step:
         # (after it, the controller's updateRevision is the restored one).
         _learn_bad_revision(ctx, index=index, workload=workload)
         return ctx.finish(action=_restore(ctx, index=index, deployment=dep), again=True)
-    if image != entry.restore_image:
+    if image != restore:
         return external_change(
             ctx,
             index=index,
@@ -78,7 +85,7 @@ def rolling_back(ctx: Context, *, index: int, workload: Workload) -> Step:
     verdict = assess(
         workload,
         container=entry.target.container,
-        image=entry.restore_image,
+        image=restore,
         gate=replace(gate, healthy_for=dt.timedelta(0), max_restarts=max(gate.max_restarts, 0)),
         started_at=entry.rollback_started_at,
         healthy_since=None,
@@ -92,7 +99,7 @@ def rolling_back(ctx: Context, *, index: int, workload: Workload) -> Step:
         ctx.warn(
             entry.target,
             reason=reasons.ROLLED_BACK,
-            message=f"rolled back to {entry.restore_image}: {entry.message}",
+            message=f"rolled back to {restore}: {entry.message}",
         )
         return ctx.go_on()
     if verdict.state == health.HealthState.FAILED:
@@ -106,7 +113,7 @@ def rolling_back(ctx: Context, *, index: int, workload: Workload) -> Step:
         ctx.warn(
             entry.target,
             reason=reasons.ROLLBACK_FAILED,
-            message=f"{entry.restore_image} is unhealthy too ({verdict.message});"
+            message=f"{restore} is unhealthy too ({verdict.message});"
             " imagepatch stopped",
         )
         ctx.phase = Phase.FAILED
@@ -116,7 +123,7 @@ def rolling_back(ctx: Context, *, index: int, workload: Workload) -> Step:
     forced = _forced_rollback(ctx, index=index, workload=workload)
     if forced is not None:
         return forced
-    ctx.message = f"rolling back {describe(entry.target)}: waiting for {entry.restore_image}"
+    ctx.message = f"rolling back {describe(entry.target)}: waiting for {restore}"
     return ctx.finish(requeue_after=GATE_POLL)
 
 

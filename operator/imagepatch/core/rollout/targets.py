@@ -26,6 +26,7 @@ from typing import Any
 
 from imagepatch.core import gitops, health, kinds, reasons
 from imagepatch.core.images import parse_image
+from imagepatch.core.rollout import writeback
 from imagepatch.core.rollout.context import (
     CONFLICT_POLL,
     GATE_POLL,
@@ -374,11 +375,15 @@ def start_target(ctx: Context, *, index: int, workload: Workload) -> Step:
         ctx.warn(target, reason=reason, message=why)
         return ctx.finish(again=True)
     target_image = pinned_image(current, patch.image, digest, pushed_tag(patch, digest))
+    git = writeback.settings(ctx)
     ctx.entries[index] = replace(
         entry,
+        # A write-back target (rollout.mode GitWriteBack): committed, not patched.
+        git_branch=(git.push_branch or git.branch) if git else "",
         phase=TargetPhase.PATCHING,
         previous_image=current,
-        rollback_image=rollback_image_for(
+        # A revert commit restores what Git said (previous_image), not a pinned form of it.
+        rollback_image="" if git else rollback_image_for(
             current, patch=patch, workload=workload, container=target.container
         ),
         target_image=target_image,
@@ -410,6 +415,8 @@ def patching(ctx: Context, *, index: int, workload: Workload) -> Step:
     why = drift(entry, dep, expected_image=entry.previous_image)
     if why:
         return external_change(ctx, index=index, why=why)
+    if entry.git_branch:
+        return writeback.forward(ctx, index=index)
     action = PatchImage(
         target=entry.target,
         image=entry.target_image,

@@ -1,0 +1,161 @@
+"""Carry out a write-back step (``core.rollout.GitWrite``): commit or revert, and say how it went.
+
+The planner asks for a commit (or a revert) after recording its intent; this
+module reads the policy's Secrets from the operator's namespace, edits the
+files under ``gitWriteBack.path`` with ``core.writeback.edit``, and lets
+``adapters.git`` find the commit by its trailer or push a new one. What
+happened goes back to the planner as a ``GitResult``, which records it: this
+module writes no status itself (one writer per status).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from imagepatch.adapters.errors import AdapterError, ConfigurationError, TransientError
+from imagepatch.adapters.git import Credentials, GitRepository, Pushed
+from imagepatch.adapters.kube import Kube
+from imagepatch.core import reasons, writeback
+from imagepatch.core.images import parse_image
+from imagepatch.core.rollout.context import GitResult, GitWrite
+from imagepatch.model.imagepatch import ImagePatch
+from imagepatch.model.policy import GitWriteBack, PolicySpec, RolloutMode
+
+log = logging.getLogger("imagepatch.writeback")
+
+# Files under gitWriteBack.path that are read (YAML manifests, kustomizations,
+# Helm values, Argo CD's parameter files); at most this many, of at most this size.
+_SUFFIXES = (".yaml", ".yml")
+MAX_FILES = 2000
+MAX_FILE_BYTES = 1 << 20
+
+
+class GitWriter:
+    """Write-back with the policy's Secrets (operator namespace) and a cached clone per repo."""
+
+    def __init__(self, kube: Kube, operator_namespace: str, cache_dir: Path | None = None) -> None:
+        self.kube = kube
+        self.namespace = operator_namespace
+        self.cache_dir = cache_dir or Path(tempfile.gettempdir()) / "imagepatch-git"
+
+    async def _secret(self, name: str) -> dict[str, str]:
+        body = await self.kube.get_secret(self.namespace, name)
+        if body is None:
+            raise ConfigurationError(
+                f"Secret {self.namespace}/{name} (spec.rollout.gitWriteBack) not found: create "
+                "it with username and password (or token) for an HTTP(S) URL, identity and "
+                "known_hosts for SSH", reason=reasons.GIT_WRITE_BACK_FAILED)
+        data: Mapping[str, Any] = body.get("data") or {}
+        return {k: base64.b64decode(v).decode() for k, v in data.items() if isinstance(v, str)}
+
+    async def run(
+        self, act: GitWrite, *, patch: ImagePatch, policy: PolicySpec | None
+    ) -> GitResult:
+        """Do ``act``; a failure is the result's ``reason`` and ``message``, never raised."""
+        try:
+            wb = _settings(policy)
+            creds = Credentials.from_secret(
+                await self._secret(wb.secret_name),
+                signing=await self._secret(wb.signing_key_secret) if wb.signing_key_secret
+                else None)
+            repo = GitRepository(wb.url, credentials=creds, cache_dir=self.cache_dir,
+                                 author=(wb.author_name, wb.author_email))
+            pushed = await asyncio.to_thread(_revert if act.revert else _commit, repo, wb, act,
+                                             patch, policy)
+        except TransientError as exc:
+            return GitResult(target=act.target, revert=act.revert, reason=exc.reason,
+                             message=str(exc), transient=True)
+        except AdapterError as exc:
+            reason = exc.reason if exc.reason.startswith(("Git", "Flux")) else (
+                reasons.GIT_WRITE_BACK_FAILED)
+            return GitResult(target=act.target, revert=act.revert, reason=reason,
+                             message=str(exc))
+        log.info("ImagePatch %s: %s %s on %s", patch.name,
+                 "made" if pushed.created else "found", pushed.sha, wb.describe())
+        return GitResult(target=act.target, revert=act.revert, sha=pushed.sha,
+                         branch=pushed.branch)
+
+
+def _settings(policy: PolicySpec | None) -> GitWriteBack:
+    wb = policy.rollout.git_write_back if policy is not None else None
+    if policy is None or wb is None or policy.rollout.mode is not RolloutMode.GIT_WRITE_BACK:
+        raise ConfigurationError(
+            "the policy no longer sets spec.rollout.mode: GitWriteBack with "
+            "spec.rollout.gitWriteBack", reason=reasons.GIT_WRITE_BACK_FAILED)
+    return wb
+
+
+def _workload(act: GitWrite) -> str:
+    """kind/namespace/name, as core.writeback's message templates name a workload."""
+    t = act.target
+    return f"{t.kind}/{t.namespace}/{t.name}"
+
+
+def _files(root: Path, folder: str) -> list[Path]:
+    base = (root / folder).resolve()
+    if not base.is_relative_to(root.resolve()) or not base.is_dir():
+        return []
+    found = sorted(p for p in base.rglob("*") if p.suffix in _SUFFIXES and p.is_file()
+                   and not p.is_symlink() and ".git" not in p.relative_to(root).parts)
+    return [p for p in found[:MAX_FILES] if p.stat().st_size <= MAX_FILE_BYTES]
+
+
+def _commit(repo: GitRepository, wb: GitWriteBack, act: GitWrite, patch: ImagePatch,
+            policy: PolicySpec | None) -> Pushed:
+    ref = parse_image(act.image)
+    new = writeback.NewImage(repository=ref.name, tag=ref.tag or "", digest=ref.digest or "")
+    target = writeback.Target(ref.name, patch.policy, wb.helm_values_key or None)
+
+    def change(root: Path) -> tuple[dict[str, str], tuple[str, ...]]:
+        files: dict[str, str] = {}
+        changes: list[str] = []
+        owned: list[str] = []
+        declared = False
+        for path in _files(root, wb.path):
+            rel = path.relative_to(root).as_posix()
+            try:
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                continue  # not a manifest imagepatch could edit without corrupting it
+            result = writeback.edit(rel, text, target, new)
+            owned += result.flux_owned
+            if result.changed:
+                files[rel] = result.text
+                changes += result.changes
+            declared = declared or result.declares
+        if not files and owned:
+            raise ConfigurationError(
+                f"{', '.join(owned[:5])} in {wb.url} carry Flux's $imagepolicy marker: Flux "
+                f"image automation owns {ref.name}, so imagepatch does not edit it (let Flux "
+                "update it, or remove the marker)", reason=reasons.GIT_FLUX_IMAGE_AUTOMATION)
+        if not files and not declared:
+            raise ConfigurationError(
+                f"no file under {wb.path!r} of {wb.describe()} declares {ref.name} (a "
+                "kustomization's images: entry, a manifest's image:, a line with the "
+                "# {\"$imagepatch\": ...} marker, or a Helm values file with helmValuesKey): add "
+                "one, or fix spec.rollout.gitWriteBack.path", reason=reasons.GIT_IMAGE_NOT_DECLARED)
+        return files, tuple(changes)
+
+    findings = patch.evidence_findings or ()
+    message = writeback.commit_message(
+        wb.message_template or None, patch=patch.name, workload=_workload(act), old=act.previous,
+        new=act.image, reason=patch.reason, findings=findings)
+    return repo.commit(branch=wb.branch, push_branch=wb.push_branch, message=message,
+                       found=lambda m: writeback.patch_trailer(m) == patch.name, change=change)
+
+
+def _revert(repo: GitRepository, wb: GitWriteBack, act: GitWrite, patch: ImagePatch,
+            policy: PolicySpec | None) -> Pushed:
+    message = writeback.revert_message(
+        f"imagepatch: {_workload(act)} to {act.previous}", patch=patch.name,
+        reason=f"{act.previous} failed its health gate on {_workload(act)}; imagepatch rolls "
+        f"back to {act.image}")
+    return repo.revert(branch=wb.branch, commit=act.commit,
+                       original=lambda m: writeback.patch_trailer(m) == patch.name,
+                       message=message, found=lambda m: writeback.revert_trailer(m) == patch.name)

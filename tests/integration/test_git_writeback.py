@@ -1,0 +1,317 @@
+"""adapters/git.py against a real Git server (git http-backend behind basic auth).
+
+Commit and push, the same call again finds the commit by its trailer (no
+second commit), a push that loses a race is rebased and pushed (the other
+commit stays in history, nothing is force-pushed), and a revert commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from pathlib import Path
+
+import pytest
+
+from imagepatch.adapters.errors import ConfigurationError
+from imagepatch.adapters.git import Credentials, GitRepository
+from imagepatch.core import writeback
+from imagepatch.core.rollout import FailedDigest, GitWrite
+from imagepatch.model.imagepatch import Target, parse_imagepatch
+from imagepatch.model.policy import parse_policy_spec
+from imagepatch.reconcile.writeback import GitWriter
+from tests.support.gitserver import GitServer, git
+
+MANIFEST = """\
+# the app, delivered by Flux
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  template:
+    spec:
+      containers:
+        - name: web
+          image: registry.test/app:1.0  # keep me
+"""
+NEW = writeback.NewImage(repository="registry.test/app", tag="1.0", digest="sha256:" + "b" * 64)
+
+
+def repository(server: GitServer, name: str, cache: Path, password: str = "") -> GitRepository:
+    return GitRepository(
+        server.repo_url(name),
+        credentials=Credentials(username=server.user, password=password or server.password),
+        cache_dir=cache,
+        author=("imagepatch", "imagepatch@example.test"),
+    )
+
+
+def change(root: Path) -> tuple[dict[str, str], tuple[str, ...]]:
+    rel = "apps/web/deploy.yaml"
+    result = writeback.edit(rel, (root / rel).read_text(),
+                            writeback.Target("registry.test/app", "p"), NEW)
+    return ({rel: result.text} if result.changed else {}), result.changes
+
+
+def commit(repo: GitRepository, patch: str = "web-fix"):
+    message = writeback.commit_message(None, patch=patch, workload="default/web", old="x",
+                                       new=NEW.reference(), reason="CVE", findings=())
+    return repo.commit(branch="main", message=message, change=change,
+                       found=lambda m: writeback.patch_trailer(m) == patch)
+
+
+def history(server: GitServer, name: str, tmp: Path) -> list[str]:
+    git("clone", "--quiet", server.repo_url(name, with_credentials=True), str(tmp / "check"),
+        home=tmp)
+    return git("log", "--format=%H %s", cwd=tmp / "check").splitlines()
+
+
+@pytest.fixture
+def repo_name(git_server: GitServer, request) -> str:
+    name = f"wb-{request.node.name.replace('_', '-')[:40]}"
+    git_server.create_repo(name)
+    git_server.commit(name, {"apps/web/deploy.yaml": MANIFEST}, "the app")
+    return name
+
+
+def test_a_commit_is_pushed_once_and_found_by_its_trailer_after(git_server, repo_name, tmp_path):
+    repo = repository(git_server, repo_name, tmp_path / "cache")
+    first = commit(repo)
+    assert first.created and first.branch == "main"
+    # A restarted operator (a fresh cache) finds it by the trailer: no second commit.
+    again = commit(repository(git_server, repo_name, tmp_path / "cache2"))
+    assert not again.created and again.sha == first.sha
+    log = history(git_server, repo_name, tmp_path)
+    assert len(log) == 2 and log[0].startswith(first.sha)
+    text = git("show", f"{first.sha}:apps/web/deploy.yaml", cwd=tmp_path / "check")
+    assert f"image: {NEW.reference()}  # keep me" in text and "# the app" in text
+    body = git("log", "-1", "--format=%B", first.sha, cwd=tmp_path / "check")
+    assert "Imagepatch-Patch: web-fix" in body
+    # The credentials were asked for by git (askpass), never put in a URL on disk.
+    config = (repo.work / ".git" / "config").read_text()
+    assert git_server.password not in config
+
+
+def test_a_push_that_loses_a_race_is_rebased_never_forced(git_server, repo_name, tmp_path):
+    raced = git_server.before_next_push(repo_name, {"README.md": "someone else\n"}, "other work")
+    pushed = commit(repository(git_server, repo_name, tmp_path / "cache"))
+    assert raced.is_set() and pushed.created
+    log = history(git_server, repo_name, tmp_path)
+    # Ours on top of theirs: theirs is still in history.
+    assert [line.split(" ", 1)[1] for line in log][:2] == [
+        f"imagepatch: default/web to {NEW.reference()}", "other work"]
+    assert log[1].startswith(git_server.raced[-1])
+
+
+def test_a_revert_commit_undoes_the_patch_and_is_found_again(git_server, repo_name, tmp_path):
+    repo = repository(git_server, repo_name, tmp_path / "cache")
+    pushed = commit(repo)
+
+    def revert():
+        return repo.revert(
+            branch="main", commit=pushed.sha,
+            original=lambda m: writeback.patch_trailer(m) == "web-fix",
+            message=writeback.revert_message("x", patch="web-fix", reason="unhealthy"),
+            found=lambda m: writeback.revert_trailer(m) == "web-fix")
+
+    reverted = revert()
+    assert reverted.created
+    assert revert().sha == reverted.sha and not revert().created
+    log = history(git_server, repo_name, tmp_path)
+    assert len(log) == 3
+    assert git("show", "HEAD:apps/web/deploy.yaml", cwd=tmp_path / "check") == MANIFEST
+
+
+def test_nothing_to_change_makes_no_commit(git_server, repo_name, tmp_path):
+    repo = repository(git_server, repo_name, tmp_path / "cache")
+    first = commit(repo)
+    # Another patch whose edit finds the reference already written: no commit, the head.
+    again = commit(repo, patch="other-fix")
+    assert not again.created and again.sha == first.sha
+
+
+def test_wrong_credentials_are_a_configuration_error_without_the_password(
+        git_server, repo_name, tmp_path):
+    repo = repository(git_server, repo_name, tmp_path / "cache", password="wrong-secret")
+    with pytest.raises(ConfigurationError) as raised:
+        commit(repo)
+    assert raised.value.reason == "GitAuthFailed" and "wrong-secret" not in str(raised.value)
+
+
+# --- reconcile/writeback.py: the step the planner asks for, with the policy's Secret ----------
+
+class Secrets:
+    """The one Kube call GitWriter makes (an in-memory stand-in of our own adapter)."""
+
+    def __init__(self, secrets: dict[str, dict[str, str]]) -> None:
+        self.secrets = secrets
+
+    async def get_secret(self, namespace: str, name: str):
+        data = self.secrets.get(f"{namespace}/{name}")
+        if data is None:
+            return None
+        return {"data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
+
+
+WEB = Target(namespace="default", name="web", container="web")
+
+
+def run(server: GitServer, name: str, cache: Path, act: GitWrite, *, path: str = "apps",
+        secrets: dict | None = None):
+    policy = parse_policy_spec({"namespaceSelector": {}, "rollout": {
+        "mode": "GitWriteBack", "gitWriteBack": {"url": server.repo_url(name), "path": path,
+                                                 "secretRef": {"name": "git"}}}})
+    patch = parse_imagepatch({"metadata": {"name": "web-fix"}, "spec": {
+        "image": "registry.test/app", "policy": "p", "reason": "Vulnerable"}})
+    kube = Secrets(secrets if secrets is not None else {
+        "imagepatch-system/git": {"username": server.user, "password": server.password}})
+    writer = GitWriter(kube, "imagepatch-system", cache)  # type: ignore[arg-type]
+    return asyncio.run(writer.run(act, patch=patch, policy=policy))
+
+
+FORWARD = GitWrite(target=WEB, image=NEW.reference(), previous="registry.test/app:1.0")
+
+
+def test_the_writer_commits_then_reverts(git_server, repo_name, tmp_path):
+    done = run(git_server, repo_name, tmp_path / "c", FORWARD)
+    assert done.sha and done.branch == "main" and not done.reason
+    failed = FailedDigest(digest=NEW.digest, key="", patch="web-fix", at=None)  # type: ignore[arg-type]
+    back = run(git_server, repo_name, tmp_path / "c", GitWrite(
+        target=WEB, image="registry.test/app:1.0", previous=NEW.reference(), revert=True,
+        commit=done.sha, failed=failed))
+    assert back.sha and back.sha != done.sha and not back.reason
+    log = history(git_server, repo_name, tmp_path)
+    assert len(log) == 3 and log[0].startswith(back.sha)
+    body = git("log", "-1", "--format=%B", cwd=tmp_path / "check")
+    assert "Imagepatch-Revert: web-fix" in body
+
+
+def test_the_writer_says_what_to_fix(git_server, repo_name, tmp_path):
+    # A file that is not UTF-8 is passed over, not an error.
+    work = tmp_path / "raw"
+    git("clone", "--quiet", git_server.repo_url(repo_name, with_credentials=True), str(work),
+        home=tmp_path)
+    (work / "other").mkdir()
+    (work / "other/blob.yaml").write_bytes(b"image: \xff\n")
+    git("add", "--all", cwd=work, home=tmp_path)
+    git("commit", "--quiet", "-m", "not UTF-8", cwd=work, home=tmp_path)
+    git("push", "--quiet", "origin", "HEAD:refs/heads/main", cwd=work, home=tmp_path)
+    nowhere = run(git_server, repo_name, tmp_path / "a", FORWARD, path="other")
+    assert nowhere.reason == "GitImageNotDeclared" and "spec.rollout.gitWriteBack.path" in (
+        nowhere.message)
+    no_secret = run(git_server, repo_name, tmp_path / "b", FORWARD, secrets={})
+    assert no_secret.reason == "GitWriteBackFailed" and "imagepatch-system/git" in (
+        no_secret.message)
+    git_server.commit(repo_name, {"apps/web/deploy.yaml": MANIFEST.replace(
+        "# keep me", '# {"$imagepolicy": "flux-system:app"}')}, "flux automation")
+    owned = run(git_server, repo_name, tmp_path / "c", FORWARD)
+    assert owned.reason == "FluxImageAutomation" and "Flux image automation owns" in (
+        owned.message)
+    refused = run(git_server, repo_name, tmp_path / "d", FORWARD, secrets={
+        "imagepatch-system/git": {"username": git_server.user, "password": "nope"}})
+    assert refused.reason == "GitAuthFailed" and "nope" not in refused.message
+
+
+# --- adapters/git.py's edges: SSH settings, a server that never answers, no git at all -------
+
+def test_ssh_keys_are_files_only_the_owner_reads_and_host_keys_are_checked(tmp_path):
+    repo = GitRepository("git@git.example.test:team/apps.git", cache_dir=tmp_path, credentials=(
+        Credentials.from_secret({"identity": "KEY", "known_hosts": "git.example.test ssh-ed25519 AAAA"},
+                                signing={"identity": "SIGNING KEY"})))
+    repo._write_secrets()
+    env = repo._env()
+    assert "StrictHostKeyChecking=yes" in env["GIT_SSH_COMMAND"]
+    assert f"UserKnownHostsFile={repo.secrets / 'known_hosts'}" in env["GIT_SSH_COMMAND"]
+    assert "GIT_ASKPASS" not in env and "KEY" not in " ".join(env.values())
+    for name in ("identity", "known_hosts", "signing"):
+        assert (repo.secrets / name).stat().st_mode & 0o077 == 0
+    assert "<redacted>" in repr(repo.credentials)
+    token = Credentials.from_secret({"token": "t0ken"})
+    assert (token.username, token.password) == ("x-access-token", "t0ken")
+
+
+def test_a_server_that_never_answers_is_a_timeout(tmp_path):
+    import socket
+
+    from imagepatch.adapters.errors import TransientError
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    try:
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/apps.git"
+        repo = GitRepository(url, credentials=Credentials(), cache_dir=tmp_path, timeout=2)
+        with pytest.raises(TransientError) as raised:
+            repo.commit(branch="main", message="m", found=lambda m: False, change=change)
+        assert raised.value.reason == "GitTimeout"
+    finally:
+        silent.close()
+
+
+def test_without_git_the_error_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    repo = GitRepository("https://git.example.test/a.git", credentials=Credentials(),
+                         cache_dir=tmp_path)
+    with pytest.raises(ConfigurationError) as raised:
+        repo.commit(branch="main", message="m", found=lambda m: False, change=change)
+    assert raised.value.reason == "GitUnavailable"
+
+
+def test_a_race_on_the_same_line_is_edited_again_on_the_new_head(git_server, repo_name, tmp_path):
+    theirs = MANIFEST.replace("# keep me", "# a teammate's comment")
+    raced = git_server.before_next_push(repo_name, {"apps/web/deploy.yaml": theirs}, "theirs")
+    pushed = commit(repository(git_server, repo_name, tmp_path / "cache"))
+    assert raced.is_set() and pushed.created
+    history(git_server, repo_name, tmp_path)
+    text = git("show", "HEAD:apps/web/deploy.yaml", cwd=tmp_path / "check")
+    assert f"image: {NEW.reference()}  # a teammate's comment" in text
+
+
+def test_a_push_branch_gets_the_commit_and_the_branch_stays(git_server, repo_name, tmp_path):
+    repo = repository(git_server, repo_name, tmp_path / "cache")
+    message = writeback.commit_message(None, patch="web-fix", workload="w", old="x",
+                                       new=NEW.reference(), reason="CVE", findings=("CVE-1",))
+
+    def push() -> object:
+        return repo.commit(branch="main", push_branch="imagepatch/web", message=message,
+                           change=change, found=lambda m: writeback.patch_trailer(m) == "web-fix")
+
+    first = push()
+    assert first.created and first.branch == "imagepatch/web"
+    again = push()
+    assert not again.created and again.sha == first.sha
+    heads = git("ls-remote", "--heads", git_server.repo_url(repo_name, with_credentials=True),
+                home=tmp_path)
+    assert f"{first.sha}\trefs/heads/imagepatch/web" in heads
+    assert f"{first.sha}\trefs/heads/main" not in heads
+
+
+def test_a_missing_branch_is_a_configuration_error(git_server, repo_name, tmp_path):
+    repo = repository(git_server, repo_name, tmp_path / "cache")
+    with pytest.raises(ConfigurationError) as raised:
+        repo.commit(branch="release", message="m", found=lambda m: False, change=change)
+    assert raised.value.reason == "GitBranchNotFound" and "'release'" in str(raised.value)
+    with pytest.raises(ConfigurationError):
+        repo.revert(branch="release", commit="0" * 40, original=lambda m: False, message="m",
+                    found=lambda m: False)
+
+
+def test_commits_are_signed_with_the_ssh_signing_key(git_server, repo_name, tmp_path):
+    import subprocess
+
+    key = tmp_path / "signing"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    repo = GitRepository(git_server.repo_url(repo_name), cache_dir=tmp_path / "cache",
+                         credentials=Credentials.from_secret(
+                             {"username": git_server.user, "password": git_server.password},
+                             signing={"identity": key.read_text()}))
+    pushed = commit(repo)
+    history(git_server, repo_name, tmp_path)
+    raw = git("cat-file", "commit", pushed.sha, cwd=tmp_path / "check")
+    assert "gpgsig -----BEGIN SSH SIGNATURE-----" in raw
+    allowed = tmp_path / "allowed"
+    allowed.write_text(f"imagepatch@example.test {(tmp_path / 'signing.pub').read_text()}")
+    verified = git("-c", f"gpg.ssh.allowedSignersFile={allowed}", "verify-commit", "--raw",
+                   pushed.sha, cwd=tmp_path / "check")
+    assert verified is not None

@@ -1,0 +1,180 @@
+"""The planner's Git write-back path (core/rollout/writeback.py), step by step, no cluster.
+
+A Flux-delivered workload under ``rollout.mode: GitWriteBack`` is committed,
+not patched: Patching (with gitBranch) is recorded first, then the step asks
+for the commit, records it, waits for the GitOps tool to apply it (bounded by
+applyTimeout), gates it as a patch; a rollback is a revert commit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from imagepatch.core.conditions import format_time
+from imagepatch.core.rollout import GitResult, Workload, plan
+from tests.unit.test_rollout_plan import (
+    DIGEST,
+    GATE,
+    NEW,
+    OLD,
+    OPEN,
+    T0,
+    WEB,
+    WEB_CANDIDATE,
+    deployment,
+    entry,
+    fingerprint,
+    imagepatch,
+    pod,
+    policy,
+)
+
+URL = "https://git.example.com/team/apps.git"
+WRITE_BACK = {**GATE, "mode": "GitWriteBack",
+              "gitWriteBack": {"url": URL, "secretRef": {"name": "git"}, "path": "apps/web",
+                               "applyTimeout": "5m"}}
+FLUX = {"kustomize.toolkit.fluxcd.io/name": "apps", "kustomize.toolkit.fluxcd.io/namespace": "flux"}
+SHA = "c" * 40
+REVERT = "d" * 40
+
+
+def managed(image: str, **kw: Any) -> dict:
+    dep = deployment(image, **kw)
+    dep["metadata"]["labels"] = dict(FLUX)
+    return dep
+
+
+def step(status: dict | None, dep: dict, *, pods=(), now=T0, git: GitResult | None = None,
+         rollout: dict | None = None):
+    return plan(patch=imagepatch(status), policy=policy(rollout=rollout or WRITE_BACK),
+                candidates=(WEB_CANDIDATE,), workload=Workload(target=WEB, deployment=dep,
+                                                               pods=tuple(pods)),
+                window=OPEN, now=now, git=git)
+
+
+def patching(dep_old: dict, **extra: Any) -> dict:
+    return {"phase": "RollingOut", "rollouts": [entry(
+        "Patching", previousImage=OLD, targetImage=NEW, startedAt=format_time(T0),
+        fingerprint=fingerprint(dep_old), gitBranch="main", **extra)]}
+
+
+def test_a_managed_workload_is_committed_not_patched():
+    dep = managed(OLD)
+    pinned = step({"phase": "RollingOut", "rollouts": [entry("Pending")]}, dep)
+    [rec] = pinned.status["rollouts"]
+    assert (rec["phase"], rec["gitBranch"], rec["targetImage"]) == ("Patching", "main", NEW)
+    assert "rollbackImage" not in rec  # a revert restores what Git said
+    asked = step(pinned.status, dep)
+    assert asked.action is None and asked.git is not None
+    assert (asked.git.image, asked.git.previous, asked.git.revert) == (NEW, OLD, False)
+
+
+def test_the_push_branch_is_the_branch_recorded():
+    rollout = {**WRITE_BACK, "gitWriteBack": {**WRITE_BACK["gitWriteBack"],
+                                              "pushBranch": "imagepatch/web"}}
+    started = step({"phase": "RollingOut", "rollouts": [entry("Pending")]}, managed(OLD),
+                   rollout=rollout)
+    assert started.status["rollouts"][0]["gitBranch"] == "imagepatch/web"
+
+
+def test_the_commit_is_recorded_then_the_apply_awaited_then_gated():
+    dep = managed(OLD)
+    recorded = step(patching(dep), dep, git=GitResult(target=WEB, sha=SHA, branch="main"))
+    [rec] = recorded.status["rollouts"]
+    assert rec["gitCommit"] == SHA and rec["phase"] == "Patching"
+    assert f"committed {SHA[:12]} to {URL} branch main" in rec["message"]
+    waiting = step(recorded.status, dep, now=T0 + dt.timedelta(minutes=1))
+    assert waiting.git is None and waiting.action is None and waiting.requeue_after
+    assert "waiting for the GitOps tool to apply commit" in waiting.status["history"][-1].get(
+        "message", "") or "waiting for the GitOps tool" in str(waiting.status["conditions"])
+    applied = step(recorded.status, managed(NEW, generation=2))
+    assert applied.status["rollouts"][0]["phase"] == "Gating"
+
+
+def test_a_result_for_another_target_is_not_recorded():
+    dep = managed(OLD)
+    other = WEB.__class__(namespace="shop", name="api", container="app")
+    again = step(patching(dep), dep, git=GitResult(target=other, sha=SHA))
+    assert again.git is not None and "gitCommit" not in again.status["rollouts"][0]
+
+
+def test_a_commit_not_applied_in_time_fails_naming_the_repository_and_branch():
+    dep = managed(OLD)
+    late = step(patching(dep, gitCommit=SHA), dep, now=T0 + dt.timedelta(minutes=6))
+    [rec] = late.status["rollouts"]
+    assert (rec["phase"], rec["reason"]) == ("Failed", "GitApplyTimeout")
+    assert f"{URL} branch main" in rec["message"] and "was not applied within 0:05:00" in (
+        rec["message"])
+    assert late.status["phase"] == "Failed"
+    stalled = [c for c in late.status["conditions"] if c["type"] == "Stalled"]
+    assert stalled and stalled[0]["reason"] == "GitApplyTimeout"
+
+
+def test_a_write_back_that_cannot_be_made_fails_with_what_to_fix():
+    dep = managed(OLD)
+    failed = step(patching(dep), dep, git=GitResult(
+        target=WEB, reason="GitImageNotDeclared",
+        message="no file under 'apps/web' declares registry.local/app: add one"))
+    [rec] = failed.status["rollouts"]
+    assert (rec["phase"], rec["reason"]) == ("Failed", "GitImageNotDeclared")
+    assert failed.status["phase"] == "Failed" and "add one" in rec["message"]
+    assert [e.reason for e in failed.events] == ["GitImageNotDeclared"]
+
+
+def test_a_passing_git_failure_is_tried_again_until_the_apply_timeout():
+    dep = managed(OLD)
+    flaky = GitResult(target=WEB, reason="GitFailed", message="the server hung up",
+                      transient=True)
+    retry = step(patching(dep), dep, git=flaky)
+    assert retry.requeue_after == 30.0 and retry.git is None
+    assert retry.status["rollouts"][0]["phase"] == "Patching"
+    reconciling = [c for c in retry.status["conditions"] if c["type"] == "Reconciling"]
+    assert reconciling[0]["reason"] == "GitFailed"
+    late = step(patching(dep), dep, git=flaky, now=T0 + dt.timedelta(minutes=6))
+    assert late.status["rollouts"][0]["reason"] == "GitFailed"
+    assert late.status["phase"] == "Failed"
+
+
+def rolling_back(dep_old: dict, **extra: Any) -> dict:
+    return {"phase": "RollingOut", "failedDigests": [DIGEST], "rollouts": [entry(
+        "RollingBack", previousImage=OLD, targetImage=NEW, startedAt=format_time(T0),
+        fingerprint=fingerprint(dep_old), rollbackStartedAt=format_time(T0), gitBranch="main",
+        gitCommit=SHA, reason="CrashLoopBackOff", message="web-x/app: CrashLoopBackOff",
+        **extra)]}
+
+
+def test_a_rollback_is_a_revert_commit_then_the_old_image_must_be_back():
+    dep_old = managed(OLD)
+    on_new = managed(NEW, generation=2)
+    crash = [pod(NEW, crash_restarts=3)]
+    asked = step(rolling_back(dep_old), on_new, pods=crash)
+    assert asked.git is not None and asked.git.revert and asked.git.commit == SHA
+    assert asked.git.failed is not None and asked.git.failed.digest == DIGEST
+    recorded = step(rolling_back(dep_old), on_new, pods=crash,
+                    git=GitResult(target=WEB, revert=True, sha=REVERT, branch="main"))
+    [rec] = recorded.status["rollouts"]
+    assert rec["gitRevert"] == REVERT and rec["phase"] == "RollingBack"
+    waiting = step(recorded.status, on_new, pods=crash, now=T0 + dt.timedelta(minutes=1))
+    assert waiting.git is None and waiting.requeue_after
+    back = step(recorded.status, managed(OLD, generation=3), pods=[pod(OLD)])
+    assert back.status["rollouts"][0]["phase"] == "RolledBack"
+    assert back.status["phase"] == "RolledBack"
+
+
+def test_a_revert_that_fails_or_is_not_applied_fails_the_rollback():
+    dep_old, on_new = managed(OLD), managed(NEW, generation=2)
+    refused = step(rolling_back(dep_old), on_new, git=GitResult(
+        target=WEB, revert=True, reason="GitRevertFailed", message="conflict in deploy.yaml"))
+    assert refused.status["rollouts"][0]["reason"] == "RollbackFailed"
+    assert "could not revert" in refused.status["rollouts"][0]["message"]
+    late = step(rolling_back(dep_old, gitRevert=REVERT), on_new, now=T0 + dt.timedelta(minutes=6))
+    assert late.status["rollouts"][0]["reason"] == "RollbackFailed"
+    assert f"revert {REVERT[:12]}" in late.status["rollouts"][0]["message"]
+
+
+def test_skip_stays_the_default_for_a_managed_workload():
+    started = step({"phase": "RollingOut", "rollouts": [entry("Pending")]}, managed(OLD),
+                   rollout=GATE)
+    assert started.status["rollouts"][0]["reason"] == "GitOpsManaged"
+    assert "spec.rollout.mode: GitWriteBack" in started.status["rollouts"][0]["message"]
