@@ -143,6 +143,9 @@ REBUILD_NOT_ALLOWED = "RebuildNotAllowed"
 # policy skips every workload. Counted by its compliance state, like the above.
 GITOPS_MANAGED = "GitOpsManaged"
 ROLLOUT_SKIPPED = "RolloutSkipped"
+# A workload whose owner put a hold on it (imagepatch.dev/hold, core/hold.py):
+# no patch is proposed for it, and a rollout skips it, until the hold ends.
+HELD = "Held"
 # The policy's pass ran out of its time budget (--policy-pass-budget) before
 # this container was evaluated: Unknown, naming the registry host that was slow.
 PASS_BUDGET_EXCEEDED = "PassBudgetExceeded"
