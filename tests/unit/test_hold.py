@@ -82,8 +82,8 @@ def test_an_unreadable_hold_is_ignored_saying_why(raw, problem):
 
 
 def test_no_annotation_is_no_hold():
-    for annotations in (None, {}, {"other": "x"}):
-        current = hold.status(annotations, NOW)
+    for given in (None, {}, {"other": "x"}):
+        current = hold.status(given, NOW)
         assert current.standing is Standing.NONE and current.describe() == ""
     for workload_body in ({}, {"metadata": None}, {"metadata": {"annotations": None}},
                           {"metadata": {"annotations": ["a"]}}):
