@@ -164,3 +164,18 @@ def test_hold_and_release_name_the_workload() -> None:
     assert (args.workload, args.namespace, args.until, args.reason) == (
         ("StatefulSet", "db"), "shop", None, "freeze")
     assert parser.parse_args(["release", "cj/nightly"]).workload == ("CronJob", "nightly")
+
+
+@pytest.mark.parametrize(("kind", "verb", "call"), [
+    ("CronJob", "patch", "patch_namespaced_cron_job"),
+    ("StatefulSet", "read", "read_namespaced_stateful_set"),
+    ("DaemonSet", "patch", "patch_namespaced_daemon_set"),
+    ("Deployment", "read", "read_namespaced_deployment"),
+])
+def test_each_kind_is_read_and_patched_through_its_own_api(kind: str, verb: str,
+                                                           call: str) -> None:
+    from kubernetes import client
+
+    from imagepatch.cli_plugin import _workload_api
+
+    assert _workload_api(client.ApiClient(), kind, verb).__name__ == call
