@@ -6,7 +6,7 @@
 #
 # Argo CD ships one binary, `argocd`, that takes its role from the name it is run
 # as; argocd-application-controller and argocd-repo-server are symlinks to it
-# (as in Argo CD's own image). The wrapper module tests/cluster/go/argocd/ pins
+# (as in Argo CD's own image). The wrapper module tests/cluster/argocd/ pins
 # github.com/argoproj/argo-cd/v3 v3.6.2 (the workplace's package list marks
 # gitops-engine/v3 v3.6.0 and v3.6.1 as failing; v3.6.2 is served), takes gitops-engine/v3 from the
 # proxy instead of upstream's ./gitops-engine replace, and copies upstream's other
@@ -15,8 +15,10 @@
 # toolchain go1.27.3 from the Go module proxy.
 #
 # The binary lands in $IMAGEPATCH_CACHE/bin/argocd-<version>/, built only if
-# missing, with the Go caches build.sh uses ($IMAGEPATCH_CACHE/go). A first build
-# writes the dependencies it resolved into the wrapper's go.mod and go.sum.
+# missing, with the Go caches build.sh uses ($IMAGEPATCH_CACHE/go). The wrapper's
+# go.mod and go.sum are what the first build resolved (GOFLAGS=-mod=mod). It lives
+# outside tests/cluster/go/, whose go.mod files key the control plane's cache.
+# Measured cost: docs/benchmarks.md, "Argo CD in the GitOps tests?".
 #
 # Usage: build-argocd.sh            build if needed, print the directory
 #        build-argocd.sh --print    print the directory without building
@@ -45,13 +47,13 @@ trap 'rm -rf "$tmp"' EXIT
 start=$(date +%s)
 echo "[build-argocd.sh] building Argo CD $version" >&2
 ldflags="-s -w -X github.com/argoproj/argo-cd/v3/common.version=${version#v}"
-(cd "$here/go/argocd" && go build -trimpath -ldflags "$ldflags" -o "$tmp/argocd" \
+(cd "$here/argocd" && go build -trimpath -ldflags "$ldflags" -o "$tmp/argocd" \
   github.com/argoproj/argo-cd/v3/cmd) >&2
 for role in argocd-application-controller argocd-repo-server; do
   ln -s argocd "$tmp/$role"
 done
 # The CRDs of the same version (Application, AppProject, ApplicationSet).
-src="$(cd "$here/go/argocd" && go list -m -f '{{.Dir}}' github.com/argoproj/argo-cd/v3)"
+src="$(cd "$here/argocd" && go list -m -f '{{.Dir}}' github.com/argoproj/argo-cd/v3)"
 mkdir -p "$tmp/crds"
 cp "$src"/manifests/crds/*-crd.yaml "$tmp/crds/"
 chmod -R u+w "$tmp"
