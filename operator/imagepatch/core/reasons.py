@@ -137,15 +137,15 @@ POLICY_NOT_FOUND = "PolicyNotFound"  # it names a policy that does not exist
 # outside the policy's spec.rebuild.allowed: no build is started for it
 # (counted by its compliance state, which it still has).
 REBUILD_NOT_ALLOWED = "RebuildNotAllowed"
+# A workload whose owner put a hold on it (imagepatch.dev/hold, core/hold.py):
+# no patch is proposed for it, and a rollout skips it, until the hold ends.
+HELD = "Held"
 # A workload needs a patch but the policy does not patch it (spec.rollout.mode,
 # core/gitops.py): GitOpsManaged when a GitOps tool delivers it (the message
 # names the Kustomization, HelmRelease or Application), RolloutSkipped when the
 # policy skips every workload. Counted by its compliance state, like the above.
 GITOPS_MANAGED = "GitOpsManaged"
 ROLLOUT_SKIPPED = "RolloutSkipped"
-# A workload whose owner put a hold on it (imagepatch.dev/hold, core/hold.py):
-# no patch is proposed for it, and a rollout skips it, until the hold ends.
-HELD = "Held"
 # The policy's pass ran out of its time budget (--policy-pass-budget) before
 # this container was evaluated: Unknown, naming the registry host that was slow.
 PASS_BUDGET_EXCEEDED = "PassBudgetExceeded"
