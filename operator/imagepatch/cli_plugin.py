@@ -1,4 +1,4 @@
-"""The verbs people run from ``kubectl``: ``kubectl imagepatch approve|reject|why|list|retrigger``.
+"""The verbs people run from ``kubectl``: ``kubectl imagepatch approve|reject|why|hold|…``.
 
 Entry-point level, below ``imagepatch.cli`` (which adds these subcommands to
 both ``imagepatch`` and ``kubectl-imagepatch``; kubectl runs any executable
@@ -16,6 +16,13 @@ do is what their RBAC lets them do; nothing here needs the operator's rights.
   the last result. It reads what ``imagepatch report`` reads and builds the
   same row (``core.report``), so the two never disagree.
 * ``list`` shows the ImagePatches with their phase, targets and age.
+* ``hold KIND/NAME [--until 3d|2026-12-24|<RFC 3339>] [--reason …]`` writes
+  the ``imagepatch.dev/hold`` annotation on the workload (``at``, ``until``,
+  ``reason``, ``by`` = the authenticated user, as ``reject`` records it):
+  imagepatch proposes and rolls out no patch for it until then (default 24
+  hours, at most 30 days; ``core.hold`` reads it, as a request). ``release
+  KIND/NAME`` removes it. Both need the user's own right to patch the
+  workload; ``why`` shows the hold, or why an unreadable one is ignored.
 * ``retrigger POLICY`` sets the ``imagepatch.dev/requestedAt`` annotation the
   operator already honours: it runs a detection pass for the policy now and
   echoes the value in ``status.lastHandledReconcileAt`` (as Flux does with
@@ -38,9 +45,17 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from imagepatch.core import kinds
+from imagepatch.core import hold, kinds
 from imagepatch.model.imagepatch import TERMINAL_PHASES, Phase
-from imagepatch.model.names import GROUP, IMAGEPATCHES, POLICIES, REQUESTED_AT_ANNOTATION, VERSION
+from imagepatch.model.names import (
+    GROUP,
+    HOLD_ANNOTATION,
+    IMAGEPATCHES,
+    POLICIES,
+    REQUESTED_AT_ANNOTATION,
+    VERSION,
+)
+from imagepatch.model.times import format_time
 
 # kubectl's names and short names of the kinds imagepatch patches.
 KIND_ALIASES = {
@@ -50,7 +65,10 @@ KIND_ALIASES = {
     "daemonset": kinds.DAEMONSET, "daemonsets": kinds.DAEMONSET, "ds": kinds.DAEMONSET,
     "cronjob": kinds.CRONJOB, "cronjobs": kinds.CRONJOB, "cj": kinds.CRONJOB,
 }
-VERBS = ("approve", "reject", "why", "list", "report", "retrigger", "completion", "version")
+VERBS = ("approve", "reject", "why", "hold", "release", "list", "report", "retrigger",
+         "completion", "version")
+# The verbs that take KIND/NAME (completed as kind/).
+WORKLOAD_VERBS = ("why", "hold", "release")
 
 
 class PluginError(Exception):
@@ -104,6 +122,29 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                      help="where the operator keeps its memory (default: %(default)s)")
     _connection(why, namespaced=True)
     why.set_defaults(func=_why)
+
+    held = sub.add_parser(
+        "hold", help="propose and roll out no patch for a workload until a time",
+        description=f"Write {HOLD_ANNOTATION} on the workload, by you: imagepatch proposes and "
+        "rolls out no patch for it until then (a rollout already patching it goes on; "
+        "rollbacks are never held). It ends by itself: default 24h, at most "
+        f"{hold.MAX_HOLD.days} days.")
+    held.add_argument("workload", metavar="KIND/NAME", type=_workload,
+                      help="e.g. deploy/web, sts/db, ds/agent, cj/nightly")
+    held.add_argument("--until", default=None, metavar="TIME|DURATION",
+                      help="a duration (90m, 12h, 3d, 1w), a date (2026-12-24, 00:00 UTC) or an "
+                      "RFC 3339 time with its offset (default: 24h from now)")
+    held.add_argument("--reason", default="", help="why (shown in the workload's state)")
+    _connection(held, namespaced=True)
+    held.set_defaults(func=_hold)
+
+    release = sub.add_parser("release", help="end a workload's hold now",
+                             description=f"Remove {HOLD_ANNOTATION} from the workload: "
+                             "imagepatch patches it as usual again at its next pass.")
+    release.add_argument("workload", metavar="KIND/NAME", type=_workload,
+                         help="e.g. deploy/web, sts/db, ds/agent, cj/nightly")
+    _connection(release, namespaced=True)
+    release.set_defaults(func=_release)
 
     listing = sub.add_parser("list", help="list ImagePatches (phase, targets, age)")
     listing.add_argument("--policy", default=None, help="only this ImagePatchPolicy's")
@@ -332,16 +373,17 @@ def explain(row: Any, policy: Any, now: dt.datetime) -> str:
 
 
 def _why(args: argparse.Namespace) -> int:
-    from kubernetes import client
-
     from imagepatch.adapters.errors import AdapterError
     from imagepatch.adapters.report_source import read_inputs
     from imagepatch.core.report import Filters, build_report
 
     kind, name = args.workload
-    namespace = args.namespace or _context(args).get("namespace") or "default"
+    namespace = _namespace(args)
     what = f"{kind.lower()} {namespace}/{name}"
     api = _client(args)
+    body = _call(what, _workload_api(api, kind, "read"), name, namespace)
+    held = hold.status((body.metadata.annotations if body.metadata else None) or {},
+                       dt.datetime.now(dt.UTC)).describe()
     try:
         inputs = read_inputs(api, namespace=namespace, operator_namespace=args.operator_namespace)
     except AdapterError as exc:
@@ -353,23 +395,74 @@ def _why(args: argparse.Namespace) -> int:
                           memory=inputs.memory, node_survey=inputs.node_survey)
     row = next((r for r in report.workloads if (r.kind, r.name) == (kind, name)), None)
     if row is None:
-        # Not opted in, or not there at all: say which.
-        reader = {kinds.CRONJOB: client.BatchV1Api(api).read_namespaced_cron_job}.get(
-            kind, getattr(client.AppsV1Api(api), f"read_namespaced_{_snake(kind)}"))
-        _call(what, reader, name, namespace)
+        # Not opted in (it exists: it was read above).
         print(f"{kind} {namespace}/{name} is not opted in: imagepatch watches only workloads "
               f"annotated imagepatch.dev/policy=<policy> (or in a namespace so annotated).")
+        if held:
+            print(held)
         return 0
     policy = next((p for p in report.policies if p.name == row.policy), None)
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    sys.stdout.write(explain(row, policy, now))
+    sys.stdout.write(explain(row, policy, now) + (f"{held}\n" if held else ""))
     return 0
+
+
+def _namespace(args: argparse.Namespace) -> str:
+    return str(args.namespace or _context(args).get("namespace") or "default")
+
+
+def _workload_api(api: Any, kind: str, verb: str) -> Any:
+    """The client's ``read``/``patch`` call for a workload of ``kind``."""
+    from kubernetes import client
+
+    if kind == kinds.CRONJOB:
+        return getattr(client.BatchV1Api(api), f"{verb}_namespaced_cron_job")
+    return getattr(client.AppsV1Api(api), f"{verb}_namespaced_{_snake(kind)}")
 
 
 def _snake(kind: str) -> str:
     return {kinds.DEPLOYMENT: "deployment", kinds.STATEFULSET: "stateful_set",
             kinds.DAEMONSET: "daemon_set"}[kind]
+
+
+def _hold(args: argparse.Namespace) -> int:
+    kind, name = args.workload
+    namespace = _namespace(args)
+    what = f"{kind.lower()} {namespace}/{name}"
+    now = dt.datetime.now(dt.UTC)
+    try:
+        until = hold.parse_until(args.until, now)
+    except hold.HoldError as exc:
+        raise PluginError(str(exc)) from None
+    api = _client(args)
+    by = _user(api, args)
+    value = hold.annotation(until=until, now=now, reason=args.reason, by=by)
+    _call(what, _workload_api(api, kind, "patch"), name, namespace,
+          {"metadata": {"annotations": {HOLD_ANNOTATION: value}}})
+    print(f"{what} held until {format_time(until)} by {by or 'an unnamed user'}"
+          + (f": {args.reason}" if args.reason else "")
+          + f". imagepatch proposes and rolls out no patch for it until then; to end it sooner: "
+          f"kubectl imagepatch release {kind.lower()}/{name} -n {namespace}")
+    return 0
+
+
+def _release(args: argparse.Namespace) -> int:
+    kind, name = args.workload
+    namespace = _namespace(args)
+    what = f"{kind.lower()} {namespace}/{name}"
+    api = _client(args)
+    body = _call(what, _workload_api(api, kind, "read"), name, namespace)
+    annotations = (body.metadata.annotations if body.metadata else None) or {}
+    if HOLD_ANNOTATION not in annotations:
+        print(f"{what} has no hold: nothing to release")
+        return 0
+    # resourceVersion: release the hold that was read, not one set since.
+    _call(what, _workload_api(api, kind, "patch"), name, namespace,
+          {"metadata": {"resourceVersion": body.metadata.resource_version,
+                        "annotations": {HOLD_ANNOTATION: None}}})
+    print(f"{what} released: imagepatch patches it as usual again at its next pass")
+    return 0
 
 
 _BASH = """\
@@ -380,11 +473,11 @@ _{fn}() {{
     COMPREPLY=($(compgen -W "{verbs}" -- "$cur"))
   elif [ "${{COMP_WORDS[1]}}" = completion ]; then
     COMPREPLY=($(compgen -W "bash zsh" -- "$cur"))
-  elif [ "${{COMP_WORDS[1]}}" = why ] && [[ "$cur" != */* ]]; then
+  elif [[ " {workload_verbs} " == *" ${{COMP_WORDS[1]}} "* ]] && [ "$COMP_CWORD" -eq 2 ] \\
+       && [[ "$cur" != */* && "$cur" != -* ]]; then
     COMPREPLY=($(compgen -W "{kinds}" -S / -- "$cur")); compopt -o nospace
   elif [[ "$cur" == -* ]]; then
-    COMPREPLY=($(compgen -W "--kubeconfig --context --namespace --reason --policy --all \
---help" -- "$cur"))
+    COMPREPLY=($(compgen -W "{flags}" -- "$cur"))
   fi
 }}
 complete -F _{fn} {prog}
@@ -398,10 +491,11 @@ _{fn}() {{
     compadd -- {verbs}
   elif [[ ${{words[2]}} == completion ]]; then
     compadd -- bash zsh
-  elif [[ ${{words[2]}} == why && ${{words[CURRENT]}} != */* ]]; then
+  elif (( CURRENT == 3 )) && [[ " {workload_verbs} " == *" ${{words[2]}} "* \\
+         && ${{words[CURRENT]}} != */* && ${{words[CURRENT]}} != -* ]]; then
     compadd -S / -- {kinds}
   elif [[ ${{words[CURRENT]}} == -* ]]; then
-    compadd -- --kubeconfig --context --namespace --reason --policy --all --help
+    compadd -- {flags}
   fi
 }}
 compdef _{fn} {prog}
@@ -409,13 +503,16 @@ compdef _{fn} {prog}
 
 
 def completion_script(shell: str, prog: str) -> str:
-    """A small static completion script: the verbs, the kinds of ``why``, the flags."""
+    """A small static completion script: the verbs, the kinds of ``why``/``hold``/``release``,
+    the flags."""
     template = _BASH if shell == "bash" else _ZSH
     return template.format(prog=prog, fn=prog.replace("-", "_"), verbs=" ".join(VERBS),
-                           kinds="deploy sts ds cj deployment statefulset daemonset cronjob")
+                           workload_verbs=" ".join(WORKLOAD_VERBS), flags=" ".join(FLAGS),
+                           kinds=" ".join(_KINDS))
 
 
-FLAGS = ("--kubeconfig", "--context", "--namespace", "--reason", "--policy", "--all", "--help")
+FLAGS = ("--kubeconfig", "--context", "--namespace", "--reason", "--until", "--policy", "--all",
+         "--help")
 _KINDS = ("deploy", "sts", "ds", "cj", "deployment", "statefulset", "daemonset", "cronjob")
 # cobra's ShellCompDirectiveNoFileComp (and NoSpace, for `why KIND/`).
 _NO_FILES, _NO_SPACE = 4, 2
@@ -434,7 +531,7 @@ def complete(words: Sequence[str]) -> tuple[list[str], int]:
         return [f for f in FLAGS if f.startswith(current)], _NO_FILES
     if before[0] == "completion" and len(before) == 1:
         return [s for s in ("bash", "zsh") if s.startswith(current)], _NO_FILES
-    if before[0] == "why" and "/" not in current and len(before) == 1:
+    if before[0] in WORKLOAD_VERBS and "/" not in current and len(before) == 1:
         return [f"{k}/" for k in _KINDS if k.startswith(current)], _NO_FILES | _NO_SPACE
     return [], _NO_FILES
 

@@ -15,6 +15,12 @@ verb is checked as a user runs it, not as cluster admin.
   annotation, the ImagePatch), names the open patch and how to decide it;
   a workload not opted in is said to be so.
 * list prints kubectl-like columns of the open patches (-A: all).
+* hold writes ``imagepatch.dev/hold`` on the workload (until, reason, ``by`` =
+  the authenticated user) only with the user's own right to patch it; a bad
+  ``--until`` is refused before anything is written; why shows the hold, or
+  why a hand-written one is ignored; release removes it. (That a held
+  workload gets no ImagePatch while another of its policy does, and gets one
+  once released: tests/e2e/test_hold.py, with the operator running.)
 * retrigger sets ``imagepatch.dev/requestedAt`` on the policy.
 * completion prints scripts bash and zsh accept; ``kubectl __complete
   imagepatch …`` (what kubectl's own completion runs) completes the verbs
@@ -23,6 +29,7 @@ verb is checked as a user runs it, not as cluster admin.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -228,7 +235,68 @@ def test_report_and_completion(scene, plugin_path) -> None:
 def test_kubectl_completes_the_plugins_arguments(scene, plugin_path) -> None:
     """kubectl (1.26+) asks kubectl_complete-imagepatch, found on PATH, for candidates."""
     out = plugin(scene, plugin_path, "__complete", "re", via_kubectl=True).stdout
-    assert out.splitlines()[:3] == ["reject", "report", "retrigger"]
+    assert out.splitlines()[:4] == ["reject", "release", "report", "retrigger"]
     out = plugin(scene, plugin_path, "__complete", "why", "st",
                  via_kubectl=True).stdout
     assert "sts/" in out.splitlines() and "statefulset/" in out.splitlines()
+    out = plugin(scene, plugin_path, "__complete", "hold", "dep", via_kubectl=True).stdout
+    assert out.splitlines()[:2] == ["deploy/", "deployment/"]
+
+
+def hold_of(scene: Scene, name: str) -> dict | None:
+    raw = (scene.get("deployment", name, "-n", scene.ns)["metadata"].get("annotations") or {}).get(
+        "imagepatch.dev/hold")
+    return json.loads(raw) if raw else None
+
+
+def test_hold_needs_the_right_to_patch_the_workload_and_records_who(scene, plugin_path) -> None:
+    # alice may read everything but patch no Deployment: the API server refuses the hold.
+    res = plugin(scene, plugin_path, "hold", "deploy/pay", "-n", scene.ns, check=False)
+    assert res.returncode == 1 and "(HTTP 403)" in res.stderr and "Traceback" not in res.stderr
+    assert hold_of(scene, "pay") is None
+    # Given the right to patch Deployments in the namespace (an app team's),
+    scene.kube.kubectl("create", "role", "patch-deployments", "-n", scene.ns, "--verb=patch",
+                       "--resource=deployments.apps")
+    scene.kube.kubectl("create", "rolebinding", "alice-patch", "-n", scene.ns,
+                       "--role=patch-deployments", f"--serviceaccount={scene.user.split(':')[2]}:"
+                       f"{scene.user.split(':')[3]}")
+    wait_for(lambda: plugin(scene, plugin_path, "hold", "deploy/pay", "-n", scene.ns,
+                            "--until", "3d", "--reason", "release freeze",
+                            via_kubectl=True, check=False).returncode == 0,
+             timeout=30, what="the rolebinding to take effect")
+    record = hold_of(scene, "pay")
+    assert record is not None and set(record) == {"at", "until", "reason", "by"}
+    assert record["by"] == scene.user and record["reason"] == "release freeze"
+    at = dt.datetime.fromisoformat(record["at"].replace("Z", "+00:00"))
+    until = dt.datetime.fromisoformat(record["until"].replace("Z", "+00:00"))
+    assert until - at == dt.timedelta(days=3)
+
+    # why shows it, after the operator's record of the workload
+    out = plugin(scene, plugin_path, "why", "deploy/pay", "-n", scene.ns).stdout
+    assert out.splitlines()[-1] == (f"Held until {record['until']} by {scene.user}: release "
+                                    "freeze: no patch is proposed or rolled out for it until then.")
+
+    # A hold longer than 30 days, or an until that is no time, is refused; nothing changes.
+    for until, problem in (("45d", "a hold lasts at most 30 days"), ("friday", "want a duration")):
+        res = plugin(scene, plugin_path, "hold", "deploy/pay", "-n", scene.ns, "--until", until,
+                     check=False)
+        assert res.returncode == 1 and problem in res.stderr, res.stderr
+    assert hold_of(scene, "pay") == record
+
+    # release removes it; a second release says there is none
+    res = plugin(scene, plugin_path, "release", "deployment/pay", "-n", scene.ns,
+                 via_kubectl=True)
+    assert "released" in res.stdout and hold_of(scene, "pay") is None
+    res = plugin(scene, plugin_path, "release", "deployment/pay", "-n", scene.ns)
+    assert "has no hold" in res.stdout
+    res = plugin(scene, plugin_path, "release", "deploy/ghost", "-n", scene.ns, check=False)
+    assert res.returncode == 1 and "not found" in res.stderr
+
+
+def test_why_says_why_a_hand_written_hold_is_ignored(scene, plugin_path) -> None:
+    scene.kube.kubectl("annotate", "deployment", "db", "-n", scene.ns, "--overwrite",
+                       "imagepatch.dev/hold=until friday")
+    out = plugin(scene, plugin_path, "why", "deploy/db", "-n", scene.ns).stdout
+    assert "is not opted in" in out
+    assert "Hold ignored (imagepatch.dev/hold): not JSON" in out
+    scene.kube.kubectl("annotate", "deployment", "db", "-n", scene.ns, "imagepatch.dev/hold-")

@@ -113,8 +113,13 @@ def test_both_programs_share_the_verbs() -> None:
 
 
 @pytest.mark.parametrize(("words", "candidates", "directive"), [
-    ([], list(("approve", "reject", "why", "list", "report", "retrigger", "completion", "version")), 4),
+    ([], list(("approve", "reject", "why", "hold", "release", "list", "report", "retrigger",
+               "completion", "version")), 4),
     (["a"], ["approve"], 4),
+    (["h"], ["hold"], 4),
+    (["hold", "d"], ["deploy/", "ds/", "deployment/", "daemonset/"], 6),
+    (["release", "st"], ["sts/", "statefulset/"], 6),
+    (["hold", "deploy/web", "--u"], ["--until"], 4),
     (["reject", "p", "--re"], ["--reason"], 4),
     (["completion", ""], ["bash", "zsh"], 4),
     (["why", "c"], ["cj/", "cronjob/"], 6),
@@ -129,3 +134,48 @@ def test_kubectl_completion_candidates(words: list[str], candidates: list[str],
 def test_kubectl_completion_prints_cobras_format(capsys: pytest.CaptureFixture[str]) -> None:
     assert completion_main(["li"]) == 0
     assert capsys.readouterr().out == "list\n:4\n"
+
+
+def test_completion_scripts_complete_the_kinds_of_hold_and_release() -> None:
+    for shell in ("bash", "zsh"):
+        script = completion_script(shell, "kubectl-imagepatch")
+        assert '" why hold release "' in script and "--until" in script
+
+
+@pytest.mark.parametrize(("until", "problem"), [
+    ("31d", "a hold lasts at most 30 days"),
+    ("next week", "want a duration (90m, 12h, 3d, 1w)"),
+])
+def test_hold_refuses_an_until_before_asking_the_cluster(
+    until: str, problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from imagepatch.cli import main
+
+    # No kubeconfig is read: the refusal comes first.
+    assert main(["hold", "deploy/web", "--until", until, "--kubeconfig", "/nonexistent"],
+                prog="kubectl imagepatch") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("kubectl imagepatch hold: --until") and problem in err
+
+
+def test_hold_and_release_name_the_workload() -> None:
+    parser = build_parser("kubectl imagepatch")
+    args = parser.parse_args(["hold", "sts/db", "-n", "shop", "--reason", "freeze"])
+    assert (args.workload, args.namespace, args.until, args.reason) == (
+        ("StatefulSet", "db"), "shop", None, "freeze")
+    assert parser.parse_args(["release", "cj/nightly"]).workload == ("CronJob", "nightly")
+
+
+@pytest.mark.parametrize(("kind", "verb", "call"), [
+    ("CronJob", "patch", "patch_namespaced_cron_job"),
+    ("StatefulSet", "read", "read_namespaced_stateful_set"),
+    ("DaemonSet", "patch", "patch_namespaced_daemon_set"),
+    ("Deployment", "read", "read_namespaced_deployment"),
+])
+def test_each_kind_is_read_and_patched_through_its_own_api(kind: str, verb: str,
+                                                           call: str) -> None:
+    from kubernetes import client
+
+    from imagepatch.cli_plugin import _workload_api
+
+    assert _workload_api(client.ApiClient(), kind, verb).__name__ == call

@@ -137,6 +137,9 @@ POLICY_NOT_FOUND = "PolicyNotFound"  # it names a policy that does not exist
 # outside the policy's spec.rebuild.allowed: no build is started for it
 # (counted by its compliance state, which it still has).
 REBUILD_NOT_ALLOWED = "RebuildNotAllowed"
+# A workload whose owner put a hold on it (imagepatch.dev/hold, core/hold.py):
+# no patch is proposed for it, and a rollout skips it, until the hold ends.
+HELD = "Held"
 # A workload needs a patch but the policy does not patch it (spec.rollout.mode,
 # core/gitops.py): GitOpsManaged when a GitOps tool delivers it (the message
 # names the Kustomization, HelmRelease or Application), RolloutSkipped when the

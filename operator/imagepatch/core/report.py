@@ -81,7 +81,7 @@ POLICY_NOT_FOUND = reasons.POLICY_NOT_FOUND
 
 STATES: tuple[str, ...] = (
     *(str(s) for s in State), NOT_ADMITTED, POLICY_NOT_FOUND, reasons.REBUILD_NOT_ALLOWED,
-    reasons.GITOPS_MANAGED, reasons.ROLLOUT_SKIPPED,
+    reasons.GITOPS_MANAGED, reasons.ROLLOUT_SKIPPED, reasons.HELD,
 )
 
 # States that mean "the running image breaks the policy". Unknown is not one:

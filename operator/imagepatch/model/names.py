@@ -27,6 +27,9 @@ POLICY_LABEL = f"{PREFIX}policy"
 BASE_ANNOTATION = f"{PREFIX}base-image"
 # On workloads: the rebuild a workload asks for (a spec.rebuild.allowed entry).
 REBUILD_ANNOTATION = f"{PREFIX}rebuild"
+# On workloads: the owner's hold, "propose and roll out no patch until then"
+# (a small JSON object, written by `kubectl imagepatch hold`; core/hold.py).
+HOLD_ANNOTATION = f"{PREFIX}hold"
 # On workloads: detection's record of the workload's compliance state.
 STATE_ANNOTATION = f"{PREFIX}state"
 # On workloads: the digests that failed their health gate there, bounded.

@@ -10,11 +10,12 @@ refused), so the report is computed from values, never from shared state.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from imagepatch.core import compliance, gitops, rebuild
+from imagepatch.core import compliance, gitops, hold, rebuild
 from imagepatch.core.compliance import KnownPatch
 from imagepatch.core.detection.assess import Observation, TargetKey
 from imagepatch.core.detection.lineage import follows
@@ -34,7 +35,7 @@ _HOLDING = (TargetPhase.PATCHING, TargetPhase.GATING, TargetPhase.ROLLING_BACK)
 class PassPlan:
     patches: compliance.PatchPlan
     refused: Mapping[str, str]  # uid -> why its imagepatch.dev/rebuild is not allowed
-    skipped: Mapping[str, gitops.Skip]  # uid -> why the policy does not patch it (GitOps)
+    skipped: Mapping[str, gitops.Skip]  # uid -> why it is not patched (GitOps, or a hold)
     follows: Mapping[str, frozenset[tuple[str, str]]]  # uid -> images it runs or follows
     bases: frozenset[str]  # the base names the policy's evaluated workloads follow
 
@@ -63,11 +64,13 @@ def plan_pass(
     *,
     targeted: bool,
     policy: str = "",
+    now: dt.datetime | None = None,
 ) -> PassPlan:
     """What the pass creates, closes and retargets, from what it observed.
 
     ``targeted``: only some of the policy's workloads were observed, so no
-    patch is closed that has a target this pass did not evaluate.
+    patch is closed that has a target this pass did not evaluate. ``now``: when
+    the workloads' holds are read (``core.hold``; without it, none is).
     """
     intents: dict[str, compliance.PatchIntent] = {}
     failed_keys: set[str] = set()
@@ -84,6 +87,9 @@ def plan_pass(
         if why := gitops.skip(seen.workload, spec, policy):
             skipped[seen.uid] = why
             continue  # a GitOps tool delivers it (or mode Skip): reported, never patched
+        if now is not None and (why := hold.skip(seen.workload, now)):
+            skipped[seen.uid] = why
+            continue  # its owner's hold (imagepatch.dev/hold): reported Held, not patched
         for facts, assessment in seen.assessed:
             intent = compliance.intent_for(facts, assessment)
             if intent is None:

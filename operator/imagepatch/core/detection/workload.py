@@ -17,6 +17,7 @@ from imagepatch.core.images import parse_image
 from imagepatch.core.reasons import INVALID_ANNOTATION, WORKLOAD_REF_UNRESOLVED
 from imagepatch.model.names import (
     BASE_ANNOTATION,
+    HOLD_ANNOTATION,
     POLICY_ANNOTATION,
     PREFIX,
     REBUILD_ANNOTATION,
@@ -94,12 +95,14 @@ def slim(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def inputs(body: Mapping[str, Any]) -> str:
-    """What detection reads from a workload: its images and our annotations on it."""
+    """What detection reads from a workload: its images and our annotations on it
+    (a hold set or released is looked at in the next pass, not at the next interval)."""
     annotations = body["metadata"].get("annotations") or {}
     return json.dumps(
         [
             [(c.get("name"), c.get("image")) for c in containers_of(body)],
-            [annotations.get(k) for k in (POLICY_ANNOTATION, BASE_ANNOTATION, REBUILD_ANNOTATION)],
+            [annotations.get(k) for k in (POLICY_ANNOTATION, BASE_ANNOTATION, REBUILD_ANNOTATION,
+                                          HOLD_ANNOTATION)],
         ]
     )
 

@@ -24,7 +24,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from imagepatch.core import gitops, health, kinds, reasons
+from imagepatch.core import gitops, health, hold, kinds, reasons
 from imagepatch.core.images import parse_image
 from imagepatch.core.rollout import writeback
 from imagepatch.core.rollout.context import (
@@ -367,6 +367,7 @@ def start_target(ctx: Context, *, index: int, workload: Workload) -> Step:
     )
     blocked = blocked or gitops.not_patched(  # i22-gitops hook: GitOps-managed, rollout.mode
         dep, ctx.policy.rollout.mode if ctx.policy else None, patch.policy)
+    blocked = blocked or hold.blocked(dep, ctx.now)  # i22-hold hook: the owner's hold
     if blocked is not None:
         # Patching would change no pod (OnDelete), or no run would verify it in
         # time (a CronJob's far schedule): say what to change instead.

@@ -557,7 +557,8 @@ class Detector:
         # is opened or closed.
         await self.memory.flush()
         observations = await self._assess(run, observed)
-        plan = plan_pass(observations, spec, known, targeted=everyone is not None, policy=policy)
+        plan = plan_pass(observations, spec, known, targeted=everyone is not None, policy=policy,
+                         now=self.clock())
         # Recorded before any side effect: a create that fails below must not
         # make this policy due again on every tick.
         self._remember_evaluated(policy, workloads, plan, targeted=everyone is not None)

@@ -1,0 +1,141 @@
+"""A workload owner's hold, end to end (issue 22 item 5: ``kubectl imagepatch hold``/``release``).
+
+Given the operator under its shipped RBAC on the local cluster, a real
+registry, and a policy with Manual approval (so detection's ImagePatches wait
+for a decision and nothing is built): two Deployments of the same policy run
+two images built on one base.
+
+* ``hold deploy/web`` (the plugin, as the cluster's admin) writes
+  ``imagepatch.dev/hold``; when the base moves, detection opens an ImagePatch
+  for ``api`` and none for ``web``, whose state reads ``Held`` with until, by
+  and reason.
+* ``release deploy/web`` removes it; detection's next pass opens the patch
+  for ``web``.
+* A rollout does not start on a held target: an ImagePatch made by hand
+  skips it (``Skipped``, ``Held``) and leaves its image as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_tenancy_identity import app_on, patches_for, retrigger, wait_state
+from tests.support.images import make_base_image
+from tests.support.operator import OperatorProcess, install_rbac, service_account_kubeconfig
+from tests.support.scenario import Scenario, fake_digest, unique
+from tests.support.wait import wait_for
+
+pytestmark = pytest.mark.kwok
+
+REPO = Path(__file__).resolve().parents[2]
+FAST_GATE = {"progressDeadlineSeconds": 60, "healthyFor": "3s", "maxRestarts": 0}
+
+
+@pytest.fixture(scope="module")
+def detector(kube, crds, registry, tmp_path_factory) -> Iterator[OperatorProcess]:
+    install_rbac(kube)
+    work = tmp_path_factory.mktemp("hold-operator")
+    proc = OperatorProcess(
+        kubeconfig=service_account_kubeconfig(kube, work / "operator.kubeconfig"),
+        log_path=work / "operator.log",
+        extra_args=["--detect-tick", "1"],
+    )
+    proc.start()
+    yield proc
+    proc.stop()
+    forbidden = proc.forbidden_lines()
+    assert not forbidden, "operator hit RBAC denials:\n" + "\n".join(forbidden[:10])
+
+
+@pytest.fixture
+def given(kube, detector) -> Iterator[Scenario]:
+    scenario = Scenario(kube)
+    yield scenario
+    scenario.cleanup()
+
+
+def plugin(given: Scenario, *args: str) -> str:
+    """``kubectl imagepatch …`` as the cluster's admin (the CLI's own entry point)."""
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    res = subprocess.run(
+        [sys.executable, "-c", "import sys; from imagepatch.cli import kubectl_main; "
+         "sys.exit(kubectl_main())", *args, "--kubeconfig", str(given.kube.kubeconfig)],
+        capture_output=True, text=True, timeout=120, env=env, cwd=REPO, check=False)
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+def targets_of(given: Scenario, policy: str) -> set[str]:
+    return {t["name"] for p in patches_for(given, policy) for t in p["spec"].get("targets") or []}
+
+
+def test_a_held_workload_gets_no_patch_until_it_is_released(given: Scenario, registry) -> None:
+    # Given two images on base v1, each run by a Deployment of one policy
+    base_repo, web_repo, api_repo = unique("hbase"), unique("hweb"), unique("hapi")
+    base_v1 = make_base_image(registry, base_repo, "1", marker="v1")
+    app_on(registry, web_repo, base_v1)
+    app_on(registry, api_repo, base_v1)
+    policy = unique("pol")
+    given.policy(policy, approval="Manual", baseImages={"checkInterval": "1h"})
+    ns = given.namespace()
+    given.workload("Deployment", ns, "web", image=f"{registry.host}/{web_repo}:1", policy=policy,
+                   replicas=1)
+    given.workload("Deployment", ns, "api", image=f"{registry.host}/{api_repo}:1", policy=policy,
+                   replicas=1)
+    for name in ("web", "api"):
+        wait_state(given, "Deployment", ns, name, "Compliant")
+
+    # and web's owner holds it
+    out = plugin(given, "hold", "deploy/web", "-n", ns, "--until", "2h",
+                 "--reason", "release freeze")
+    assert f"deployment {ns}/web held until " in out
+
+    # When the base moves
+    make_base_image(registry, base_repo, "1", marker="v2")
+    retrigger(given, policy)
+
+    # Then api gets its ImagePatch, and web none: it reads Held, with until, by and reason
+    wait_for(lambda: "api" in targets_of(given, policy), timeout=60, interval=0.5,
+             what="the ImagePatch for api")
+    state = wait_state(given, "Deployment", ns, "web", "Held")
+    print(f"\n[state] {state['message']}")
+    hold = json.loads(given.get("deployment", "web", ns)["metadata"]["annotations"][
+        "imagepatch.dev/hold"])
+    assert state["message"].startswith(
+        f"BaseImageOutdated, but not patched: held until {hold['until']} by {hold['by']}: "
+        "release freeze")
+    assert "web" not in targets_of(given, policy)
+    why = plugin(given, "why", "deploy/web", "-n", ns)
+    assert f"Deployment {ns}/web is Held" in why and f"Held until {hold['until']}" in why
+
+    # When the owner releases it, the next pass opens its patch
+    assert "released" in plugin(given, "release", "deploy/web", "-n", ns)
+    wait_for(lambda: "web" in targets_of(given, policy), timeout=60, interval=0.5,
+             what="the ImagePatch for web after the release")
+    assert wait_state(given, "Deployment", ns, "web", "Patching")
+
+
+def test_a_rollout_does_not_start_on_a_held_target(given: Scenario) -> None:
+    # Given a Deployment on hold, and an ImagePatch made by hand for its image
+    policy, patch, digest = unique("pol"), unique("patch"), fake_digest("hold")
+    app = f"registry.local/{unique('held')}/app"
+    given.policy(policy, rollout=FAST_GATE)
+    ns = given.namespace()
+    given.workload("Deployment", ns, "web", image=f"{app}:1", policy=policy, replicas=1)
+    plugin(given, "hold", "deploy/web", "-n", ns, "--until", "1h", "--reason", "demo day")
+
+    given.imagepatch(patch, image=app, policy=policy, target_digest=digest)
+    done = given.wait_phase(patch, "Succeeded", "RolledBack", "Failed")
+
+    # Then the target is skipped, saying why, and the image is what it was
+    [entry] = done["status"]["rollouts"]
+    assert (entry["phase"], entry["reason"]) == ("Skipped", "Held"), entry
+    assert "demo day" in entry["message"]
+    assert given.image_of(ns, "web") == f"{app}:1"
