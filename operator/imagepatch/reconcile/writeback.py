@@ -3,7 +3,9 @@
 The planner asks for a commit (or a revert) after recording its intent; this
 module reads the policy's Secrets from the operator's namespace, edits the
 files under ``gitWriteBack.path`` with ``core.writeback.edit``, and lets
-``adapters.git`` find the commit by its trailer or push a new one. What
+``adapters.git`` find the commit by its trailer or push a new one; with
+``pullRequest`` it then has ``adapters.forge`` open (or find open) the request
+from ``pushBranch``, with the token Secret's ``token``. What
 happened goes back to the planner as a ``GitResult``, which records it: this
 module writes no status itself (one writer per status).
 """
@@ -14,10 +16,12 @@ import asyncio
 import base64
 import logging
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from imagepatch.adapters import forge
 from imagepatch.adapters.errors import AdapterError, ConfigurationError, TransientError
 from imagepatch.adapters.git import Credentials, GitRepository, Pushed
 from imagepatch.adapters.kube import Kube
@@ -29,6 +33,9 @@ from imagepatch.model.policy import GitWriteBack, PolicySpec, RolloutMode
 
 log = logging.getLogger("imagepatch.writeback")
 
+# adapters.forge.open_pull_request's shape (unit tests hand in their own).
+OpenPullRequest = Callable[..., Awaitable[forge.PullRequest]]
+
 # Files under gitWriteBack.path that are read (YAML manifests, kustomizations,
 # Helm values, Argo CD's parameter files); at most this many, of at most this size.
 _SUFFIXES = (".yaml", ".yml")
@@ -39,25 +46,67 @@ MAX_FILE_BYTES = 1 << 20
 class GitWriter:
     """Write-back with the policy's Secrets (operator namespace) and a cached clone per repo."""
 
-    def __init__(self, kube: Kube, operator_namespace: str, cache_dir: Path | None = None) -> None:
+    def __init__(self, kube: Kube, operator_namespace: str, cache_dir: Path | None = None,
+                 *, open_pull_request: OpenPullRequest = forge.open_pull_request) -> None:
         self.kube = kube
         self.namespace = operator_namespace
         self.cache_dir = cache_dir or Path(tempfile.gettempdir()) / "imagepatch-git"
+        self.open_pull_request = open_pull_request
 
-    async def _secret(self, name: str) -> dict[str, str]:
+    async def _secret(self, name: str, *, field: str = "spec.rollout.gitWriteBack",
+                      keys: str = "username and password (or token) for an HTTP(S) URL, "
+                      "identity and known_hosts for SSH",
+                      reason: str = reasons.GIT_WRITE_BACK_FAILED) -> dict[str, str]:
         body = await self.kube.get_secret(self.namespace, name)
         if body is None:
             raise ConfigurationError(
-                f"Secret {self.namespace}/{name} (spec.rollout.gitWriteBack) not found: create "
-                "it with username and password (or token) for an HTTP(S) URL, identity and "
-                "known_hosts for SSH", reason=reasons.GIT_WRITE_BACK_FAILED)
+                f"Secret {self.namespace}/{name} ({field}) not found: create it with {keys}",
+                reason=reason)
         data: Mapping[str, Any] = body.get("data") or {}
         return {k: base64.b64decode(v).decode() for k, v in data.items() if isinstance(v, str)}
+
+    async def _pull_request(self, wb: GitWriteBack, act: GitWrite, patch: ImagePatch,
+                            done: GitResult) -> GitResult:
+        """``done`` with the request from ``pushBranch`` opened (or found open), or why not.
+
+        The forge adapter lists the open requests first, so asking again (a
+        restart before the URL was recorded) never opens a second one.
+        """
+        pr = wb.pull_request
+        if pr is None or not wb.push_branch:
+            return done
+        field = "spec.rollout.gitWriteBack.pullRequest.tokenSecretRef"
+        try:
+            token = (await self._secret(pr.token_secret, field=field, keys="the key token",
+                                        reason=reasons.GIT_FORGE_AUTH_FAILED)).get("token", "")
+            if not token:
+                raise ConfigurationError(
+                    f"Secret {self.namespace}/{pr.token_secret} ({field}) has no key token",
+                    reason=reasons.GIT_FORGE_AUTH_FAILED)
+            title, _, body = _message(wb, act, patch).partition("\n")
+            opened = await self.open_pull_request(
+                str(pr.provider), repository_url=wb.url, token=token, head=wb.push_branch,
+                base=wb.branch, title=title, body=body.strip(), api_url=pr.api_url)
+        except AdapterError as exc:
+            reason = exc.reason if exc.reason.startswith("GitForge") else (
+                reasons.GIT_FORGE_REJECTED)
+            return replace(done, pull_request_reason=reason, pull_request_message=str(exc))
+        log.info("ImagePatch %s: pull request %s %s", patch.name, opened.url,
+                 "opened" if opened.created else "was open")
+        return replace(done, pull_request_url=opened.url, pull_request_number=opened.number)
 
     async def run(
         self, act: GitWrite, *, patch: ImagePatch, policy: PolicySpec | None
     ) -> GitResult:
         """Do ``act``; a failure is the result's ``reason`` and ``message``, never raised."""
+        if act.pull_request:
+            done = GitResult(target=act.target)
+            try:
+                wb = _settings(policy)
+            except AdapterError as exc:
+                return replace(done, pull_request_reason=reasons.GIT_FORGE_REJECTED,
+                               pull_request_message=str(exc))
+            return await self._pull_request(wb, act, patch, done)
         try:
             wb = _settings(policy)
             creds = Credentials.from_secret(
@@ -78,8 +127,9 @@ class GitWriter:
                              message=str(exc))
         log.info("ImagePatch %s: %s %s on %s", patch.name,
                  "made" if pushed.created else "found", pushed.sha, wb.describe())
-        return GitResult(target=act.target, revert=act.revert, sha=pushed.sha,
+        done = GitResult(target=act.target, revert=act.revert, sha=pushed.sha,
                          branch=pushed.branch)
+        return done if act.revert else await self._pull_request(wb, act, patch, done)
 
 
 def _settings(policy: PolicySpec | None) -> GitWriteBack:
@@ -142,12 +192,16 @@ def _commit(repo: GitRepository, wb: GitWriteBack, act: GitWrite, patch: ImagePa
                 "one, or fix spec.rollout.gitWriteBack.path", reason=reasons.GIT_IMAGE_NOT_DECLARED)
         return files, tuple(changes)
 
-    findings = patch.evidence_findings or ()
-    message = writeback.commit_message(
-        wb.message_template or None, patch=patch.name, workload=_workload(act), old=act.previous,
-        new=act.image, reason=patch.reason, findings=findings)
+    message = _message(wb, act, patch)
     return repo.commit(branch=wb.branch, push_branch=wb.push_branch, message=message,
                        found=lambda m: writeback.patch_trailer(m) == patch.name, change=change)
+
+
+def _message(wb: GitWriteBack, act: GitWrite, patch: ImagePatch) -> str:
+    """The patch's commit message (its first line and body also titled its pull request)."""
+    return writeback.commit_message(
+        wb.message_template or None, patch=patch.name, workload=_workload(act), old=act.previous,
+        new=act.image, reason=patch.reason, findings=patch.evidence_findings or ())
 
 
 def _revert(repo: GitRepository, wb: GitWriteBack, act: GitWrite, patch: ImagePatch,
