@@ -18,14 +18,14 @@ import logging
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from imagepatch.adapters import forge
 from imagepatch.adapters.errors import AdapterError, ConfigurationError, TransientError
 from imagepatch.adapters.git import Credentials, GitRepository, Pushed
 from imagepatch.adapters.kube import Kube
-from imagepatch.core import reasons, writeback
+from imagepatch.core import gitops, reasons, writeback
 from imagepatch.core.images import parse_image
 from imagepatch.core.rollout.context import GitResult, GitWrite
 from imagepatch.model.imagepatch import ImagePatch
@@ -96,9 +96,14 @@ class GitWriter:
         return replace(done, pull_request_url=opened.url, pull_request_number=opened.number)
 
     async def run(
-        self, act: GitWrite, *, patch: ImagePatch, policy: PolicySpec | None
+        self, act: GitWrite, *, patch: ImagePatch, policy: PolicySpec | None,
+        owner: gitops.Owner | None = None,
     ) -> GitResult:
-        """Do ``act``; a failure is the result's ``reason`` and ``message``, never raised."""
+        """Do ``act``; a failure is the result's ``reason`` and ``message``, never raised.
+
+        ``owner``: the workload's GitOps owner (``core.gitops.owner_of``); an Argo
+        CD Application's commit writes its override file when ``argoCD`` is set.
+        """
         if act.pull_request:
             done = GitResult(target=act.target)
             try:
@@ -115,8 +120,14 @@ class GitWriter:
                 else None)
             repo = GitRepository(wb.url, credentials=creds, cache_dir=self.cache_dir,
                                  author=(wb.author_name, wb.author_email))
-            pushed = await asyncio.to_thread(_revert if act.revert else _commit, repo, wb, act,
-                                             patch, policy)
+            app = owner if (wb.argo_cd is not None and owner is not None
+                            and owner.tool is gitops.Tool.ARGO_CD_APPLICATION) else None
+            if act.revert:
+                pushed = await asyncio.to_thread(_revert, repo, wb, act, patch)
+            elif app is not None:
+                pushed = await asyncio.to_thread(_commit_argocd, repo, wb, act, patch, app)
+            else:
+                pushed = await asyncio.to_thread(_commit, repo, wb, act, patch)
         except TransientError as exc:
             return GitResult(target=act.target, revert=act.revert, reason=exc.reason,
                              message=str(exc), transient=True)
@@ -156,8 +167,7 @@ def _files(root: Path, folder: str) -> list[Path]:
     return [p for p in found[:MAX_FILES] if p.stat().st_size <= MAX_FILE_BYTES]
 
 
-def _commit(repo: GitRepository, wb: GitWriteBack, act: GitWrite, patch: ImagePatch,
-            policy: PolicySpec | None) -> Pushed:
+def _commit(repo: GitRepository, wb: GitWriteBack, act: GitWrite, patch: ImagePatch) -> Pushed:
     ref = parse_image(act.image)
     new = writeback.NewImage(repository=ref.name, tag=ref.tag or "", digest=ref.digest or "")
     target = writeback.Target(ref.name, patch.policy, wb.helm_values_key or None)
@@ -197,6 +207,45 @@ def _commit(repo: GitRepository, wb: GitWriteBack, act: GitWrite, patch: ImagePa
                        found=lambda m: writeback.patch_trailer(m) == patch.name, change=change)
 
 
+def _commit_argocd(repo: GitRepository, wb: GitWriteBack, act: GitWrite, patch: ImagePatch,
+                   app: gitops.Owner) -> Pushed:
+    """The commit that pins the image in the Application's ``.argocd-source-<app>.yaml``.
+
+    Argo CD applies that file over the Application's source, so it is the one
+    file written (merged with what it holds: other images and parameters stay),
+    not the manifests, which the override would shadow anyway.
+    """
+    argo = wb.argo_cd
+    assert argo is not None
+    ref = parse_image(act.image)
+    new = writeback.NewImage(repository=ref.name, tag=ref.tag or "", digest=ref.digest or "")
+    target = writeback.Target(ref.name, patch.policy, wb.helm_values_key or None)
+    name = writeback.argocd_source_path(app.name, app.namespace, argo.namespace)
+    rel = (PurePosixPath(wb.path) / name).as_posix()
+
+    def change(root: Path) -> tuple[dict[str, str], tuple[str, ...]]:
+        path = root / rel
+        if not path.resolve().is_relative_to(root.resolve()):
+            raise ConfigurationError(f"{rel} is outside the repository",
+                                     reason=reasons.GIT_WRITE_BACK_FAILED)
+        old = path.read_text(encoding="utf-8") if path.is_file() else None
+        try:
+            text = writeback.edit_argocd_source(
+                old, source_type=str(argo.source_type).lower(), target=target, new=new,
+                helm_image_parameter=argo.helm_image_parameter,
+                helm_tag_parameter=argo.helm_tag_parameter)
+        except writeback.WriteBackError as exc:
+            raise ConfigurationError(f"{rel} in {wb.url}: {exc}",
+                                     reason=reasons.GIT_WRITE_BACK_FAILED) from None
+        if text == old:
+            return {}, ()
+        return {rel: text}, (f"{rel}: {app.describe()} {ref.name} -> {new.reference()}",)
+
+    return repo.commit(branch=wb.branch, push_branch=wb.push_branch,
+                       message=_message(wb, act, patch),
+                       found=lambda m: writeback.patch_trailer(m) == patch.name, change=change)
+
+
 def _message(wb: GitWriteBack, act: GitWrite, patch: ImagePatch) -> str:
     """The patch's commit message (its first line and body also titled its pull request)."""
     return writeback.commit_message(
@@ -204,8 +253,7 @@ def _message(wb: GitWriteBack, act: GitWrite, patch: ImagePatch) -> str:
         new=act.image, reason=patch.reason, findings=patch.evidence_findings or ())
 
 
-def _revert(repo: GitRepository, wb: GitWriteBack, act: GitWrite, patch: ImagePatch,
-            policy: PolicySpec | None) -> Pushed:
+def _revert(repo: GitRepository, wb: GitWriteBack, act: GitWrite, patch: ImagePatch) -> Pushed:
     message = writeback.revert_message(
         f"imagepatch: {_workload(act)} to {act.previous}", patch=patch.name,
         reason=f"{act.previous} failed its health gate on {_workload(act)}; imagepatch rolls "

@@ -1,4 +1,6 @@
-"""reconcile/writeback.py's pull request step, with in-memory stand-ins of our own adapters.
+"""reconcile/writeback.py's pull request step and the owner handed to it, no Git server.
+
+In-memory stand-ins of our own adapters only.
 
 The token comes from pullRequest's Secret in the operator's namespace; the
 forge's answer (or its refusal, as a GitForge* reason) goes back to the
@@ -15,9 +17,11 @@ from typing import Any
 
 from imagepatch.adapters import forge
 from imagepatch.adapters.errors import ConfigurationError, TransientError
-from imagepatch.core.rollout import GitWrite
+from imagepatch.core import gitops
+from imagepatch.core.rollout import GitResult, GitWrite, Workload
 from imagepatch.model.imagepatch import Target, parse_imagepatch
 from imagepatch.model.policy import parse_policy_spec
+from imagepatch.reconcile import rollouts
 from imagepatch.reconcile.writeback import GitWriter
 
 URL = "https://github.com/team/apps.git"
@@ -119,3 +123,39 @@ def test_no_request_without_its_settings_or_the_mode():
     assert gone.pull_request_reason == "GitForgeRejected" and "GitWriteBack" in (
         gone.pull_request_message)
     assert opener.calls == []
+
+
+# --- reconcile/rollouts.py: the workload's GitOps owner goes with the write-back ------------
+
+class Writer:
+    """GitWriter's stand-in: remembers the owner it was handed."""
+
+    def __init__(self) -> None:
+        self.owners: list[gitops.Owner | None] = []
+
+    async def run(self, act: GitWrite, *, patch: Any, policy: Any,
+                  owner: gitops.Owner | None = None) -> GitResult:
+        self.owners.append(owner)
+        return GitResult(target=act.target, sha="c" * 40)
+
+
+def write_back(metadata: dict[str, Any] | None) -> gitops.Owner | None:
+    writer = Writer()
+    tools = rollouts.RebuildTools(registry=None, builders={}, git=writer)  # type: ignore[arg-type]
+    workload = Workload(target=WEB, deployment=None if metadata is None else {
+        "metadata": metadata})
+    done = asyncio.run(rollouts._write_back(tools, ASK, PATCH, policy(), workload))
+    assert done.sha == "c" * 40
+    [owner] = writer.owners
+    return owner
+
+
+def test_an_argo_cd_application_is_the_owner_handed_to_the_writer():
+    app = write_back({"annotations": {
+        gitops.ARGOCD_TRACKING_ID: "apps_web:apps/Deployment:default/web"}})
+    assert app is not None and app.tool is gitops.Tool.ARGO_CD_APPLICATION
+    assert (app.namespace, app.name) == ("apps", "web")
+    flux = write_back({"labels": {"kustomize.toolkit.fluxcd.io/name": "apps",
+                                  "kustomize.toolkit.fluxcd.io/namespace": "flux"}})
+    assert flux is not None and flux.tool is gitops.Tool.FLUX_KUSTOMIZATION
+    assert write_back({}) is None and write_back(None) is None
