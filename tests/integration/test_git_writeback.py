@@ -240,6 +240,14 @@ def test_the_pull_request_is_opened_after_the_push_to_its_branch(git_server, rep
     assert back.sha and not back.pull_request_url and len(calls) == 1
 
 
+def test_a_bad_message_template_fails_the_commit_naming_the_field(git_server, repo_name,
+                                                                  tmp_path):
+    bad = run(git_server, repo_name, tmp_path / "c", FORWARD, messageTemplate="fix {image}")
+    assert bad.reason == "GitWriteBackFailed" and not bad.sha
+    assert bad.message.startswith("spec.rollout.gitWriteBack.messageTemplate: unknown")
+    assert len(history(git_server, repo_name, tmp_path)) == 1
+
+
 APP = gitops.Owner(tool=gitops.Tool.ARGO_CD_APPLICATION, namespace="apps", name="web",
                    evidence=gitops.ARGOCD_TRACKING_ID)
 OVERRIDE = """\

@@ -159,3 +159,11 @@ def test_an_argo_cd_application_is_the_owner_handed_to_the_writer():
                                   "kustomize.toolkit.fluxcd.io/namespace": "flux"}})
     assert flux is not None and flux.tool is gitops.Tool.FLUX_KUSTOMIZATION
     assert write_back({}) is None and write_back(None) is None
+
+
+def test_a_bad_message_template_is_a_reason_not_a_crash():
+    opener = Forge()
+    bad = run(opener, spec=policy(messageTemplate="fix {image}"))
+    assert bad.pull_request_reason == "GitForgeRejected"
+    assert bad.pull_request_message.startswith("spec.rollout.gitWriteBack.messageTemplate: ")
+    assert opener.calls == []

@@ -248,9 +248,14 @@ def _commit_argocd(repo: GitRepository, wb: GitWriteBack, act: GitWrite, patch: 
 
 def _message(wb: GitWriteBack, act: GitWrite, patch: ImagePatch) -> str:
     """The patch's commit message (its first line and body also titled its pull request)."""
-    return writeback.commit_message(
-        wb.message_template or None, patch=patch.name, workload=_workload(act), old=act.previous,
-        new=act.image, reason=patch.reason, findings=patch.evidence_findings or ())
+    try:
+        return writeback.commit_message(
+            wb.message_template or None, patch=patch.name, workload=_workload(act),
+            old=act.previous, new=act.image, reason=patch.reason,
+            findings=patch.evidence_findings or ())
+    except writeback.WriteBackError as exc:  # the policy's status says so too (core.policy)
+        raise ConfigurationError(f"spec.rollout.gitWriteBack.messageTemplate: {exc}",
+                                 reason=reasons.GIT_WRITE_BACK_FAILED) from None
 
 
 def _revert(repo: GitRepository, wb: GitWriteBack, act: GitWrite, patch: ImagePatch) -> Pushed:
