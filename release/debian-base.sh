@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build the operator image's base from Debian packages, where Docker Hub's
 # python:3.11-slim-bookworm is out of reach: Debian 12 (bookworm) with its
-# Python 3.11, python3-venv (the image build makes its venvs with it) and
-# ca-certificates, made by mmdebstrap from Debian's package mirror. Push it to
+# Python 3.11, python3-venv (the image build makes its venvs with it),
+# ca-certificates, and git and openssh-client (Git write-back runs the git
+# binary, over HTTPS or SSH), made by mmdebstrap from Debian's package mirror. Push it to
 # $BASE_REGISTRY (required) as imagepatch/debian-python:3.11-bookworm and print
 # NAME@DIGEST, which `make image BASE=debian` passes to the Dockerfile as
 # BASE_NAME/BASE_DIGEST (and so into the image's base labels).
@@ -20,7 +21,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 compression=(); [[ ${COMPRESS:-true} == false ]] && compression=(--disable-compression)
 registry=${BASE_REGISTRY:?set BASE_REGISTRY to the registry the base is pushed to, e.g. 123456789012.dkr.ecr.eu-west-1.amazonaws.com}
 suite=bookworm
-packages=python3,python3-venv,ca-certificates
+packages=python3,python3-venv,ca-certificates,git,openssh-client
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 security=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 # No documentation, manual pages or translations; the copyright files stay.
@@ -50,7 +51,7 @@ buildah config \
   --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --env LANG=C.UTF-8 \
   --cmd '["python3"]' \
   --label org.opencontainers.image.title="debian-python" \
-  --label org.opencontainers.image.description="Debian $suite with python3 and python3-venv, made by mmdebstrap" \
+  --label org.opencontainers.image.description="Debian $suite with python3, python3-venv, git and openssh-client, made by mmdebstrap" \
   --label dev.imagepatch.debian-base.key="$key" \
   "$ctr"
 buildah commit --quiet --timestamp "$SOURCE_DATE_EPOCH" "$ctr" "$ref" >/dev/null

@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import base64
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from imagepatch.adapters import forge
 from imagepatch.adapters.errors import ConfigurationError
 from imagepatch.adapters.git import Credentials, GitRepository
-from imagepatch.core import writeback
+from imagepatch.core import gitops, writeback
 from imagepatch.core.rollout import FailedDigest, GitWrite
 from imagepatch.model.imagepatch import Target, parse_imagepatch
 from imagepatch.model.policy import parse_policy_spec
@@ -158,16 +160,19 @@ WEB = Target(namespace="default", name="web", container="web")
 
 
 def run(server: GitServer, name: str, cache: Path, act: GitWrite, *, path: str = "apps",
-        secrets: dict | None = None):
+        secrets: dict | None = None, owner: gitops.Owner | None = None,
+        opener: Any = None, **write_back: Any):
     policy = parse_policy_spec({"namespaceSelector": {}, "rollout": {
         "mode": "GitWriteBack", "gitWriteBack": {"url": server.repo_url(name), "path": path,
-                                                 "secretRef": {"name": "git"}}}})
+                                                 "secretRef": {"name": "git"}, **write_back}}})
     patch = parse_imagepatch({"metadata": {"name": "web-fix"}, "spec": {
         "image": "registry.test/app", "policy": "p", "reason": "Vulnerable"}})
     kube = Secrets(secrets if secrets is not None else {
-        "imagepatch-system/git": {"username": server.user, "password": server.password}})
-    writer = GitWriter(kube, "imagepatch-system", cache)  # type: ignore[arg-type]
-    return asyncio.run(writer.run(act, patch=patch, policy=policy))
+        "imagepatch-system/git": {"username": server.user, "password": server.password},
+        "imagepatch-system/forge": {"token": "t0ken"}})
+    writer = GitWriter(kube, "imagepatch-system", cache,  # type: ignore[arg-type]
+                       **({"open_pull_request": opener} if opener else {}))
+    return asyncio.run(writer.run(act, patch=patch, policy=policy, owner=owner))
 
 
 FORWARD = GitWrite(target=WEB, image=NEW.reference(), previous="registry.test/app:1.0")
@@ -211,6 +216,96 @@ def test_the_writer_says_what_to_fix(git_server, repo_name, tmp_path):
     refused = run(git_server, repo_name, tmp_path / "d", FORWARD, secrets={
         "imagepatch-system/git": {"username": git_server.user, "password": "nope"}})
     assert refused.reason == "GitAuthFailed" and "nope" not in refused.message
+
+
+def test_the_pull_request_is_opened_after_the_push_to_its_branch(git_server, repo_name, tmp_path):
+    calls: list[dict[str, Any]] = []
+
+    async def opener(provider: str, **kw: Any) -> forge.PullRequest:
+        calls.append({"provider": provider, **kw})
+        return forge.PullRequest(number=3, url="https://forge.test/pr/3", created=True)
+
+    settings = {"pushBranch": "imagepatch/web", "pullRequest": {
+        "provider": "GitLab", "tokenSecretRef": {"name": "forge"}}}
+    done = run(git_server, repo_name, tmp_path / "c", FORWARD, opener=opener, **settings)
+    assert done.sha and done.branch == "imagepatch/web" and not done.reason
+    assert (done.pull_request_url, done.pull_request_number) == ("https://forge.test/pr/3", 3)
+    [call] = calls
+    assert (call["provider"], call["head"], call["base"], call["token"]) == (
+        "GitLab", "imagepatch/web", "main", "t0ken")
+    # A revert opens no request (the patch's request is the one to close by hand).
+    back = run(git_server, repo_name, tmp_path / "c", GitWrite(
+        target=WEB, image="registry.test/app:1.0", previous=NEW.reference(), revert=True,
+        commit=done.sha), opener=opener, **settings)
+    assert back.sha and not back.pull_request_url and len(calls) == 1
+
+
+def test_a_bad_message_template_fails_the_commit_naming_the_field(git_server, repo_name,
+                                                                  tmp_path):
+    bad = run(git_server, repo_name, tmp_path / "c", FORWARD, messageTemplate="fix {image}")
+    assert bad.reason == "GitWriteBackFailed" and not bad.sha
+    assert bad.message.startswith("spec.rollout.gitWriteBack.messageTemplate: unknown")
+    assert len(history(git_server, repo_name, tmp_path)) == 1
+
+
+APP = gitops.Owner(tool=gitops.Tool.ARGO_CD_APPLICATION, namespace="apps", name="web",
+                   evidence=gitops.ARGOCD_TRACKING_ID)
+OVERRIDE = """\
+# written by Argo CD Image Updater before
+kustomize:
+  images:
+    - registry.test/sidecar:2.0
+"""
+
+
+def test_an_argo_cd_application_gets_its_override_file_merged(git_server, repo_name, tmp_path):
+    git_server.commit(repo_name, {"apps/.argocd-source-apps_web.yaml": OVERRIDE}, "override")
+    done = run(git_server, repo_name, tmp_path / "c", FORWARD, owner=APP,
+               argoCD={"sourceType": "Kustomize"})
+    assert done.sha and not done.reason
+    history(git_server, repo_name, tmp_path)
+    text = git("show", "HEAD:apps/.argocd-source-apps_web.yaml", cwd=tmp_path / "check")
+    assert "registry.test/sidecar:2.0" in text and f"- {NEW.reference()}" in text
+    assert "# written by Argo CD Image Updater before" in text
+    # The manifests are not edited: the override is what Argo CD applies.
+    assert git("show", "HEAD:apps/web/deploy.yaml", cwd=tmp_path / "check") == MANIFEST
+    again = run(git_server, repo_name, tmp_path / "c", FORWARD, owner=APP,
+                argoCD={"sourceType": "Kustomize"})
+    assert again.sha == done.sha
+
+
+def test_a_helm_application_in_argo_cds_namespace_gets_a_new_file(git_server, repo_name,
+                                                                   tmp_path):
+    app = gitops.Owner(tool=gitops.Tool.ARGO_CD_APPLICATION, namespace="", name="web",
+                       evidence=gitops.ARGOCD_INSTANCE)
+    done = run(git_server, repo_name, tmp_path / "c", FORWARD, owner=app, path="charts/web",
+               argoCD={"sourceType": "Helm", "helmTagParameter": "app.tag"})
+    assert done.sha and not done.reason
+    history(git_server, repo_name, tmp_path)
+    text = git("show", "HEAD:charts/web/.argocd-source-web.yaml", cwd=tmp_path / "check")
+    assert "name: image.repository" in text and "value: registry.test/app" in text
+    assert "name: app.tag" in text and f"value: 1.0@{NEW.digest}" in text
+    # A Flux owner under the same policy has its manifests edited as before.
+    flux = gitops.Owner(tool=gitops.Tool.FLUX_KUSTOMIZATION, namespace="flux", name="apps",
+                        evidence="label")
+    other = f"{repo_name[:40]}-flux"
+    git_server.create_repo(other)
+    git_server.commit(other, {"apps/web/deploy.yaml": MANIFEST}, "the app")
+    edited = run(git_server, other, tmp_path / "d", FORWARD, owner=flux,
+                 argoCD={"sourceType": "Helm"})
+    assert edited.sha and not edited.reason
+    git("fetch", "--quiet", git_server.repo_url(other, with_credentials=True), "main",
+        cwd=tmp_path / "check", home=tmp_path)
+    files = git("show", "--name-only", "--format=", "FETCH_HEAD", cwd=tmp_path / "check")
+    assert files.split() == ["apps/web/deploy.yaml"]
+
+
+def test_a_broken_override_file_says_which(git_server, repo_name, tmp_path):
+    git_server.commit(repo_name, {"apps/.argocd-source-apps_web.yaml": "- a list\n"}, "bad")
+    broken = run(git_server, repo_name, tmp_path / "c", FORWARD, owner=APP,
+                 argoCD={"sourceType": "Kustomize"})
+    assert broken.reason == "GitWriteBackFailed"
+    assert "apps/.argocd-source-apps_web.yaml" in broken.message and "mapping" in broken.message
 
 
 # --- adapters/git.py's edges: SSH settings, a server that never answers, no git at all -------

@@ -10,7 +10,8 @@ registry) and pushes the image, then:
 * it carries a CycloneDX SBOM listing the locked runtime dependencies at their
   locked versions;
 * run as uid 65532 on a read-only root filesystem, ``imagepatch --help`` and
-  ``imagepatch version`` work, and a write to the root filesystem fails.
+  ``imagepatch version`` work, and a write to the root filesystem fails;
+* ``git --version`` and ``ssh -V`` run in it (Git write-back needs both).
 
 Read-only root: ``buildah run`` has no ``--read-only`` flag (buildah 1.28), so
 the test makes the container's root filesystem read-only itself, as a runtime
@@ -153,6 +154,16 @@ def test_image_runs_as_65532_on_a_read_only_root(
     assert re.match(r"\S+ / \S+ ro[ ,]", lines[1]), f"the root is not mounted read-only: {lines[1]}"
     assert "Read-only file system" in lines[2], probe.stdout
     assert lines[3] == "tmp-ok", probe.stdout
+
+
+def test_image_has_git_and_ssh_for_git_write_back(readonly_container: str, buildah: Buildah) -> None:
+    # rollout.mode GitWriteBack runs the git binary, over HTTPS or SSH (adapters/git.py).
+    git = run_as_65532(buildah, readonly_container, "git", "--version")
+    assert git.returncode == 0, git.stderr
+    assert re.match(r"git version \d+\.\d+", git.stdout), git.stdout
+    ssh = run_as_65532(buildah, readonly_container, "ssh", "-V")
+    assert ssh.returncode == 0, ssh.stderr
+    assert "OpenSSH" in ssh.stderr, ssh.stderr  # ssh -V prints to stderr
 
 
 def test_image_carries_an_sbom_of_the_locked_dependencies(

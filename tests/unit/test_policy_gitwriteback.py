@@ -7,7 +7,12 @@ import datetime as dt
 import pytest
 
 from imagepatch.model.errors import SpecError
-from imagepatch.model.policy import PullRequestProvider, RolloutMode, parse_policy
+from imagepatch.model.policy import (
+    ArgoCDSourceType,
+    PullRequestProvider,
+    RolloutMode,
+    parse_policy,
+)
 
 
 def rollout(write_back: dict, mode: str = "GitWriteBack"):
@@ -59,6 +64,9 @@ def test_write_back_settings_may_wait_under_another_mode():
     ("helmValuesKey", "a..b", "spec.rollout.gitWriteBack.helmValuesKey"),
     ("applyTimeout", "10s", "spec.rollout.gitWriteBack.applyTimeout"),
     ("secretRef", {"name": "Not_A_Name"}, "spec.rollout.gitWriteBack.secretRef.name"),
+    ("argoCD", {"sourceType": "Jsonnet"}, "spec.rollout.gitWriteBack.argoCD.sourceType"),
+    ("argoCD", {"sourceType": "Helm", "helmImageParameter": "a b"},
+     "spec.rollout.gitWriteBack.argoCD.helmImageParameter"),
     ("pullRequest", {"provider": "GitHub", "apiURL": "ftp://x",
                      "tokenSecretRef": {"name": "t"}}, "spec.rollout.gitWriteBack.pullRequest.apiURL"),
 ])
@@ -68,3 +76,23 @@ def test_bad_fields_are_named(field, value, where):
     with pytest.raises(SpecError) as caught:
         rollout(spec)
     assert caught.value.field == where
+
+
+def test_argo_cd_override_settings_and_their_defaults():
+    bare = rollout({"url": "https://git.example.com/a.git", "secretRef": {"name": "k"},
+                    "argoCD": {"sourceType": "Kustomize"}}).git_write_back
+    assert bare is not None and bare.argo_cd is not None
+    assert (bare.argo_cd.source_type, bare.argo_cd.namespace) == (
+        ArgoCDSourceType.KUSTOMIZE, "argocd")
+    assert (bare.argo_cd.helm_image_parameter, bare.argo_cd.helm_tag_parameter) == (
+        "image.repository", "image.tag")
+    helm = rollout({"url": "https://git.example.com/a.git", "secretRef": {"name": "k"},
+                    "argoCD": {"sourceType": "Helm", "argoCDNamespace": "gitops",
+                               "helmImageParameter": "app.image.repo",
+                               "helmTagParameter": "app.image.tag"}}).git_write_back
+    assert helm is not None and helm.argo_cd is not None
+    assert (helm.argo_cd.source_type, helm.argo_cd.namespace, helm.argo_cd.helm_image_parameter,
+            helm.argo_cd.helm_tag_parameter) == (ArgoCDSourceType.HELM, "gitops",
+                                                 "app.image.repo", "app.image.tag")
+    plain = rollout({"url": "https://git.example.com/a.git", "secretRef": {"name": "k"}})
+    assert plain.git_write_back is not None and plain.git_write_back.argo_cd is None

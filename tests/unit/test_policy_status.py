@@ -111,3 +111,21 @@ def test_no_findings_condition_when_the_policy_reads_none() -> None:
                                 "message": "m", "lastTransitionTime": "2026-11-27T07:00:00Z"}]}
     status = policy_status(policy(status=recorded, vulnerabilities={"source": "none"}), now=T0)
     assert "FindingsReadable" not in conditions(status)
+
+
+@pytest.mark.parametrize(("template", "detail"), [
+    ("imagepatch: {workload} to {image}", "unknown placeholder {image}"),
+    ("imagepatch: {workload", "a lone '{' or '}'"),
+])
+def test_a_bad_commit_message_template_stalls_naming_it(template, detail) -> None:
+    write_back = {"url": "https://git.example.com/a.git", "secretRef": {"name": "git"},
+                  "messageTemplate": template}
+    status = policy_status(policy(rollout={"mode": "GitWriteBack", "gitWriteBack": write_back}),
+                           now=T0)
+    stalled = conditions(status)["Stalled"]
+    assert (stalled["status"], stalled["reason"]) == ("True", "InvalidSpec")
+    assert stalled["message"].startswith("spec.rollout.gitWriteBack.messageTemplate:")
+    assert detail in stalled["message"]
+    fixed = {**write_back, "messageTemplate": "imagepatch: {workload} to {new} ({{x}})"}
+    ready = policy_status(policy(rollout={"mode": "GitWriteBack", "gitWriteBack": fixed}), now=T0)
+    assert conditions(ready)["Ready"]["status"] == "True"

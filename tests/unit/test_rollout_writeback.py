@@ -54,9 +54,10 @@ def step(status: dict | None, dep: dict, *, pods=(), now=T0, git: GitResult | No
 
 
 def patching(dep_old: dict, **extra: Any) -> dict:
+    extra = {"gitBranch": "main", **extra}
     return {"phase": "RollingOut", "rollouts": [entry(
         "Patching", previousImage=OLD, targetImage=NEW, startedAt=format_time(T0),
-        fingerprint=fingerprint(dep_old), gitBranch="main", **extra)]}
+        fingerprint=fingerprint(dep_old), **extra)]}
 
 
 def test_a_managed_workload_is_committed_not_patched():
@@ -178,3 +179,72 @@ def test_skip_stays_the_default_for_a_managed_workload():
                    rollout=GATE)
     assert started.status["rollouts"][0]["reason"] == "GitOpsManaged"
     assert "spec.rollout.mode: GitWriteBack" in started.status["rollouts"][0]["message"]
+
+
+# --- gitWriteBack.pullRequest: opened after the push, recorded, never failing the target -----
+
+PR_URL = "https://github.com/team/apps/pull/7"
+WITH_PR = {**WRITE_BACK, "gitWriteBack": {
+    **WRITE_BACK["gitWriteBack"], "pushBranch": "imagepatch/web",
+    "pullRequest": {"provider": "GitHub", "tokenSecretRef": {"name": "forge"}}}}
+
+
+def pushed(dep_old: dict, **extra: Any) -> dict:
+    return patching(dep_old, gitBranch="imagepatch/web", gitCommit=SHA, **extra)
+
+
+def test_the_pull_request_opened_with_the_commit_is_recorded():
+    dep = managed(OLD)
+    done = step(patching(dep, gitBranch="imagepatch/web"), dep, rollout=WITH_PR, git=GitResult(
+        target=WEB, sha=SHA, branch="imagepatch/web", pull_request_url=PR_URL,
+        pull_request_number=7))
+    [rec] = done.status["rollouts"]
+    assert (rec["gitCommit"], rec["gitPullRequest"], rec["gitPullRequestNumber"]) == (
+        SHA, PR_URL, 7)
+    assert f"waiting for pull request {PR_URL} to be merged" in rec["message"]
+    waiting = step(done.status, dep, rollout=WITH_PR, now=T0 + dt.timedelta(minutes=1))
+    assert waiting.git is None and waiting.requeue_after
+    late = step(done.status, dep, rollout=WITH_PR, now=T0 + dt.timedelta(minutes=6))
+    assert late.status["rollouts"][0]["reason"] == "GitApplyTimeout"
+    assert f"pull request {PR_URL} was merged" in late.status["rollouts"][0]["message"]
+
+
+def test_a_pull_request_not_recorded_is_asked_for_again_after_a_restart():
+    dep = managed(OLD)
+    asked = step(pushed(dep), dep, rollout=WITH_PR)
+    assert asked.git is not None and asked.git.pull_request and not asked.git.revert
+    assert (asked.git.image, asked.git.previous) == (NEW, OLD)
+    # A commit result without a word on the request (no PR settings then) asks for it too.
+    again = step(patching(dep, gitBranch="imagepatch/web"), dep, rollout=WITH_PR,
+                 git=GitResult(target=WEB, sha=SHA, branch="imagepatch/web"))
+    assert again.status["rollouts"][0]["gitCommit"] == SHA
+    follow = step(again.status, dep, rollout=WITH_PR)
+    assert follow.git is not None and follow.git.pull_request
+
+
+def test_a_forge_that_refuses_is_shown_and_asked_again_never_failing_the_target():
+    dep = managed(OLD)
+    refused = GitResult(target=WEB, pull_request_reason="GitForgeAuthFailed",
+                        pull_request_message="GitHub api.github.com refused the token (401)")
+    retry = step(pushed(dep), dep, rollout=WITH_PR, git=refused)
+    [rec] = retry.status["rollouts"]
+    assert rec["phase"] == "Patching" and "gitPullRequest" not in rec
+    assert "the pull request is not open: GitHub api.github.com refused" in rec["message"]
+    assert retry.requeue_after == 30.0 and retry.git is None
+    reconciling = [c for c in retry.status["conditions"] if c["type"] == "Reconciling"]
+    assert reconciling[0]["reason"] == "GitForgeAuthFailed"
+    assert retry.status["phase"] == "RollingOut"
+    late = step(pushed(dep), dep, rollout=WITH_PR, git=refused, now=T0 + dt.timedelta(minutes=6))
+    assert late.status["rollouts"][0]["reason"] == "GitApplyTimeout"
+    assert "the pull request was merged" in late.status["rollouts"][0]["message"]
+
+
+def test_a_pull_request_is_not_asked_for_without_its_settings_or_once_recorded():
+    dep = managed(OLD)
+    rollout = {**WRITE_BACK, "gitWriteBack": {**WRITE_BACK["gitWriteBack"],
+                                              "pushBranch": "imagepatch/web"}}
+    plain = step(pushed(dep), dep, rollout=rollout)
+    assert plain.git is None
+    recorded = step(pushed(dep, gitPullRequest=PR_URL, gitPullRequestNumber=7), dep,
+                    rollout=WITH_PR)
+    assert recorded.git is None and recorded.requeue_after

@@ -168,3 +168,11 @@ def test_non_string_kustomize_entries_are_kept():
     text = "kustomize:\n  images:\n  - {odd: entry}\n"
     out = load(edit_argocd_source(text, source_type="kustomize", target=target(), new=new()))
     assert out["kustomize"]["images"] == [{"odd": "entry"}, f"{E2E}:0.2@{NEW}"]
+
+
+def test_a_long_pinned_reference_stays_on_its_line():
+    text = edit_argocd_source(None, source_type="helm", target=target(),
+                              new=new(tag="1.0"), helm_tag_parameter="app.tag")
+    assert f"    value: 1.0@{NEW}\n" in text
+    kustomized = edit_argocd_source(None, source_type="kustomize", target=target(), new=new())
+    assert f"  - {E2E}:0.2@{NEW}\n" in kustomized

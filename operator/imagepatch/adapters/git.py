@@ -301,6 +301,8 @@ class GitRepository:
                     head = self._git("rev-parse", "HEAD").stdout.strip()
                     return Pushed(sha=head, branch=target, created=False)
                 for rel, text in files.items():
+                    # An Argo CD override file may be the first in its folder.
+                    (self.work / rel).parent.mkdir(parents=True, exist_ok=True)
                     (self.work / rel).write_text(text)
                 self._git("add", "--", *files)
                 self._git("commit", "--quiet", "-m", message)

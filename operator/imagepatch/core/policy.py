@@ -1,7 +1,8 @@
 """The status of an ImagePatchPolicy, as a pure function of its object and the clock.
 
 A spec that the CRD schema accepted can still be unusable: a cron expression
-with an hour of 25, or a timezone that does not exist. Those end as
+with an hour of 25, a timezone that does not exist, a Git write-back message
+template with an unknown placeholder. Those end as
 ``Stalled=True`` with reason ``InvalidSpec`` and a message that names the
 field, and no retry is scheduled until the spec changes (as Flux does). When
 the spec is fixed, the next reconcile turns the policy ``Ready`` again.
@@ -13,7 +14,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from imagepatch.core import reasons
+from imagepatch.core import reasons, writeback
 from imagepatch.core.conditions import Condition, merge
 from imagepatch.core.schedule import ScheduleError, parse_schedule
 from imagepatch.model import names
@@ -28,6 +29,12 @@ REQUESTED_AT_ANNOTATION = names.REQUESTED_AT_ANNOTATION
 
 def check_policy(spec: PolicySpec) -> None:
     """Checks the CRD's CEL rules cannot make; raise SpecError naming the field."""
+    wb = spec.rollout.git_write_back
+    if wb is not None and wb.message_template:
+        # An unknown placeholder would otherwise fail only at the first commit.
+        problem = writeback.check_template(wb.message_template)
+        if problem is not None:
+            raise SpecError("spec.rollout.gitWriteBack.messageTemplate", problem)
     window = spec.maintenance_window
     if window is None:
         return

@@ -134,6 +134,10 @@ class RolloutEntry:
     git_branch: str = ""
     git_commit: str = ""
     git_revert: str = ""
+    # gitWriteBack.pullRequest: the request opened for the push branch (its web
+    # page and number), recorded once the forge answered.
+    git_pull_request: str = ""
+    git_pull_request_number: int = 0
 
     @property
     def restore_image(self) -> str:
@@ -166,6 +170,8 @@ class RolloutEntry:
             "gitBranch": self.git_branch,
             "gitCommit": self.git_commit,
             "gitRevert": self.git_revert,
+            "gitPullRequest": self.git_pull_request,
+            "gitPullRequestNumber": self.git_pull_request_number,
         }
         out.update({k: v for k, v in optional.items() if v})
         return out
@@ -289,6 +295,8 @@ def _entry(raw: Mapping[str, Any], index: int) -> RolloutEntry:
         git_branch=raw.get("gitBranch") or "",
         git_commit=raw.get("gitCommit") or "",
         git_revert=raw.get("gitRevert") or "",
+        git_pull_request=raw.get("gitPullRequest") or "",
+        git_pull_request_number=int(raw.get("gitPullRequestNumber") or 0),
     )
 
 

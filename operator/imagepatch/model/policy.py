@@ -404,6 +404,23 @@ class Rollout:
     git_write_back: GitWriteBack | None = None
 
 
+class ArgoCDSourceType(enum.StrEnum):
+    """``spec.rollout.gitWriteBack.argoCD.sourceType``: how the Application renders its path."""
+
+    KUSTOMIZE = "Kustomize"
+    HELM = "Helm"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ArgoCDOverride:
+    """Write an Argo CD Application's ``.argocd-source-<app>.yaml`` instead of its manifests."""
+
+    source_type: ArgoCDSourceType
+    namespace: str = "argocd"  # Argo CD's own namespace (names the file of apps elsewhere)
+    helm_image_parameter: str = "image.repository"
+    helm_tag_parameter: str = "image.tag"
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class PullRequest:
     """Open a pull (merge) request for ``pushBranch`` through the forge's API."""
@@ -434,6 +451,8 @@ class GitWriteBack:
     pull_request: PullRequest | None = None
     signing_key_secret: str = ""
     helm_values_key: str = ""  # a Helm values file: the key of the image block
+    # An Argo CD Application's workloads: its parameter-override file under ``path``.
+    argo_cd: ArgoCDOverride | None = None
     apply_timeout: dt.timedelta = dt.timedelta(minutes=10)
 
     @property
@@ -1038,9 +1057,29 @@ def _parse_git_write_back(raw: Any, path: str) -> GitWriteBack:
         helm_values_key=_string(raw, path, "helmValuesKey", default="", max_length=256,
                                 check=_matching(_VALUES_KEY, "must be a dotted key such as "
                                                 "image or app.image")),
+        argo_cd=_parse_argo_cd(raw.get("argoCD"), f"{path}.argoCD"),
         apply_timeout=_duration(raw, path, "applyTimeout", default=defaults.apply_timeout,
                                 minimum=dt.timedelta(minutes=1), maximum=dt.timedelta(hours=24),
                                 bounds_text="between 1m and 24h"),
+    )
+
+
+def _parse_argo_cd(raw: Any, path: str) -> ArgoCDOverride | None:
+    if raw is None:
+        return None
+    raw = _mapping(raw, path)
+    defaults = ArgoCDOverride(source_type=ArgoCDSourceType.KUSTOMIZE)
+    key = _matching(_VALUES_KEY, "must be a dotted Helm parameter such as image.tag")
+    return ArgoCDOverride(
+        source_type=_enum(raw, path, "sourceType", ArgoCDSourceType),
+        namespace=_string(raw, path, "argoCDNamespace", default=defaults.namespace,
+                          max_length=63, check=_dns_label),
+        helm_image_parameter=_string(raw, path, "helmImageParameter",
+                                     default=defaults.helm_image_parameter, max_length=256,
+                                     check=key),
+        helm_tag_parameter=_string(raw, path, "helmTagParameter",
+                                   default=defaults.helm_tag_parameter, max_length=256,
+                                   check=key),
     )
 
 

@@ -28,7 +28,7 @@ from imagepatch.adapters.memory import OperatorMemory
 from imagepatch.adapters.notify import Notifier
 from imagepatch.adapters.registry import RegistryClient
 from imagepatch.adapters.signatures import SignatureVerifier
-from imagepatch.core import kinds, kinds_rollout, reasons
+from imagepatch.core import gitops, kinds, kinds_rollout, reasons
 from imagepatch.core.images import parse_image
 from imagepatch.core.rebuild import BuildObservation
 from imagepatch.core.rollout import (
@@ -302,13 +302,16 @@ async def _remember_failed(
 
 
 async def _write_back(
-    tools: RebuildTools | None, act: GitWrite, patch: ImagePatch, policy: PolicySpec | None
+    tools: RebuildTools | None, act: GitWrite, patch: ImagePatch, policy: PolicySpec | None,
+    workload: Workload | None,
 ) -> GitResult:
     if tools is None or tools.git is None:
         return GitResult(target=act.target, revert=act.revert,
                          reason=reasons.GIT_WRITE_BACK_FAILED,
                          message="this operator runs without Git write-back")
-    return await tools.git.run(act, patch=patch, policy=policy)
+    meta = ((workload.deployment if workload else None) or {}).get("metadata") or {}
+    owner = gitops.owner_of(meta.get("labels") or {}, meta.get("annotations") or {})
+    return await tools.git.run(act, patch=patch, policy=policy, owner=owner)
 
 
 async def reconcile_imagepatch(
@@ -438,7 +441,7 @@ async def reconcile_imagepatch(
             git = step.git
             if git.failed is not None:
                 await _remember_failed(memory, git, workload)  # before the revert is pushed
-            seen["git"] = await _write_back(tools, git, patch, policy)
+            seen["git"] = await _write_back(tools, git, patch, policy, workload)
             continue
         if step.action is not None:
             act = step.action

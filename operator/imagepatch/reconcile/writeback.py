@@ -3,7 +3,9 @@
 The planner asks for a commit (or a revert) after recording its intent; this
 module reads the policy's Secrets from the operator's namespace, edits the
 files under ``gitWriteBack.path`` with ``core.writeback.edit``, and lets
-``adapters.git`` find the commit by its trailer or push a new one. What
+``adapters.git`` find the commit by its trailer or push a new one; with
+``pullRequest`` it then has ``adapters.forge`` open (or find open) the request
+from ``pushBranch``, with the token Secret's ``token``. What
 happened goes back to the planner as a ``GitResult``, which records it: this
 module writes no status itself (one writer per status).
 """
@@ -14,20 +16,25 @@ import asyncio
 import base64
 import logging
 import tempfile
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+from imagepatch.adapters import forge
 from imagepatch.adapters.errors import AdapterError, ConfigurationError, TransientError
 from imagepatch.adapters.git import Credentials, GitRepository, Pushed
 from imagepatch.adapters.kube import Kube
-from imagepatch.core import reasons, writeback
+from imagepatch.core import gitops, reasons, writeback
 from imagepatch.core.images import parse_image
 from imagepatch.core.rollout.context import GitResult, GitWrite
 from imagepatch.model.imagepatch import ImagePatch
 from imagepatch.model.policy import GitWriteBack, PolicySpec, RolloutMode
 
 log = logging.getLogger("imagepatch.writeback")
+
+# adapters.forge.open_pull_request's shape (unit tests hand in their own).
+OpenPullRequest = Callable[..., Awaitable[forge.PullRequest]]
 
 # Files under gitWriteBack.path that are read (YAML manifests, kustomizations,
 # Helm values, Argo CD's parameter files); at most this many, of at most this size.
@@ -39,25 +46,72 @@ MAX_FILE_BYTES = 1 << 20
 class GitWriter:
     """Write-back with the policy's Secrets (operator namespace) and a cached clone per repo."""
 
-    def __init__(self, kube: Kube, operator_namespace: str, cache_dir: Path | None = None) -> None:
+    def __init__(self, kube: Kube, operator_namespace: str, cache_dir: Path | None = None,
+                 *, open_pull_request: OpenPullRequest = forge.open_pull_request) -> None:
         self.kube = kube
         self.namespace = operator_namespace
         self.cache_dir = cache_dir or Path(tempfile.gettempdir()) / "imagepatch-git"
+        self.open_pull_request = open_pull_request
 
-    async def _secret(self, name: str) -> dict[str, str]:
+    async def _secret(self, name: str, *, field: str = "spec.rollout.gitWriteBack",
+                      keys: str = "username and password (or token) for an HTTP(S) URL, "
+                      "identity and known_hosts for SSH",
+                      reason: str = reasons.GIT_WRITE_BACK_FAILED) -> dict[str, str]:
         body = await self.kube.get_secret(self.namespace, name)
         if body is None:
             raise ConfigurationError(
-                f"Secret {self.namespace}/{name} (spec.rollout.gitWriteBack) not found: create "
-                "it with username and password (or token) for an HTTP(S) URL, identity and "
-                "known_hosts for SSH", reason=reasons.GIT_WRITE_BACK_FAILED)
+                f"Secret {self.namespace}/{name} ({field}) not found: create it with {keys}",
+                reason=reason)
         data: Mapping[str, Any] = body.get("data") or {}
         return {k: base64.b64decode(v).decode() for k, v in data.items() if isinstance(v, str)}
 
+    async def _pull_request(self, wb: GitWriteBack, act: GitWrite, patch: ImagePatch,
+                            done: GitResult) -> GitResult:
+        """``done`` with the request from ``pushBranch`` opened (or found open), or why not.
+
+        The forge adapter lists the open requests first, so asking again (a
+        restart before the URL was recorded) never opens a second one.
+        """
+        pr = wb.pull_request
+        if pr is None or not wb.push_branch:
+            return done
+        field = "spec.rollout.gitWriteBack.pullRequest.tokenSecretRef"
+        try:
+            token = (await self._secret(pr.token_secret, field=field, keys="the key token",
+                                        reason=reasons.GIT_FORGE_AUTH_FAILED)).get("token", "")
+            if not token:
+                raise ConfigurationError(
+                    f"Secret {self.namespace}/{pr.token_secret} ({field}) has no key token",
+                    reason=reasons.GIT_FORGE_AUTH_FAILED)
+            title, _, body = _message(wb, act, patch).partition("\n")
+            opened = await self.open_pull_request(
+                str(pr.provider), repository_url=wb.url, token=token, head=wb.push_branch,
+                base=wb.branch, title=title, body=body.strip(), api_url=pr.api_url)
+        except AdapterError as exc:
+            reason = exc.reason if exc.reason.startswith("GitForge") else (
+                reasons.GIT_FORGE_REJECTED)
+            return replace(done, pull_request_reason=reason, pull_request_message=str(exc))
+        log.info("ImagePatch %s: pull request %s %s", patch.name, opened.url,
+                 "opened" if opened.created else "was open")
+        return replace(done, pull_request_url=opened.url, pull_request_number=opened.number)
+
     async def run(
-        self, act: GitWrite, *, patch: ImagePatch, policy: PolicySpec | None
+        self, act: GitWrite, *, patch: ImagePatch, policy: PolicySpec | None,
+        owner: gitops.Owner | None = None,
     ) -> GitResult:
-        """Do ``act``; a failure is the result's ``reason`` and ``message``, never raised."""
+        """Do ``act``; a failure is the result's ``reason`` and ``message``, never raised.
+
+        ``owner``: the workload's GitOps owner (``core.gitops.owner_of``); an Argo
+        CD Application's commit writes its override file when ``argoCD`` is set.
+        """
+        if act.pull_request:
+            done = GitResult(target=act.target)
+            try:
+                wb = _settings(policy)
+            except AdapterError as exc:
+                return replace(done, pull_request_reason=reasons.GIT_FORGE_REJECTED,
+                               pull_request_message=str(exc))
+            return await self._pull_request(wb, act, patch, done)
         try:
             wb = _settings(policy)
             creds = Credentials.from_secret(
@@ -66,8 +120,14 @@ class GitWriter:
                 else None)
             repo = GitRepository(wb.url, credentials=creds, cache_dir=self.cache_dir,
                                  author=(wb.author_name, wb.author_email))
-            pushed = await asyncio.to_thread(_revert if act.revert else _commit, repo, wb, act,
-                                             patch, policy)
+            app = owner if (wb.argo_cd is not None and owner is not None
+                            and owner.tool is gitops.Tool.ARGO_CD_APPLICATION) else None
+            if act.revert:
+                pushed = await asyncio.to_thread(_revert, repo, wb, act, patch)
+            elif app is not None:
+                pushed = await asyncio.to_thread(_commit_argocd, repo, wb, act, patch, app)
+            else:
+                pushed = await asyncio.to_thread(_commit, repo, wb, act, patch)
         except TransientError as exc:
             return GitResult(target=act.target, revert=act.revert, reason=exc.reason,
                              message=str(exc), transient=True)
@@ -78,8 +138,9 @@ class GitWriter:
                              message=str(exc))
         log.info("ImagePatch %s: %s %s on %s", patch.name,
                  "made" if pushed.created else "found", pushed.sha, wb.describe())
-        return GitResult(target=act.target, revert=act.revert, sha=pushed.sha,
+        done = GitResult(target=act.target, revert=act.revert, sha=pushed.sha,
                          branch=pushed.branch)
+        return done if act.revert else await self._pull_request(wb, act, patch, done)
 
 
 def _settings(policy: PolicySpec | None) -> GitWriteBack:
@@ -106,8 +167,7 @@ def _files(root: Path, folder: str) -> list[Path]:
     return [p for p in found[:MAX_FILES] if p.stat().st_size <= MAX_FILE_BYTES]
 
 
-def _commit(repo: GitRepository, wb: GitWriteBack, act: GitWrite, patch: ImagePatch,
-            policy: PolicySpec | None) -> Pushed:
+def _commit(repo: GitRepository, wb: GitWriteBack, act: GitWrite, patch: ImagePatch) -> Pushed:
     ref = parse_image(act.image)
     new = writeback.NewImage(repository=ref.name, tag=ref.tag or "", digest=ref.digest or "")
     target = writeback.Target(ref.name, patch.policy, wb.helm_values_key or None)
@@ -142,16 +202,63 @@ def _commit(repo: GitRepository, wb: GitWriteBack, act: GitWrite, patch: ImagePa
                 "one, or fix spec.rollout.gitWriteBack.path", reason=reasons.GIT_IMAGE_NOT_DECLARED)
         return files, tuple(changes)
 
-    findings = patch.evidence_findings or ()
-    message = writeback.commit_message(
-        wb.message_template or None, patch=patch.name, workload=_workload(act), old=act.previous,
-        new=act.image, reason=patch.reason, findings=findings)
+    message = _message(wb, act, patch)
     return repo.commit(branch=wb.branch, push_branch=wb.push_branch, message=message,
                        found=lambda m: writeback.patch_trailer(m) == patch.name, change=change)
 
 
-def _revert(repo: GitRepository, wb: GitWriteBack, act: GitWrite, patch: ImagePatch,
-            policy: PolicySpec | None) -> Pushed:
+def _commit_argocd(repo: GitRepository, wb: GitWriteBack, act: GitWrite, patch: ImagePatch,
+                   app: gitops.Owner) -> Pushed:
+    """The commit that pins the image in the Application's ``.argocd-source-<app>.yaml``.
+
+    Argo CD applies that file over the Application's source, so it is the one
+    file written (merged with what it holds: other images and parameters stay),
+    not the manifests, which the override would shadow anyway.
+    """
+    argo = wb.argo_cd
+    assert argo is not None
+    ref = parse_image(act.image)
+    new = writeback.NewImage(repository=ref.name, tag=ref.tag or "", digest=ref.digest or "")
+    target = writeback.Target(ref.name, patch.policy, wb.helm_values_key or None)
+    name = writeback.argocd_source_path(app.name, app.namespace, argo.namespace)
+    rel = (PurePosixPath(wb.path) / name).as_posix()
+
+    def change(root: Path) -> tuple[dict[str, str], tuple[str, ...]]:
+        path = root / rel
+        if not path.resolve().is_relative_to(root.resolve()):
+            raise ConfigurationError(f"{rel} is outside the repository",
+                                     reason=reasons.GIT_WRITE_BACK_FAILED)
+        old = path.read_text(encoding="utf-8") if path.is_file() else None
+        try:
+            text = writeback.edit_argocd_source(
+                old, source_type=str(argo.source_type).lower(), target=target, new=new,
+                helm_image_parameter=argo.helm_image_parameter,
+                helm_tag_parameter=argo.helm_tag_parameter)
+        except writeback.WriteBackError as exc:
+            raise ConfigurationError(f"{rel} in {wb.url}: {exc}",
+                                     reason=reasons.GIT_WRITE_BACK_FAILED) from None
+        if text == old:
+            return {}, ()
+        return {rel: text}, (f"{rel}: {app.describe()} {ref.name} -> {new.reference()}",)
+
+    return repo.commit(branch=wb.branch, push_branch=wb.push_branch,
+                       message=_message(wb, act, patch),
+                       found=lambda m: writeback.patch_trailer(m) == patch.name, change=change)
+
+
+def _message(wb: GitWriteBack, act: GitWrite, patch: ImagePatch) -> str:
+    """The patch's commit message (its first line and body also titled its pull request)."""
+    try:
+        return writeback.commit_message(
+            wb.message_template or None, patch=patch.name, workload=_workload(act),
+            old=act.previous, new=act.image, reason=patch.reason,
+            findings=patch.evidence_findings or ())
+    except writeback.WriteBackError as exc:  # the policy's status says so too (core.policy)
+        raise ConfigurationError(f"spec.rollout.gitWriteBack.messageTemplate: {exc}",
+                                 reason=reasons.GIT_WRITE_BACK_FAILED) from None
+
+
+def _revert(repo: GitRepository, wb: GitWriteBack, act: GitWrite, patch: ImagePatch) -> Pushed:
     message = writeback.revert_message(
         f"imagepatch: {_workload(act)} to {act.previous}", patch=patch.name,
         reason=f"{act.previous} failed its health gate on {_workload(act)}; imagepatch rolls "

@@ -120,6 +120,9 @@ class GitWrite:
     revert: bool = False
     commit: str = ""  # the commit a revert undoes
     failed: FailedDigest | None = None
+    # gitWriteBack.pullRequest: only open (or find) the request from the push
+    # branch; the commit is recorded already.
+    pull_request: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -133,6 +136,12 @@ class GitResult:
     reason: str = ""  # set when it failed: GitWriteBackFailed, NoImageDeclared, FluxOwned, ...
     message: str = ""
     transient: bool = False  # worth another try (the next pass asks again)
+    # gitWriteBack.pullRequest, after the push: the request opened (or found
+    # open), or why the forge did not open it (a GitForge* reason).
+    pull_request_url: str = ""
+    pull_request_number: int = 0
+    pull_request_reason: str = ""
+    pull_request_message: str = ""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -10,7 +10,10 @@ The steps of such a target, each recorded before its side effect:
 2. The step asks for the commit (``GitWrite``); the reconciler finds it by the
    patch's ``Imagepatch-Patch`` trailer or makes and pushes it, and hands the
    result (``GitResult``) to the next plan, which records ``gitCommit``. A
-   restart in between asks again and finds the same commit.
+   restart in between asks again and finds the same commit. With
+   ``pullRequest`` the request from ``pushBranch`` is opened (or found open)
+   and recorded as ``gitPullRequest``; a forge that refuses is asked again,
+   its reason shown, never failing the target.
 3. It waits until the workload's live template carries the new reference
    (the tool applied it), at most ``gitWriteBack.applyTimeout`` from
    ``startedAt``; then the same health gate as a patch (``gate``).
@@ -102,11 +105,50 @@ def _retry(ctx: Context, *, index: int, result: GitResult) -> Step:
     return ctx.finish(requeue_after=RETRY_POLL)
 
 
+def _wants_pull_request(ctx: Context, entry: RolloutEntry) -> bool:
+    """``pullRequest`` with ``pushBranch``, and no request recorded for ``entry`` yet."""
+    wb = settings(ctx)
+    return bool(wb and wb.pull_request is not None and wb.push_branch
+                and not entry.git_pull_request)
+
+
+def _pull_request(ctx: Context, *, index: int, result: GitResult | None) -> Step:
+    """Ask for the pull request from the push branch, record it, or say why it is not open.
+
+    A forge that refuses or does not answer never fails the target: the commit
+    is pushed and the request can be opened by hand; it is asked again every
+    ``RETRY_POLL`` with the forge's reason shown, and the wait for the merge
+    stays bounded by ``applyTimeout``.
+    """
+    entry = ctx.entries[index]
+    if result is None or not (result.pull_request_url or result.pull_request_reason):
+        return ctx.finish(
+            git=GitWrite(target=entry.target, image=entry.target_image,
+                         previous=entry.previous_image, pull_request=True),
+            again=True,
+        )
+    if result.pull_request_reason:
+        ctx.message = (f"{describe(entry.target)}: committed {entry.git_commit[:12]} to "
+                       f"{where(entry, ctx)}, but the pull request is not open: "
+                       f"{result.pull_request_message}; trying again")
+        ctx.waiting = result.pull_request_reason
+        ctx.entries[index] = replace(entry, message=ctx.message)
+        return ctx.finish(requeue_after=RETRY_POLL)
+    ctx.entries[index] = entry = replace(
+        entry, git_pull_request=result.pull_request_url,
+        git_pull_request_number=result.pull_request_number,
+        message=f"committed {entry.git_commit[:12]} to {where(entry, ctx)}; waiting for pull "
+        f"request {result.pull_request_url} to be merged and applied",
+    )
+    ctx.message = f"rolling out to {describe(entry.target)}: {entry.message}"
+    return ctx.finish(again=True)
+
+
 def forward(ctx: Context, *, index: int) -> Step:
     """``Patching`` a write-back target whose live image is still the previous one."""
     entry = ctx.entries[index]
+    result = _result(ctx, entry, revert=False)
     if not entry.git_commit:
-        result = _result(ctx, entry, revert=False)
         if result is None:
             return ctx.finish(
                 git=GitWrite(target=entry.target, image=entry.target_image,
@@ -123,15 +165,20 @@ def forward(ctx: Context, *, index: int) -> Step:
             "GitOps tool to apply it",
         )
         ctx.message = f"rolling out to {describe(entry.target)}: {entry.message}"
-        return ctx.finish(again=True)
+        if not _wants_pull_request(ctx, entry):
+            return ctx.finish(again=True)
     if _expired(ctx, entry.started_at):
+        merge = (f"pull request {entry.git_pull_request}" if entry.git_pull_request
+                 else "the pull request")
         return _fail(
             ctx, index=index, reason=reasons.GIT_APPLY_TIMEOUT,
             message=f"commit {entry.git_commit[:12]} on {where(entry, ctx)} was not applied "
             f"within {_timeout(ctx)}: the workload still runs {entry.previous_image}. Check that "
             "the GitOps tool delivers this branch and path (its Kustomization or Application "
-            "status says why not), or that the pull request was merged",
+            f"status says why not), or that {merge} was merged",
         )
+    if _wants_pull_request(ctx, entry):
+        return _pull_request(ctx, index=index, result=result)
     ctx.message = (f"rolling out to {describe(entry.target)}: waiting for the GitOps tool to "
                    f"apply commit {entry.git_commit[:12]} on {where(entry, ctx)}")
     return ctx.finish(requeue_after=GATE_POLL)

@@ -70,6 +70,7 @@ def edit_argocd_source(
         raise WriteBackError(f"Argo CD source type {source_type!r} is not one of {SOURCE_TYPES}")
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
+    yaml.width = 4096  # a pinned reference stays on its key's line, never folded
     try:
         data = yaml.load(text) if text else None
     except YAMLError as exc:
