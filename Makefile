@@ -4,6 +4,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CLUSTER_DIR ?= .local/cluster
 PYTEST_ARGS ?=
+# `make test`'s cluster layers run in this many pytest-xdist workers, a test file
+# per worker at a time (module fixtures such as the operator process stay shared
+# within a file). Each worker is its own pytest session with its own control
+# plane, registry, moto and buildah storage. PYTEST_ARGS=-n0 runs them serially,
+# as an external IMAGEPATCH_TEST_KUBECONFIG cluster does: two workers' operators
+# would reconcile each other's objects there.
+TEST_WORKERS ?= $(if $(IMAGEPATCH_TEST_KUBECONFIG),0,2)
+# What `make test` runs after the coverage gate (which already ran tests/unit).
+TEST_PATHS ?= tests/integration tests/e2e
 # The policy scanner lives in its own virtualenv (.ci/setup): its pins must not
 # move the operator's dependencies. --skip-download: no calls to its vendor.
 CHECKOV := .venv-checkov/bin/checkov --skip-download --compact --quiet
@@ -15,10 +24,11 @@ HELM = $(shell bash tests/cluster/build-helm.sh --print)
 setup:
 	@bash .ci/setup
 
-## test: set up, lint, the unit coverage gate, then every test layer against real components
-## (the 30 slowest tests are listed at the end: the suite must stay under 30 minutes)
+## test: set up, lint, the unit coverage gate (which runs tests/unit), then the integration and
+## e2e layers against real components in $(TEST_WORKERS) xdist workers, each with its own control
+## plane (the 30 slowest tests are listed at the end: the suite must stay under 30 minutes)
 test: setup lint coverage
-	$(PY) -m pytest --durations=30 $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=30 $(TEST_PATHS) $(PYTEST_ARGS)
 
 ## coverage: unit tests alone, line+branch coverage per module; fails if core/ or model/ < 95%
 coverage: setup

@@ -7,6 +7,13 @@ when ``IMAGEPATCH_TEST_KUBECONFIG`` names a kubeconfig, that existing cluster
 and are skipped on an external cluster; nothing else is.
 
 The registry, moto and buildah fixtures live in ``tests/support/fixtures.py``.
+
+Under pytest-xdist (``make test`` runs two workers) each worker is its own
+session: its own control plane on free ports, state under its own basetemp
+(``.../popen-gwN/``), its own registry, moto and buildah storage. Nothing a
+session starts is shared with another worker, so tests written for one
+session stay correct. An external cluster is the exception: two workers'
+operators would reconcile each other's objects there, so it takes ``-n0``.
 """
 
 from __future__ import annotations
@@ -54,6 +61,16 @@ class Kube:
         if check and res.returncode != 0:
             raise RuntimeError(f"kubectl {' '.join(args)}: {res.stderr.strip()}")
         return res.stdout
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    workers = getattr(config.option, "numprocesses", None) or 0
+    if EXTERNAL_KUBECONFIG and not hasattr(config, "workerinput") and int(workers) > 1:
+        raise pytest.UsageError(
+            f"IMAGEPATCH_TEST_KUBECONFIG with {workers} xdist workers: each worker runs its own "
+            "operators, and on one shared cluster they would reconcile each other's objects; "
+            "run with -n0 (make test does when IMAGEPATCH_TEST_KUBECONFIG is set)"
+        )
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,7 @@ from tests.support.images import Buildah, make_base_image
 from tests.support.moto import MotoServer
 from tests.support.operator import OperatorProcess, install_rbac, service_account_kubeconfig
 from tests.support.registry import LocalRegistry
+from tests.support.wait import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ACCOUNT, REGION = "123456789012", "us-east-1"
@@ -152,7 +153,11 @@ class Demo:
         step("Installing imagepatch: CRDs, RBAC from deploy/, the operator under its ServiceAccount")
         self.kubectl("apply", "-f", str(REPO_ROOT / "crds" / "imagepatch.dev_imagepatchpolicies.yaml"))
         self.kubectl("apply", "-f", str(REPO_ROOT / "crds" / "imagepatch.dev_imagepatches.yaml"))
-        self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        # Until the API server has written a CRD's first conditions, `kubectl wait` fails at
+        # once (".status.conditions accessor error") rather than waiting: ask again until then.
+        wait_for(lambda: self.kubectl("wait", "--for=condition=Established", "crd", "--all",
+                                      "--timeout=60s", check=False),
+                 timeout=90, what="the CRDs to be Established")
         install_rbac(self.cluster)
         self.operator = OperatorProcess(
             kubeconfig=service_account_kubeconfig(self.cluster, self.work / "operator.kubeconfig"),

@@ -111,11 +111,12 @@ def test_a_hostile_image_and_bad_annotations_do_not_stop_the_pass(given, registr
     ns = given.namespace()
     given.deployment(ns, "healthy", image=f"{registry.host}/{outdated_repo}:1", policy=first, replicas=1)
     given.deployment(ns, "hostile", image=f"{HOSTILE}/gzip-bomb/x:1", policy=first, replicas=1)
-    given.deployment(ns, "refused", image=f"{registry.host}/{refused_repo}:1", policy=first, replicas=1)
-    given.deployment(ns, "long", image=f"{registry.host}/{outdated_repo}:1", policy=first, replicas=1)
-    given.kube.kubectl("annotate", "deployment", "-n", ns, "refused", "imagepatch.dev/rebuild=codebuild:" + "p" * 600)  # the CRD allows 512
-    given.kube.kubectl("annotate", "deployment", "-n", ns, "long",
-                       f"imagepatch.dev/base-image={registry.host}/{'x' * 2000}:1")
+    # The bad annotations come with the workloads: a pass between a create and a later
+    # `kubectl annotate` would rightly open a patch for a workload that had none yet.
+    given.deployment(ns, "refused", image=f"{registry.host}/{refused_repo}:1", policy=first, replicas=1,
+                     annotations={"imagepatch.dev/rebuild": "codebuild:" + "p" * 600})  # the CRD allows 512
+    given.deployment(ns, "long", image=f"{registry.host}/{outdated_repo}:1", policy=first, replicas=1,
+                     annotations={"imagepatch.dev/base-image": f"{registry.host}/{'x' * 2000}:1"})
     # The second policy's healthy workload is built on the base as it will be.
     base_v2 = make_base_image(registry, base_repo, "3.12", marker="v2")
     app_on(registry, current_repo, base_v2)

@@ -86,13 +86,18 @@ def test_changelog_keeps_a_changelog_with_upgrading_sections() -> None:
     assert "RBAC" in releases["0.3.0"]
 
 
+def normalized(name: str) -> str:
+    """A distribution name as PEP 503 compares them (pyproject says ruamel.yaml, the lock ruamel-yaml)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def requirements(lock: Path) -> dict[str, list[str]]:
-    """name -> its --hash values, per requirement line of a uv/pip-compile lock."""
+    """normalized name -> its --hash values, per requirement line of a uv/pip-compile lock."""
     found: dict[str, list[str]] = {}
     for block in re.split(r"\n(?=[A-Za-z0-9])", lock.read_text()):
         m = re.match(r"([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==\S+", block)
         if m:
-            found[m[1].lower()] = re.findall(r"--hash=sha256:([0-9a-f]{64})", block)
+            found[normalized(m[1])] = re.findall(r"--hash=sha256:([0-9a-f]{64})", block)
     return found
 
 
@@ -104,10 +109,10 @@ def test_every_locked_requirement_is_pinned_with_hashes() -> None:
             assert hashes, f"{req} in requirements/{name} has no hash"
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     for dep in project["dependencies"]:
-        name = re.match(r"[A-Za-z0-9_.-]+", dep)[0].lower()
+        name = normalized(re.match(r"[A-Za-z0-9_.-]+", dep)[0])
         assert name in runtime, f"{name} (pyproject) is not in requirements/runtime.lock"
     for dep in project["optional-dependencies"]["dev"]:
-        name = re.match(r"[A-Za-z0-9_.-]+", dep)[0].lower()
+        name = normalized(re.match(r"[A-Za-z0-9_.-]+", dep)[0])
         assert name in dev, f"{name} (dev extra) is not in requirements/dev.lock"
     # dev.lock is constrained by runtime.lock: the same pins and hashes.
     for name, hashes in runtime.items():

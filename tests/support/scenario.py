@@ -51,7 +51,7 @@ class Scenario:
     def deployment(
         self, namespace: str, name: str, *, image: str, policy: str, replicas: int = 3,
         crashloop_on: str | None = None, never_ready_on: str | None = None,
-        progress_deadline: int = 600,
+        progress_deadline: int = 600, annotations: dict[str, str] | None = None,
     ) -> dict:
         labels = {"app": name}
         # The kwok stages turn pods bad only once they run the named digest.
@@ -62,7 +62,7 @@ class Scenario:
         doc = {
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": name, "namespace": namespace,
-                         "annotations": {"imagepatch.dev/policy": policy}},
+                         "annotations": {"imagepatch.dev/policy": policy, **(annotations or {})}},
             "spec": {
                 "replicas": replicas,
                 "progressDeadlineSeconds": progress_deadline,
