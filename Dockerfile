@@ -71,17 +71,13 @@ LABEL org.opencontainers.image.title="imagepatch" \
       dev.imagepatch.sbom="/usr/share/doc/imagepatch/sbom.cdx.json"
 # git and openssh-client: Git write-back (rollout.mode GitWriteBack) runs the git
 # binary, over HTTPS or SSH (docs/gitops.md). The Debian base
-# (release/debian-base.sh) has them already; python:3.11-slim gets them from
-# Debian's mirror, without recommends, and no apt lists are left behind.
+# (release/debian-base.sh) has them; nothing is installed in this final stage (the
+# packaging test keeps it build-free), so on python:3.11-slim write-back reports
+# GitUnavailable: build with BASE=debian to use it.
 # A non-root user (uid/gid 65532, as the chart and deploy/ expect), and no
 # packaging tools left in the base's Python (python:3.11-slim has them; a
 # Debian base has none).
-RUN if ! command -v git >/dev/null || ! command -v ssh >/dev/null; then \
-      apt-get update -qq \
-      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-           git openssh-client >/dev/null \
-      && rm -rf /var/lib/apt/lists/*; fi \
- && groupadd --system --gid 65532 imagepatch \
+RUN groupadd --system --gid 65532 imagepatch \
  && useradd --system --uid 65532 --gid 65532 --home-dir /tmp --no-create-home \
       --shell /usr/sbin/nologin imagepatch \
  && if python3 -m pip --version >/dev/null 2>&1; then \
