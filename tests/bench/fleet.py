@@ -240,6 +240,16 @@ def registry_counts(proxy: FaultProxy) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
+def manifest_heads_by_repository(proxy: FaultProxy) -> dict[str, int]:
+    """Manifest HEADs that reached the registry, by repository (``/v2/<repo>/manifests/<ref>``)."""
+    out: Counter[str] = Counter()
+    for r in list(proxy.requests):
+        path = r.path.split("?", 1)[0]
+        if r.method == "HEAD" and "/manifests/" in path:
+            out[path.removeprefix("/v2/").split("/manifests/", 1)[0]] += 1
+    return dict(sorted(out.items()))
+
+
 def aws_counts(proxy: FaultProxy) -> dict[str, int]:
     """AWS API calls, by service operation (from ``X-Amz-Target``, else the query's Action)."""
     out: Counter[str] = Counter()
@@ -454,6 +464,7 @@ def run_fleet(kube, audit_log: Path | None, registry, moto_server, workdir: Path
         steady = meter.stop(began)
         out["cycle"] = {"seconds": cycle["seconds"], "workloads": cycle["workloads"],
                         "registry": registry_counts(reg_proxy), "aws": aws_counts(aws_proxy),
+                        "heads_by_repository": manifest_heads_by_repository(reg_proxy),
                         "api_operator": steady.api_operator}
         say(f"[bench {spec.workloads}] steady cycle: {cycle['seconds']:.2f}s, "
             f"registry {out['cycle']['registry']}, aws {out['cycle']['aws']}")
