@@ -139,3 +139,51 @@ def test_a_rollout_does_not_start_on_a_held_target(given: Scenario) -> None:
     assert (entry["phase"], entry["reason"]) == ("Skipped", "Held"), entry
     assert "demo day" in entry["message"]
     assert given.image_of(ns, "web") == f"{app}:1"
+
+
+def test_an_unreadable_hold_gets_one_warning_event_per_value(given: Scenario) -> None:
+    # Given a Deployment of a policy, whose owner writes a hold by hand, wrongly
+    policy = unique("pol")
+    given.policy(policy, approval="Manual")
+    ns = given.namespace()
+    given.workload("Deployment", ns, "web", image=f"registry.local/{unique('bad')}/app:1",
+                   policy=policy, replicas=1)
+    annotate_hold(given, ns, "web", "freeze until friday")
+
+    # Then the workload gets a Warning Event saying what is wrong and how to fix it
+    [first] = wait_hold_events(given, ns, "web", 1)
+    assert first["type"] == "Warning"
+    assert first["involvedObject"]["kind"] == "Deployment"
+    assert first["message"].startswith(
+        "imagepatch.dev/hold 'freeze until friday' is ignored: not JSON")
+    assert "kubectl imagepatch hold KIND/NAME --until 3d" in first["message"]
+    print(f"\n[event] {first['reason']}: {first['message']}")
+
+    # When later passes read the same value, and then the owner writes another bad one
+    retrigger(given, policy)
+    retrigger(given, policy)
+    annotate_hold(given, ns, "web", '{"until": "next week"}')
+
+    # Then there is one Event per value, and the long echo is cut short
+    messages = [e["message"] for e in wait_hold_events(given, ns, "web", 2)]
+    assert first["message"] in messages
+    assert any("'{\"until\": \"next week\"}' is ignored: until: want an RFC 3339 time" in m
+               for m in messages), messages
+    annotate_hold(given, ns, "web", "x" * 1000)
+    [third] = [e["message"] for e in wait_hold_events(given, ns, "web", 3)
+               if e["message"] not in messages]
+    assert "x" * 77 + "...' is ignored: not JSON" in third and "x" * 78 not in third
+    assert len(third) < 512
+
+
+def annotate_hold(given: Scenario, ns: str, name: str, value: str) -> None:
+    given.kube.kubectl("annotate", "deployment", name, "-n", ns, "--overwrite",
+                       f"imagepatch.dev/hold={value}")
+
+
+def wait_hold_events(given: Scenario, ns: str, name: str, count: int) -> list[dict]:
+    def probe() -> list[dict] | None:
+        found = [e for e in given.events(ns, name) if e.get("reason") == "HoldIgnored"]
+        assert len(found) <= count, [e["message"] for e in found]
+        return found if len(found) == count else None
+    return wait_for(probe, timeout=60, interval=0.5, what=f"{count} HoldIgnored event(s)")

@@ -121,6 +121,32 @@ def test_reason_and_by_are_bounded_single_line_text():
     assert current.hold.reason.endswith("...")
 
 
+def test_an_unreadable_hold_is_reported_saying_what_is_wrong_and_how_to_fix_it():
+    raw = "freeze\nplease " + "x" * 300
+    found = hold.ignored({"metadata": {"annotations": {HOLD_ANNOTATION: raw}}}, NOW)
+    assert found is not None
+    reason, message, fingerprint = found
+    assert reason == reasons.HOLD_IGNORED == "HoldIgnored"
+    # The tenant's value is echoed, single-line and cut short; the problem and the fix follow.
+    assert message.startswith(f"{HOLD_ANNOTATION} 'freeze please xxx")
+    assert f"{'x' * 60}...' is ignored: not JSON" in message
+    assert "x" * 80 not in message and "\n" not in message
+    assert "imagepatch patches this workload as usual" in message
+    assert "`kubectl imagepatch hold KIND/NAME --until 3d" in message
+    assert "`kubectl imagepatch release KIND/NAME`" in message
+    assert len(message) < 512
+    assert fingerprint == hold.fingerprint(raw) != hold.fingerprint(raw + "y")
+    assert len(fingerprint) == 16
+    # A value that is not text (a body decoded by hand) is named, never trusted.
+    found = hold.ignored({"metadata": {"annotations": {HOLD_ANNOTATION: 7}}}, NOW)
+    assert found is not None and "'7' is ignored: not text" in found[1]
+    # Too long ago or too far: ignored too; an active, expired or absent hold is no warning.
+    too_far = hold.ignored({"metadata": {"annotations": held("2027-02-01T00:00:00Z")}}, NOW)
+    assert too_far is not None and "more than 30 days away" in too_far[1]
+    for given in (held(), held("2026-12-05T11:00:00Z"), {}):
+        assert hold.ignored({"metadata": {"annotations": given}}, NOW) is None
+
+
 def test_blocked_names_the_hold_and_how_to_end_it():
     reason, message = hold.blocked({"metadata": {"annotations": held(reason="freeze",
                                                                       by="dana")}}, NOW) or ("", "")
@@ -219,6 +245,74 @@ def test_an_ended_or_unreadable_hold_does_not_stop_the_patch(annotations):
     kube = detect(workload("Deployment", "web", **annotations))
     assert targets(kube) == ["web"]
     assert kube.state_of("Deployment", "web")["state"] != "Held"
+
+
+class ClosingKube(KindKube):
+    """KindKube, plus the close request a pass makes when a hold starts to count."""
+
+    async def annotate_imagepatch(self, name: str, annotations: Any) -> None:
+        meta = self.patches[name]["metadata"]
+        meta["annotations"] = {**(meta.get("annotations") or {}), **annotations}
+
+
+def test_an_unreadable_hold_gets_one_warning_event_per_distinct_value():
+    from imagepatch.model.names import REQUESTED_AT_ANNOTATION
+
+    kube = ClosingKube([{"metadata": {"name": "a", "generation": 1, "annotations": {}},
+                      "spec": {"namespaceSelector": {}}}])
+    detector = Detector(kube=kube, registry=outdated_registry(), clock=lambda: NOW)
+    passes = 0
+
+    def run(web: dict) -> list[str]:
+        nonlocal passes
+        passes += 1  # a human's "check now": every pass evaluates web again
+        kube.policies[0]["metadata"]["annotations"][REQUESTED_AT_ANNOTATION] = str(passes)
+        detector.observe("MODIFIED", web, kind="Deployment")
+        asyncio.run(detector.evaluate_all())
+        return [e["message"] for e in kube.events if e["reason"] == reasons.HOLD_IGNORED]
+
+    # A malformed hold: one Warning Event, and the workload is patched as usual
+    warned = run(workload("Deployment", "web", **{HOLD_ANNOTATION: "freeze please"}))
+    assert len(warned) == 1 and "'freeze please' is ignored: not JSON" in warned[0]
+    assert [e["type"] for e in kube.events if e["reason"] == reasons.HOLD_IGNORED] == ["Warning"]
+    assert targets(kube) == ["web"]
+    # The same value again, in later passes: nothing more
+    assert len(run(workload("Deployment", "web", **{HOLD_ANNOTATION: "freeze please"}))) == 1
+    remembered = detector.memory.get("Deployment", "ns", "web", "uid-Deployment-web")
+    assert remembered.hold_warned == hold.fingerprint("freeze please")
+    # Another bad value: one more
+    warned = run(workload("Deployment", "web", **held("2027-03-01T00:00:00Z")))
+    assert len(warned) == 2 and "more than 30 days away" in warned[1]
+    # Fixed, then the first bad value written again: reported again
+    assert len(run(workload("Deployment", "web", **held()))) == 2
+    assert detector.memory.get("Deployment", "ns", "web", "uid-Deployment-web").hold_warned == ""
+    assert len(run(workload("Deployment", "web", **{HOLD_ANNOTATION: "freeze please"}))) == 3
+
+
+def test_a_hold_warning_the_api_server_refused_is_posted_next_pass():
+    from imagepatch.adapters.errors import TransientError
+    from imagepatch.model.names import REQUESTED_AT_ANNOTATION
+
+    class Refusing(KindKube):
+        refuse = True
+
+        async def emit_event(self, **kw: Any) -> None:
+            if self.refuse and kw["reason"] == reasons.HOLD_IGNORED:
+                raise TransientError("events are down", reason="ServerError")
+            await super().emit_event(**kw)
+
+    kube = Refusing([{"metadata": {"name": "a", "generation": 1, "annotations": {}},
+                      "spec": {"namespaceSelector": {}}}])
+    detector = Detector(kube=kube, registry=outdated_registry(), clock=lambda: NOW)
+    web = workload("Deployment", "web", **{HOLD_ANNOTATION: "freeze"})
+    detector.observe("ADDED", web, kind="Deployment")
+    asyncio.run(detector.evaluate_all())
+    assert not [e for e in kube.events if e["reason"] == reasons.HOLD_IGNORED]
+    assert detector.memory.get("Deployment", "ns", "web", "uid-Deployment-web").hold_warned == ""
+    kube.refuse = False
+    kube.policies[0]["metadata"]["annotations"][REQUESTED_AT_ANNOTATION] = "now"
+    asyncio.run(detector.evaluate_all())
+    assert len([e for e in kube.events if e["reason"] == reasons.HOLD_IGNORED]) == 1
 
 
 def test_setting_or_releasing_a_hold_makes_the_workload_due_again():

@@ -46,6 +46,10 @@ def test_a_record_survives_encoding() -> None:
     assert m.decode(m.encode(r)) == r
     small = record(state="Compliant", since=T0)
     assert m.decode(m.encode(small)) == small
+    warned = m.with_hold_warned(small, "0123456789abcdef")
+    assert m.decode(m.encode(warned)) == warned and not record(hold_warned="x").empty
+    assert m.with_hold_warned(warned, "0123456789abcdef") is warned
+    assert m.with_hold_warned(warned, "").hold_warned == ""
 
 
 @pytest.mark.parametrize("raw", [

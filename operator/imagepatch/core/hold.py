@@ -27,6 +27,9 @@ The annotation is the workload owner's *request*, never authority:
 * a hold that cannot be read (not JSON, no ``until``, ``at`` in the future,
   too long…) is ignored, and :func:`status` says why (``kubectl imagepatch
   why`` prints it): imagepatch then patches the workload as usual.
+  Detection also posts a ``HoldIgnored`` Warning Event on the workload
+  (:func:`ignored`), once per distinct annotation value: the operator's
+  memory keeps the value's fingerprint (``model/memory.py``, ``holdWarned``).
 
 Pure: the callers pass the workload body (or its annotations) and now.
 """
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -55,6 +59,8 @@ __all__ = [
     "Standing",
     "annotation",
     "blocked",
+    "fingerprint",
+    "ignored",
     "parse_duration",
     "parse_until",
     "read",
@@ -72,6 +78,9 @@ CLOCK_SKEW = dt.timedelta(minutes=5)
 # Longest annotation value read, and longest reason/by copied into a message.
 MAX_LENGTH = 1024
 MAX_TEXT = 200
+# How much of an unreadable annotation value a HoldIgnored Event echoes: it is
+# a tenant's text, so the Event stays small whatever they wrote.
+MAX_ECHO = 80
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(?:\d+[smhdw])+")
@@ -192,6 +201,35 @@ def _annotations(workload: Mapping[str, Any]) -> Mapping[str, Any]:
     meta = workload.get("metadata")
     annotations = meta.get("annotations") if isinstance(meta, Mapping) else None
     return annotations if isinstance(annotations, Mapping) else {}
+
+
+def fingerprint(raw: object) -> str:
+    """A short, stable name for an annotation value (what the operator remembers of it)."""
+    text = raw if isinstance(raw, str) else repr(raw)
+    return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:16]
+
+
+def ignored(workload: Mapping[str, Any], now: dt.datetime) -> tuple[str, str, str] | None:
+    """(HoldIgnored, message, fingerprint) when ``workload``'s hold cannot be honoured, else None.
+
+    The message says what is wrong and how to fix it, and echoes at most
+    :data:`MAX_ECHO` characters of the value (control characters blanked).
+    The caller posts it once per fingerprint.
+    """
+    annotations = _annotations(workload)
+    current = status(annotations, now)
+    if current.standing is not Standing.IGNORED:
+        return None
+    raw = annotations.get(HOLD_ANNOTATION)
+    shown = _CONTROL.sub(" ", raw if isinstance(raw, str) else repr(raw))
+    if len(shown) > MAX_ECHO:
+        shown = shown[: MAX_ECHO - 3] + "..."
+    return reasons.HOLD_IGNORED, (
+        f"{HOLD_ANNOTATION} {shown!r} is ignored: {current.problem}. imagepatch patches this "
+        "workload as usual; to hold it, write the annotation with `kubectl imagepatch hold "
+        "KIND/NAME --until 3d --reason ...` (at most 30 days), or remove it with "
+        "`kubectl imagepatch release KIND/NAME`"
+    ), fingerprint(raw)
 
 
 def blocked(workload: Mapping[str, Any], now: dt.datetime) -> tuple[str, str] | None:

@@ -140,6 +140,9 @@ REBUILD_NOT_ALLOWED = "RebuildNotAllowed"
 # A workload whose owner put a hold on it (imagepatch.dev/hold, core/hold.py):
 # no patch is proposed for it, and a rollout skips it, until the hold ends.
 HELD = "Held"
+# A Warning Event: a workload's imagepatch.dev/hold cannot be read (or asks for
+# too much) and is ignored; posted once per distinct annotation value.
+HOLD_IGNORED = "HoldIgnored"
 # A workload needs a patch but the policy does not patch it (spec.rollout.mode,
 # core/gitops.py): GitOpsManaged when a GitOps tool delivers it (the message
 # names the Kustomization, HelmRelease or Application), RolloutSkipped when the

@@ -30,6 +30,9 @@ it lives under, and the bounded updates::
 * ``seen``: base digest -> when this workload's evaluation first saw it, for
   ``spec.baseImages.approveAfter`` when the registry gives no creation time
   (``core/approval.py``); the newest :data:`SEEN_LIMIT` are kept.
+* ``holdWarned``: a fingerprint of the ``imagepatch.dev/hold`` value a
+  ``HoldIgnored`` Warning Event was posted for (``core/hold.py``), so an
+  unreadable hold is reported once per distinct value, not on every pass.
 
 Sharding: records are spread by a hash of (kind, namespace, name) over
 :data:`SHARDS` ConfigMaps, so no object nears etcd's 1.5 MiB limit at 10,000
@@ -90,6 +93,7 @@ class WorkloadMemory:
     bases: Mapping[str, BaseMemory] = field(default_factory=dict)
     failed: tuple[Mapping[str, str], ...] = ()
     seen: Mapping[str, dt.datetime] = field(default_factory=dict)
+    hold_warned: str = ""
 
     @property
     def identity(self) -> tuple[str, str, str]:
@@ -97,7 +101,7 @@ class WorkloadMemory:
 
     @property
     def empty(self) -> bool:
-        return not (self.state or self.bases or self.failed or self.seen)
+        return not (self.state or self.bases or self.failed or self.seen or self.hold_warned)
 
 
 def shard_of(kind: str, namespace: str, name: str, *, shards: int = SHARDS) -> str:
@@ -166,6 +170,13 @@ def with_state(
     return replace(memory, state=state, since=now)
 
 
+def with_hold_warned(memory: WorkloadMemory, fingerprint: str) -> WorkloadMemory:
+    """The hold value last reported as ignored (``""``: none is, or it was read again)."""
+    if memory.hold_warned == fingerprint:
+        return memory
+    return replace(memory, hold_warned=fingerprint)
+
+
 def failed_mirror(memory: WorkloadMemory) -> str:
     """The ``imagepatch.dev/failed-digests`` annotation people read (never read back)."""
     return json.dumps([dict(e) for e in memory.failed], sort_keys=True, separators=(",", ":"))
@@ -192,6 +203,8 @@ def encode(memory: WorkloadMemory) -> str:
         body["failed"] = [dict(e) for e in memory.failed]
     if memory.seen:
         body["seen"] = {d: format_time(t) for d, t in sorted(memory.seen.items())}
+    if memory.hold_warned:
+        body["holdWarned"] = memory.hold_warned
     return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
 
@@ -241,6 +254,7 @@ def decode(raw: object) -> WorkloadMemory | None:
             for d, t in (seen.items() if isinstance(seen, dict) else ())
             if isinstance(d, str) and (when := parse_time(t)) is not None
         },
+        hold_warned=_text(body.get("holdWarned")),
     )
 
 

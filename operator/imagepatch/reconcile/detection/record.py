@@ -2,7 +2,10 @@
 
 The operator's memory (``adapters.memory``) says what changed; the
 ``imagepatch.dev/state`` annotation is only its mirror for people, written
-when it differs. An Event is posted when the state changed.
+when it differs. An Event is posted when the state changed, and a
+``HoldIgnored`` Warning Event when the workload's ``imagepatch.dev/hold``
+cannot be honoured, once per distinct annotation value (its fingerprint is
+remembered in the operator's memory, so neither a pass nor a restart repeats it).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from imagepatch.adapters.errors import AdapterError
 from imagepatch.adapters.kube import Kube
 from imagepatch.adapters.memory import OperatorMemory
 from imagepatch.adapters.notify import Notifier
-from imagepatch.core import kinds, reasons
+from imagepatch.core import hold, kinds, reasons
 from imagepatch.core.compliance import State
 from imagepatch.core.detection.workload import clip, kind_of, mirror
 from imagepatch.model import memory as memory_model
@@ -40,6 +43,8 @@ WARNING_STATES = {
     POLICY_NOT_FOUND,
     reasons.REBUILD_NOT_ALLOWED,
 }
+# States in which a workload's hold is never read: nothing would patch it anyway.
+HOLD_UNREAD = {NOT_ADMITTED, POLICY_NOT_FOUND}
 
 
 class StateRecorder:
@@ -92,9 +97,29 @@ class StateRecorder:
                 self.notifier, policy=policy, kind=kind_of(workload), workload=workload,
                 state=state, message=message, containers=containers, now=self.clock(),
             )  # fmt: skip
+        if state not in HOLD_UNREAD:
+            kept = await self._hold_ignored(workload, kept)
         self.memory.stage(kept)  # written at the end of the pass
 
-    async def event(self, workload: Mapping[str, Any], state: str, message: str) -> None:
+    async def _hold_ignored(
+        self, workload: Mapping[str, Any], kept: WorkloadMemory
+    ) -> WorkloadMemory:
+        """Warn once per distinct unreadable hold; the memory that records it."""
+        found = hold.ignored(workload, self.clock())
+        if found is None:
+            # Readable or gone: the same bad value written again is reported again.
+            return memory_model.with_hold_warned(kept, "")
+        reason, message, fingerprint = found
+        if kept.hold_warned == fingerprint:
+            return kept
+        if not await self.event(workload, reason, message, warning=True):
+            return kept  # not posted: tried again next pass
+        return memory_model.with_hold_warned(kept, fingerprint)
+
+    async def event(
+        self, workload: Mapping[str, Any], state: str, message: str, *, warning: bool = False
+    ) -> bool:
+        """Post an Event (reason ``state``); False when the API server refused it (logged)."""
         meta = workload["metadata"]
         try:
             await self.kube.emit_event(
@@ -105,9 +130,11 @@ class StateRecorder:
                     "name": meta["name"],
                     "uid": meta.get("uid", ""),
                 },
-                type="Warning" if state in WARNING_STATES else "Normal",
+                type="Warning" if warning or state in WARNING_STATES else "Normal",
                 reason=state,
                 message=clip(message, 1024),
             )
         except AdapterError as exc:
             log.warning("could not post event %s: %s", state, exc)
+            return False
+        return True
