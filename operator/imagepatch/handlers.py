@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import kopf
 
 from imagepatch import reconcile
@@ -135,7 +136,7 @@ class Heartbeat:
 
 
 @kopf.on.login()
-async def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+async def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo | kopf.AiohttpSession:
     """kopf's endpoint and credentials, from the operator's own client (``adapters.kubeapi``):
     kopf's default login would import the ``kubernetes`` package, tens of MiB (issue 21).
 
@@ -147,7 +148,29 @@ async def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
     if getattr(memo, "logged_in", False):
         await asyncio.to_thread(api.credentials.refresh)
     memo.logged_in = True
-    return kopf.ConnectionInfo(**await asyncio.to_thread(api.connection))
+    info = await asyncio.to_thread(api.connection)
+    if api.config.tls_server_name:
+        return named_session(api, info)
+    return kopf.ConnectionInfo(**info)
+
+
+def named_session(api: kubeapi.Client, info: dict[str, Any]) -> kopf.AiohttpSession:
+    """kopf's session for a cluster with a kubeconfig ``tls-server-name``.
+
+    ``kopf.ConnectionInfo`` has no field for it, so the session is made here,
+    with the client's own TLS context (``kubeapi.ServerNameContext``: SNI and
+    the certificate checked against that name) and the same proxy and credential.
+    """
+    cred = api.credentials.current()
+    headers = {"Authorization": f"Bearer {cred.token}"} if cred.token else {}
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(
+            limit=0, ssl=kubeapi.ssl_context(api.config, cred.cert_data, cred.key_data)),
+        headers=headers, proxy=api.config.proxy_url,
+    )
+    return kopf.AiohttpSession(server=info["server"], expiration=info.get("expiration"),
+                               default_namespace=info.get("default_namespace"),
+                               aiohttp_session=session)
 
 
 @kopf.on.startup()

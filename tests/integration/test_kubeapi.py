@@ -12,6 +12,12 @@ API server says we are (a SelfSubjectReview):
 * an ``exec`` credential plugin (v1 and v1beta1, a command relative to the
   kubeconfig), whose credential is kept until its ``expirationTimestamp``.
 
+A cluster's ``tls-server-name`` and ``proxy-url``: the API server is reached
+by 127.0.0.1 with ``tls-server-name`` one of its serving certificate's DNS
+names (and a wrong name fails the certificate check), and through a real
+CONNECT proxy (``tests/support/connectproxy.py``) by a host name only the
+proxy resolves; kopf's session (``handlers.named_session``) likewise.
+
 Errors, as ``adapters.kube.classify`` maps them: 404 (NotFoundError), 409
 (ConflictError), 403, 422 for a failed JSON-patch test. (410 Gone for an
 expired continue token is not reachable here: Kubernetes 1.34 serves
@@ -30,6 +36,7 @@ import stat
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 
 from imagepatch.adapters import kubeapi
@@ -41,6 +48,7 @@ from imagepatch.adapters.errors import (
 from imagepatch.adapters.kube import classify
 from imagepatch.adapters.kubeapi import CORE, JSON_PATCH, path
 from tests.cluster.harness import kubeconfig_yaml
+from tests.support.connectproxy import ConnectProxy
 from tests.support.operator import FORBIDDEN
 
 pytestmark = pytest.mark.cluster
@@ -274,3 +282,79 @@ def test_not_found_conflict_and_a_failed_patch_test(kube, configmaps) -> None:
              for cm in page["items"]]
     assert names == ["cm-0", "cm-1", "kube-root-ca.crt"] or names[:2] == ["cm-0", "cm-1"]
     assert client.get(cms, fieldSelector="metadata.name=cm-1")["items"][0]["data"] == {"i": "1"}
+
+
+# -- tls-server-name and proxy-url (cluster entry) ---------------------------------------------
+
+
+def admin_variant(kube, tmp_path: Path, **cluster: str) -> kubeapi.ClusterConfig:
+    """The admin kubeconfig with its cluster entry changed (``server``, ``tls-server-name``...)."""
+    import yaml
+
+    doc = yaml.safe_load(Path(kube.kubeconfig).read_text())
+    doc["clusters"][0]["cluster"].update(cluster)
+    (tmp_path / "variant").write_text(yaml.safe_dump(doc))
+    return kubeapi.load(tmp_path / "variant")
+
+
+def test_tls_server_name_is_the_name_the_certificate_is_checked_against(kube, tmp_path) -> None:
+    # 127.0.0.1 is among the serving certificate's names; kubernetes.default.svc too
+    config = admin_variant(kube, tmp_path, **{"tls-server-name": "kubernetes.default.svc"})
+    assert config.tls_server_name == "kubernetes.default.svc"
+    assert kubeapi.Client(config).get("/version")["major"]
+    # A name the certificate does not carry fails, although 127.0.0.1 would have passed
+    wrong = admin_variant(kube, tmp_path, **{"tls-server-name": "wrong.example"})
+    with pytest.raises(httpx.ConnectError, match="Hostname mismatch|doesn't match|CERTIFICATE"):
+        kubeapi.Client(wrong).get("/version")
+
+
+def test_proxy_url_tunnels_every_request_through_the_proxy(kube, tmp_path) -> None:
+    port = int(kubeapi.load(kube.kubeconfig).server.rsplit(":", 1)[1])
+    proxy = ConnectProxy.start(resolve={"apiserver.corp.test": "127.0.0.1"})
+    try:
+        # A host name only the proxy resolves, not on the certificate: tls-server-name says
+        # which of its names to expect.
+        config = admin_variant(kube, tmp_path, server=f"https://apiserver.corp.test:{port}",
+                               **{"proxy-url": proxy.url, "tls-server-name": "kubernetes"})
+        assert config.proxy_url == proxy.url
+        client = kubeapi.Client(config)
+        assert not whoami(client).startswith("system:serviceaccount:")
+        assert client.get(path(CORE, "v1", "namespaces", name="default"))["kind"] == "Namespace"
+        assert ("apiserver.corp.test", port) in proxy.tunnels
+        assert {host for host, _ in proxy.tunnels} == {"apiserver.corp.test"}
+        assert client.connection()["proxy_url"] == proxy.url  # kopf's too
+        # Without tls-server-name the URL's host is checked, and the certificate lacks it
+        hostless = admin_variant(kube, tmp_path, server=f"https://apiserver.corp.test:{port}",
+                                 **{"proxy-url": proxy.url})
+        with pytest.raises(httpx.ConnectError):
+            kubeapi.Client(hostless).get("/version")
+    finally:
+        proxy.stop()
+
+
+def test_kopfs_session_honours_tls_server_name_and_proxy_url(kube, tmp_path) -> None:
+    import asyncio
+
+    from imagepatch.handlers import named_session
+
+    port = int(kubeapi.load(kube.kubeconfig).server.rsplit(":", 1)[1])
+    proxy = ConnectProxy.start(resolve={"apiserver.corp.test": "127.0.0.1"})
+
+    async def version(config: kubeapi.ClusterConfig) -> str:
+        api = kubeapi.Client(config)
+        context = named_session(api, api.connection())
+        async with context.aiohttp_session as session:
+            async with session.get(f"{context.server}/version") as response:
+                response.raise_for_status()
+                return str((await response.json())["gitVersion"])
+
+    try:
+        good = admin_variant(kube, tmp_path, server=f"https://apiserver.corp.test:{port}",
+                             **{"proxy-url": proxy.url, "tls-server-name": "kubernetes"})
+        assert asyncio.run(version(good)).startswith("v1.")
+        assert proxy.tunnels == [("apiserver.corp.test", port)]
+        wrong = admin_variant(kube, tmp_path, **{"tls-server-name": "wrong.example"})
+        with pytest.raises(Exception, match="(?i)certificate|hostname"):
+            asyncio.run(version(wrong))
+    finally:
+        proxy.stop()

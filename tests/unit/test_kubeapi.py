@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import datetime as dt
 import json
 import os
+import socket
+import ssl
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import kopf
@@ -322,3 +326,63 @@ def test_login_gives_kopf_the_operators_client(tmp_path: Path, monkeypatch) -> N
         tmp_path, clusters=[{"name": "c", "cluster": {"server": "https://e"}}],
         contexts=[{"name": "x", "context": {"cluster": "c"}}], **{"current-context": "x"})))
     assert asyncio.run(handlers.login(memo=kopf.Memo())).server == "https://e"
+
+
+def cluster_doc(tmp_path: Path, **cluster: str) -> Path:
+    return kubeconfig(tmp_path, clusters=[{"name": "c", "cluster": {"server": "https://h",
+                                                                     **cluster}}],
+                      contexts=[{"name": "x", "context": {"cluster": "c"}}],
+                      **{"current-context": "x"})
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("socks5://proxy:1080", "socks5:// is not supported .* use an http:// or https:// proxy"),
+    ("socks5h://proxy:1080", "socks5h:// is not supported"),
+    ("ftp://proxy", "must be an http:// or https:// URL \\(got scheme 'ftp'\\)"),
+    ("proxy:3128", "got scheme 'none'"),
+])
+def test_a_proxy_url_httpx_cannot_use_is_refused_saying_why(tmp_path: Path, url: str,
+                                                            message: str) -> None:
+    with pytest.raises(kubeapi.ConfigError, match=message):
+        kubeapi.load(cluster_doc(tmp_path, **{"proxy-url": url}))
+
+
+def test_tls_server_name_and_proxy_url_are_read_and_given_to_kopf(tmp_path: Path) -> None:
+    config = kubeapi.load(cluster_doc(tmp_path, **{"proxy-url": "https://u:p@proxy:3128",
+                                                   "tls-server-name": "api.internal"}))
+    assert (config.tls_server_name, config.proxy_url) == ("api.internal",
+                                                          "https://u:p@proxy:3128")
+    api = kubeapi.Client(dataclasses.replace(config, token="t"))
+    assert api.connection()["proxy_url"] == "https://u:p@proxy:3128"
+    # kopf has no field for tls-server-name: login gives it a session of ours
+    context = asyncio.run(_login(api))
+    assert isinstance(context, kopf.AiohttpSession) and context.server == "https://h"
+    plain = kubeapi.load(cluster_doc(tmp_path))
+    assert (plain.tls_server_name, plain.proxy_url) == (None, None)
+    assert "proxy_url" not in kubeapi.Client(plain).connection()
+
+
+async def _login(api: kubeapi.Client) -> Any:
+    context = await handlers.login(memo=kopf.Memo(kube=SimpleNamespace(api=api)))
+    await context.aiohttp_session.close()
+    assert context.aiohttp_session._default_headers["Authorization"] == "Bearer t"
+    return context
+
+
+def test_the_server_name_context_names_the_server_in_every_handshake() -> None:
+    config = ClusterConfig(server="https://127.0.0.1:6443", tls_server_name="api.internal")
+    context = kubeapi.ssl_context(config)
+    assert isinstance(context, kubeapi.ServerNameContext)
+    assert context.check_hostname and context.verify_mode == ssl.CERT_REQUIRED
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    # asyncio passes the host by keyword, older callers by position: both are replaced
+    assert context.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1") \
+        .server_hostname == "api.internal"
+    assert context.wrap_bio(incoming, outgoing, False, "127.0.0.1").server_hostname \
+        == "api.internal"
+    with socket.socket() as sock:
+        assert context.wrap_socket(sock, server_hostname="127.0.0.1", do_handshake_on_connect=False
+                                   ).server_hostname == "api.internal"
+    # Without a CA in the kubeconfig, the system's trust store
+    assert kubeapi.ssl_context(ClusterConfig(server="https://h", tls_server_name="n",
+                                             insecure=True)).verify_mode == ssl.CERT_NONE

@@ -21,6 +21,12 @@ Credentials come from the same places kubectl takes them (``load``):
   (``client.authentication.k8s.io/v1`` and ``v1beta1`` ExecCredential, e.g.
   ``aws eks get-token``). A plugin's credential is kept until its
   ``expirationTimestamp`` (or a 401) and then asked for again.
+  A cluster's ``tls-server-name`` is, as for kubectl, the name sent as SNI and
+  checked against the server's certificate in place of the server URL's host;
+  its ``proxy-url`` (``http://`` or ``https://``) is the proxy every request
+  goes through (a CONNECT tunnel), whatever ``HTTPS_PROXY`` says. A
+  ``socks5://`` proxy-url is refused with a ConfigError: httpx needs the
+  ``socksio`` package for it, which imagepatch does not ship.
 
 A failed request raises ``ApiError`` (the status, the API's Status message,
 ``Retry-After``); connection failures and timeouts are httpx's
@@ -115,6 +121,29 @@ class ClusterConfig:
     token_file: str | None = None
     exec: ExecConfig | None = None
     namespace: str | None = None
+    tls_server_name: str | None = None  # SNI and the name the certificate must carry
+    proxy_url: str | None = None  # http(s)://host:port (credentials in it allowed)
+
+
+# kubeconfig proxy-url schemes: kubectl takes http, https and socks5; httpx
+# speaks socks5 only with the socksio package, which is not a dependency.
+PROXY_SCHEMES = ("http", "https")
+
+
+def _proxy_url(value: object, context: str) -> str | None:
+    if not value:
+        return None
+    text = str(value)
+    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if scheme in ("socks5", "socks5h"):
+        raise ConfigError(
+            f"context {context!r}: proxy-url {scheme}:// is not supported by imagepatch's "
+            "Kubernetes client (it needs the socksio package); use an http:// or https:// "
+            "proxy, or run the operator where the API server is reachable")
+    if scheme not in PROXY_SCHEMES:
+        raise ConfigError(f"context {context!r}: proxy-url must be an http:// or https:// URL "
+                          f"(got scheme {scheme or 'none'!r})")
+    return text
 
 
 def load(kubeconfig: str | os.PathLike[str] | None = None, context: str | None = None
@@ -210,6 +239,8 @@ def from_kubeconfig(paths: list[Path], context: str | None = None) -> ClusterCon
         token_file=path_of(user.get("tokenFile"), ubase),
         exec=plugin,
         namespace=ctx.get("namespace") or None,
+        tls_server_name=str(cluster.get("tls-server-name") or "") or None,
+        proxy_url=_proxy_url(cluster.get("proxy-url"), name),
     )
 
 
@@ -384,12 +415,45 @@ def _remove_temp_files() -> None:
             pass
 
 
+class ServerNameContext(ssl.SSLContext):
+    """An ``SSLContext`` that sends ``tls_server_name`` as SNI and checks the certificate
+    against it, whatever host the connection was made to (kubeconfig ``tls-server-name``).
+
+    Every TLS connection of httpx (``wrap_socket``, and ``wrap_bio`` through a proxy) and of
+    asyncio (``wrap_bio``: kopf's aiohttp session) passes through one of these two.
+    """
+
+    tls_server_name: str = ""
+
+    def wrap_socket(self, sock: Any, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        kwargs["server_hostname"] = self.tls_server_name or kwargs.get("server_hostname")
+        return super().wrap_socket(sock, *args, **kwargs)
+
+    def wrap_bio(self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO, *args: Any,
+                 **kwargs: Any) -> ssl.SSLObject:
+        if len(args) > 1:  # (server_side, server_hostname, session) given by position
+            args = (args[0], self.tls_server_name or args[1], *args[2:])
+        else:
+            kwargs["server_hostname"] = self.tls_server_name or kwargs.get("server_hostname")
+        return super().wrap_bio(incoming, outgoing, *args, **kwargs)
+
+
 def ssl_context(config: ClusterConfig, cert_data: bytes | None = None,
                 key_data: bytes | None = None) -> ssl.SSLContext:
     """Verification against the cluster's CA (or none, if the kubeconfig says so), and the
-    client certificate, if there is one."""
-    context = ssl.create_default_context(
-        cafile=config.ca_file, cadata=config.ca_data.decode() if config.ca_data else None)
+    client certificate, if there is one; with ``tls-server-name``, against that name."""
+    cadata = config.ca_data.decode() if config.ca_data else None
+    if config.tls_server_name:
+        # What ssl.create_default_context makes (Python 3.11), in the subclass.
+        named = ServerNameContext(ssl.PROTOCOL_TLS_CLIENT)
+        named.tls_server_name = config.tls_server_name
+        if config.ca_file or cadata:
+            named.load_verify_locations(cafile=config.ca_file, cadata=cadata)
+        else:
+            named.load_default_certs(ssl.Purpose.SERVER_AUTH)
+        context: ssl.SSLContext = named
+    else:
+        context = ssl.create_default_context(cafile=config.ca_file, cadata=cadata)
     if config.insecure:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -453,6 +517,8 @@ class Client:
             "server": cfg.server, "insecure": cfg.insecure or None,
             "default_namespace": cfg.namespace, "expiration": cred.expires,
         }
+        if cfg.proxy_url:
+            info["proxy_url"] = cfg.proxy_url
         if cfg.ca_file:
             info["ca_path"] = cfg.ca_file
         if cfg.ca_data:
@@ -476,6 +542,8 @@ class Client:
                     base_url=self.config.server,
                     verify=ssl_context(self.config, *wanted) if self._transport is None else True,
                     transport=self._transport,
+                    # The kubeconfig's proxy, or none: kubectl ignores HTTPS_PROXY then too.
+                    proxy=self.config.proxy_url if self._transport is None else None,
                     limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
                     headers={"Accept": "application/json", "User-Agent": "imagepatch"},
                 )
