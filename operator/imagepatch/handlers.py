@@ -23,6 +23,7 @@ from imagepatch.adapters.builders.codebuild import CodeBuildBuilder
 from imagepatch.adapters.builders.external import ExternalBuilder
 from imagepatch.adapters.builders.job import DEFAULT_BUILD_NAMESPACE, JobBuilder
 from imagepatch.adapters.builders.rebase import RebaseBuilder
+from imagepatch.adapters.builders.reservations import TagReservations
 from imagepatch.adapters.errors import AdapterError
 from imagepatch.adapters.events import SqsEventSource
 from imagepatch.adapters.findings import FindingsReader
@@ -43,6 +44,7 @@ from imagepatch.core import kinds_rollout
 from imagepatch.core.breaker import BreakerSettings
 from imagepatch.core.liveness import watch_liveness
 from imagepatch.model import names
+from imagepatch.reconcile import rebuilds
 from imagepatch.reconcile.detection import Detector
 from imagepatch.reconcile.exporters import Destination, FanOut
 from imagepatch.reconcile.loops import PatchLoops
@@ -230,6 +232,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         registry=memo.registry, builders=builders, findings=findings,
         signatures=SignatureVerifier(memo.kube, options.operator_namespace, kms),
         git=GitWriter(memo.kube, options.operator_namespace),
+        tags=TagReservations(lambda: rebuilds.recorded_push_tags(memo.kube)),
     )
     # The operator's memory, in its own namespace (tenants cannot write it): read once here.
     memo.memory = OperatorMemory(memo.kube, options.operator_namespace)

@@ -32,6 +32,7 @@ import yaml
 from tests.support.faultproxy import FaultProxy
 from tests.support.images import ImageRef, make_base_image
 from tests.support.operator import OperatorProcess, install_rbac, service_account_kubeconfig
+from tests.support.registry import RegistryError
 from tests.support.scenario import Scenario, unique
 from tests.support.wait import wait_for
 
@@ -210,3 +211,23 @@ def test_the_rebase_pushes_a_new_tag_and_it_is_rolled_out(given, ecr, registry, 
     assert "sourcePinned" not in done["status"]["rebuild"]  # a rebase builds no source
     # The operator pushed the rebased manifest itself, through "ECR", under the new tag.
     assert ecr.count("PUT", path_contains=f"/v2/{repo}/manifests/{tag}") == 1
+
+
+def test_two_patches_of_one_image_never_get_the_same_push_tag(given, ecr, registry, buildah) -> None:
+    # Given detection's patch for the moved base, and a second ImagePatch of the same
+    # image and tag made by hand (another team's request, from the same evidence)
+    name, ns, repo, running, base_v2 = a_patch_for_a_moved_base(
+        given, registry, buildah, {"strategy": "external"})
+    spec = given.get("imagepatch", name)["spec"]
+    second = unique("twin")
+    given.apply({"apiVersion": "imagepatch.dev/v1alpha1", "kind": "ImagePatch",
+                 "metadata": {"name": second}, "spec": spec})
+
+    # Then each build is told its own tag, though neither has been pushed yet
+    first_tag, second_tag = given.pushed_tag(name), given.pushed_tag(second)
+    print(f"\n[tags] {name}: {first_tag}; {second}: {second_tag}")
+    assert first_tag != second_tag
+    assert {first_tag, second_tag} == {first_tag.rsplit(".", 1)[0] + ".1",
+                                       first_tag.rsplit(".", 1)[0] + ".2"}
+    with pytest.raises(RegistryError, match="HTTP 404"):  # nothing pushed yet
+        registry.head_digest(repo, second_tag)

@@ -9,10 +9,12 @@ planner, intent first.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 from imagepatch.adapters.builders import Builder, BuildRequest, BuildState, BuildStatus
 from imagepatch.adapters.builders.lineage import (
@@ -21,6 +23,7 @@ from imagepatch.adapters.builders.lineage import (
     image_revision,
     is_revision,
 )
+from imagepatch.adapters.builders.reservations import Claim, TagReservations
 from imagepatch.adapters.errors import AdapterError, ConfigurationError, NotFoundError
 from imagepatch.adapters.registry import RegistryClient
 from imagepatch.adapters.signatures import SignatureVerifier
@@ -82,8 +85,13 @@ async def start(
     *,
     registry: RegistryClient | None = None,
     policy: PolicySpec | None = None,
+    reservations: TagReservations | None = None,
+    owner: str = "",
 ) -> rebuild.BuildObservation:
     """Start the build ``request`` names, if its policy still allows it.
+
+    ``reservations``, ``owner`` (the ImagePatch's uid): the push tag is
+    chosen free of every other patch's (``with_push_tag``).
 
     ``spec.rebuild.allowed`` is checked again here, as the build starts
     (``core.rebuild.refusal_at_start``): the policy may have changed since
@@ -109,7 +117,7 @@ async def start(
             message=f"the {request.strategy!r} rebuild strategy is not available in this operator",
         )
     try:
-        request = await with_push_tag(registry, request, policy)
+        request = await with_push_tag(registry, request, policy, reservations, owner)
         unpinned = ""
         if request.strategy != "rebase":  # a rebase builds no source: it moves layers
             request, unpinned = await with_source_revision(registry, request)
@@ -129,6 +137,20 @@ async def start(
         revision=request.revision,
         source_not_pinned=unpinned,
     )
+
+
+async def recorded_push_tags(kube: Any) -> list[Claim]:
+    """Every ImagePatch's recorded push tag (``status.rebuild.tag``), as (uid, image, tag).
+
+    ``kube``: ``adapters.kube.Kube`` (its ``list_imagepatches``).
+    """
+    claims: list[Claim] = []
+    for body in await kube.list_imagepatches():
+        meta, spec = body.get("metadata") or {}, body.get("spec") or {}
+        tag = ((body.get("status") or {}).get("rebuild") or {}).get("tag")
+        if isinstance(tag, str) and tag and isinstance(spec.get("image"), str):
+            claims.append((str(meta.get("uid") or ""), spec["image"], tag))
+    return claims
 
 
 async def with_source_revision(
@@ -157,13 +179,21 @@ async def with_source_revision(
 
 
 async def with_push_tag(
-    registry: RegistryClient | None, request: BuildRequest, policy: PolicySpec | None
+    registry: RegistryClient | None,
+    request: BuildRequest,
+    policy: PolicySpec | None,
+    reservations: TagReservations | None = None,
+    owner: str = "",
 ) -> BuildRequest:
     """The request with the tag to push under: the first free one from the policy's template.
 
     ``tagPolicy: Overwrite`` (or no policy, or no registry to ask) keeps the
     running tag. One HEAD per candidate; a tag that exists is never reused,
     whatever it points to, since an immutable repository would refuse the push.
+    With ``reservations`` a tag another ImagePatch chose (recorded, or
+    reserved in this process and about to be) is not free either, and the
+    check and the reservation are one step per repository
+    (``adapters/builders/reservations.py``): two builds never share a push tag.
 
     The tag is recorded with the build id, in the same status write. An
     operator killed between starting the build and that write chooses again
@@ -179,12 +209,20 @@ async def with_push_tag(
     if policy.rebuild.tag_policy is TagPolicy.OVERWRITE:
         return request
     day = (request.started_at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).date()
+    choosing = (reservations.choosing(request.image, owner) if reservations is not None
+                else contextlib.nullcontext(frozenset[str]()))
     try:
-        for candidate in tags.candidates(policy.rebuild.tag_template, tag=request.tag, day=day):
-            try:
-                await registry.head_manifest(f"{request.image}:{candidate}")
-            except NotFoundError:
-                return replace(request, push_tag=candidate)
+        async with choosing as taken:
+            for candidate in tags.candidates(policy.rebuild.tag_template, tag=request.tag,
+                                             day=day):
+                if candidate in taken:
+                    continue  # another patch's build is to push it
+                try:
+                    await registry.head_manifest(f"{request.image}:{candidate}")
+                except NotFoundError:
+                    if reservations is not None:
+                        reservations.reserve(request.image, candidate, owner)
+                    return replace(request, push_tag=candidate)
     except ValueError as exc:  # the template makes no valid tag of this one
         raise ConfigurationError(
             f"spec.rebuild.tagTemplate: {exc}", reason=reasons.INVALID_SPEC

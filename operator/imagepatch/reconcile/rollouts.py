@@ -22,6 +22,7 @@ from typing import Any
 
 from imagepatch.adapters import flagger, metrics
 from imagepatch.adapters.builders import Builder
+from imagepatch.adapters.builders.reservations import TagReservations
 from imagepatch.adapters.errors import AdapterError, ConflictError
 from imagepatch.adapters.kube import Kube
 from imagepatch.adapters.memory import OperatorMemory
@@ -225,6 +226,8 @@ class RebuildTools:
     signatures: SignatureVerifier | None = None
     # rollout.mode GitWriteBack: commits and reverts in the policy's repository.
     git: GitWriter | None = None
+    # Push tags chosen and not pushed yet: no two builds share one.
+    tags: TagReservations | None = None
 
 
 async def _observe_rebuild(
@@ -410,6 +413,8 @@ async def reconcile_imagepatch(
                     # the patch's policy's credentials, as detection read them.
                     registry=tools.registry.for_policy(patch.policy),
                     policy=policy,
+                    reservations=tools.tags,
+                    owner=str(body["metadata"].get("uid") or ""),
                 )
                 if seen["build"].source_not_pinned:
                     await _post_source_not_pinned(kube, body, seen["build"])
