@@ -289,6 +289,18 @@ def test_an_unreadable_hold_gets_one_warning_event_per_distinct_value():
     assert len(run(workload("Deployment", "web", **{HOLD_ANNOTATION: "freeze please"}))) == 3
 
 
+def test_a_workload_outside_the_policy_gets_no_hold_warning():
+    # Nothing would patch it, so its hold is never read.
+    kube = KindKube([{"metadata": {"name": "a", "generation": 1, "annotations": {}},
+                      "spec": {"namespaceSelector": {"matchLabels": {"team": "x"}}}}])
+    detector = Detector(kube=kube, registry=outdated_registry(), clock=lambda: NOW)
+    detector.observe("ADDED", workload("Deployment", "web", **{HOLD_ANNOTATION: "freeze"}),
+                     kind="Deployment")
+    asyncio.run(detector.evaluate_all())
+    assert kube.state_of("Deployment", "web")["state"] == "NotAdmitted"
+    assert not [e for e in kube.events if e["reason"] == reasons.HOLD_IGNORED]
+
+
 def test_a_hold_warning_the_api_server_refused_is_posted_next_pass():
     from imagepatch.adapters.errors import TransientError
     from imagepatch.model.names import REQUESTED_AT_ANNOTATION

@@ -123,3 +123,24 @@ def test_recorded_push_tags_are_read_from_every_imagepatch_status():
     }
     assert asyncio.run(rebuilds.recorded_push_tags(kube)) == [
         ("uid-a", APP, "1.4-patch.20261206.1")]
+
+
+def test_when_every_candidate_is_taken_the_build_fails_saying_so():
+    from imagepatch.adapters.errors import ConfigurationError
+    from imagepatch.core import reasons, tags
+
+    registry = Registry(*(f"1.4-patch.20261206.{n}" for n in range(2, tags.MAX_CANDIDATES + 1)))
+    reservations = TagReservations()
+    reservations.reserve(APP, "1.4-patch.20261206.1", "uid-a")  # chosen, not pushed yet
+    try:
+        asyncio.run(choose(registry, reservations, "uid-b"))
+    except ConfigurationError as exc:
+        assert exc.reason == reasons.NO_FREE_TAG and "exists already (100)" in str(exc)
+    else:
+        raise AssertionError("a tag was chosen although every one is taken")
+    # Overwrite, or a tag already recorded: nothing is chosen or reserved
+    overwrite = parse_policy_spec({"namespaceSelector": {}, "rebuild": {
+        "strategy": "external", "tagPolicy": "Overwrite"}})
+    kept = asyncio.run(rebuilds.with_push_tag(registry, request(), overwrite,  # type: ignore[arg-type]
+                                              reservations, "uid-c"))
+    assert kept.push_to == "1.4"
