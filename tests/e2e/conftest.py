@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.operator import OperatorProcess, install_rbac, service_account_kubeconfig
+from tests.support.operator import (
+    OperatorProcess,
+    install_rbac,
+    operator_running,
+    service_account_kubeconfig,
+)
+from tests.support.scenario import Scenario
 
 
 @pytest.fixture(scope="module")
@@ -17,19 +23,17 @@ def operator(kube, crds, tmp_path_factory: pytest.TempPathFactory) -> Iterator[O
     Any 403 in its log fails the module's tests at teardown: a permission the
     operator needs but deploy/ does not grant is a bug users would hit.
     """
-    install_rbac(kube)
-    work = tmp_path_factory.mktemp("operator")
-    proc = OperatorProcess(
-        kubeconfig=service_account_kubeconfig(kube, work / "operator.kubeconfig"),
-        log_path=work / "operator.log",
-    )
-    proc.start()
-    try:
+    with operator_running(kube, tmp_path_factory.mktemp("operator"), extra_args=()) as proc:
         yield proc
-    finally:
-        proc.stop()
-    forbidden = proc.forbidden_lines()
-    assert not forbidden, "operator hit RBAC denials:\n" + "\n".join(forbidden[:10])
+
+
+@pytest.fixture
+def given(kube, operator: OperatorProcess) -> Iterator[Scenario]:
+    """A scenario against the module's ``operator`` (a module may run its own as ``operator``);
+    its namespaces are deleted after the test."""
+    scenario = Scenario(kube)
+    yield scenario
+    scenario.cleanup()
 
 
 @pytest.fixture

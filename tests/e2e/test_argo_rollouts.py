@@ -24,7 +24,7 @@ import pytest
 
 from tests.e2e.test_tenancy_identity import app_on, patches_for, retrigger, wait_state
 from tests.support.images import make_base_image
-from tests.support.operator import REPO, OperatorProcess, install_rbac, service_account_kubeconfig
+from tests.support.operator import REPO, OperatorProcess, operator_running
 from tests.support.scenario import Scenario, fake_digest, unique
 from tests.support.wait import wait_for
 
@@ -40,27 +40,10 @@ CANARY = "canary"
 @pytest.fixture(scope="module")
 def operator(kube, crds, argo_rollouts, tmp_path_factory) -> Iterator[OperatorProcess]:
     """The operator with --argo-rollouts, under deploy/ plus deploy/rbac-argo-rollouts.yaml."""
-    install_rbac(kube)
-    kube.kubectl("apply", "-f", str(REPO / "deploy" / "rbac-argo-rollouts.yaml"))
-    work = tmp_path_factory.mktemp("operator")
-    proc = OperatorProcess(
-        kubeconfig=service_account_kubeconfig(kube, work / "operator.kubeconfig"),
-        log_path=work / "operator.log", extra_args=["--argo-rollouts", "--detect-tick", "1"],
-    )
-    proc.start()
-    try:
+    with operator_running(kube, tmp_path_factory.mktemp("operator"),
+                          extra_args=["--argo-rollouts", "--detect-tick", "1"],
+                          rbac=[REPO / "deploy" / "rbac-argo-rollouts.yaml"]) as proc:
         yield proc
-    finally:
-        proc.stop()
-    forbidden = proc.forbidden_lines()
-    assert not forbidden, "operator hit RBAC or admission denials:\n" + "\n".join(forbidden[:10])
-
-
-@pytest.fixture
-def given(kube, operator) -> Iterator[Scenario]:
-    scenario = Scenario(kube)
-    yield scenario
-    scenario.cleanup()
 
 
 def rollout(given: Scenario, argo, ns: str, name: str, *, strategy: str, policy: str,

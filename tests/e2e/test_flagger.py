@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from tests.support.flagger import Flagger
-from tests.support.operator import REPO, OperatorProcess, install_rbac, service_account_kubeconfig
+from tests.support.operator import REPO, OperatorProcess, operator_running
 from tests.support.scenario import Scenario, fake_digest, unique
 
 pytestmark = pytest.mark.kwok
@@ -57,27 +57,10 @@ def flagger(kube, tmp_path_factory) -> Iterator[Flagger]:
 @pytest.fixture(scope="module")
 def operator(kube, crds, flagger, tmp_path_factory) -> Iterator[OperatorProcess]:
     """The operator with --flagger, under deploy/ plus deploy/rbac-flagger.yaml."""
-    install_rbac(kube)
-    kube.kubectl("apply", "-f", str(REPO / "deploy" / "rbac-flagger.yaml"))
-    work = tmp_path_factory.mktemp("operator")
-    proc = OperatorProcess(
-        kubeconfig=service_account_kubeconfig(kube, work / "operator.kubeconfig"),
-        log_path=work / "operator.log", extra_args=["--flagger", "--detect-tick", "1"],
-    )
-    proc.start()
-    try:
+    with operator_running(kube, tmp_path_factory.mktemp("operator"),
+                          extra_args=["--flagger", "--detect-tick", "1"],
+                          rbac=[REPO / "deploy" / "rbac-flagger.yaml"]) as proc:
         yield proc
-    finally:
-        proc.stop()
-    forbidden = proc.forbidden_lines()
-    assert not forbidden, "operator hit RBAC or admission denials:\n" + "\n".join(forbidden[:10])
-
-
-@pytest.fixture
-def given(kube, operator) -> Iterator[Scenario]:
-    scenario = Scenario(kube)
-    yield scenario
-    scenario.cleanup()
 
 
 def canary_target(given: Scenario, flagger: Flagger, ns: str, name: str, *, policy: str,

@@ -28,7 +28,7 @@ from tests.e2e.test_tenancy_identity import app_on, patches_for, retrigger
 from tests.support.flux import Flux
 from tests.support.gitserver import GitServer
 from tests.support.images import make_base_image
-from tests.support.operator import OperatorProcess, install_rbac, service_account_kubeconfig
+from tests.support.operator import OperatorProcess, operator_running
 from tests.support.scenario import Scenario, fake_digest, unique
 from tests.support.wait import wait_for
 
@@ -50,18 +50,10 @@ def flux(kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flux]:
 
 @pytest.fixture(scope="module")
 def detector(kube, crds, registry, tmp_path_factory) -> Iterator[OperatorProcess]:
-    install_rbac(kube)
-    work = tmp_path_factory.mktemp("gitops-operator")
-    proc = OperatorProcess(
-        kubeconfig=service_account_kubeconfig(kube, work / "operator.kubeconfig"),
-        log_path=work / "operator.log",
-        extra_args=["--detect-tick", "1"],
-    )
-    proc.start()
-    yield proc
-    proc.stop()
-    forbidden = proc.forbidden_lines()
-    assert not forbidden, "operator hit RBAC denials:\n" + "\n".join(forbidden[:10])
+    """The operator for this module (named so: tests/e2e/test_gitops_writeback.py imports
+    ``detector`` and ``given`` from here)."""
+    with operator_running(kube, tmp_path_factory.mktemp("gitops-operator")) as proc:
+        yield proc
 
 
 @pytest.fixture

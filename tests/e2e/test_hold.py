@@ -28,7 +28,7 @@ import pytest
 
 from tests.e2e.test_tenancy_identity import app_on, patches_for, retrigger, wait_state
 from tests.support.images import make_base_image
-from tests.support.operator import OperatorProcess, install_rbac, service_account_kubeconfig
+from tests.support.operator import OperatorProcess, operator_running
 from tests.support.scenario import Scenario, fake_digest, unique
 from tests.support.wait import wait_for
 
@@ -39,26 +39,10 @@ FAST_GATE = {"progressDeadlineSeconds": 60, "healthyFor": "3s", "maxRestarts": 0
 
 
 @pytest.fixture(scope="module")
-def detector(kube, crds, registry, tmp_path_factory) -> Iterator[OperatorProcess]:
-    install_rbac(kube)
-    work = tmp_path_factory.mktemp("hold-operator")
-    proc = OperatorProcess(
-        kubeconfig=service_account_kubeconfig(kube, work / "operator.kubeconfig"),
-        log_path=work / "operator.log",
-        extra_args=["--detect-tick", "1"],
-    )
-    proc.start()
-    yield proc
-    proc.stop()
-    forbidden = proc.forbidden_lines()
-    assert not forbidden, "operator hit RBAC denials:\n" + "\n".join(forbidden[:10])
-
-
-@pytest.fixture
-def given(kube, detector) -> Iterator[Scenario]:
-    scenario = Scenario(kube)
-    yield scenario
-    scenario.cleanup()
+def operator(kube, crds, registry, tmp_path_factory) -> Iterator[OperatorProcess]:
+    """The operator for this module (the e2e ``given`` fixture runs against it)."""
+    with operator_running(kube, tmp_path_factory.mktemp("hold-operator")) as proc:
+        yield proc
 
 
 def plugin(given: Scenario, *args: str) -> str:

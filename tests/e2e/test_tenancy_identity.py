@@ -24,7 +24,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.images import _json_bytes, _push_platform_manifest, make_base_image
-from tests.support.operator import OperatorProcess, install_rbac, service_account_kubeconfig
+from tests.support.operator import OperatorProcess, operator_running
 from tests.support.registry import OCI_MANIFEST, sha256_digest
 from tests.support.scenario import Scenario, unique
 from tests.support.wait import wait_for
@@ -41,26 +41,10 @@ def governed(templates: list[str]) -> dict:
 
 
 @pytest.fixture(scope="module")
-def detector(kube, crds, registry, tmp_path_factory) -> Iterator[OperatorProcess]:
-    install_rbac(kube)
-    work = tmp_path_factory.mktemp("identity-detector")
-    proc = OperatorProcess(
-        kubeconfig=service_account_kubeconfig(kube, work / "operator.kubeconfig"),
-        log_path=work / "operator.log",
-        extra_args=["--detect-tick", "1"],
-    )
-    proc.start()
-    yield proc
-    proc.stop()
-    forbidden = proc.forbidden_lines()
-    assert not forbidden, "operator hit RBAC denials:\n" + "\n".join(forbidden[:10])
-
-
-@pytest.fixture
-def given(kube, detector) -> Iterator[Scenario]:
-    scenario = Scenario(kube)
-    yield scenario
-    scenario.cleanup()
+def operator(kube, crds, registry, tmp_path_factory) -> Iterator[OperatorProcess]:
+    """The operator for this module (the e2e ``given`` fixture runs against it)."""
+    with operator_running(kube, tmp_path_factory.mktemp("identity-detector")) as proc:
+        yield proc
 
 
 def app_on(registry, repo: str, base) -> str:

@@ -10,68 +10,38 @@ ReplicaSets it creates, as for Deployments.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support import controller
+from tests.support.controller import REPO, ControllerProcess
 from tests.support.ports import free_port
 from tests.support.wait import wait_for
 
-REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / "tests" / "cluster" / "build-argo-rollouts.sh"
 
 
 def build() -> Path:
     """The directory holding ``rollouts-controller`` and ``crds/`` (built once, cached)."""
-    res = subprocess.run(["bash", str(BUILD)], capture_output=True, text=True, timeout=1800)
-    if res.returncode != 0:
-        raise RuntimeError(f"build-argo-rollouts.sh failed:\n{res.stderr[-3000:]}")
-    return Path(res.stdout.strip().splitlines()[-1])
+    return controller.build(BUILD)
 
 
 def install_crds(kube) -> Path:
     """Argo Rollouts' CRDs of the built version, established; the build directory."""
     directory = build()
-    for crd in sorted((directory / "crds").glob("*.yaml")):
-        # Server-side: the Rollout CRD is too large for kubectl's last-applied annotation.
-        kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
-
-    def established() -> bool:
-        crd = json.loads(kube.kubectl("get", "crd", "rollouts.argoproj.io", "-o", "json"))
-        return any(c.get("type") == "Established" and c.get("status") == "True"
-                   for c in (crd.get("status") or {}).get("conditions") or [])
-
-    wait_for(established, timeout=60, what="the Rollout CRD established")
+    controller.install_crds(kube, sorted((directory / "crds").glob("*.yaml")),
+                            "rollouts.argoproj.io", "Rollout")
     return directory
 
 
 @dataclass
-class ArgoRollouts:
-    kube: object  # tests.conftest.Kube
-    log_path: Path
-    proc: subprocess.Popen | None = None
-
+class ArgoRollouts(ControllerProcess):
     def start(self) -> None:
         directory = install_crds(self.kube)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen(
-            [str(directory / "rollouts-controller"), "--kubeconfig", str(self.kube.kubeconfig),
-             "--leader-elect=false", "--metricsport", str(free_port()),
-             "--healthzPort", str(free_port()), "--loglevel", "info"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        log.close()
-        time.sleep(0.5)
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"rollouts-controller exited:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 40) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
+        self.spawn([str(directory / "rollouts-controller"), "--kubeconfig",
+                    str(self.kube.kubeconfig), "--leader-elect=false",
+                    "--metricsport", str(free_port()), "--healthzPort", str(free_port()),
+                    "--loglevel", "info"])
 
     def wait_phase(self, namespace: str, name: str, *phases: str, timeout: float = 90) -> dict:
         """The Rollout once Argo observed its generation and reports one of ``phases``."""
@@ -85,13 +55,3 @@ class ArgoRollouts:
             return ro if st.get("phase") in phases else None
 
         return wait_for(probe, timeout=timeout, what=f"Rollout {namespace}/{name} in {phases}")
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)

@@ -12,6 +12,7 @@ checked for 403/Forbidden when the operator stops.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -21,12 +22,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.cluster.harness import kubeconfig_yaml
+from tests.support.controller import stop_session
 from tests.support.ports import free_port
 from tests.support.wait import wait_for
 
@@ -192,14 +195,7 @@ class OperatorProcess:
                         what=f"{passes} more of {counter} (from {start:.0f})")
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
+        stop_session(self.proc)
 
     def kill(self) -> None:
         """SIGKILL, as a node failure or an OOM kill would: no clean shutdown."""
@@ -230,3 +226,27 @@ class OperatorProcess:
         return [ln for ln in self.log().splitlines()
                 if FORBIDDEN.search(ln) and "is being terminated" not in ln
                 and not EVENT_POST.search(ln)]
+
+
+@contextlib.contextmanager
+def operator_running(kube, work: Path, *, extra_args: Sequence[str] = ("--detect-tick", "1"),
+                     rbac: Sequence[Path] = ()) -> Iterator[OperatorProcess]:
+    """The operator under its shipped RBAC (plus the ``rbac`` files), run for a test module.
+
+    Its log is ``work/operator.log``. After the module, it is stopped and any
+    RBAC or admission denial in its log fails the module.
+    """
+    install_rbac(kube)
+    for path in rbac:
+        kube.kubectl("apply", "-f", str(path))
+    proc = OperatorProcess(
+        kubeconfig=service_account_kubeconfig(kube, work / "operator.kubeconfig"),
+        log_path=work / "operator.log", extra_args=list(extra_args),
+    )
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+    forbidden = proc.forbidden_lines()
+    assert not forbidden, "operator hit RBAC or admission denials:\n" + "\n".join(forbidden[:10])
