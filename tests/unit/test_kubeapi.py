@@ -383,6 +383,9 @@ def test_the_server_name_context_names_the_server_in_every_handshake() -> None:
     with socket.socket() as sock:
         assert context.wrap_socket(sock, server_hostname="127.0.0.1", do_handshake_on_connect=False
                                    ).server_hostname == "api.internal"
+    with socket.socket() as sock:
+        assert context.wrap_socket(sock, False, False, True, "127.0.0.1").server_hostname \
+            == "api.internal"
     # Without a CA in the kubeconfig, the system's trust store
     assert kubeapi.ssl_context(ClusterConfig(server="https://h", tls_server_name="n",
                                              insecure=True)).verify_mode == ssl.CERT_NONE

@@ -426,16 +426,20 @@ class ServerNameContext(ssl.SSLContext):
     tls_server_name: str = ""
 
     def wrap_socket(self, sock: Any, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
-        kwargs["server_hostname"] = self.tls_server_name or kwargs.get("server_hostname")
-        return super().wrap_socket(sock, *args, **kwargs)
+        # (server_side, do_handshake_on_connect, suppress_ragged_eofs, server_hostname, ...)
+        return super().wrap_socket(sock, *self._named(args, 3, kwargs), **kwargs)
 
     def wrap_bio(self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO, *args: Any,
                  **kwargs: Any) -> ssl.SSLObject:
-        if len(args) > 1:  # (server_side, server_hostname, session) given by position
-            args = (args[0], self.tls_server_name or args[1], *args[2:])
-        else:
-            kwargs["server_hostname"] = self.tls_server_name or kwargs.get("server_hostname")
-        return super().wrap_bio(incoming, outgoing, *args, **kwargs)
+        # (server_side, server_hostname, session)
+        return super().wrap_bio(incoming, outgoing, *self._named(args, 1, kwargs), **kwargs)
+
+    def _named(self, args: tuple[Any, ...], at: int, kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        """``args`` with the server name at position ``at`` (or in ``kwargs``) replaced."""
+        if len(args) > at:
+            return (*args[:at], self.tls_server_name or args[at], *args[at + 1:])
+        kwargs["server_hostname"] = self.tls_server_name or kwargs.get("server_hostname")
+        return args
 
 
 def ssl_context(config: ClusterConfig, cert_data: bytes | None = None,
