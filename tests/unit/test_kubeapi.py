@@ -389,3 +389,17 @@ def test_the_server_name_context_names_the_server_in_every_handshake() -> None:
     # Without a CA in the kubeconfig, the system's trust store
     assert kubeapi.ssl_context(ClusterConfig(server="https://h", tls_server_name="n",
                                              insecure=True)).verify_mode == ssl.CERT_NONE
+
+
+def test_the_server_name_context_trusts_the_kubeconfigs_ca_only() -> None:
+    import certifi  # httpx's own trust store: a file of real CA certificates
+
+    with open(certifi.where()) as f:
+        cadata = f.read().encode()
+    one = cadata[:cadata.index(b"-----END CERTIFICATE-----") + len(b"-----END CERTIFICATE-----\n")]
+    by_file = kubeapi.ssl_context(ClusterConfig(server="https://h", tls_server_name="n",
+                                                ca_file=certifi.where()))
+    by_data = kubeapi.ssl_context(ClusterConfig(server="https://h", tls_server_name="n", ca_data=one))
+    assert isinstance(by_data, kubeapi.ServerNameContext)
+    assert by_data.cert_store_stats()["x509_ca"] == 1
+    assert by_file.cert_store_stats()["x509_ca"] > 100

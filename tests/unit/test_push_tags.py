@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from dataclasses import replace
 from typing import Any
 
 from imagepatch.adapters.builders import BuildRequest
@@ -144,3 +145,25 @@ def test_when_every_candidate_is_taken_the_build_fails_saying_so():
     kept = asyncio.run(rebuilds.with_push_tag(registry, request(), overwrite,  # type: ignore[arg-type]
                                               reservations, "uid-c"))
     assert kept.push_to == "1.4"
+
+
+def test_start_asks_the_builder_to_push_under_the_reserved_tag_and_records_it():
+    class Rebase:  # the project's own Builder interface, in memory
+        def __init__(self) -> None:
+            self.started: list[BuildRequest] = []
+
+        async def start(self, request: BuildRequest) -> str:
+            self.started.append(request)
+            return "build-1"
+
+    builder, reservations = Rebase(), TagReservations()
+    policy = parse_policy_spec({"namespaceSelector": {}, "rebuild": {"strategy": "rebase"}})
+    other = asyncio.run(rebuilds.with_push_tag(Registry(), request("k-other"), policy,  # type: ignore[arg-type]
+                                               reservations, "uid-other"))
+    seen = asyncio.run(rebuilds.start({"rebase": builder}, replace(request(), strategy="rebase"),  # type: ignore[dict-item]
+                                      registry=Registry(), policy=policy,  # type: ignore[arg-type]
+                                      reservations=reservations, owner="uid-a"))
+    assert other.push_tag == "1.4-patch.20261206.1"
+    assert [r.push_tag for r in builder.started] == ["1.4-patch.20261206.2"]
+    assert (seen.state, seen.build_id) == ("Started", "build-1")
+    assert seen.tag == builder.started[0].push_to == "1.4-patch.20261206.2"
