@@ -32,7 +32,6 @@ from imagepatch.adapters.forge import (
     GitLab,
     PullRequest,
     RetrySettings,
-    _Backoff,
     forge_for,
     open_pull_request,
 )
@@ -297,15 +296,3 @@ def test_open_pull_request_end_to_end_with_an_injected_client():
         head="imagepatch/app", base="main", title="t", body="b", client=peer.client(),
         retry=RetrySettings(attempts=1)))
     assert result.created and result.number == 42
-
-
-def test_backoff_retries_only_transient_errors_and_honours_the_forges_wait():
-    backoff = _Backoff(RetrySettings(wait_initial=1.0, wait_max=4.0, wait_jitter=0.0,
-                                     timeout=30.0))
-    assert backoff(ConfigurationError("x")) is False
-    assert backoff(TransientError("x")) == 1.0
-    assert backoff(TransientError("x", retry_after=10.0)) == 10.0
-    assert backoff(TransientError("x", retry_after=999.0)) == 30.0
-    assert backoff(TransientError("x")) == 4.0
-    jittered = _Backoff(RetrySettings(wait_jitter=0.5))
-    assert 1.0 <= jittered(TransientError("x")) <= 1.5

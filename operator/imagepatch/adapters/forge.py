@@ -43,7 +43,6 @@ from a validation answer (422/409), never from an authentication failure.
 from __future__ import annotations
 
 import abc
-import random
 import re
 import time
 import urllib.parse
@@ -52,13 +51,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import stamina
 
 from imagepatch.adapters.errors import (
     ConfigurationError,
     NotFoundError,
     TransientError,
 )
+from imagepatch.adapters.retry import RetrySettings, retrying
 from imagepatch.core import reasons
 
 __all__ = [
@@ -85,17 +84,6 @@ class PullRequest:
     number: int
     url: str
     created: bool
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class RetrySettings:
-    """How long one forge call is retried on transient failures (stamina's settings)."""
-
-    attempts: int = 5
-    timeout: float = 60.0  # seconds, all attempts of one call
-    wait_initial: float = 1.0
-    wait_max: float = 15.0
-    wait_jitter: float = 1.0
 
 
 class Forge(abc.ABC):
@@ -170,16 +158,8 @@ class Forge(abc.ABC):
                     json: Mapping[str, Any] | None = None, exists: re.Pattern[str] | None = None
                     ) -> Any:
         """The decoded JSON answer; None when ``exists`` matches a 409/422 message."""
-        settings = self.retry
-        backoff = _Backoff(settings)
-        async for attempt in stamina.retry_context(
-            on=backoff, attempts=settings.attempts, timeout=settings.timeout,
-            wait_initial=settings.wait_initial, wait_max=settings.wait_max,
-            wait_jitter=settings.wait_jitter,
-        ):
-            with attempt:
-                return await self._once(method, path, params=params, json=json, exists=exists)
-        raise AssertionError("unreachable: stamina yields at least one attempt")
+        return await retrying(self.retry, lambda: self._once(
+            method, path, params=params, json=json, exists=exists))
 
     async def _once(self, method: str, path: str, *, params: Mapping[str, str] | None,
                     json: Mapping[str, Any] | None, exists: re.Pattern[str] | None) -> Any:
@@ -429,20 +409,3 @@ def _retry_after(response: httpx.Response) -> float | None:
     if response.headers.get("x-ratelimit-remaining") == "0" and reset.isdigit():
         return max(0.0, float(reset) - time.time())
     return None
-
-
-class _Backoff:
-    """stamina hook: retry only transient failures, honouring the forge's wait."""
-
-    def __init__(self, settings: RetrySettings) -> None:
-        self.settings = settings
-        self.failures = 0
-
-    def __call__(self, exc: Exception) -> bool | float:
-        if not isinstance(exc, TransientError):
-            return False
-        self.failures += 1
-        s = self.settings
-        jitter = random.uniform(0, s.wait_jitter) if s.wait_jitter else 0.0  # noqa: S311
-        wait = min(s.wait_max, s.wait_initial * 2.0 ** min(self.failures - 1, 30) + jitter)
-        return max(wait, min(exc.retry_after or 0.0, s.timeout))
