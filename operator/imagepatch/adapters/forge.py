@@ -40,9 +40,10 @@ validation message (no commits between the branches, an unknown branch);
 429, a rate-limited 403, 5xx, timeouts and connection errors are
 ``TransientError``, retried with jittered exponential back-off
 (``adapters/retry.py``, stamina) within a cap on attempts and total time,
-honouring ``Retry-After`` (and GitHub's ``X-RateLimit-Reset``). Messages name the forge, the API host, the
-repository and the status, never the token; a response body is quoted only
-from a validation answer (422/409), never from an authentication failure.
+honouring ``Retry-After`` (and GitHub's ``X-RateLimit-Reset``). Messages name
+the forge, the API host, the repository and the status, never the token; a
+response body is quoted only from a validation answer (422/409), never from
+an authentication failure.
 """
 
 from __future__ import annotations
