@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from imagepatch.core.rollout import FailedDigest, GitWrite
 from imagepatch.model.imagepatch import Target, parse_imagepatch
 from imagepatch.model.policy import parse_policy_spec
 from imagepatch.reconcile.writeback import GitWriter
+from tests.support.forgeserver import ForgeServer
 from tests.support.gitserver import GitServer, git
 
 MANIFEST = """\
@@ -555,3 +557,72 @@ def test_the_forge_that_cannot_say_is_the_polls_reason(git_server, repo_name, tm
         target=WEB, image=NEW.reference(), previous="registry.test/app:1.0",
         poll_pull_request=True, pull_request_number=3), state_of=down)
     assert no_settings.pull_request_reason == "GitForgeRejected"
+
+
+# --- the whole review against the forge API stand-in (tests/support/forgeserver.py) ----------
+
+@pytest.fixture(scope="module")
+def forge_server(git_server: GitServer):
+    server = ForgeServer.start(git_server)
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize(("provider", "method"), [("GitHub", "squash"), ("GitLab", "squash"),
+                                                  ("GitHub", "merge")])
+def test_a_request_is_opened_polled_merged_and_its_merge_reverted_through_the_forge_api(
+        git_server, forge_server, tmp_path, provider, method):
+    repo = f"team/{provider.lower()}-{method}"
+    git_server.create_repo(repo)
+    git_server.commit(repo, {"apps/web/deploy.yaml": MANIFEST}, "the app")
+    api = forge_server.github_api if provider == "GitHub" else forge_server.gitlab_api
+    settings = {"pushBranch": "imagepatch/web", "pullRequest": {
+        "provider": provider, "tokenSecretRef": {"name": "forge"}, "apiURL": api}}
+    secrets = {"imagepatch-system/git": {"username": git_server.user,
+                                         "password": git_server.password},
+               "imagepatch-system/forge": {"token": forge_server.token}}
+
+    def step(act: GitWrite, cache: str = "c"):
+        return run(git_server, repo, tmp_path / cache, act, secrets=secrets, **settings)
+
+    done = step(FORWARD)
+    asked = step(replace(FORWARD, pull_request=True))
+    assert (asked.pull_request_number, asked.pull_request_reason) == (1, "")
+    assert step(replace(FORWARD, pull_request=True)).pull_request_number == 1  # never a second
+    assert [p.number for p in forge_server.pulls if p.repo == repo] == [1]
+    poll = replace(FORWARD, poll_pull_request=True, pull_request_number=1)
+    assert step(poll).pull_request_state == "open"
+    merged = forge_server.merge(repo, 1, method)
+    state = step(poll)
+    assert (state.pull_request_state, state.merge_commit) == ("merged", merged)
+    assert state.merged_at
+    # The revert, with nothing recorded of the merge (a restart): asked of the forge again.
+    back = step(GitWrite(target=WEB, image="registry.test/app:1.0", previous=NEW.reference(),
+                         revert=True, commit=done.sha, pull_request_number=1), cache="fresh")
+    assert back.sha and back.branch == "main" and not back.reason
+    history(git_server, repo, tmp_path)
+    assert git("show", "HEAD:apps/web/deploy.yaml", cwd=tmp_path / "check") == MANIFEST
+
+
+def test_a_closed_request_and_a_wrong_token_as_the_forge_api_answers(git_server, forge_server,
+                                                                     tmp_path):
+    repo = "team/closed"
+    git_server.create_repo(repo)
+    git_server.commit(repo, {"apps/web/deploy.yaml": MANIFEST}, "the app")
+    settings = {"pushBranch": "imagepatch/web", "pullRequest": {
+        "provider": "GitHub", "tokenSecretRef": {"name": "forge"},
+        "apiURL": forge_server.github_api}}
+    secrets = {"imagepatch-system/git": {"username": git_server.user,
+                                         "password": git_server.password},
+               "imagepatch-system/forge": {"token": forge_server.token}}
+    run(git_server, repo, tmp_path / "c", FORWARD, secrets=secrets, **settings)
+    opened = run(git_server, repo, tmp_path / "c", replace(FORWARD, pull_request=True),
+                 secrets=secrets, **settings)
+    forge_server.close(repo, opened.pull_request_number)
+    poll = replace(FORWARD, poll_pull_request=True, pull_request_number=opened.pull_request_number)
+    closed = run(git_server, repo, tmp_path / "c", poll, secrets=secrets, **settings)
+    assert closed.pull_request_state == "closed"
+    wrong = {**secrets, "imagepatch-system/forge": {"token": "nope"}}
+    refused = run(git_server, repo, tmp_path / "c", poll, secrets=wrong, **settings)
+    assert refused.pull_request_reason == "GitForgeAuthFailed" and "nope" not in (
+        refused.pull_request_message)
