@@ -347,3 +347,18 @@ def test_the_revert_of_a_merged_request_names_its_merge_commit_and_the_verdict()
     assert (asked.git.commit, asked.git.merge_commit, asked.git.pull_request_number) == (
         SHA, merge, 7)
     assert "CrashLoopBackOff" in asked.git.why
+
+
+def test_a_revert_is_said_to_be_on_the_branch_even_after_a_push_branch():
+    dep_old, on_new = managed(OLD), managed(NEW, generation=2)
+    crash = [pod(NEW, crash_restarts=3)]
+    status = rolling_back(dep_old, gitPullRequest=PR_URL, gitPullRequestNumber=7)
+    status["rollouts"][0]["gitBranch"] = "imagepatch/web"
+    done = step(status, on_new, pods=crash, rollout=WITH_PR,
+                git=GitResult(target=WEB, revert=True, sha=REVERT, branch="main"))
+    assert f"reverted by {REVERT[:12]} on {URL} branch main" in (
+        done.status["rollouts"][0]["message"])
+    # A policy no longer in GitWriteBack mode: the recorded branch is named.
+    late = step(rolling_back(dep_old, gitRevert=REVERT), on_new, rollout=GATE,
+                now=T0 + dt.timedelta(minutes=11))
+    assert f"revert {REVERT[:12]} on branch main" in late.status["rollouts"][0]["message"]

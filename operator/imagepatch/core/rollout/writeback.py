@@ -81,6 +81,12 @@ def where(entry: RolloutEntry, ctx: Context) -> str:
     return f"{wb.url} branch {entry.git_branch}" if wb else f"branch {entry.git_branch}"
 
 
+def _reverted_on(ctx: Context, entry: RolloutEntry) -> str:
+    """Where a revert goes: ``branch`` itself, also when the patch went to ``pushBranch``."""
+    wb = settings(ctx)
+    return f"{wb.url} branch {wb.branch}" if wb else where(entry, ctx)
+
+
 def _result(ctx: Context, entry: RolloutEntry, *, revert: bool) -> GitResult | None:
     seen = ctx.git_result
     if seen is None or seen.target != entry.target or seen.revert != revert:
@@ -298,14 +304,14 @@ def rolling_back(ctx: Context, *, index: int, workload: Workload) -> Step | None
                          message=f"could not revert the patch's commit: {result.message}")
         ctx.entries[index] = entry = replace(
             entry, git_revert=result.sha,
-            message=f"{entry.message}; reverted by {result.sha[:12]} on {where(entry, ctx)}",
+            message=f"{entry.message}; reverted by {result.sha[:12]} on {_reverted_on(ctx, entry)}",
         )
         ctx.message = f"rolling back {describe(entry.target)}: waiting for the revert to apply"
         return ctx.finish(again=True)
     if _expired(ctx, entry.rollback_started_at):
         return _fail(
             ctx, index=index, reason=reasons.ROLLBACK_FAILED,
-            message=f"revert {entry.git_revert[:12]} on {where(entry, ctx)} was not applied "
+            message=f"revert {entry.git_revert[:12]} on {_reverted_on(ctx, entry)} was not applied "
             f"within {_timeout(ctx)}: the workload still runs {entry.target_image}",
         )
     ctx.message = (f"rolling back {describe(entry.target)}: waiting for the GitOps tool to "
