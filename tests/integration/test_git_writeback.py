@@ -532,6 +532,7 @@ def test_a_revert_older_than_the_clone_depth_deepens_the_history(git_server, rep
     with pytest.raises(ConfigurationError) as raised:
         revert("fresh2", patch="gone", commit=pushed.sha)
     assert raised.value.reason == "GitRevertFailed"
+    assert "not in the last 40 commits of main" in str(raised.value)
 
 
 def test_argo_cd_settings_on_a_flux_workload_say_what_to_fix(git_server, repo_name, tmp_path):

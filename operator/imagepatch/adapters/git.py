@@ -363,7 +363,9 @@ class GitRepository:
         found: Callable[[str], bool],
     ) -> Pushed:
         """A commit on ``branch`` reverting the patch's commit (found by ``original``, else
-        ``commit``), or the revert already there (``found``). Never force-pushed."""
+        ``commit``: after a squash merge, the squash), or the revert already there
+        (``found``). A merge commit is reverted against its first parent; a commit older
+        than the fetched history deepens it (``_deepen``). Never force-pushed."""
         with self.lock:
             self._prepare()
             for _ in range(PUSH_ATTEMPTS):
@@ -376,6 +378,11 @@ class GitRepository:
                     return Pushed(sha=sha, branch=branch, created=False)
                 undo = self._find(ref, original) or commit
                 self._deepen(branch, undo)
+                if not self._has(undo):
+                    raise ConfigurationError(
+                        f"cannot revert {undo[:12]} on {self.url} branch {branch}: it is not in "
+                        f"the last {MAX_DEPTH} commits of {branch} (revert it by hand)",
+                        reason="GitRevertFailed")
                 self._checkout(ref)
                 # A merge commit (a request merged with one) is undone against its
                 # first parent, the branch as it was before the merge.
