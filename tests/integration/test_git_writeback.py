@@ -627,3 +627,14 @@ def test_a_closed_request_and_a_wrong_token_as_the_forge_api_answers(git_server,
     refused = run(git_server, repo, tmp_path / "c", poll, secrets=wrong, **settings)
     assert refused.pull_request_reason == "GitForgeAuthFailed" and "nope" not in (
         refused.pull_request_message)
+
+
+def test_a_revert_is_made_even_if_argo_cd_settings_were_added_since(git_server, repo_name,
+                                                                    tmp_path):
+    flux = gitops.Owner(tool=gitops.Tool.FLUX_KUSTOMIZATION, namespace="flux-system",
+                        name="apps", evidence=gitops.FLUX_KUSTOMIZE_NAME)
+    done = run(git_server, repo_name, tmp_path / "c", FORWARD, owner=flux)
+    back = run(git_server, repo_name, tmp_path / "c", GitWrite(
+        target=WEB, image="registry.test/app:1.0", previous=NEW.reference(), revert=True,
+        commit=done.sha), owner=flux, argoCD={"sourceType": "Kustomize"})
+    assert back.sha and not back.reason

@@ -170,7 +170,9 @@ class GitWriter:
             return await self._poll(act, policy, patch)
         try:
             wb = _settings(policy)
-            mismatch = writeback.argocd_on_flux(owner) if wb.argo_cd is not None else None
+            # A revert undoes what was written, whatever the policy says now.
+            mismatch = writeback.argocd_on_flux(owner) if (
+                wb.argo_cd is not None and not act.revert) else None
             if mismatch is not None:
                 raise ConfigurationError(mismatch, reason=reasons.GIT_ARGOCD_ON_FLUX)
             creds = Credentials.from_secret(
