@@ -362,3 +362,13 @@ def test_a_revert_is_said_to_be_on_the_branch_even_after_a_push_branch():
     late = step(rolling_back(dep_old, gitRevert=REVERT), on_new, rollout=GATE,
                 now=T0 + dt.timedelta(minutes=11))
     assert f"revert {REVERT[:12]} on branch main" in late.status["rollouts"][0]["message"]
+
+
+def test_a_revert_that_fails_for_a_passing_reason_is_tried_again():
+    dep_old, on_new = managed(OLD), managed(NEW, generation=2)
+    flaky = GitResult(target=WEB, revert=True, reason="GitPushRejected",
+                      message="rejected 3 times", transient=True)
+    retry = step(rolling_back(dep_old), on_new, pods=[pod(NEW, crash_restarts=3)], git=flaky)
+    [rec] = retry.status["rollouts"]
+    assert rec["phase"] == "RollingBack" and "rejected 3 times; trying again" in rec["message"]
+    assert retry.requeue_after == 30.0 and retry.git is None
