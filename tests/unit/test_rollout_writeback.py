@@ -278,6 +278,9 @@ def test_an_open_request_waits_for_review_past_the_apply_timeout():
     assert reconciling[0]["reason"] == "PullRequestOpen"
     assert f"waiting for review of {PR_URL}" in reconciling[0]["message"]
     assert open_.status["phase"] == "RollingOut"
+    # Asking again later leaves that status as it is (nothing to write before the poll).
+    again = step(open_.status, dep, rollout=WITH_PR, now=days + dt.timedelta(minutes=1))
+    assert again.git is not None and again.git.poll_pull_request and again.status == {}
 
 
 def test_a_forge_that_cannot_say_keeps_the_review_waiting_with_its_reason():

@@ -230,14 +230,17 @@ def _in_review(ctx: Context, entry: RolloutEntry) -> bool:
 def _review(ctx: Context, *, index: int, result: GitResult | None) -> Step:
     """Ask the forge what became of the request; record it (open, merged, closed)."""
     entry = ctx.entries[index]
+    url = entry.git_pull_request
     if result is None or not (result.pull_request_state or result.pull_request_reason):
+        if entry.git_pull_request_state == PR_OPEN:  # the status says so while asking again
+            ctx.message = f"rolling out to {describe(entry.target)}: waiting for review of {url}"
+            ctx.waiting = reasons.PULL_REQUEST_OPEN
         return ctx.finish(
             git=GitWrite(target=entry.target, image=entry.target_image,
                          previous=entry.previous_image, poll_pull_request=True,
                          pull_request_number=entry.git_pull_request_number),
             again=True,
         )
-    url = entry.git_pull_request
     if result.pull_request_reason:  # the forge did not say: asked again, never failing
         ctx.message = (f"rolling out to {describe(entry.target)}: waiting for review of {url}; "
                        f"the forge did not say whether it was merged: "
