@@ -35,6 +35,7 @@ import pytest
 from imagepatch.core import writeback
 from tests.e2e.test_gitops_flux import detector, flux, given  # noqa: F401 - shared fixtures
 from tests.support.flux import Flux
+from tests.support.forgeserver import ForgeServer
 from tests.support.gitserver import GitServer, git
 from tests.support.operator import NAMESPACE
 from tests.support.scenario import Scenario, fake_digest, unique
@@ -227,3 +228,112 @@ def test_a_concurrent_commit_is_rebased_over_never_force_pushed(
     pushes = [r for r in git_server.requests if r.path.endswith(f"/{repo}.git/git-receive-pack")]
     assert len(pushes) >= 3  # theirs, our refused push, our rebased push
     assert given.image_of(ns, "web") == f"{app}:1@{digest}"
+
+
+# --- pullRequest: reviewed on a forge (tests/support/forgeserver.py stands in for GitHub) -----
+
+@pytest.fixture(scope="module")
+def forge_server(git_server: GitServer) -> Iterator[ForgeServer]:
+    server = ForgeServer.start(git_server)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def forge_secret(kube, forge_server: ForgeServer) -> Iterator[str]:
+    """The pull request token, a Secret in the operator's namespace."""
+    name = unique("forge-token")
+    secret = {"apiVersion": "v1", "kind": "Secret",
+              "metadata": {"name": name, "namespace": NAMESPACE},
+              "data": {"token": base64.b64encode(forge_server.token.encode()).decode()}}
+    kube.kubectl("apply", "-f", "-", input=json.dumps(secret))
+    yield name
+    kube.kubectl("delete", "secret", name, "-n", NAMESPACE, "--wait=false", check=False)
+
+
+def reviewed(given: Scenario, flux: Flux, git_server: GitServer, forge_server: ForgeServer,
+             secret: str, token: str, *, crash_on: str = "") -> tuple[str, str, str, str]:
+    """``delivered``, with a policy that pushes to imagepatch/web and opens a pull request."""
+    ns = given.namespace("gitpr")
+    app = f"registry.local/{unique('gitpr')}/app"
+    repo = f"team/{unique('app')}"  # owner/name, as the forge names it
+    policy = unique("pol")
+    given.policy(policy, rollout={**FAST_GATE, "mode": "GitWriteBack", "gitWriteBack": {
+        "url": git_server.repo_url(repo), "branch": "main", "path": "deploy",
+        "secretRef": {"name": secret}, "author": {"name": "imagepatch", "email": "ip@example.test"},
+        "applyTimeout": "3m", "pushBranch": "imagepatch/web",
+        "pullRequest": {"provider": "GitHub", "tokenSecretRef": {"name": token},
+                        "apiURL": forge_server.github_api}}})
+    flux.deliver_repo(git_server, ns, files(ns, policy, app, crash_on=crash_on), repo=repo)
+    given.wait_available(ns, "web", 1)
+    return ns, repo, policy, app
+
+
+def in_review(given: Scenario, patch: str) -> dict:
+    """The target's entry once the forge said its request is open."""
+    def probe():
+        status = given.get("imagepatch", patch).get("status") or {}
+        entry = (status.get("rollouts") or [{}])[0]
+        return entry if entry.get("gitPullRequestState") == "Open" else None
+    return wait_for(probe, timeout=120, interval=0.25, what=f"{patch}'s pull request in review")
+
+
+def test_a_squash_merged_request_is_applied_and_its_crash_reverted_on_the_branch(
+    given: Scenario, flux: Flux, git_server: GitServer, git_secret: str,
+    forge_server: ForgeServer, forge_secret: str, tmp_path
+) -> None:
+    digest = fake_digest("writeback-pr")
+    ns, repo, policy, app = reviewed(given, flux, git_server, forge_server, git_secret,
+                                     forge_secret, crash_on=digest)
+    patch = unique("patch")
+    started = time.monotonic()
+    given.imagepatch(patch, image=app, policy=policy, target_digest=digest)
+    entry = in_review(given, patch)
+    opened = time.monotonic() - started
+    pull = forge_server.find(repo, "imagepatch/web")
+    assert pull is not None and entry["gitPullRequestNumber"] == pull.number
+    assert entry["gitBranch"] == "imagepatch/web" and entry["phase"] == "Patching"
+    status = given.get("imagepatch", patch)["status"]
+    reconciling = [c for c in status["conditions"] if c["type"] == "Reconciling"]
+    assert reconciling and reconciling[0]["reason"] == "PullRequestOpen"
+    assert f"waiting for review of {entry['gitPullRequest']}" in reconciling[0]["message"]
+    assert given.image_of(ns, "web") == f"{app}:1"  # nothing applied before the merge
+
+    squash = forge_server.merge(repo, pull.number, "squash")  # the trailer is gone now
+    merged = time.monotonic() - started
+    done = given.wait_phase(patch, "Succeeded", "RolledBack", "Failed", timeout=240)
+    print(f"\n[writeback-pr] created -> request open {opened:.1f}s -> merged {merged:.1f}s -> "
+          f"{done['status']['phase']} {time.monotonic() - started:.1f}s")
+    [entry] = done["status"]["rollouts"]
+    assert done["status"]["phase"] == "RolledBack", done["status"]
+    assert entry["reason"] == "CrashLoopBackOff" and entry["gitRevert"]
+    work = clone(git_server, repo, tmp_path / "check")
+    log = git("log", "--first-parent", "--format=%H", "main", cwd=work).split()
+    assert log[:2] == [entry["gitRevert"], squash]  # the revert, on main, of the squash
+    body = git("log", "-1", "--format=%B", cwd=work)
+    assert writeback.revert_trailer(body) == patch and "CrashLoopBackOff" in body
+    assert digest not in (work / "deploy/kustomization.yaml").read_text()
+    flux.wait_applied(ns, "apps", entry["gitRevert"])
+    assert given.image_of(ns, "web") == f"{app}:1"
+    assert [p.number for p in forge_server.pulls if p.repo == repo] == [pull.number]
+
+
+def test_a_request_closed_without_a_merge_ends_the_patch_with_nothing_applied(
+    given: Scenario, flux: Flux, git_server: GitServer, git_secret: str,
+    forge_server: ForgeServer, forge_secret: str, tmp_path
+) -> None:
+    ns, repo, policy, app = reviewed(given, flux, git_server, forge_server, git_secret,
+                                     forge_secret)
+    patch, digest = unique("patch"), fake_digest("writeback-pr-closed")
+    given.imagepatch(patch, image=app, policy=policy, target_digest=digest)
+    entry = in_review(given, patch)
+    forge_server.close(repo, entry["gitPullRequestNumber"])
+    done = given.wait_phase(patch, "Succeeded", "RolledBack", "Failed", timeout=180)
+    [entry] = done["status"]["rollouts"]
+    assert done["status"]["phase"] == "Failed", done["status"]
+    assert (entry["reason"], entry["gitPullRequestState"]) == ("PullRequestClosed", "Closed")
+    assert "nothing is rolled back" in entry["message"] and "gitRevert" not in entry
+    work = clone(git_server, repo, tmp_path / "check")
+    assert len(git("log", "--format=%H", "main", cwd=work).split()) == 1  # main untouched
+    assert git("ls-remote", "--heads", "origin", "imagepatch/web", cwd=work).strip()  # left
+    assert given.image_of(ns, "web") == f"{app}:1"

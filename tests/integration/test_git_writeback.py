@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from imagepatch.adapters import forge
-from imagepatch.adapters.errors import ConfigurationError
+from imagepatch.adapters.errors import ConfigurationError, TransientError
 from imagepatch.adapters.git import Credentials, GitRepository
 from imagepatch.core import gitops, writeback
 from imagepatch.core.rollout import FailedDigest, GitWrite
 from imagepatch.model.imagepatch import Target, parse_imagepatch
 from imagepatch.model.policy import parse_policy_spec
 from imagepatch.reconcile.writeback import GitWriter
+from tests.support.forgeserver import ForgeServer
 from tests.support.gitserver import GitServer, git
 
 MANIFEST = """\
@@ -161,7 +163,7 @@ WEB = Target(namespace="default", name="web", container="web")
 
 def run(server: GitServer, name: str, cache: Path, act: GitWrite, *, path: str = "apps",
         secrets: dict | None = None, owner: gitops.Owner | None = None,
-        opener: Any = None, **write_back: Any):
+        opener: Any = None, state_of: Any = None, **write_back: Any):
     policy = parse_policy_spec({"namespaceSelector": {}, "rollout": {
         "mode": "GitWriteBack", "gitWriteBack": {"url": server.repo_url(name), "path": path,
                                                  "secretRef": {"name": "git"}, **write_back}}})
@@ -171,7 +173,8 @@ def run(server: GitServer, name: str, cache: Path, act: GitWrite, *, path: str =
         "imagepatch-system/git": {"username": server.user, "password": server.password},
         "imagepatch-system/forge": {"token": "t0ken"}})
     writer = GitWriter(kube, "imagepatch-system", cache,  # type: ignore[arg-type]
-                       **({"open_pull_request": opener} if opener else {}))
+                       **({"open_pull_request": opener} if opener else {}),
+                       **({"pull_request_state": state_of} if state_of else {}))
     return asyncio.run(writer.run(act, patch=patch, policy=policy, owner=owner))
 
 
@@ -285,19 +288,8 @@ def test_a_helm_application_in_argo_cds_namespace_gets_a_new_file(git_server, re
     text = git("show", "HEAD:charts/web/.argocd-source-web.yaml", cwd=tmp_path / "check")
     assert "name: image.repository" in text and "value: registry.test/app" in text
     assert "name: app.tag" in text and f"value: 1.0@{NEW.digest}" in text
-    # A Flux owner under the same policy has its manifests edited as before.
-    flux = gitops.Owner(tool=gitops.Tool.FLUX_KUSTOMIZATION, namespace="flux", name="apps",
-                        evidence="label")
-    other = f"{repo_name[:40]}-flux"
-    git_server.create_repo(other)
-    git_server.commit(other, {"apps/web/deploy.yaml": MANIFEST}, "the app")
-    edited = run(git_server, other, tmp_path / "d", FORWARD, owner=flux,
-                 argoCD={"sourceType": "Helm"})
-    assert edited.sha and not edited.reason
-    git("fetch", "--quiet", git_server.repo_url(other, with_credentials=True), "main",
-        cwd=tmp_path / "check", home=tmp_path)
-    files = git("show", "--name-only", "--format=", "FETCH_HEAD", cwd=tmp_path / "check")
-    assert files.split() == ["apps/web/deploy.yaml"]
+    # A Flux owner under the same policy is refused, saying what to fix (Flux never reads
+    # the override file): test_argo_cd_settings_on_a_flux_workload_say_what_to_fix.
 
 
 def test_a_broken_override_file_says_which(git_server, repo_name, tmp_path):
@@ -410,3 +402,239 @@ def test_commits_are_signed_with_the_ssh_signing_key(git_server, repo_name, tmp_
     verified = git("-c", f"gpg.ssh.allowedSignersFile={allowed}", "verify-commit", "--raw",
                    pushed.sha, cwd=tmp_path / "check")
     assert verified is not None
+
+
+# --- a merged pull request's revert: merge commit, squash, rebase; deep history --------------
+
+PR_SETTINGS = {"pushBranch": "imagepatch/web", "pullRequest": {
+    "provider": "GitHub", "tokenSecretRef": {"name": "forge"}}}
+
+
+def merge(server: GitServer, name: str, tmp: Path, how: str) -> str:
+    """Merge imagepatch/web into main as a forge's button does; the commit on main."""
+    work = tmp / f"merge-{how}"
+    git("clone", "--quiet", server.repo_url(name, with_credentials=True), str(work), home=tmp)
+    git("checkout", "--quiet", "main", cwd=work, home=tmp)
+    if how == "squash":  # GitHub's squash: one new commit, the PR's title as its message
+        git("merge", "--quiet", "--squash", "origin/imagepatch/web", cwd=work, home=tmp)
+        git("commit", "--quiet", "-m", "Bump web (#3)", cwd=work, home=tmp)
+    else:  # a merge commit
+        git("merge", "--quiet", "--no-ff", "-m", "Merge pull request #3",
+            "origin/imagepatch/web", cwd=work, home=tmp)
+    git("push", "--quiet", "origin", "HEAD:refs/heads/main", cwd=work, home=tmp)
+    return git("rev-parse", "HEAD", cwd=work, home=tmp).strip()
+
+
+def revert_act(commit: str, **kw: Any) -> GitWrite:
+    return GitWrite(target=WEB, image="registry.test/app:1.0", previous=NEW.reference(),
+                    revert=True, commit=commit, **kw)
+
+
+def test_a_squash_merged_request_is_reverted_through_the_forges_merge_commit(
+        git_server, repo_name, tmp_path):
+    asked: list[dict[str, Any]] = []
+
+    async def state_of(provider: str, **kw: Any) -> forge.PullRequestState:
+        asked.append({"provider": provider, **kw})
+        return forge.PullRequestState(state="merged", url="https://forge.test/pr/3",
+                                      merge_commit=squashed, merged_at="2026-12-06T02:00:00Z")
+
+    async def opener(provider: str, **kw: Any) -> forge.PullRequest:
+        return forge.PullRequest(number=3, url="https://forge.test/pr/3", created=True)
+
+    done = run(git_server, repo_name, tmp_path / "c", FORWARD, opener=opener, **PR_SETTINGS)
+    squashed = merge(git_server, repo_name, tmp_path, "squash")
+    git_server.commit(repo_name, {"README.md": "later work\n"}, "later work")
+    # The poll says merged, by which commit and when.
+    polled = run(git_server, repo_name, tmp_path / "c", GitWrite(
+        target=WEB, image=NEW.reference(), previous="registry.test/app:1.0",
+        poll_pull_request=True, pull_request_number=3), state_of=state_of, **PR_SETTINGS)
+    assert (polled.pull_request_state, polled.merge_commit, polled.merged_at) == (
+        "merged", squashed, "2026-12-06T02:00:00Z")
+    assert (asked[0]["number"], asked[0]["token"], asked[0]["provider"]) == (3, "t0ken", "GitHub")
+    # The revert, after a restart that lost the merge commit: asked of the forge again.
+    back = run(git_server, repo_name, tmp_path / "fresh", revert_act(
+        done.sha, pull_request_number=3, why="web/web: CrashLoopBackOff"), state_of=state_of,
+        **PR_SETTINGS)
+    assert back.sha and back.branch == "main" and not back.reason and len(asked) == 2
+    log = history(git_server, repo_name, tmp_path)
+    assert log[0].startswith(back.sha) and log[2].startswith(squashed)
+    assert git("show", "HEAD:apps/web/deploy.yaml", cwd=tmp_path / "check") == MANIFEST
+    body = git("log", "-1", "--format=%B", cwd=tmp_path / "check")
+    assert "CrashLoopBackOff" in body and "Imagepatch-Revert: web-fix" in body
+
+
+def test_a_request_merged_with_a_merge_commit_reverts_the_patchs_commit_or_the_merge(
+        git_server, repo_name, tmp_path):
+    async def opener(provider: str, **kw: Any) -> forge.PullRequest:
+        return forge.PullRequest(number=3, url="https://forge.test/pr/3", created=True)
+
+    done = run(git_server, repo_name, tmp_path / "c", FORWARD, opener=opener, **PR_SETTINGS)
+    merged = merge(git_server, repo_name, tmp_path, "merge")
+    # The trailer is on the branch (through the merge's second parent): that commit is undone.
+    back = run(git_server, repo_name, tmp_path / "c", revert_act(done.sha, merge_commit=merged),
+               **PR_SETTINGS)
+    assert back.sha and not back.reason
+    log = history(git_server, repo_name, tmp_path)
+    assert log[0].startswith(back.sha) and log[1].startswith(merged)
+    assert git("show", "HEAD:apps/web/deploy.yaml", cwd=tmp_path / "check") == MANIFEST
+    # A merge commit itself is undone against its first parent (git revert -m 1).
+    other = repository(git_server, repo_name, tmp_path / "direct")
+    git_server.commit(repo_name, {"apps/web/deploy.yaml": MANIFEST.replace("1.0", "2.0")},
+                      "2.0", branch="feature")
+    work = tmp_path / "merge-feature"
+    git("clone", "--quiet", git_server.repo_url(repo_name, with_credentials=True), str(work),
+        home=tmp_path)
+    git("merge", "--quiet", "--no-ff", "-X", "theirs", "-m", "Merge feature", "origin/feature",
+        cwd=work, home=tmp_path)
+    git("push", "--quiet", "origin", "HEAD:refs/heads/main", cwd=work, home=tmp_path)
+    merge_sha = git("rev-parse", "HEAD", cwd=work, home=tmp_path).strip()
+    undone = other.revert(branch="main", commit=merge_sha, original=lambda m: False,
+                          message=writeback.revert_message("Merge feature", patch="feature",
+                                                           reason="unhealthy"),
+                          found=lambda m: writeback.revert_trailer(m) == "feature")
+    assert undone.created
+    git("fetch", "--quiet", "origin", cwd=work, home=tmp_path)
+    assert "2.0" not in git("show", "origin/main:apps/web/deploy.yaml", cwd=work, home=tmp_path)
+
+
+def test_a_revert_older_than_the_clone_depth_deepens_the_history(git_server, repo_name, tmp_path,
+                                                                  monkeypatch):
+    from imagepatch.adapters import git as git_adapter
+    monkeypatch.setattr(git_adapter, "DEPTH", 5)
+    monkeypatch.setattr(git_adapter, "MAX_DEPTH", 40)
+    pushed = commit(repository(git_server, repo_name, tmp_path / "a"))
+    work = tmp_path / "busy"
+    git("clone", "--quiet", git_server.repo_url(repo_name, with_credentials=True), str(work),
+        home=tmp_path)
+    for i in range(12):  # more than DEPTH commits on top, none touching the patch's file
+        (work / "README.md").write_text(f"{i}\n")
+        git("add", "README.md", cwd=work, home=tmp_path)
+        git("commit", "--quiet", "-m", f"busy {i}", cwd=work, home=tmp_path)
+    git("push", "--quiet", "origin", "HEAD:refs/heads/main", cwd=work, home=tmp_path)
+
+    def revert(cache: str, *, patch: str = "web-fix", commit: str = pushed.sha):
+        return repository(git_server, repo_name, tmp_path / cache).revert(
+            branch="main", commit=commit,
+            original=lambda m: writeback.patch_trailer(m) == patch,
+            message=writeback.revert_message("x", patch=patch, reason="unhealthy"),
+            found=lambda m: writeback.revert_trailer(m) == patch)
+
+    # A fresh clone sees 5 commits: neither the trailer nor the commit; deepened, reverted.
+    back = revert("fresh")
+    assert back.created
+    check = tmp_path / "check"
+    history(git_server, repo_name, tmp_path)
+    assert git("show", "HEAD:apps/web/deploy.yaml", cwd=check) == MANIFEST
+    # Beyond MAX_DEPTH it stops deepening, and says the revert failed.
+    for i in range(45):
+        git_server.commit(repo_name, {"README.md": f"more {i}\n"}, f"more {i}")
+    with pytest.raises(ConfigurationError) as raised:
+        revert("fresh2", patch="gone", commit=pushed.sha)
+    assert raised.value.reason == "GitRevertFailed"
+    assert "not in the last 40 commits of main" in str(raised.value)
+
+
+def test_argo_cd_settings_on_a_flux_workload_say_what_to_fix(git_server, repo_name, tmp_path):
+    flux = gitops.Owner(tool=gitops.Tool.FLUX_KUSTOMIZATION, namespace="flux-system",
+                        name="apps", evidence=gitops.FLUX_KUSTOMIZE_NAME)
+    refused = run(git_server, repo_name, tmp_path / "c", FORWARD, owner=flux,
+                  argoCD={"sourceType": "Kustomize"})
+    assert refused.reason == "ArgoCDSettingsOnFluxWorkload" and not refused.sha
+    assert "Flux Kustomization flux-system/apps" in refused.message
+    assert "Remove argoCD from the policy" in refused.message
+    assert len(history(git_server, repo_name, tmp_path)) == 1
+
+
+def test_the_forge_that_cannot_say_is_the_polls_reason(git_server, repo_name, tmp_path):
+    async def down(provider: str, **kw: Any) -> forge.PullRequestState:
+        raise TransientError("GitHub at api.github.com: 502", reason="GitForgeUnavailable")
+
+    polled = run(git_server, repo_name, tmp_path / "c", GitWrite(
+        target=WEB, image=NEW.reference(), previous="registry.test/app:1.0",
+        poll_pull_request=True, pull_request_number=3), state_of=down, **PR_SETTINGS)
+    assert (polled.pull_request_reason, polled.pull_request_state) == ("GitForgeUnavailable", "")
+    no_settings = run(git_server, repo_name, tmp_path / "c", GitWrite(
+        target=WEB, image=NEW.reference(), previous="registry.test/app:1.0",
+        poll_pull_request=True, pull_request_number=3), state_of=down)
+    assert no_settings.pull_request_reason == "GitForgeRejected"
+
+
+# --- the whole review against the forge API stand-in (tests/support/forgeserver.py) ----------
+
+@pytest.fixture(scope="module")
+def forge_server(git_server: GitServer):
+    server = ForgeServer.start(git_server)
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize(("provider", "method"), [("GitHub", "squash"), ("GitLab", "squash"),
+                                                  ("GitHub", "merge")])
+def test_a_request_is_opened_polled_merged_and_its_merge_reverted_through_the_forge_api(
+        git_server, forge_server, tmp_path, provider, method):
+    repo = f"team/{provider.lower()}-{method}"
+    git_server.create_repo(repo)
+    git_server.commit(repo, {"apps/web/deploy.yaml": MANIFEST}, "the app")
+    api = forge_server.github_api if provider == "GitHub" else forge_server.gitlab_api
+    settings = {"pushBranch": "imagepatch/web", "pullRequest": {
+        "provider": provider, "tokenSecretRef": {"name": "forge"}, "apiURL": api}}
+    secrets = {"imagepatch-system/git": {"username": git_server.user,
+                                         "password": git_server.password},
+               "imagepatch-system/forge": {"token": forge_server.token}}
+
+    def step(act: GitWrite, cache: str = "c"):
+        return run(git_server, repo, tmp_path / cache, act, secrets=secrets, **settings)
+
+    done = step(FORWARD)
+    asked = step(replace(FORWARD, pull_request=True))
+    assert (asked.pull_request_number, asked.pull_request_reason) == (1, "")
+    assert step(replace(FORWARD, pull_request=True)).pull_request_number == 1  # never a second
+    assert [p.number for p in forge_server.pulls if p.repo == repo] == [1]
+    poll = replace(FORWARD, poll_pull_request=True, pull_request_number=1)
+    assert step(poll).pull_request_state == "open"
+    merged = forge_server.merge(repo, 1, method)
+    state = step(poll)
+    assert (state.pull_request_state, state.merge_commit) == ("merged", merged)
+    assert state.merged_at
+    # The revert, with nothing recorded of the merge (a restart): asked of the forge again.
+    back = step(GitWrite(target=WEB, image="registry.test/app:1.0", previous=NEW.reference(),
+                         revert=True, commit=done.sha, pull_request_number=1), cache="fresh")
+    assert back.sha and back.branch == "main" and not back.reason
+    history(git_server, repo, tmp_path)
+    assert git("show", "HEAD:apps/web/deploy.yaml", cwd=tmp_path / "check") == MANIFEST
+
+
+def test_a_closed_request_and_a_wrong_token_as_the_forge_api_answers(git_server, forge_server,
+                                                                     tmp_path):
+    repo = "team/closed"
+    git_server.create_repo(repo)
+    git_server.commit(repo, {"apps/web/deploy.yaml": MANIFEST}, "the app")
+    settings = {"pushBranch": "imagepatch/web", "pullRequest": {
+        "provider": "GitHub", "tokenSecretRef": {"name": "forge"},
+        "apiURL": forge_server.github_api}}
+    secrets = {"imagepatch-system/git": {"username": git_server.user,
+                                         "password": git_server.password},
+               "imagepatch-system/forge": {"token": forge_server.token}}
+    run(git_server, repo, tmp_path / "c", FORWARD, secrets=secrets, **settings)
+    opened = run(git_server, repo, tmp_path / "c", replace(FORWARD, pull_request=True),
+                 secrets=secrets, **settings)
+    forge_server.close(repo, opened.pull_request_number)
+    poll = replace(FORWARD, poll_pull_request=True, pull_request_number=opened.pull_request_number)
+    closed = run(git_server, repo, tmp_path / "c", poll, secrets=secrets, **settings)
+    assert closed.pull_request_state == "closed"
+    wrong = {**secrets, "imagepatch-system/forge": {"token": "nope"}}
+    refused = run(git_server, repo, tmp_path / "c", poll, secrets=wrong, **settings)
+    assert refused.pull_request_reason == "GitForgeAuthFailed" and "nope" not in (
+        refused.pull_request_message)
+
+
+def test_a_revert_is_made_even_if_argo_cd_settings_were_added_since(git_server, repo_name,
+                                                                    tmp_path):
+    flux = gitops.Owner(tool=gitops.Tool.FLUX_KUSTOMIZATION, namespace="flux-system",
+                        name="apps", evidence=gitops.FLUX_KUSTOMIZE_NAME)
+    done = run(git_server, repo_name, tmp_path / "c", FORWARD, owner=flux)
+    back = run(git_server, repo_name, tmp_path / "c", GitWrite(
+        target=WEB, image="registry.test/app:1.0", previous=NEW.reference(), revert=True,
+        commit=done.sha), owner=flux, argoCD={"sourceType": "Kustomize"})
+    assert back.sha and not back.reason

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from dataclasses import replace
 from typing import Any
+
+import pytest
 
 from imagepatch.adapters import forge
 from imagepatch.adapters.errors import ConfigurationError, TransientError
@@ -167,3 +170,76 @@ def test_a_bad_message_template_is_a_reason_not_a_crash():
     assert bad.pull_request_reason == "GitForgeRejected"
     assert bad.pull_request_message.startswith("spec.rollout.gitWriteBack.messageTemplate: ")
     assert opener.calls == []
+
+
+# --- what became of the request: polled, and a merged one's commit for the revert ------------
+
+POLL = GitWrite(target=WEB, image=ASK.image, previous=ASK.previous, poll_pull_request=True,
+                pull_request_number=7)
+
+
+class StateOf:
+    """adapters.forge.pull_request_state's stand-in."""
+
+    def __init__(self, answer: forge.PullRequestState | Exception) -> None:
+        self.answer = answer
+        self.calls: list[dict[str, Any]] = []
+
+    async def __call__(self, provider: str, **kw: Any) -> forge.PullRequestState:
+        self.calls.append({"provider": provider, **kw})
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+def writer(state_of: StateOf) -> GitWriter:
+    return GitWriter(Secrets({"ops/forge": {"token": "t0ken"}}), "ops",  # type: ignore[arg-type]
+                     open_pull_request=Forge(), pull_request_state=state_of)
+
+
+MERGED = forge.PullRequestState(state="merged", url="https://github.com/team/apps/pull/7",
+                                merge_commit="e" * 40, merged_at="2026-12-06T01:00:00Z")
+
+
+def test_the_poll_asks_the_forge_with_the_token_and_hands_back_its_answer():
+    state_of = StateOf(MERGED)
+    done = asyncio.run(writer(state_of).run(POLL, patch=PATCH, policy=policy()))
+    assert (done.pull_request_state, done.merge_commit, done.merged_at) == (
+        "merged", "e" * 40, "2026-12-06T01:00:00Z")
+    assert not done.sha and not done.reason and not done.pull_request_reason
+    [call] = state_of.calls
+    assert (call["provider"], call["number"], call["token"], call["api_url"]) == (
+        "GitHub", 7, "t0ken", "https://ghe.example.com/api/v3")
+
+
+def test_a_poll_the_forge_cannot_answer_is_its_reason():
+    down = StateOf(TransientError("GitHub answered 503", reason="GitForgeUnavailable"))
+    done = asyncio.run(writer(down).run(POLL, patch=PATCH, policy=policy()))
+    assert (done.pull_request_reason, done.pull_request_state) == ("GitForgeUnavailable", "")
+    odd = StateOf(ConfigurationError("odd", reason="Something"))
+    assert asyncio.run(writer(odd).run(POLL, patch=PATCH, policy=policy())
+                       ).pull_request_reason == "GitForgeRejected"
+
+
+def test_the_merge_commit_is_the_recorded_one_else_asked_else_none():
+    wb = policy().rollout.git_write_back
+    assert wb is not None
+    revert = GitWrite(target=WEB, image=ASK.previous, previous=ASK.image, revert=True,
+                      commit="c" * 40, pull_request_number=7)
+    state_of = StateOf(MERGED)
+    ask = writer(state_of)._merge_commit
+    assert asyncio.run(ask(wb, revert)) == "e" * 40 and len(state_of.calls) == 1
+    recorded = replace(revert, merge_commit="f" * 40)
+    assert asyncio.run(ask(wb, recorded)) == "f" * 40 and len(state_of.calls) == 1
+    assert asyncio.run(ask(wb, replace(revert, pull_request_number=0))) == ""
+    still_open = StateOf(forge.PullRequestState(state="open"))
+    assert asyncio.run(writer(still_open)._merge_commit(wb, revert)) == ""
+    down = StateOf(TransientError("503", reason="GitForgeUnavailable"))
+    assert asyncio.run(writer(down)._merge_commit(wb, revert)) == ""  # best effort
+    plain = parse_policy_spec({"namespaceSelector": {}, "rollout": {
+        "mode": "GitWriteBack", "gitWriteBack": {"url": URL, "secretRef": {"name": "git"}}}})
+    assert plain.rollout.git_write_back is not None
+    assert asyncio.run(writer(state_of)._merge_commit(plain.rollout.git_write_back, revert)) == ""
+    # _state on a policy without pullRequest (a revert asks it only with one) says so.
+    with pytest.raises(ConfigurationError, match="no longer sets"):
+        asyncio.run(writer(state_of)._state(plain.rollout.git_write_back, 7))

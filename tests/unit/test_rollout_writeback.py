@@ -202,11 +202,10 @@ def test_the_pull_request_opened_with_the_commit_is_recorded():
     assert (rec["gitCommit"], rec["gitPullRequest"], rec["gitPullRequestNumber"]) == (
         SHA, PR_URL, 7)
     assert f"waiting for pull request {PR_URL} to be merged" in rec["message"]
-    waiting = step(done.status, dep, rollout=WITH_PR, now=T0 + dt.timedelta(minutes=1))
-    assert waiting.git is None and waiting.requeue_after
-    late = step(done.status, dep, rollout=WITH_PR, now=T0 + dt.timedelta(minutes=6))
-    assert late.status["rollouts"][0]["reason"] == "GitApplyTimeout"
-    assert f"pull request {PR_URL} was merged" in late.status["rollouts"][0]["message"]
+    # Then the forge is asked what became of it (the next pass), nothing written.
+    asked = step(done.status, dep, rollout=WITH_PR, now=T0 + dt.timedelta(minutes=1))
+    assert asked.git is not None and asked.git.poll_pull_request
+    assert (asked.git.pull_request_number, asked.git.pull_request) == (7, False)
 
 
 def test_a_pull_request_not_recorded_is_asked_for_again_after_a_restart():
@@ -247,4 +246,132 @@ def test_a_pull_request_is_not_asked_for_without_its_settings_or_once_recorded()
     assert plain.git is None
     recorded = step(pushed(dep, gitPullRequest=PR_URL, gitPullRequestNumber=7), dep,
                     rollout=WITH_PR)
-    assert recorded.git is None and recorded.requeue_after
+    assert recorded.git is not None and recorded.git.poll_pull_request
+    assert not recorded.git.pull_request
+    # Without pullRequest any more, a recorded request is not asked after: bounded wait.
+    plain = step(pushed(dep, gitPullRequest=PR_URL, gitPullRequestNumber=7), dep,
+                 rollout=rollout)
+    assert plain.git is None and plain.requeue_after
+
+
+# --- the review: polled, never bounded while open; closed ends it; merged starts the clock ----
+
+def in_review(dep_old: dict, **extra: Any) -> dict:
+    return pushed(dep_old, gitPullRequest=PR_URL, gitPullRequestNumber=7, **extra)
+
+
+def polled(state: str, **kw: Any) -> GitResult:
+    return GitResult(target=WEB, pull_request_state=state, **kw)
+
+
+def test_an_open_request_waits_for_review_past_the_apply_timeout():
+    dep = managed(OLD)
+    days = T0 + dt.timedelta(days=3)
+    asked = step(in_review(dep), dep, rollout=WITH_PR, now=days)
+    assert asked.git is not None and asked.git.poll_pull_request  # not GitApplyTimeout
+    open_ = step(in_review(dep), dep, rollout=WITH_PR, now=days, git=polled("open"))
+    [rec] = open_.status["rollouts"]
+    assert (rec["phase"], rec["gitPullRequestState"]) == ("Patching", "Open")
+    assert f"waiting for review of {PR_URL}" in rec["message"]
+    assert open_.git is None and open_.requeue_after == 60.0
+    reconciling = [c for c in open_.status["conditions"] if c["type"] == "Reconciling"]
+    assert reconciling[0]["reason"] == "PullRequestOpen"
+    assert f"waiting for review of {PR_URL}" in reconciling[0]["message"]
+    assert open_.status["phase"] == "RollingOut"
+    # Asking again later leaves that status as it is (nothing to write before the poll).
+    again = step(open_.status, dep, rollout=WITH_PR, now=days + dt.timedelta(minutes=1))
+    assert again.git is not None and again.git.poll_pull_request and again.status == {}
+
+
+def test_a_forge_that_cannot_say_keeps_the_review_waiting_with_its_reason():
+    dep = managed(OLD)
+    down = GitResult(target=WEB, pull_request_reason="GitForgeUnavailable",
+                     pull_request_message="GitHub at api.github.com: 502")
+    waiting = step(in_review(dep, gitPullRequestState="Open"), dep, rollout=WITH_PR, git=down,
+                   now=T0 + dt.timedelta(days=1))
+    [rec] = waiting.status["rollouts"]
+    assert rec["phase"] == "Patching" and "GitHub at api.github.com: 502" in rec["message"]
+    assert waiting.requeue_after == 60.0
+    reconciling = [c for c in waiting.status["conditions"] if c["type"] == "Reconciling"]
+    assert reconciling[0]["reason"] == "GitForgeUnavailable"
+
+
+def test_a_request_closed_without_a_merge_ends_the_patch_with_nothing_to_roll_back():
+    dep = managed(OLD)
+    closed = step(in_review(dep), dep, rollout=WITH_PR, git=polled("closed"))
+    [rec] = closed.status["rollouts"]
+    assert (rec["phase"], rec["reason"], rec["gitPullRequestState"]) == (
+        "Failed", "PullRequestClosed", "Closed")
+    assert f"{PR_URL} was closed without being merged" in rec["message"]
+    assert "nothing is rolled back" in rec["message"] and "imagepatch/web" in rec["message"]
+    assert closed.status["phase"] == "Failed" and closed.git is None and closed.action is None
+    assert [e.reason for e in closed.events] == ["PullRequestClosed"]
+
+
+def test_a_merge_is_recorded_and_the_apply_timeout_counts_from_it():
+    dep = managed(OLD)
+    merge = "e" * 40
+    at = T0 + dt.timedelta(days=2)
+    merged = step(in_review(dep), dep, rollout=WITH_PR, now=at + dt.timedelta(minutes=1),
+                  git=polled("merged", merge_commit=merge, merged_at=format_time(at)))
+    [rec] = merged.status["rollouts"]
+    assert (rec["gitPullRequestState"], rec["gitMergeCommit"], rec["gitMergedAt"]) == (
+        "Merged", merge, format_time(at))
+    assert f"{PR_URL} was merged as {merge[:12]}" in rec["message"]
+    waiting = step(merged.status, dep, rollout=WITH_PR, now=at + dt.timedelta(minutes=4))
+    assert waiting.git is None and waiting.requeue_after  # no more polling once merged
+    late = step(merged.status, dep, rollout=WITH_PR, now=at + dt.timedelta(minutes=6))
+    [rec] = late.status["rollouts"]
+    assert (rec["phase"], rec["reason"]) == ("Failed", "GitApplyTimeout")
+    assert f"pull request {PR_URL} was merged at {format_time(at)} as {merge[:12]}" in (
+        rec["message"])
+    applied = step(merged.status, managed(NEW, generation=2), rollout=WITH_PR,
+                   now=at + dt.timedelta(minutes=3))
+    assert applied.status["rollouts"][0]["phase"] == "Gating"
+
+
+def test_a_merge_without_a_time_or_commit_counts_from_when_it_was_seen():
+    dep = managed(OLD)
+    seen = T0 + dt.timedelta(hours=1)
+    merged = step(in_review(dep), dep, rollout=WITH_PR, now=seen, git=polled("merged"))
+    [rec] = merged.status["rollouts"]
+    assert rec["gitMergedAt"] == format_time(seen) and "gitMergeCommit" not in rec
+    assert f"{PR_URL} was merged; waiting" in rec["message"]
+
+
+def test_the_revert_of_a_merged_request_names_its_merge_commit_and_the_verdict():
+    dep_old, on_new = managed(OLD), managed(NEW, generation=2)
+    merge = "e" * 40
+    status = rolling_back(dep_old, gitPullRequest=PR_URL,
+                          gitPullRequestNumber=7, gitPullRequestState="Merged",
+                          gitMergeCommit=merge, gitMergedAt=format_time(T0))
+    asked = step(status, on_new, pods=[pod(NEW, crash_restarts=3)], rollout=WITH_PR)
+    assert asked.git is not None and asked.git.revert
+    assert (asked.git.commit, asked.git.merge_commit, asked.git.pull_request_number) == (
+        SHA, merge, 7)
+    assert "CrashLoopBackOff" in asked.git.why
+
+
+def test_a_revert_is_said_to_be_on_the_branch_even_after_a_push_branch():
+    dep_old, on_new = managed(OLD), managed(NEW, generation=2)
+    crash = [pod(NEW, crash_restarts=3)]
+    status = rolling_back(dep_old, gitPullRequest=PR_URL, gitPullRequestNumber=7)
+    status["rollouts"][0]["gitBranch"] = "imagepatch/web"
+    done = step(status, on_new, pods=crash, rollout=WITH_PR,
+                git=GitResult(target=WEB, revert=True, sha=REVERT, branch="main"))
+    assert f"reverted by {REVERT[:12]} on {URL} branch main" in (
+        done.status["rollouts"][0]["message"])
+    # A policy no longer in GitWriteBack mode: the recorded branch is named.
+    late = step(rolling_back(dep_old, gitRevert=REVERT), on_new, rollout=GATE,
+                now=T0 + dt.timedelta(minutes=11))
+    assert f"revert {REVERT[:12]} on branch main" in late.status["rollouts"][0]["message"]
+
+
+def test_a_revert_that_fails_for_a_passing_reason_is_tried_again():
+    dep_old, on_new = managed(OLD), managed(NEW, generation=2)
+    flaky = GitResult(target=WEB, revert=True, reason="GitPushRejected",
+                      message="rejected 3 times", transient=True)
+    retry = step(rolling_back(dep_old), on_new, pods=[pod(NEW, crash_restarts=3)], git=flaky)
+    [rec] = retry.status["rollouts"]
+    assert rec["phase"] == "RollingBack" and "rejected 3 times; trying again" in rec["message"]
+    assert retry.requeue_after == 30.0 and retry.git is None

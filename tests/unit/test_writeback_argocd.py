@@ -176,3 +176,18 @@ def test_a_long_pinned_reference_stays_on_its_line():
     assert f"    value: 1.0@{NEW}\n" in text
     kustomized = edit_argocd_source(None, source_type="kustomize", target=target(), new=new())
     assert f"  - {E2E}:0.2@{NEW}\n" in kustomized
+
+
+def test_argo_cd_settings_on_a_flux_workload_say_what_to_fix():
+    from imagepatch.core import gitops
+    from imagepatch.core.writeback import argocd_on_flux
+
+    def owner(tool: gitops.Tool) -> gitops.Owner:
+        return gitops.Owner(tool=tool, namespace="flux-system", name="apps", evidence="label")
+
+    assert argocd_on_flux(None) is None
+    assert argocd_on_flux(owner(gitops.Tool.ARGO_CD_APPLICATION)) is None
+    for tool in (gitops.Tool.FLUX_KUSTOMIZATION, gitops.Tool.FLUX_HELM_RELEASE):
+        why = argocd_on_flux(owner(tool))
+        assert why is not None and f"{tool} flux-system/apps" in why
+        assert "spec.rollout.gitWriteBack.argoCD" in why and "Remove argoCD" in why

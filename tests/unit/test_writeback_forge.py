@@ -31,10 +31,11 @@ from imagepatch.adapters.forge import (
     GitHub,
     GitLab,
     PullRequest,
+    PullRequestState,
     RetrySettings,
-    _Backoff,
     forge_for,
     open_pull_request,
+    pull_request_state,
 )
 from imagepatch.core import reasons
 
@@ -299,13 +300,76 @@ def test_open_pull_request_end_to_end_with_an_injected_client():
     assert result.created and result.number == 42
 
 
-def test_backoff_retries_only_transient_errors_and_honours_the_forges_wait():
-    backoff = _Backoff(RetrySettings(wait_initial=1.0, wait_max=4.0, wait_jitter=0.0,
-                                     timeout=30.0))
-    assert backoff(ConfigurationError("x")) is False
-    assert backoff(TransientError("x")) == 1.0
-    assert backoff(TransientError("x", retry_after=10.0)) == 10.0
-    assert backoff(TransientError("x", retry_after=999.0)) == 30.0
-    assert backoff(TransientError("x")) == 4.0
-    jittered = _Backoff(RetrySettings(wait_jitter=0.5))
-    assert 1.0 <= jittered(TransientError("x")) <= 1.5
+
+# -- what became of a request (docs: GitHub "Get a pull request", GitLab "Get single MR") ---
+
+MERGE_SHA = "6dcb09b5b57875f334f61aebed695e2e4193db5e"
+SQUASH_SHA = "1d2c3b4a5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b"
+
+
+def state_of(peer: Forge, provider: str = "GitHub", number: int = 42) -> PullRequestState:
+    url = ("https://github.com/octo/shop.git" if provider == "GitHub"
+           else "https://gitlab.example/group/sub/app.git")
+    return run(pull_request_state(provider, repository_url=url, token=TOKEN, number=number,
+                                  client=peer.client(), retry=RetrySettings(attempts=1)))
+
+
+@pytest.mark.parametrize(("answer", "expected"), [
+    ({**PR, "state": "open", "merged": False, "merged_at": None, "merge_commit_sha": "e5bd3"},
+     PullRequestState(state="open", url=PR["html_url"])),  # a test merge's sha: not a merge
+    ({**PR, "state": "closed", "merged": False, "merged_at": None},
+     PullRequestState(state="closed", url=PR["html_url"])),
+    ({**PR, "state": "closed", "merged": True, "merged_at": "2026-12-06T01:02:03Z",
+      "merge_commit_sha": MERGE_SHA},
+     PullRequestState(state="merged", url=PR["html_url"], merge_commit=MERGE_SHA,
+                      merged_at="2026-12-06T01:02:03Z")),
+    ({**PR, "state": "closed", "merged_at": "2026-12-06T01:02:03Z", "merge_commit_sha": None},
+     PullRequestState(state="merged", url=PR["html_url"], merged_at="2026-12-06T01:02:03Z")),
+])
+def test_github_reads_one_request_as_documented(answer, expected):
+    peer = Forge(httpx.Response(200, json=answer))
+    assert state_of(peer) == expected
+    [request] = peer.requests
+    assert (request.method, request.url.path) == ("GET", "/repos/octo/shop/pulls/42")
+    assert request.headers["authorization"] == f"Bearer {TOKEN}"
+
+
+@pytest.mark.parametrize(("answer", "expected"), [
+    ({**MR, "state": "opened"}, PullRequestState(state="open", url=MR["web_url"])),
+    ({**MR, "state": "locked"}, PullRequestState(state="open", url=MR["web_url"])),
+    ({**MR, "state": "closed", "merge_commit_sha": None},
+     PullRequestState(state="closed", url=MR["web_url"])),
+    ({**MR, "state": "merged", "merged_at": "2026-12-06T01:02:03.000Z", "squash": True,
+      "merge_commit_sha": MERGE_SHA, "squash_commit_sha": SQUASH_SHA},
+     PullRequestState(state="merged", url=MR["web_url"], merge_commit=SQUASH_SHA,
+                      merged_at="2026-12-06T01:02:03.000Z")),
+    ({**MR, "state": "merged", "merged_at": "2026-12-06T01:02:03.000Z", "squash": False,
+      "merge_commit_sha": MERGE_SHA, "squash_commit_sha": None},
+     PullRequestState(state="merged", url=MR["web_url"], merge_commit=MERGE_SHA,
+                      merged_at="2026-12-06T01:02:03.000Z")),
+    ({**MR, "state": "merged", "merge_commit_sha": None, "squash_commit_sha": None},
+     PullRequestState(state="merged", url=MR["web_url"])),  # a fast-forward merge
+])
+def test_gitlab_reads_one_merge_request_as_documented(answer, expected):
+    peer = Forge(httpx.Response(200, json=answer))
+    assert state_of(peer, "GitLab", 7) == expected
+    [request] = peer.requests
+    assert request.url.raw_path.decode() == "/api/v4/projects/group%2Fsub%2Fapp/merge_requests/7"
+    assert request.headers["private-token"] == TOKEN
+
+
+@pytest.mark.parametrize("answer", [[PR], {"message": "hi"}, {**PR, "number": "42"}])
+def test_a_request_read_back_without_its_number_is_not_the_api(answer):
+    with pytest.raises(ConfigurationError, match="is apiURL the forge's REST API"):
+        state_of(Forge(httpx.Response(200, json=answer)))
+
+
+def test_reading_a_request_is_retried_and_classified_like_every_call():
+    peer = Forge(httpx.Response(502), httpx.Response(200, json={**PR, "state": "open"}))
+    state = run(pull_request_state(
+        "GitHub", repository_url="https://github.com/octo/shop.git", token=TOKEN, number=42,
+        client=peer.client(), retry=RetrySettings(attempts=2, wait_initial=0.0, wait_max=0.0,
+                                                  wait_jitter=0.0)))
+    assert state.state == "open" and len(peer.requests) == 2
+    with pytest.raises(NotFoundError):
+        state_of(Forge(httpx.Response(404, json={"message": "Not Found"})))

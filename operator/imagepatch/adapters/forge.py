@@ -1,4 +1,5 @@
-"""Open a pull request (GitHub) or merge request (GitLab) for a pushed branch, never two.
+"""Open a pull request (GitHub) or merge request (GitLab) for a pushed branch, never two;
+and ask what became of it (open, merged by which commit, or closed).
 
 Git write-back with ``pushBranch`` pushes the commit to its own branch; when
 the policy configures ``pullRequest``, this adapter asks the forge to open a
@@ -19,13 +20,17 @@ The REST calls, as the forges document them:
   (201, the same object). ``Authorization: Bearer <token>``, ``Accept:
   application/vnd.github+json``, ``X-GitHub-Api-Version: 2022-11-28``. The
   API is ``https://api.github.com``, or ``https://<host>/api/v3`` for GitHub
-  Enterprise Server.
+  Enterprise Server. ``GET /repos/{owner}/{repo}/pulls/{number}`` reads one
+  (``state`` open/closed, ``merged``, ``merged_at``, ``merge_commit_sha``).
 - GitLab (``docs.gitlab.com/api/merge_requests``): ``GET
   /projects/:id/merge_requests?state=opened&source_branch=…&target_branch=…``
   lists (objects with ``iid`` and ``web_url``); ``POST
   /projects/:id/merge_requests`` with ``{source_branch, target_branch, title,
   description}`` creates (201). ``:id`` is the URL-encoded project path.
-  ``PRIVATE-TOKEN: <token>``; the API is ``https://<host>/api/v4``.
+  ``PRIVATE-TOKEN: <token>``; the API is ``https://<host>/api/v4``. ``GET
+  /projects/:id/merge_requests/:iid`` reads one (``state``
+  opened/closed/locked/merged, ``merged_at``, ``merge_commit_sha``,
+  ``squash_commit_sha``).
 
 Errors are classified here, once (``adapters/errors.py``): 401 and a 403 that
 is not a rate limit are ``ConfigurationError`` (the token or its scope), 404
@@ -33,17 +38,17 @@ is not a rate limit are ``ConfigurationError`` (the token or its scope), 404
 other than "already exists" ``ConfigurationError`` with the forge's own
 validation message (no commits between the branches, an unknown branch);
 429, a rate-limited 403, 5xx, timeouts and connection errors are
-``TransientError``, retried with jittered exponential back-off (stamina)
-within a cap on attempts and total time, honouring ``Retry-After`` (and
-GitHub's ``X-RateLimit-Reset``). Messages name the forge, the API host, the
-repository and the status, never the token; a response body is quoted only
-from a validation answer (422/409), never from an authentication failure.
+``TransientError``, retried with jittered exponential back-off
+(``adapters/retry.py``, stamina) within a cap on attempts and total time,
+honouring ``Retry-After`` (and GitHub's ``X-RateLimit-Reset``). Messages name
+the forge, the API host, the repository and the status, never the token; a
+response body is quoted only from a validation answer (422/409), never from
+an authentication failure.
 """
 
 from __future__ import annotations
 
 import abc
-import random
 import re
 import time
 import urllib.parse
@@ -52,13 +57,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import stamina
 
 from imagepatch.adapters.errors import (
     ConfigurationError,
     NotFoundError,
     TransientError,
 )
+from imagepatch.adapters.retry import RetrySettings, retrying
 from imagepatch.core import reasons
 
 __all__ = [
@@ -66,12 +71,15 @@ __all__ = [
     "GitHub",
     "GitLab",
     "PullRequest",
+    "PullRequestState",
     "RetrySettings",
     "forge_for",
     "open_pull_request",
+    "pull_request_state",
 ]
 
 GITHUB_API = "https://api.github.com"
+OPEN, MERGED, CLOSED = "open", "merged", "closed"  # PullRequestState.state
 GITHUB_API_VERSION = "2022-11-28"
 TIMEOUT = httpx.Timeout(10.0)
 _MESSAGE_MAX = 300
@@ -88,18 +96,19 @@ class PullRequest:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class RetrySettings:
-    """How long one forge call is retried on transient failures (stamina's settings)."""
+class PullRequestState:
+    """What became of a request: ``open``, ``merged`` or ``closed`` (without a merge);
+    once merged, the commit the merge put on the target branch (the merge commit, the
+    squash commit, or the last commit rebased onto it: what a revert undoes) and when."""
 
-    attempts: int = 5
-    timeout: float = 60.0  # seconds, all attempts of one call
-    wait_initial: float = 1.0
-    wait_max: float = 15.0
-    wait_jitter: float = 1.0
+    state: str
+    url: str = ""
+    merge_commit: str = ""
+    merged_at: str = ""
 
 
 class Forge(abc.ABC):
-    """One repository on a forge, one token. ``open_pull_request`` is the only verb."""
+    """One repository on a forge, one token: open a request, and ask what became of it."""
 
     name = "forge"
 
@@ -145,6 +154,10 @@ class Forge(abc.ABC):
                       ) -> PullRequest | None:
         """The new request, or None when the forge says one is open already."""
 
+    @abc.abstractmethod
+    async def pull_request_state(self, number: int) -> PullRequestState:
+        """Whether request ``number`` is open, merged (and by which commit) or closed."""
+
     # -- the verb ----------------------------------------------------------------------
 
     async def open_pull_request(self, *, head: str, base: str, title: str, body: str
@@ -170,16 +183,8 @@ class Forge(abc.ABC):
                     json: Mapping[str, Any] | None = None, exists: re.Pattern[str] | None = None
                     ) -> Any:
         """The decoded JSON answer; None when ``exists`` matches a 409/422 message."""
-        settings = self.retry
-        backoff = _Backoff(settings)
-        async for attempt in stamina.retry_context(
-            on=backoff, attempts=settings.attempts, timeout=settings.timeout,
-            wait_initial=settings.wait_initial, wait_max=settings.wait_max,
-            wait_jitter=settings.wait_jitter,
-        ):
-            with attempt:
-                return await self._once(method, path, params=params, json=json, exists=exists)
-        raise AssertionError("unreachable: stamina yields at least one attempt")
+        return await retrying(self.retry, lambda: self._once(
+            method, path, params=params, json=json, exists=exists))
 
     async def _once(self, method: str, path: str, *, params: Mapping[str, str] | None,
                     json: Mapping[str, Any] | None, exists: re.Pattern[str] | None) -> Any:
@@ -266,6 +271,20 @@ class GitHub(Forge):
             "title": title, "head": head, "base": base, "body": body}, exists=self._EXISTS)
         return None if made is None else _github(made, created=True)
 
+    async def pull_request_state(self, number: int) -> PullRequestState:
+        """``GET /repos/{owner}/{repo}/pulls/{number}``: ``state`` is ``open`` or
+        ``closed``, ``merged`` says which kind of closed; once merged,
+        ``merge_commit_sha`` is the merge commit, the squash commit, or the last
+        commit rebased onto the base, as the merge method made it."""
+        item = await self._call("GET", f"{self._path()}/{int(number)}")
+        _check(item, self, "number")
+        url = str(item.get("html_url") or "")
+        if item.get("merged") is True or item.get("merged_at"):
+            return PullRequestState(state=MERGED, url=url,
+                                    merge_commit=str(item.get("merge_commit_sha") or ""),
+                                    merged_at=str(item.get("merged_at") or ""))
+        return PullRequestState(state=CLOSED if item.get("state") == "closed" else OPEN, url=url)
+
 
 class GitLab(Forge):
     """A GitLab project, by its path (``group/subgroup/name``) or numeric id."""
@@ -300,6 +319,22 @@ class GitLab(Forge):
             "source_branch": head, "target_branch": base, "title": title,
             "description": body}, exists=self._EXISTS)
         return None if made is None else _gitlab(made, created=True)
+
+    async def pull_request_state(self, number: int) -> PullRequestState:
+        """``GET /projects/:id/merge_requests/:iid``: ``state`` is ``opened``,
+        ``closed``, ``locked`` (a merge in progress: still open here) or ``merged``;
+        once merged, ``squash_commit_sha`` (a squash merge: the commit that carries
+        the change, even when a merge commit follows it) or ``merge_commit_sha`` (a
+        merge commit; null for a fast-forward, whose commits keep their trailers)."""
+        item = await self._call("GET", f"{self._path()}/{int(number)}")
+        _check(item, self, "iid")
+        url = str(item.get("web_url") or "")
+        state = item.get("state")
+        if state == "merged":
+            commit = item.get("squash_commit_sha") or item.get("merge_commit_sha") or ""
+            return PullRequestState(state=MERGED, url=url, merge_commit=str(commit),
+                                    merged_at=str(item.get("merged_at") or ""))
+        return PullRequestState(state=CLOSED if state == "closed" else OPEN, url=url)
 
 
 # -- building a forge from the policy ---------------------------------------------------
@@ -366,7 +401,23 @@ async def open_pull_request(provider: str, *, repository_url: str, token: str, h
         return await forge.open_pull_request(head=head, base=base, title=title, body=body)
 
 
+async def pull_request_state(provider: str, *, repository_url: str, token: str, number: int,
+                             api_url: str = "", client: httpx.AsyncClient | None = None,
+                             retry: RetrySettings | None = None) -> PullRequestState:
+    """What became of request ``number`` of ``repository_url``."""
+    async with forge_for(provider, repository_url=repository_url, token=token,
+                         api_url=api_url, client=client, retry=retry) as forge:
+        return await forge.pull_request_state(number)
+
+
 # -- helpers ----------------------------------------------------------------------------
+
+
+def _check(item: Any, forge: Forge, number: str) -> None:
+    if not isinstance(item, Mapping) or not isinstance(item.get(number), int):
+        raise ConfigurationError(
+            f"{forge.name} at {forge.host}: a request of {forge.repository} came back without"
+            f" {number!r}: is apiURL the forge's REST API?", reason=reasons.GIT_FORGE_REJECTED)
 
 
 def _segment(value: str) -> str:
@@ -429,20 +480,3 @@ def _retry_after(response: httpx.Response) -> float | None:
     if response.headers.get("x-ratelimit-remaining") == "0" and reset.isdigit():
         return max(0.0, float(reset) - time.time())
     return None
-
-
-class _Backoff:
-    """stamina hook: retry only transient failures, honouring the forge's wait."""
-
-    def __init__(self, settings: RetrySettings) -> None:
-        self.settings = settings
-        self.failures = 0
-
-    def __call__(self, exc: Exception) -> bool | float:
-        if not isinstance(exc, TransientError):
-            return False
-        self.failures += 1
-        s = self.settings
-        jitter = random.uniform(0, s.wait_jitter) if s.wait_jitter else 0.0  # noqa: S311
-        wait = min(s.wait_max, s.wait_initial * 2.0 ** min(self.failures - 1, 30) + jitter)
-        return max(wait, min(exc.retry_after or 0.0, s.timeout))

@@ -20,7 +20,11 @@ Each repository has one work directory under ``cache_dir`` (a hash of its
 URL), a shallow clone (``DEPTH`` commits) refreshed before every operation,
 and a lock: two patches of one repository take turns. A commit is made only
 after the branch was searched for one carrying the patch's trailer
-(restart-safe: a commit pushed before a crash is found, not made again). A
+(restart-safe: a commit pushed before a crash is found, not made again; one
+buried deeper than ``DEPTH`` commits is not found, but then the files already
+hold the new reference, so nothing is committed twice). A revert needs the
+commit itself: when it is older than the fetched history, the clone is
+deepened (``git fetch --deepen``), ``DEPTH`` at a time up to ``MAX_DEPTH``. A
 push is never forced: a non-fast-forward rejection fetches, rebases and
 pushes again, at most ``PUSH_ATTEMPTS`` times; a rebase that conflicts is
 dropped and the edit is made again on the new branch head.
@@ -50,6 +54,9 @@ __all__ = [
 ]
 
 DEPTH = 200  # commits fetched: how far back a patch's commit is looked for
+# A revert whose commit is older than the fetched history deepens it, DEPTH
+# commits at a time, up to this many in all (then the revert fails, saying so).
+MAX_DEPTH = 2000
 PUSH_ATTEMPTS = 3
 FETCH_ATTEMPTS = 3
 WORK_BRANCH = "imagepatch-work"
@@ -250,6 +257,24 @@ class GitRepository:
                 return sha
         return ""
 
+    def _deepen(self, branch: str, commit: str) -> None:
+        """Fetch more of ``branch``'s history until ``commit`` and its parent are here, at
+        most ``MAX_DEPTH`` commits in all; a commit still missing is left to revert's
+        own error."""
+        depth = DEPTH
+        while commit and depth < MAX_DEPTH and not self._has(f"{commit}^"):
+            if self._git("rev-parse", "--is-shallow-repository").stdout.strip() != "true":
+                return
+            log.info("%s: %s is not in the last %d commits of %s: fetching deeper", self.url,
+                     commit[:12], depth, branch)
+            self._git("fetch", "--quiet", f"--deepen={DEPTH}", self.url,
+                      f"+refs/heads/{branch}:refs/remotes/origin/{branch}")
+            depth += DEPTH
+
+    def _has(self, rev: str) -> bool:
+        return not self._git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}",
+                             check=False).returncode
+
     def _push(self, branch: str) -> None:
         done = self._git("push", "--porcelain", self.url, f"HEAD:refs/heads/{branch}", check=False)
         if not done.returncode:
@@ -338,7 +363,9 @@ class GitRepository:
         found: Callable[[str], bool],
     ) -> Pushed:
         """A commit on ``branch`` reverting the patch's commit (found by ``original``, else
-        ``commit``), or the revert already there (``found``). Never force-pushed."""
+        ``commit``: after a squash merge, the squash), or the revert already there
+        (``found``). A merge commit is reverted against its first parent; a commit older
+        than the fetched history deepens it (``_deepen``). Never force-pushed."""
         with self.lock:
             self._prepare()
             for _ in range(PUSH_ATTEMPTS):
@@ -350,8 +377,19 @@ class GitRepository:
                 if sha := self._find(ref, found):
                     return Pushed(sha=sha, branch=branch, created=False)
                 undo = self._find(ref, original) or commit
+                self._deepen(branch, undo)
+                if not self._has(undo):
+                    raise ConfigurationError(
+                        f"cannot revert {undo[:12]} on {self.url} branch {branch}: it is not in "
+                        f"the last {MAX_DEPTH} commits of {branch} (revert it by hand)",
+                        reason="GitRevertFailed")
                 self._checkout(ref)
-                done = self._git("revert", "--no-edit", "--no-commit", undo, check=False)
+                # A merge commit (a request merged with one) is undone against its
+                # first parent, the branch as it was before the merge.
+                parents = self._git("rev-list", "--parents", "-n1", undo, check=False)
+                mainline = ["-m", "1"] if len(parents.stdout.split()) > 2 else []
+                done = self._git("revert", "--no-edit", "--no-commit", *mainline, undo,
+                                 check=False)
                 if done.returncode:
                     self._git("revert", "--abort", check=False)
                     raise ConfigurationError(

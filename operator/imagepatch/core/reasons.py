@@ -156,6 +156,14 @@ GIT_WRITE_BACK_FAILED = "GitWriteBackFailed"
 GIT_IMAGE_NOT_DECLARED = "GitImageNotDeclared"
 GIT_FLUX_IMAGE_AUTOMATION = "FluxImageAutomation"
 GIT_APPLY_TIMEOUT = "GitApplyTimeout"
+# gitWriteBack.pullRequest: the request waits for review (Reconciling, not
+# bounded by applyTimeout), or was closed without a merge (the target fails;
+# nothing was applied, so nothing is rolled back).
+PULL_REQUEST_OPEN = "PullRequestOpen"
+PULL_REQUEST_CLOSED = "PullRequestClosed"
+# gitWriteBack.argoCD on a policy whose workload Flux delivers: the override
+# file would be one Flux never reads.
+GIT_ARGOCD_ON_FLUX = "ArgoCDSettingsOnFluxWorkload"
 # The policy's pass ran out of its time budget (--policy-pass-budget) before
 # this container was evaluated: Unknown, naming the registry host that was slow.
 PASS_BUDGET_EXCEEDED = "PassBudgetExceeded"

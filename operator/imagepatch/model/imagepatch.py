@@ -138,6 +138,12 @@ class RolloutEntry:
     # page and number), recorded once the forge answered.
     git_pull_request: str = ""
     git_pull_request_number: int = 0
+    # What the forge last said of it (Open, Merged, Closed), and once merged the
+    # commit the merge put on the branch (what a revert undoes, even after a
+    # squash) and when (the applyTimeout clock starts there).
+    git_pull_request_state: str = ""
+    git_merge_commit: str = ""
+    git_merged_at: str = ""
 
     @property
     def restore_image(self) -> str:
@@ -172,6 +178,9 @@ class RolloutEntry:
             "gitRevert": self.git_revert,
             "gitPullRequest": self.git_pull_request,
             "gitPullRequestNumber": self.git_pull_request_number,
+            "gitPullRequestState": self.git_pull_request_state,
+            "gitMergeCommit": self.git_merge_commit,
+            "gitMergedAt": self.git_merged_at,
         }
         out.update({k: v for k, v in optional.items() if v})
         return out
@@ -297,6 +306,9 @@ def _entry(raw: Mapping[str, Any], index: int) -> RolloutEntry:
         git_revert=raw.get("gitRevert") or "",
         git_pull_request=raw.get("gitPullRequest") or "",
         git_pull_request_number=int(raw.get("gitPullRequestNumber") or 0),
+        git_pull_request_state=raw.get("gitPullRequestState") or "",
+        git_merge_commit=raw.get("gitMergeCommit") or "",
+        git_merged_at=raw.get("gitMergedAt") or "",
     )
 
 

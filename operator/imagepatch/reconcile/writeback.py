@@ -5,9 +5,15 @@ module reads the policy's Secrets from the operator's namespace, edits the
 files under ``gitWriteBack.path`` with ``core.writeback.edit``, and lets
 ``adapters.git`` find the commit by its trailer or push a new one; with
 ``pullRequest`` it then has ``adapters.forge`` open (or find open) the request
-from ``pushBranch``, with the token Secret's ``token``. What
-happened goes back to the planner as a ``GitResult``, which records it: this
-module writes no status itself (one writer per status).
+from ``pushBranch``, with the token Secret's ``token``, and later asks the
+forge what became of it (open, merged by which commit, closed). A revert
+after a merged request undoes the commit that carries the patch's trailer on
+``branch``, else the merge's own commit (a squash drops the trailer), asked
+of the forge when it was not recorded. ``argoCD`` on a workload Flux
+delivers is refused (``ArgoCDSettingsOnFluxWorkload``): the override file
+would be one Flux never reads. What happened goes back to the planner as a
+``GitResult``, which records it: this module writes no status itself (one
+writer per status).
 """
 
 from __future__ import annotations
@@ -30,11 +36,14 @@ from imagepatch.core.images import parse_image
 from imagepatch.core.rollout.context import GitResult, GitWrite
 from imagepatch.model.imagepatch import ImagePatch
 from imagepatch.model.policy import GitWriteBack, PolicySpec, RolloutMode
+from imagepatch.model.policy import PullRequest as PullRequestSettings
 
 log = logging.getLogger("imagepatch.writeback")
 
-# adapters.forge.open_pull_request's shape (unit tests hand in their own).
+# adapters.forge.open_pull_request's and pull_request_state's shapes (unit tests
+# hand in their own).
 OpenPullRequest = Callable[..., Awaitable[forge.PullRequest]]
+PullRequestStateOf = Callable[..., Awaitable[forge.PullRequestState]]
 
 # Files under gitWriteBack.path that are read (YAML manifests, kustomizations,
 # Helm values, Argo CD's parameter files); at most this many, of at most this size.
@@ -47,11 +56,13 @@ class GitWriter:
     """Write-back with the policy's Secrets (operator namespace) and a cached clone per repo."""
 
     def __init__(self, kube: Kube, operator_namespace: str, cache_dir: Path | None = None,
-                 *, open_pull_request: OpenPullRequest = forge.open_pull_request) -> None:
+                 *, open_pull_request: OpenPullRequest = forge.open_pull_request,
+                 pull_request_state: PullRequestStateOf = forge.pull_request_state) -> None:
         self.kube = kube
         self.namespace = operator_namespace
         self.cache_dir = cache_dir or Path(tempfile.gettempdir()) / "imagepatch-git"
         self.open_pull_request = open_pull_request
+        self.pull_request_state = pull_request_state
 
     async def _secret(self, name: str, *, field: str = "spec.rollout.gitWriteBack",
                       keys: str = "username and password (or token) for an HTTP(S) URL, "
@@ -65,6 +76,55 @@ class GitWriter:
         data: Mapping[str, Any] = body.get("data") or {}
         return {k: base64.b64decode(v).decode() for k, v in data.items() if isinstance(v, str)}
 
+    async def _token(self, pr: PullRequestSettings) -> str:
+        field = "spec.rollout.gitWriteBack.pullRequest.tokenSecretRef"
+        token = (await self._secret(pr.token_secret, field=field, keys="the key token",
+                                    reason=reasons.GIT_FORGE_AUTH_FAILED)).get("token", "")
+        if not token:
+            raise ConfigurationError(
+                f"Secret {self.namespace}/{pr.token_secret} ({field}) has no key token",
+                reason=reasons.GIT_FORGE_AUTH_FAILED)
+        return token
+
+    async def _state(self, wb: GitWriteBack, number: int) -> forge.PullRequestState:
+        """What the forge says of request ``number`` (an ``AdapterError`` when it cannot)."""
+        pr = wb.pull_request
+        if pr is None:
+            raise ConfigurationError("the policy no longer sets "
+                                     "spec.rollout.gitWriteBack.pullRequest",
+                                     reason=reasons.GIT_FORGE_REJECTED)
+        return await self.pull_request_state(
+            str(pr.provider), repository_url=wb.url, token=await self._token(pr),
+            number=number, api_url=pr.api_url)
+
+    async def _poll(self, act: GitWrite, policy: PolicySpec | None, patch: ImagePatch
+                    ) -> GitResult:
+        """``act.poll_pull_request``: what became of the request, or why the forge did not say."""
+        done = GitResult(target=act.target)
+        try:
+            state = await self._state(_settings(policy), act.pull_request_number)
+        except AdapterError as exc:
+            reason = exc.reason if exc.reason.startswith("GitForge") else (
+                reasons.GIT_FORGE_REJECTED)
+            return replace(done, pull_request_reason=reason, pull_request_message=str(exc))
+        log.info("ImagePatch %s: pull request %d is %s", patch.name, act.pull_request_number,
+                 state.state)
+        return replace(done, pull_request_state=state.state, merge_commit=state.merge_commit,
+                       merged_at=state.merged_at)
+
+    async def _merge_commit(self, wb: GitWriteBack, act: GitWrite) -> str:
+        """The commit a merged request put on ``branch``: recorded, else asked of the forge
+        (best effort: without it the revert undoes the patch's own commit)."""
+        if act.merge_commit or not act.pull_request_number or wb.pull_request is None:
+            return act.merge_commit
+        try:
+            state = await self._state(wb, act.pull_request_number)
+        except AdapterError as exc:
+            log.warning("could not ask the forge for the merge commit of request %d: %s",
+                        act.pull_request_number, exc)
+            return ""
+        return state.merge_commit if state.state == forge.MERGED else ""
+
     async def _pull_request(self, wb: GitWriteBack, act: GitWrite, patch: ImagePatch,
                             done: GitResult) -> GitResult:
         """``done`` with the request from ``pushBranch`` opened (or found open), or why not.
@@ -75,14 +135,8 @@ class GitWriter:
         pr = wb.pull_request
         if pr is None or not wb.push_branch:
             return done
-        field = "spec.rollout.gitWriteBack.pullRequest.tokenSecretRef"
         try:
-            token = (await self._secret(pr.token_secret, field=field, keys="the key token",
-                                        reason=reasons.GIT_FORGE_AUTH_FAILED)).get("token", "")
-            if not token:
-                raise ConfigurationError(
-                    f"Secret {self.namespace}/{pr.token_secret} ({field}) has no key token",
-                    reason=reasons.GIT_FORGE_AUTH_FAILED)
+            token = await self._token(pr)
             title, _, body = _message(wb, act, patch).partition("\n")
             opened = await self.open_pull_request(
                 str(pr.provider), repository_url=wb.url, token=token, head=wb.push_branch,
@@ -112,8 +166,15 @@ class GitWriter:
                 return replace(done, pull_request_reason=reasons.GIT_FORGE_REJECTED,
                                pull_request_message=str(exc))
             return await self._pull_request(wb, act, patch, done)
+        if act.poll_pull_request:
+            return await self._poll(act, policy, patch)
         try:
             wb = _settings(policy)
+            # A revert undoes what was written, whatever the policy says now.
+            mismatch = writeback.argocd_on_flux(owner) if (
+                wb.argo_cd is not None and not act.revert) else None
+            if mismatch is not None:
+                raise ConfigurationError(mismatch, reason=reasons.GIT_ARGOCD_ON_FLUX)
             creds = Credentials.from_secret(
                 await self._secret(wb.secret_name),
                 signing=await self._secret(wb.signing_key_secret) if wb.signing_key_secret
@@ -123,7 +184,8 @@ class GitWriter:
             app = owner if (wb.argo_cd is not None and owner is not None
                             and owner.tool is gitops.Tool.ARGO_CD_APPLICATION) else None
             if act.revert:
-                pushed = await asyncio.to_thread(_revert, repo, wb, act, patch)
+                merge = await self._merge_commit(wb, act)
+                pushed = await asyncio.to_thread(_revert, repo, wb, act, patch, merge)
             elif app is not None:
                 pushed = await asyncio.to_thread(_commit_argocd, repo, wb, act, patch, app)
             else:
@@ -132,7 +194,7 @@ class GitWriter:
             return GitResult(target=act.target, revert=act.revert, reason=exc.reason,
                              message=str(exc), transient=True)
         except AdapterError as exc:
-            reason = exc.reason if exc.reason.startswith(("Git", "Flux")) else (
+            reason = exc.reason if exc.reason.startswith(("Git", "Flux", "ArgoCD")) else (
                 reasons.GIT_WRITE_BACK_FAILED)
             return GitResult(target=act.target, revert=act.revert, reason=reason,
                              message=str(exc))
@@ -258,11 +320,18 @@ def _message(wb: GitWriteBack, act: GitWrite, patch: ImagePatch) -> str:
                                  reason=reasons.GIT_WRITE_BACK_FAILED) from None
 
 
-def _revert(repo: GitRepository, wb: GitWriteBack, act: GitWrite, patch: ImagePatch) -> Pushed:
+def _revert(repo: GitRepository, wb: GitWriteBack, act: GitWrite, patch: ImagePatch,
+            merge_commit: str = "") -> Pushed:
+    """The revert, pushed to ``branch`` itself (also after a pull request: a failing
+    workload does not wait for a review; the revert restores what ran before). It
+    undoes the commit on ``branch`` that carries the patch's trailer (a merge commit
+    or a rebase keeps it), else ``merge_commit`` (a squash drops it), else the
+    patch's own commit."""
+    verdict = f" ({act.why})" if act.why else ""
     message = writeback.revert_message(
         f"imagepatch: {_workload(act)} to {act.previous}", patch=patch.name,
-        reason=f"{act.previous} failed its health gate on {_workload(act)}; imagepatch rolls "
-        f"back to {act.image}")
-    return repo.revert(branch=wb.branch, commit=act.commit,
+        reason=f"{act.previous} failed its health gate on {_workload(act)}{verdict}; imagepatch "
+        f"rolls back to {act.image}")
+    return repo.revert(branch=wb.branch, commit=merge_commit or act.commit,
                        original=lambda m: writeback.patch_trailer(m) == patch.name,
                        message=message, found=lambda m: writeback.revert_trailer(m) == patch.name)

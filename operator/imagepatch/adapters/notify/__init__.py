@@ -30,17 +30,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import stamina
-
 from imagepatch.adapters import metrics
-from imagepatch.adapters.errors import AdapterError, TransientError
+from imagepatch.adapters.errors import AdapterError
 from imagepatch.adapters.notify.senders import Senders
+from imagepatch.adapters.retry import Backoff, retrying
+from imagepatch.adapters.retry import RetrySettings as _Settings
 from imagepatch.core import notify
 from imagepatch.model.errors import SpecError
 from imagepatch.model.policy import NotificationSink, parse_policy
@@ -57,14 +56,12 @@ MAX_FAILING = 10
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class RetrySettings:
-    """How long one delivery to one sink is retried (stamina's settings)."""
+class RetrySettings(_Settings):
+    """How long one delivery to one sink is retried (``adapters.retry``)."""
 
     attempts: int = 8
     timeout: float = 300.0  # seconds, all attempts of one delivery
-    wait_initial: float = 1.0
     wait_max: float = 60.0
-    wait_jitter: float = 1.0
 
 
 class Notifier:
@@ -169,16 +166,9 @@ class Notifier:
 
     async def _send(self, sink: NotificationSink, note: notify.Notification
                     ) -> AdapterError | None:
-        settings = self.retry
-        backoff = _Backoff(settings)
+        backoff = Backoff(self.retry)
         try:
-            async for attempt in stamina.retry_context(
-                on=backoff, attempts=settings.attempts, timeout=settings.timeout,
-                wait_initial=settings.wait_initial, wait_max=settings.wait_max,
-                wait_jitter=settings.wait_jitter,
-            ):
-                with attempt:
-                    await self.senders.send(sink, note)
+            await retrying(self.retry, lambda: self.senders.send(sink, note), backoff)
         except AdapterError as exc:
             metrics.record_notification(str(sink.type), "failed")
             log.warning("notification %s to %s sink %r failed after %d attempt(s): %s: %s",
@@ -216,23 +206,6 @@ class Notifier:
             except (AdapterError, SpecError) as exc:
                 log.warning("could not record the notification health of policy %s: %s",
                             policy, exc)
-
-
-class _Backoff:
-    """stamina hook: retry only transient failures, honouring a Retry-After hint."""
-
-    def __init__(self, settings: RetrySettings) -> None:
-        self.settings = settings
-        self.failures = 0
-
-    def __call__(self, exc: Exception) -> bool | float:
-        if not isinstance(exc, TransientError):
-            return False
-        self.failures += 1
-        s = self.settings
-        jitter = random.uniform(0, s.wait_jitter) if s.wait_jitter else 0.0  # noqa: S311
-        wait = min(s.wait_max, s.wait_initial * 2.0 ** min(self.failures - 1, 30) + jitter)
-        return max(wait, exc.retry_after or 0.0)
 
 
 def _failing(body: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -123,6 +123,15 @@ class GitWrite:
     # gitWriteBack.pullRequest: only open (or find) the request from the push
     # branch; the commit is recorded already.
     pull_request: bool = False
+    # Only ask the forge what became of request ``pull_request_number`` (open,
+    # merged, closed); nothing is written.
+    poll_pull_request: bool = False
+    pull_request_number: int = 0
+    # A revert after a merged request: the commit the merge put on the branch
+    # (reverted when no commit there carries the patch's trailer: a squash), and
+    # the health gate's verdict, for the revert's message.
+    merge_commit: str = ""
+    why: str = ""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -142,6 +151,11 @@ class GitResult:
     pull_request_number: int = 0
     pull_request_reason: str = ""
     pull_request_message: str = ""
+    # GitWrite.poll_pull_request: what the forge said (open, merged, closed; a
+    # failure is pull_request_reason), and once merged, by which commit and when.
+    pull_request_state: str = ""
+    merge_commit: str = ""
+    merged_at: str = ""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -12,7 +12,11 @@ and writes the files and runs git; the forge adapter (``adapters/forge.py``)
 opens pull requests. No I/O here.
 """
 
-from imagepatch.core.writeback.argocd import argocd_source_path, edit_argocd_source
+from imagepatch.core.writeback.argocd import (
+    argocd_on_flux,
+    argocd_source_path,
+    edit_argocd_source,
+)
 from imagepatch.core.writeback.edit import KUSTOMIZATION_FILES, edit, image_name
 from imagepatch.core.writeback.messages import (
     DEFAULT_TEMPLATE,
@@ -38,6 +42,7 @@ __all__ = [
     "NewImage",
     "Target",
     "WriteBackError",
+    "argocd_on_flux",
     "argocd_source_path",
     "check_template",
     "commit_message",

@@ -28,7 +28,8 @@ merges its entries in, and writes it back, and so does this module:
 
 The file is machine-owned, so it is loaded and dumped with ruamel.yaml's
 round-trip mode (its comments and key order survive; its indentation is
-ruamel's). Pure: text in, text out.
+ruamel's). Only Argo CD reads it: ``argocd_on_flux`` says why ``argoCD``
+cannot apply to a workload Flux delivers. Pure: text in, text out.
 """
 
 from __future__ import annotations
@@ -40,12 +41,28 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
+from imagepatch.core import gitops
 from imagepatch.core.writeback.edit import image_name, split_reference
 from imagepatch.core.writeback.model import NewImage, Target, WriteBackError
 
-__all__ = ["argocd_source_path", "edit_argocd_source"]
+__all__ = ["argocd_on_flux", "argocd_source_path", "edit_argocd_source"]
 
 SOURCE_TYPES = ("kustomize", "helm")
+
+
+def argocd_on_flux(owner: gitops.Owner | None) -> str | None:
+    """What to fix when a policy with ``gitWriteBack.argoCD`` meets a workload Flux
+    delivers (its ``kustomize.toolkit.fluxcd.io/*`` or ``helm.toolkit.fluxcd.io/*``
+    labels), or None. Flux never reads an Argo CD override file: writing one would
+    change nothing, and rewriting the manifests instead is not what the policy says."""
+    if owner is None or owner.tool not in (gitops.Tool.FLUX_KUSTOMIZATION,
+                                           gitops.Tool.FLUX_HELM_RELEASE):
+        return None
+    return (f"{owner.describe()} delivers this workload, but the policy sets "
+            "spec.rollout.gitWriteBack.argoCD: Flux never reads Argo CD's "
+            ".argocd-source-<app>.yaml override file. Remove argoCD from the policy (imagepatch "
+            "then edits the manifests Flux applies), or select only Argo CD Applications' "
+            "workloads with it")
 
 
 def argocd_source_path(app_name: str, app_namespace: str, argocd_namespace: str) -> str:
