@@ -243,3 +243,22 @@ def test_the_merge_commit_is_the_recorded_one_else_asked_else_none():
     # _state on a policy without pullRequest (a revert asks it only with one) says so.
     with pytest.raises(ConfigurationError, match="no longer sets"):
         asyncio.run(writer(state_of)._state(plain.rollout.git_write_back, 7))
+
+
+def test_argo_cd_settings_on_a_flux_workload_are_refused_before_any_git_call():
+    flux = gitops.Owner(tool=gitops.Tool.FLUX_KUSTOMIZATION, namespace="flux", name="apps",
+                        evidence="kustomize.toolkit.fluxcd.io/name")
+    spec = policy(argoCD={"sourceType": "Kustomize"})
+    commit = replace(ASK, pull_request=False)
+    kube = Secrets({})  # no Secret at all: the refusal comes first
+    writer = GitWriter(kube, "ops", open_pull_request=Forge())  # type: ignore[arg-type]
+    done = asyncio.run(writer.run(commit, patch=PATCH, policy=spec, owner=flux))
+    assert done.reason == "ArgoCDSettingsOnFluxWorkload" and not done.transient
+    assert done.message.startswith("Flux Kustomization flux/apps delivers this workload")
+    assert "spec.rollout.gitWriteBack.argoCD" in done.message and not done.sha
+    # A revert undoes what was written whatever the policy says now: it goes on to the
+    # credentials (missing here), never stopped by the mismatch.
+    revert = replace(commit, revert=True, commit="c" * 40)
+    undone = asyncio.run(writer.run(revert, patch=PATCH, policy=spec, owner=flux))
+    assert (undone.reason, undone.revert) == ("GitWriteBackFailed", True)
+    assert undone.message.startswith("Secret ops/git (spec.rollout.gitWriteBack) not found")
