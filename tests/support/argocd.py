@@ -103,8 +103,9 @@ class ArgoCD:
     controller: ServerProcess
 
     @classmethod
-    def start(cls, kube: Any, work: Path, *, reconcile: int = 10) -> ArgoCD:
-        """Argo CD comparing each Application every ``reconcile`` seconds (no jitter)."""
+    def start(cls, kube: Any, work: Path, *, reconcile: int | None = 10) -> ArgoCD:
+        """Argo CD comparing each Application every ``reconcile`` seconds (no jitter), or as
+        its defaults say (None: 180 s plus up to 60 s of jitter)."""
         argocd = build_argocd()
         helm = Path(_build("build-helm.sh")).parent
         kube.kubectl("apply", "--server-side", "-f", str(argocd / "crds"))
@@ -130,11 +131,12 @@ class ArgoCD:
             "ARGOCD_GPG_ENABLED": "false",
             # One controller: shard 0 of 1.
             "HOSTNAME": "argocd-application-controller-0",
+        }
+        if reconcile is not None:
             # What argocd-cm's timeout.reconciliation sets in a real install (the controller's
             # resync and the repo-server's cache of a branch head), and its jitter.
-            "ARGOCD_RECONCILIATION_TIMEOUT": f"{reconcile}s",
-            "ARGOCD_RECONCILIATION_JITTER": "0s",
-        }
+            env["ARGOCD_RECONCILIATION_TIMEOUT"] = f"{reconcile}s"
+            env["ARGOCD_RECONCILIATION_JITTER"] = "0s"
 
         redis = ServerProcess.start(
             "redis", lambda port: ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
