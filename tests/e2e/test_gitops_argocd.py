@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 
 import pytest
 import yaml
@@ -45,6 +46,14 @@ from tests.support.gitserver import GitServer, git
 from tests.support.scenario import Scenario, fake_digest, unique
 
 pytestmark = pytest.mark.kwok
+
+
+@pytest.fixture(autouse=True)
+def applications_deleted(given: Scenario, argocd: ArgoCD) -> Iterator[None]:
+    """The test's Applications go before its namespaces (``given``'s cleanup): the session's
+    Argo CD must not keep syncing into them."""
+    yield
+    argocd.cleanup()
 
 
 def chart(policy: str, app: str, *, crash_on: str = "") -> dict[str, str]:

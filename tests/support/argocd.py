@@ -42,7 +42,7 @@ import os
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +101,7 @@ class ArgoCD:
     redis: ServerProcess
     repo_server: ServerProcess
     controller: ServerProcess
+    made: list[tuple[str, str]] = field(default_factory=list)  # (kind, name) in NAMESPACE
 
     @classmethod
     def start(cls, kube: Any, work: Path, *, reconcile: int | None = 10) -> ArgoCD:
@@ -178,6 +179,13 @@ class ArgoCD:
             raise
         return cls(kube, redis, repo_server, controller)
 
+    def cleanup(self) -> None:
+        """Delete the Applications and repository Secrets made so far (not what they synced:
+        no finalizer), so a shared Argo CD stops comparing them."""
+        for kind, name in self.made:
+            self.kube.kubectl("delete", kind, name, "-n", NAMESPACE, "--wait=false")
+        self.made.clear()
+
     def stop(self) -> None:
         self.controller.stop()
         self.repo_server.stop()
@@ -193,6 +201,7 @@ class ArgoCD:
                   "stringData": {"type": "git", "url": url, "username": user,
                                  "password": password}}
         self.kube.kubectl("apply", "-f", "-", input=json.dumps(secret))
+        self.made.append(("secret", name))
 
     def deliver(self, name: str, namespace: str, *, url: str, path: str) -> None:
         """An Application syncing ``path`` of ``url`` (branch main) into ``namespace``,
@@ -204,6 +213,7 @@ class ArgoCD:
                         "destination": {"server": IN_CLUSTER, "namespace": namespace},
                         "syncPolicy": {"automated": {"prune": True}}}}
         self.kube.kubectl("apply", "-f", "-", input=json.dumps(app))
+        self.made.append(("applications.argoproj.io", name))
 
     def application(self, name: str) -> dict[str, Any]:
         raw = self.kube.kubectl("get", "applications.argoproj.io", name, "-n", NAMESPACE,
