@@ -24,9 +24,9 @@ with the defaults). Figures printed: ImagePatch created -> commit recorded ->
 Argo CD synced -> Succeeded, and the rollback's.
 """
 
-# The operator and the scenario are test_gitops_flux.py's module fixtures, the write-back
-# Secret test_gitops_writeback.py's, imported here; tests taking them as arguments
-# "redefine" them for ruff.
+# The operator and ``given`` are tests/e2e/conftest.py's; the write-back Secret is
+# test_gitops_writeback.py's module fixture, imported here: tests taking it as an argument
+# "redefine" it for ruff.
 # ruff: noqa: F811
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ import pytest
 import yaml
 
 from imagepatch.core import writeback
-from tests.e2e.test_gitops_flux import detector, given  # noqa: F401 - shared fixtures
 from tests.e2e.test_gitops_writeback import FAST_GATE, clone, follow, git_secret  # noqa: F401
 from tests.support.argocd import ArgoCD
 from tests.support.gitserver import GitServer, git

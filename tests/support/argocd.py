@@ -40,34 +40,25 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support import controller
 from tests.support.gitserver import GitServer
 from tests.support.ports import ServerProcess, free_port, http_ok
 from tests.support.scenario import unique
 from tests.support.wait import wait_for
 
-REPO = Path(__file__).resolve().parents[2]
+CLUSTER = Path(__file__).resolve().parents[1] / "cluster"
 NAMESPACE = "argocd"  # Argo CD's own namespace: its settings, Applications, repositories
 IN_CLUSTER = "https://kubernetes.default.svc"
 
 
-def _build(script: str) -> str:
-    """The last line a tests/cluster build script prints (what it built), building if needed."""
-    build = subprocess.run(["bash", str(REPO / "tests" / "cluster" / script)],
-                           capture_output=True, text=True, timeout=3600)
-    if build.returncode != 0:
-        raise RuntimeError(f"tests/cluster/{script} failed:\n{build.stderr[-3000:]}")
-    return build.stdout.strip().splitlines()[-1]
-
-
 def build_argocd() -> Path:
     """The folder of the ``argocd`` binary, its role symlinks and CRDs (built on first use)."""
-    return Path(_build("build-argocd.sh"))
+    return controller.build(CLUSTER / "build-argocd.sh")
 
 
 def redis_ready(port: int) -> bool:
@@ -108,13 +99,13 @@ class ArgoCD:
         """Argo CD comparing each Application every ``reconcile`` seconds (no jitter), or as
         its defaults say (None: 180 s plus up to 60 s of jitter)."""
         argocd = build_argocd()
-        helm = Path(_build("build-helm.sh")).parent
-        kube.kubectl("apply", "--server-side", "-f", str(argocd / "crds"))
-        for crd in ("applications.argoproj.io", "appprojects.argoproj.io"):
-            # `kubectl wait` fails at once on a CRD that has no status yet: ask again.
-            wait_for(lambda crd=crd: "condition met" in kube.kubectl(
-                "wait", "--for=condition=Established", f"crd/{crd}", "--timeout=10s",
-                check=False), timeout=60, what=f"CRD {crd} established")
+        helm = controller.build(CLUSTER / "build-helm.sh").parent  # it prints the binary
+        crds = argocd / "crds"
+        controller.install_crds(kube, [crds / "appproject-crd.yaml"], "appprojects.argoproj.io",
+                                "Argo CD AppProject")
+        controller.install_crds(kube, [crds / "application-crd.yaml",
+                                       crds / "applicationset-crd.yaml"],
+                                "applications.argoproj.io", "Argo CD Application")
         kube.kubectl("apply", "--server-side", "-f", "-",
                      input="\n---\n".join(json.dumps(d) for d in _settings()))
         work.mkdir(parents=True, exist_ok=True)
@@ -170,14 +161,14 @@ class ArgoCD:
             repo_server = ServerProcess.start("argocd-repo-server", repo_argv, healthy,
                                               work / "repo-server.log", timeout=90, env=env)
             started.append(repo_server)
-            controller = ServerProcess.start("argocd-application-controller", controller_argv,
+            app_controller = ServerProcess.start("argocd-application-controller", controller_argv,
                                              healthy, work / "application-controller.log",
                                              timeout=90, env=env)
         except Exception:
             for proc in reversed(started):
                 proc.stop()
             raise
-        return cls(kube, redis, repo_server, controller)
+        return cls(kube, redis, repo_server, app_controller)
 
     def cleanup(self) -> None:
         """Delete the Applications and repository Secrets made so far (not what they synced:
