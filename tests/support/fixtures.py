@@ -12,6 +12,8 @@ Session fixtures (started once, on first use, stopped at the end):
 
 * ``argo_rollouts`` -> ``ArgoRollouts``: Argo Rollouts' real controller and
   CRDs on the local cluster (built by tests/cluster/build-argo-rollouts.sh).
+* ``argocd`` -> ``ArgoCD``: Argo CD's application-controller, repo-server and
+  their Redis on the local cluster (built by tests/cluster/build-argocd.sh).
 
 Function fixture:
 
@@ -25,11 +27,13 @@ their tail.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from tests.support.argo import ArgoRollouts
+from tests.support.argocd import ArgoCD, build_argocd
 from tests.support.cosign import Cosign, build_cosign
 from tests.support.gitserver import GitServer
 from tests.support.images import Buildah
@@ -92,6 +96,26 @@ def argo_rollouts(kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ar
         yield argo
     finally:
         argo.stop()
+
+
+@pytest.fixture(scope="session")
+def argocd(kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArgoCD]:
+    """Argo CD, started once per session (per xdist worker) and shared; skipped only when it
+    cannot be built (a cold build takes about 17 minutes)."""
+    if not kube.kwok:
+        pytest.skip("Argo CD is started only on the local test cluster")
+    try:
+        build_argocd()
+    except RuntimeError as exc:
+        pytest.skip(f"Argo CD could not be built: {str(exc)[-500:]}")
+    started = time.monotonic()
+    running = ArgoCD.start(kube, tmp_path_factory.mktemp("argocd"))
+    print(f"\n[argocd] redis, repo-server and application-controller ready in "
+          f"{time.monotonic() - started:.1f}s")
+    try:
+        yield running
+    finally:
+        running.stop()
 
 
 @pytest.fixture(scope="session")
