@@ -47,7 +47,8 @@ def version() -> str:
     """The one version source, read as release/build-image.sh reads it."""
     text = (REPO / "operator" / "imagepatch" / "__init__.py").read_text()
     found = re.search(r'^__version__ = "(.+)"$', text, re.M)
-    assert found, "operator/imagepatch/__init__.py has no __version__"
+    if not found:
+        raise ValueError("operator/imagepatch/__init__.py has no __version__")
     return found[1]
 
 
@@ -76,7 +77,8 @@ def plugin_lock(lock: str) -> str:
         vias = re.findall(r"^\s+#(?:\s+via)?\s+([A-Za-z0-9][A-Za-z0-9._-]*)", block, re.M)
         needed_by[name] = {canonical(v) for v in vias if v != "via"}
     kept = {canonical(root) for root in PLUGIN_ROOTS}
-    assert kept <= set(blocks), f"not in the lock: {kept - set(blocks)}"
+    if not kept <= set(blocks):
+        raise ValueError(f"not in requirements/runtime.lock: {sorted(kept - set(blocks))}")
     while True:
         more = {name for name, users in needed_by.items() if users & kept} - kept
         if not more:
@@ -134,23 +136,31 @@ def build_archive(out_dir: Path, tag: str) -> Path:
 
 def fill_manifest(text: str, tag: str, uri: str, sha256: str) -> str:
     """The manifest's text with spec.version, each uri and each sha256 set; comments kept."""
-    assert re.fullmatch(r"[0-9a-f]{64}", sha256), sha256
-    assert uri.startswith("https://"), f"krew indexes want an https uri, not {uri}"
-    replacements = [
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise ValueError(f"not a sha256: {sha256!r}")
+    if not uri.startswith("https://"):
+        raise ValueError(f"krew indexes want an https uri, not {uri!r}")
+    replacements: list[tuple[str, int | None, str]] = [
         (r"^(  version: ).*$", 1, tag),
         (r"^(    uri: ).*$", None, uri),
         (r"^(    sha256: ).*$", None, f'"{sha256}"'),
     ]
     for pattern, count, value in replacements:
-        text, made = re.subn(pattern, lambda m, v=value: m[1] + v, text, flags=re.M)
-        assert made and (count is None or made == count), f"{pattern}: {made} lines"
+
+        def put(m: re.Match[str], value: str = value) -> str:
+            return m[1] + value
+
+        text, made = re.subn(pattern, put, text, flags=re.M)
+        if not made or (count is not None and made != count):
+            raise ValueError(f"the manifest has {made} lines matching {pattern}")
     return text
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="release/krew.py", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "dist" / "krew")
-    parser.add_argument("--base-url", default=os.environ.get("KREW_RELEASE_URL") or DEFAULT_BASE_URL,
+    parser.add_argument("--base-url",
+                        default=os.environ.get("KREW_RELEASE_URL") or DEFAULT_BASE_URL,
                         help="the release's asset URL; {tag} is replaced by v<version>")
     parser.add_argument("--manifest-out", type=Path,
                         help="where to write the manifest (default OUT/imagepatch.yaml)")

@@ -20,7 +20,8 @@ import sys
 
 # This file must run on any python3 long enough to say that it is too old.
 if sys.version_info < (3, 11):  # noqa: UP036 - the point is to refuse older ones
-    sys.exit("kubectl-imagepatch needs Python 3.11 or newer as python3; this is %s"
+    # %-formatting, not an f-string: an old python3 must parse this file to say so.
+    sys.exit("kubectl-imagepatch needs Python 3.11 or newer as python3; this is %s"  # noqa: UP031
              % sys.version.split()[0])
 
 import fcntl  # noqa: E402 - after the version check
