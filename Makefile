@@ -69,6 +69,13 @@ lint: setup
 image:
 	@bash release/build-image.sh
 
+## krew-archive: the kubectl plugin's release archive, dist/krew/kubectl-imagepatch_v<version>.tar.gz
+## (the same bytes from the same commit), and dist/krew/imagepatch.yaml, deploy/krew/'s manifest with
+## its uri and sha256 (release/krew.py); KREW_RELEASE_URL=<url> is where the release publishes it
+.PHONY: krew-archive
+krew-archive:
+	python3 release/krew.py
+
 ## lock: rewrite requirements/{runtime,dev,build}.lock (hashed, by uv) from pyproject.toml and
 ## requirements/build.in, keeping every pin that still fits; UPGRADE=1 moves every pin
 lock:
