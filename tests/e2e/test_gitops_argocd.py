@@ -2,21 +2,25 @@
 
 Given the real Argo CD application-controller and repo-server (built by
 tests/cluster/build-argocd.sh, started once per session by the ``argocd``
-fixture), the real Git server over HTTP with basic auth (a repository Secret
-gives Argo CD the credentials), and a Helm chart an Application syncs
-automatically into a namespace, a policy with ``rollout.mode: GitWriteBack``
-and ``gitWriteBack.argoCD: {sourceType: Helm}`` makes the operator commit
-the Application's parameter-override file, ``.argocd-source-<app>.yaml``
-(``image.repository`` and ``image.tag`` = ``tag@digest``), instead of patching
-the live Deployment:
+fixture; the repo-server renders with the ``helm`` and ``kustomize`` that
+tests/cluster/build-helm.sh and build-kustomize.sh build), the real Git server
+over HTTP with basic auth (a repository Secret gives Argo CD the credentials),
+and a Helm chart or a kustomization an Application syncs automatically into a
+namespace, a policy with ``rollout.mode: GitWriteBack`` and
+``gitWriteBack.argoCD: {sourceType: Helm}`` (or ``Kustomize``) makes the
+operator commit the Application's override file, ``.argocd-source-<app>.yaml``,
+instead of patching the live Deployment: Helm parameters (``image.repository``
+and ``image.tag`` = ``tag@digest``), or a kustomize images entry
+(``repo:tag@digest``, which the repo-server passes to ``kustomize edit set
+image``):
 
-- forward: the commit lands on the branch, Argo CD's repo-server renders the
-  chart with the override, the controller syncs it, the health gate passes
-  and the ImagePatch Succeeds; the Deployment's image was written by Argo CD
-  (its field manager), never by the operator;
-- a crash-looping digest: the gate fails, the rollback is a revert commit
-  (the override file goes away), Argo CD syncs it and the Deployment is back
-  on the chart's own tag.
+- forward, for each source type: the commit lands on the branch, Argo CD's
+  repo-server renders the path with the override, the controller syncs it,
+  the health gate passes and the ImagePatch Succeeds; the Deployment's image
+  was written by Argo CD (its field manager), never by the operator;
+- a crash-looping digest (Helm): the gate fails, the rollback is a revert
+  commit (the override file goes away), Argo CD syncs it and the Deployment is
+  back on the chart's own tag.
 
 Argo CD compares each Application every 10 s here (``timeout.reconciliation``,
 default 180 s plus up to 60 s of jitter: docs/gitops.md says what a user sees
@@ -34,6 +38,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -55,30 +61,50 @@ def applications_deleted(given: Scenario, argocd: ArgoCD) -> Iterator[None]:
     argocd.cleanup()
 
 
-def chart(policy: str, app: str, *, crash_on: str = "") -> dict[str, str]:
-    """A Helm chart of Deployment ``web`` whose image is ``image.repository:image.tag``."""
+def deployment(policy: str, image: str, *, crash_on: str = "") -> str:
+    """Deployment ``web`` (annotated with ``policy``) whose container ``app`` runs ``image``."""
     labels = "        app: web\n"
     if crash_on:  # the kwok stages crash-loop the pods that run this digest
         labels += f"        sim.imagepatch.dev/crashloop-digest: \"{crash_on.split(':')[1][:16]}\"\n"
-    return {
-        "deploy/Chart.yaml": "apiVersion: v2\nname: web\nversion: 0.1.0\n",
-        "deploy/values.yaml": f"image:\n  repository: {app}\n  tag: \"1\"\n",
-        "deploy/templates/web.yaml": (
-            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n"
+    return ("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n"
             f"  annotations:\n    imagepatch.dev/policy: {policy}\n"
             "spec:\n  replicas: 1\n  progressDeadlineSeconds: 60\n"
             "  selector:\n    matchLabels:\n      app: web\n"
             f"  template:\n    metadata:\n      labels:\n{labels}"
             "    spec:\n      containers:\n        - name: app\n"
-            "          image: \"{{ .Values.image.repository }}:{{ .Values.image.tag }}\"\n"
-        ),
+            f"          image: {image}\n")
+
+
+def chart(policy: str, app: str, *, crash_on: str = "") -> dict[str, str]:
+    """A Helm chart of Deployment ``web`` whose image is ``image.repository:image.tag``."""
+    return {
+        "deploy/Chart.yaml": "apiVersion: v2\nname: web\nversion: 0.1.0\n",
+        "deploy/values.yaml": f"image:\n  repository: {app}\n  tag: \"1\"\n",
+        "deploy/templates/web.yaml": deployment(
+            policy, '"{{ .Values.image.repository }}:{{ .Values.image.tag }}"',
+            crash_on=crash_on),
     }
 
 
+KUSTOMIZATION = ("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+                 "resources:\n  - web.yaml\n")
+
+
+def kustomization(policy: str, app: str, *, crash_on: str = "") -> dict[str, str]:
+    """A kustomization of Deployment ``web``, whose manifest names the image by tag."""
+    return {"deploy/kustomization.yaml": KUSTOMIZATION,
+            "deploy/web.yaml": deployment(policy, f"{app}:1", crash_on=crash_on)}
+
+
+SOURCES = {"Helm": chart, "Kustomize": kustomization}  # argoCD.sourceType -> the path's files
+
+
 def synced_by_argocd(given: Scenario, argocd: ArgoCD, git_server: GitServer, secret: str, *,
-                     crash_on: str = "", apply_timeout: str = "3m") -> tuple[str, str, str, str]:
+                     source_type: str = "Helm", crash_on: str = "",
+                     apply_timeout: str = "3m") -> tuple[str, str, str, str]:
     """(namespace, repository and Application, policy, app image repository) of a Deployment
-    an Argo CD Application syncs from a Helm chart in Git."""
+    an Argo CD Application syncs from a Helm chart or a kustomization (``source_type``) in
+    Git."""
     ns = given.namespace("argowb")
     app = f"registry.local/{unique('argowb')}/app"
     repo = unique("app")  # the policy names the repository before it exists
@@ -86,8 +112,9 @@ def synced_by_argocd(given: Scenario, argocd: ArgoCD, git_server: GitServer, sec
     given.policy(policy, rollout={**FAST_GATE, "mode": "GitWriteBack", "gitWriteBack": {
         "url": git_server.repo_url(repo), "branch": "main", "path": "deploy",
         "secretRef": {"name": secret}, "author": {"name": "imagepatch", "email": "ip@example.test"},
-        "applyTimeout": apply_timeout, "argoCD": {"sourceType": "Helm"}}})
-    argocd.deliver_repo(git_server, ns, chart(policy, app, crash_on=crash_on), repo=repo)
+        "applyTimeout": apply_timeout, "argoCD": {"sourceType": source_type}}})
+    files = SOURCES[source_type](policy, app, crash_on=crash_on)
+    argocd.deliver_repo(git_server, ns, files, repo=repo)
     dep = given.wait_available(ns, "web", 1)
     assert given.image_of(ns, "web") == f"{app}:1"
     # Argo CD's annotation tracking names the Application (in Argo CD's own namespace).
@@ -104,35 +131,35 @@ def image_writers(given: Scenario, ns: str) -> set[str]:
             if '"f:template"' in json.dumps(m.get("fieldsV1", {}))}
 
 
-def test_write_back_commits_the_override_file_and_argocd_syncs_it(
-    given: Scenario, argocd: ArgoCD, git_server: GitServer, git_secret: str, tmp_path
-) -> None:
-    ns, repo, policy, app = synced_by_argocd(given, argocd, git_server, git_secret)
+def pinned_by_argocd(given: Scenario, argocd: ArgoCD, git_server: GitServer, secret: str,
+                     work: Path, source_type: str) -> tuple[str, str, Any]:
+    """The forward write-back for ``source_type``, checked up to the override file's content:
+    (the app's image repository, the reference it pins, that file's YAML), with the
+    repository's head checked out in ``work``."""
+    ns, repo, policy, app = synced_by_argocd(given, argocd, git_server, secret,
+                                             source_type=source_type)
     assert image_writers(given, ns) == {"argocd-controller"}  # Argo CD's apply wrote it
-    patch, digest = unique("patch"), fake_digest("argocd-writeback")
+    patch, digest = unique("patch"), fake_digest(f"argocd-writeback-{source_type}")
     target = f"{app}:1@{digest}"
 
     started = time.monotonic()
     given.imagepatch(patch, image=app, policy=policy, target_digest=digest)
     seen = follow(given, patch, ns, target, started)
-    print(f"\n[argocd writeback] created -> commit {seen.get('commit', -1):.1f}s -> Argo CD "
-          f"synced {seen.get('applied', -1):.1f}s -> Succeeded {seen.get('Succeeded', -1):.1f}s")
+    print(f"\n[argocd {source_type} writeback] created -> commit {seen.get('commit', -1):.1f}s"
+          f" -> Argo CD synced {seen.get('applied', -1):.1f}s -> Succeeded "
+          f"{seen.get('Succeeded', -1):.1f}s")
 
     done = given.get("imagepatch", patch)
     [entry] = done["status"]["rollouts"]
     assert done["status"]["phase"] == "Succeeded", done["status"]
     assert (entry["phase"], entry["gitBranch"]) == ("Healthy", "main")
     # The commit is the branch's head, carries the trailer, and writes only the override file.
-    work = clone(git_server, repo, tmp_path / "check")
+    clone(git_server, repo, work)
     head = git("rev-parse", "HEAD", cwd=work).strip()
     assert entry["gitCommit"] == head
     assert writeback.patch_trailer(git("log", "-1", "--format=%B", cwd=work)) == patch
     changed = git("show", "--name-only", "--format=", "HEAD", cwd=work).split()
     assert changed == [f"deploy/.argocd-source-{repo}.yaml"]
-    override = yaml.safe_load((work / changed[0]).read_text())
-    assert {p["name"]: (p["value"], p["forceString"]) for p in override["helm"]["parameters"]} == {
-        "image.repository": (app, True), "image.tag": (f"1@{digest}", True)}
-    assert (work / "deploy/values.yaml").read_text().endswith('tag: "1"\n')  # untouched
     # Argo CD synced that commit; the live template carries repo:tag@digest, rendered by Argo CD.
     argocd.wait_synced(repo, head)
     status = argocd.application(repo)["status"]
@@ -141,6 +168,33 @@ def test_write_back_commits_the_override_file_and_argocd_syncs_it(
     assert given.image_of(ns, "web") == target
     # No one but Argo CD wrote the pod template: the operator never edited the Deployment.
     assert image_writers(given, ns) == {"argocd-controller"}
+    return app, target, yaml.safe_load((work / changed[0]).read_text())
+
+
+def test_write_back_commits_the_override_file_and_argocd_syncs_it(
+    given: Scenario, argocd: ArgoCD, git_server: GitServer, git_secret: str, tmp_path
+) -> None:
+    work = tmp_path / "check"
+    app, target, override = pinned_by_argocd(given, argocd, git_server, git_secret, work, "Helm")
+    tag_at_digest = target.removeprefix(f"{app}:")
+    # Helm parameters, as strings: the chart's values file is untouched.
+    assert {p["name"]: (p["value"], p["forceString"]) for p in override["helm"]["parameters"]} == {
+        "image.repository": (app, True), "image.tag": (tag_at_digest, True)}
+    assert (work / "deploy/values.yaml").read_text().endswith('tag: "1"\n')
+
+
+def test_write_back_to_a_kustomize_application_sets_its_images_override(
+    given: Scenario, argocd: ArgoCD, git_server: GitServer, git_secret: str, tmp_path
+) -> None:
+    work = tmp_path / "check"
+    _, target, override = pinned_by_argocd(given, argocd, git_server, git_secret, work,
+                                           "Kustomize")
+    # Argo CD's kustomize images override: one entry, the image as the manifest names it
+    # pinned to tag@digest (the repo-server runs `kustomize edit set image <entry>`); the
+    # kustomization and the manifest in Git are untouched.
+    assert override == {"kustomize": {"images": [target]}}
+    assert (work / "deploy/kustomization.yaml").read_text() == KUSTOMIZATION
+    assert f"image: {target.partition('@')[0]}\n" in (work / "deploy/web.yaml").read_text()
 
 
 def test_a_crash_looping_digest_is_rolled_back_by_a_revert_argocd_syncs(

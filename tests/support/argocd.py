@@ -12,7 +12,8 @@ three processes on loopback with free ports:
 - ``argocd-repo-server``: clones the Git repositories (the ``git`` binary,
   credentials through ``GIT_ASKPASS=argocd``, so the bin folder is on its
   PATH) and renders them; a Helm chart with the ``helm`` that
-  tests/cluster/build-helm.sh builds;
+  tests/cluster/build-helm.sh builds, a kustomization with the ``kustomize``
+  that tests/cluster/build-kustomize.sh builds (both put on its PATH);
 - ``argocd-application-controller``: compares each Application with the
   cluster and, with automated sync, applies it.
 
@@ -99,7 +100,9 @@ class ArgoCD:
         """Argo CD comparing each Application every ``reconcile`` seconds (no jitter), or as
         its defaults say (None: 180 s plus up to 60 s of jitter)."""
         argocd = build_argocd()
-        helm = controller.build(CLUSTER / "build-helm.sh").parent  # it prints the binary
+        # These two print the binary, not its folder.
+        helm = controller.build(CLUSTER / "build-helm.sh").parent
+        kustomize = controller.build(CLUSTER / "build-kustomize.sh").parent
         crds = argocd / "crds"
         controller.install_crds(kube, [crds / "appproject-crd.yaml"], "appprojects.argoproj.io",
                                 "Argo CD AppProject")
@@ -115,7 +118,7 @@ class ArgoCD:
             **os.environ,
             "KUBECONFIG": str(kube.kubeconfig),
             "ARGOCD_FAKE_IN_CLUSTER": "true",
-            "PATH": f"{argocd}:{helm}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "PATH": f"{argocd}:{helm}:{kustomize}:{os.environ.get('PATH', '/usr/bin:/bin')}",
             "TMPDIR": str(tmp),
             "HOME": str(work),
             # Each session's repo-server has its own askpass socket (default: one in /tmp).
