@@ -14,7 +14,9 @@ and ``image.tag`` = ``tag@digest``), or a kustomize images entry
 (``repo:tag@digest``, which the repo-server passes to ``kustomize edit set
 image``):
 
-- forward, for each source type: the commit lands on the branch, Argo CD's
+- forward, for a Helm chart and two kustomizations (the manifest names the
+  image by tag; or a bare name the kustomization's ``images:`` entry gives its
+  repository and tag): the commit lands on the branch, Argo CD's
   repo-server renders the path with the override, the controller syncs it,
   the health gate passes and the ImagePatch Succeeds; the Deployment's image
   was written by Argo CD (its field manager), never by the operator;
@@ -37,7 +39,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,15 +98,29 @@ def kustomization(policy: str, app: str, *, crash_on: str = "") -> dict[str, str
             "deploy/web.yaml": deployment(policy, f"{app}:1", crash_on=crash_on)}
 
 
-SOURCES = {"Helm": chart, "Kustomize": kustomization}  # argoCD.sourceType -> the path's files
+def kustomization_renaming(policy: str, app: str, *, crash_on: str = "") -> dict[str, str]:
+    """A kustomization whose ``images:`` entry gives the manifest's bare ``app`` its
+    repository and tag (``newName``, ``newTag``): the common kustomize layout."""
+    return {"deploy/kustomization.yaml": (f"{KUSTOMIZATION}images:\n  - name: app\n"
+                                          f"    newName: {app}\n    newTag: \"1\"\n"),
+            "deploy/web.yaml": deployment(policy, "app", crash_on=crash_on)}
+
+
+# What each test's Application renders: its argoCD.sourceType and the files of its path.
+LAYOUTS: dict[str, tuple[str, Callable[..., dict[str, str]]]] = {
+    "helm": ("Helm", chart),
+    "kustomize-tag": ("Kustomize", kustomization),
+    "kustomize-renamed": ("Kustomize", kustomization_renaming),
+}
 
 
 def synced_by_argocd(given: Scenario, argocd: ArgoCD, git_server: GitServer, secret: str, *,
-                     source_type: str = "Helm", crash_on: str = "",
+                     layout: str = "helm", crash_on: str = "",
                      apply_timeout: str = "3m") -> tuple[str, str, str, str]:
     """(namespace, repository and Application, policy, app image repository) of a Deployment
-    an Argo CD Application syncs from a Helm chart or a kustomization (``source_type``) in
-    Git."""
+    an Argo CD Application syncs from a Helm chart or a kustomization (``LAYOUTS[layout]``)
+    in Git."""
+    source_type, files = LAYOUTS[layout]
     ns = given.namespace("argowb")
     app = f"registry.local/{unique('argowb')}/app"
     repo = unique("app")  # the policy names the repository before it exists
@@ -113,8 +129,7 @@ def synced_by_argocd(given: Scenario, argocd: ArgoCD, git_server: GitServer, sec
         "url": git_server.repo_url(repo), "branch": "main", "path": "deploy",
         "secretRef": {"name": secret}, "author": {"name": "imagepatch", "email": "ip@example.test"},
         "applyTimeout": apply_timeout, "argoCD": {"sourceType": source_type}}})
-    files = SOURCES[source_type](policy, app, crash_on=crash_on)
-    argocd.deliver_repo(git_server, ns, files, repo=repo)
+    argocd.deliver_repo(git_server, ns, files(policy, app, crash_on=crash_on), repo=repo)
     dep = given.wait_available(ns, "web", 1)
     assert given.image_of(ns, "web") == f"{app}:1"
     # Argo CD's annotation tracking names the Application (in Argo CD's own namespace).
@@ -132,20 +147,19 @@ def image_writers(given: Scenario, ns: str) -> set[str]:
 
 
 def pinned_by_argocd(given: Scenario, argocd: ArgoCD, git_server: GitServer, secret: str,
-                     work: Path, source_type: str) -> tuple[str, str, Any]:
-    """The forward write-back for ``source_type``, checked up to the override file's content:
+                     work: Path, layout: str) -> tuple[str, str, Any]:
+    """The forward write-back for ``layout``, checked up to the override file's content:
     (the app's image repository, the reference it pins, that file's YAML), with the
     repository's head checked out in ``work``."""
-    ns, repo, policy, app = synced_by_argocd(given, argocd, git_server, secret,
-                                             source_type=source_type)
+    ns, repo, policy, app = synced_by_argocd(given, argocd, git_server, secret, layout=layout)
     assert image_writers(given, ns) == {"argocd-controller"}  # Argo CD's apply wrote it
-    patch, digest = unique("patch"), fake_digest(f"argocd-writeback-{source_type}")
+    patch, digest = unique("patch"), fake_digest(f"argocd-writeback-{layout}")
     target = f"{app}:1@{digest}"
 
     started = time.monotonic()
     given.imagepatch(patch, image=app, policy=policy, target_digest=digest)
     seen = follow(given, patch, ns, target, started)
-    print(f"\n[argocd {source_type} writeback] created -> commit {seen.get('commit', -1):.1f}s"
+    print(f"\n[argocd {layout} writeback] created -> commit {seen.get('commit', -1):.1f}s"
           f" -> Argo CD synced {seen.get('applied', -1):.1f}s -> Succeeded "
           f"{seen.get('Succeeded', -1):.1f}s")
 
@@ -175,7 +189,7 @@ def test_write_back_commits_the_override_file_and_argocd_syncs_it(
     given: Scenario, argocd: ArgoCD, git_server: GitServer, git_secret: str, tmp_path
 ) -> None:
     work = tmp_path / "check"
-    app, target, override = pinned_by_argocd(given, argocd, git_server, git_secret, work, "Helm")
+    app, target, override = pinned_by_argocd(given, argocd, git_server, git_secret, work, "helm")
     tag_at_digest = target.removeprefix(f"{app}:")
     # Helm parameters, as strings: the chart's values file is untouched.
     assert {p["name"]: (p["value"], p["forceString"]) for p in override["helm"]["parameters"]} == {
@@ -183,18 +197,19 @@ def test_write_back_commits_the_override_file_and_argocd_syncs_it(
     assert (work / "deploy/values.yaml").read_text().endswith('tag: "1"\n')
 
 
+@pytest.mark.parametrize("layout", ["kustomize-tag", "kustomize-renamed"])
 def test_write_back_to_a_kustomize_application_sets_its_images_override(
-    given: Scenario, argocd: ArgoCD, git_server: GitServer, git_secret: str, tmp_path
+    given: Scenario, argocd: ArgoCD, git_server: GitServer, git_secret: str, tmp_path,
+    layout: str
 ) -> None:
     work = tmp_path / "check"
-    _, target, override = pinned_by_argocd(given, argocd, git_server, git_secret, work,
-                                           "Kustomize")
-    # Argo CD's kustomize images override: one entry, the image as the manifest names it
-    # pinned to tag@digest (the repo-server runs `kustomize edit set image <entry>`); the
-    # kustomization and the manifest in Git are untouched.
+    _, target, override = pinned_by_argocd(given, argocd, git_server, git_secret, work, layout)
+    # Argo CD's kustomize images override: one entry, the image as the workload runs it pinned
+    # to tag@digest; the repo-server runs `kustomize edit set image <entry>`. A kustomization
+    # with its own entry for the bare name gets this one after it, and kustomize applies them
+    # in order (app -> repo:1 -> repo:1@digest). The commit touched nothing else
+    # (pinned_by_argocd checks).
     assert override == {"kustomize": {"images": [target]}}
-    assert (work / "deploy/kustomization.yaml").read_text() == KUSTOMIZATION
-    assert f"image: {target.partition('@')[0]}\n" in (work / "deploy/web.yaml").read_text()
 
 
 def test_a_crash_looping_digest_is_rolled_back_by_a_revert_argocd_syncs(
