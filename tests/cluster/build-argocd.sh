@@ -11,6 +11,8 @@
 # (GIT_ASKPASS=argocd). The repo-server runs git-verify-wrapper.sh for every
 # revision it renders (v3.6 does so even with GPG off; upstream's image has it
 # on the PATH), so it is copied from the module source next to the binary.
+# The helm and kustomize it execs to render charts and kustomizations are
+# build-helm.sh's and build-kustomize.sh's (cached on their own versions).
 #
 # The wrapper module tests/cluster/argocd/ pins github.com/argoproj/argo-cd/v3
 # v3.6.2 (the workplace's package list marks gitops-engine/v3 v3.6.0 and v3.6.1
