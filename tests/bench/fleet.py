@@ -229,40 +229,73 @@ def create(kube, docs: list[dict], *, chunk: int = 200) -> None:
 # -- counters -------------------------------------------------------------------------
 
 
-def registry_counts(proxy: FaultProxy) -> dict[str, int]:
-    """Requests that reached the registry, by method and kind (manifests, blobs, ...)."""
+def _in_fleet(path: str, repositories: str | None) -> bool:
+    """Whether ``path`` is a request about the fleet's own repositories (``<prefix>/...``).
+
+    On a shared test cluster the bench's operator also sees the other tests'
+    ImagePatches and policies (both cluster-scoped) and may resolve their images
+    through the same proxy; those requests are not the fleet's figures.
+    """
+    if repositories is None or path.rstrip("/") == "/v2":
+        return True
+    return path.startswith(f"/v2/{repositories}/")
+
+
+def registry_counts(proxy: FaultProxy, repositories: str | None = None) -> dict[str, int]:
+    """Requests that reached the registry, by method and kind (manifests, blobs, ...);
+    with ``repositories`` (a prefix), only those about repositories under it."""
     out: Counter[str] = Counter()
     for r in list(proxy.requests):
         path = r.path.split("?", 1)[0]
+        if not _in_fleet(path, repositories):
+            continue
         kind = ("manifest" if "/manifests/" in path else "blob" if "/blobs/" in path
                 else "ping" if path.rstrip("/") == "/v2" else "other")
         out[f"{r.method} {kind}"] += 1
     return dict(sorted(out.items()))
 
 
-def manifest_heads_by_repository(proxy: FaultProxy) -> dict[str, int]:
+def foreign_requests(proxy: FaultProxy, repositories: str) -> int:
+    """Requests about repositories outside ``repositories`` (other tests' images)."""
+    return sum(1 for r in list(proxy.requests)
+               if not _in_fleet(r.path.split("?", 1)[0], repositories))
+
+
+def manifest_heads_by_repository(proxy: FaultProxy, repositories: str | None = None
+                                 ) -> dict[str, int]:
     """Manifest HEADs that reached the registry, by repository (``/v2/<repo>/manifests/<ref>``)."""
     out: Counter[str] = Counter()
     for r in list(proxy.requests):
         path = r.path.split("?", 1)[0]
-        if r.method == "HEAD" and "/manifests/" in path:
+        if r.method == "HEAD" and "/manifests/" in path and _in_fleet(path, repositories):
             out[path.removeprefix("/v2/").split("/manifests/", 1)[0]] += 1
     return dict(sorted(out.items()))
 
 
-def aws_counts(proxy: FaultProxy) -> dict[str, int]:
-    """AWS API calls, by service operation (from ``X-Amz-Target``, else the query's Action)."""
+def aws_counts(proxy: FaultProxy, repositories: str | None = None) -> dict[str, int]:
+    """AWS API calls, by service operation (from ``X-Amz-Target``, else the query's Action);
+    with ``repositories`` (a prefix), ECR calls about other repositories are left out."""
     out: Counter[str] = Counter()
     for r in list(proxy.requests):
         target = r.header("X-Amz-Target") or ""
         service, _, op = target.rpartition(".")
         if "ContainerRegistry" in service:
+            if repositories is not None and not _ecr_in_fleet(r.body, repositories):
+                continue
             out[f"ecr:{op}"] += 1
         elif "SQS" in service:
             out[f"sqs:{op}"] += 1
         else:
             out[target or f"other {r.method}"] += 1
     return dict(sorted(out.items()))
+
+
+def _ecr_in_fleet(body: bytes, repositories: str) -> bool:
+    try:
+        name = json.loads(body or b"{}").get("repositoryName")
+    except ValueError:
+        return True
+    return not isinstance(name, str) or name.startswith(f"{repositories}/")
 
 
 def only(counts: dict[str, int], prefix: str) -> int:
@@ -397,6 +430,8 @@ def run_fleet(kube, audit_log: Path | None, registry, moto_server, workdir: Path
         f"in {time.monotonic() - t:.1f}s")
 
     reg_proxy = FaultProxy.start(upstream=registry.host)
+    # On a shared cluster, only requests about the fleet's own repositories are its figures.
+    own = prefix if spec.own_namespaces_only else None
     aws_proxy = FaultProxy.start(upstream=moto_server.endpoint_url.removeprefix("http://"))
     sqs, events = moto_server.client("sqs"), moto_server.client("events")
     queue = sqs.create_queue(QueueName=prefix)["QueueUrl"]
@@ -449,8 +484,8 @@ def run_fleet(kube, audit_log: Path | None, registry, moto_server, workdir: Path
                  what=f"{vulnerable} ImagePatches for the vulnerable images")
         out["fleet"] = {"apply_seconds": round(applied, 2), "evaluated_seconds": round(cold.seconds, 2),
                         "waiting_patches": len(_patches(custom, policy))}
-        out["registry_cold"] = registry_counts(reg_proxy)
-        out["aws_cold"] = aws_counts(aws_proxy)
+        out["registry_cold"] = registry_counts(reg_proxy, own)
+        out["aws_cold"] = aws_counts(aws_proxy, own)
         say(f"[bench {spec.workloads}] applied in {applied:.1f}s, all evaluated after {cold.seconds:.1f}s")
 
         # 2. One steady detection cycle.
@@ -463,11 +498,13 @@ def run_fleet(kube, audit_log: Path | None, registry, moto_server, workdir: Path
         cycle = _wait_cycle(operator, policy, offset, timeout=60 + spec.workloads * 0.2)
         steady = meter.stop(began)
         out["cycle"] = {"seconds": cycle["seconds"], "workloads": cycle["workloads"],
-                        "registry": registry_counts(reg_proxy), "aws": aws_counts(aws_proxy),
-                        "heads_by_repository": manifest_heads_by_repository(reg_proxy),
+                        "registry": registry_counts(reg_proxy, own), "aws": aws_counts(aws_proxy, own),
+                        "heads_by_repository": manifest_heads_by_repository(reg_proxy, own),
+                        "registry_foreign": foreign_requests(reg_proxy, prefix),
                         "api_operator": steady.api_operator}
         say(f"[bench {spec.workloads}] steady cycle: {cycle['seconds']:.2f}s, "
-            f"registry {out['cycle']['registry']}, aws {out['cycle']['aws']}")
+            f"registry {out['cycle']['registry']}, aws {out['cycle']['aws']}, "
+            f"{out['cycle']['registry_foreign']} registry requests about other tests' images")
 
         # 3. Idle.
         time.sleep(3)  # let the cycle's writes settle (not a wait for a state)
@@ -502,7 +539,7 @@ def run_fleet(kube, audit_log: Path | None, registry, moto_server, workdir: Path
         time.sleep(3)
         out["push"] = {"images": expected, "patches": len(found),
                        "seconds": None if latency is None else round(latency, 2),
-                       "registry": registry_counts(reg_proxy), "aws": aws_counts(aws_proxy),
+                       "registry": registry_counts(reg_proxy, own), "aws": aws_counts(aws_proxy, own),
                        "workloads_on_base": len(range(0, spec.workloads, spec.bases))}
         say(f"[bench {spec.workloads}{' by tag' if spec.by_tag else ''}] push -> "
             f"{len(found)}/{expected} ImagePatches: {latency if latency is None else round(latency, 2)}s; "
