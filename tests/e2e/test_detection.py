@@ -735,7 +735,7 @@ def test_an_image_known_only_by_the_base_image_annotation_is_verified_by_its_lay
 
 
 def test_a_rolled_back_rebuild_is_never_rolled_out_again_after_its_patch_is_pruned(
-    given, registry, buildah
+    given, registry, buildah, detector
 ) -> None:
     """Given an app on base v1 and a rebuild on v2 that crashes, when the patch rolls back
     and history retention prunes it, then re-detection opens no new patch for the same
@@ -778,7 +778,11 @@ def test_a_rolled_back_rebuild_is_never_rolled_out_again_after_its_patch_is_prun
     retrigger(given, policy)
     wait_for(lambda: not patches_for(given, policy), timeout=60, what="the patch to be pruned")
     for _ in range(3):
+        # The workload already reads Failed (the pruned patch's overlay), so wait for
+        # whole passes that began after the retrigger before reading its state.
+        passes = detector.metric("imagepatch_detection_passes_total")
         retrigger(given, policy)
+        detector.wait_passes(after=passes)
         state = wait_state(given, ns, "Failed", timeout=30)
         assert not patches_for(given, policy), "the failed rebuild was proposed again"
     assert state["containers"][0]["reason"] == "RebuildFailedBefore"
