@@ -265,7 +265,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.supervisor = Supervisor(
         window=options.task_restart_window, max_restarts=options.task_restart_limit
     )
-    memo.loops = PatchLoops(reconcile_one, resync=RESYNC_SECONDS, supervisor=memo.supervisor)
+    memo.loops = PatchLoops(reconcile_one, resync=RESYNC_SECONDS, supervisor=memo.supervisor,
+                            watches=memo.kube.watches)
     memo.stop = asyncio.Event()
     memo.tasks = [
         memo.supervisor.spawn("detection", lambda: memo.detector.run(memo.stop)),

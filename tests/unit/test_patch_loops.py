@@ -250,3 +250,35 @@ def test_every_reconcile_is_counted_in_metrics_including_one_that_raised() -> No
     calls, counted = asyncio.run(scenario())
     assert calls >= 2
     assert counted == calls
+
+
+def test_an_operator_with_namespaces_runs_no_loop_for_a_patch_targeting_others() -> None:
+    """--namespace team-*: a patch listing a target elsewhere is another operator's (or
+    nobody's) to move; one listing only team targets, or none, is this one's."""
+    def targets(*namespaces: str) -> list[dict]:
+        return [{"kind": "Deployment", "namespace": ns, "name": "web", "container": "app"}
+                for ns in namespaces]
+
+    def with_targets(name: str, *namespaces: str) -> dict:
+        b = body(name)
+        b["spec"]["targets"] = targets(*namespaces)
+        return b
+
+    async def scenario() -> tuple[list[str], set[str]]:
+        script = Script(default=None)
+        loops = PatchLoops(script, resync=60, watches=lambda ns: ns.startswith("team-"))
+        loops.observe(None, with_targets("ours", "team-a", "team-b"))
+        loops.observe(None, with_targets("theirs", "other"))
+        loops.observe(None, with_targets("mixed", "team-a", "other"))
+        loops.observe(None, body("untargeted"))
+        await settle()
+        # A person moves a running patch's only target out of scope: its loop stops.
+        loops.observe("MODIFIED", with_targets("ours", "other"))
+        await settle()
+        running = loops.running()
+        await loops.aclose()
+        return sorted(script.calls), running
+
+    calls, running = asyncio.run(scenario())
+    assert calls == ["ours", "untargeted"]
+    assert running == {"untargeted"}

@@ -10,11 +10,16 @@ costs no API calls between its due times, and there is exactly one actor per
 ImagePatch: a name never has two tasks.
 
 The loop ends when a watch event shows the patch finished (a terminal
-phase) or deleted. A loop that raises outside its reconcile is restarted by
-the supervisor (``reconcile.supervisor``) under the kind ``patch-loop``; what
-is kept per patch name is dropped when its patch is deleted. This module
-knows asyncio and the object's shape; what a reconcile does is the
-``reconcile`` callable's business.
+phase) or deleted. An operator started with ``--namespace`` runs no loop for
+an ImagePatch that lists a target outside its namespaces (``in_scope``):
+ImagePatches are cluster-scoped, and one whose workloads this operator cannot
+see is not its to move (it would read them as gone).
+
+A loop that raises outside its reconcile is restarted by the supervisor
+(``reconcile.supervisor``) under the kind ``patch-loop``; what is kept per
+patch name is dropped when its patch is deleted. This module knows asyncio
+and the object's shape; what a reconcile does is the ``reconcile`` callable's
+business.
 """
 
 from __future__ import annotations
@@ -53,6 +58,14 @@ def is_finished(body: Mapping[str, Any]) -> bool:
     return (body.get("status") or {}).get("phase") in TERMINAL_PHASES
 
 
+def in_scope(body: Mapping[str, Any], watches: Callable[[str], bool]) -> bool:
+    """Is every target the patch lists in a watched namespace? ``watches`` is
+    ``Kube.watches`` (the ``--namespace`` scope). A patch a person left without
+    targets is in scope: its targets are the opted-in containers this operator sees."""
+    targets = (body.get("spec") or {}).get("targets") or ()
+    return all(watches(str(t.get("namespace") or "")) for t in targets)
+
+
 @dataclass
 class _Loop:
     task: asyncio.Task[None] | None = None
@@ -66,9 +79,12 @@ class PatchLoops:
     """The set of per-ImagePatch loops, fed by watch events (``observe``)."""
 
     def __init__(
-        self, reconcile: Reconcile, *, resync: float = 300.0, supervisor: Supervisor | None = None
+        self, reconcile: Reconcile, *, resync: float = 300.0, supervisor: Supervisor | None = None,
+        watches: Callable[[str], bool] = lambda _namespace: True,
     ) -> None:
+        """``watches``: is a namespace in this operator's ``--namespace`` scope?"""
         self.reconcile = reconcile
+        self.watches = watches
         self.resync = resync
         self.supervisor = supervisor or Supervisor()
         self.loops: dict[str, _Loop] = {}
@@ -85,7 +101,10 @@ class PatchLoops:
             return
         loop = self.loops.get(name)
         alive = loop is not None and loop.task is not None and not loop.task.done()
-        if event_type == "DELETED" or is_finished(body):
+        foreign = not in_scope(body, self.watches)
+        if foreign and loop is None:
+            log.debug("ImagePatch %s targets a namespace outside --namespace: not ours", name)
+        if event_type == "DELETED" or is_finished(body) or foreign:
             if loop is not None and alive:
                 loop.stop = True
                 loop.wake.set()
