@@ -203,7 +203,9 @@ def test_push_event_triggers_detection_within_seconds(given, registry, buildah, 
     assert patch["spec"]["evidence"]["baseImage"]["newDigest"] == base_v2.digest
 
 
-def test_findings_over_the_baseline_make_the_workload_vulnerable(given, registry, buildah, moto_server) -> None:
+def test_findings_over_the_baseline_make_the_workload_vulnerable(
+    given, registry, buildah, moto_server, detector
+) -> None:
     base = make_base_image(registry, unique("fbase"), "1", marker="v1")
     bad_repo, ok_repo = unique("vuln"), unique("clean")
     bad = build_app_on(buildah, base, bad_repo)
@@ -239,6 +241,8 @@ def test_findings_over_the_baseline_make_the_workload_vulnerable(given, registry
 
     wait_state(given, ns, "Patching", "Vulnerable", name="bad")
     wait_state(given, ns, "Compliant", name="ok")
+    # A pass writes the policy's counts after the workloads' states: let it end.
+    detector.wait_passes()
     [patch] = patches_for(given, policy)
     assert patch["spec"]["reason"] == "Vulnerable"
     assert [f["id"] for f in patch["spec"]["evidence"]["findings"]] == ["CVE-2026-0001"]
@@ -246,7 +250,7 @@ def test_findings_over_the_baseline_make_the_workload_vulnerable(given, registry
     assert (status["total"], status["compliant"], status["patching"]) == (2, 1, 1)
 
 
-def test_namespace_not_admitted_and_unknown_policy_are_warned_and_left_alone(given) -> None:
+def test_namespace_not_admitted_and_unknown_policy_are_warned_and_left_alone(given, detector) -> None:
     policy = unique("pol")
     given.policy(policy, namespaceSelector={"matchLabels": {"team": "payments"}})
     ns = given.namespace()  # no team label
@@ -255,6 +259,8 @@ def test_namespace_not_admitted_and_unknown_policy_are_warned_and_left_alone(giv
 
     assert wait_state(given, ns, "NotAdmitted")["state"] == "NotAdmitted"
     assert wait_state(given, ns, "PolicyNotFound", name="ghost")["state"] == "PolicyNotFound"
+    # A pass posts each Event after it writes the state: let it end.
+    detector.wait_passes()
     warnings = {e["reason"]: e["message"] for e in given.events(ns, "web") if e["type"] == "Warning"}
     assert "not admitted" in warnings["NotAdmitted"]
     ghost = {e["reason"]: e["message"] for e in given.events(ns, "ghost") if e["type"] == "Warning"}
@@ -343,7 +349,9 @@ def test_fifty_workloads_on_two_bases_cost_two_base_heads(given, registry, build
     print("[measured] " + timings[-1].split("imagepatch.detection: ", 1)[-1])
 
 
-def test_registry_faults_make_workloads_unknown_and_create_no_patch(given, registry, buildah, base_proxy) -> None:
+def test_registry_faults_make_workloads_unknown_and_create_no_patch(
+    given, registry, buildah, base_proxy, detector
+) -> None:
     base_repo, app_repo = unique("fbase"), unique("fapp")
     base = make_base_image(registry, base_repo, "1", marker="v1")
     # The image records no base: the annotation (through the proxy) is its lineage.
@@ -361,6 +369,8 @@ def test_registry_faults_make_workloads_unknown_and_create_no_patch(given, regis
     base_proxy.respond_next(1000, 503)
     retrigger(given, policy)
     state = wait_state(given, ns, "Unknown", timeout=90)
+    # The pass posts the Event after it writes the state: let it end.
+    detector.wait_passes()
     assert state["containers"][0]["reason"] == "RegistryUnavailable"
     assert patches_for(given, policy) == []
     warnings = [e for e in given.events(ns, "web") if e["type"] == "Warning"]
@@ -821,6 +831,8 @@ def test_codebuild_project_outside_allowed_gets_no_build_and_shows_why(
 
     # Then the workload shows the reason and the field to change, and nothing is built
     state = wait_state(given, ns, "RebuildNotAllowed")
+    # The pass posts the Event after it writes the state: let it end.
+    detector.wait_passes()
     assert "spec.rebuild.allowed.codebuildProjects" in state["message"]
     assert "platform-admin-deploy" in state["message"]
     warnings = [e for e in given.events(ns, "web") if e["reason"] == "RebuildNotAllowed"]

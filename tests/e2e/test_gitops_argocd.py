@@ -243,4 +243,5 @@ def test_a_crash_looping_digest_is_rolled_back_by_a_revert_argocd_syncs(
     argocd.wait_synced(repo, entry["gitRevert"])
     assert given.image_of(ns, "web") == f"{app}:1"
     assert image_writers(given, ns) == {"argocd-controller"}
-    assert "RolledBack" in [e["reason"] for e in given.events(ns, "web")]
+    # Posted after the phase is written: wait for it.
+    assert "RolledBack" in [e["reason"] for e in given.wait_events(ns, "web", "RolledBack")]

@@ -140,6 +140,8 @@ def test_a_flux_delivered_deployment_is_left_alone_naming_its_kustomization(
     assert f"Flux Kustomization {ns}/apps" in entry["message"]
     assert given.image_of(ns, "web") == image
     # Events: detection's (the state) and the rollout's Warning (the skipped target).
+    # The rollout posts its Warning after it writes the phase: wait for it.
+    given.wait_events(ns, "web", "GitOpsManaged", type="Warning")
     events = [e for e in given.events(ns, "web") if e["reason"] == "GitOpsManaged"]
     assert {e["type"] for e in events} == {"Normal", "Warning"}, events
     assert all(f"Flux Kustomization {ns}/apps" in e["message"] for e in events)

@@ -202,7 +202,8 @@ def test_a_crash_looping_digest_is_rolled_back_by_a_revert_commit(
     flux.wait_applied(ns, "apps", entry["gitRevert"])
     assert given.image_of(ns, "web") == f"{app}:1"
     assert digest in done["status"]["failedDigests"]
-    assert "RolledBack" in [e["reason"] for e in given.events(ns, "web")]
+    # Posted after the phase is written: wait for it.
+    assert "RolledBack" in [e["reason"] for e in given.wait_events(ns, "web", "RolledBack")]
 
 
 def test_a_concurrent_commit_is_rebased_over_never_force_pushed(

@@ -41,7 +41,7 @@ FAST_GATE = {"progressDeadlineSeconds": 60, "healthyFor": "3s", "maxRestarts": 0
 @pytest.fixture(scope="module")
 def operator(kube, crds, registry, tmp_path_factory) -> Iterator[OperatorProcess]:
     """The operator for this module (the e2e ``given`` fixture runs against it)."""
-    with operator_running(kube, tmp_path_factory.mktemp("hold-operator")) as proc:
+    with operator_running(kube, tmp_path_factory.mktemp("hold-operator"), metrics=True) as proc:
         yield proc
 
 
@@ -125,7 +125,7 @@ def test_a_rollout_does_not_start_on_a_held_target(given: Scenario) -> None:
     assert given.image_of(ns, "web") == f"{app}:1"
 
 
-def test_an_unreadable_hold_gets_one_warning_event_per_value(given: Scenario) -> None:
+def test_an_unreadable_hold_gets_one_warning_event_per_value(given: Scenario, operator) -> None:
     # Given a Deployment of a policy, whose owner writes a hold by hand, wrongly
     policy = unique("pol")
     given.policy(policy, approval="Manual")
@@ -144,8 +144,11 @@ def test_an_unreadable_hold_gets_one_warning_event_per_value(given: Scenario) ->
     print(f"\n[event] {first['reason']}: {first['message']}")
 
     # When later passes read the same value, and then the owner writes another bad one
+    passes = operator.metric("imagepatch_detection_passes_total")
     retrigger(given, policy)
+    operator.wait_passes(after=passes)
     retrigger(given, policy)
+    operator.wait_passes()
     annotate_hold(given, ns, "web", '{"until": "next week"}')
 
     # Then there is one Event per value, and the long echo is cut short

@@ -78,7 +78,9 @@ def test_unhealthy_digest_is_rolled_back_with_the_reason(given: Scenario, kind: 
     assert given.template_image(kind, ns, "agent") == OLD
     given.wait_rolled_out(kind, ns, "agent")
     assert digest in done["status"]["failedDigests"]
-    assert {"RollingBack", "RolledBack"} <= set(warnings(given, ns, "agent"))
+    # RolledBack is posted after the phase is written: wait for it.
+    assert {"RollingBack", "RolledBack"} <= {e["reason"] for e in given.wait_events(
+        ns, "agent", "RollingBack", "RolledBack", type="Warning")}
 
 
 def test_statefulset_partition_is_respected(given: Scenario) -> None:
@@ -111,6 +113,8 @@ def test_on_delete_workload_is_not_patched_and_says_why(given: Scenario) -> None
     [entry] = done["status"]["rollouts"]
     assert (entry["phase"], entry["reason"]) == ("Skipped", "OnDeleteStrategy")
     assert given.template_image("StatefulSet", ns, "db") == OLD
+    # The skip's Warning is posted after the phase is written: wait for it.
+    given.wait_events(ns, "db", "OnDeleteStrategy", type="Warning")
     assert "RollingUpdate" in warnings(given, ns, "db")["OnDeleteStrategy"]["message"]
 
 
@@ -186,7 +190,9 @@ def test_cronjob_failing_trial_run_is_rolled_back(given: Scenario) -> None:
     assert entry["reason"] == "JobFailed"
     assert entry["trialJob"] in entry["message"]
     assert given.template_image("CronJob", ns, "report") == OLD
-    assert {"RollingBack", "RolledBack"} <= set(warnings(given, ns, "report"))
+    # RolledBack is posted after the phase is written: wait for it.
+    assert {"RollingBack", "RolledBack"} <= {e["reason"] for e in given.wait_events(
+        ns, "report", "RollingBack", "RolledBack", type="Warning")}
 
 
 def test_cronjob_gate_is_its_next_scheduled_run(given: Scenario) -> None:

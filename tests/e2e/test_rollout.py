@@ -81,7 +81,9 @@ def test_unhealthy_digest_is_rolled_back_with_the_reason(given: Scenario, behavi
         # The reason names the pod and the container.
         assert "web-" in entry["message"] and "/app: CrashLoopBackOff" in entry["message"]
     assert digest in done["status"]["failedDigests"]
-    warnings = {e["reason"]: e for e in given.events(ns, "web") if e["type"] == "Warning"}
+    # RolledBack is posted after the phase is written: wait for it.
+    warnings = {e["reason"]: e for e in given.wait_events(
+        ns, "web", "RollingBack", "RolledBack", type="Warning")}
     assert {"RollingBack", "RolledBack"} <= set(warnings)
     assert expected in warnings["RolledBack"]["message"] or expected in warnings["RollingBack"]["message"]
 
@@ -114,7 +116,8 @@ def test_human_change_during_the_gate_stops_without_overwriting(given: Scenario)
     container = dep["spec"]["template"]["spec"]["containers"][0]
     assert {"name": "FEATURE_X", "value": "on"} in container.get("env", [])
     assert container["image"] == f"{APP}:1.4@{digest}"
-    assert "ExternalChange" in [e["reason"] for e in given.events(ns, "web")]
+    # The Warning is posted after the phase is written: wait for it.
+    assert "ExternalChange" in [e["reason"] for e in given.wait_events(ns, "web", "ExternalChange")]
 
 
 def test_manual_approval_waits_then_rolls_out(given: Scenario) -> None:

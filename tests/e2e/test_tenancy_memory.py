@@ -50,6 +50,7 @@ def operator(kube, crds, registry, tmp_path_factory) -> Iterator[OperatorProcess
         kubeconfig=service_account_kubeconfig(kube, work / "operator.kubeconfig"),
         log_path=work / "operator.log",
         extra_args=["--registry-endpoint", f"{ECR}=http://{registry.host}", "--detect-tick", "1"],
+        metrics=True,  # tests wait on its detection pass counter
     )
     proc.start()
     yield proc
@@ -115,7 +116,7 @@ def memory_records(given: Scenario) -> dict[str, dict]:
 
 
 def test_deleting_the_state_annotation_after_a_base_push_keeps_the_workload_outdated(
-    given, registry, buildah
+    given, registry, buildah, operator
 ) -> None:
     """Given an app whose base is known only from the base-image annotation, and a base push
     that made it outdated (its patch waits for approval), when its owner deletes the state
@@ -145,7 +146,11 @@ def test_deleting_the_state_annotation_after_a_base_push_keeps_the_workload_outd
     # When the owner erases what the operator wrote on the workload
     given.kube.kubectl("annotate", "deployment", "web", "-n", ns, f"{STATE}-")
     state = wait_rewritten(given, ns, policy)
+    # The state is already written again: wait for whole passes that began after
+    # this retrigger before reading what they decided.
+    passes = operator.metric("imagepatch_detection_passes_total")
     retrigger(given, policy)
+    operator.wait_passes(after=passes)
     state = wait_rewritten(given, ns, policy)
     # Then the operator's memory still says which base the running digest was built on
     assert state["state"] in ("Patching", "BaseImageOutdated"), state

@@ -40,6 +40,7 @@ def detector(kube, crds, registry, tmp_path_factory) -> Iterator[OperatorProcess
         kubeconfig=service_account_kubeconfig(kube, work / "operator.kubeconfig"),
         log_path=work / "operator.log",
         extra_args=["--registry-endpoint", f"{ECR}=http://{registry.host}", "--detect-tick", "1"],
+        metrics=True,  # the test waits on its detection pass counter
     )
     proc.start()
     yield proc
@@ -55,7 +56,7 @@ def given(kube, detector) -> Iterator[Scenario]:
     scenario.cleanup()
 
 
-def test_a_hand_made_rollback_is_not_undone(given, registry, buildah) -> None:
+def test_a_hand_made_rollback_is_not_undone(given, registry, buildah, detector) -> None:
     base_repo, app_repo = unique("ubase"), unique("uapp")
     base_v1 = make_base_image(registry, base_repo, "1", marker="v1")
     old_app = build_app_on(buildah, base_v1, app_repo)
@@ -92,7 +93,11 @@ def test_a_hand_made_rollback_is_not_undone(given, registry, buildah) -> None:
     # Retention prunes the Succeeded patch; re-detection must not propose it again.
     wait_for(lambda: not patches_for(given, policy), timeout=60, what="the patch to be pruned")
     for _ in range(3):
+        # The workload already reads Failed, so wait for whole passes that began
+        # after the retrigger before reading its state.
+        passes = detector.metric("imagepatch_detection_passes_total")
         retrigger(given, policy)
+        detector.wait_passes(after=passes)
         state = wait_state(given, ns, "Failed", timeout=30)
         assert not patches_for(given, policy), "the rejected rebuild was proposed again"
     assert state["containers"][0]["reason"] == "RejectedByUser"

@@ -230,18 +230,19 @@ class OperatorProcess:
 
 @contextlib.contextmanager
 def operator_running(kube, work: Path, *, extra_args: Sequence[str] = ("--detect-tick", "1"),
-                     rbac: Sequence[Path] = ()) -> Iterator[OperatorProcess]:
+                     rbac: Sequence[Path] = (), metrics: bool = False) -> Iterator[OperatorProcess]:
     """The operator under its shipped RBAC (plus the ``rbac`` files), run for a test module.
 
     Its log is ``work/operator.log``. After the module, it is stopped and any
-    RBAC or admission denial in its log fails the module.
+    RBAC or admission denial in its log fails the module. ``metrics``: serve
+    /metrics, for tests that wait on its pass counters (``wait_passes``).
     """
     install_rbac(kube)
     for path in rbac:
         kube.kubectl("apply", "-f", str(path))
     proc = OperatorProcess(
         kubeconfig=service_account_kubeconfig(kube, work / "operator.kubeconfig"),
-        log_path=work / "operator.log", extra_args=list(extra_args),
+        log_path=work / "operator.log", extra_args=list(extra_args), metrics=metrics,
     )
     proc.start()
     try:

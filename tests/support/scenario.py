@@ -228,3 +228,22 @@ class Scenario:
             "get", "events", "-n", namespace, "-o", "json",
             f"--field-selector=involvedObject.name={name}"))["items"]
         return sorted(items, key=lambda e: e.get("lastTimestamp") or "")
+
+    def wait_events(self, namespace: str, name: str, *reasons: str, type: str | None = None,
+                    timeout: float = 30) -> list[dict]:
+        """The Events on ``name`` (of ``type``, if given), once each of ``reasons`` is among them.
+
+        The operator writes a status before it posts the Event that reports it
+        (intent first), so the phase or state a test waited for can be seen
+        before its Event exists: wait for the Event rather than list at once.
+        """
+        def probe():
+            found = [e for e in self.events(namespace, name) if type is None or e["type"] == type]
+            return found if set(reasons) <= {e["reason"] for e in found} else None
+
+        try:
+            return wait_for(probe, timeout=timeout, interval=0.5,
+                            what=f"{type or 'any'} Events {reasons} on {namespace}/{name}")
+        except TimeoutError as exc:
+            seen = [(e["type"], e["reason"]) for e in self.events(namespace, name)]
+            raise TimeoutError(f"{exc}\nEvents seen: {seen}") from None
