@@ -1,7 +1,7 @@
 """Argo CD's application-controller and repo-server, run against the test cluster.
 
 ``build_argocd()`` builds Argo CD (tests/cluster/build-argocd.sh, cached;
-about 17 min when cold) and returns the folder with the ``argocd`` binary, its
+about 5 min when cold on 2 idle cores, 17 on busy ones) and returns the folder with the ``argocd`` binary, its
 role symlinks and the CRDs. ``ArgoCD.start(kube, work)`` installs the CRDs,
 the ``argocd`` namespace with what Argo CD's own install puts there
 (``argocd-cm``, ``argocd-secret``, the ``default`` AppProject), and starts
